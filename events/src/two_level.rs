@@ -1,0 +1,431 @@
+//! The 2-level event channel ABI, guest side: Xen sets a port's bit in
+//! `shared_info.evtchn_pending`, then (unless the port's `evtchn_mask` bit is set) the bit of
+//! its 64-port word in `vcpu_info.evtchn_pending_sel`, then `evtchn_upcall_pending`, and
+//! enters the guest's upcall, which calls [`TwoLevel::demux`].
+//!
+//! Xen changes these words concurrently with us, so every access is atomic and read-modify-
+//! writes are locked instructions, as in Xen's own `evtchn_2l_set_pending`.
+
+use core::mem::{align_of, offset_of, size_of};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use xen_sys::{shared_info, vcpu_info, xen_ulong_t};
+
+use crate::Port;
+
+const WORD_BITS: usize = 64;
+/// `evtchn_pending` has one bit per port and as many words as a word has bits.
+const WORDS: usize = 64;
+/// Ports the 2-level ABI can name on x86-64.
+pub const NR_PORTS: usize = WORDS * WORD_BITS;
+
+// The atomic views below reinterpret Xen's fields; they must agree in size and alignment.
+const _: () = assert!(size_of::<AtomicU64>() == size_of::<xen_ulong_t>());
+const _: () = assert!(align_of::<AtomicU64>() == align_of::<xen_ulong_t>());
+// Offsets from `public/xen.h` for x86-64, checked with a C program: xen-sys is bindgen
+// output, so these guard against it describing another Xen.
+const _: () = assert!(offset_of!(shared_info, evtchn_pending) == 2048);
+const _: () = assert!(offset_of!(shared_info, evtchn_mask) == 2560);
+const _: () = assert!(size_of::<shared_info>() == 3136);
+const _: () = assert!(offset_of!(vcpu_info, evtchn_upcall_pending) == 0);
+const _: () = assert!(offset_of!(vcpu_info, evtchn_pending_sel) == 8);
+
+/// A port the 2-level ABI cannot name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadPort(pub Port);
+
+/// The 2-level event state of one vCPU and where its last scan stopped.
+pub struct TwoLevel<'a> {
+    pending: &'a [AtomicU64; WORDS],
+    mask: &'a [AtomicU64; WORDS],
+    pending_sel: &'a AtomicU64,
+    upcall_pending: &'a AtomicU8,
+    /// The next scan starts at this word and bit, just after the last port delivered, so a
+    /// port that fires again and again cannot keep higher ports waiting.
+    next_word: usize,
+    next_bit: usize,
+}
+
+impl<'a> TwoLevel<'a> {
+    /// Views the event fields of `shared` and `vcpu` as atomics.
+    ///
+    /// # Safety
+    /// 1. `shared` points to this domain's `shared_info` and `vcpu` to this vCPU's
+    ///    `vcpu_info` (inside `shared_info` or registered elsewhere), both mapped and
+    ///    writable for `'a`.
+    /// 2. For `'a`, this domain accesses `evtchn_pending`, `evtchn_mask`,
+    ///    `evtchn_pending_sel` and `evtchn_upcall_pending` only atomically.
+    pub unsafe fn new(shared: NonNull<shared_info>, vcpu: NonNull<vcpu_info>) -> Self {
+        let s = shared.as_ptr();
+        let v = vcpu.as_ptr();
+        // SAFETY: the fields are in bounds of live objects (contract 1); the atomic types
+        // match them in size and alignment (asserted above) and contract 2 rules out
+        // non-atomic access for as long as the references live.
+        unsafe {
+            TwoLevel {
+                pending: &*(&raw const (*s).evtchn_pending).cast::<[AtomicU64; WORDS]>(),
+                mask: &*(&raw const (*s).evtchn_mask).cast::<[AtomicU64; WORDS]>(),
+                pending_sel: &*(&raw const (*v).evtchn_pending_sel).cast::<AtomicU64>(),
+                upcall_pending: &*(&raw const (*v).evtchn_upcall_pending).cast::<AtomicU8>(),
+                next_word: 0,
+                next_bit: 0,
+            }
+        }
+    }
+
+    fn locate(port: Port) -> Result<(usize, u64), BadPort> {
+        let p = port.0 as usize;
+        if p < NR_PORTS {
+            Ok((p / WORD_BITS, 1 << (p % WORD_BITS)))
+        } else {
+            Err(BadPort(port))
+        }
+    }
+
+    /// Stops `port` from interrupting us; its events stay pending until [`unmask`](Self::unmask).
+    pub fn mask(&self, port: Port) -> Result<(), BadPort> {
+        let (word, bit) = Self::locate(port)?;
+        self.mask[word].fetch_or(bit, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Lets `port` interrupt us again. An event that arrived while masked did not mark its
+    /// word in `evtchn_pending_sel`; this marks it, as Xen would have. Returns whether that
+    /// made an upcall pending: the caller must then run [`demux`](Self::demux) (or let the
+    /// upcall run) to deliver it.
+    pub fn unmask(&self, port: Port) -> Result<bool, BadPort> {
+        let (word, bit) = Self::locate(port)?;
+        self.mask[word].fetch_and(!bit, Ordering::SeqCst);
+        if self.pending[word].load(Ordering::SeqCst) & bit == 0 {
+            return Ok(false);
+        }
+        let sel = 1 << word;
+        if self.pending_sel.fetch_or(sel, Ordering::SeqCst) & sel != 0 {
+            // The word was already selected, so an upcall is already on its way.
+            return Ok(false);
+        }
+        self.upcall_pending.store(1, Ordering::SeqCst);
+        Ok(true)
+    }
+
+    /// Whether an event is pending on `port` (masked or not).
+    pub fn is_pending(&self, port: Port) -> Result<bool, BadPort> {
+        let (word, bit) = Self::locate(port)?;
+        Ok(self.pending[word].load(Ordering::SeqCst) & bit != 0)
+    }
+
+    /// Consumes a pending event on `port` without delivering it: for a masked port that
+    /// is polled (SCHEDOP_poll) rather than served by the upcall.
+    pub fn clear_pending(&self, port: Port) -> Result<bool, BadPort> {
+        let (word, bit) = Self::locate(port)?;
+        Ok(self.pending[word].fetch_and(!bit, Ordering::SeqCst) & bit != 0)
+    }
+
+    /// Delivers every pending, unmasked event to `handle`, once per event, until no upcall
+    /// is pending. Each port's pending bit is cleared before its handler runs, so an event
+    /// raised during the handler is delivered again rather than lost.
+    ///
+    /// Scanning resumes just after the last port delivered (word and bit), as Linux's
+    /// `evtchn_2l_handle_events` does, so a busy low port cannot starve higher ones.
+    pub fn demux(&mut self, mut handle: impl FnMut(Port)) {
+        loop {
+            self.upcall_pending.store(0, Ordering::SeqCst);
+            self.scan(&mut handle);
+            if self.upcall_pending.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+        }
+    }
+
+    /// One pass over the words selected in `evtchn_pending_sel`.
+    fn scan(&mut self, handle: &mut impl FnMut(Port)) {
+        let mut words = self.pending_sel.swap(0, Ordering::SeqCst);
+        let start_word = self.next_word;
+        let start_bit = self.next_bit;
+        let mut word = start_word;
+        let mut first_visit = true;
+
+        while words != 0 {
+            let ahead = words & (u64::MAX << word);
+            if ahead == 0 {
+                word = 0;
+                first_visit = false;
+                continue;
+            }
+            word = ahead.trailing_zeros() as usize;
+
+            // The start word is scanned twice: from the resume bit up on the first visit,
+            // then whole after wrapping around, so its lower bits come last.
+            let resuming = word == start_word && first_visit;
+            let mut bit = if resuming { start_bit } else { 0 };
+            let active =
+                self.pending[word].load(Ordering::SeqCst) & !self.mask[word].load(Ordering::SeqCst);
+            loop {
+                let bits = active & (u64::MAX << bit);
+                if bits == 0 {
+                    break;
+                }
+                bit = bits.trailing_zeros() as usize;
+                let b = 1 << bit;
+                // Only the guest clears pending bits; a bit already clear was taken by
+                // another vCPU and is not ours to deliver.
+                if self.pending[word].fetch_and(!b, Ordering::SeqCst) & b != 0 {
+                    handle(Port((word * WORD_BITS + bit) as u32));
+                }
+                bit = (bit + 1) % WORD_BITS;
+                self.next_word = if bit == 0 { (word + 1) % WORDS } else { word };
+                self.next_bit = bit;
+                if bit == 0 {
+                    break;
+                }
+            }
+
+            if !resuming {
+                words &= !(1 << word);
+            }
+            word = (word + 1) % WORDS;
+            first_visit = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A zeroed `shared_info` on the heap, standing in for the page Xen shares.
+    struct FakeShared(NonNull<shared_info>);
+
+    impl FakeShared {
+        fn new() -> Self {
+            // SAFETY: all-zero bytes are a valid `shared_info` (integers only).
+            let b = unsafe { Box::<shared_info>::new_zeroed().assume_init() };
+            FakeShared(NonNull::from(Box::leak(b)))
+        }
+
+        fn events(&self) -> TwoLevel<'_> {
+            // SAFETY: `vcpu_info[0]` lies inside the live `shared_info`; the tests access
+            // the event fields only through `TwoLevel` views and atomics.
+            unsafe {
+                let vcpu = NonNull::new_unchecked(&raw mut (*self.0.as_ptr()).vcpu_info[0]);
+                TwoLevel::new(self.0, vcpu)
+            }
+        }
+    }
+
+    impl Drop for FakeShared {
+        fn drop(&mut self) {
+            // SAFETY: leaked from a Box in `new`, and no view outlives `self`.
+            drop(unsafe { Box::from_raw(self.0.as_ptr()) });
+        }
+    }
+
+    /// Xen's side of `evtchn_2l_set_pending`, as another agent on the same memory.
+    fn raise(x: &TwoLevel<'_>, port: u32) {
+        let (word, bit) = TwoLevel::locate(Port(port)).unwrap();
+        if x.pending[word].fetch_or(bit, Ordering::SeqCst) & bit != 0 {
+            return;
+        }
+        if x.mask[word].load(Ordering::SeqCst) & bit == 0
+            && x.pending_sel.fetch_or(1 << word, Ordering::SeqCst) & (1 << word) == 0
+        {
+            x.upcall_pending.store(1, Ordering::SeqCst);
+        }
+    }
+
+    fn delivered(ev: &mut TwoLevel<'_>) -> Vec<u32> {
+        let mut out = Vec::new();
+        ev.demux(|p| out.push(p.0));
+        out
+    }
+
+    #[test]
+    fn single_event_once() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        raise(&ev, 5);
+        assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 1);
+        assert_eq!(delivered(&mut ev), [5]);
+        assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 0);
+        assert_eq!(ev.pending_sel.load(Ordering::SeqCst), 0);
+        assert_eq!(ev.pending[0].load(Ordering::SeqCst), 0);
+        assert_eq!(delivered(&mut ev), []);
+    }
+
+    #[test]
+    fn repeated_raises_before_delivery_coalesce() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        raise(&ev, 9);
+        raise(&ev, 9);
+        assert_eq!(delivered(&mut ev), [9]);
+    }
+
+    #[test]
+    fn many_events_across_words() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        let ports = [0, 1, 63, 64, 127, 128, 2048, 2049, 4032, 4095];
+        for &p in ports.iter().rev() {
+            raise(&ev, p);
+        }
+        assert_eq!(delivered(&mut ev), ports);
+        assert!(ev.pending.iter().all(|w| w.load(Ordering::SeqCst) == 0));
+    }
+
+    #[test]
+    fn every_port_is_deliverable() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        for p in 0..NR_PORTS as u32 {
+            raise(&ev, p);
+        }
+        let mut got = delivered(&mut ev);
+        got.sort_unstable();
+        assert_eq!(got, (0..NR_PORTS as u32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn polled_ports_are_read_and_cleared_without_delivery() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        ev.mask(Port(70)).unwrap();
+        assert_eq!(ev.is_pending(Port(70)), Ok(false));
+        raise(&ev, 70);
+        assert_eq!(ev.is_pending(Port(70)), Ok(true));
+        assert_eq!(ev.clear_pending(Port(70)), Ok(true));
+        assert_eq!(ev.clear_pending(Port(70)), Ok(false));
+        assert_eq!(ev.unmask(Port(70)), Ok(false), "nothing left to deliver");
+        assert_eq!(delivered(&mut ev), []);
+        assert_eq!(ev.is_pending(Port(4096)), Err(BadPort(Port(4096))));
+    }
+
+    #[test]
+    fn masked_events_stay_pending_until_unmasked() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        ev.mask(Port(9)).unwrap();
+        raise(&ev, 9);
+        raise(&ev, 10);
+        assert_eq!(delivered(&mut ev), [10]);
+        assert_ne!(
+            ev.pending[0].load(Ordering::SeqCst) & (1 << 9),
+            0,
+            "still pending"
+        );
+        // A masked event does not select its word or raise an upcall on its own.
+        ev.mask(Port(11)).unwrap();
+        ev.mask(Port(200)).unwrap();
+        raise(&ev, 11);
+        raise(&ev, 200);
+        assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 0);
+        assert_eq!(delivered(&mut ev), []);
+
+        assert_eq!(ev.unmask(Port(9)), Ok(true));
+        assert_eq!(ev.unmask(Port(11)), Ok(false), "word 0 already selected");
+        assert_eq!(ev.unmask(Port(200)), Ok(true));
+        // The scan resumes after port 10, the last one delivered.
+        assert_eq!(delivered(&mut ev), [11, 200, 9]);
+        // Unmasking a port with nothing pending raises nothing.
+        ev.mask(Port(9)).unwrap();
+        assert_eq!(ev.unmask(Port(9)), Ok(false));
+        assert_eq!(delivered(&mut ev), []);
+    }
+
+    #[test]
+    fn bad_ports_are_errors() {
+        let mem = FakeShared::new();
+        let ev = mem.events();
+        assert_eq!(ev.mask(Port(4096)), Err(BadPort(Port(4096))));
+        assert_eq!(ev.unmask(Port(u32::MAX)), Err(BadPort(Port(u32::MAX))));
+    }
+
+    #[test]
+    fn a_self_raising_port_does_not_starve_higher_ones() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        let x = mem.events();
+        raise(&x, 1);
+        raise(&x, 2);
+        raise(&x, 4000);
+        let mut order = Vec::new();
+        ev.demux(|p| {
+            order.push(p.0);
+            // Port 1 fires again every time it is handled, for a while.
+            if p.0 == 1 && order.len() < 50 {
+                raise(&x, 1);
+            }
+        });
+        let first = |port| order.iter().position(|&p| p == port).unwrap();
+        assert!(first(2) <= 2 && first(4000) <= 2, "{order:?}");
+        assert_eq!(order.iter().filter(|&&p| p == 2).count(), 1);
+        assert_eq!(order.iter().filter(|&&p| p == 4000).count(), 1);
+        assert!(order.iter().filter(|&&p| p == 1).count() >= 25);
+    }
+
+    #[test]
+    fn scanning_resumes_after_the_last_port_delivered() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        raise(&ev, 70);
+        assert_eq!(delivered(&mut ev), [70]);
+        assert_eq!((ev.next_word, ev.next_bit), (1, 7));
+        // Next time: the rest of word 1, later words, then from the top, word 1 last.
+        for p in [3, 65, 71, 200] {
+            raise(&ev, p);
+        }
+        assert_eq!(delivered(&mut ev), [71, 200, 3, 65]);
+    }
+
+    #[test]
+    fn resume_point_wraps_past_the_last_port() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        raise(&ev, 4095);
+        assert_eq!(delivered(&mut ev), [4095]);
+        assert_eq!((ev.next_word, ev.next_bit), (0, 0));
+        raise(&ev, 127);
+        raise(&ev, 64);
+        assert_eq!(delivered(&mut ev), [64, 127]);
+        assert_eq!((ev.next_word, ev.next_bit), (2, 0));
+    }
+
+    #[test]
+    fn each_event_is_handled_exactly_once_under_interleaving() {
+        let mem = FakeShared::new();
+        let mut ev = mem.events();
+        let x = mem.events();
+        let mut raised = vec![0u32; NR_PORTS];
+        let mut handled = vec![0u32; NR_PORTS];
+        let mut seed = 0x9e37_79b9_u32;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        for _ in 0..200 {
+            // Raise distinct ports (a port raised twice before delivery is one event).
+            for _ in 0..20 {
+                let p = next() % NR_PORTS as u32;
+                if x.pending[p as usize / 64].load(Ordering::SeqCst) & (1 << (p % 64)) == 0 {
+                    raise(&x, p);
+                    raised[p as usize] += 1;
+                }
+            }
+            ev.demux(|p| {
+                handled[p.0 as usize] += 1;
+                // Handlers raise other events sometimes, as completions do.
+                let q = next() % NR_PORTS as u32;
+                if q.is_multiple_of(4)
+                    && x.pending[q as usize / 64].load(Ordering::SeqCst) & (1 << (q % 64)) == 0
+                {
+                    raise(&x, q);
+                    raised[q as usize] += 1;
+                }
+            });
+        }
+        assert_eq!(raised, handled);
+    }
+}

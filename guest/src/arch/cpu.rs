@@ -1,0 +1,31 @@
+//! Unprivileged instructions every backend may use directly.
+
+use crate::pvops::Cpuid;
+use core::arch::asm;
+
+/// The CPUID instruction as the hardware (or, under PV, the hypervisor's passthrough)
+/// answers it, with no masking.
+pub fn cpuid_raw(leaf: u32, subleaf: u32) -> Cpuid {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
+}
+
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC is unprivileged unless CR4.TSD is set, which neither Xen nor we do.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// A software breakpoint (#BP), for the trap self-test.
+pub fn breakpoint() {
+    // SAFETY: the #BP handler returns to the next instruction with every register intact.
+    unsafe { asm!("int3", options(nomem, nostack)) };
+}
+
+/// The vendor string of a hypervisor CPUID leaf block (`XenVMMXenVMM` for Xen).
+pub fn signature(r: &Cpuid) -> [u8; 12] {
+    let mut s = [0u8; 12];
+    s[0..4].copy_from_slice(&r.ebx.to_le_bytes());
+    s[4..8].copy_from_slice(&r.ecx.to_le_bytes());
+    s[8..12].copy_from_slice(&r.edx.to_le_bytes());
+    s
+}

@@ -1,0 +1,151 @@
+//! Native platform (QEMU PVH boot): IDT, legacy PIC, PIT, CMOS RTC, and QEMU's
+//! isa-debug-exit for shutdown with a status.
+
+use core::arch::asm;
+use x86_64::instructions::port::Port;
+
+/// QEMU's `-device isa-debug-exit,iobase=0xf4,iosize=0x04`: writing v exits with (v << 1) | 1.
+const DEBUG_EXIT_PORT: u16 = 0xf4;
+/// Exit statuses 33 (pass) and 35 (fail) once QEMU shifts them.
+pub const DEBUG_EXIT_PASS: u32 = 0x10;
+pub const DEBUG_EXIT_FAIL: u32 = 0x11;
+
+/// Port I/O for the devices of this module.
+///
+/// # Safety
+/// `port` belongs to one of the legacy devices this module drives.
+pub unsafe fn outb(port: u16, val: u8) {
+    // SAFETY: forwarded contract; natively we run in ring 0.
+    unsafe { Port::<u8>::new(port).write(val) }
+}
+
+/// # Safety
+/// As for [`outb`].
+pub unsafe fn inb(port: u16) -> u8 {
+    // SAFETY: forwarded contract.
+    unsafe { Port::<u8>::new(port).read() }
+}
+
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+struct Gate {
+    offset_low: u16,
+    selector: u16,
+    ist: u8,
+    kind: u8,
+    offset_mid: u16,
+    offset_high: u32,
+    reserved: u32,
+}
+
+const KERNEL_CS: u16 = 0x08;
+/// Present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
+const INTERRUPT_GATE: u8 = 0x8e;
+
+static mut IDT: [Gate; 32] = [Gate {
+    offset_low: 0,
+    selector: 0,
+    ist: 0,
+    kind: 0,
+    offset_mid: 0,
+    offset_high: 0,
+    reserved: 0,
+}; 32];
+
+/// Points every CPU exception vector at its entry stub and loads the IDT.
+pub fn init_idt() {
+    let stubs = super::traps::stubs(false);
+    // SAFETY: boot runs on one CPU with interrupts off; nothing else touches the IDT.
+    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
+    for (gate, &addr) in idt.iter_mut().zip(stubs.iter()) {
+        *gate = Gate {
+            offset_low: addr as u16,
+            selector: KERNEL_CS,
+            ist: 0,
+            kind: INTERRUPT_GATE,
+            offset_mid: (addr >> 16) as u16,
+            offset_high: (addr >> 32) as u32,
+            reserved: 0,
+        };
+    }
+    #[repr(C, packed)]
+    struct Pointer {
+        limit: u16,
+        base: u64,
+    }
+    let ptr = Pointer { limit: (core::mem::size_of_val(idt) - 1) as u16, base: idt.as_ptr() as u64 };
+    // SAFETY: the IDT is static and every gate points at a stub that handles its vector.
+    unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+}
+
+/// Moves the legacy PIC's vectors off the CPU exceptions (the BIOS leaves IRQ 0 on vector 8,
+/// #DF) and masks every line: nothing native raises interrupts yet.
+pub fn init_pic() {
+    // SAFETY: ports 0x20/0x21/0xa0/0xa1 are the two 8259s; ICW1-4 then the masks.
+    unsafe {
+        outb(0x20, 0x11);
+        outb(0xa0, 0x11);
+        outb(0x21, 0x20);
+        outb(0xa1, 0x28);
+        outb(0x21, 4);
+        outb(0xa1, 2);
+        outb(0x21, 1);
+        outb(0xa1, 1);
+        outb(0x21, 0xff);
+        outb(0xa1, 0xff);
+    }
+}
+
+/// Ends the QEMU run with a status the test harness reads; halts if the device is absent.
+pub extern "C" fn shutdown(reason: u32) -> ! {
+    let code = if reason == 0 { DEBUG_EXIT_PASS } else { DEBUG_EXIT_FAIL };
+    // SAFETY: isa-debug-exit ignores nothing and exits; on a machine without it the port is
+    // unassigned and the write is dropped.
+    unsafe { Port::<u32>::new(DEBUG_EXIT_PORT).write(code) };
+    loop {
+        // SAFETY: parking the CPU for good with interrupts off.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}
+
+/// Reads a CMOS RTC register.
+fn cmos(reg: u8) -> u8 {
+    // SAFETY: 0x70/0x71 are the CMOS index/data ports; bit 7 of the index keeps NMI masked.
+    unsafe {
+        outb(0x70, 0x80 | reg);
+        inb(0x71)
+    }
+}
+
+/// The RTC's seconds counter (BCD or binary, as the RTC is configured: only changes matter).
+pub fn rtc_seconds() -> u8 {
+    // Register A bit 7: an update is in progress and the time registers are unstable.
+    while cmos(0x0a) & 0x80 != 0 {
+        core::hint::spin_loop();
+    }
+    cmos(0x00)
+}
+
+/// The PIT's input clock.
+pub const PIT_HZ: u64 = 1_193_182;
+
+/// Busy-waits `ticks` PIT ticks on channel 2 (gate-controlled, no interrupt), the classic
+/// calibration source, calling `at_start`/returning when the count begins and ends.
+pub fn pit_wait<T>(ticks: u16, at_start: impl FnOnce() -> T) -> T {
+    // SAFETY: 0x61 (speaker/gate), 0x42 (channel 2 data), 0x43 (mode) drive PIT channel 2,
+    // which nothing else uses.
+    unsafe {
+        let gate = inb(0x61);
+        outb(0x61, (gate & !0x02) & !0x01); // speaker off, gate low
+        outb(0x43, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
+        outb(0x42, ticks as u8);
+        outb(0x42, (ticks >> 8) as u8);
+        let v = at_start();
+        outb(0x61, (inb(0x61) & !0x02) | 0x01); // gate high: counting starts
+        while inb(0x61) & 0x20 == 0 {
+            core::hint::spin_loop();
+        }
+        outb(0x61, gate);
+        v
+    }
+}

@@ -1,0 +1,66 @@
+//! Boot: each entry path sets up its platform, then both continue in [`kernel_main`].
+
+pub mod native;
+pub mod xen_pv;
+
+use crate::cmdline::{self, Options};
+use crate::{println, pvops};
+
+/// The command line, copied out of the loader's memory (which we reuse).
+struct SavedCmdline {
+    bytes: [u8; 1024],
+    len: usize,
+}
+
+static CMDLINE: spin::Once<SavedCmdline> = spin::Once::new();
+
+/// Keeps the command line, up to the first NUL; only the first call counts.
+pub fn save_cmdline(raw: &[u8]) {
+    CMDLINE.call_once(|| {
+        let len = raw.iter().position(|&b| b == 0).unwrap_or(raw.len()).min(1024);
+        let mut bytes = [0; 1024];
+        bytes[..len].copy_from_slice(&raw[..len]);
+        SavedCmdline { bytes, len }
+    });
+}
+
+/// The command line as text (invalid UTF-8 is cut at the first bad byte).
+pub fn cmdline() -> &'static str {
+    let Some(saved) = CMDLINE.get() else { return "" };
+    let bytes = &saved.bytes[..saved.len];
+    match core::str::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => core::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or(""),
+    }
+}
+
+pub fn options() -> Options<'static> {
+    cmdline::parse(cmdline())
+}
+
+/// Everything after platform setup: report, run the self-tests, shut down with their result.
+pub fn kernel_main(options: Options<'static>) -> ! {
+    log::info!("pv_ops: {}", pvops::backend().name());
+    log::info!("command line: '{}'", cmdline());
+    for w in options.warnings() {
+        log::warn!("command line: {w}");
+    }
+    if options.dropped_warnings > 0 {
+        log::warn!("command line: {} more problems not shown", options.dropped_warnings);
+    }
+    let (free, total) = crate::mm::frame_stats();
+    let (heap_used, heap_free) = crate::mm::heap_stats();
+    log::info!(
+        "memory: {} of {} pages free, heap {} KiB ({} KiB used)",
+        free,
+        total,
+        (heap_used + heap_free) / 1024,
+        heap_used / 1024
+    );
+    // Platform setup is done (handlers installed, stray event sources masked): from here
+    // on the kernel runs with interrupts (events) enabled.
+    pvops::irq_enable();
+    let report = crate::selftest::run(&options);
+    println!("{report}");
+    pvops::shutdown(if report.failed == 0 { 0 } else { 1 })
+}

@@ -1,0 +1,181 @@
+//! The kernel command line (xl's `extra=`, QEMU's `-append`): whitespace-separated
+//! `key=value` options. Unknown options and bad values are collected as warnings for the
+//! caller to report; parsing never fails as a whole.
+
+use log::LevelFilter;
+
+/// Which self-tests run: all, none, or those whose name starts with one of the prefixes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestSelection<'a> {
+    All,
+    None,
+    /// A comma-separated list of name prefixes, e.g. `mem::,time::clock`.
+    Prefixes(&'a str),
+}
+
+impl TestSelection<'_> {
+    pub fn selects(&self, name: &str) -> bool {
+        match self {
+            TestSelection::All => true,
+            TestSelection::None => false,
+            TestSelection::Prefixes(list) => {
+                list.split(',').filter(|p| !p.is_empty()).any(|p| name.starts_with(p))
+            }
+        }
+    }
+}
+
+/// A problem with one option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Warning<'a> {
+    Unknown(&'a str),
+    BadValue { option: &'a str, expected: &'static str },
+}
+
+impl core::fmt::Display for Warning<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Warning::Unknown(opt) => write!(f, "unknown option '{opt}' ignored"),
+            Warning::BadValue { option, expected } => {
+                write!(f, "bad option '{option}' ignored: expected {expected}")
+            }
+        }
+    }
+}
+
+/// At most this many warnings are kept; more are counted in `dropped_warnings`.
+pub const MAX_WARNINGS: usize = 8;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options<'a> {
+    pub log: LevelFilter,
+    pub tests: TestSelection<'a>,
+    warnings: [Option<Warning<'a>>; MAX_WARNINGS],
+    pub dropped_warnings: usize,
+}
+
+impl<'a> Options<'a> {
+    pub fn warnings(&self) -> impl Iterator<Item = &Warning<'a>> {
+        self.warnings.iter().flatten()
+    }
+
+    fn warn(&mut self, w: Warning<'a>) {
+        match self.warnings.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(w),
+            None => self.dropped_warnings += 1,
+        }
+    }
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            log: LevelFilter::Info,
+            tests: TestSelection::All,
+            warnings: [None; MAX_WARNINGS],
+            dropped_warnings: 0,
+        }
+    }
+}
+
+fn parse_level(v: &str) -> Option<LevelFilter> {
+    Some(match v {
+        "off" => LevelFilter::Off,
+        "error" => LevelFilter::Error,
+        "warn" => LevelFilter::Warn,
+        "info" => LevelFilter::Info,
+        "debug" => LevelFilter::Debug,
+        "trace" => LevelFilter::Trace,
+        _ => return None,
+    })
+}
+
+pub fn parse(line: &str) -> Options<'_> {
+    let mut o = Options::default();
+    for token in line.split_ascii_whitespace() {
+        let (key, value) = match token.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (token, None),
+        };
+        match (key, value) {
+            ("log", Some(v)) => match parse_level(v) {
+                Some(level) => o.log = level,
+                None => o.warn(Warning::BadValue {
+                    option: token,
+                    expected: "off|error|warn|info|debug|trace",
+                }),
+            },
+            ("tests", Some("all")) => o.tests = TestSelection::All,
+            ("tests", Some("none")) => o.tests = TestSelection::None,
+            ("tests", Some(v)) if !v.is_empty() => o.tests = TestSelection::Prefixes(v),
+            ("tests", _) => o.warn(Warning::BadValue {
+                option: token,
+                expected: "all|none|<comma-separated name prefixes>",
+            }),
+            ("log", None) => {
+                o.warn(Warning::BadValue { option: token, expected: "log=<level>" })
+            }
+            _ => o.warn(Warning::Unknown(token)),
+        }
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let o = parse("");
+        assert_eq!(o.log, LevelFilter::Info);
+        assert_eq!(o.tests, TestSelection::All);
+        assert_eq!(o.warnings().count(), 0);
+    }
+
+    #[test]
+    fn known_options() {
+        let o = parse("  log=debug\ttests=mem::,time::clock ");
+        assert_eq!(o.log, LevelFilter::Debug);
+        assert!(o.tests.selects("mem::heap_stress"));
+        assert!(o.tests.selects("time::clock_rate"));
+        assert!(!o.tests.selects("time::other"));
+        assert!(!o.tests.selects("cpu::cpuid"));
+        assert_eq!(parse("tests=none").tests, TestSelection::None);
+        assert!(!TestSelection::None.selects("x"));
+        assert_eq!(parse("tests=all log=off").log, LevelFilter::Off);
+    }
+
+    #[test]
+    fn last_value_wins() {
+        assert_eq!(parse("log=error log=trace").log, LevelFilter::Trace);
+    }
+
+    #[test]
+    fn unknown_and_bad_options_are_reported() {
+        let o = parse("bogus=1 log=loud tests= log quiet");
+        let w: Vec<_> = o.warnings().copied().collect();
+        assert_eq!(
+            w,
+            [
+                Warning::Unknown("bogus=1"),
+                Warning::BadValue { option: "log=loud", expected: "off|error|warn|info|debug|trace" },
+                Warning::BadValue {
+                    option: "tests=",
+                    expected: "all|none|<comma-separated name prefixes>"
+                },
+                Warning::BadValue { option: "log", expected: "log=<level>" },
+                Warning::Unknown("quiet"),
+            ]
+        );
+        assert_eq!(o.log, LevelFilter::Info, "a bad value leaves the default");
+        assert_eq!(format!("{}", w[0]), "unknown option 'bogus=1' ignored");
+    }
+
+    #[test]
+    fn warnings_beyond_the_limit_are_counted() {
+        let o = parse("a b c d e f g h i j");
+        assert_eq!(o.warnings().count(), MAX_WARNINGS);
+        assert_eq!(o.dropped_warnings, 2);
+    }
+}

@@ -1,0 +1,28 @@
+//! A Xen PV guest unikernel. One image boots three ways (Xen PV via `startup_xen`, native
+//! via the PVH entry QEMU's `-kernel` uses), with every privileged operation behind
+//! [`pvops`], whose backend is chosen once at boot.
+//!
+//! Pure logic (command line, frame bookkeeping, clock arithmetic) builds on any target and
+//! is unit-tested on the host; the kernel proper builds only for `target_os = "none"`.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod cmdline;
+pub mod mm;
+pub mod time;
+
+#[cfg(target_os = "none")]
+pub mod arch;
+#[cfg(target_os = "none")]
+pub mod boot;
+#[cfg(target_os = "none")]
+pub mod console;
+#[cfg(target_os = "none")]
+pub mod evtchn;
+#[cfg(target_os = "none")]
+pub mod pvops;
+#[cfg(target_os = "none")]
+pub mod selftest;
+#[cfg(target_os = "none")]
+pub mod sync;

@@ -1,0 +1,410 @@
+//! pv_ops: one table of privileged operations (cpu, irq, mmu, time, console, shutdown),
+//! filled once at boot with the Xen or the native backend.
+//!
+//! Every call goes through a call site emitted by [`pv_call!`]: a 6-byte
+//! `call *PV_OPS+slot(%rip)` plus a record in `.parainstructions` (site address, op, length,
+//! clobbers), the shape Linux's paravirt patching uses, so that a boot-time patcher can
+//! rewrite each site into a direct call or the inline instruction.
+
+pub mod native;
+pub mod xen;
+
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+/// What `cpuid` returns.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpuid {
+    pub eax: u32,
+    pub ebx: u32,
+    pub ecx: u32,
+    pub edx: u32,
+}
+
+/// The interrupt-enable bit of the flags word `save_fl` returns (RFLAGS.IF natively).
+pub const FLAGS_IF: u64 = 1 << 9;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CpuOps {
+    pub cpuid: unsafe extern "C" fn(leaf: u32, subleaf: u32, out: *mut Cpuid),
+    /// The faulting address of the last page fault.
+    pub read_cr2: extern "C" fn() -> u64,
+    /// Enables interrupts (events) and waits for one, atomically.
+    pub idle: extern "C" fn(),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct IrqOps {
+    pub save_fl: extern "C" fn() -> u64,
+    pub restore_fl: extern "C" fn(flags: u64),
+    pub disable: extern "C" fn(),
+    pub enable: extern "C" fn(),
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MmuOps {
+    /// The frame of the root page table.
+    pub read_cr3: extern "C" fn() -> u64,
+    /// Writes a page-table entry that maps a frame number (as [`MmuOps::pfn_to_frame`]).
+    pub set_pte: unsafe extern "C" fn(ptep: *mut u64, val: u64),
+    pub flush_tlb_one: unsafe extern "C" fn(va: u64),
+    /// The frame number hardware (and other domains) see for one of our pages.
+    pub pfn_to_frame: extern "C" fn(pfn: u64) -> u64,
+    /// The inverse; [`INVALID_PFN`] for a frame that is not ours.
+    pub frame_to_pfn: extern "C" fn(frame: u64) -> u64,
+    /// Makes a zeroed page fit to become a page table (Xen: no writable mapping may remain).
+    pub make_table: unsafe extern "C" fn(pfn: u64),
+}
+
+/// Returned by `frame_to_pfn` for frames we do not own.
+pub const INVALID_PFN: u64 = u64::MAX;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TimeOps {
+    /// Monotonic nanoseconds since an arbitrary boot-time origin.
+    pub clock_ns: extern "C" fn() -> u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConsoleOps {
+    /// Writes bytes; returns how many were lost (0 when all went out).
+    pub write: unsafe extern "C" fn(bytes: *const u8, len: usize) -> usize,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ShutdownOps {
+    pub shutdown: extern "C" fn(reason: u32) -> !,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PvOps {
+    pub cpu: CpuOps,
+    pub irq: IrqOps,
+    pub mmu: MmuOps,
+    pub time: TimeOps,
+    pub console: ConsoleOps,
+    pub shutdown: ShutdownOps,
+}
+
+/// Identifies the operation a call site invokes, in its `.parainstructions` record.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    Cpuid = 0,
+    ReadCr2,
+    Idle,
+    SaveFl,
+    RestoreFl,
+    IrqDisable,
+    IrqEnable,
+    ReadCr3,
+    SetPte,
+    FlushTlbOne,
+    PfnToFrame,
+    FrameToPfn,
+    MakeTable,
+    ClockNs,
+    ConsoleWrite,
+    Shutdown,
+}
+
+impl Op {
+    const ALL: [Op; 16] = [
+        Op::Cpuid, Op::ReadCr2, Op::Idle, Op::SaveFl, Op::RestoreFl, Op::IrqDisable,
+        Op::IrqEnable, Op::ReadCr3, Op::SetPte, Op::FlushTlbOne, Op::PfnToFrame,
+        Op::FrameToPfn, Op::MakeTable, Op::ClockNs, Op::ConsoleWrite, Op::Shutdown,
+    ];
+
+    pub fn from_u16(v: u16) -> Option<Op> {
+        Op::ALL.get(v as usize).copied()
+    }
+
+    /// Offset of this op's function pointer in [`PvOps`].
+    pub const fn slot(self) -> usize {
+        match self {
+            Op::Cpuid => offset_of!(PvOps, cpu.cpuid),
+            Op::ReadCr2 => offset_of!(PvOps, cpu.read_cr2),
+            Op::Idle => offset_of!(PvOps, cpu.idle),
+            Op::SaveFl => offset_of!(PvOps, irq.save_fl),
+            Op::RestoreFl => offset_of!(PvOps, irq.restore_fl),
+            Op::IrqDisable => offset_of!(PvOps, irq.disable),
+            Op::IrqEnable => offset_of!(PvOps, irq.enable),
+            Op::ReadCr3 => offset_of!(PvOps, mmu.read_cr3),
+            Op::SetPte => offset_of!(PvOps, mmu.set_pte),
+            Op::FlushTlbOne => offset_of!(PvOps, mmu.flush_tlb_one),
+            Op::PfnToFrame => offset_of!(PvOps, mmu.pfn_to_frame),
+            Op::FrameToPfn => offset_of!(PvOps, mmu.frame_to_pfn),
+            Op::MakeTable => offset_of!(PvOps, mmu.make_table),
+            Op::ClockNs => offset_of!(PvOps, time.clock_ns),
+            Op::ConsoleWrite => offset_of!(PvOps, console.write),
+            Op::Shutdown => offset_of!(PvOps, shutdown.shutdown),
+        }
+    }
+}
+
+/// A `.parainstructions` record: one per emitted call site.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct PatchSite {
+    pub addr: u64,
+    pub op: u16,
+    pub len: u8,
+    /// Registers the site may clobber: [`CLOBBERS_C_ABI`] for every site today.
+    pub clobbers: u8,
+    _reserved: u32,
+}
+
+/// The site clobbers what the C ABI lets a callee clobber.
+pub const CLOBBERS_C_ABI: u8 = 1;
+
+/// The op table every call site reads. Starts out native; Xen boot installs its own before
+/// the first privileged operation.
+static mut PV_OPS: PvOps = native::OPS;
+
+/// Which backend [`install`] chose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Backend {
+    Native = 0,
+    XenPv = 1,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Native => "native",
+            Backend::XenPv => "xen-pv",
+        }
+    }
+}
+
+static BACKEND: AtomicU8 = AtomicU8::new(Backend::Native as u8);
+
+/// Fills the op table.
+///
+/// # Safety
+/// Called once, first thing at boot on one CPU, before any pv_ops call; `ops` must be the
+/// backend that matches the platform we run on.
+pub unsafe fn install(backend: Backend, ops: PvOps) {
+    // SAFETY: nothing reads the table concurrently (single CPU, before any call site runs).
+    unsafe { core::ptr::addr_of_mut!(PV_OPS).write(ops) };
+    BACKEND.store(backend as u8, Ordering::Relaxed);
+}
+
+pub fn backend() -> Backend {
+    match BACKEND.load(Ordering::Relaxed) {
+        1 => Backend::XenPv,
+        _ => Backend::Native,
+    }
+}
+
+pub fn is_xen() -> bool {
+    backend() == Backend::XenPv
+}
+
+/// The address of the op table (for checking call-site encodings).
+pub fn table_addr() -> u64 {
+    core::ptr::addr_of!(PV_OPS) as u64
+}
+
+/// The function a slot currently holds.
+pub fn slot_target(op: Op) -> u64 {
+    // SAFETY: the table is only written by `install`, before anything reads it.
+    unsafe { ((table_addr() as usize + op.slot()) as *const u64).read() }
+}
+
+/// All recorded call sites.
+pub fn sites() -> &'static [PatchSite] {
+    extern "C" {
+        static __parainstructions_start: PatchSite;
+        static __parainstructions_end: PatchSite;
+    }
+    // SAFETY: the linker script places only PatchSite records (16 bytes, 8-aligned)
+    // between the two symbols, in a section that is never written.
+    unsafe {
+        let start = core::ptr::addr_of!(__parainstructions_start);
+        let end = core::ptr::addr_of!(__parainstructions_end);
+        core::slice::from_raw_parts(start, end.offset_from(start) as usize)
+    }
+}
+
+/// Emits one pv_ops call site and its `.parainstructions` record.
+macro_rules! pv_call {
+    ($op:ident; $($operands:tt)*) => {
+        core::arch::asm!(
+            "771:",
+            "call qword ptr [rip + {ops} + {slot}]",
+            "772:",
+            ".pushsection .parainstructions, \"a\"",
+            ".balign 8",
+            ".quad 771b",
+            ".short {op}",
+            ".byte 772b - 771b",
+            ".byte {clobbers}",
+            ".long 0",
+            ".popsection",
+            ops = sym PV_OPS,
+            slot = const Op::$op.slot(),
+            op = const Op::$op as u16,
+            clobbers = const CLOBBERS_C_ABI,
+            $($operands)*
+            clobber_abi("C"),
+        )
+    };
+}
+
+// The wrappers are `inline(always)` so that each caller gets its own patchable site.
+// SAFETY (for every pv_call! below): the slot holds an `extern "C"` function of exactly the
+// signature the operands describe (the table is typed and filled only by `install`), and
+// clobber_abi("C") declares everything such a function may clobber.
+
+#[inline(always)]
+pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
+    let mut out = Cpuid::default();
+    // SAFETY: see above; `out` is valid for the callee to write.
+    unsafe {
+        pv_call!(Cpuid; in("edi") leaf, in("esi") subleaf, in("rdx") &mut out as *mut Cpuid,)
+    };
+    out
+}
+
+#[inline(always)]
+pub fn read_cr2() -> u64 {
+    let v: u64;
+    // SAFETY: see above.
+    unsafe { pv_call!(ReadCr2; lateout("rax") v,) };
+    v
+}
+
+#[inline(always)]
+pub fn idle() {
+    // SAFETY: see above.
+    unsafe { pv_call!(Idle;) };
+}
+
+#[inline(always)]
+pub fn save_fl() -> u64 {
+    let v: u64;
+    // SAFETY: see above.
+    unsafe { pv_call!(SaveFl; lateout("rax") v,) };
+    v
+}
+
+#[inline(always)]
+pub fn restore_fl(flags: u64) {
+    // SAFETY: see above.
+    unsafe { pv_call!(RestoreFl; in("rdi") flags,) };
+}
+
+#[inline(always)]
+pub fn irq_disable() {
+    // SAFETY: see above.
+    unsafe { pv_call!(IrqDisable;) };
+}
+
+#[inline(always)]
+pub fn irq_enable() {
+    // SAFETY: see above.
+    unsafe { pv_call!(IrqEnable;) };
+}
+
+#[inline(always)]
+pub fn read_cr3() -> u64 {
+    let v: u64;
+    // SAFETY: see above.
+    unsafe { pv_call!(ReadCr3; lateout("rax") v,) };
+    v
+}
+
+/// # Safety
+/// `ptep` is an entry of a live page table of ours, and the change must not invalidate
+/// memory Rust still references.
+#[inline(always)]
+pub unsafe fn set_pte(ptep: *mut u64, val: u64) {
+    // SAFETY: see above; the caller vouches for the entry.
+    unsafe { pv_call!(SetPte; in("rdi") ptep, in("rsi") val,) };
+}
+
+/// # Safety
+/// None beyond performance: a TLB flush cannot break memory safety, but it is `unsafe`
+/// to keep page-table manipulation in one audited place.
+#[inline(always)]
+pub unsafe fn flush_tlb_one(va: u64) {
+    // SAFETY: see above.
+    unsafe { pv_call!(FlushTlbOne; in("rdi") va,) };
+}
+
+#[inline(always)]
+pub fn pfn_to_frame(pfn: u64) -> u64 {
+    let v: u64;
+    // SAFETY: see above.
+    unsafe { pv_call!(PfnToFrame; in("rdi") pfn, lateout("rax") v,) };
+    v
+}
+
+#[inline(always)]
+pub fn frame_to_pfn(frame: u64) -> u64 {
+    let v: u64;
+    // SAFETY: see above.
+    unsafe { pv_call!(FrameToPfn; in("rdi") frame, lateout("rax") v,) };
+    v
+}
+
+/// # Safety
+/// `pfn` is a zeroed page we own that nothing references, about to become a page table.
+#[inline(always)]
+pub unsafe fn make_table(pfn: u64) {
+    // SAFETY: see above; the caller vouches for the page.
+    unsafe { pv_call!(MakeTable; in("rdi") pfn,) };
+}
+
+#[inline(always)]
+pub fn clock_ns() -> u64 {
+    let v: u64;
+    // SAFETY: see above.
+    unsafe { pv_call!(ClockNs; lateout("rax") v,) };
+    v
+}
+
+/// Writes to the console; returns how many bytes were lost.
+#[inline(always)]
+pub fn console_write(bytes: &[u8]) -> usize {
+    let lost: usize;
+    // SAFETY: see above; the callee only reads `len` bytes.
+    unsafe {
+        pv_call!(ConsoleWrite; in("rdi") bytes.as_ptr(), in("rsi") bytes.len(), lateout("rax") lost,)
+    };
+    lost
+}
+
+/// Stops the machine: reason 0 is a clean poweroff, anything else a failure.
+#[inline(always)]
+pub fn shutdown(reason: u32) -> ! {
+    // SAFETY: see above; the callee does not return.
+    unsafe { pv_call!(Shutdown; in("edi") reason, options(noreturn),) }
+}
+
+/// Interrupts (events) disabled until dropped, then restored to what they were.
+pub struct IrqGuard {
+    flags: u64,
+}
+
+pub fn irq_save() -> IrqGuard {
+    let flags = save_fl();
+    irq_disable();
+    IrqGuard { flags }
+}
+
+impl Drop for IrqGuard {
+    fn drop(&mut self) {
+        restore_fl(self.flags);
+    }
+}

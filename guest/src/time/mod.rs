@@ -1,0 +1,85 @@
+//! Monotonic time in nanoseconds on both platforms: Xen's pvclock (vcpu_time_info) or a
+//! TSC calibrated against the PIT. Both turn TSC deltas into nanoseconds the same way.
+
+#[cfg(target_os = "none")]
+pub mod native;
+#[cfg(target_os = "none")]
+pub mod xen;
+
+/// A TSC-to-nanoseconds conversion in pvclock form: shift the delta by `shift` (left when
+/// positive), then multiply by `mul_frac / 2^32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TscScale {
+    pub mul_frac: u32,
+    pub shift: i8,
+}
+
+impl TscScale {
+    /// The scale for a TSC running at `hz`, as Xen computes it (`set_time_scale`): the
+    /// largest precision with `mul_frac` in [2^31, 2^32).
+    pub fn from_hz(hz: u64) -> Option<TscScale> {
+        if hz == 0 {
+            return None;
+        }
+        let mut tps = hz;
+        let mut shift: i32 = 0;
+        // Bring ticks/s into [0.5 s, 1 s) worth of ns so that the fraction is normalised.
+        while tps > 2 * 1_000_000_000 {
+            tps >>= 1;
+            shift -= 1;
+        }
+        while tps <= 1_000_000_000 {
+            tps <<= 1;
+            shift += 1;
+        }
+        // ns per (shifted) tick as a 32-bit fraction: 1e9 / tps < 1.
+        let mul_frac = ((1_000_000_000u128 << 32) / tps as u128) as u64;
+        if mul_frac > u32::MAX as u64 {
+            return None;
+        }
+        Some(TscScale { mul_frac: mul_frac as u32, shift: shift as i8 })
+    }
+
+    /// Nanoseconds in `delta` TSC ticks.
+    pub fn ticks_to_ns(self, delta: u64) -> u64 {
+        let d = if self.shift >= 0 {
+            delta << self.shift
+        } else {
+            delta >> -(self.shift as i32)
+        };
+        ((d as u128 * self.mul_frac as u128) >> 32) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pvclock_scale_matches_xen_values() {
+        // A 2 GHz TSC: Xen reports mul_frac 0x80000000, shift 0 (0.5 ns per tick).
+        let s = TscScale { mul_frac: 0x8000_0000, shift: 0 };
+        assert_eq!(s.ticks_to_ns(2_000_000_000), 1_000_000_000);
+        let s = TscScale { mul_frac: 0x8000_0000, shift: -1 };
+        assert_eq!(s.ticks_to_ns(4_000_000_000), 1_000_000_000);
+    }
+
+    #[test]
+    fn from_hz_round_trips_to_one_second() {
+        for hz in [1_000_000u64, 1_193_182, 999_999_999, 1_000_000_001, 2_400_000_000, 3_700_123_456, 10_000_000_000] {
+            let s = TscScale::from_hz(hz).unwrap();
+            assert!(s.mul_frac >= 1 << 31, "{hz}: not normalised: {s:?}");
+            let ns = s.ticks_to_ns(hz);
+            assert!(ns.abs_diff(1_000_000_000) <= 2, "{hz} Hz -> {ns} ns for one second");
+        }
+        assert_eq!(TscScale::from_hz(0), None);
+    }
+
+    #[test]
+    fn large_deltas_do_not_overflow() {
+        let s = TscScale::from_hz(3_000_000_000).unwrap();
+        // A year of ticks.
+        let ns = s.ticks_to_ns(3_000_000_000 * 86400 * 365);
+        assert!(ns.abs_diff(1_000_000_000 * 86400 * 365) < 1_000_000);
+    }
+}

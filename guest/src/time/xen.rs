@@ -1,0 +1,56 @@
+//! Xen's pvclock: vcpu_time_info holds (system_time, tsc_timestamp, scale) and a version
+//! that is odd while Xen rewrites it.
+
+use super::TscScale;
+use crate::arch::cpu::rdtsc;
+use core::sync::atomic::{fence, AtomicU64, Ordering};
+
+/// The last value returned: the clock never goes backwards, even across vCPU migration
+/// between pCPUs whose TSCs Xen extrapolates slightly differently.
+static LAST: AtomicU64 = AtomicU64::new(0);
+
+/// One consistent copy of vcpu_time_info.
+#[derive(Clone, Copy, Debug)]
+pub struct Snapshot {
+    pub tsc_timestamp: u64,
+    pub system_time: u64,
+    pub scale: TscScale,
+}
+
+pub fn snapshot() -> Snapshot {
+    let t = crate::arch::xen::vcpu().time_info();
+    loop {
+        // SAFETY: `t` points into the mapped shared_info page; every field is read with a
+        // volatile load because Xen rewrites them under the version protocol.
+        unsafe {
+            let version = core::ptr::addr_of!((*t).version).read_volatile();
+            fence(Ordering::Acquire);
+            let snap = Snapshot {
+                tsc_timestamp: core::ptr::addr_of!((*t).tsc_timestamp).read_volatile(),
+                system_time: core::ptr::addr_of!((*t).system_time).read_volatile(),
+                scale: TscScale {
+                    mul_frac: core::ptr::addr_of!((*t).tsc_to_system_mul).read_volatile(),
+                    shift: core::ptr::addr_of!((*t).tsc_shift).read_volatile(),
+                },
+            };
+            fence(Ordering::Acquire);
+            let again = core::ptr::addr_of!((*t).version).read_volatile();
+            if version & 1 == 0 && version == again {
+                return snap;
+            }
+        }
+        core::hint::spin_loop();
+    }
+}
+
+/// Xen system time (ns since the host booted): the hypervisor's own timers use it.
+pub fn system_time_ns() -> u64 {
+    let s = snapshot();
+    s.system_time + s.scale.ticks_to_ns(rdtsc().saturating_sub(s.tsc_timestamp))
+}
+
+pub extern "C" fn clock_ns() -> u64 {
+    let now = system_time_ns();
+    let last = LAST.fetch_max(now, Ordering::Relaxed);
+    now.max(last)
+}

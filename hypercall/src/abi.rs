@@ -1,0 +1,92 @@
+//! Xen ABI types and constants: re-exported from `xen-sys` where it has them, defined here
+//! (from Xen 4.17's public headers) where it does not. Layouts are asserted at build time.
+
+use core::mem::{offset_of, size_of};
+
+pub use xen_sys::{
+    evtchn_alloc_unbound, evtchn_bind_interdomain, evtchn_bind_virq, evtchn_close,
+    evtchn_port_t, evtchn_send, evtchn_unmask, mmu_update, mmuext_op, multicall_entry,
+    sched_poll, sched_shutdown, shared_info, start_info, trap_info, vcpu_info, vcpu_time_info,
+    xen_pfn_t, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_interdomain, EVTCHNOP_bind_virq,
+    EVTCHNOP_close, EVTCHNOP_send, EVTCHNOP_unmask, FLAT_KERNEL_CS, FLAT_KERNEL_DS,
+    FLAT_KERNEL_SS, MMUEXT_INVLPG_LOCAL, MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L1_TABLE,
+    MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE, SCHEDOP_block,
+    SCHEDOP_poll, SCHEDOP_shutdown, SCHEDOP_yield, SEGBASE_FS, SHUTDOWN_crash,
+    SHUTDOWN_poweroff, SHUTDOWN_reboot, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER,
+};
+
+/// Hypercall numbers (`public/xen.h`).
+pub mod nr {
+    pub const SET_TRAP_TABLE: u32 = 0;
+    pub const MMU_UPDATE: u32 = 1;
+    pub const MEMORY_OP: u32 = 12;
+    pub const SET_TIMER_OP: u32 = 15;
+    pub const XEN_VERSION: u32 = 17;
+    pub const CONSOLE_IO: u32 = 18;
+    pub const UPDATE_VA_MAPPING: u32 = 14;
+    pub const SET_SEGMENT_BASE: u32 = 25;
+    pub const MMUEXT_OP: u32 = 26;
+    pub const SCHED_OP: u32 = 29;
+    pub const CALLBACK_OP: u32 = 30;
+    pub const EVENT_CHANNEL_OP: u32 = 32;
+    pub const ARGO_OP: u32 = 39;
+    pub const IRET: u32 = 23;
+}
+
+/// `DOMID_SELF` (`public/xen.h`).
+pub const DOMID_SELF: u16 = 0x7ff0;
+
+/// `XENVER_*` (`public/version.h`).
+pub const XENVER_VERSION: u32 = 0;
+pub const XENVER_EXTRAVERSION: u32 = 1;
+/// `xen_extraversion_t` is `char[16]`.
+pub const XEN_EXTRAVERSION_LEN: usize = 16;
+
+/// `CONSOLEIO_write` (`public/xen.h`).
+pub const CONSOLEIO_WRITE: u32 = 0;
+
+/// `UVMF_INVLPG` (`public/xen.h`): flush the one TLB entry after `update_va_mapping`.
+pub const UVMF_INVLPG: u64 = 2;
+
+/// `public/callback.h`.
+pub const CALLBACKOP_REGISTER: u32 = 0;
+pub const CALLBACKTYPE_EVENT: u16 = 0;
+pub const CALLBACKTYPE_FAILSAFE: u16 = 1;
+/// Events are masked on entry to the callback.
+pub const CALLBACKF_MASK_EVENTS: u16 = 1;
+
+/// `struct callback_register` (`public/callback.h`); `xen_callback_t` is an address on x86-64.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CallbackRegister {
+    pub kind: u16,
+    pub flags: u16,
+    pub address: u64,
+}
+
+const _: () = assert!(size_of::<CallbackRegister>() == 16);
+const _: () = assert!(offset_of!(CallbackRegister, address) == 8);
+
+/// `start_info.magic` begins with this on a 64-bit PV guest.
+pub const START_INFO_MAGIC: &[u8] = b"xen-3.0-x86_64";
+
+// Layouts Xen and we must agree on, from `public/xen.h` and `arch-x86/xen-x86_64.h`
+// (x86-64): xen-sys is bindgen output, so these guard against a mismatched version.
+const _: () = assert!(size_of::<trap_info>() == 16);
+const _: () = assert!(size_of::<mmu_update>() == 16);
+const _: () = assert!(size_of::<mmuext_op>() == 24);
+const _: () = assert!(size_of::<vcpu_time_info>() == 32);
+const _: () = assert!(size_of::<vcpu_info>() == 64);
+const _: () = assert!(offset_of!(vcpu_info, evtchn_pending_sel) == 8);
+const _: () = assert!(offset_of!(vcpu_info, time) == 32);
+const _: () = assert!(offset_of!(shared_info, evtchn_pending) == 2048);
+const _: () = assert!(offset_of!(shared_info, evtchn_mask) == 2560);
+const _: () = assert!(offset_of!(shared_info, wc_version) == 3072);
+const _: () = assert!(offset_of!(start_info, nr_pages) == 32);
+const _: () = assert!(offset_of!(start_info, shared_info) == 40);
+const _: () = assert!(offset_of!(start_info, store_mfn) == 56);
+const _: () = assert!(offset_of!(start_info, pt_base) == 88);
+const _: () = assert!(offset_of!(start_info, mfn_list) == 104);
+const _: () = assert!(offset_of!(start_info, cmd_line) == 128);
+const _: () = assert!(size_of::<start_info>() == 1168);
+const _: () = assert!(size_of::<multicall_entry>() == 64);

@@ -1,0 +1,227 @@
+//! Typed hypercall wrappers. Those that can break memory safety (page tables, trap and
+//! callback tables) are `unsafe fn`s with their contract spelled out; the rest are safe.
+
+use crate::abi::{self, nr};
+use crate::raw::{hypercall1, hypercall2, hypercall3, hypercall4};
+use crate::{Errno, Result};
+
+fn check(ret: i64) -> Result<u64> {
+    Errno::check(ret)
+}
+
+/// `XENVER_version`: (major, minor).
+pub fn xen_version() -> Result<(u16, u16)> {
+    // SAFETY: XENVER_version takes no buffer.
+    let v = check(unsafe { hypercall2(nr::XEN_VERSION, abi::XENVER_VERSION.into(), 0) })?;
+    Ok(((v >> 16) as u16, v as u16))
+}
+
+/// `XENVER_extraversion`: e.g. `.7+13-g2445b30a44`, as the bytes before the first NUL.
+pub fn xen_extraversion() -> Result<([u8; abi::XEN_EXTRAVERSION_LEN], usize)> {
+    let mut buf = [0u8; abi::XEN_EXTRAVERSION_LEN];
+    // SAFETY: Xen writes exactly xen_extraversion_t (16 bytes) into our buffer.
+    check(unsafe {
+        hypercall2(nr::XEN_VERSION, abi::XENVER_EXTRAVERSION.into(), buf.as_mut_ptr() as u64)
+    })?;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok((buf, len))
+}
+
+/// `CONSOLEIO_write`: Xen's own console (shown only for dom0 on a release Xen).
+pub fn console_io_write(bytes: &[u8]) -> Result<()> {
+    // SAFETY: Xen only reads `len` bytes from the buffer.
+    check(unsafe {
+        hypercall3(nr::CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), bytes.len() as u64, bytes.as_ptr() as u64)
+    })
+    .map(drop)
+}
+
+/// Why the domain stops.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownReason {
+    Poweroff,
+    Reboot,
+    Crash,
+}
+
+fn sched_op<T>(cmd: u32, arg: &mut T) -> Result<u64> {
+    // SAFETY: every SCHEDOP we issue reads (or writes) exactly its argument struct.
+    check(unsafe { hypercall2(nr::SCHED_OP, cmd.into(), arg as *mut T as u64) })
+}
+
+/// `SCHEDOP_shutdown`: on success it does not return.
+pub fn shutdown(reason: ShutdownReason) -> Errno {
+    let reason = match reason {
+        ShutdownReason::Poweroff => abi::SHUTDOWN_poweroff,
+        ShutdownReason::Reboot => abi::SHUTDOWN_reboot,
+        ShutdownReason::Crash => abi::SHUTDOWN_crash,
+    };
+    let mut arg = abi::sched_shutdown { reason };
+    match sched_op(abi::SCHEDOP_shutdown, &mut arg) {
+        Err(e) => e,
+        // Xen returned from a shutdown: treat it as the failure it is.
+        Ok(_) => Errno::EINVAL,
+    }
+}
+
+/// `SCHEDOP_yield`.
+pub fn sched_yield() -> Result<()> {
+    // SAFETY: SCHEDOP_yield ignores its argument.
+    check(unsafe { hypercall2(nr::SCHED_OP, abi::SCHEDOP_yield.into(), 0) }).map(drop)
+}
+
+/// `SCHEDOP_block`: sleep until an event is pending; Xen unmasks events atomically with
+/// blocking, so an event that arrives in between is not lost.
+pub fn sched_block() -> Result<()> {
+    // SAFETY: SCHEDOP_block ignores its argument.
+    check(unsafe { hypercall2(nr::SCHED_OP, abi::SCHEDOP_block.into(), 0) }).map(drop)
+}
+
+/// `SCHEDOP_poll`: sleep until one of `ports` is pending (whatever the masks say) or Xen's
+/// system time reaches `deadline_ns` (0: no deadline).
+pub fn sched_poll(ports: &[u32], deadline_ns: u64) -> Result<()> {
+    let mut arg = abi::sched_poll {
+        ports: ports.as_ptr() as *mut u32,
+        nr_ports: ports.len() as u32,
+        timeout: deadline_ns,
+    };
+    sched_op(abi::SCHEDOP_poll, &mut arg).map(drop)
+}
+
+/// `set_timer_op`: one VIRQ_TIMER at Xen system time `deadline_ns` (0 cancels).
+pub fn set_timer(deadline_ns: u64) -> Result<()> {
+    // SAFETY: takes no pointer.
+    check(unsafe { hypercall1(nr::SET_TIMER_OP, deadline_ns) }).map(drop)
+}
+
+fn evtchn_op<T>(cmd: u32, arg: &mut T) -> Result<()> {
+    // SAFETY: every EVTCHNOP we issue reads/writes exactly its argument struct.
+    check(unsafe { hypercall2(nr::EVENT_CHANNEL_OP, cmd.into(), arg as *mut T as u64) }).map(drop)
+}
+
+/// `EVTCHNOP_send`.
+pub fn evtchn_send(port: u32) -> Result<()> {
+    evtchn_op(abi::EVTCHNOP_send, &mut abi::evtchn_send { port })
+}
+
+/// `EVTCHNOP_bind_virq` on `vcpu`: the new local port.
+pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<u32> {
+    let mut arg = abi::evtchn_bind_virq { virq, vcpu, port: 0 };
+    evtchn_op(abi::EVTCHNOP_bind_virq, &mut arg)?;
+    Ok(arg.port)
+}
+
+/// `EVTCHNOP_alloc_unbound`: a port that `remote` may bind to.
+pub fn evtchn_alloc_unbound(remote: u16) -> Result<u32> {
+    let mut arg = abi::evtchn_alloc_unbound { dom: abi::DOMID_SELF, remote_dom: remote, port: 0 };
+    evtchn_op(abi::EVTCHNOP_alloc_unbound, &mut arg)?;
+    Ok(arg.port)
+}
+
+/// `EVTCHNOP_bind_interdomain`: the new local port connected to `remote_port` of `remote`.
+pub fn evtchn_bind_interdomain(remote: u16, remote_port: u32) -> Result<u32> {
+    let mut arg =
+        abi::evtchn_bind_interdomain { remote_dom: remote, remote_port, local_port: 0 };
+    evtchn_op(abi::EVTCHNOP_bind_interdomain, &mut arg)?;
+    Ok(arg.local_port)
+}
+
+/// `EVTCHNOP_close`.
+pub fn evtchn_close(port: u32) -> Result<()> {
+    evtchn_op(abi::EVTCHNOP_close, &mut abi::evtchn_close { port })
+}
+
+/// `EVTCHNOP_unmask`: clears the mask bit and re-raises the upcall if the port is pending.
+pub fn evtchn_unmask(port: u32) -> Result<()> {
+    evtchn_op(abi::EVTCHNOP_unmask, &mut abi::evtchn_unmask { port })
+}
+
+/// `set_trap_table`.
+///
+/// # Safety
+/// `table` ends with an all-zero entry, and every handler in it is an entry stub that
+/// expects Xen's PV exception frame and stays mapped for the life of the kernel.
+pub unsafe fn set_trap_table(table: &[abi::trap_info]) -> Result<()> {
+    // SAFETY: the caller vouches for the handlers; Xen reads the table until the zero entry.
+    check(unsafe { hypercall1(nr::SET_TRAP_TABLE, table.as_ptr() as u64) }).map(drop)
+}
+
+/// `CALLBACKOP_register`.
+///
+/// # Safety
+/// `cb.address` is an entry stub for Xen's callback frame of that kind, mapped for good.
+pub unsafe fn callback_register(cb: &abi::CallbackRegister) -> Result<()> {
+    // SAFETY: the caller vouches for the callback; Xen reads the struct.
+    check(unsafe {
+        hypercall2(nr::CALLBACK_OP, abi::CALLBACKOP_REGISTER.into(), cb as *const _ as u64)
+    })
+    .map(drop)
+}
+
+/// `update_va_mapping`: sets the PTE for `va` to `pte` (machine address + flags).
+///
+/// # Safety
+/// No live Rust reference may depend on what `va` mapped before, and the new mapping must
+/// not alias memory Rust believes it owns exclusively.
+pub unsafe fn update_va_mapping(va: u64, pte: u64, flags: u64) -> Result<()> {
+    // SAFETY: forwarded contract.
+    check(unsafe { hypercall3(nr::UPDATE_VA_MAPPING, va, pte, flags) }).map(drop)
+}
+
+/// `mmu_update` on our own page tables; returns how many requests Xen completed.
+///
+/// # Safety
+/// As for [`update_va_mapping`], for every entry the requests change.
+pub unsafe fn mmu_update(reqs: &[abi::mmu_update]) -> Result<u32> {
+    let mut done: u32 = 0;
+    // SAFETY: forwarded contract; Xen reads the array and writes `done`.
+    check(unsafe {
+        hypercall4(
+            nr::MMU_UPDATE,
+            reqs.as_ptr() as u64,
+            reqs.len() as u64,
+            &mut done as *mut u32 as u64,
+            abi::DOMID_SELF.into(),
+        )
+    })?;
+    Ok(done)
+}
+
+/// An `mmuext_op` that names one address (`MMUEXT_INVLPG_LOCAL`) or frame (pins, base
+/// pointers): every command we issue has that shape.
+pub fn mmuext(cmd: u32, arg: u64) -> abi::mmuext_op {
+    abi::mmuext_op {
+        cmd,
+        arg1: xen_sys::mmuext_op__bindgen_ty_1 { linear_addr: arg },
+        arg2: xen_sys::mmuext_op__bindgen_ty_2 { src_mfn: 0 },
+    }
+}
+
+/// `mmuext_op` on our own domain.
+///
+/// # Safety
+/// As for [`update_va_mapping`]: a new base pointer or an unpinned table changes mappings.
+pub unsafe fn mmuext_op(ops: &[abi::mmuext_op]) -> Result<()> {
+    // SAFETY: forwarded contract; Xen reads the array.
+    check(unsafe {
+        hypercall4(nr::MMUEXT_OP, ops.as_ptr() as u64, ops.len() as u64, 0, abi::DOMID_SELF.into())
+    })
+    .map(drop)
+}
+
+/// `set_segment_base(SEGBASE_FS, base)`.
+///
+/// # Safety
+/// Nothing in the kernel may rely on the old FS base (we use none).
+pub unsafe fn set_fs_base(base: u64) -> Result<()> {
+    // SAFETY: forwarded contract.
+    check(unsafe { hypercall2(nr::SET_SEGMENT_BASE, abi::SEGBASE_FS.into(), base) }).map(drop)
+}
+
+/// `XENMEM_maximum_ram_page`: the highest machine frame number of host RAM, which bounds
+/// the machine-to-physical table.
+pub fn maximum_ram_page() -> Result<u64> {
+    const XENMEM_MAXIMUM_RAM_PAGE: u64 = 2;
+    // SAFETY: this XENMEM command takes no buffer.
+    check(unsafe { crate::raw::hypercall2(nr::MEMORY_OP, XENMEM_MAXIMUM_RAM_PAGE, 0) })
+}

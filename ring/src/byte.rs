@@ -1,0 +1,277 @@
+//! The byte ring of `io/console.h` and `io/xs_wire.h`: two power-of-two character arrays
+//! (one per direction) and four free-running `u32` indices on a page shared with a backend.
+//!
+//! We are the producer of one array and the consumer of the other. The backend owns the
+//! other two indices and may publish anything: an index that claims more data (or more free
+//! space) than the array holds is reported as [`RingError::Corrupt`] and nothing is touched.
+
+use core::sync::atomic::{fence, AtomicU32, Ordering};
+
+/// Where one direction of a byte ring lives inside its shared page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Offset of the character array.
+    pub data: usize,
+    /// Size of the character array: a power of two.
+    pub size: u32,
+    /// Offset of the consumer index.
+    pub cons: usize,
+    /// Offset of the producer index.
+    pub prod: usize,
+}
+
+/// `struct xencons_interface` (io/console.h): `char in[1024]; char out[2048];` then
+/// `in_cons, in_prod, out_cons, out_prod`. The guest produces `out` and consumes `in`.
+pub mod console {
+    use super::Layout;
+    pub const OUT: Layout = Layout { data: 1024, size: 2048, cons: 3080, prod: 3084 };
+    pub const IN: Layout = Layout { data: 0, size: 1024, cons: 3072, prod: 3076 };
+}
+
+/// `struct xenstore_domain_interface` (io/xs_wire.h): `char req[1024]; char rsp[1024];` then
+/// `req_cons, req_prod, rsp_cons, rsp_prod`. The guest produces `req` and consumes `rsp`.
+pub mod xenstore {
+    use super::Layout;
+    pub const REQ: Layout = Layout { data: 0, size: 1024, cons: 2048, prod: 2052 };
+    pub const RSP: Layout = Layout { data: 1024, size: 1024, cons: 2056, prod: 2060 };
+}
+
+/// The other side published indices that cannot be true.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RingError {
+    /// `prod - cons` exceeds the array size.
+    Corrupt { prod: u32, cons: u32 },
+}
+
+impl core::fmt::Display for RingError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RingError::Corrupt { prod, cons } => {
+                write!(f, "ring indices corrupt: prod={prod:#x} cons={cons:#x}")
+            }
+        }
+    }
+}
+
+/// One direction of a byte ring, seen from one end.
+struct Direction {
+    data: *mut u8,
+    mask: u32,
+    size: u32,
+    cons: *const AtomicU32,
+    prod: *const AtomicU32,
+}
+
+impl Direction {
+    /// # Safety
+    /// `page` points to memory, valid for the lifetime of the value, that holds `layout`
+    /// (offsets in bounds, indices 4-byte aligned), and no one else in this domain uses the
+    /// indices this end owns.
+    unsafe fn new(page: *mut u8, layout: Layout) -> Self {
+        assert!(layout.size.is_power_of_two());
+        // SAFETY: the caller promises the offsets lie inside the shared page.
+        unsafe {
+            Direction {
+                data: page.add(layout.data),
+                mask: layout.size - 1,
+                size: layout.size,
+                cons: page.add(layout.cons).cast::<AtomicU32>(),
+                prod: page.add(layout.prod).cast::<AtomicU32>(),
+            }
+        }
+    }
+
+    fn cons(&self) -> &AtomicU32 {
+        // SAFETY: `new`'s contract keeps the index valid, aligned and alive as long as self.
+        unsafe { &*self.cons }
+    }
+
+    fn prod(&self) -> &AtomicU32 {
+        // SAFETY: as for `cons`.
+        unsafe { &*self.prod }
+    }
+
+    /// Bytes between the two indices, validated against the array size.
+    fn filled(prod: u32, cons: u32, size: u32) -> Result<u32, RingError> {
+        let filled = prod.wrapping_sub(cons);
+        if filled > size {
+            return Err(RingError::Corrupt { prod, cons });
+        }
+        Ok(filled)
+    }
+}
+
+/// The end of a byte ring that we produce into (console `out`, xenstore `req`).
+pub struct Producer(Direction);
+
+// SAFETY: an end owns its indices and array slots exclusively (constructor contract); the
+// pointers stay valid wherever the value moves, and all shared state is accessed atomically
+// or volatilely.
+unsafe impl Send for Producer {}
+// SAFETY: as for Producer.
+unsafe impl Send for Consumer {}
+
+impl Producer {
+    /// # Safety
+    /// `page` points to a page shared with the consumer, valid for the lifetime of the
+    /// returned value, laid out as `layout` says; no one else in this domain produces into it.
+    pub unsafe fn new(page: *mut u8, layout: Layout) -> Self {
+        // SAFETY: forwarded contract.
+        Producer(unsafe { Direction::new(page, layout) })
+    }
+
+    /// Copies as much of `bytes` as fits and publishes it; returns how many bytes went in.
+    /// The caller notifies the consumer when this returns more than zero.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<usize, RingError> {
+        let d = &self.0;
+        // Acquire: the consumer's index publishes that it finished reading those slots.
+        let cons = d.cons().load(Ordering::Acquire);
+        let prod = d.prod().load(Ordering::Relaxed);
+        let free = (d.size - Direction::filled(prod, cons, d.size)?) as usize;
+        let n = free.min(bytes.len());
+        for (i, &b) in bytes[..n].iter().enumerate() {
+            let slot = (prod.wrapping_add(i as u32) & d.mask) as usize;
+            // SAFETY: slot <= mask < size, inside the array that `new` vouched for; volatile
+            // because the consumer in another domain reads the array concurrently.
+            unsafe { d.data.add(slot).write_volatile(b) };
+        }
+        // Release: the bytes must be visible before the index that announces them.
+        d.prod().store(prod.wrapping_add(n as u32), Ordering::Release);
+        Ok(n)
+    }
+
+    /// Bytes the consumer has not yet taken.
+    pub fn pending(&self) -> Result<u32, RingError> {
+        let d = &self.0;
+        let cons = d.cons().load(Ordering::Acquire);
+        Direction::filled(d.prod().load(Ordering::Relaxed), cons, d.size)
+    }
+}
+
+/// The end of a byte ring that we consume from (console `in`, xenstore `rsp`).
+pub struct Consumer(Direction);
+
+impl Consumer {
+    /// # Safety
+    /// As for [`Producer::new`], with us as the only consumer.
+    pub unsafe fn new(page: *mut u8, layout: Layout) -> Self {
+        // SAFETY: forwarded contract.
+        Consumer(unsafe { Direction::new(page, layout) })
+    }
+
+    /// Bytes the producer has published and we have not read.
+    pub fn available(&self) -> Result<u32, RingError> {
+        let d = &self.0;
+        let prod = d.prod().load(Ordering::Acquire);
+        Direction::filled(prod, d.cons().load(Ordering::Relaxed), d.size)
+    }
+
+    /// Copies up to `buf.len()` published bytes into `buf`, each read once, and frees them.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RingError> {
+        let d = &self.0;
+        // Acquire: the data the producer wrote before publishing `prod` is visible after it.
+        let prod = d.prod().load(Ordering::Acquire);
+        let cons = d.cons().load(Ordering::Relaxed);
+        let n = (Direction::filled(prod, cons, d.size)? as usize).min(buf.len());
+        for (i, out) in buf[..n].iter_mut().enumerate() {
+            let slot = (cons.wrapping_add(i as u32) & d.mask) as usize;
+            // SAFETY: slot < size, inside the array; volatile because the producer may
+            // (wrongly) be writing it right now — we take whatever byte is there, once.
+            *out = unsafe { d.data.add(slot).read_volatile() };
+        }
+        // The reads above must complete before the producer may reuse their slots.
+        fence(Ordering::Release);
+        d.cons().store(cons.wrapping_add(n as u32), Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[repr(C, align(4096))]
+    struct Page([u8; 4096]);
+
+    fn page() -> Box<Page> {
+        Box::new(Page([0; 4096]))
+    }
+
+    fn index(page: &mut Page, off: usize) -> &AtomicU32 {
+        // SAFETY: test-only view of an aligned u32 inside the page.
+        unsafe { &*page.0.as_mut_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    #[test]
+    fn console_round_trip_across_wrap() {
+        let mut p = page();
+        let base = p.0.as_mut_ptr();
+        // SAFETY: the page outlives both ends; each end is unique.
+        let (mut tx, mut rx) =
+            unsafe { (Producer::new(base, console::OUT), Consumer::new(base, console::OUT)) };
+        let mut sent = Vec::new();
+        let mut got = Vec::new();
+        for round in 0..100u32 {
+            let chunk: Vec<u8> = (0..777u32).map(|i| (i ^ round) as u8).collect();
+            let n = tx.write(&chunk).unwrap();
+            sent.extend_from_slice(&chunk[..n]);
+            let mut buf = [0u8; 500];
+            let m = rx.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..m]);
+        }
+        let mut buf = [0u8; 4096];
+        loop {
+            let m = rx.read(&mut buf).unwrap();
+            if m == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..m]);
+        }
+        assert_eq!(sent, got);
+        assert!(sent.len() > 3 * 2048, "the test must wrap the ring several times");
+    }
+
+    #[test]
+    fn producer_stops_when_full() {
+        let mut p = page();
+        let base = p.0.as_mut_ptr();
+        // SAFETY: the page outlives the producer.
+        let mut tx = unsafe { Producer::new(base, xenstore::REQ) };
+        assert_eq!(tx.write(&[1; 1000]).unwrap(), 1000);
+        assert_eq!(tx.write(&[2; 1000]).unwrap(), 24);
+        assert_eq!(tx.write(&[3; 10]).unwrap(), 0);
+        assert_eq!(tx.pending().unwrap(), 1024);
+    }
+
+    #[test]
+    fn indices_are_wrapping() {
+        let mut p = page();
+        index(&mut p, xenstore::RSP.prod).store(5, Ordering::Relaxed);
+        index(&mut p, xenstore::RSP.cons).store(u32::MAX - 2, Ordering::Relaxed);
+        p.0[1024 + 1023] = b'a';
+        p.0[1024..1024 + 5].copy_from_slice(b"bcdef");
+        let base = p.0.as_mut_ptr();
+        // SAFETY: the page outlives the consumer.
+        let mut rx = unsafe { Consumer::new(base, xenstore::RSP) };
+        let mut buf = [0u8; 16];
+        // cons = 2^32 - 3, prod = 5: eight bytes available, starting at slot 1021.
+        assert_eq!(rx.read(&mut buf).unwrap(), 8);
+        assert_eq!(&buf[2..8], b"abcdef");
+    }
+
+    #[test]
+    fn hostile_indices_are_errors() {
+        let mut p = page();
+        index(&mut p, console::IN.prod).store(5000, Ordering::Relaxed);
+        index(&mut p, console::OUT.cons).store(3000, Ordering::Relaxed); // consumer ahead of our prod
+        let base = p.0.as_mut_ptr();
+        // SAFETY: the page outlives both ends.
+        let (mut tx, mut rx) =
+            unsafe { (Producer::new(base, console::OUT), Consumer::new(base, console::IN)) };
+        let mut buf = [0u8; 8];
+        assert_eq!(rx.read(&mut buf), Err(RingError::Corrupt { prod: 5000, cons: 0 }));
+        assert_eq!(tx.write(b"x"), Err(RingError::Corrupt { prod: 0, cons: 3000 }));
+        assert_eq!(index(&mut p, console::OUT.prod).load(Ordering::Relaxed), 0);
+        assert_eq!(index(&mut p, console::IN.cons).load(Ordering::Relaxed), 0);
+    }
+}
