@@ -88,6 +88,9 @@ pub fn init_xen_dom0() {
 }
 
 /// The native console op.
+///
+/// # Safety
+/// `bytes` points to `len` readable bytes.
 pub unsafe extern "C" fn native_write(bytes: *const u8, len: usize) -> usize {
     // SAFETY: the pv_ops call site passes a valid slice.
     let bytes = unsafe { core::slice::from_raw_parts(bytes, len) };
@@ -101,6 +104,9 @@ pub unsafe extern "C" fn native_write(bytes: *const u8, len: usize) -> usize {
 }
 
 /// The Xen console op.
+///
+/// # Safety
+/// `bytes` points to `len` readable bytes.
 pub unsafe extern "C" fn xen_write(bytes: *const u8, len: usize) -> usize {
     // SAFETY: the pv_ops call site passes a valid slice.
     let bytes = unsafe { core::slice::from_raw_parts(bytes, len) };

@@ -76,7 +76,7 @@ pub fn virt_to_machine(va: u64) -> u64 {
 /// A direct-map PTE for `pfn`.
 pub fn direct_pte(pfn: u64, writable: bool) -> u64 {
     let rw = if writable { PTE_RW } else { 0 };
-    pfn_to_mfn(pfn) * PAGE_SIZE | PTE_P | PTE_US | PTE_A | PTE_D | rw
+    (pfn_to_mfn(pfn) * PAGE_SIZE) | PTE_P | PTE_US | PTE_A | PTE_D | rw
 }
 
 /// Remaps `pfn`'s direct-map page read-write or read-only.

@@ -152,7 +152,7 @@ fn extend_direct_map(from: u64, to: u64) -> Result<(), &'static str> {
         let l2e = paging::entry(va, 2, true).map_err(|_| "cannot build direct-map tables")?;
         // SAFETY: reading an entry of a live table.
         let l2_present = unsafe { l2e.read_volatile() } & paging::PTE_PRESENT != 0;
-        if pfn % L1_PAGES != 0 || l2_present {
+        if !pfn.is_multiple_of(L1_PAGES) || l2_present {
             // SAFETY: the direct-map address of our own, so far unmapped, page.
             unsafe { paging::map(va, pfn, true) }.map_err(|_| "cannot map a page")?;
             mm::add_free_frames(pfn, pfn + 1);
@@ -171,7 +171,10 @@ fn extend_direct_map(from: u64, to: u64) -> Result<(), &'static str> {
         // hooking the table in only adds mappings of our own, so far unmapped, pages.
         unsafe {
             pvops::make_table(table);
-            pvops::set_pte(l2e, xen::pfn_to_mfn(table) * PAGE_SIZE | paging::PTE_PRESENT | paging::PTE_WRITABLE);
+            pvops::set_pte(
+                l2e,
+                (xen::pfn_to_mfn(table) * PAGE_SIZE) | paging::PTE_PRESENT | paging::PTE_WRITABLE,
+            );
         }
         let end = (pfn + L1_PAGES).min(to);
         mm::add_free_frames(pfn, end);

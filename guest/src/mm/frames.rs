@@ -87,7 +87,7 @@ impl<'a> FrameBitmap<'a> {
         let mut run_start = from;
         while f < to {
             // Skip fully used words quickly.
-            if f % 64 == 0 && self.words[(f / 64) as usize] == u64::MAX {
+            if f.is_multiple_of(64) && self.words[(f / 64) as usize] == u64::MAX {
                 f += 64;
                 run_start = f;
                 continue;

@@ -59,7 +59,7 @@ pub fn entry(va: u64, level: u32, create: bool) -> Result<*mut u64, MapError> {
             let pfn = new_table()?;
             frame = pvops::pfn_to_frame(pfn);
             // SAFETY: hooking a fresh, empty table into an empty slot changes no mapping.
-            unsafe { pvops::set_pte(e, frame * PAGE_SIZE | PTE_PRESENT | PTE_WRITABLE) };
+            unsafe { pvops::set_pte(e, (frame * PAGE_SIZE) | PTE_PRESENT | PTE_WRITABLE) };
         } else if val & PTE_HUGE != 0 {
             return Err(MapError::HugePage);
         } else {
@@ -97,7 +97,7 @@ pub unsafe fn map(va: u64, pfn: u64, writable: bool) -> Result<(), MapError> {
     }
     let rw = if writable { PTE_WRITABLE } else { 0 };
     // SAFETY: the caller vouches for the new alias; the slot was empty.
-    unsafe { pvops::set_pte(e, pvops::pfn_to_frame(pfn) * PAGE_SIZE | PTE_PRESENT | rw) };
+    unsafe { pvops::set_pte(e, (pvops::pfn_to_frame(pfn) * PAGE_SIZE) | PTE_PRESENT | rw) };
     Ok(())
 }
 

@@ -10,7 +10,7 @@ pub const TESTS: &[Test] = &[
 fn start_info() -> Outcome {
     if let Some(si) = boot::xen_pv::start_info() {
         check!(si.magic.starts_with(b"xen-3.0-x86_64"), "magic {:?}", &si.magic[..16]);
-        let mib = si.nr_pages * 4096 >> 20;
+        let mib = (si.nr_pages * 4096) >> 20;
         check!((16..=4096).contains(&mib), "nr_pages {} ({mib} MiB)", si.nr_pages);
         check!(si.shared_info_maddr % 4096 == 0, "shared_info {:#x} unaligned", si.shared_info_maddr);
         check!(si.flags & hypercall::abi::SIF_INITDOMAIN == 0, "we are a domU, flags {:#x}", si.flags);

@@ -24,7 +24,7 @@ fn heap_stress() -> Outcome {
                 0 => rng.below(64 * 1024) as usize + 1,
                 _ => rng.below(512) as usize + 1,
             };
-            let tag = rng.next() as u8;
+            let tag = rng.next_u64() as u8;
             let mut buf = Vec::new();
             if buf.try_reserve_exact(len).is_err() {
                 return Outcome::Fail(alloc::format!("round {round}: allocating {len} bytes failed"));

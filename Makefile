@@ -1,0 +1,59 @@
+# The two commands a user needs:  make run  (boot under Xen in the rig)  and  make test.
+# Everything installs what it needs (Rust toolchain and target, QEMU, Xen/Linux packages).
+
+TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
+TARGET    := x86_64-unknown-none
+IMAGE     := target/$(TARGET)/release/guest
+CARGO     := cargo +$(TOOLCHAIN)
+# Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
+CMDLINE   ?= log=info
+
+.PHONY: all deps build run run-native test test-host test-native test-xen lint clean
+
+all: build
+
+# rustup does not install a pinned toolchain by itself here (RUSTUP_AUTO_INSTALL=0).
+deps:
+	@rustup toolchain list | grep -q '^$(TOOLCHAIN)' || \
+	    rustup toolchain install $(TOOLCHAIN) --profile minimal -c clippy -c rustfmt
+	@rustup target list --installed --toolchain $(TOOLCHAIN) | grep -qx '$(TARGET)' || \
+	    rustup target add --toolchain $(TOOLCHAIN) $(TARGET)
+	@command -v qemu-system-x86_64 >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null; }
+
+build: deps
+	$(CARGO) build --release -p guest --target $(TARGET)
+
+# The main job: the guest as a PV domU created by `xl create` in the Xen rig.
+run: build
+	rig/xen-rig.sh $(IMAGE) xen.cfg
+
+run-native: build
+	rig/run-native.sh $(IMAGE) "$(CMDLINE)"
+
+test: test-host test-native test-xen
+	@echo "make test: all suites passed"
+
+test-host: deps lint
+	$(CARGO) test --workspace
+
+lint: deps
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --release -p guest --target $(TARGET) -- -D warnings
+
+# Natively under QEMU: the default run, the smallest and a large memory size, and an
+# unknown option (which must be reported, not fatal).
+test-native: build
+	rig/check-notes.py $(IMAGE)
+	rig/run-native.sh $(IMAGE) "log=info"
+	rig/run-native.sh --memory 32 $(IMAGE) "log=warn frobnicate=1"
+	rig/run-native.sh --memory 1024 $(IMAGE) "log=warn tests=mem::,time::"
+
+# Under Xen, in one boot of the rig: xen.cfg as it is, 32 MiB, 1 GiB with two vCPUs, and an
+# unknown option.
+test-xen: build
+	rig/xen-rig.sh $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
+	    'extra="log=debug frobnicate=1"'
+
+clean:
+	cargo clean

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Boots the guest natively under QEMU (PVH entry via -kernel) and judges the run.
+#
+# usage: rig/run-native.sh [--timeout S] [--memory MIB] [--log FILE] IMAGE [CMDLINE]
+#
+# Exit status 0 only if QEMU exited through isa-debug-exit with the pass code (33), the guest
+# printed its closing line with 0 failed and no FAIL line, and every console-bulk block
+# arrived intact.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+timeout_s=60
+memory=128
+log=""
+while (($#)); do
+    case $1 in
+    --timeout) timeout_s=${2:?}; shift 2 ;;
+    --memory) memory=${2:?}; shift 2 ;;
+    --log) log=${2:?}; shift 2 ;;
+    -*) echo "run-native: unknown option $1" >&2; exit 2 ;;
+    *) break ;;
+    esac
+done
+image=${1:?usage: run-native.sh [--timeout S] [--memory MIB] [--log FILE] IMAGE [CMDLINE]}
+cmdline=${2:-}
+[[ -f $image ]] || { echo "run-native: no image $image" >&2; exit 2; }
+command -v qemu-system-x86_64 >/dev/null || {
+    echo "run-native: installing qemu-system-x86" >&2
+    apt-get install -y -qq qemu-system-x86 >/dev/null
+}
+[[ -n $log ]] || log=$(mktemp)
+
+# isa-debug-exit turns the guest's shutdown status into QEMU's: (code << 1) | 1.
+set +e
+timeout --foreground -s KILL "$timeout_s" qemu-system-x86_64 \
+    -machine q35 -accel tcg -cpu max -m "$memory" -smp 1 \
+    -display none -monitor none -nic none -no-reboot \
+    -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
+    -kernel "$image" -append "$cmdline" </dev/null | tr -d '\r' | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+verdict=PASS
+why=()
+closing=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' "$log" | tail -n 1 || true)
+if [[ -z $closing ]]; then
+    verdict=FAIL why+=("no closing line")
+elif [[ ! $closing =~ ^[0-9]+\ passed,\ 0\ failed ]]; then
+    verdict=FAIL why+=("failures")
+fi
+if grep -q '^FAIL ' "$log"; then verdict=FAIL why+=("FAIL lines"); fi
+case $status in
+33) ;;
+137) verdict=FAIL why+=("timeout after ${timeout_s}s") ;;
+*) verdict=FAIL why+=("QEMU exit status $status (33 = pass)") ;;
+esac
+if ! python3 "$here/check-console.py" "$log"; then verdict=FAIL why+=("console integrity"); fi
+echo "native: ${closing:-no closing line} -> $verdict${why:+ (${why[*]})}"
+[[ $verdict == PASS ]]
