@@ -103,6 +103,14 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
         core::str::from_utf8(&info.magic).unwrap_or("?").trim_end_matches('\0')
     );
 
+    let clock = crate::time::xen::snapshot();
+    log::debug!(
+        "pvclock: system_time {} ns at tsc {}, scale {:?}; tsc now {}",
+        clock.system_time,
+        clock.tsc_timestamp,
+        clock.scale,
+        crate::arch::cpu::rdtsc()
+    );
     if let Err(e) = xen::init_traps() {
         stop(format_args!("trap table / callbacks: {e}"));
     }

@@ -51,9 +51,38 @@ impl TscScale {
     }
 }
 
+/// One pvclock record (`vcpu_time_info`): Xen's system time at a TSC timestamp, and the
+/// scale to extrapolate from there.
+#[derive(Clone, Copy, Debug)]
+pub struct PvClock {
+    pub tsc_timestamp: u64,
+    pub system_time: u64,
+    pub scale: TscScale,
+}
+
+impl PvClock {
+    /// System time at `tsc`. The difference wraps: Xen offsets a PV guest's TSC to start
+    /// near zero when the domain is built, so a timestamp taken before that reads as
+    /// "negative".
+    pub fn ns_at(&self, tsc: u64) -> u64 {
+        self.system_time.wrapping_add(self.scale.ticks_to_ns(tsc.wrapping_sub(self.tsc_timestamp)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pvclock_extrapolates_across_a_wrapped_timestamp() {
+        let clock = PvClock {
+            tsc_timestamp: 0u64.wrapping_sub(1_000),
+            system_time: 5_000_000_000,
+            scale: TscScale { mul_frac: 0x8000_0000, shift: 0 },
+        };
+        assert_eq!(clock.ns_at(1_000), 5_000_001_000);
+        assert_eq!(clock.ns_at(0u64.wrapping_sub(1_000)), 5_000_000_000);
+    }
 
     #[test]
     fn pvclock_scale_matches_xen_values() {

@@ -1,7 +1,7 @@
 //! Xen's pvclock: vcpu_time_info holds (system_time, tsc_timestamp, scale) and a version
 //! that is odd while Xen rewrites it.
 
-use super::TscScale;
+use super::{PvClock, TscScale};
 use crate::arch::cpu::rdtsc;
 use core::sync::atomic::{fence, AtomicU64, Ordering};
 
@@ -10,14 +10,7 @@ use core::sync::atomic::{fence, AtomicU64, Ordering};
 static LAST: AtomicU64 = AtomicU64::new(0);
 
 /// One consistent copy of vcpu_time_info.
-#[derive(Clone, Copy, Debug)]
-pub struct Snapshot {
-    pub tsc_timestamp: u64,
-    pub system_time: u64,
-    pub scale: TscScale,
-}
-
-pub fn snapshot() -> Snapshot {
+pub fn snapshot() -> PvClock {
     let t = crate::arch::xen::vcpu().time_info();
     loop {
         // SAFETY: `t` points into the mapped shared_info page; every field is read with a
@@ -25,7 +18,7 @@ pub fn snapshot() -> Snapshot {
         unsafe {
             let version = core::ptr::addr_of!((*t).version).read_volatile();
             fence(Ordering::Acquire);
-            let snap = Snapshot {
+            let snap = PvClock {
                 tsc_timestamp: core::ptr::addr_of!((*t).tsc_timestamp).read_volatile(),
                 system_time: core::ptr::addr_of!((*t).system_time).read_volatile(),
                 scale: TscScale {
@@ -45,8 +38,7 @@ pub fn snapshot() -> Snapshot {
 
 /// Xen system time (ns since the host booted): the hypervisor's own timers use it.
 pub fn system_time_ns() -> u64 {
-    let s = snapshot();
-    s.system_time + s.scale.ticks_to_ns(rdtsc().saturating_sub(s.tsc_timestamp))
+    snapshot().ns_at(rdtsc())
 }
 
 pub extern "C" fn clock_ns() -> u64 {
