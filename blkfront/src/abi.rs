@@ -219,23 +219,14 @@ mod tests {
     /// Values printed by a C program against Xen 4.17's io/blkif.h.
     #[test]
     fn constants_match_the_header() {
-        let ops = [
-            (0, Op::Read),
-            (1, Op::Write),
-            (2, Op::WriteBarrier),
-            (3, Op::FlushDiskcache),
-        ];
+        let ops = [(0, Op::Read), (1, Op::Write), (2, Op::WriteBarrier), (3, Op::FlushDiskcache)];
         for (v, op) in ops.into_iter().chain([(5, Op::Discard), (6, Op::Indirect)]) {
             assert_eq!(Op::try_from(v), Ok(op));
             assert_eq!(op as u8, v);
         }
         assert_eq!(Op::try_from(4), Err(4));
         assert_eq!(Op::try_from(7), Err(7));
-        for (v, s) in [
-            (-2, Status::EOpNotSupp),
-            (-1, Status::Error),
-            (0, Status::Okay),
-        ] {
+        for (v, s) in [(-2, Status::EOpNotSupp), (-1, Status::Error), (0, Status::Okay)] {
             assert_eq!(Status::try_from(v), Ok(s));
             assert_eq!(s as i16, v);
         }
@@ -246,15 +237,8 @@ mod tests {
 
     #[test]
     fn requests_start_empty() {
-        let r = BlkifRequest {
-            id: 9,
-            nr_segments: 1,
-            ..Default::default()
-        };
-        assert_eq!(
-            r.seg,
-            [BlkifRequestSegment::default(); MAX_SEGMENTS_PER_REQUEST]
-        );
+        let r = BlkifRequest { id: 9, nr_segments: 1, ..Default::default() };
+        assert_eq!(r.seg, [BlkifRequestSegment::default(); MAX_SEGMENTS_PER_REQUEST]);
         assert_eq!((r.operation, r.id), (Op::Read as u8, 9));
     }
 }

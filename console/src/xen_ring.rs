@@ -1,7 +1,31 @@
 //! The PV console ring (`io/console.h`): we produce into `out`, xenconsoled consumes it and
 //! signals the console event channel when it has made room.
 
-use ring::byte::{self, Producer, RingError};
+use core::mem::{offset_of, size_of};
+use ring::byte::{Layout, Producer, RingError};
+
+/// `struct xencons_interface` (io/console.h).
+#[repr(C)]
+struct XenconsInterface {
+    input: [u8; 1024],
+    output: [u8; 2048],
+    in_cons: u32,
+    in_prod: u32,
+    out_cons: u32,
+    out_prod: u32,
+}
+
+const _: () = assert!(size_of::<XenconsInterface>() == 3088);
+const _: () = assert!(offset_of!(XenconsInterface, output) == 1024);
+const _: () = assert!(offset_of!(XenconsInterface, out_cons) == 3080);
+
+/// The `out` ring: we produce, xenconsoled consumes.
+pub const OUT: Layout = Layout {
+    data: offset_of!(XenconsInterface, output),
+    size: 2048,
+    cons: offset_of!(XenconsInterface, out_cons),
+    prod: offset_of!(XenconsInterface, out_prod),
+};
 
 /// How the ring reaches its backend: the guest implements this with event channels.
 pub trait Doorbell {
@@ -36,7 +60,7 @@ impl XenRing {
     /// the value, and this is the only producer of its `out` ring.
     pub unsafe fn new(page: *mut u8) -> Self {
         // SAFETY: forwarded contract; the layout is that of xencons_interface.
-        XenRing { out: unsafe { Producer::new(page, byte::console::OUT) } }
+        XenRing { out: unsafe { Producer::new(page, OUT) } }
     }
 
     /// Writes all of `bytes`, waiting for the backend whenever the ring is full, so that no
@@ -94,7 +118,7 @@ mod tests {
         let mut page = Box::new(Page([0; 4096]));
         let base = page.0.as_mut_ptr();
         // SAFETY: the boxed page outlives both ends (returned together, dropped together).
-        let (tx, rx) = unsafe { (XenRing::new(base), Consumer::new(base, byte::console::OUT)) };
+        let (tx, rx) = unsafe { (XenRing::new(base), Consumer::new(base, OUT)) };
         (page, tx, FakeBackend { rx, got: Vec::new(), notifies: 0, stall_after, waits: 0 })
     }
 

@@ -64,9 +64,7 @@ impl<const N: usize> Handlers<N> {
     /// Unbinds `port`, returning its context so the caller can release what it names.
     pub fn unregister(&mut self, port: Port) -> Result<usize, HandlerError> {
         let slot = &mut self.slots[Self::index(port)?];
-        slot.take()
-            .map(|(_, ctx)| ctx)
-            .ok_or(HandlerError::NotBound(port))
+        slot.take().map(|(_, ctx)| ctx).ok_or(HandlerError::NotBound(port))
     }
 
     /// Runs the handler for `port`. Returns `false` for a port without one: an event
@@ -131,27 +129,15 @@ mod tests {
     #[test]
     fn errors() {
         let mut h = Handlers::<64>::new();
-        assert_eq!(
-            h.register(Port(64), a, 0),
-            Err(HandlerError::OutOfRange(Port(64)))
-        );
-        assert_eq!(
-            h.unregister(Port(u32::MAX)),
-            Err(HandlerError::OutOfRange(Port(u32::MAX)))
-        );
+        assert_eq!(h.register(Port(64), a, 0), Err(HandlerError::OutOfRange(Port(64))));
+        assert_eq!(h.unregister(Port(u32::MAX)), Err(HandlerError::OutOfRange(Port(u32::MAX))));
         assert_eq!(h.unregister(Port(1)), Err(HandlerError::NotBound(Port(1))));
         h.register(Port(1), a, 5).unwrap();
-        assert_eq!(
-            h.register(Port(1), b, 6),
-            Err(HandlerError::AlreadyBound(Port(1)))
-        );
+        assert_eq!(h.register(Port(1), b, 6), Err(HandlerError::AlreadyBound(Port(1))));
         // The failed registration left the first one in place.
         assert!(h.dispatch(Port(1)));
         assert_eq!(take_calls(), vec![(1, 5, 'a')]);
-        assert_eq!(
-            HandlerError::NotBound(Port(2)).to_string(),
-            "port 2 has no handler"
-        );
+        assert_eq!(HandlerError::NotBound(Port(2)).to_string(), "port 2 has no handler");
     }
 
     #[test]

@@ -309,11 +309,7 @@ mod tests {
         raise(&ev, 9);
         raise(&ev, 10);
         assert_eq!(delivered(&mut ev), [10]);
-        assert_ne!(
-            ev.pending[0].load(Ordering::SeqCst) & (1 << 9),
-            0,
-            "still pending"
-        );
+        assert_ne!(ev.pending[0].load(Ordering::SeqCst) & (1 << 9), 0, "still pending");
         // A masked event does not select its word or raise an upcall on its own.
         ev.mask(Port(11)).unwrap();
         ev.mask(Port(200)).unwrap();

@@ -237,46 +237,20 @@ const _: () = assert!(offset_of!(GnttabCopyPtr, offset) == 10);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CopyTarget {
     /// A page another domain granted to us.
-    Grant {
-        gref: GrantRef,
-        domid: DomId,
-        offset: u16,
-    },
+    Grant { gref: GrantRef, domid: DomId, offset: u16 },
     /// One of our own frames (`domid` is normally [`DomId::SELF`]).
-    Frame {
-        gmfn: xen_pfn_t,
-        domid: DomId,
-        offset: u16,
-    },
+    Frame { gmfn: xen_pfn_t, domid: DomId, offset: u16 },
 }
 
 impl CopyTarget {
     fn encode(self) -> (GnttabCopyPtr, bool) {
         match self {
-            CopyTarget::Grant {
-                gref,
-                domid,
-                offset,
-            } => (
-                GnttabCopyPtr {
-                    u: CopyPtrU { gref },
-                    domid,
-                    offset,
-                },
-                true,
-            ),
-            CopyTarget::Frame {
-                gmfn,
-                domid,
-                offset,
-            } => (
-                GnttabCopyPtr {
-                    u: CopyPtrU { gmfn },
-                    domid,
-                    offset,
-                },
-                false,
-            ),
+            CopyTarget::Grant { gref, domid, offset } => {
+                (GnttabCopyPtr { u: CopyPtrU { gref }, domid, offset }, true)
+            }
+            CopyTarget::Frame { gmfn, domid, offset } => {
+                (GnttabCopyPtr { u: CopyPtrU { gmfn }, domid, offset }, false)
+            }
         }
     }
 }
@@ -309,13 +283,7 @@ impl GnttabCopy {
         let mut flags = CopyFlags::empty();
         flags.set(CopyFlags::SOURCE_GREF, src_is_gref);
         flags.set(CopyFlags::DEST_GREF, dest_is_gref);
-        GnttabCopy {
-            source,
-            dest,
-            len,
-            flags: flags.bits(),
-            status: 0,
-        }
+        GnttabCopy { source, dest, len, flags: flags.bits(), status: 0 }
     }
 }
 
@@ -352,28 +320,14 @@ mod tests {
 
     #[test]
     fn copy_sets_flags_per_side() {
-        let g = CopyTarget::Grant {
-            gref: GrantRef(77),
-            domid: DomId(3),
-            offset: 12,
-        };
-        let f = CopyTarget::Frame {
-            gmfn: 0x1_2345_6789,
-            domid: DomId::SELF,
-            offset: 100,
-        };
+        let g = CopyTarget::Grant { gref: GrantRef(77), domid: DomId(3), offset: 12 };
+        let f = CopyTarget::Frame { gmfn: 0x1_2345_6789, domid: DomId::SELF, offset: 100 };
         let c = GnttabCopy::new(g, f, 1500);
         assert_eq!(c.flags, CopyFlags::SOURCE_GREF.bits());
         // SAFETY: the flags say `source` holds a gref and `dest` a frame.
         let (src, dst) = unsafe { (c.source.u.gref, c.dest.u.gmfn) };
-        assert_eq!(
-            (src, c.source.domid, c.source.offset),
-            (GrantRef(77), DomId(3), 12)
-        );
-        assert_eq!(
-            (dst, c.dest.domid, c.dest.offset),
-            (0x1_2345_6789, DomId(0x7ff0), 100)
-        );
+        assert_eq!((src, c.source.domid, c.source.offset), (GrantRef(77), DomId(3), 12));
+        assert_eq!((dst, c.dest.domid, c.dest.offset), (0x1_2345_6789, DomId(0x7ff0), 100));
         assert_eq!(c.len, 1500);
         let c = GnttabCopy::new(f, g, 1);
         assert_eq!(c.flags, CopyFlags::DEST_GREF.bits());

@@ -45,10 +45,7 @@ impl<const N: usize> RefAllocator<N> {
     /// A pool with every reference free; `const` so it can sit in a `static`.
     pub const fn new() -> Self {
         const {
-            assert!(
-                N as u64 + NR_RESERVED_ENTRIES as u64 <= IN_USE as u64,
-                "pool too large"
-            );
+            assert!(N as u64 + NR_RESERVED_ENTRIES as u64 <= IN_USE as u64, "pool too large");
         }
         let mut link = [END; N];
         let mut i = 0;
@@ -56,11 +53,7 @@ impl<const N: usize> RefAllocator<N> {
             link[i] = (i + 1) as u32;
             i += 1;
         }
-        RefAllocator {
-            link,
-            head: if N == 0 { END } else { 0 },
-            free: N,
-        }
+        RefAllocator { link, head: if N == 0 { END } else { 0 }, free: N }
     }
 
     /// References the pool holds.
@@ -133,10 +126,7 @@ mod tests {
         a.free(r).unwrap();
         assert_eq!(a.free(r), Err(RefError::NotAllocated(r)));
         // Never handed out at all.
-        assert_eq!(
-            a.free(GrantRef(11)),
-            Err(RefError::NotAllocated(GrantRef(11)))
-        );
+        assert_eq!(a.free(GrantRef(11)), Err(RefError::NotAllocated(GrantRef(11))));
         // The failed frees did not corrupt the pool.
         assert_eq!(a.available(), 4);
         let all: BTreeSet<_> = (0..4).map(|_| a.alloc().unwrap()).collect();

@@ -112,9 +112,7 @@ pub fn parse(line: &str) -> Options<'_> {
                 option: token,
                 expected: "all|none|<comma-separated name prefixes>",
             }),
-            ("log", None) => {
-                o.warn(Warning::BadValue { option: token, expected: "log=<level>" })
-            }
+            ("log", None) => o.warn(Warning::BadValue { option: token, expected: "log=<level>" }),
             _ => o.warn(Warning::Unknown(token)),
         }
     }
@@ -159,7 +157,10 @@ mod tests {
             w,
             [
                 Warning::Unknown("bogus=1"),
-                Warning::BadValue { option: "log=loud", expected: "off|error|warn|info|debug|trace" },
+                Warning::BadValue {
+                    option: "log=loud",
+                    expected: "off|error|warn|info|debug|trace"
+                },
                 Warning::BadValue {
                     option: "tests=",
                     expected: "all|none|<comma-separated name prefixes>"

@@ -31,7 +31,12 @@ pub fn xen_extraversion() -> Result<([u8; abi::XEN_EXTRAVERSION_LEN], usize)> {
 pub fn console_io_write(bytes: &[u8]) -> Result<()> {
     // SAFETY: Xen only reads `len` bytes from the buffer.
     check(unsafe {
-        hypercall3(nr::CONSOLE_IO, abi::CONSOLEIO_WRITE.into(), bytes.len() as u64, bytes.as_ptr() as u64)
+        hypercall3(
+            nr::CONSOLE_IO,
+            abi::CONSOLEIO_WRITE.into(),
+            bytes.len() as u64,
+            bytes.as_ptr() as u64,
+        )
     })
     .map(drop)
 }
@@ -120,8 +125,7 @@ pub fn evtchn_alloc_unbound(remote: u16) -> Result<u32> {
 
 /// `EVTCHNOP_bind_interdomain`: the new local port connected to `remote_port` of `remote`.
 pub fn evtchn_bind_interdomain(remote: u16, remote_port: u32) -> Result<u32> {
-    let mut arg =
-        abi::evtchn_bind_interdomain { remote_dom: remote, remote_port, local_port: 0 };
+    let mut arg = abi::evtchn_bind_interdomain { remote_dom: remote, remote_port, local_port: 0 };
     evtchn_op(abi::EVTCHNOP_bind_interdomain, &mut arg)?;
     Ok(arg.local_port)
 }

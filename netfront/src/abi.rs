@@ -86,10 +86,7 @@ impl TryFrom<u8> for ExtraType {
 
     fn try_from(v: u8) -> Result<Self, u8> {
         use ExtraType::*;
-        [Gso, McastAdd, McastDel, Hash]
-            .into_iter()
-            .find(|t| *t as u8 == v)
-            .ok_or(v)
+        [Gso, McastAdd, McastDel, Hash].into_iter().find(|t| *t as u8 == v).ok_or(v)
     }
 }
 
@@ -235,28 +232,16 @@ impl NetifExtraInfo {
                 b = addr;
                 ExtraType::McastDel
             }
-            Extra::Hash {
-                ty,
-                algorithm,
-                value,
-            } => {
+            Extra::Hash { ty, algorithm, value } => {
                 b[0] = ty;
                 b[1] = algorithm;
                 b[2..6].copy_from_slice(&value);
                 ExtraType::Hash
             }
         };
-        let flags = if more {
-            ExtraFlags::MORE
-        } else {
-            ExtraFlags::empty()
-        };
+        let flags = if more { ExtraFlags::MORE } else { ExtraFlags::empty() };
         let u = [0, 2, 4].map(|i| u16::from_ne_bytes([b[i], b[i + 1]]));
-        NetifExtraInfo {
-            ty: ty as u8,
-            flags: flags.bits(),
-            u,
-        }
+        NetifExtraInfo { ty: ty as u8, flags: flags.bits(), u }
     }
 
     /// The union's bytes, in memory order.
@@ -276,11 +261,9 @@ impl NetifExtraInfo {
             },
             ExtraType::McastAdd => Extra::McastAdd(b),
             ExtraType::McastDel => Extra::McastDel(b),
-            ExtraType::Hash => Extra::Hash {
-                ty: b[0],
-                algorithm: b[1],
-                value: [b[2], b[3], b[4], b[5]],
-            },
+            ExtraType::Hash => {
+                Extra::Hash { ty: b[0], algorithm: b[1], value: [b[2], b[3], b[4], b[5]] }
+            }
         })
     }
 
@@ -312,11 +295,7 @@ mod tests {
         assert_eq!(RxFlags::all().bits(), 0x1f);
         assert_eq!(RxFlags::DATA_VALIDATED.bits(), 1);
         assert_eq!(RxFlags::CSUM_BLANK.bits(), 2);
-        for (v, t) in [
-            (1, ExtraType::Gso),
-            (2, ExtraType::McastAdd),
-            (3, ExtraType::McastDel),
-        ] {
+        for (v, t) in [(1, ExtraType::Gso), (2, ExtraType::McastAdd), (3, ExtraType::McastDel)] {
             assert_eq!(ExtraType::try_from(v), Ok(t));
         }
         assert_eq!(ExtraType::try_from(4), Ok(ExtraType::Hash));
@@ -327,18 +306,10 @@ mod tests {
     #[test]
     fn extra_info_round_trips() {
         let cases = [
-            Extra::Gso {
-                size: 1448,
-                ty: GSO_TYPE_TCPV4,
-                features: 0,
-            },
+            Extra::Gso { size: 1448, ty: GSO_TYPE_TCPV4, features: 0 },
             Extra::McastAdd([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]),
             Extra::McastDel([0x33, 0x33, 0, 0, 0, 1]),
-            Extra::Hash {
-                ty: 1,
-                algorithm: 1,
-                value: [0xde, 0xad, 0xbe, 0xef],
-            },
+            Extra::Hash { ty: 1, algorithm: 1, value: [0xde, 0xad, 0xbe, 0xef] },
         ];
         for (i, e) in cases.into_iter().enumerate() {
             let more = i % 2 == 0;
@@ -346,11 +317,7 @@ mod tests {
             assert_eq!(x.decode(), Ok(e));
             assert_eq!(x.more(), more);
         }
-        let bad = NetifExtraInfo {
-            ty: 0,
-            flags: 0,
-            u: [0; 3],
-        };
+        let bad = NetifExtraInfo { ty: 0, flags: 0, u: [0; 3] };
         assert_eq!(bad.decode(), Err(0));
     }
 
@@ -358,26 +325,12 @@ mod tests {
     /// gso.features 6, hash.type 2, hash.algorithm 3, hash.value 4.
     #[test]
     fn extra_info_union_layout() {
-        let x = NetifExtraInfo::new(
-            Extra::Gso {
-                size: 0x1234,
-                ty: 7,
-                features: 0xabcd,
-            },
-            false,
-        );
+        let x = NetifExtraInfo::new(Extra::Gso { size: 0x1234, ty: 7, features: 0xabcd }, false);
         let bytes = x.union_bytes();
         assert_eq!(&bytes[0..2], &0x1234u16.to_ne_bytes()); // struct offset 2
         assert_eq!(bytes[2], 7); // struct offset 4
         assert_eq!(&bytes[4..6], &0xabcdu16.to_ne_bytes()); // struct offset 6
-        let h = NetifExtraInfo::new(
-            Extra::Hash {
-                ty: 3,
-                algorithm: 1,
-                value: [9, 8, 7, 6],
-            },
-            true,
-        );
+        let h = NetifExtraInfo::new(Extra::Hash { ty: 3, algorithm: 1, value: [9, 8, 7, 6] }, true);
         assert_eq!(h.union_bytes(), [3, 1, 9, 8, 7, 6]);
         assert_eq!((h.ty, h.flags), (4, 1));
     }

@@ -1,5 +1,6 @@
 //! The byte ring of `io/console.h` and `io/xs_wire.h`: two power-of-two character arrays
 //! (one per direction) and four free-running `u32` indices on a page shared with a backend.
+//! Each protocol crate describes where its arrays and indices sit with a [`Layout`].
 //!
 //! We are the producer of one array and the consumer of the other. The backend owns the
 //! other two indices and may publish anything: an index that claims more data (or more free
@@ -18,22 +19,6 @@ pub struct Layout {
     pub cons: usize,
     /// Offset of the producer index.
     pub prod: usize,
-}
-
-/// `struct xencons_interface` (io/console.h): `char in[1024]; char out[2048];` then
-/// `in_cons, in_prod, out_cons, out_prod`. The guest produces `out` and consumes `in`.
-pub mod console {
-    use super::Layout;
-    pub const OUT: Layout = Layout { data: 1024, size: 2048, cons: 3080, prod: 3084 };
-    pub const IN: Layout = Layout { data: 0, size: 1024, cons: 3072, prod: 3076 };
-}
-
-/// `struct xenstore_domain_interface` (io/xs_wire.h): `char req[1024]; char rsp[1024];` then
-/// `req_cons, req_prod, rsp_cons, rsp_prod`. The guest produces `req` and consumes `rsp`.
-pub mod xenstore {
-    use super::Layout;
-    pub const REQ: Layout = Layout { data: 0, size: 1024, cons: 2048, prod: 2052 };
-    pub const RSP: Layout = Layout { data: 1024, size: 1024, cons: 2056, prod: 2060 };
 }
 
 /// The other side published indices that cannot be true.
@@ -193,6 +178,13 @@ mod tests {
     #[repr(C, align(4096))]
     struct Page([u8; 4096]);
 
+    /// The console page's `out` ring and the xenstore page's rings (io/console.h,
+    /// io/xs_wire.h), as the console and xenbus crates describe them.
+    const CONSOLE_OUT: Layout = Layout { data: 1024, size: 2048, cons: 3080, prod: 3084 };
+    const CONSOLE_IN: Layout = Layout { data: 0, size: 1024, cons: 3072, prod: 3076 };
+    const XS_REQ: Layout = Layout { data: 0, size: 1024, cons: 2048, prod: 2052 };
+    const XS_RSP: Layout = Layout { data: 1024, size: 1024, cons: 2056, prod: 2060 };
+
     fn page() -> Box<Page> {
         Box::new(Page([0; 4096]))
     }
@@ -208,7 +200,7 @@ mod tests {
         let base = p.0.as_mut_ptr();
         // SAFETY: the page outlives both ends; each end is unique.
         let (mut tx, mut rx) =
-            unsafe { (Producer::new(base, console::OUT), Consumer::new(base, console::OUT)) };
+            unsafe { (Producer::new(base, CONSOLE_OUT), Consumer::new(base, CONSOLE_OUT)) };
         let mut sent = Vec::new();
         let mut got = Vec::new();
         for round in 0..100u32 {
@@ -236,7 +228,7 @@ mod tests {
         let mut p = page();
         let base = p.0.as_mut_ptr();
         // SAFETY: the page outlives the producer.
-        let mut tx = unsafe { Producer::new(base, xenstore::REQ) };
+        let mut tx = unsafe { Producer::new(base, XS_REQ) };
         assert_eq!(tx.write(&[1; 1000]).unwrap(), 1000);
         assert_eq!(tx.write(&[2; 1000]).unwrap(), 24);
         assert_eq!(tx.write(&[3; 10]).unwrap(), 0);
@@ -246,13 +238,13 @@ mod tests {
     #[test]
     fn indices_are_wrapping() {
         let mut p = page();
-        index(&mut p, xenstore::RSP.prod).store(5, Ordering::Relaxed);
-        index(&mut p, xenstore::RSP.cons).store(u32::MAX - 2, Ordering::Relaxed);
+        index(&mut p, XS_RSP.prod).store(5, Ordering::Relaxed);
+        index(&mut p, XS_RSP.cons).store(u32::MAX - 2, Ordering::Relaxed);
         p.0[1024 + 1023] = b'a';
         p.0[1024..1024 + 5].copy_from_slice(b"bcdef");
         let base = p.0.as_mut_ptr();
         // SAFETY: the page outlives the consumer.
-        let mut rx = unsafe { Consumer::new(base, xenstore::RSP) };
+        let mut rx = unsafe { Consumer::new(base, XS_RSP) };
         let mut buf = [0u8; 16];
         // cons = 2^32 - 3, prod = 5: eight bytes available, starting at slot 1021.
         assert_eq!(rx.read(&mut buf).unwrap(), 8);
@@ -262,16 +254,16 @@ mod tests {
     #[test]
     fn hostile_indices_are_errors() {
         let mut p = page();
-        index(&mut p, console::IN.prod).store(5000, Ordering::Relaxed);
-        index(&mut p, console::OUT.cons).store(3000, Ordering::Relaxed); // consumer ahead of our prod
+        index(&mut p, CONSOLE_IN.prod).store(5000, Ordering::Relaxed);
+        index(&mut p, CONSOLE_OUT.cons).store(3000, Ordering::Relaxed); // consumer ahead of our prod
         let base = p.0.as_mut_ptr();
         // SAFETY: the page outlives both ends.
         let (mut tx, mut rx) =
-            unsafe { (Producer::new(base, console::OUT), Consumer::new(base, console::IN)) };
+            unsafe { (Producer::new(base, CONSOLE_OUT), Consumer::new(base, CONSOLE_IN)) };
         let mut buf = [0u8; 8];
         assert_eq!(rx.read(&mut buf), Err(RingError::Corrupt { prod: 5000, cons: 0 }));
         assert_eq!(tx.write(b"x"), Err(RingError::Corrupt { prod: 0, cons: 3000 }));
-        assert_eq!(index(&mut p, console::OUT.prod).load(Ordering::Relaxed), 0);
-        assert_eq!(index(&mut p, console::IN.cons).load(Ordering::Relaxed), 0);
+        assert_eq!(index(&mut p, CONSOLE_OUT.prod).load(Ordering::Relaxed), 0);
+        assert_eq!(index(&mut p, CONSOLE_IN.cons).load(Ordering::Relaxed), 0);
     }
 }

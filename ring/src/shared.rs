@@ -163,11 +163,7 @@ pub enum RingError {
 impl fmt::Display for RingError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RingError::ProducerOverflow {
-                rsp_prod,
-                rsp_cons,
-                req_prod,
-            } => write!(
+            RingError::ProducerOverflow { rsp_prod, rsp_cons, req_prod } => write!(
                 f,
                 "backend rsp_prod {rsp_prod:#x} beyond requests in flight \
                  (rsp_cons {rsp_cons:#x}, req_prod {req_prod:#x})"
@@ -237,14 +233,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
         for b in h.pvt.iter().chain(h.pad.iter()) {
             b.store(0, Ordering::Relaxed);
         }
-        FrontRing {
-            header,
-            slots,
-            size,
-            req_prod_pvt: 0,
-            req_prod_pub: 0,
-            rsp_cons: 0,
-        }
+        FrontRing { header, slots, size, req_prod_pvt: 0, req_prod_pub: 0, rsp_cons: 0 }
     }
 
     /// Number of slots: `RING_SIZE`.
@@ -268,14 +257,8 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     /// as blkif's discard and indirect requests or netif's extra-info slots do.
     pub fn push_request_as<T: Pod>(&mut self, req: T) -> Result<(), RingFull> {
         const {
-            assert!(
-                size_of::<T>() <= size_of::<Entry<Req, Rsp>>(),
-                "does not fit a slot"
-            );
-            assert!(
-                align_of::<T>() <= align_of::<Entry<Req, Rsp>>(),
-                "misaligned in a slot"
-            );
+            assert!(size_of::<T>() <= size_of::<Entry<Req, Rsp>>(), "does not fit a slot");
+            assert!(align_of::<T>() <= align_of::<Entry<Req, Rsp>>(), "misaligned in a slot");
         }
         if self.free_requests() == 0 {
             return Err(RingFull);
@@ -314,14 +297,8 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
     /// as netif's extra-info slots on the receive ring.
     pub fn take_response_as<T: Pod>(&mut self) -> Result<Option<T>, RingError> {
         const {
-            assert!(
-                size_of::<T>() <= size_of::<Entry<Req, Rsp>>(),
-                "does not fit a slot"
-            );
-            assert!(
-                align_of::<T>() <= align_of::<Entry<Req, Rsp>>(),
-                "misaligned in a slot"
-            );
+            assert!(size_of::<T>() <= size_of::<Entry<Req, Rsp>>(), "does not fit a slot");
+            assert!(align_of::<T>() <= align_of::<Entry<Req, Rsp>>(), "misaligned in a slot");
         }
         if self.unconsumed_responses()? == 0 {
             return Ok(None);
@@ -342,8 +319,7 @@ impl<Req: Pod, Rsp: Pod> FrontRing<Req, Rsp> {
             return Ok(true);
         }
         let h = self.header();
-        h.rsp_event
-            .store(self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
+        h.rsp_event.store(self.rsp_cons.wrapping_add(1), Ordering::Relaxed);
         // Store-load: the backend must see rsp_event before we look at rsp_prod again.
         fence(Ordering::SeqCst);
         Ok(self.unconsumed_responses()? > 0)
@@ -434,13 +410,7 @@ mod tests {
         fn slot(&self, idx: u32) -> *mut Entry<Req, Rsp> {
             let i = (idx & (self.size - 1)) as usize;
             // SAFETY: in bounds of the ring the front end laid out over the same pages.
-            unsafe {
-                self.base
-                    .add(HEADER_SIZE)
-                    .cast::<Entry<Req, Rsp>>()
-                    .add(i)
-                    .as_ptr()
-            }
+            unsafe { self.base.add(HEADER_SIZE).cast::<Entry<Req, Rsp>>().add(i).as_ptr() }
         }
 
         /// Consumes every published request, as RING_COPY_REQUEST would.
@@ -498,10 +468,7 @@ mod tests {
         // SAFETY: as in `setup`.
         let _ring = unsafe { Ring::new(mem.base, 1) };
         let back = FakeBack::<u64, u64>::new(&mem, 1);
-        assert_eq!(
-            [0, 4, 8, 12].map(|o| back.index(o).load(Ordering::Relaxed)),
-            [0, 1, 0, 1]
-        );
+        assert_eq!([0, 4, 8, 12].map(|o| back.index(o).load(Ordering::Relaxed)), [0, 1, 0, 1]);
         for i in 16..HEADER_SIZE {
             // SAFETY: in bounds of the header.
             assert_eq!(unsafe { *mem.base.as_ptr().add(i) }, 0);
@@ -695,19 +662,12 @@ mod tests {
         ring.commit_requests();
         ring.push_request(4).unwrap();
         back.set_rsp_prod(4);
-        let err = RingError::ProducerOverflow {
-            rsp_prod: 4,
-            rsp_cons: 0,
-            req_prod: 3,
-        };
+        let err = RingError::ProducerOverflow { rsp_prod: 4, rsp_cons: 0, req_prod: 3 };
         assert_eq!(ring.take_response(), Err(err));
         assert_eq!(ring.final_check_for_responses(), Err(err));
         // Far beyond the ring, too.
         back.set_rsp_prod(1 << 20);
-        assert!(matches!(
-            ring.take_response(),
-            Err(RingError::ProducerOverflow { .. })
-        ));
+        assert!(matches!(ring.take_response(), Err(RingError::ProducerOverflow { .. })));
         // Nothing was consumed by the failed attempts.
         back.set_rsp_prod(3);
         assert_eq!(ring.take_response().map(|r| r.is_some()), Ok(true));
@@ -730,11 +690,7 @@ mod tests {
         back.set_rsp_prod(1);
         assert_eq!(
             ring.take_response(),
-            Err(RingError::ProducerOverflow {
-                rsp_prod: 1,
-                rsp_cons: 2,
-                req_prod: 4
-            })
+            Err(RingError::ProducerOverflow { rsp_prod: 1, rsp_cons: 2, req_prod: 4 })
         );
         assert!(ring.final_check_for_responses().is_err());
     }
@@ -788,12 +744,7 @@ mod tests {
     fn pod_macro_declares_repr_c_structs() {
         assert_eq!(size_of::<Declared>(), 16);
         assert_eq!(core::mem::offset_of!(Declared, c), 4);
-        let d = Declared {
-            a: 1,
-            b: [2; 3],
-            c: 3,
-            d: [4; 4],
-        };
+        let d = Declared { a: 1, b: [2; 3], c: 3, d: [4; 4] };
         let mem = Pages::new(1);
         // SAFETY: as in `setup`.
         let mut ring = unsafe { FrontRing::<Declared, Declared>::new(mem.base, 1) };
@@ -807,11 +758,7 @@ mod tests {
     #[test]
     fn errors_display() {
         assert_eq!(RingFull.to_string(), "request ring full");
-        let e = RingError::ProducerOverflow {
-            rsp_prod: 9,
-            rsp_cons: 1,
-            req_prod: 2,
-        };
+        let e = RingError::ProducerOverflow { rsp_prod: 9, rsp_cons: 1, req_prod: 2 };
         assert!(e.to_string().contains("rsp_prod 0x9"));
     }
 }

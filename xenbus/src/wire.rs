@@ -33,10 +33,7 @@ impl XsdSockmsg {
     /// The header as it goes on the ring: fields in the domains' shared (native) byte order.
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut b = [0; Self::SIZE];
-        for (chunk, v) in b
-            .chunks_exact_mut(4)
-            .zip([self.ty, self.req_id, self.tx_id, self.len])
-        {
+        for (chunk, v) in b.chunks_exact_mut(4).zip([self.ty, self.req_id, self.tx_id, self.len]) {
             chunk.copy_from_slice(&v.to_ne_bytes());
         }
         b
@@ -45,12 +42,7 @@ impl XsdSockmsg {
     /// A header as read off the ring, unvalidated.
     pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
         let word = |i: usize| u32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
-        XsdSockmsg {
-            ty: word(0),
-            req_id: word(4),
-            tx_id: word(8),
-            len: word(12),
-        }
+        XsdSockmsg { ty: word(0), req_id: word(4), tx_id: word(8), len: word(12) }
     }
 }
 
@@ -183,10 +175,7 @@ impl XsError {
     /// Parses an `XS_ERROR` payload: the error's name, NUL-terminated or not.
     pub fn from_payload(payload: &[u8]) -> Option<Self> {
         let name = payload.strip_suffix(b"\0").unwrap_or(payload);
-        XSD_ERRORS
-            .iter()
-            .find(|(_, s)| s.as_bytes() == name)
-            .map(|(e, _)| *e)
+        XSD_ERRORS.iter().find(|(_, s)| s.as_bytes() == name).map(|(e, _)| *e)
     }
 
     /// The name on the wire, e.g. `"ENOENT"`.
@@ -240,6 +229,13 @@ pub mod interface {
     /// Bytes of the page the structure uses.
     pub const SIZE: usize = size_of::<I>();
 
+    /// The request ring: we produce, xenstored consumes.
+    pub const REQ_RING: ring::byte::Layout =
+        ring::byte::Layout { data: REQ, size: RING_SIZE, cons: REQ_CONS, prod: REQ_PROD };
+    /// The reply ring: xenstored produces, we consume.
+    pub const RSP_RING: ring::byte::Layout =
+        ring::byte::Layout { data: RSP, size: RING_SIZE, cons: RSP_CONS, prod: RSP_PROD };
+
     const _: () = assert!(SIZE == 2076);
     const _: () = assert!(REQ == 0 && RSP == 1024);
     const _: () = assert!(REQ_CONS == 2048 && REQ_PROD == 2052);
@@ -270,12 +266,7 @@ mod tests {
 
     #[test]
     fn header_round_trips_through_bytes() {
-        let m = XsdSockmsg {
-            ty: XsType::Read as u32,
-            req_id: 7,
-            tx_id: 0x0102_0304,
-            len: 12,
-        };
+        let m = XsdSockmsg { ty: XsType::Read as u32, req_id: 7, tx_id: 0x0102_0304, len: 12 };
         let b = m.to_bytes();
         assert_eq!(&b[0..4], &2u32.to_ne_bytes());
         assert_eq!(&b[8..12], &0x0102_0304u32.to_ne_bytes());

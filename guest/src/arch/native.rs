@@ -73,7 +73,8 @@ pub fn init_idt() {
         limit: u16,
         base: u64,
     }
-    let ptr = Pointer { limit: (core::mem::size_of_val(idt) - 1) as u16, base: idt.as_ptr() as u64 };
+    let ptr =
+        Pointer { limit: (core::mem::size_of_val(idt) - 1) as u16, base: idt.as_ptr() as u64 };
     // SAFETY: the IDT is static and every gate points at a stub that handles its vector.
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
 }

@@ -93,7 +93,10 @@ extern "C" fn native_start(start_info_paddr: u32) -> ! {
     }
     // SAFETY: the loader's memory map, in low memory, with the entry count checked above.
     let memmap = unsafe {
-        core::slice::from_raw_parts(phys::<MemmapEntry>(si.memmap_paddr), si.memmap_entries as usize)
+        core::slice::from_raw_parts(
+            phys::<MemmapEntry>(si.memmap_paddr),
+            si.memmap_entries as usize,
+        )
     };
     let ram = memmap.iter().filter(|e| e.kind == MEMMAP_RAM);
     let top = ram.clone().map(|e| e.addr + e.size).max().unwrap_or(0);

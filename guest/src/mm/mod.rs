@@ -68,10 +68,7 @@ mod kernel {
     // reached under the lock.
     unsafe impl GlobalAlloc for KernelHeap {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            self.0
-                .lock()
-                .allocate_first_fit(layout)
-                .map_or(core::ptr::null_mut(), |p| p.as_ptr())
+            self.0.lock().allocate_first_fit(layout).map_or(core::ptr::null_mut(), |p| p.as_ptr())
         }
 
         unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

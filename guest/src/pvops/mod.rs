@@ -118,9 +118,22 @@ pub enum Op {
 
 impl Op {
     const ALL: [Op; 16] = [
-        Op::Cpuid, Op::ReadCr2, Op::Idle, Op::SaveFl, Op::RestoreFl, Op::IrqDisable,
-        Op::IrqEnable, Op::ReadCr3, Op::SetPte, Op::FlushTlbOne, Op::PfnToFrame,
-        Op::FrameToPfn, Op::MakeTable, Op::ClockNs, Op::ConsoleWrite, Op::Shutdown,
+        Op::Cpuid,
+        Op::ReadCr2,
+        Op::Idle,
+        Op::SaveFl,
+        Op::RestoreFl,
+        Op::IrqDisable,
+        Op::IrqEnable,
+        Op::ReadCr3,
+        Op::SetPte,
+        Op::FlushTlbOne,
+        Op::PfnToFrame,
+        Op::FrameToPfn,
+        Op::MakeTable,
+        Op::ClockNs,
+        Op::ConsoleWrite,
+        Op::Shutdown,
     ];
 
     pub fn from_u16(v: u16) -> Option<Op> {

@@ -12,10 +12,22 @@ fn start_info() -> Outcome {
         check!(si.magic.starts_with(b"xen-3.0-x86_64"), "magic {:?}", &si.magic[..16]);
         let mib = (si.nr_pages * 4096) >> 20;
         check!((16..=4096).contains(&mib), "nr_pages {} ({mib} MiB)", si.nr_pages);
-        check!(si.shared_info_maddr % 4096 == 0, "shared_info {:#x} unaligned", si.shared_info_maddr);
-        check!(si.flags & hypercall::abi::SIF_INITDOMAIN == 0, "we are a domU, flags {:#x}", si.flags);
+        check!(
+            si.shared_info_maddr % 4096 == 0,
+            "shared_info {:#x} unaligned",
+            si.shared_info_maddr
+        );
+        check!(
+            si.flags & hypercall::abi::SIF_INITDOMAIN == 0,
+            "we are a domU, flags {:#x}",
+            si.flags
+        );
         let (_, image_end) = image_pfns();
-        check!(si.first_free_pfn > image_end, "first free pfn {:#x} inside the image", si.first_free_pfn);
+        check!(
+            si.first_free_pfn > image_end,
+            "first free pfn {:#x} inside the image",
+            si.first_free_pfn
+        );
         check!(si.first_free_pfn < si.nr_pages, "first free pfn beyond memory");
         for (what, mfn) in [("console", si.console_mfn), ("xenstore", si.store_mfn)] {
             match xen::mfn_to_pfn(mfn) {

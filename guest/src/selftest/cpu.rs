@@ -12,11 +12,23 @@ fn cpuid() -> Outcome {
     let leaf1 = pvops::cpuid(1, 0);
     if pvops::is_xen() {
         let base = pvops::cpuid(0x4000_0000, 0);
-        check!(&signature(&base) == b"XenVMMXenVMM", "leaf 0x40000000 signature {:?}", signature(&base));
+        check!(
+            &signature(&base) == b"XenVMMXenVMM",
+            "leaf 0x40000000 signature {:?}",
+            signature(&base)
+        );
         check!(base.eax >= 0x4000_0002, "max hypervisor leaf {:#x}", base.eax);
         check!(leaf1.ecx & HYPERVISOR_BIT != 0, "leaf 1 lacks the hypervisor bit");
-        check!(leaf1.edx & pvops::xen::LEAF1_EDX_MASKED == 0, "leaf 1 edx {:#x} not masked", leaf1.edx);
-        check!(leaf1.ecx & pvops::xen::LEAF1_ECX_MASKED == 0, "leaf 1 ecx {:#x} not masked", leaf1.ecx);
+        check!(
+            leaf1.edx & pvops::xen::LEAF1_EDX_MASKED == 0,
+            "leaf 1 edx {:#x} not masked",
+            leaf1.edx
+        );
+        check!(
+            leaf1.ecx & pvops::xen::LEAF1_ECX_MASKED == 0,
+            "leaf 1 ecx {:#x} not masked",
+            leaf1.ecx
+        );
         check!(leaf1.edx & 1 != 0, "leaf 1 lost the FPU bit: masking too much");
     } else {
         for (leaf, sub) in [(0, 0), (1, 0), (7, 0), (0x8000_0001, 0)] {

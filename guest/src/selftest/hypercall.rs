@@ -109,7 +109,12 @@ fn register_abi() -> Outcome {
         // SAFETY: reading the probe's record after the call.
         let seen = unsafe { *core::ptr::addr_of!(abi_probe_regs) };
         for i in 0..arity {
-            check!(seen[i] == args[i], "arity {arity}: argument {} arrived as {:#x}", i + 1, seen[i]);
+            check!(
+                seen[i] == args[i],
+                "arity {arity}: argument {} arrived as {:#x}",
+                i + 1,
+                seen[i]
+            );
         }
         // The arguments are still intact for the caller: the clobbers were declared.
         check!(black_box(args) == [a1, a2, a3, a4, a5], "arity {arity}: caller's values clobbered");
@@ -132,7 +137,10 @@ fn arities_live() -> Outcome {
     // Arity 2: set_segment_base(FS) then read through %fs: both arguments took effect.
     let cell: u64 = black_box(0x0f5_0f5);
     // SAFETY: the kernel does not use FS.
-    check!(unsafe { hypercall::ops::set_fs_base(&cell as *const u64 as u64) }.is_ok(), "set_fs_base");
+    check!(
+        unsafe { hypercall::ops::set_fs_base(&cell as *const u64 as u64) }.is_ok(),
+        "set_fs_base"
+    );
     let via_fs: u64;
     // SAFETY: FS now points at `cell`, which is live.
     unsafe { core::arch::asm!("mov {}, fs:[0]", out(reg) via_fs, options(nostack, readonly)) };
@@ -159,7 +167,10 @@ fn arities_live() -> Outcome {
         let r = unsafe { hypercall::ops::update_va_mapping(VA, pte_b, abi::UVMF_INVLPG) };
         check!(r.is_ok(), "update_va_mapping: {r:?}");
         // SAFETY: as above.
-        check!(unsafe { (VA as *const u64).read_volatile() } == 0xbbbb, "update_va_mapping ignored va/pte");
+        check!(
+            unsafe { (VA as *const u64).read_volatile() } == 0xbbbb,
+            "update_va_mapping ignored va/pte"
+        );
         let Ok(ptep) = paging::entry(VA, 1, false) else {
             return Outcome::Fail("no pte".into());
         };
@@ -173,7 +184,10 @@ fn arities_live() -> Outcome {
         // SAFETY: flush the stale translation, then read.
         unsafe { crate::pvops::flush_tlb_one(VA) };
         // SAFETY: reading the scratch page.
-        check!(unsafe { (VA as *const u64).read_volatile() } == 0xaaaa, "mmu_update not applied in order");
+        check!(
+            unsafe { (VA as *const u64).read_volatile() } == 0xaaaa,
+            "mmu_update not applied in order"
+        );
         Outcome::Pass
     })();
     // SAFETY: the scratch mapping is no longer used.
@@ -187,7 +201,9 @@ fn arities_live() -> Outcome {
     // SAFETY: with Argo absent the hypercall does nothing; with it, cmd 0 is invalid.
     let r = unsafe { raw::hypercall5(abi::nr::ARGO_OP, 0, 0, 0, 0, 0) };
     check!(
-        r == -(Errno::ENOSYS.0 as i64) || r == -(Errno::EOPNOTSUPP.0 as i64) || r == -(Errno::EINVAL.0 as i64),
+        r == -(Errno::ENOSYS.0 as i64)
+            || r == -(Errno::EOPNOTSUPP.0 as i64)
+            || r == -(Errno::EINVAL.0 as i64),
         "argo_op returned {r}"
     );
     Outcome::Pass

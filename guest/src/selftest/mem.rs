@@ -18,7 +18,11 @@ fn heap_stress() -> Outcome {
     for round in 0..4000u32 {
         if live.len() > 200 || (!live.is_empty() && rng.below(3) == 0) {
             let (buf, tag) = live.swap_remove(rng.below(live.len() as u64) as usize);
-            check!(buf.iter().all(|&b| b == tag), "round {round}: a {}-byte block was overwritten", buf.len());
+            check!(
+                buf.iter().all(|&b| b == tag),
+                "round {round}: a {}-byte block was overwritten",
+                buf.len()
+            );
         } else {
             let len = match rng.below(10) {
                 0 => rng.below(64 * 1024) as usize + 1,
@@ -27,7 +31,9 @@ fn heap_stress() -> Outcome {
             let tag = rng.next_u64() as u8;
             let mut buf = Vec::new();
             if buf.try_reserve_exact(len).is_err() {
-                return Outcome::Fail(alloc::format!("round {round}: allocating {len} bytes failed"));
+                return Outcome::Fail(alloc::format!(
+                    "round {round}: allocating {len} bytes failed"
+                ));
             }
             buf.resize(len, tag);
             live.push((buf, tag));
@@ -102,14 +108,23 @@ fn map_page() -> Outcome {
         check!(paging::translate(VA) == Ok(pfn), "translate: {:?}", paging::translate(VA));
         // SAFETY: VA maps our frame; no Rust reference to it exists.
         unsafe {
-            check!((VA as *const u64).read_volatile() == 0x1234_5678, "new mapping does not show the page");
+            check!(
+                (VA as *const u64).read_volatile() == 0x1234_5678,
+                "new mapping does not show the page"
+            );
             (VA as *mut u64).add(1).write_volatile(0xfeed);
-            check!(direct.add(1).read_volatile() == 0xfeed, "write through the new mapping not seen");
+            check!(
+                direct.add(1).read_volatile() == 0xfeed,
+                "write through the new mapping not seen"
+            );
         }
         // SAFETY: nothing uses VA any more.
         let r = unsafe { paging::unmap(VA) };
         check!(r == Ok(pfn), "unmap: {r:?}");
-        check!(paging::translate(VA) == Err(paging::MapError::NotMapped), "still mapped after unmap");
+        check!(
+            paging::translate(VA) == Err(paging::MapError::NotMapped),
+            "still mapped after unmap"
+        );
         // SAFETY: as above.
         let again = unsafe { paging::unmap(VA) };
         check!(again == Err(paging::MapError::NotMapped), "second unmap: {again:?}");

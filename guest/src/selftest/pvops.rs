@@ -15,14 +15,27 @@ fn call_sites() -> Outcome {
         };
         seen[site.op as usize] += 1;
         check!(site.len == 6, "site {:#x} ({op:?}): length {}", site.addr, site.len);
-        check!(site.clobbers == pvops::CLOBBERS_C_ABI, "site {:#x}: clobbers {}", site.addr, site.clobbers);
+        check!(
+            site.clobbers == pvops::CLOBBERS_C_ABI,
+            "site {:#x}: clobbers {}",
+            site.addr,
+            site.clobbers
+        );
         // SAFETY: the record's address is a site in .text, `len` (6) bytes long.
         let code = unsafe { core::slice::from_raw_parts(site.addr as *const u8, 6) };
-        check!(code[..2] == [0xff, 0x15], "site {:#x} ({op:?}) is {code:02x?}, not call *rel(%rip)", site.addr);
+        check!(
+            code[..2] == [0xff, 0x15],
+            "site {:#x} ({op:?}) is {code:02x?}, not call *rel(%rip)",
+            site.addr
+        );
         let disp = i32::from_le_bytes([code[2], code[3], code[4], code[5]]) as i64;
         let target = (site.addr as i64 + 6 + disp) as u64;
         let slot = pvops::table_addr() + op.slot() as u64;
-        check!(target == slot, "site {:#x} ({op:?}) reads {target:#x}, its slot is {slot:#x}", site.addr);
+        check!(
+            target == slot,
+            "site {:#x} ({op:?}) reads {target:#x}, its slot is {slot:#x}",
+            site.addr
+        );
     }
     let backend = match pvops::backend() {
         pvops::Backend::XenPv => pvops::xen::OPS,
@@ -35,7 +48,9 @@ fn call_sites() -> Outcome {
         "the table does not hold the {} backend",
         pvops::backend().name()
     );
-    for op in [Op::SaveFl, Op::RestoreFl, Op::IrqDisable, Op::IrqEnable, Op::ConsoleWrite, Op::ClockNs] {
+    for op in
+        [Op::SaveFl, Op::RestoreFl, Op::IrqDisable, Op::IrqEnable, Op::ConsoleWrite, Op::ClockNs]
+    {
         check!(seen[op as usize] > 0, "no call site recorded for {op:?}");
     }
     Outcome::Pass

@@ -1,10 +1,8 @@
 use super::{check, Outcome, Test};
 use crate::pvops;
 
-pub const TESTS: &[Test] = &[
-    Test { name: "time::monotonic", run: monotonic },
-    Test { name: "time::rate", run: rate },
-];
+pub const TESTS: &[Test] =
+    &[Test { name: "time::monotonic", run: monotonic }, Test { name: "time::rate", run: rate }];
 
 fn monotonic() -> Outcome {
     let start = pvops::clock_ns();
@@ -44,7 +42,11 @@ fn rate() -> Outcome {
         check!(r.is_ok(), "SCHEDOP_poll: {r:?}");
         check!(elapsed >= SLEEP_NS - 1_000_000, "woke after {elapsed} ns, before the 100 ms timer");
         check!(elapsed < SLEEP_NS * 3, "a 100 ms sleep took {elapsed} ns");
-        log::info!("100 ms Xen timer measured as {}.{:03} ms", elapsed / 1_000_000, elapsed / 1000 % 1000);
+        log::info!(
+            "100 ms Xen timer measured as {}.{:03} ms",
+            elapsed / 1_000_000,
+            elapsed / 1000 % 1000
+        );
     } else {
         // The CMOS RTC's seconds against the TSC clock: time one whole RTC second.
         let edge = || {

@@ -42,11 +42,7 @@ impl TscScale {
 
     /// Nanoseconds in `delta` TSC ticks.
     pub fn ticks_to_ns(self, delta: u64) -> u64 {
-        let d = if self.shift >= 0 {
-            delta << self.shift
-        } else {
-            delta >> -(self.shift as i32)
-        };
+        let d = if self.shift >= 0 { delta << self.shift } else { delta >> -(self.shift as i32) };
         ((d as u128 * self.mul_frac as u128) >> 32) as u64
     }
 }
@@ -95,7 +91,15 @@ mod tests {
 
     #[test]
     fn from_hz_round_trips_to_one_second() {
-        for hz in [1_000_000u64, 1_193_182, 999_999_999, 1_000_000_001, 2_400_000_000, 3_700_123_456, 10_000_000_000] {
+        for hz in [
+            1_000_000u64,
+            1_193_182,
+            999_999_999,
+            1_000_000_001,
+            2_400_000_000,
+            3_700_123_456,
+            10_000_000_000,
+        ] {
             let s = TscScale::from_hz(hz).unwrap();
             assert!(s.mul_frac >= 1 << 31, "{hz}: not normalised: {s:?}");
             let ns = s.ticks_to_ns(hz);
