@@ -38,16 +38,19 @@ test-host: deps lint
 	$(CARGO) test --workspace
 
 lint: deps
+	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release -p guest --target $(TARGET) -- -D warnings
 
-# Natively under QEMU: the default run, the smallest and a large memory size, and an
-# unknown option (which must be reported, not fatal).
+# Natively under QEMU: the default run, the smallest and a large memory size, an unknown
+# option (which must be reported, not fatal), and a deliberate page fault (which must be).
 test-native: build
 	rig/check-notes.py $(IMAGE)
 	rig/run-native.sh $(IMAGE) "log=info"
 	rig/run-native.sh --memory 32 $(IMAGE) "log=warn frobnicate=1"
 	rig/run-native.sh --memory 1024 $(IMAGE) "log=warn tests=mem::,time::"
+	rig/run-native.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
+	    $(IMAGE) "log=warn tests=boot:: fault=pf"
 
 # Under Xen, in one boot of the rig: xen.cfg as it is, 32 MiB, 1 GiB with two vCPUs, and an
 # unknown option.

@@ -1,22 +1,26 @@
 #!/usr/bin/env bash
 # Boots the guest natively under QEMU (PVH entry via -kernel) and judges the run.
 #
-# usage: rig/run-native.sh [--timeout S] [--memory MIB] [--log FILE] IMAGE [CMDLINE]
+# usage: rig/run-native.sh [--timeout S] [--memory MIB] [--log FILE] [--expect-fatal TEXT]
+#                           IMAGE [CMDLINE]
 #
 # Exit status 0 only if QEMU exited through isa-debug-exit with the pass code (33), the guest
 # printed its closing line with 0 failed and no FAIL line, and every console-bulk block
-# arrived intact.
+# arrived intact. With --expect-fatal (for a `fault=` command line) the run must instead end
+# with the failure code (35) after printing TEXT.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 timeout_s=60
 memory=128
 log=""
+expect_fatal=""
 while (($#)); do
     case $1 in
     --timeout) timeout_s=${2:?}; shift 2 ;;
     --memory) memory=${2:?}; shift 2 ;;
     --log) log=${2:?}; shift 2 ;;
+    --expect-fatal) expect_fatal=${2:?}; shift 2 ;;
     -*) echo "run-native: unknown option $1" >&2; exit 2 ;;
     *) break ;;
     esac
@@ -49,11 +53,16 @@ elif [[ ! $closing =~ ^[0-9]+\ passed,\ 0\ failed ]]; then
     verdict=FAIL why+=("failures")
 fi
 if grep -q '^FAIL ' "$log"; then verdict=FAIL why+=("FAIL lines"); fi
+want_status=33
+if [[ -n $expect_fatal ]]; then
+    want_status=35
+    grep -qF -- "$expect_fatal" "$log" || { verdict=FAIL why+=("no '$expect_fatal'"); }
+fi
 case $status in
-33) ;;
+"$want_status") ;;
 137) verdict=FAIL why+=("timeout after ${timeout_s}s") ;;
-*) verdict=FAIL why+=("QEMU exit status $status (33 = pass)") ;;
+*) verdict=FAIL why+=("QEMU exit status $status (want $want_status)") ;;
 esac
 if ! python3 "$here/check-console.py" "$log"; then verdict=FAIL why+=("console integrity"); fi
-echo "native: ${closing:-no closing line} -> $verdict${why:+ (${why[*]})}"
+echo "native: ${closing:-no closing line}${expect_fatal:+, then '$expect_fatal'} -> $verdict${why:+ (${why[*]})}"
 [[ $verdict == PASS ]]

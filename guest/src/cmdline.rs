@@ -25,6 +25,17 @@ impl TestSelection<'_> {
     }
 }
 
+/// A deliberate failure after the self-tests, to show (and test) how the kernel dies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A write to an unmapped address: #PF.
+    PageFault,
+    /// `ud2`: #UD.
+    InvalidOpcode,
+    /// A Rust panic.
+    Panic,
+}
+
 /// A problem with one option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warning<'a> {
@@ -50,6 +61,7 @@ pub const MAX_WARNINGS: usize = 8;
 pub struct Options<'a> {
     pub log: LevelFilter,
     pub tests: TestSelection<'a>,
+    pub fault: Option<Fault>,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -72,6 +84,7 @@ impl Default for Options<'_> {
         Options {
             log: LevelFilter::Info,
             tests: TestSelection::All,
+            fault: None,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
@@ -112,6 +125,10 @@ pub fn parse(line: &str) -> Options<'_> {
                 option: token,
                 expected: "all|none|<comma-separated name prefixes>",
             }),
+            ("fault", Some("pf")) => o.fault = Some(Fault::PageFault),
+            ("fault", Some("ud")) => o.fault = Some(Fault::InvalidOpcode),
+            ("fault", Some("panic")) => o.fault = Some(Fault::Panic),
+            ("fault", _) => o.warn(Warning::BadValue { option: token, expected: "pf|ud|panic" }),
             ("log", None) => o.warn(Warning::BadValue { option: token, expected: "log=<level>" }),
             _ => o.warn(Warning::Unknown(token)),
         }
@@ -142,6 +159,11 @@ mod tests {
         assert_eq!(parse("tests=none").tests, TestSelection::None);
         assert!(!TestSelection::None.selects("x"));
         assert_eq!(parse("tests=all log=off").log, LevelFilter::Off);
+        assert_eq!(parse("").fault, None);
+        assert_eq!(parse("fault=pf").fault, Some(Fault::PageFault));
+        assert_eq!(parse("fault=ud").fault, Some(Fault::InvalidOpcode));
+        assert_eq!(parse("fault=panic").fault, Some(Fault::Panic));
+        assert_eq!(parse("fault=x").warnings().count(), 1);
     }
 
     #[test]

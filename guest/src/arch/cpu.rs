@@ -29,3 +29,21 @@ pub fn signature(r: &Cpuid) -> [u8; 12] {
     s[8..12].copy_from_slice(&r.edx.to_le_bytes());
     s
 }
+
+/// Fails on purpose, as the command line's `fault=` asks.
+pub fn fault(kind: crate::cmdline::Fault) -> ! {
+    use crate::cmdline::Fault;
+    match kind {
+        Fault::PageFault => {
+            // SAFETY: nothing is ever mapped in the first page on either platform, so this
+            // write faults, and the #PF handler does not return.
+            unsafe { (0x10 as *mut u64).write_volatile(0xdead) };
+        }
+        Fault::InvalidOpcode => {
+            // SAFETY: none: ud2 traps, and the #UD handler never returns.
+            unsafe { asm!("ud2", options(nomem, nostack)) };
+        }
+        Fault::Panic => panic!("fault=panic requested on the command line"),
+    }
+    unreachable!("the fault did not fault")
+}

@@ -79,6 +79,20 @@ pub fn init_idt() {
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
 }
 
+/// Drops the identity map of the first GiB that the 32-bit entry needed to switch to long
+/// mode: from now on only the direct map at KERNEL_BASE reaches physical memory, and a null
+/// pointer faults.
+pub fn drop_identity_map() {
+    let pml4 = crate::arch::pfn_to_virt(crate::pvops::read_cr3()) as *mut u64;
+    // SAFETY: slot 0 holds only the identity map, which nothing uses once we run at
+    // KERNEL_BASE (the loader's data is read through the direct map); rewriting CR3 with
+    // its own value flushes the stale translations.
+    unsafe {
+        crate::pvops::set_pte(pml4, 0);
+        asm!("mov {0}, cr3", "mov cr3, {0}", out(reg) _, options(nostack, preserves_flags));
+    }
+}
+
 /// Moves the legacy PIC's vectors off the CPU exceptions (the BIOS leaves IRQ 0 on vector 8,
 /// #DF) and masks every line: nothing native raises interrupts yet.
 pub fn init_pic() {

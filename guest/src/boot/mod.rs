@@ -62,5 +62,9 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     pvops::irq_enable();
     let report = crate::selftest::run(&options);
     println!("{report}");
+    if let Some(fault) = options.fault {
+        log::warn!("fault={fault:?} requested: failing on purpose");
+        crate::arch::cpu::fault(fault);
+    }
     pvops::shutdown(if report.failed == 0 { 0 } else { 1 })
 }

@@ -66,6 +66,7 @@ extern "C" fn native_start(start_info_paddr: u32) -> ! {
     unsafe { pvops::install(Backend::Native, pvops::native::OPS) };
     native::init_pic();
     native::init_idt();
+    native::drop_identity_map();
     crate::console::init_native();
 
     // SAFETY: the loader passes hvm_start_info's physical address, below 2 GiB (the
