@@ -137,10 +137,8 @@ fn arities_live() -> Outcome {
     // Arity 2: set_segment_base(FS) then read through %fs: both arguments took effect.
     let cell: u64 = black_box(0x0f5_0f5);
     // SAFETY: the kernel does not use FS.
-    check!(
-        unsafe { hypercall::ops::set_fs_base(&cell as *const u64 as u64) }.is_ok(),
-        "set_fs_base"
-    );
+    let set = unsafe { hypercall::ops::set_fs_base(&cell as *const u64 as u64) };
+    check!(set.is_ok(), "set_fs_base: {set:?}");
     let via_fs: u64;
     // SAFETY: FS now points at `cell`, which is live.
     unsafe { core::arch::asm!("mov {}, fs:[0]", out(reg) via_fs, options(nostack, readonly)) };
@@ -159,18 +157,18 @@ fn arities_live() -> Outcome {
     }
     let outcome = (|| {
         // SAFETY: VA is a scratch address nothing else uses.
-        check!(unsafe { paging::map(VA, a, false) }.is_ok(), "map scratch page");
+        let mapped = unsafe { paging::map(VA, a, false) };
+        check!(mapped.is_ok(), "map scratch page: {mapped:?}");
         // SAFETY: reading the page we just mapped.
-        check!(unsafe { (VA as *const u64).read_volatile() } == 0xaaaa, "scratch page content");
+        let v = unsafe { (VA as *const u64).read_volatile() };
+        check!(v == 0xaaaa, "scratch page content {v:#x}");
         let pte_b = crate::arch::xen::direct_pte(b, false);
         // SAFETY: remaps the scratch VA to another frame of ours.
         let r = unsafe { hypercall::ops::update_va_mapping(VA, pte_b, abi::UVMF_INVLPG) };
         check!(r.is_ok(), "update_va_mapping: {r:?}");
         // SAFETY: as above.
-        check!(
-            unsafe { (VA as *const u64).read_volatile() } == 0xbbbb,
-            "update_va_mapping ignored va/pte"
-        );
+        let v = unsafe { (VA as *const u64).read_volatile() };
+        check!(v == 0xbbbb, "update_va_mapping ignored va/pte: read {v:#x}");
         let Ok(ptep) = paging::entry(VA, 1, false) else {
             return Outcome::Fail("no pte".into());
         };
@@ -184,10 +182,8 @@ fn arities_live() -> Outcome {
         // SAFETY: flush the stale translation, then read.
         unsafe { crate::pvops::flush_tlb_one(VA) };
         // SAFETY: reading the scratch page.
-        check!(
-            unsafe { (VA as *const u64).read_volatile() } == 0xaaaa,
-            "mmu_update not applied in order"
-        );
+        let v = unsafe { (VA as *const u64).read_volatile() };
+        check!(v == 0xaaaa, "mmu_update not applied in order: read {v:#x}");
         Outcome::Pass
     })();
     // SAFETY: the scratch mapping is no longer used.
