@@ -21,6 +21,14 @@ pub fn breakpoint() {
     unsafe { asm!("int3", options(nomem, nostack)) };
 }
 
+/// The first CPUID leaf of Xen's block, if we run under Xen: Xen places it at 0x40000000
+/// or, when it also offers another hypervisor's interface there, 0x100 leaves higher.
+pub fn xen_cpuid_base() -> Option<u32> {
+    (0x4000_0000..0x4001_0000u32)
+        .step_by(0x100)
+        .find(|&leaf| &signature(&cpuid_raw(leaf, 0)) == b"XenVMMXenVMM")
+}
+
 /// The vendor string of a hypervisor CPUID leaf block (`XenVMMXenVMM` for Xen).
 pub fn signature(r: &Cpuid) -> [u8; 12] {
     let mut s = [0u8; 12];

@@ -61,8 +61,11 @@ fn phys<T>(paddr: u64) -> *const T {
 
 #[no_mangle]
 extern "C" fn native_start(start_info_paddr: u32) -> ! {
+    if let Some(base) = arch::cpu::xen_cpuid_base() {
+        xen_pvh_unsupported(base);
+    }
     // SAFETY: first thing at boot, one CPU, and we entered through the PVH entry on bare
-    // (emulated) hardware.
+    // (emulated) hardware: no Xen CPUID leaves.
     unsafe { pvops::install(Backend::Native, pvops::native::OPS) };
     native::init_pic();
     native::init_idt();
@@ -123,4 +126,31 @@ extern "C" fn native_start(start_info_paddr: u32) -> ! {
         panic!("no memory for the heap: {e:?}");
     }
     kernel_main(options)
+}
+
+/// The PVH entry under Xen (a `type = "pvh"` domU): no backend for it yet. Say so on Xen's
+/// debug port and crash the domain, rather than drive hardware that is not there.
+fn xen_pvh_unsupported(cpuid_base: u32) -> ! {
+    extern "C" {
+        static hypercall_page: u8;
+    }
+    const XEN_DEBUG_PORT: u16 = 0xe9;
+    for &b in b"rust-unikernel: Xen PVH guests are not supported yet; use type = \"pv\"\n" {
+        // SAFETY: under Xen HVM/PVH, port 0xe9 is Xen's debug console (writes show in its log).
+        unsafe { native::outb(XEN_DEBUG_PORT, b) };
+    }
+    // CPUID(base + 2).EBX names the MSR that makes Xen write the hypercall page at the
+    // physical address we give it.
+    let msr = arch::cpu::cpuid_raw(cpuid_base + 2, 0).ebx;
+    let page = core::ptr::addr_of!(hypercall_page) as u64;
+    // SAFETY: the page is ours, in .text, reserved for exactly this; the image is loaded at
+    // its physical address minus KERNEL_BASE.
+    unsafe {
+        x86_64::registers::model_specific::Msr::new(msr).write(page - KERNEL_BASE);
+        hypercall::init(core::ptr::addr_of!(hypercall_page));
+    }
+    let _ = hypercall::ops::shutdown(hypercall::ops::ShutdownReason::Crash);
+    loop {
+        core::hint::spin_loop();
+    }
 }
