@@ -10,59 +10,34 @@ use core::mem::{align_of, offset_of, size_of};
 use bitflags::bitflags;
 use grant::GrantRef;
 
-/// `BLKIF_OP_*`: what a request asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum Op {
-    Read = 0,
-    Write = 1,
-    /// A write that completes only after all earlier ones (`feature-barrier`).
-    WriteBarrier = 2,
-    /// Flush the backend's write cache (`feature-flush-cache`).
-    FlushDiskcache = 3,
-    // 4 is BLKIF_OP_RESERVED_1, used by no current backend.
-    /// Discard sectors ([`BlkifRequestDiscard`], `feature-discard`).
-    Discard = 5,
-    /// Segments listed in granted pages ([`BlkifRequestIndirect`],
-    /// `feature-max-indirect-segments`).
-    Indirect = 6,
-}
-
-impl TryFrom<u8> for Op {
-    /// The unknown operation, as received.
-    type Error = u8;
-
-    fn try_from(v: u8) -> Result<Self, u8> {
-        use Op::*;
-        [Read, Write, WriteBarrier, FlushDiskcache, Discard, Indirect]
-            .into_iter()
-            .find(|o| *o as u8 == v)
-            .ok_or(v)
+ring::abi_enum! {
+    /// `BLKIF_OP_*`: what a request asks for.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Op: u8 {
+        Read = 0,
+        Write = 1,
+        /// A write that completes only after all earlier ones (`feature-barrier`).
+        WriteBarrier = 2,
+        /// Flush the backend's write cache (`feature-flush-cache`).
+        FlushDiskcache = 3,
+        // 4 is BLKIF_OP_RESERVED_1, used by no current backend.
+        /// Discard sectors ([`BlkifRequestDiscard`], `feature-discard`).
+        Discard = 5,
+        /// Segments listed in granted pages ([`BlkifRequestIndirect`],
+        /// `feature-max-indirect-segments`).
+        Indirect = 6,
     }
 }
 
-/// `BLKIF_RSP_*`: a response's outcome.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(i16)]
-pub enum Status {
-    /// Only for barrier writes the backend does not support.
-    EOpNotSupp = -2,
-    /// Failed for an unspecified reason (`-EIO`).
-    Error = -1,
-    Okay = 0,
-}
-
-impl TryFrom<i16> for Status {
-    /// The unknown status, as received.
-    type Error = i16;
-
-    fn try_from(v: i16) -> Result<Self, i16> {
-        match v {
-            -2 => Ok(Status::EOpNotSupp),
-            -1 => Ok(Status::Error),
-            0 => Ok(Status::Okay),
-            _ => Err(v),
-        }
+ring::abi_enum! {
+    /// `BLKIF_RSP_*`: a response's outcome.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum Status: i16 {
+        /// Only for barrier writes the backend does not support.
+        EOpNotSupp = -2,
+        /// Failed for an unspecified reason (`-EIO`).
+        Error = -1,
+        Okay = 0,
     }
 }
 

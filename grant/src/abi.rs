@@ -112,49 +112,24 @@ pub mod op {
     pub const CACHE_FLUSH: u32 = 12;
 }
 
-/// `GNTST_*`: the per-operation `status` Xen writes back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(i16)]
-pub enum GrantStatus {
-    Okay = 0,
-    GeneralError = -1,
-    BadDomain = -2,
-    BadGntref = -3,
-    BadHandle = -4,
-    BadVirtAddr = -5,
-    BadDevAddr = -6,
-    NoDeviceSpace = -7,
-    PermissionDenied = -8,
-    BadPage = -9,
-    BadCopyArg = -10,
-    AddressTooBig = -11,
-    Eagain = -12,
-    NoSpace = -13,
-}
-
-impl TryFrom<i16> for GrantStatus {
-    /// The unknown status, as Xen wrote it.
-    type Error = i16;
-
-    fn try_from(v: i16) -> Result<Self, i16> {
-        use GrantStatus::*;
-        const ALL: [GrantStatus; 14] = [
-            Okay,
-            GeneralError,
-            BadDomain,
-            BadGntref,
-            BadHandle,
-            BadVirtAddr,
-            BadDevAddr,
-            NoDeviceSpace,
-            PermissionDenied,
-            BadPage,
-            BadCopyArg,
-            AddressTooBig,
-            Eagain,
-            NoSpace,
-        ];
-        ALL.into_iter().find(|s| *s as i16 == v).ok_or(v)
+ring::abi_enum! {
+    /// `GNTST_*`: the per-operation `status` Xen writes back.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum GrantStatus: i16 {
+        Okay = 0,
+        GeneralError = -1,
+        BadDomain = -2,
+        BadGntref = -3,
+        BadHandle = -4,
+        BadVirtAddr = -5,
+        BadDevAddr = -6,
+        NoDeviceSpace = -7,
+        PermissionDenied = -8,
+        BadPage = -9,
+        BadCopyArg = -10,
+        AddressTooBig = -11,
+        Eagain = -12,
+        NoSpace = -13,
     }
 }
 

@@ -65,29 +65,20 @@ bitflags! {
     }
 }
 
-/// `XEN_NETIF_EXTRA_TYPE_*` (`NONE` is never valid on the wire).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum ExtraType {
-    Gso = 1,
-    McastAdd = 2,
-    McastDel = 3,
-    Hash = 4,
+ring::abi_enum! {
+    /// `XEN_NETIF_EXTRA_TYPE_*` (`NONE` is never valid on the wire).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum ExtraType: u8 {
+        Gso = 1,
+        McastAdd = 2,
+        McastDel = 3,
+        Hash = 4,
+    }
 }
 
 impl ExtraType {
     /// `XEN_NETIF_EXTRA_TYPE_MAX`: one past the highest type.
     pub const MAX: u8 = 5;
-}
-
-impl TryFrom<u8> for ExtraType {
-    /// The unknown type, as received.
-    type Error = u8;
-
-    fn try_from(v: u8) -> Result<Self, u8> {
-        use ExtraType::*;
-        [Gso, McastAdd, McastDel, Hash].into_iter().find(|t| *t as u8 == v).ok_or(v)
-    }
 }
 
 /// `XEN_NETIF_GSO_TYPE_*`.

@@ -8,3 +8,34 @@
 
 pub mod byte;
 pub mod shared;
+
+/// Declares a `#[repr(int)]` enum of the values an ABI field may hold, with a
+/// `TryFrom<int>` whose error is the unknown value as received: values the other side
+/// writes are checked, never transmuted.
+#[macro_export]
+macro_rules! abi_enum {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident: $int:ty {
+            $($(#[$vmeta:meta])* $variant:ident = $value:expr,)*
+        }
+    ) => {
+        $(#[$meta])*
+        #[repr($int)]
+        $vis enum $name {
+            $($(#[$vmeta])* $variant = $value,)*
+        }
+
+        impl TryFrom<$int> for $name {
+            /// The unknown value, as received.
+            type Error = $int;
+
+            fn try_from(v: $int) -> Result<Self, $int> {
+                $(if v == $value {
+                    return Ok($name::$variant);
+                })*
+                Err(v)
+            }
+        }
+    };
+}

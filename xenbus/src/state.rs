@@ -1,42 +1,22 @@
 //! `enum xenbus_state` (`io/xenbus.h`): the state each end of a device writes to its
 //! `state` node as they connect.
 
-/// A device end's connection state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u32)]
-pub enum XenbusState {
-    Unknown = 0,
-    Initialising = 1,
-    /// Early initialisation done; waiting for the peer or hotplug scripts.
-    InitWait = 2,
-    /// Waiting for a connection from the peer.
-    Initialised = 3,
-    Connected = 4,
-    /// The device is being closed because of an error or an unplug.
-    Closing = 5,
-    Closed = 6,
-    Reconfiguring = 7,
-    Reconfigured = 8,
-}
-
-impl TryFrom<u32> for XenbusState {
-    /// The unknown value, as the other end wrote it.
-    type Error = u32;
-
-    fn try_from(v: u32) -> Result<Self, u32> {
-        use XenbusState::*;
-        const ALL: [XenbusState; 9] = [
-            Unknown,
-            Initialising,
-            InitWait,
-            Initialised,
-            Connected,
-            Closing,
-            Closed,
-            Reconfiguring,
-            Reconfigured,
-        ];
-        ALL.get(v as usize).copied().ok_or(v)
+ring::abi_enum! {
+    /// A device end's connection state.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum XenbusState: u32 {
+        Unknown = 0,
+        Initialising = 1,
+        /// Early initialisation done; waiting for the peer or hotplug scripts.
+        InitWait = 2,
+        /// Waiting for a connection from the peer.
+        Initialised = 3,
+        Connected = 4,
+        /// The device is being closed because of an error or an unplug.
+        Closing = 5,
+        Closed = 6,
+        Reconfiguring = 7,
+        Reconfigured = 8,
     }
 }
 

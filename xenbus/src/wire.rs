@@ -46,34 +46,35 @@ impl XsdSockmsg {
     }
 }
 
-/// `enum xsd_sockmsg_type`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u32)]
-pub enum XsType {
-    /// `XS_CONTROL`, formerly `XS_DEBUG`.
-    Control = 0,
-    Directory = 1,
-    Read = 2,
-    GetPerms = 3,
-    Watch = 4,
-    Unwatch = 5,
-    TransactionStart = 6,
-    TransactionEnd = 7,
-    Introduce = 8,
-    Release = 9,
-    GetDomainPath = 10,
-    Write = 11,
-    Mkdir = 12,
-    Rm = 13,
-    SetPerms = 14,
-    WatchEvent = 15,
-    Error = 16,
-    IsDomainIntroduced = 17,
-    Resume = 18,
-    SetTarget = 19,
-    // 20 was XS_RESTRICT, removed.
-    ResetWatches = 21,
-    DirectoryPart = 22,
+ring::abi_enum! {
+    /// `enum xsd_sockmsg_type`.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+    pub enum XsType: u32 {
+        /// `XS_CONTROL`, formerly `XS_DEBUG`.
+        Control = 0,
+        Directory = 1,
+        Read = 2,
+        GetPerms = 3,
+        Watch = 4,
+        Unwatch = 5,
+        TransactionStart = 6,
+        TransactionEnd = 7,
+        Introduce = 8,
+        Release = 9,
+        GetDomainPath = 10,
+        Write = 11,
+        Mkdir = 12,
+        Rm = 13,
+        SetPerms = 14,
+        WatchEvent = 15,
+        Error = 16,
+        IsDomainIntroduced = 17,
+        Resume = 18,
+        SetTarget = 19,
+        // 20 was XS_RESTRICT, removed.
+        ResetWatches = 21,
+        DirectoryPart = 22,
+    }
 }
 
 impl XsType {
@@ -81,40 +82,6 @@ impl XsType {
     pub const COUNT: u32 = 23;
     /// `XS_INVALID`: guaranteed never to be a valid type.
     pub const INVALID: u32 = 0xffff;
-}
-
-impl TryFrom<u32> for XsType {
-    /// The unknown type, as received.
-    type Error = u32;
-
-    fn try_from(v: u32) -> Result<Self, u32> {
-        use XsType::*;
-        const ALL: [XsType; 22] = [
-            Control,
-            Directory,
-            Read,
-            GetPerms,
-            Watch,
-            Unwatch,
-            TransactionStart,
-            TransactionEnd,
-            Introduce,
-            Release,
-            GetDomainPath,
-            Write,
-            Mkdir,
-            Rm,
-            SetPerms,
-            WatchEvent,
-            Error,
-            IsDomainIntroduced,
-            Resume,
-            SetTarget,
-            ResetWatches,
-            DirectoryPart,
-        ];
-        ALL.into_iter().find(|t| *t as u32 == v).ok_or(v)
-    }
 }
 
 /// In an `XS_WATCH_EVENT` payload, the index of the path (`XS_WATCH_PATH`) and of the token
