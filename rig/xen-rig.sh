@@ -1,0 +1,367 @@
+#!/usr/bin/env bash
+# Boots QEMU (TCG) -> Debian Xen 4.17 -> a Debian Linux dom0 from an initramfs, and runs a PV
+# guest with `xl create` once per RUN, all in one boot. See rig/README.md and
+# /work/shared/rig/NOTES.md (the facts this is built on).
+#
+#   rig/xen-rig.sh [--timeout SECONDS] [--run-timeout SECONDS] [--work DIR] [--disk-mb MIB]
+#                  [--expect-bulk] [--fast-hotplug] [--verbose] [--xl-verbose] IMAGE CFG [RUN ...]
+#
+# RUN is a space-separated list of xl key=value overrides, e.g. 'memory=32' or
+# 'extra="log=debug bogus=1"'. No RUN means one run without overrides.
+# --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
+# guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
+# verified console-bulk block. --verbose shows everything live (the Xen and dom0 boot logs,
+# console-bulk lines); the log file always has everything. --xl-verbose runs `xl -vvv create`.
+# --fast-hotplug replaces Xen's bash block/vif-bridge scripts in dom0 by rig/hotplug/ (same
+# result, ~4 s less per run with a disk and a vif).
+# Exit status: 0 all runs passed, 1 a run failed or is missing, 2 rig/setup error, 3 timeout.
+set -euo pipefail
+
+RIG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$RIG_DIR")
+# shellcheck source-path=SCRIPTDIR source=common.sh
+. "$RIG_DIR/common.sh"
+
+usage() {
+    sed -n '6,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    exit 2
+}
+
+timeout_s=300
+run_timeout=0
+RIG_WORK=$REPO_DIR/target/rig
+disk_mb=64
+verbose=""
+xl_opts=""
+expect_bulk=""
+fast_hotplug=""
+while (($#)); do
+    case $1 in
+    --timeout) timeout_s=${2:?}; shift 2 ;;
+    --run-timeout) run_timeout=${2:?}; shift 2 ;;
+    --work) RIG_WORK=${2:?}; shift 2 ;;
+    --disk-mb) disk_mb=${2:?}; shift 2 ;;
+    --expect-bulk) expect_bulk=1; shift ;;
+    --fast-hotplug) fast_hotplug=1; shift ;;
+    --verbose | -v) verbose=1; shift ;;
+    --xl-verbose) xl_opts=-vvv; shift ;;
+    -h | --help) usage ;;
+    --) shift; break ;;
+    -*) rig_log "unknown option $1"; usage ;;
+    *) break ;;
+    esac
+done
+(($# >= 2)) || usage
+image=$1 cfg=$2
+shift 2
+runs=("$@")
+((${#runs[@]})) || runs=("")
+[[ -f $image ]] || rig_die "no guest image $image"
+[[ -f $cfg ]] || rig_die "no xl config $cfg"
+[[ $timeout_s =~ ^[0-9]+$ && $run_timeout =~ ^[0-9]+$ && $disk_mb =~ ^[0-9]+$ ]] ||
+    rig_die "--timeout, --run-timeout and --disk-mb take whole numbers"
+
+# Resolves a path from the cfg the way a person reading it would: relative to the cfg's
+# directory first, then to the current directory.
+resolve_cfg_path() {
+    local p=$1
+    if [[ $p == /* ]]; then
+        printf '%s\n' "$p"
+    elif [[ -e $(dirname "$cfg")/$p ]]; then
+        printf '%s\n' "$(dirname "$cfg")/$p"
+    else
+        printf '%s\n' "$p"
+    fi
+}
+
+# Points every element of a one-line disk list (`disk = [...]` in the cfg or a RUN) at a scratch
+# file in dom0, handling the positional ('path,raw,xvda,w') and the keyword ('...,target=path')
+# syntax. Sets REPLY; appends "<path> <MiB>" per disk to $disks (dom0 recreates them per run).
+ndisks=0
+disks=()
+rewrite_disk_list() {
+    local rest=$1 result="" pre q el path
+    local re="^([^\"']*)([\"'])([^\"']*)[\"'](.*)$"
+    while [[ $rest =~ $re ]]; do
+        pre=${BASH_REMATCH[1]} q=${BASH_REMATCH[2]} el=${BASH_REMATCH[3]} rest=${BASH_REMATCH[4]}
+        ndisks=$((ndisks + 1))
+        path=/rig/disk$ndisks.img
+        disks+=("$path $disk_mb")
+        if [[ $el == *target=* ]]; then
+            el="${el%%target=*}target=$path"
+        else
+            el="$path${el#"${el%%,*}"}"
+        fi
+        result+="$pre$q$el$q"
+    done
+    REPLY=$result$rest
+}
+
+# Splits a RUN string into xl key=value arguments on blanks outside quotes and brackets, keeping
+# the quotes: xl appends each argument to the config text as a line of its own.
+split_overrides() {
+    local s=$1 tok="" q="" depth=0 c i
+    for ((i = 0; i < ${#s}; i++)); do
+        c=${s:i:1}
+        if [[ -n $q ]]; then
+            tok+=$c
+            [[ $c != "$q" ]] || q=""
+            continue
+        fi
+        case $c in
+        \" | \') q=$c; tok+=$c ;;
+        \[) depth=$((depth + 1)); tok+=$c ;;
+        \]) depth=$((depth - 1)); tok+=$c ;;
+        ' ' | $'\t')
+            if ((depth > 0)); then
+                tok+=$c
+            elif [[ -n $tok ]]; then
+                printf '%s\n' "$tok"
+                tok=""
+            fi
+            ;;
+        *) tok+=$c ;;
+        esac
+    done
+    [[ -z $q && $depth -eq 0 ]] || rig_die "unbalanced quotes or brackets in run '$s'"
+    [[ -z $tok ]] || printf '%s\n' "$tok"
+}
+
+# RUN strings -> xl arguments, checked before anything is built. run_args[i] holds the
+# arguments one per line, run_names[i] the domain name (for the console log's file name).
+run_args=()
+run_names=()
+for i in "${!runs[@]}"; do
+    n=$((i + 1))
+    args=$(split_overrides "${runs[$i]}") || exit 2
+    name=""
+    out_args=""
+    while IFS= read -r a; do
+        [[ -n $a ]] || continue
+        [[ $a =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || rig_die "run $n: '$a' is not key=value"
+        if [[ $a =~ ^name=[\"\']?([^\"\']*) ]]; then name=${BASH_REMATCH[1]}; fi
+        if [[ $a == disk=* ]]; then
+            rewrite_disk_list "$a"
+            a=$REPLY
+        fi
+        out_args+=$a$'\n'
+    done <<<"$args"
+    run_args+=("$out_args")
+    run_names+=("$name")
+done
+
+mkdir -p "$RIG_WORK"
+RIG_WORK=$(cd "$RIG_WORK" && pwd)
+export RIG_WORK
+# QEMU's -initrd splits multiboot modules on commas and their command lines on spaces.
+[[ $RIG_WORK != *[,[:space:]]* ]] || rig_die "work directory path must not contain commas or spaces"
+
+t_start=$(date +%s.%N)
+rig_ensure_host_tools
+rig_prepare_base
+
+# ---------------------------------------------------------------------------------------------
+# Per-invocation files (dom0's /init, the guest, one directory per run) go into a small cpio
+# appended to the cached dom0 initramfs. Each invocation has a directory of its own (several
+# sessions may share one machine and cache); last-run and last-run.log point at the newest.
+# Only the logs are kept, of the last 20 invocations.
+out=$RIG_WORK/runs/$(date +%Y%m%d-%H%M%S)-$$
+mkdir -p "$out/stage/rig/guest" "$out/stage/rig/run"
+stage=$out/stage
+log=$out/console.log
+: >"$log"
+rm -rf "$RIG_WORK/last-run" "$RIG_WORK/last-run.log"
+ln -sfn "runs/${out##*/}" "$RIG_WORK/last-run"
+ln -sfn "runs/${out##*/}/console.log" "$RIG_WORK/last-run.log"
+find "$RIG_WORK/runs" -mindepth 1 -maxdepth 1 -type d -printf '%T@ %p\n' | sort -rn |
+    awk 'NR > 20 { print $2 }' | while read -r old; do rm -rf "$old"; done
+# Initramfs copies left by killed invocations (old enough not to belong to a running one).
+find "$RIG_WORK/runs" -mindepth 2 -maxdepth 2 -name initrd -mmin +30 -delete
+cp "$RIG_DIR/dom0-init.sh" "$stage/init"
+chmod 755 "$stage/init"
+cp "$image" "$stage/rig/guest/kernel"
+printf '%s\n' "$xl_opts" >"$stage/rig/xl-opts"
+printf '%s\n' "$run_timeout" >"$stage/rig/run-timeout"
+[[ -z $fast_hotplug ]] || cp -r "$RIG_DIR/hotplug" "$stage/rig/hotplug"
+# Symbols for the crash dump (xenctx -s); optional: binutils is not part of a base system.
+if command -v nm >/dev/null; then
+    nm -n "$image" >"$stage/rig/guest/System.map" 2>/dev/null || : >"$stage/rig/guest/System.map"
+fi
+
+# The cfg as dom0 sees it: kernel/ramdisk/disk paths replaced, plus lifecycle defaults: a guest
+# that reboots must not be restarted forever, and a crashed one is kept (xl -F still returns) so
+# dom0 can dump its vCPU state before destroying it.
+base_name=""
+have_kernel=""
+{
+    while IFS= read -r line || [[ -n $line ]]; do
+        if [[ $line =~ ^[[:space:]]*kernel[[:space:]]*= ]]; then
+            line='kernel = "/rig/guest/kernel"'
+            have_kernel=1
+        elif [[ $line =~ ^[[:space:]]*ramdisk[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
+            src=$(resolve_cfg_path "${BASH_REMATCH[1]}")
+            [[ -f $src ]] || rig_die "ramdisk $src (from $cfg) not found"
+            cp "$src" "$stage/rig/guest/ramdisk"
+            line='ramdisk = "/rig/guest/ramdisk"'
+        elif [[ $line =~ ^[[:space:]]*disk[[:space:]]*= ]]; then
+            [[ $line == *']'* ]] || rig_die "$cfg: the disk = [...] list must be on one line"
+            rewrite_disk_list "$line"
+            line=$REPLY
+        elif [[ $line =~ ^[[:space:]]*name[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
+            base_name=${BASH_REMATCH[1]}
+        fi
+        printf '%s\n' "$line"
+    done <"$cfg"
+    [[ -n $have_kernel ]] || echo 'kernel = "/rig/guest/kernel"'
+    cat <<'EOF'
+# added by xen-rig.sh
+on_poweroff = "destroy"
+on_reboot = "destroy"
+on_watchdog = "destroy"
+on_crash = "preserve"
+EOF
+} >"$stage/rig/guest.cfg"
+
+: >"$stage/rig/disks"
+((${#disks[@]} == 0)) || printf '%s\n' "${disks[@]}" >"$stage/rig/disks"
+for i in "${!runs[@]}"; do
+    n=$((i + 1))
+    d=$stage/rig/run/$n
+    mkdir -p "$d"
+    cp "$stage/rig/guest.cfg" "$d/cfg"
+    printf '%s' "${run_args[$i]}" >"$d/args"
+    name=${run_names[$i]:-$base_name}
+    [[ -n $name ]] || rig_die "$cfg has no name = \"...\""
+    printf '%s\n' "$name" >"$d/name"
+    printf '%s\n' "${runs[$i]}" >"$d/label"
+done
+
+# The run cpio goes after the gzip member, 4-byte aligned (the kernel's unpacker skips zero
+# padding between archives but wants each header aligned).
+initrd=$out/initrd
+cp "$RIG_BASE/dom0.cpio.gz" "$initrd"
+pad=$((($(stat -c %s "$initrd") + 3) / 4 * 4 - $(stat -c %s "$initrd")))
+head -c "$pad" /dev/zero >>"$initrd"
+(cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >>"$initrd"
+
+# ---------------------------------------------------------------------------------------------
+# RIG_XEN_ARGS / RIG_DOM0_ARGS (environment) append to the hypervisor's / dom0's command line.
+xen_cmdline="console=com1 com1=115200,8n1 dom0_mem=512M,max:512M loglvl=all guest_loglvl=all console_timestamps=boot bootscrub=0 ${RIG_XEN_ARGS:-}"
+dom0_cmdline="console=hvc0 earlyprintk=xen rdinit=/init quiet ${RIG_DOM0_ARGS:-}"
+# shellcheck disable=SC2054 # the commas belong to -cpu and -initrd
+qemu=(qemu-system-x86_64 -accel tcg -cpu max,-smap,-smep -m 2048 -smp 2
+    -display none -monitor none -nic none -no-reboot -serial stdio
+    -kernel "$RIG_BASE/xen" -append "$xen_cmdline"
+    -initrd "$RIG_BASE/vmlinux $dom0_cmdline,$initrd")
+
+# Live view: the boot chatter of Xen and dom0 (everything before dom0's first "rig:" line; shown
+# on failure) and the body of console-bulk blocks only go to the log file. (No `$` addresses:
+# sed would hold each line back to see whether it is the last.)
+live_filter='0,/^rig: /{/^rig: /!d;}
+/console-bulk: begin/,/console-bulk: end/{/console-bulk:/!d;}'
+[[ -z $verbose ]] || live_filter=''
+rig_log "booting (${#runs[@]} run(s), timeout ${timeout_s} s, log $log)"
+t_qemu=$(date +%s.%N)
+# QEMU and the console reader run in the background so that `wait` can be interrupted: a ^C or
+# TERM of this script stops QEMU through the trap (timeout(1) puts QEMU in a process group of
+# its own, out of reach of the terminal's ^C), the reader drains what is left, and the summary
+# still covers the runs that finished. No reader stage exits early (no SIGPIPE).
+fifo=$out/console.fifo
+mkfifo "$fifo"
+timeout -k 10 "$timeout_s" "${qemu[@]}" </dev/null >"$fifo" 2>&1 &
+qemu_pid=$!
+sed -u 's/\r//g' <"$fifo" | tee "$log" | sed -u "$live_filter" &
+reader_pid=$!
+interrupted=""
+trap 'interrupted=1; kill -TERM "$qemu_pid" 2>/dev/null || true' INT TERM HUP
+while ! wait "$reader_pid" && [[ $interrupted == 1 ]]; do
+    interrupted=seen # the trap fired: wait again, for the reader to reach EOF
+done
+qemu_rc=0
+wait "$qemu_pid" || qemu_rc=$?
+trap - INT TERM HUP
+t_end=$(date +%s.%N)
+rm -rf "$initrd" "$stage" "$fifo"
+
+# ---------------------------------------------------------------------------------------------
+# Split the log into run-N.log (everything between the markers, markers included).
+awk -v dir="$out" '
+    match($0, /rig: run [0-9]+ end: /) {
+        pre = substr($0, 1, RSTART - 1)
+        if (file != "" && pre != "") print pre > file
+        if (file != "") { print substr($0, RSTART) > file; close(file) }
+        file = ""; next
+    }
+    /^rig: run [0-9]+ begin: / { file = dir "/run-" $3 ".log" }
+    file != "" { print > file }
+' "$log"
+
+fail=0
+echo "rig: ---- summary ----"
+for i in "${!runs[@]}"; do
+    n=$((i + 1))
+    f=$out/run-$n.log
+    why=()
+    closing=""
+    if [[ ! -f $f ]]; then
+        why+=("run missing (never began)")
+    else
+        end=$(grep -E "^rig: run $n end: " "$f" || true)
+        guest=$(grep -vE '^(\(XEN\)|rig: )' "$f" || true)
+        closing=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' <<<"$guest" | tail -n 1 || true)
+        [[ -n $end ]] || why+=("run did not end")
+        [[ -n $closing ]] || why+=("no closing line")
+        if [[ $closing =~ ^[0-9]+\ passed,\ ([0-9]+)\ failed ]] && ((BASH_REMATCH[1] > 0)); then
+            why+=("${BASH_REMATCH[1]} failed")
+        fi
+        nfail=$(grep -c '^FAIL ' <<<"$guest" || true)
+        ((nfail == 0)) || why+=("$nfail FAIL line(s)")
+        if [[ -n $end ]]; then
+            [[ $end == *" xl exit=0 "* ]] || why+=("xl create failed (${end#*end: })")
+            [[ $end == *" xl exit=0 "* && $end != *" reason=poweroff "* ]] &&
+                why+=("guest did not power off (${end#*end: })")
+        fi
+        # The console integrity block is optional; a broken one fails the run.
+        if ! bulk=$(python3 "$RIG_DIR/check-console.py" <<<"$guest" 2>&1); then
+            why+=("console check: $(tr '\n' ' ' <<<"$bulk")")
+        elif [[ -n $bulk ]]; then
+            while IFS= read -r l; do echo "rig: run $n: $l"; done <<<"$bulk"
+        elif [[ -n $expect_bulk ]]; then
+            why+=("no console-bulk block (--expect-bulk)")
+        fi
+    fi
+    label=${runs[$i]:-no overrides}
+    if ((${#why[@]})); then
+        fail=1
+        echo "rig: run $n (${label}): ${closing:-no closing line} -> FAIL"
+        printf 'rig:   why: %s\n' "${why[@]}"
+    else
+        echo "rig: run $n (${label}): $closing -> PASS"
+    fi
+done
+
+timing() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+dom0_ready=$(sed -n 's/^rig: dom0 ready: \([0-9.]*\) s$/\1/p' "$log")
+echo "rig: time: total $(timing "$t_start" "$t_end") s (host prepare $(timing "$t_start" "$t_qemu") s, qemu $(timing "$t_qemu" "$t_end") s, dom0 uptime at ready ${dom0_ready:-?} s)"
+echo "rig: log: $log (per run: $out/run-N.log; newest: $RIG_WORK/last-run.log)"
+
+if [[ -n $interrupted ]]; then
+    echo "rig: interrupted"
+    exit 130
+fi
+if ((qemu_rc == 124 || qemu_rc == 137)); then
+    echo "rig: TIMEOUT after $timeout_s s; last lines of the log:"
+    tail -n 30 "$log" | sed 's/^/rig: | /'
+    exit 3
+fi
+if ((qemu_rc != 0)); then
+    echo "rig: qemu exited with status $qemu_rc; last lines of the log:"
+    tail -n 30 "$log" | sed 's/^/rig: | /'
+    exit 1
+fi
+if ! grep -q '^rig: dom0 ready' "$log"; then
+    echo "rig: dom0 never came up; last lines of the log:"
+    tail -n 40 "$log" | sed 's/^/rig: | /'
+    exit 1
+fi
+exit "$fail"
