@@ -53,10 +53,13 @@ test-native: build
 	    $(IMAGE) "log=warn tests=boot:: fault=pf"
 
 # Under Xen, in one boot of the rig: xen.cfg as it is, 32 MiB, 1 GiB with two vCPUs, and an
-# unknown option.
+# unknown option; then a deliberate page fault, which must crash the domain after the dump.
 test-xen: build
-	rig/xen-rig.sh $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
+	rig/test-check-console.sh
+	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"'
+	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
+	    'extra="log=warn tests=boot:: fault=pf"'
 
 clean:
 	cargo clean

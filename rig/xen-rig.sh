@@ -4,14 +4,17 @@
 # /work/shared/rig/NOTES.md (the facts this is built on).
 #
 #   rig/xen-rig.sh [--timeout SECONDS] [--run-timeout SECONDS] [--work DIR] [--disk-mb MIB]
-#                  [--expect-bulk] [--fast-hotplug] [--verbose] [--xl-verbose] IMAGE CFG [RUN ...]
+#                  [--expect-bulk] [--expect-fatal TEXT] [--fast-hotplug] [--verbose]
+#                  [--xl-verbose] IMAGE CFG [RUN ...]
 #
 # RUN is a space-separated list of xl key=value overrides, e.g. 'memory=32' or
 # 'extra="log=debug bogus=1"'. No RUN means one run without overrides.
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
-# verified console-bulk block. --verbose shows everything live (the Xen and dom0 boot logs,
-# console-bulk lines); the log file always has everything. --xl-verbose runs `xl -vvv create`.
+# verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
+# after printing TEXT, as the guest's `fault=` option makes it. --verbose shows everything
+# live (the Xen and dom0 boot logs, console-bulk lines); the log file always has everything.
+# --xl-verbose runs `xl -vvv create`.
 # --fast-hotplug replaces Xen's bash block/vif-bridge scripts in dom0 by rig/hotplug/ (same
 # result, ~4 s less per run with a disk and a vif).
 # Exit status: 0 all runs passed, 1 a run failed or is missing, 2 rig/setup error, 3 timeout.
@@ -23,7 +26,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,19s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -34,6 +37,7 @@ disk_mb=64
 verbose=""
 xl_opts=""
 expect_bulk=""
+expect_fatal=""
 fast_hotplug=""
 while (($#)); do
     case $1 in
@@ -42,6 +46,7 @@ while (($#)); do
     --work) RIG_WORK=${2:?}; shift 2 ;;
     --disk-mb) disk_mb=${2:?}; shift 2 ;;
     --expect-bulk) expect_bulk=1; shift ;;
+    --expect-fatal) expect_fatal=${2:?}; shift 2 ;;
     --fast-hotplug) fast_hotplug=1; shift ;;
     --verbose | -v) verbose=1; shift ;;
     --xl-verbose) xl_opts=-vvv; shift ;;
@@ -316,10 +321,15 @@ for i in "${!runs[@]}"; do
         fi
         nfail=$(grep -c '^FAIL ' <<<"$guest" || true)
         ((nfail == 0)) || why+=("$nfail FAIL line(s)")
+        want_reason=poweroff
+        if [[ -n $expect_fatal ]]; then
+            want_reason=crash
+            grep -qF -- "$expect_fatal" <<<"$guest" || why+=("no '$expect_fatal' (--expect-fatal)")
+        fi
         if [[ -n $end ]]; then
             [[ $end == *" xl exit=0 "* ]] || why+=("xl create failed (${end#*end: })")
-            [[ $end == *" xl exit=0 "* && $end != *" reason=poweroff "* ]] &&
-                why+=("guest did not power off (${end#*end: })")
+            [[ $end == *" xl exit=0 "* && $end != *" reason=$want_reason "* ]] &&
+                why+=("guest did not end with $want_reason (${end#*end: })")
         fi
         # The console integrity block is optional; a broken one fails the run.
         if ! bulk=$(python3 "$RIG_DIR/check-console.py" <<<"$guest" 2>&1); then
