@@ -67,16 +67,11 @@ impl<const N: usize> Handlers<N> {
         slot.take().map(|(_, ctx)| ctx).ok_or(HandlerError::NotBound(port))
     }
 
-    /// Runs the handler for `port`. Returns `false` for a port without one: an event
-    /// that arrived after unregistering, or on a port we never bound.
-    pub fn dispatch(&self, port: Port) -> bool {
-        match Self::index(port).ok().and_then(|i| self.slots[i]) {
-            Some((handler, ctx)) => {
-                handler(port, ctx);
-                true
-            }
-            None => false,
-        }
+    /// The handler for `port` and its context, if one is bound. The caller runs it after
+    /// releasing whatever lock guards the registry, so a handler may bind or close ports.
+    /// `None` for an event that arrived after unregistering, or on a port never bound.
+    pub fn get(&self, port: Port) -> Option<(Handler, usize)> {
+        Self::index(port).ok().and_then(|i| self.slots[i])
     }
 }
 
@@ -103,26 +98,37 @@ mod tests {
         CALLS.with(|c| c.borrow_mut().push((p.0, ctx, 'b')));
     }
 
+    /// What the upcall does with `get`: run the handler, if any.
+    fn run<const N: usize>(h: &Handlers<N>, port: Port) -> bool {
+        match h.get(port) {
+            Some((handler, ctx)) => {
+                handler(port, ctx);
+                true
+            }
+            None => false,
+        }
+    }
+
     fn take_calls() -> Vec<(u32, usize, char)> {
         CALLS.with(|c| c.borrow_mut().drain(..).collect())
     }
 
     #[test]
-    fn register_dispatch_unregister() {
+    fn register_run_unregister() {
         let mut h = Handlers::<4096>::new();
         h.register(Port(3), a, 30).unwrap();
         h.register(Port(4095), b, 40).unwrap();
-        assert!(h.dispatch(Port(3)));
-        assert!(h.dispatch(Port(4095)));
-        assert!(!h.dispatch(Port(5)));
-        assert!(!h.dispatch(Port(4096)));
+        assert!(run(&h, Port(3)));
+        assert!(run(&h, Port(4095)));
+        assert!(!run(&h, Port(5)));
+        assert!(!run(&h, Port(4096)));
         assert_eq!(take_calls(), vec![(3, 30, 'a'), (4095, 40, 'b')]);
         assert_eq!(h.unregister(Port(3)), Ok(30));
-        assert!(!h.dispatch(Port(3)));
+        assert!(!run(&h, Port(3)));
         assert_eq!(take_calls(), vec![]);
         // The port can be bound again once free.
         h.register(Port(3), b, 31).unwrap();
-        assert!(h.dispatch(Port(3)));
+        assert!(run(&h, Port(3)));
         assert_eq!(take_calls(), vec![(3, 31, 'b')]);
     }
 
@@ -135,7 +141,7 @@ mod tests {
         h.register(Port(1), a, 5).unwrap();
         assert_eq!(h.register(Port(1), b, 6), Err(HandlerError::AlreadyBound(Port(1))));
         // The failed registration left the first one in place.
-        assert!(h.dispatch(Port(1)));
+        assert!(run(&h, Port(1)));
         assert_eq!(take_calls(), vec![(1, 5, 'a')]);
         assert_eq!(HandlerError::NotBound(Port(2)).to_string(), "port 2 has no handler");
     }
@@ -143,6 +149,6 @@ mod tests {
     #[test]
     fn usable_in_a_static() {
         static H: Handlers<16> = Handlers::new();
-        assert!(!H.dispatch(Port(0)));
+        assert!(!run(&H, Port(0)));
     }
 }

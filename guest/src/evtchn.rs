@@ -34,8 +34,11 @@ pub fn dispatch_pending() {
     let mut demux = DEMUX.lock();
     let demux = demux.get_or_insert_with(crate::arch::xen::two_level);
     demux.demux(|port| {
-        if !HANDLERS.lock().dispatch(port) {
-            log::warn!("event on {port}, which has no handler");
+        // Copied out so that the handler runs without the registry locked.
+        let handler = HANDLERS.lock().get(port);
+        match handler {
+            Some((handler, ctx)) => handler(port, ctx),
+            None => log::warn!("event on {port}, which has no handler"),
         }
     });
 }
