@@ -20,6 +20,7 @@ pub mod nr {
     pub const SET_TRAP_TABLE: u32 = 0;
     pub const MMU_UPDATE: u32 = 1;
     pub const MEMORY_OP: u32 = 12;
+    pub const MULTICALL: u32 = 13;
     pub const SET_TIMER_OP: u32 = 15;
     pub const XEN_VERSION: u32 = 17;
     pub const CONSOLE_IO: u32 = 18;

@@ -8,6 +8,7 @@
 
 pub mod abi;
 mod errno;
+pub mod multicall;
 pub mod ops;
 pub mod raw;
 

@@ -193,7 +193,7 @@ pub unsafe fn mmu_update(reqs: &[abi::mmu_update]) -> Result<u32> {
 
 /// An `mmuext_op` that names one address (`MMUEXT_INVLPG_LOCAL`) or frame (pins, base
 /// pointers): every command we issue has that shape.
-pub fn mmuext(cmd: u32, arg: u64) -> abi::mmuext_op {
+pub const fn mmuext(cmd: u32, arg: u64) -> abi::mmuext_op {
     abi::mmuext_op {
         cmd,
         arg1: xen_sys::mmuext_op__bindgen_ty_1 { linear_addr: arg },

@@ -60,6 +60,8 @@ pub fn entry(va: u64, level: u32, create: bool) -> Result<*mut u64, MapError> {
             frame = pvops::pfn_to_frame(pfn);
             // SAFETY: hooking a fresh, empty table into an empty slot changes no mapping.
             unsafe { pvops::set_pte(e, (frame * PAGE_SIZE) | PTE_PRESENT | PTE_WRITABLE) };
+            // Later walks read this entry from memory: in lazy mode it must not wait.
+            pvops::lazy_flush();
         } else if val & PTE_HUGE != 0 {
             return Err(MapError::HugePage);
         } else {

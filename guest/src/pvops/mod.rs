@@ -58,6 +58,12 @@ pub struct MmuOps {
     pub frame_to_pfn: extern "C" fn(frame: u64) -> u64,
     /// Makes a zeroed page fit to become a page table (Xen: no writable mapping may remain).
     pub make_table: unsafe extern "C" fn(pfn: u64),
+    /// Lazy mode: from `lazy_enter` to `lazy_leave`, `set_pte` and `flush_tlb_one` may be
+    /// queued and issued together (Xen: one hypercall per batch). Page tables read back
+    /// inside the section may be stale until `lazy_flush` or `lazy_leave`.
+    pub lazy_enter: extern "C" fn(),
+    pub lazy_flush: extern "C" fn(),
+    pub lazy_leave: extern "C" fn(),
 }
 
 /// Returned by `frame_to_pfn` for frames we do not own.
@@ -94,52 +100,33 @@ pub struct PvOps {
     pub shutdown: ShutdownOps,
 }
 
-/// Identifies the operation a call site invokes, in its `.parainstructions` record.
-#[repr(u16)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Op {
-    Cpuid = 0,
-    ReadCr2,
-    Idle,
-    SaveFl,
-    RestoreFl,
-    IrqDisable,
-    IrqEnable,
-    ReadCr3,
-    SetPte,
-    FlushTlbOne,
-    PfnToFrame,
-    FrameToPfn,
-    MakeTable,
-    ClockNs,
-    ConsoleWrite,
-    Shutdown,
+ring::abi_enum! {
+    /// Identifies the operation a call site invokes, in its `.parainstructions` record.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Op: u16 {
+        Cpuid = 0,
+        ReadCr2 = 1,
+        Idle = 2,
+        SaveFl = 3,
+        RestoreFl = 4,
+        IrqDisable = 5,
+        IrqEnable = 6,
+        ReadCr3 = 7,
+        SetPte = 8,
+        FlushTlbOne = 9,
+        PfnToFrame = 10,
+        FrameToPfn = 11,
+        MakeTable = 12,
+        LazyEnter = 13,
+        LazyFlush = 14,
+        LazyLeave = 15,
+        ClockNs = 16,
+        ConsoleWrite = 17,
+        Shutdown = 18,
+    }
 }
 
 impl Op {
-    const ALL: [Op; 16] = [
-        Op::Cpuid,
-        Op::ReadCr2,
-        Op::Idle,
-        Op::SaveFl,
-        Op::RestoreFl,
-        Op::IrqDisable,
-        Op::IrqEnable,
-        Op::ReadCr3,
-        Op::SetPte,
-        Op::FlushTlbOne,
-        Op::PfnToFrame,
-        Op::FrameToPfn,
-        Op::MakeTable,
-        Op::ClockNs,
-        Op::ConsoleWrite,
-        Op::Shutdown,
-    ];
-
-    pub fn from_u16(v: u16) -> Option<Op> {
-        Op::ALL.get(v as usize).copied()
-    }
-
     /// Offset of this op's function pointer in [`PvOps`].
     pub const fn slot(self) -> usize {
         match self {
@@ -156,6 +143,9 @@ impl Op {
             Op::PfnToFrame => offset_of!(PvOps, mmu.pfn_to_frame),
             Op::FrameToPfn => offset_of!(PvOps, mmu.frame_to_pfn),
             Op::MakeTable => offset_of!(PvOps, mmu.make_table),
+            Op::LazyEnter => offset_of!(PvOps, mmu.lazy_enter),
+            Op::LazyFlush => offset_of!(PvOps, mmu.lazy_flush),
+            Op::LazyLeave => offset_of!(PvOps, mmu.lazy_leave),
             Op::ClockNs => offset_of!(PvOps, time.clock_ns),
             Op::ConsoleWrite => offset_of!(PvOps, console.write),
             Op::Shutdown => offset_of!(PvOps, shutdown.shutdown),
@@ -377,6 +367,32 @@ pub fn frame_to_pfn(frame: u64) -> u64 {
 pub unsafe fn make_table(pfn: u64) {
     // SAFETY: see above; the caller vouches for the page.
     unsafe { pv_call!(MakeTable; in("rdi") pfn,) };
+}
+
+/// Page-table updates may be batched until the returned guard is dropped.
+#[inline(always)]
+pub fn lazy_mmu() -> LazyMmu {
+    // SAFETY: see above.
+    unsafe { pv_call!(LazyEnter;) };
+    LazyMmu(())
+}
+
+/// Issues the updates queued so far in lazy mode.
+#[inline(always)]
+pub fn lazy_flush() {
+    // SAFETY: see above.
+    unsafe { pv_call!(LazyFlush;) };
+}
+
+/// A lazy-MMU section; leaving it (on drop) issues what is still queued.
+pub struct LazyMmu(());
+
+impl Drop for LazyMmu {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // SAFETY: see above.
+        unsafe { pv_call!(LazyLeave;) };
+    }
 }
 
 #[inline(always)]

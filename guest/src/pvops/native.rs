@@ -7,7 +7,17 @@ use core::arch::asm;
 pub const OPS: PvOps = PvOps {
     cpu: CpuOps { cpuid, read_cr2, idle },
     irq: IrqOps { save_fl, restore_fl, disable, enable },
-    mmu: MmuOps { read_cr3, set_pte, flush_tlb_one, pfn_to_frame, frame_to_pfn, make_table },
+    mmu: MmuOps {
+        read_cr3,
+        set_pte,
+        flush_tlb_one,
+        pfn_to_frame,
+        frame_to_pfn,
+        make_table,
+        lazy_enter: nothing,
+        lazy_flush: nothing,
+        lazy_leave: nothing,
+    },
     time: TimeOps { clock_ns: crate::time::native::clock_ns },
     console: ConsoleOps { write: crate::console::native_write },
     shutdown: ShutdownOps { shutdown: crate::arch::native::shutdown },
@@ -79,3 +89,6 @@ extern "C" fn frame_to_pfn(frame: u64) -> u64 {
 }
 
 unsafe extern "C" fn make_table(_pfn: u64) {}
+
+/// Native page-table writes are immediate: there is nothing to batch.
+extern "C" fn nothing() {}

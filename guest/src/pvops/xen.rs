@@ -4,14 +4,26 @@
 
 use super::{ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps, FLAGS_IF};
 use crate::arch::xen as platform;
+use crate::sync::IrqMutex;
 use core::arch::asm;
 use core::sync::atomic::{compiler_fence, Ordering};
 use hypercall::abi;
+use hypercall::multicall::Batch;
 
 pub const OPS: PvOps = PvOps {
     cpu: CpuOps { cpuid, read_cr2, idle },
     irq: IrqOps { save_fl, restore_fl, disable, enable },
-    mmu: MmuOps { read_cr3, set_pte, flush_tlb_one, pfn_to_frame, frame_to_pfn, make_table },
+    mmu: MmuOps {
+        read_cr3,
+        set_pte,
+        flush_tlb_one,
+        pfn_to_frame,
+        frame_to_pfn,
+        make_table,
+        lazy_enter,
+        lazy_flush,
+        lazy_leave,
+    },
     time: TimeOps { clock_ns: crate::time::xen::clock_ns },
     console: ConsoleOps { write: crate::console::xen_write },
     shutdown: ShutdownOps { shutdown },
@@ -109,6 +121,12 @@ unsafe extern "C" fn set_pte(ptep: *mut u64, val: u64) {
         ptr: platform::virt_to_machine(ptep as u64) | abi::MMU_NORMAL_PT_UPDATE as u64,
         val,
     };
+    let mut lazy = LAZY.lock();
+    if lazy.depth > 0 {
+        lazy.queue_update(req);
+        return;
+    }
+    drop(lazy);
     // SAFETY: the caller vouches for the entry; Xen validates the update itself.
     if let Err(e) = unsafe { hypercall::ops::mmu_update(&[req]) } {
         panic!("mmu_update of pte {ptep:p} = {val:#x} failed: {e}");
@@ -117,9 +135,111 @@ unsafe extern "C" fn set_pte(ptep: *mut u64, val: u64) {
 
 unsafe extern "C" fn flush_tlb_one(va: u64) {
     let op = hypercall::ops::mmuext(abi::MMUEXT_INVLPG_LOCAL, va);
+    let mut lazy = LAZY.lock();
+    if lazy.depth > 0 {
+        lazy.queue_invlpg(op);
+        return;
+    }
+    drop(lazy);
     // SAFETY: a TLB flush does not change any mapping.
     if let Err(e) = unsafe { hypercall::ops::mmuext_op(&[op]) } {
         log::error!("MMUEXT_INVLPG_LOCAL {va:#x} failed: {e}");
+    }
+}
+
+const LAZY_UPDATES: usize = 256;
+const LAZY_INVLPGS: usize = 64;
+
+/// Page-table updates and TLB flushes queued in lazy mode, issued as one multicall.
+struct LazyQueue {
+    /// Nesting depth of lazy sections; queuing happens while it is above zero.
+    depth: u32,
+    updates: [abi::mmu_update; LAZY_UPDATES],
+    n_updates: usize,
+    invlpgs: [abi::mmuext_op; LAZY_INVLPGS],
+    n_invlpgs: usize,
+    /// More single-page flushes were asked for than fit: flush the whole TLB instead.
+    flush_all: [abi::mmuext_op; 1],
+    flush_all_queued: bool,
+}
+
+// SAFETY: the queued mmuext_ops carry addresses and frame numbers only; their pointer
+// member (a vCPU mask for multi-CPU flushes) is never set, so nothing refers to memory
+// owned by another context.
+unsafe impl Send for LazyQueue {}
+
+static LAZY: IrqMutex<LazyQueue> = IrqMutex::new(LazyQueue {
+    depth: 0,
+    updates: [abi::mmu_update { ptr: 0, val: 0 }; LAZY_UPDATES],
+    n_updates: 0,
+    invlpgs: [hypercall::ops::mmuext(abi::MMUEXT_INVLPG_LOCAL, 0); LAZY_INVLPGS],
+    n_invlpgs: 0,
+    flush_all: [hypercall::ops::mmuext(abi::MMUEXT_TLB_FLUSH_LOCAL, 0)],
+    flush_all_queued: false,
+});
+
+impl LazyQueue {
+    fn queue_update(&mut self, req: abi::mmu_update) {
+        if self.n_updates == LAZY_UPDATES {
+            self.flush();
+        }
+        self.updates[self.n_updates] = req;
+        self.n_updates += 1;
+    }
+
+    fn queue_invlpg(&mut self, op: abi::mmuext_op) {
+        if self.n_invlpgs == LAZY_INVLPGS {
+            self.flush_all_queued = true;
+        } else {
+            self.invlpgs[self.n_invlpgs] = op;
+            self.n_invlpgs += 1;
+        }
+    }
+
+    /// Issues everything queued, updates before flushes, in one multicall.
+    fn flush(&mut self) {
+        let mut batch = Batch::<2>::new();
+        let domid = u64::from(abi::DOMID_SELF);
+        // SAFETY (both pushes): the arrays live in `self`, which outlives the flush below;
+        // the updates were checked by set_pte's caller and Xen validates each one.
+        unsafe {
+            if self.n_updates > 0 {
+                let args = [self.updates.as_ptr() as u64, self.n_updates as u64, 0, domid, 0, 0];
+                let _ = batch.push(abi::nr::MMU_UPDATE, args);
+            }
+            let (ops, n) = if self.flush_all_queued {
+                (self.flush_all.as_ptr(), 1)
+            } else {
+                (self.invlpgs.as_ptr(), self.n_invlpgs)
+            };
+            if n > 0 {
+                let _ = batch.push(abi::nr::MMUEXT_OP, [ops as u64, n as u64, 0, domid, 0, 0]);
+            }
+        }
+        let queued = (self.n_updates, self.n_invlpgs);
+        self.n_updates = 0;
+        self.n_invlpgs = 0;
+        self.flush_all_queued = false;
+        if let Err(e) = batch.flush() {
+            // The page tables are now in a state no caller expects: stop here.
+            panic!("lazy MMU batch of {} updates, {} flushes failed: {e}", queued.0, queued.1);
+        }
+    }
+}
+
+extern "C" fn lazy_enter() {
+    LAZY.lock().depth += 1;
+}
+
+extern "C" fn lazy_flush() {
+    LAZY.lock().flush();
+}
+
+extern "C" fn lazy_leave() {
+    let mut lazy = LAZY.lock();
+    lazy.depth = lazy.depth.saturating_sub(1);
+    if lazy.depth == 0 {
+        lazy.flush();
     }
 }
 

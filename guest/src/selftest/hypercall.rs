@@ -9,6 +9,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "hypercall::xen_version", run: xen_version },
     Test { name: "hypercall::register_abi", run: register_abi },
     Test { name: "hypercall::arities_live", run: arities_live },
+    Test { name: "hypercall::multicall_reports_bad_entry", run: multicall_reports_bad_entry },
 ];
 
 fn xen_version() -> Outcome {
@@ -202,5 +203,41 @@ fn arities_live() -> Outcome {
             || r == -(Errno::EINVAL.0 as i64),
         "argo_op returned {r}"
     );
+    Outcome::Pass
+}
+
+/// A multicall with one bad entry among good ones runs them all and names exactly that one.
+fn multicall_reports_bad_entry() -> Outcome {
+    use hypercall::multicall::{Batch, BatchError};
+    xen_only!();
+    const EVTCHNOP_CLOSE: u64 = abi::EVTCHNOP_close as u64;
+    // Port 0 is never bound, so closing it is refused; the struct outlives the flush.
+    let mut bad_close = abi::evtchn_close { port: u32::MAX };
+    let version = [abi::XENVER_VERSION as u64, 0, 0, 0, 0, 0];
+    let close = [EVTCHNOP_CLOSE, &mut bad_close as *mut _ as u64, 0, 0, 0, 0];
+    let mut batch = Batch::<4>::new();
+    let before = raw::count();
+    // SAFETY: xen_version takes no buffer; the close argument lives until the flush.
+    unsafe {
+        let _ = batch.push(abi::nr::XEN_VERSION, version);
+        let _ = batch.push(abi::nr::EVENT_CHANNEL_OP, close);
+        let _ = batch.push(abi::nr::XEN_VERSION, version);
+    }
+    let r = batch.flush();
+    check!(raw::count() - before == 1, "{} hypercalls for one batch", raw::count() - before);
+    match r {
+        Err(BatchError::Entries { index: 1, op, errno, failed: 1 })
+            if op == abi::nr::EVENT_CHANNEL_OP =>
+        {
+            check!(errno == Errno::EINVAL, "bad close reported {errno}, expected EINVAL");
+        }
+        other => return Outcome::Fail(alloc::format!("batch reported {other:?}")),
+    }
+    // SAFETY: as above.
+    unsafe {
+        let _ = batch.push(abi::nr::XEN_VERSION, version);
+        let _ = batch.push(abi::nr::XEN_VERSION, version);
+    }
+    check!(batch.flush() == Ok(()), "a good batch failed");
     Outcome::Pass
 }

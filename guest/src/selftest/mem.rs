@@ -7,6 +7,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "mem::heap_stress", run: heap_stress },
     Test { name: "mem::frame_alloc", run: frame_alloc },
     Test { name: "mem::map_page", run: map_page },
+    Test { name: "mem::lazy_mmu_batching", run: lazy_mmu_batching },
 ];
 
 /// Thousands of allocations of random sizes and alignments, freed in random order, each
@@ -131,5 +132,65 @@ fn map_page() -> Outcome {
         Outcome::Pass
     })();
     let _ = mm::free_frame(pfn);
+    outcome
+}
+
+/// 256 pages mapped, then unmapped, in lazy-MMU sections: a handful of hypercalls each
+/// under Xen (not one per page), and the mappings right afterwards.
+fn lazy_mmu_batching() -> Outcome {
+    const PAGES: u64 = 256;
+    const BASE: u64 = 0xffff_c000_2000_0000;
+    // Under Xen: the batch flushes plus the page tables a fresh region needs.
+    const MAX_HYPERCALLS: u64 = 8;
+    let first = match mm::alloc_frames(PAGES) {
+        Ok(f) => f,
+        Err(e) => return Outcome::Fail(alloc::format!("{PAGES} frames: {e:?}")),
+    };
+    for i in 0..PAGES {
+        // SAFETY: our frames, direct-mapped.
+        unsafe { (pfn_to_virt(first + i) as *mut u64).write_volatile(0x1a2e_0000 + i) };
+    }
+    let outcome = (|| {
+        let before = hypercall::raw::count();
+        {
+            let _lazy = crate::pvops::lazy_mmu();
+            for i in 0..PAGES {
+                // SAFETY: BASE.. is a scratch range nothing else uses.
+                let r = unsafe { paging::map(BASE + i * PAGE_SIZE, first + i, false) };
+                check!(r.is_ok(), "map page {i}: {r:?}");
+            }
+        }
+        let mapping = hypercall::raw::count() - before;
+        for i in 0..PAGES {
+            // SAFETY: mapped above, read-only alias of our frame.
+            let v = unsafe { ((BASE + i * PAGE_SIZE) as *const u64).read_volatile() };
+            check!(v == 0x1a2e_0000 + i, "page {i} reads {v:#x} after the lazy section");
+        }
+        let before = hypercall::raw::count();
+        {
+            let _lazy = crate::pvops::lazy_mmu();
+            for i in 0..PAGES {
+                // SAFETY: nothing uses the scratch range any more.
+                let r = unsafe { paging::unmap(BASE + i * PAGE_SIZE) };
+                check!(r == Ok(first + i), "unmap page {i}: {r:?}");
+            }
+        }
+        let unmapping = hypercall::raw::count() - before;
+        for i in 0..PAGES {
+            let t = paging::translate(BASE + i * PAGE_SIZE);
+            check!(t == Err(paging::MapError::NotMapped), "page {i} still mapped: {t:?}");
+        }
+        if crate::pvops::is_xen() {
+            check!(
+                mapping <= MAX_HYPERCALLS && unmapping <= MAX_HYPERCALLS,
+                "{mapping} hypercalls to map and {unmapping} to unmap {PAGES} pages"
+            );
+            log::info!("lazy MMU: {PAGES} pages mapped with {mapping}, unmapped with {unmapping} hypercalls");
+        }
+        Outcome::Pass
+    })();
+    for i in 0..PAGES {
+        let _ = mm::free_frame(first + i);
+    }
     outcome
 }

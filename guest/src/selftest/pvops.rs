@@ -8,9 +8,9 @@ pub const TESTS: &[Test] = &[Test { name: "pvops::call_sites", run: call_sites }
 fn call_sites() -> Outcome {
     let sites = pvops::sites();
     check!(sites.len() >= 16, "only {} call sites recorded", sites.len());
-    let mut seen = [0u32; 16];
+    let mut seen = [0u32; 32];
     for site in sites {
-        let Some(op) = Op::from_u16(site.op) else {
+        let Ok(op) = Op::try_from(site.op) else {
             return Outcome::Fail(alloc::format!("site {:#x}: unknown op {}", site.addr, site.op));
         };
         seen[site.op as usize] += 1;
