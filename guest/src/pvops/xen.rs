@@ -200,7 +200,7 @@ impl LazyQueue {
     fn flush(&mut self) {
         let mut batch = Batch::<2>::new();
         let domid = u64::from(abi::DOMID_SELF);
-        // SAFETY (both pushes): the arrays live in `self`, which outlives the flush below;
+        // SAFETY: (both pushes) the arrays live in `self`, which outlives the flush below;
         // the updates were checked by set_pte's caller and Xen validates each one.
         unsafe {
             if self.n_updates > 0 {
