@@ -1,13 +1,24 @@
 //! Event channels: Xen's virtual interrupts.
 //!
-//! [`two_level`] turns an upcall into handler calls by scanning the 2-level pending bitmaps
-//! of `shared_info`/`vcpu_info`, fairly; [`handlers`] maps ports to the functions that run
-//! for them. Neither knows how the shared pages were mapped or how Xen is called.
+//! Xen offers two ABIs for telling a guest which ports fired: [`two_level`] (pending and mask
+//! bitmaps in `shared_info`, up to 4096 ports) and [`fifo`] (an event word per port in pages
+//! the guest registers, queued by priority, up to 131072 ports). Both implement [`EventAbi`],
+//! so the upcall and the port operations above them do not care which one is in use.
+//! [`handlers`] maps ports to the functions that run for them. Nothing here knows how the
+//! shared pages were mapped or how Xen is called: where the ABI needs a hypercall, the
+//! operation says so in its result.
 #![cfg_attr(not(test), no_std)]
 
+pub mod abi;
+pub mod fifo;
 pub mod handlers;
 pub mod two_level;
 
+#[cfg(test)]
+mod sim;
+
+pub use abi::{BadLink, BadPort, DemuxReport, EventAbi, Unmask};
+pub use fifo::Fifo;
 pub use handlers::{Handler, HandlerError, Handlers};
 pub use two_level::TwoLevel;
 

@@ -12,6 +12,7 @@ use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use xen_sys::{shared_info, vcpu_info, xen_ulong_t};
 
+use crate::abi::{BadPort, DemuxReport, EventAbi, Unmask};
 use crate::Port;
 
 const WORD_BITS: usize = 64;
@@ -30,10 +31,6 @@ const _: () = assert!(offset_of!(shared_info, evtchn_mask) == 2560);
 const _: () = assert!(size_of::<shared_info>() == 3136);
 const _: () = assert!(offset_of!(vcpu_info, evtchn_upcall_pending) == 0);
 const _: () = assert!(offset_of!(vcpu_info, evtchn_pending_sel) == 8);
-
-/// A port the 2-level ABI cannot name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BadPort(pub Port);
 
 /// The 2-level event state of one vCPU and where its last scan stopped.
 pub struct TwoLevel<'a> {
@@ -190,49 +187,44 @@ impl<'a> TwoLevel<'a> {
     }
 }
 
+impl EventAbi for TwoLevel<'_> {
+    fn demux(&mut self, handle: &mut dyn FnMut(Port)) -> DemuxReport {
+        let mut delivered = 0u32;
+        TwoLevel::demux(self, |port| {
+            delivered = delivered.saturating_add(1);
+            handle(port);
+        });
+        DemuxReport { delivered, ..DemuxReport::default() }
+    }
+
+    fn mask(&self, port: Port) -> Result<(), BadPort> {
+        TwoLevel::mask(self, port)
+    }
+
+    fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
+        Ok(match TwoLevel::unmask(self, port)? {
+            true => Unmask::ForceUpcallCheck,
+            false => Unmask::Done,
+        })
+    }
+
+    fn is_pending(&self, port: Port) -> Result<bool, BadPort> {
+        TwoLevel::is_pending(self, port)
+    }
+
+    fn clear_pending(&self, port: Port) -> Result<bool, BadPort> {
+        TwoLevel::clear_pending(self, port)
+    }
+
+    fn max_ports(&self) -> u32 {
+        NR_PORTS as u32
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A zeroed `shared_info` on the heap, standing in for the page Xen shares.
-    struct FakeShared(NonNull<shared_info>);
-
-    impl FakeShared {
-        fn new() -> Self {
-            // SAFETY: all-zero bytes are a valid `shared_info` (integers only).
-            let b = unsafe { Box::<shared_info>::new_zeroed().assume_init() };
-            FakeShared(NonNull::from(Box::leak(b)))
-        }
-
-        fn events(&self) -> TwoLevel<'_> {
-            // SAFETY: `vcpu_info[0]` lies inside the live `shared_info`; the tests access
-            // the event fields only through `TwoLevel` views and atomics.
-            unsafe {
-                let vcpu = NonNull::new_unchecked(&raw mut (*self.0.as_ptr()).vcpu_info[0]);
-                TwoLevel::new(self.0, vcpu)
-            }
-        }
-    }
-
-    impl Drop for FakeShared {
-        fn drop(&mut self) {
-            // SAFETY: leaked from a Box in `new`, and no view outlives `self`.
-            drop(unsafe { Box::from_raw(self.0.as_ptr()) });
-        }
-    }
-
-    /// Xen's side of `evtchn_2l_set_pending`, as another agent on the same memory.
-    fn raise(x: &TwoLevel<'_>, port: u32) {
-        let (word, bit) = TwoLevel::locate(Port(port)).unwrap();
-        if x.pending[word].fetch_or(bit, Ordering::SeqCst) & bit != 0 {
-            return;
-        }
-        if x.mask[word].load(Ordering::SeqCst) & bit == 0
-            && x.pending_sel.fetch_or(1 << word, Ordering::SeqCst) & (1 << word) == 0
-        {
-            x.upcall_pending.store(1, Ordering::SeqCst);
-        }
-    }
+    use crate::sim::{FakeXen, TwoLevelXen};
 
     fn delivered(ev: &mut TwoLevel<'_>) -> Vec<u32> {
         let mut out = Vec::new();
@@ -242,9 +234,9 @@ mod tests {
 
     #[test]
     fn single_event_once() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
-        raise(&ev, 5);
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
+        mem.raise(5);
         assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 1);
         assert_eq!(delivered(&mut ev), [5]);
         assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 0);
@@ -255,20 +247,20 @@ mod tests {
 
     #[test]
     fn repeated_raises_before_delivery_coalesce() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
-        raise(&ev, 9);
-        raise(&ev, 9);
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
+        mem.raise(9);
+        mem.raise(9);
         assert_eq!(delivered(&mut ev), [9]);
     }
 
     #[test]
     fn many_events_across_words() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
         let ports = [0, 1, 63, 64, 127, 128, 2048, 2049, 4032, 4095];
         for &p in ports.iter().rev() {
-            raise(&ev, p);
+            mem.raise(p);
         }
         assert_eq!(delivered(&mut ev), ports);
         assert!(ev.pending.iter().all(|w| w.load(Ordering::SeqCst) == 0));
@@ -276,10 +268,10 @@ mod tests {
 
     #[test]
     fn every_port_is_deliverable() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
         for p in 0..NR_PORTS as u32 {
-            raise(&ev, p);
+            mem.raise(p);
         }
         let mut got = delivered(&mut ev);
         got.sort_unstable();
@@ -288,11 +280,11 @@ mod tests {
 
     #[test]
     fn polled_ports_are_read_and_cleared_without_delivery() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
         ev.mask(Port(70)).unwrap();
         assert_eq!(ev.is_pending(Port(70)), Ok(false));
-        raise(&ev, 70);
+        mem.raise(70);
         assert_eq!(ev.is_pending(Port(70)), Ok(true));
         assert_eq!(ev.clear_pending(Port(70)), Ok(true));
         assert_eq!(ev.clear_pending(Port(70)), Ok(false));
@@ -303,18 +295,18 @@ mod tests {
 
     #[test]
     fn masked_events_stay_pending_until_unmasked() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
         ev.mask(Port(9)).unwrap();
-        raise(&ev, 9);
-        raise(&ev, 10);
+        mem.raise(9);
+        mem.raise(10);
         assert_eq!(delivered(&mut ev), [10]);
         assert_ne!(ev.pending[0].load(Ordering::SeqCst) & (1 << 9), 0, "still pending");
         // A masked event does not select its word or raise an upcall on its own.
         ev.mask(Port(11)).unwrap();
         ev.mask(Port(200)).unwrap();
-        raise(&ev, 11);
-        raise(&ev, 200);
+        mem.raise(11);
+        mem.raise(200);
         assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 0);
         assert_eq!(delivered(&mut ev), []);
 
@@ -331,26 +323,25 @@ mod tests {
 
     #[test]
     fn bad_ports_are_errors() {
-        let mem = FakeShared::new();
-        let ev = mem.events();
+        let mem = TwoLevelXen::new();
+        let ev = mem.abi();
         assert_eq!(ev.mask(Port(4096)), Err(BadPort(Port(4096))));
         assert_eq!(ev.unmask(Port(u32::MAX)), Err(BadPort(Port(u32::MAX))));
     }
 
     #[test]
     fn a_self_raising_port_does_not_starve_higher_ones() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
-        let x = mem.events();
-        raise(&x, 1);
-        raise(&x, 2);
-        raise(&x, 4000);
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
+        mem.raise(1);
+        mem.raise(2);
+        mem.raise(4000);
         let mut order = Vec::new();
         ev.demux(|p| {
             order.push(p.0);
             // Port 1 fires again every time it is handled, for a while.
             if p.0 == 1 && order.len() < 50 {
-                raise(&x, 1);
+                mem.raise(1);
             }
         });
         let first = |port| order.iter().position(|&p| p == port).unwrap();
@@ -362,36 +353,36 @@ mod tests {
 
     #[test]
     fn scanning_resumes_after_the_last_port_delivered() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
-        raise(&ev, 70);
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
+        mem.raise(70);
         assert_eq!(delivered(&mut ev), [70]);
         assert_eq!((ev.next_word, ev.next_bit), (1, 7));
         // Next time: the rest of word 1, later words, then from the top, word 1 last.
         for p in [3, 65, 71, 200] {
-            raise(&ev, p);
+            mem.raise(p);
         }
         assert_eq!(delivered(&mut ev), [71, 200, 3, 65]);
     }
 
     #[test]
     fn resume_point_wraps_past_the_last_port() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
-        raise(&ev, 4095);
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
+        mem.raise(4095);
         assert_eq!(delivered(&mut ev), [4095]);
         assert_eq!((ev.next_word, ev.next_bit), (0, 0));
-        raise(&ev, 127);
-        raise(&ev, 64);
+        mem.raise(127);
+        mem.raise(64);
         assert_eq!(delivered(&mut ev), [64, 127]);
         assert_eq!((ev.next_word, ev.next_bit), (2, 0));
     }
 
     #[test]
     fn each_event_is_handled_exactly_once_under_interleaving() {
-        let mem = FakeShared::new();
-        let mut ev = mem.events();
-        let x = mem.events();
+        let mem = TwoLevelXen::new();
+        let mut ev = mem.abi();
+        let x = mem.abi();
         let mut raised = vec![0u32; NR_PORTS];
         let mut handled = vec![0u32; NR_PORTS];
         let mut seed = 0x9e37_79b9_u32;
@@ -406,7 +397,7 @@ mod tests {
             for _ in 0..20 {
                 let p = next() % NR_PORTS as u32;
                 if x.pending[p as usize / 64].load(Ordering::SeqCst) & (1 << (p % 64)) == 0 {
-                    raise(&x, p);
+                    mem.raise(p);
                     raised[p as usize] += 1;
                 }
             }
@@ -417,7 +408,7 @@ mod tests {
                 if q.is_multiple_of(4)
                     && x.pending[q as usize / 64].load(Ordering::SeqCst) & (1 << (q % 64)) == 0
                 {
-                    raise(&x, q);
+                    mem.raise(q);
                     raised[q as usize] += 1;
                 }
             });

@@ -182,6 +182,15 @@ trap_xen_\vec:
     jmp trap_common_xen
 .endr
 
+/* Natively, the legacy PIC's IRQs (remapped to vectors 0x20..0x2f) enter the same way. */
+.irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+    .balign 16
+trap_native_\vec:
+    pushq $0
+    pushq $\vec
+    jmp trap_common_native
+.endr
+
     .balign 16
     .globl xen_event_callback
 xen_event_callback:
@@ -204,7 +213,7 @@ xen_failsafe_callback:
     .balign 8
     .globl trap_native_stubs
 trap_native_stubs:
-.irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
+.irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
     .quad trap_native_\vec
 .endr
     .globl trap_xen_stubs

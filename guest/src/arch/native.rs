@@ -42,7 +42,7 @@ const KERNEL_CS: u16 = 0x08;
 /// Present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
 const INTERRUPT_GATE: u8 = 0x8e;
 
-static mut IDT: [Gate; 32] = [Gate {
+static mut IDT: [Gate; 48] = [Gate {
     offset_low: 0,
     selector: 0,
     ist: 0,
@@ -50,7 +50,7 @@ static mut IDT: [Gate; 32] = [Gate {
     offset_mid: 0,
     offset_high: 0,
     reserved: 0,
-}; 32];
+}; 48];
 
 /// Points every CPU exception vector at its entry stub and loads the IDT.
 pub fn init_idt() {
@@ -143,6 +143,56 @@ pub fn rtc_seconds() -> u8 {
 
 /// The PIT's input clock.
 pub const PIT_HZ: u64 = 1_193_182;
+
+/// Starts PIT channel 0 counting `ticks` down once (mode 0): IRQ 0 when it reaches zero.
+pub fn pit_one_shot(ticks: u16) {
+    // SAFETY: 0x43 (mode) and 0x40 (channel 0 data) drive the PIT's channel 0, which only
+    // the timer code uses.
+    unsafe {
+        outb(0x43, 0b0011_0000); // channel 0, lobyte/hibyte, mode 0, binary
+        outb(0x40, ticks as u8);
+        outb(0x40, (ticks >> 8) as u8);
+    }
+}
+
+/// The timer interrupt source: PIT channel 0 on IRQ 0. The firmware leaves it in periodic
+/// mode; one long one-shot count replaces that before the line is unmasked.
+pub fn init_timer_irq() {
+    pit_one_shot(u16::MAX);
+    // SAFETY: 0x21 is the master PIC's mask register; clearing bit 0 unmasks IRQ 0 only.
+    unsafe { outb(0x21, inb(0x21) & !1) };
+}
+
+/// First vector of the remapped legacy PIC's 16 IRQs.
+pub const IRQ_BASE: u64 = 0x20;
+
+/// A legacy PIC interrupt (vectors 0x20..0x2f), with interrupts disabled.
+pub fn interrupt(irq: u8) {
+    // SAFETY: 0x20/0xa0 are the PICs' command ports: OCW3 0x0b selects the in-service
+    // register, 0x20 is a non-specific end of interrupt.
+    unsafe {
+        if irq == 7 || irq == 15 {
+            // A spurious interrupt (the line dropped before it was acknowledged) is not in
+            // service and must not be acknowledged, except to the master for the slave's.
+            let cmd = if irq == 7 { 0x20 } else { 0xa0 };
+            outb(cmd, 0x0b);
+            if inb(cmd) & 0x80 == 0 {
+                if irq == 15 {
+                    outb(0x20, 0x20);
+                }
+                return;
+            }
+        }
+        if irq >= 8 {
+            outb(0xa0, 0x20);
+        }
+        outb(0x20, 0x20);
+    }
+    match irq {
+        0 => crate::time::expire(),
+        _ => log::warn!("unexpected IRQ {irq}"),
+    }
+}
 
 /// Busy-waits `ticks` PIT ticks on channel 2 (gate-controlled, no interrupt), the classic
 /// calibration source, calling `at_start`/returning when the count begins and ends.

@@ -89,6 +89,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
         }
         VECTOR_XEN_EVENT => crate::arch::xen::upcall(),
+        v @ 0x20..=0x2f if !crate::pvops::is_xen() => {
+            crate::arch::native::interrupt((v - crate::arch::native::IRQ_BASE) as u8)
+        }
         _ => fatal(frame),
     }
 }
@@ -116,13 +119,14 @@ fn fatal(f: &TrapFrame) -> ! {
     pvops::shutdown(1)
 }
 
-/// The entry stubs of entry.S, one per CPU vector.
-pub fn stubs(xen: bool) -> &'static [u64; 32] {
+/// The entry stubs of entry.S: natively one per CPU exception and legacy PIC IRQ vector
+/// (0..48), under Xen one per CPU exception vector (0..32).
+pub fn stubs(xen: bool) -> &'static [u64] {
     extern "C" {
-        static trap_native_stubs: [u64; 32];
+        static trap_native_stubs: [u64; 48];
         static trap_xen_stubs: [u64; 32];
     }
-    // SAFETY: two read-only tables of 32 addresses defined in entry.S.
+    // SAFETY: two read-only tables of addresses defined in entry.S.
     unsafe {
         if xen {
             &*core::ptr::addr_of!(trap_xen_stubs)

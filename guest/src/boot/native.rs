@@ -87,6 +87,7 @@ extern "C" fn native_start(start_info_paddr: u32) -> ! {
     crate::console::init_logger(options.log);
 
     let tsc_hz = crate::time::native::calibrate();
+    native::init_timer_irq();
     log::info!("native boot: TSC {}.{:03} MHz", tsc_hz / 1_000_000, tsc_hz / 1000 % 1000);
 
     if si.version < 1 || si.memmap_paddr == 0 {

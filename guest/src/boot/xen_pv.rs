@@ -117,6 +117,9 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     if let Err(why) = setup_memory(info) {
         stop(format_args!("{why}"));
     }
+    if let Err(e) = crate::time::xen::init_timer() {
+        stop(format_args!("binding VIRQ_TIMER: {e}"));
+    }
     kernel_main(options)
 }
 

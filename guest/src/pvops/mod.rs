@@ -74,6 +74,9 @@ pub const INVALID_PFN: u64 = u64::MAX;
 pub struct TimeOps {
     /// Monotonic nanoseconds since an arbitrary boot-time origin.
     pub clock_ns: extern "C" fn() -> u64,
+    /// Arms the one-shot timer interrupt for when `clock_ns` reaches the deadline (at once
+    /// if it has passed); a later call replaces an earlier one.
+    pub set_timer: extern "C" fn(deadline_ns: u64),
 }
 
 #[repr(C)]
@@ -121,8 +124,9 @@ ring::abi_enum! {
         LazyFlush = 14,
         LazyLeave = 15,
         ClockNs = 16,
-        ConsoleWrite = 17,
-        Shutdown = 18,
+        SetTimer = 17,
+        ConsoleWrite = 18,
+        Shutdown = 19,
     }
 }
 
@@ -147,6 +151,7 @@ impl Op {
             Op::LazyFlush => offset_of!(PvOps, mmu.lazy_flush),
             Op::LazyLeave => offset_of!(PvOps, mmu.lazy_leave),
             Op::ClockNs => offset_of!(PvOps, time.clock_ns),
+            Op::SetTimer => offset_of!(PvOps, time.set_timer),
             Op::ConsoleWrite => offset_of!(PvOps, console.write),
             Op::Shutdown => offset_of!(PvOps, shutdown.shutdown),
         }
@@ -401,6 +406,12 @@ pub fn clock_ns() -> u64 {
     // SAFETY: see above.
     unsafe { pv_call!(ClockNs; lateout("rax") v,) };
     v
+}
+
+#[inline(always)]
+pub fn set_timer(deadline_ns: u64) {
+    // SAFETY: see above.
+    unsafe { pv_call!(SetTimer; in("rdi") deadline_ns,) };
 }
 
 /// Writes to the console; returns how many bytes were lost.

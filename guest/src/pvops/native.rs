@@ -18,7 +18,10 @@ pub const OPS: PvOps = PvOps {
         lazy_flush: nothing,
         lazy_leave: nothing,
     },
-    time: TimeOps { clock_ns: crate::time::native::clock_ns },
+    time: TimeOps {
+        clock_ns: crate::time::native::clock_ns,
+        set_timer: crate::time::native::set_timer,
+    },
     console: ConsoleOps { write: crate::console::native_write },
     shutdown: ShutdownOps { shutdown: crate::arch::native::shutdown },
 };

@@ -1,7 +1,6 @@
 use super::{check, xen_only, Outcome, Test};
 use crate::pvops::{self, FLAGS_IF};
 use core::sync::atomic::{AtomicU32, Ordering};
-use events::Port;
 
 pub const TESTS: &[Test] = &[
     Test { name: "irq::save_restore_nesting", run: save_restore_nesting },
@@ -36,41 +35,29 @@ fn save_restore_nesting() -> Outcome {
     Outcome::Pass
 }
 
-static TIMER_EVENTS: AtomicU32 = AtomicU32::new(0);
+static TIMER_CALLS: AtomicU32 = AtomicU32::new(0);
 
-fn on_timer(_: Port, _: usize) {
-    TIMER_EVENTS.fetch_add(1, Ordering::SeqCst);
+fn count_call(_: usize) {
+    TIMER_CALLS.fetch_add(1, Ordering::SeqCst);
 }
 
 /// An event that arrives while events are disabled is delivered by irq_enable itself.
 fn pending_delivered_on_enable() -> Outcome {
     xen_only!();
-    let port = match crate::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, on_timer, 0) {
-        Ok(p) => p,
-        Err(e) => return Outcome::Fail(alloc::format!("bind VIRQ_TIMER: {e}")),
-    };
-    let outcome = (|| {
-        let before = TIMER_EVENTS.load(Ordering::SeqCst);
-        pvops::irq_disable();
-        let deadline = crate::time::xen::system_time_ns() + 1_000_000;
-        if let Err(e) = hypercall::ops::set_timer(deadline) {
-            pvops::irq_enable();
-            return Outcome::Fail(alloc::format!("set_timer_op: {e}"));
-        }
-        // Sleep until the timer's port is pending (SCHEDOP_poll ignores the event mask).
-        let poll = hypercall::ops::sched_poll(&[port.0], deadline + 1_000_000_000);
-        let pending = crate::arch::xen::vcpu().upcall_pending();
-        let during = TIMER_EVENTS.load(Ordering::SeqCst);
-        pvops::irq_enable();
-        let after = TIMER_EVENTS.load(Ordering::SeqCst);
-        check!(poll.is_ok(), "SCHEDOP_poll: {poll:?}");
-        check!(pending != 0, "the timer event did not become pending");
-        check!(during == before, "the handler ran while events were disabled");
-        check!(after == before + 1, "irq_enable delivered {} events, expected 1", after - before);
-        Outcome::Pass
-    })();
-    if let Err(e) = crate::evtchn::close(port) {
-        return Outcome::Fail(alloc::format!("close VIRQ_TIMER port: {e}"));
-    }
-    outcome
+    let port = crate::time::xen::timer_port();
+    let before = TIMER_CALLS.load(Ordering::SeqCst);
+    pvops::irq_disable();
+    let deadline = pvops::clock_ns() + 1_000_000;
+    crate::time::add(deadline, count_call, 0);
+    // Sleep until the timer's port is pending (SCHEDOP_poll ignores the event mask).
+    let poll = hypercall::ops::sched_poll(&[port.0], deadline + 1_000_000_000);
+    let pending = crate::arch::xen::vcpu().upcall_pending();
+    let during = TIMER_CALLS.load(Ordering::SeqCst);
+    pvops::irq_enable();
+    let after = TIMER_CALLS.load(Ordering::SeqCst);
+    check!(poll.is_ok(), "SCHEDOP_poll: {poll:?}");
+    check!(pending != 0, "the timer event did not become pending");
+    check!(during == before, "the timer ran while events were disabled");
+    check!(after == before + 1, "irq_enable delivered {} timers, expected 1", after - before);
+    Outcome::Pass
 }

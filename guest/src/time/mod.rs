@@ -3,8 +3,14 @@
 
 #[cfg(target_os = "none")]
 pub mod native;
+pub mod queue;
+#[cfg(target_os = "none")]
+mod timers;
 #[cfg(target_os = "none")]
 pub mod xen;
+
+#[cfg(target_os = "none")]
+pub use timers::*;
 
 /// A TSC-to-nanoseconds conversion in pvclock form: shift the delta by `shift` (left when
 /// positive), then multiply by `mul_frac / 2^32`.

@@ -31,3 +31,11 @@ fn scale() -> TscScale {
 pub extern "C" fn clock_ns() -> u64 {
     scale().ticks_to_ns(rdtsc().saturating_sub(ORIGIN_TSC.load(Ordering::Relaxed)))
 }
+
+/// Arms PIT channel 0 (IRQ 0) to fire once at the deadline, or after its longest count
+/// (~55 ms) if the deadline is further: the interrupt then re-arms for the rest.
+pub extern "C" fn set_timer(deadline_ns: u64) {
+    let delta = deadline_ns.saturating_sub(clock_ns());
+    let ticks = (delta as u128 * PIT_HZ as u128).div_ceil(1_000_000_000);
+    crate::arch::native::pit_one_shot(ticks.clamp(1, u16::MAX as u128) as u16);
+}

@@ -46,3 +46,25 @@ pub extern "C" fn clock_ns() -> u64 {
     let last = LAST.fetch_max(now, Ordering::Relaxed);
     now.max(last)
 }
+
+/// The VIRQ_TIMER port (0 before `init_timer`).
+static TIMER_PORT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+/// Binds VIRQ_TIMER so that `set_timer_op` deadlines run the timer queue.
+pub fn init_timer() -> Result<events::Port, crate::evtchn::Error> {
+    let port = crate::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, |_, _| super::expire(), 0)?;
+    TIMER_PORT.store(port.0, Ordering::Relaxed);
+    Ok(port)
+}
+
+pub fn timer_port() -> events::Port {
+    events::Port(TIMER_PORT.load(Ordering::Relaxed))
+}
+
+/// Our clock is Xen's system time, which is what `set_timer_op` takes.
+pub extern "C" fn set_timer(deadline_ns: u64) {
+    // 0 would cancel the timer rather than fire it at once.
+    if let Err(e) = hypercall::ops::set_timer(deadline_ns.max(1)) {
+        log::error!("set_timer_op({deadline_ns}) failed: {e}");
+    }
+}
