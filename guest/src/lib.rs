@@ -21,6 +21,8 @@ pub mod console;
 #[cfg(target_os = "none")]
 pub mod evtchn;
 #[cfg(target_os = "none")]
+pub mod gnttab;
+#[cfg(target_os = "none")]
 pub mod pvops;
 #[cfg(target_os = "none")]
 pub mod selftest;

@@ -130,6 +130,29 @@ pub fn evtchn_bind_interdomain(remote: u16, remote_port: u32) -> Result<u32> {
     Ok(arg.local_port)
 }
 
+/// This domain's own id (the toolstack's number, not DOMID_SELF), which grant entries
+/// must name when we grant to ourselves. Xen resolves DOMID_SELF when it allocates an
+/// unbound port, and `EVTCHNOP_status` reports the domain the port waits for.
+pub fn own_domid() -> Result<u16> {
+    let port = evtchn_alloc_unbound(abi::DOMID_SELF)?;
+    let mut status: abi::evtchn_status = abi::evtchn_status {
+        dom: abi::DOMID_SELF,
+        port,
+        status: 0,
+        vcpu: 0,
+        u: xen_sys::evtchn_status__bindgen_ty_1 { pirq: 0 },
+    };
+    let r = evtchn_op(abi::EVTCHNOP_status, &mut status);
+    let closed = evtchn_close(port);
+    r?;
+    closed?;
+    if status.status != abi::EVTCHNSTAT_unbound {
+        return Err(Errno::EINVAL);
+    }
+    // SAFETY: for an unbound port Xen fills the `unbound` member of the union.
+    Ok(unsafe { status.u.unbound.dom })
+}
+
 /// `EVTCHNOP_close`.
 pub fn evtchn_close(port: u32) -> Result<()> {
     evtchn_op(abi::EVTCHNOP_close, &mut abi::evtchn_close { port })

@@ -120,6 +120,9 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     if let Err(e) = crate::time::xen::init_timer() {
         stop(format_args!("binding VIRQ_TIMER: {e}"));
     }
+    if let Err(e) = crate::gnttab::init() {
+        stop(format_args!("grant table: {e}"));
+    }
     kernel_main(options)
 }
 

@@ -86,12 +86,22 @@ pub fn translate(va: u64) -> Result<u64, MapError> {
     }
 }
 
-/// Maps `pfn` at `va` (4 KiB).
+/// Maps our page `pfn` at `va` (4 KiB).
 ///
 /// # Safety
 /// `va` is not used by anything else, and if `pfn` is also mapped elsewhere, Rust code
 /// does not hold exclusive references through either mapping while the other is used.
 pub unsafe fn map(va: u64, pfn: u64, writable: bool) -> Result<(), MapError> {
+    // SAFETY: forwarded contract; pfn_to_frame names our own page.
+    unsafe { map_frame(va, pvops::pfn_to_frame(pfn), writable) }
+}
+
+/// Maps the frame hardware (or Xen) knows as `frame` at `va`: for pages that are not in our
+/// pfn space, such as the grant table's.
+///
+/// # Safety
+/// As for [`map`]; and the frame must be one we may access (Xen refuses others).
+pub unsafe fn map_frame(va: u64, frame: u64, writable: bool) -> Result<(), MapError> {
     let e = entry(va, 1, true)?;
     // SAFETY: reading an entry of a live table.
     if unsafe { e.read_volatile() } & PTE_PRESENT != 0 {
@@ -99,7 +109,7 @@ pub unsafe fn map(va: u64, pfn: u64, writable: bool) -> Result<(), MapError> {
     }
     let rw = if writable { PTE_WRITABLE } else { 0 };
     // SAFETY: the caller vouches for the new alias; the slot was empty.
-    unsafe { pvops::set_pte(e, (pvops::pfn_to_frame(pfn) * PAGE_SIZE) | PTE_PRESENT | rw) };
+    unsafe { pvops::set_pte(e, (frame * PAGE_SIZE) | PTE_PRESENT | rw) };
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 mod boot;
 mod console;
 mod cpu;
+mod grant;
 mod hypercall;
 mod irq;
 mod mem;
@@ -56,6 +57,7 @@ const SUITES: &[&[Test]] = &[
     trap::TESTS,
     mem::TESTS,
     time::TESTS,
+    grant::TESTS,
     console::TESTS,
 ];
 

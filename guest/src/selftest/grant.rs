@@ -1,0 +1,104 @@
+use super::{check, xen_only, Outcome, Test};
+use crate::arch::{pfn_to_virt, xen, PAGE_SIZE};
+use crate::{gnttab, mm};
+use alloc::vec::Vec;
+use grant::abi::{CopyTarget, GnttabCopy};
+use grant::{DomId, GrantError};
+
+pub const TESTS: &[Test] = &[
+    Test { name: "grant::copy_through_self_grant", run: copy_through_self_grant },
+    Test { name: "grant::exhaustion_recovers", run: exhaustion_recovers },
+];
+
+/// We grant a page to ourselves and have Xen copy it, through the grant, into another page
+/// with one batched GNTTABOP_copy of two halves.
+fn copy_through_self_grant() -> Outcome {
+    xen_only!();
+    let domid = match hypercall::ops::own_domid() {
+        Ok(d) => DomId(d),
+        Err(e) => return Outcome::Fail(alloc::format!("own domid: {e}")),
+    };
+    let (src, dst) = match (mm::alloc_frame(), mm::alloc_frame()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Outcome::Fail("no frames".into()),
+    };
+    let (src_page, dst_page) = (pfn_to_virt(src) as *mut u64, pfn_to_virt(dst) as *mut u64);
+    for i in 0..PAGE_SIZE / 8 {
+        // SAFETY: both frames are ours, direct-mapped, and referenced by nothing else.
+        unsafe {
+            src_page.add(i as usize).write_volatile(0x9a9a_0000_0000 | i);
+            dst_page.add(i as usize).write_volatile(0);
+        }
+    }
+    let outcome = (|| {
+        let gref = match gnttab::grant_access(domid, xen::pfn_to_mfn(src), true) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Fail(alloc::format!("grant_access: {e}")),
+        };
+        let half = (PAGE_SIZE / 2) as u16;
+        let op = |offset: u16| {
+            GnttabCopy::new(
+                CopyTarget::Grant { gref, domid: DomId::SELF, offset },
+                CopyTarget::Frame { gmfn: xen::pfn_to_mfn(dst), domid: DomId::SELF, offset },
+                half,
+            )
+        };
+        let mut ops = [op(0), op(half)];
+        let before = hypercall::raw::count();
+        // SAFETY: the destination frame is ours and nothing references it while Xen writes.
+        let r = unsafe { grant::ops::copy(&mut ops) };
+        let calls = hypercall::raw::count() - before;
+        let ended = gnttab::end_access(gref);
+        check!(r.is_ok(), "GNTTABOP_copy: {r:?}");
+        check!(calls == 1, "{calls} hypercalls for one batch of two copies");
+        check!(ended.is_ok(), "end_access after the copy: {ended:?}");
+        for i in 0..PAGE_SIZE / 8 {
+            // SAFETY: as above; Xen has finished writing.
+            let v = unsafe { dst_page.add(i as usize).read_volatile() };
+            check!(v == 0x9a9a_0000_0000 | i, "word {i} copied as {v:#x}");
+        }
+        Outcome::Pass
+    })();
+    let _ = (mm::free_frame(src), mm::free_frame(dst));
+    outcome
+}
+
+/// Granting until Xen's table limit runs out of references is an error, not a hang or a
+/// panic; freeing one reference makes granting work again.
+fn exhaustion_recovers() -> Outcome {
+    xen_only!();
+    let domid = match hypercall::ops::own_domid() {
+        Ok(d) => DomId(d),
+        Err(e) => return Outcome::Fail(alloc::format!("own domid: {e}")),
+    };
+    let frame = match mm::alloc_frame() {
+        Ok(pfn) => xen::pfn_to_mfn(pfn),
+        Err(e) => return Outcome::Fail(alloc::format!("alloc: {e:?}")),
+    };
+    let mut refs = Vec::new();
+    let exhausted = loop {
+        match gnttab::grant_access(domid, frame, true) {
+            Ok(r) => refs.push(r),
+            Err(e) => break e,
+        }
+        if refs.len() > 1 << 20 {
+            break GrantError::TableFull;
+        }
+    };
+    let (frames, _) = gnttab::stats();
+    let again = gnttab::grant_access(domid, frame, true);
+    let freed = refs.pop().map(gnttab::end_access);
+    let after_free = gnttab::grant_access(domid, frame, true);
+    if let Ok(r) = after_free {
+        refs.push(r);
+    }
+    let ended = refs.iter().map(|&r| gnttab::end_access(r)).filter(Result::is_err).count();
+    let _ = mm::free_frame(crate::arch::xen::mfn_to_pfn(frame).unwrap_or(u64::MAX));
+    check!(exhausted == GrantError::Exhausted, "granting stopped with {exhausted:?}");
+    check!(again == Err(GrantError::Exhausted), "granting past exhaustion gave {again:?}");
+    check!(matches!(freed, Some(Ok(()))), "end_access: {freed:?}");
+    check!(after_free.is_ok(), "granting after a free gave {after_free:?}");
+    check!(ended == 0, "{ended} grants could not be ended");
+    log::info!("grant table: {} references in {frames} frames before exhaustion", refs.len());
+    Outcome::Pass
+}
