@@ -59,11 +59,19 @@ impl DemuxReport {
 /// One vCPU's view of an event channel ABI.
 ///
 /// Ports outside [`max_ports`](Self::max_ports) are an `Err(BadPort)`, never a panic.
+///
+/// Every method takes `&self` so that one view can live in a `static` and the handlers
+/// [`demux`](Self::demux) runs can mask, unmask, poll and clear ports through it: those
+/// four may run at any time, concurrently with `demux` or from inside one of its handlers.
+/// `demux` itself must not run concurrently with itself for the same vCPU, nor be re-entered
+/// from a handler: it keeps where its last walk stopped, and two walkers would strand
+/// queued events. The guest calls it only from that vCPU's upcall, with events masked.
+/// Breaking that rule loses events but is still memory-safe.
 pub trait EventAbi {
     /// Delivers every pending, unmasked event to `handle`, once per event, and clears the
     /// vCPU's upcall flag. Each event is marked not pending before its handler runs, so one
     /// raised again during the handler is delivered again rather than lost.
-    fn demux(&mut self, handle: &mut dyn FnMut(Port)) -> DemuxReport;
+    fn demux(&self, handle: &mut dyn FnMut(Port)) -> DemuxReport;
 
     /// Stops `port` from interrupting us; its events stay pending until it is unmasked.
     fn mask(&self, port: Port) -> Result<(), BadPort>;
@@ -88,7 +96,7 @@ mod tests {
     use super::*;
     use crate::sim::{FakeXen, FifoXen, TwoLevelXen};
 
-    fn demux<A: EventAbi + ?Sized>(abi: &mut A) -> (Vec<u32>, DemuxReport) {
+    fn demux<A: EventAbi + ?Sized>(abi: &A) -> (Vec<u32>, DemuxReport) {
         let mut got = Vec::new();
         let report = abi.demux(&mut |p| got.push(p.0));
         (got, report)
@@ -101,7 +109,7 @@ mod tests {
 
     /// What the guest relies on, whichever ABI it runs on.
     fn common_behaviour(x: &impl FakeXen) {
-        let mut abi = x.abi();
+        let abi = x.abi();
         let ports = [1, 63, 64, 1023, 1024, 4095];
         for p in ports.into_iter().chain(5..10) {
             unmask(x, &abi, p);
@@ -112,13 +120,13 @@ mod tests {
             abi.mask(Port(p)).unwrap();
             x.raise(p);
         }
-        let (got, report) = demux(&mut abi);
+        let (got, report) = demux(&abi);
         assert_eq!((got, report), (vec![], DemuxReport::default()));
         assert!(ports.iter().all(|&p| abi.is_pending(Port(p)) == Ok(true)));
         for p in ports {
             unmask(x, &abi, p);
         }
-        let (mut got, report) = demux(&mut abi);
+        let (mut got, report) = demux(&abi);
         got.sort_unstable();
         assert_eq!(got, ports);
         assert_eq!(report.delivered, ports.len() as u32);
@@ -128,7 +136,7 @@ mod tests {
         // Raising twice before delivery is one event.
         x.raise(5);
         x.raise(5);
-        assert_eq!(demux(&mut abi).0, [5]);
+        assert_eq!(demux(&abi).0, [5]);
 
         // An event raised by a handler is delivered in the same call.
         x.raise(6);
@@ -148,7 +156,7 @@ mod tests {
         assert_eq!(abi.clear_pending(Port(9)), Ok(true));
         assert_eq!(abi.clear_pending(Port(9)), Ok(false));
         assert_eq!(abi.unmask(Port(9)), Ok(Unmask::Done));
-        assert_eq!(demux(&mut abi).0, []);
+        assert_eq!(demux(&abi).0, []);
 
         let max = abi.max_ports();
         assert!(max >= 4096);
@@ -169,11 +177,53 @@ mod tests {
         common_behaviour(&FifoXen::new(4));
     }
 
+    /// Handlers reach the ABI through the same shared view that is running them, as the
+    /// guest's do through its `static`.
+    fn handlers_use_the_view_that_runs_them(x: &impl FakeXen) {
+        let abi = x.abi();
+        for p in 1..=4 {
+            unmask(x, &abi, p);
+        }
+        abi.mask(Port(3)).unwrap();
+        for p in [3, 1, 2, 4] {
+            x.raise(p);
+        }
+        let mut got = Vec::new();
+        let report = abi.demux(&mut |p| {
+            got.push(p.0);
+            if p.0 == 1 {
+                // Keep 2's event for later, drop 4's, let 3's through.
+                abi.mask(Port(2)).unwrap();
+                assert_eq!(abi.clear_pending(Port(4)), Ok(true));
+                unmask(x, &abi, 3);
+                assert_eq!(abi.is_pending(Port(3)), Ok(true));
+            }
+        });
+        assert_eq!(got, [1, 3]);
+        assert_eq!(report.delivered, 2);
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(abi.is_pending(Port(2)), Ok(true));
+        assert_eq!(abi.is_pending(Port(4)), Ok(false));
+
+        unmask(x, &abi, 2);
+        assert_eq!(demux(&abi).0, [2]);
+    }
+
+    #[test]
+    fn two_level_handlers_use_the_view_that_runs_them() {
+        handlers_use_the_view_that_runs_them(&TwoLevelXen::new());
+    }
+
+    #[test]
+    fn fifo_handlers_use_the_view_that_runs_them() {
+        handlers_use_the_view_that_runs_them(&FifoXen::new(1));
+    }
+
     #[test]
     fn demux_is_callable_through_a_trait_object() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
-        let abi: &mut dyn EventAbi = &mut fifo;
+        let fifo = x.abi();
+        let abi: &dyn EventAbi = &fifo;
         unmask(&x, abi, 3);
         x.raise(3);
         let (got, report) = demux(abi);

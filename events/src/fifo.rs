@@ -16,8 +16,11 @@
 //! ignored, and the work per call is bounded.
 
 use core::mem::{align_of, offset_of, size_of};
-use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU32, AtomicU8, Ordering::SeqCst};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::{
+    AtomicPtr, AtomicU32, AtomicU8, AtomicUsize,
+    Ordering::{Acquire, Relaxed, Release, SeqCst},
+};
 
 use xen_sys::{
     evtchn_fifo_control_block, vcpu_info, EVTCHN_FIFO_BUSY, EVTCHN_FIFO_LINKED,
@@ -63,6 +66,12 @@ const _: () = assert!(size_of::<evtchn_fifo_control_block>() == 72);
 const _: () = assert!(offset_of!(vcpu_info, evtchn_upcall_pending) == 0);
 const _: () = assert!(MAX_EVENT_ARRAY_PAGES == 128);
 
+// The guest keeps its view in a `static` and reaches it from any context.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Fifo<'static>>();
+};
+
 /// How many event array pages must be registered for `port` to have an event word:
 /// before binding a port, the guest registers pages until [`Fifo::covers`] it.
 pub const fn pages_needed_for(port: Port) -> usize {
@@ -83,21 +92,28 @@ pub struct ArrayFull;
 
 /// One vCPU's FIFO event state: its control block, the event array pages registered so far
 /// (at most `N`), and where each queue's walk stopped.
+///
+/// Shared by reference: see [`EventAbi`] for which calls may overlap, and
+/// [`add_array_page`](Self::add_array_page) for growing it.
 pub struct Fifo<'a, const N: usize = MAX_EVENT_ARRAY_PAGES> {
     ready: &'a AtomicU32,
     heads: &'a [AtomicU32; QUEUES],
     upcall_pending: &'a AtomicU8,
-    /// `pages[..nr_pages]` are registered, in the order Xen numbers them.
-    pages: [Option<&'a SharedPage>; N],
-    nr_pages: usize,
+    /// `pages[..nr_pages]` are registered, in the order Xen numbers them, each valid for
+    /// `'a`. A slot is written before `nr_pages` is raised past it (Release) and read only
+    /// below a count loaded with Acquire, so a lookup racing with a registration sees
+    /// either the old count or the new count and the page behind it.
+    pages: [AtomicPtr<SharedPage>; N],
+    nr_pages: AtomicUsize,
     /// The next port to consume in each queue; 0 when the walk reached the tail, so the
     /// next one is the head Xen writes to the control block when it finds the queue empty.
-    /// Port 0 is never bound, so it cannot be a real link.
-    next: [u32; QUEUES],
+    /// Port 0 is never bound, so it cannot be a real link. Only `demux` touches it, and it
+    /// never runs concurrently with itself, so relaxed accesses suffice.
+    next: [AtomicU32; QUEUES],
     /// Queues left with events when a [`demux`](Self::demux) ran out of work: their ready
     /// bits were taken from the control block and Xen will not set them again, since to
-    /// Xen the queues are not empty.
-    unfinished: u32,
+    /// Xen the queues are not empty. Relaxed, as `next`.
+    unfinished: AtomicU32,
 }
 
 impl<'a, const N: usize> Fifo<'a, N> {
@@ -107,7 +123,7 @@ impl<'a, const N: usize> Fifo<'a, N> {
     /// The control block must be zeroed before `EVTCHNOP_init_control` registers it (a page
     /// offset in the hypercall's argument, 8-byte aligned). For a given vCPU there must be
     /// one `Fifo` at a time: the queue walk's state lives here, and a second walker would
-    /// skip events.
+    /// strand events.
     ///
     /// # Safety
     /// 1. `control` points to this vCPU's FIFO control block and `vcpu` to this vCPU's
@@ -129,10 +145,10 @@ impl<'a, const N: usize> Fifo<'a, N> {
                 ready: &*(&raw const (*c).ready).cast::<AtomicU32>(),
                 heads: &*(&raw const (*c).head).cast::<[AtomicU32; QUEUES]>(),
                 upcall_pending: &*(&raw const (*v).evtchn_upcall_pending).cast::<AtomicU8>(),
-                pages: [None; N],
-                nr_pages: 0,
-                next: [0; QUEUES],
-                unfinished: 0,
+                pages: [const { AtomicPtr::new(ptr::null_mut()) }; N],
+                nr_pages: AtomicUsize::new(0),
+                next: [const { AtomicU32::new(0) }; QUEUES],
+                unfinished: AtomicU32::new(0),
             }
         }
     }
@@ -140,29 +156,32 @@ impl<'a, const N: usize> Fifo<'a, N> {
     /// Registers the event array page that `EVTCHNOP_expand_array` just gave Xen, making
     /// ports `max_ports()..max_ports() + 1024` usable.
     ///
-    /// Call it before the upcall can run again (with event delivery masked around the
-    /// hypercall and this call), and prepare the page with [`init_array_page`] first: a
-    /// port Xen queues on a page not registered here is taken for a corrupted link.
+    /// It may run while [`demux`](Self::demux) and the port operations run, on any CPU or
+    /// from a handler (binding a port beyond the pages so far): they see the page once this
+    /// returns, or not at all. Prepare the page with [`init_array_page`] first: its ports
+    /// then stay masked, so Xen queues none of them until the guest unmasks one, which it
+    /// can only do once the page is registered here. A port queued on a page not registered
+    /// here is taken for a corrupted link.
     ///
     /// # Safety
     /// 1. `page` is the page Xen accepted in the latest successful `EVTCHNOP_expand_array`,
     ///    mapped and writable for `'a`.
     /// 2. For `'a`, this domain accesses it only atomically.
-    pub unsafe fn add_array_page(
-        &mut self,
-        page: NonNull<EventArrayPage>,
-    ) -> Result<(), ArrayFull> {
-        let slot = self.pages.get_mut(self.nr_pages).ok_or(ArrayFull)?;
-        // SAFETY: the page is live for 'a (contract 1); `SharedPage` matches it in size and
-        // alignment (asserted above) and contract 2 rules out non-atomic access.
-        *slot = Some(unsafe { &*page.as_ptr().cast::<SharedPage>() });
-        self.nr_pages += 1;
+    /// 3. Calls on one `Fifo` do not overlap (the guest holds a lock around the hypercall
+    ///    and this call, which also keeps the pages in Xen's order): two at once would fill
+    ///    the same slot and count two pages.
+    pub unsafe fn add_array_page(&self, page: NonNull<EventArrayPage>) -> Result<(), ArrayFull> {
+        // Relaxed: only this function stores the count, and calls are serialized (contract 3).
+        let n = self.nr_pages.load(Relaxed);
+        let slot = self.pages.get(n).ok_or(ArrayFull)?;
+        slot.store(page.as_ptr().cast::<SharedPage>(), Relaxed);
+        self.nr_pages.store(n + 1, Release);
         Ok(())
     }
 
     /// Ports `0..max_ports()` have event words in registered pages.
     pub fn max_ports(&self) -> u32 {
-        (self.nr_pages * EVENT_WORDS_PER_PAGE) as u32
+        (self.nr_pages.load(Acquire) * EVENT_WORDS_PER_PAGE) as u32
     }
 
     /// Whether `port` has an event word in a registered page.
@@ -172,7 +191,15 @@ impl<'a, const N: usize> Fifo<'a, N> {
 
     fn word(&self, port: u32) -> Option<&'a AtomicU32> {
         let p = port as usize;
-        let page = self.pages.get(p / EVENT_WORDS_PER_PAGE).copied().flatten()?;
+        let index = p / EVENT_WORDS_PER_PAGE;
+        if index >= self.nr_pages.load(Acquire) {
+            return None;
+        }
+        let page = self.pages[index].load(Relaxed);
+        // SAFETY: below the count, so `add_array_page` stored this pointer before
+        // publishing the count we acquired: a page valid for 'a and accessed only
+        // atomically (its contract), which `SharedPage` matches in size and alignment.
+        let page = unsafe { &*page };
         Some(&page[p % EVENT_WORDS_PER_PAGE])
     }
 
@@ -236,10 +263,13 @@ impl<'a, const N: usize> Fifo<'a, N> {
     /// (a pass started because the upcall flag was set again counts as a step). Past it the
     /// call returns with [`DemuxReport::cut_short`], leaving the upcall pending
     /// and the walk's state here for the next call.
-    pub fn demux(&mut self, mut handle: impl FnMut(Port)) -> DemuxReport {
+    ///
+    /// Handlers may mask, unmask and clear ports and register pages through `self`. Must
+    /// not run concurrently with itself for this vCPU (see [`EventAbi`]).
+    pub fn demux(&self, mut handle: impl FnMut(Port)) -> DemuxReport {
         let mut report = DemuxReport::default();
         let mut budget = self.max_ports() as usize + QUEUES;
-        let mut ready = self.unfinished;
+        let mut ready = self.unfinished.load(Relaxed);
         loop {
             // Cleared first: Xen sets it again with any ready bit it sets from here on.
             self.upcall_pending.store(0, SeqCst);
@@ -253,12 +283,12 @@ impl<'a, const N: usize> Fifo<'a, N> {
                 ready |= self.take_ready(&mut report);
             }
             if ready == 0 && self.upcall_pending.load(SeqCst) == 0 {
-                self.unfinished = 0;
+                self.unfinished.store(0, Relaxed);
                 return report;
             }
             // Another pass costs too, so a flag that stays set cannot hold us here.
             if budget == 0 {
-                self.unfinished = ready;
+                self.unfinished.store(ready, Relaxed);
                 self.upcall_pending.store(1, SeqCst);
                 report.cut_short = true;
                 return report;
@@ -278,12 +308,13 @@ impl<'a, const N: usize> Fifo<'a, N> {
     /// Takes the next port off `queue` and delivers its event if it has one. Returns whether
     /// the queue may hold more.
     fn consume_one(
-        &mut self,
+        &self,
         queue: usize,
         report: &mut DemuxReport,
         handle: &mut impl FnMut(Port),
     ) -> bool {
-        let port = match self.next[queue] {
+        let next = &self.next[queue];
+        let port = match next.load(Relaxed) {
             0 => self.heads[queue].load(SeqCst),
             p => p,
         };
@@ -293,12 +324,12 @@ impl<'a, const N: usize> Fifo<'a, N> {
         }
         let Some(word) = self.word(port) else {
             report.bad_link = Some(BadLink { queue: queue as u8, port: Port(port) });
-            self.next[queue] = 0;
+            next.store(0, Relaxed);
             return false;
         };
 
         let link = clear_linked(word);
-        self.next[queue] = link;
+        next.store(link, Relaxed);
         // Clearing only if pending and unmasked, in one step, so that a port the guest
         // masked (on another path) keeps its event for the unmask.
         let take = |w: u32| (w & (PENDING | MASKED) == PENDING).then_some(w & !PENDING);
@@ -320,7 +351,7 @@ fn clear_linked(word: &AtomicU32) -> u32 {
 }
 
 impl<const N: usize> EventAbi for Fifo<'_, N> {
-    fn demux(&mut self, handle: &mut dyn FnMut(Port)) -> DemuxReport {
+    fn demux(&self, handle: &mut dyn FnMut(Port)) -> DemuxReport {
         Fifo::demux(self, handle)
     }
 
@@ -351,13 +382,13 @@ mod tests {
     use crate::sim::{FakeXen, FifoXen};
 
     /// Unmasks `ports`, as binding them would; none may have an event waiting.
-    fn bind(fifo: &Fifo<'_>, ports: impl IntoIterator<Item = u32>) {
+    fn bind<const N: usize>(fifo: &Fifo<'_, N>, ports: impl IntoIterator<Item = u32>) {
         for p in ports {
             assert_eq!(fifo.unmask(Port(p)), Ok(Unmask::Done));
         }
     }
 
-    fn delivered(fifo: &mut Fifo<'_>) -> (Vec<u32>, DemuxReport) {
+    fn delivered(fifo: &Fifo<'_>) -> (Vec<u32>, DemuxReport) {
         let mut got = Vec::new();
         let report = fifo.demux(|p| got.push(p.0));
         (got, report)
@@ -369,7 +400,7 @@ mod tests {
     #[test]
     fn single_event_once() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, [5]);
         x.raise(5);
         assert_eq!(x.upcall_pending().load(SeqCst), 1);
@@ -377,25 +408,25 @@ mod tests {
         assert_eq!(x.head(DEFAULT).load(SeqCst), 5);
         assert_eq!(x.word(5).load(SeqCst), PENDING | LINKED);
 
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert_eq!(got, [5]);
         assert_eq!(report, DemuxReport { delivered: 1, ..DemuxReport::default() });
         assert_eq!(x.word(5).load(SeqCst), 0, "unlinked, not pending");
         assert_eq!(x.ready().load(SeqCst), 0);
         assert_eq!(x.upcall_pending().load(SeqCst), 0);
-        assert_eq!(delivered(&mut fifo), (vec![], DemuxReport::default()));
+        assert_eq!(delivered(&fifo), (vec![], DemuxReport::default()));
     }
 
     #[test]
     fn events_across_pages_arrive_in_the_order_raised() {
         let x = FifoXen::new(4);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         let ports = [4095, 1, 1023, 1024, 2047, 2048, 3000, 5];
         bind(&fifo, ports);
         for p in ports {
             x.raise(p);
         }
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert_eq!(got, ports);
         assert!(report.is_clean());
         assert!(ports.iter().all(|&p| x.word(p).load(SeqCst) == 0));
@@ -404,13 +435,13 @@ mod tests {
     #[test]
     fn every_port_is_deliverable() {
         let x = FifoXen::new(4);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, 1..4096);
         for p in 1..4096 {
             x.set_priority(p, (p % 16) as usize);
             x.raise(p);
         }
-        let (mut got, report) = delivered(&mut fifo);
+        let (mut got, report) = delivered(&fifo);
         assert_eq!(report.delivered, 4095);
         assert!(report.is_clean());
         got.sort_unstable();
@@ -420,7 +451,7 @@ mod tests {
     #[test]
     fn higher_priority_queues_go_first() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, [10, 11, 12, 20, 21, 22, 30]);
         for p in [10, 11, 12] {
             x.set_priority(p, LOW);
@@ -445,17 +476,17 @@ mod tests {
     #[test]
     fn masked_event_waits_and_unmask_asks_for_the_hypercall() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         assert_eq!(x.word(9).load(SeqCst), MASKED, "pages start masked");
         x.raise(9);
         assert_eq!(x.word(9).load(SeqCst), PENDING | MASKED, "pending, not queued");
         assert_eq!(x.upcall_pending().load(SeqCst), 0);
-        assert_eq!(delivered(&mut fifo).0, []);
+        assert_eq!(delivered(&fifo).0, []);
 
         assert_eq!(fifo.unmask(Port(9)), Ok(Unmask::NeedsHypercall));
         assert_eq!(x.word(9).load(SeqCst), PENDING | MASKED, "left for Xen to unmask");
         x.follow(9, Unmask::NeedsHypercall);
-        assert_eq!(delivered(&mut fifo).0, [9]);
+        assert_eq!(delivered(&fifo).0, [9]);
 
         // Without an event waiting, unmasking is ours alone.
         fifo.mask(Port(9)).unwrap();
@@ -476,19 +507,19 @@ mod tests {
     #[test]
     fn polled_port_is_read_and_cleared_without_delivery() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         assert_eq!(fifo.is_pending(Port(8)), Ok(false));
         x.raise(8);
         assert_eq!(fifo.is_pending(Port(8)), Ok(true));
         assert_eq!(fifo.clear_pending(Port(8)), Ok(true));
         assert_eq!(fifo.clear_pending(Port(8)), Ok(false));
         assert_eq!(fifo.unmask(Port(8)), Ok(Unmask::Done));
-        assert_eq!(delivered(&mut fifo).0, []);
+        assert_eq!(delivered(&fifo).0, []);
 
         // Cleared while queued: the walk unlinks it without delivering.
         x.raise(8);
         assert_eq!(fifo.clear_pending(Port(8)), Ok(true));
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert_eq!((got, report.delivered), (vec![], 0));
         assert_eq!(x.word(8).load(SeqCst), 0);
     }
@@ -496,7 +527,7 @@ mod tests {
     #[test]
     fn an_event_raised_again_while_queued_is_delivered_once() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, [3, 4, 5]);
         x.raise(3);
         x.raise(4);
@@ -525,36 +556,98 @@ mod tests {
     #[test]
     fn ports_follow_the_registered_pages() {
         let x = FifoXen::new(0);
-        let mut fifo = x.bare::<2>();
+        let fifo = x.bare::<2>();
         assert_eq!(fifo.max_ports(), 0);
         assert!(!fifo.covers(Port(0)));
         assert_eq!(fifo.mask(Port(0)), Err(BadPort(Port(0))));
-        assert_eq!(delivered_n(&mut fifo), 0);
+        assert_eq!(delivered_n(&fifo), 0);
 
         assert_eq!(pages_needed_for(Port(1)), 1);
         assert_eq!(pages_needed_for(Port(1023)), 1);
         assert_eq!(pages_needed_for(Port(1024)), 2);
         assert_eq!(pages_needed_for(Port(LINK_MASK)), MAX_EVENT_ARRAY_PAGES);
 
-        x.grow(&mut fifo).unwrap();
+        x.grow(&fifo).unwrap();
         assert!(fifo.covers(Port(1023)) && !fifo.covers(Port(1024)));
         assert_eq!(fifo.unmask(Port(1024)), Err(BadPort(Port(1024))));
-        x.grow(&mut fifo).unwrap();
+        x.grow(&fifo).unwrap();
         assert_eq!(fifo.max_ports(), 2048);
         assert_eq!(fifo.unmask(Port(1024)), Ok(Unmask::Done));
-        assert_eq!(x.grow(&mut fifo), Err(ArrayFull));
+        assert_eq!(x.grow(&fifo), Err(ArrayFull));
         assert_eq!(fifo.max_ports(), 2048);
         assert_eq!(fifo.is_pending(Port(u32::MAX)), Err(BadPort(Port(u32::MAX))));
     }
 
-    fn delivered_n<const N: usize>(fifo: &mut Fifo<'_, N>) -> u32 {
+    #[test]
+    fn a_handler_may_register_a_page_while_earlier_ports_keep_working() {
+        let x = FifoXen::new(1);
+        let fifo = x.abi();
+        bind(&fifo, [5, 6, 7]);
+        x.raise(5);
+        x.raise(6);
+        let mut got = Vec::new();
+        let report = fifo.demux(|p| {
+            got.push(p.0);
+            if p.0 == 5 {
+                // Binding port 1500 takes a second page.
+                assert!(!fifo.covers(Port(1500)));
+                x.grow(&fifo).unwrap();
+                bind(&fifo, [1500]);
+                x.raise(1500);
+                x.raise(7);
+            }
+        });
+        assert!(report.is_clean(), "{report:?}");
+        assert_eq!(got, [5, 6, 1500, 7]);
+        assert_eq!(fifo.max_ports(), 2048);
+
+        fifo.mask(Port(6)).unwrap();
+        for p in [5, 6, 7, 1500] {
+            x.raise(p);
+        }
+        assert_eq!(delivered(&fifo).0, [5, 7, 1500]);
+        assert_eq!(fifo.clear_pending(Port(6)), Ok(true));
+    }
+
+    #[test]
+    fn lookups_racing_with_registration_see_whole_pages() {
+        use std::sync::atomic::AtomicBool;
+        let x = FifoXen::new(0);
+        let fifo = x.bare::<8>();
+        x.grow(&fifo).unwrap();
+        bind(&fifo, [1]);
+        let (started, done) = (AtomicBool::new(false), AtomicBool::new(false));
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(SeqCst) {
+                    // Every page the count admits is there, masked as prepared.
+                    let pages = fifo.max_ports() / EVENT_WORDS_PER_PAGE as u32;
+                    for page in 0..pages {
+                        let last = Port((page + 1) * EVENT_WORDS_PER_PAGE as u32 - 1);
+                        assert_eq!(fifo.is_pending(last), Ok(false));
+                    }
+                    fifo.mask(Port(1)).unwrap();
+                    assert_eq!(fifo.unmask(Port(1)), Ok(Unmask::Done));
+                    started.store(true, SeqCst);
+                }
+            });
+            while !started.load(SeqCst) {
+                std::hint::spin_loop();
+            }
+            while x.grow(&fifo).is_ok() {}
+            done.store(true, SeqCst);
+        });
+        assert_eq!(fifo.max_ports(), 8 * EVENT_WORDS_PER_PAGE as u32);
+    }
+
+    fn delivered_n<const N: usize>(fifo: &Fifo<'_, N>) -> u32 {
         fifo.demux(|_| {}).delivered
     }
 
     #[test]
     fn a_link_beyond_the_pages_drops_the_rest_of_its_queue() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, [3, 4, 6]);
         x.set_priority(6, 0);
         x.raise(3);
@@ -564,23 +657,23 @@ mod tests {
         x.word(3).store(w & !LINK_MASK | 2000, SeqCst);
         x.raise(6);
 
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert_eq!(got, [6, 3]);
         assert_eq!(report.bad_link, Some(BadLink { queue: DEFAULT as u8, port: Port(2000) }));
         assert_eq!(report.delivered, 2);
         assert_eq!(x.word(4).load(SeqCst), PENDING | LINKED, "lost with its queue");
-        assert_eq!(delivered(&mut fifo), (vec![], DemuxReport::default()));
+        assert_eq!(delivered(&fifo), (vec![], DemuxReport::default()));
     }
 
     #[test]
     fn a_head_beyond_the_pages_is_reported_and_other_queues_are_served() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, [3]);
         x.head(2).store(70_000, SeqCst);
         x.ready().fetch_or(1 << 2, SeqCst);
         x.raise(3);
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert_eq!(got, [3]);
         assert_eq!(report.bad_link, Some(BadLink { queue: 2, port: Port(70_000) }));
         assert_eq!(x.ready().load(SeqCst), 0);
@@ -590,12 +683,12 @@ mod tests {
     #[test]
     fn garbage_ready_bits_are_reported_and_ignored() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, [3]);
         x.raise(3);
         // Queue 4's bit has no head behind it: nothing was ever queued there.
         x.ready().fetch_or(0xdead_0000 | 1 << 4, SeqCst);
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert_eq!(got, [3]);
         assert_eq!(
             report,
@@ -606,14 +699,14 @@ mod tests {
     #[test]
     fn cycles_in_the_links_end_at_the_first_port_seen_again() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         x.word(10).store(PENDING | LINKED | 11, SeqCst);
         x.word(11).store(PENDING | LINKED | 10, SeqCst);
         x.word(12).store(PENDING | LINKED | 12, SeqCst);
         x.head(3).store(10, SeqCst);
         x.head(4).store(12, SeqCst);
         x.ready().store(1 << 3 | 1 << 4, SeqCst);
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert_eq!(got, [10, 11, 12]);
         assert!(report.is_clean());
     }
@@ -621,7 +714,7 @@ mod tests {
     #[test]
     fn a_cycle_rewritten_as_fast_as_it_is_walked_is_cut_short() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         // Raised first, but in a lower queue than the cycle, so its ready bit is taken and
         // then left waiting.
         bind(&fifo, [50]);
@@ -644,7 +737,7 @@ mod tests {
         assert_eq!(x.upcall_pending().load(SeqCst), 1, "so Xen comes back for the rest");
 
         // Left alone, the walk finishes the cycle and serves the queue it had to leave.
-        let (got, report) = delivered(&mut fifo);
+        let (got, report) = delivered(&fifo);
         assert!(report.is_clean(), "{report:?}");
         assert_eq!(got, [10, 11, 50]);
         assert_eq!(x.upcall_pending().load(SeqCst), 0);
@@ -654,7 +747,7 @@ mod tests {
     fn an_upcall_flag_that_stays_set_cannot_hold_demux() {
         use std::sync::atomic::AtomicBool;
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         let flag = x.upcall_pending();
         let stop = AtomicBool::new(false);
         std::thread::scope(|s| {
@@ -674,7 +767,7 @@ mod tests {
     #[test]
     fn a_self_raising_port_does_not_starve_its_queue() {
         let x = FifoXen::new(1);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, [1, 2, 3]);
         for p in [1, 2, 3] {
             x.raise(p);
@@ -690,14 +783,14 @@ mod tests {
         assert_eq!(&got[..4], [1, 2, 3, 1]);
         assert_eq!(got.iter().filter(|&&p| p != 1).count(), 2);
         // It stops raising itself: the one event left is delivered and the walk ends.
-        assert_eq!(delivered(&mut fifo).0, [1]);
+        assert_eq!(delivered(&fifo).0, [1]);
     }
 
     #[test]
     fn each_event_is_handled_exactly_once_under_interleaving() {
         const PORTS: u32 = 4096;
         let x = FifoXen::new(4);
-        let mut fifo = x.abi();
+        let fifo = x.abi();
         bind(&fifo, 1..PORTS);
         let mut raised = vec![0u32; PORTS as usize];
         let mut handled = vec![0u32; PORTS as usize];

@@ -157,7 +157,7 @@ impl FifoXen {
     }
 
     /// The guest growing the event array by one page, through `EVTCHNOP_expand_array`.
-    pub fn grow<'a, const N: usize>(&'a self, fifo: &mut Fifo<'a, N>) -> Result<(), ArrayFull> {
+    pub fn grow<'a, const N: usize>(&'a self, fifo: &Fifo<'a, N>) -> Result<(), ArrayFull> {
         let page = self.expand_array();
         // SAFETY: the page Xen just accepted, live while `&self` is borrowed, accessed only
         // atomically.
@@ -226,7 +226,7 @@ impl FakeXen for FifoXen {
 
     /// The guest's view with the pages Xen has so far.
     fn abi(&self) -> Fifo<'_> {
-        let mut fifo = self.bare();
+        let fifo = self.bare();
         for &page in self.pages.borrow().iter() {
             // SAFETY: Xen's pages in Xen's order, live while `&self` is borrowed, accessed
             // only atomically.

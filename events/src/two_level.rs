@@ -8,7 +8,7 @@
 
 use core::mem::{align_of, offset_of, size_of};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 use xen_sys::{shared_info, vcpu_info, xen_ulong_t};
 
@@ -32,20 +32,32 @@ const _: () = assert!(size_of::<shared_info>() == 3136);
 const _: () = assert!(offset_of!(vcpu_info, evtchn_upcall_pending) == 0);
 const _: () = assert!(offset_of!(vcpu_info, evtchn_pending_sel) == 8);
 
+// The guest keeps its view in a `static` and reaches it from any context.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<TwoLevel<'static>>();
+};
+
 /// The 2-level event state of one vCPU and where its last scan stopped.
+///
+/// Shared by reference: see [`EventAbi`] for which calls may overlap.
 pub struct TwoLevel<'a> {
     pending: &'a [AtomicU64; WORDS],
     mask: &'a [AtomicU64; WORDS],
     pending_sel: &'a AtomicU64,
     upcall_pending: &'a AtomicU8,
-    /// The next scan starts at this word and bit, just after the last port delivered, so a
-    /// port that fires again and again cannot keep higher ports waiting.
-    next_word: usize,
-    next_bit: usize,
+    /// The port the next scan starts at, just after the last port delivered, so a port that
+    /// fires again and again cannot keep higher ports waiting. Only `demux` touches it, and
+    /// it never runs concurrently with itself, so relaxed accesses suffice.
+    resume: AtomicUsize,
 }
 
 impl<'a> TwoLevel<'a> {
     /// Views the event fields of `shared` and `vcpu` as atomics.
+    ///
+    /// For a given vCPU there must be one `TwoLevel` at a time that [`demux`](Self::demux)
+    /// is called on, as the scan's resume point lives here; other views may serve the port
+    /// operations.
     ///
     /// # Safety
     /// 1. `shared` points to this domain's `shared_info` and `vcpu` to this vCPU's
@@ -65,8 +77,7 @@ impl<'a> TwoLevel<'a> {
                 mask: &*(&raw const (*s).evtchn_mask).cast::<[AtomicU64; WORDS]>(),
                 pending_sel: &*(&raw const (*v).evtchn_pending_sel).cast::<AtomicU64>(),
                 upcall_pending: &*(&raw const (*v).evtchn_upcall_pending).cast::<AtomicU8>(),
-                next_word: 0,
-                next_bit: 0,
+                resume: AtomicUsize::new(0),
             }
         }
     }
@@ -88,22 +99,22 @@ impl<'a> TwoLevel<'a> {
     }
 
     /// Lets `port` interrupt us again. An event that arrived while masked did not mark its
-    /// word in `evtchn_pending_sel`; this marks it, as Xen would have. Returns whether that
-    /// made an upcall pending: the caller must then run [`demux`](Self::demux) (or let the
-    /// upcall run) to deliver it.
-    pub fn unmask(&self, port: Port) -> Result<bool, BadPort> {
+    /// word in `evtchn_pending_sel`; this marks it, as Xen would have, and returns
+    /// [`Unmask::ForceUpcallCheck`] if that made an upcall pending: Xen delivers it on its
+    /// next return to the guest (a running [`demux`](Self::demux) picks it up too).
+    pub fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
         let (word, bit) = Self::locate(port)?;
         self.mask[word].fetch_and(!bit, Ordering::SeqCst);
         if self.pending[word].load(Ordering::SeqCst) & bit == 0 {
-            return Ok(false);
+            return Ok(Unmask::Done);
         }
         let sel = 1 << word;
         if self.pending_sel.fetch_or(sel, Ordering::SeqCst) & sel != 0 {
             // The word was already selected, so an upcall is already on its way.
-            return Ok(false);
+            return Ok(Unmask::Done);
         }
         self.upcall_pending.store(1, Ordering::SeqCst);
-        Ok(true)
+        Ok(Unmask::ForceUpcallCheck)
     }
 
     /// Whether an event is pending on `port` (masked or not).
@@ -125,21 +136,31 @@ impl<'a> TwoLevel<'a> {
     ///
     /// Scanning resumes just after the last port delivered (word and bit), as Linux's
     /// `evtchn_2l_handle_events` does, so a busy low port cannot starve higher ones.
-    pub fn demux(&mut self, mut handle: impl FnMut(Port)) {
+    ///
+    /// Handlers may mask, unmask and clear ports through `self`: the mask is read again
+    /// before each port is taken, so a port masked by an earlier handler keeps its event.
+    /// Must not run concurrently with itself for this vCPU (see [`EventAbi`]).
+    pub fn demux(&self, mut handle: impl FnMut(Port)) -> DemuxReport {
+        let mut delivered = 0u32;
+        let mut count = |port| {
+            delivered = delivered.saturating_add(1);
+            handle(port);
+        };
         loop {
             self.upcall_pending.store(0, Ordering::SeqCst);
-            self.scan(&mut handle);
+            self.scan(&mut count);
             if self.upcall_pending.load(Ordering::SeqCst) == 0 {
-                return;
+                return DemuxReport { delivered, ..DemuxReport::default() };
             }
         }
     }
 
     /// One pass over the words selected in `evtchn_pending_sel`.
-    fn scan(&mut self, handle: &mut impl FnMut(Port)) {
+    fn scan(&self, handle: &mut impl FnMut(Port)) {
         let mut words = self.pending_sel.swap(0, Ordering::SeqCst);
-        let start_word = self.next_word;
-        let start_bit = self.next_bit;
+        let resume = self.resume.load(Ordering::Relaxed);
+        let start_word = resume / WORD_BITS;
+        let start_bit = resume % WORD_BITS;
         let mut word = start_word;
         let mut first_visit = true;
 
@@ -156,9 +177,10 @@ impl<'a> TwoLevel<'a> {
             // then whole after wrapping around, so its lower bits come last.
             let resuming = word == start_word && first_visit;
             let mut bit = if resuming { start_bit } else { 0 };
-            let active =
-                self.pending[word].load(Ordering::SeqCst) & !self.mask[word].load(Ordering::SeqCst);
             loop {
+                // Read afresh for each port: the last handler may have masked the next one.
+                let active = self.pending[word].load(Ordering::SeqCst)
+                    & !self.mask[word].load(Ordering::SeqCst);
                 let bits = active & (u64::MAX << bit);
                 if bits == 0 {
                     break;
@@ -170,9 +192,9 @@ impl<'a> TwoLevel<'a> {
                 if self.pending[word].fetch_and(!b, Ordering::SeqCst) & b != 0 {
                     handle(Port((word * WORD_BITS + bit) as u32));
                 }
-                bit = (bit + 1) % WORD_BITS;
-                self.next_word = if bit == 0 { (word + 1) % WORDS } else { word };
-                self.next_bit = bit;
+                let next = word * WORD_BITS + bit + 1;
+                self.resume.store(next % NR_PORTS, Ordering::Relaxed);
+                bit = next % WORD_BITS;
                 if bit == 0 {
                     break;
                 }
@@ -188,13 +210,8 @@ impl<'a> TwoLevel<'a> {
 }
 
 impl EventAbi for TwoLevel<'_> {
-    fn demux(&mut self, handle: &mut dyn FnMut(Port)) -> DemuxReport {
-        let mut delivered = 0u32;
-        TwoLevel::demux(self, |port| {
-            delivered = delivered.saturating_add(1);
-            handle(port);
-        });
-        DemuxReport { delivered, ..DemuxReport::default() }
+    fn demux(&self, handle: &mut dyn FnMut(Port)) -> DemuxReport {
+        TwoLevel::demux(self, handle)
     }
 
     fn mask(&self, port: Port) -> Result<(), BadPort> {
@@ -202,10 +219,7 @@ impl EventAbi for TwoLevel<'_> {
     }
 
     fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
-        Ok(match TwoLevel::unmask(self, port)? {
-            true => Unmask::ForceUpcallCheck,
-            false => Unmask::Done,
-        })
+        TwoLevel::unmask(self, port)
     }
 
     fn is_pending(&self, port: Port) -> Result<bool, BadPort> {
@@ -226,7 +240,7 @@ mod tests {
     use super::*;
     use crate::sim::{FakeXen, TwoLevelXen};
 
-    fn delivered(ev: &mut TwoLevel<'_>) -> Vec<u32> {
+    fn delivered(ev: &TwoLevel<'_>) -> Vec<u32> {
         let mut out = Vec::new();
         ev.demux(|p| out.push(p.0));
         out
@@ -235,45 +249,45 @@ mod tests {
     #[test]
     fn single_event_once() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         mem.raise(5);
         assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 1);
-        assert_eq!(delivered(&mut ev), [5]);
+        assert_eq!(delivered(&ev), [5]);
         assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 0);
         assert_eq!(ev.pending_sel.load(Ordering::SeqCst), 0);
         assert_eq!(ev.pending[0].load(Ordering::SeqCst), 0);
-        assert_eq!(delivered(&mut ev), []);
+        assert_eq!(delivered(&ev), []);
     }
 
     #[test]
     fn repeated_raises_before_delivery_coalesce() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         mem.raise(9);
         mem.raise(9);
-        assert_eq!(delivered(&mut ev), [9]);
+        assert_eq!(delivered(&ev), [9]);
     }
 
     #[test]
     fn many_events_across_words() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         let ports = [0, 1, 63, 64, 127, 128, 2048, 2049, 4032, 4095];
         for &p in ports.iter().rev() {
             mem.raise(p);
         }
-        assert_eq!(delivered(&mut ev), ports);
+        assert_eq!(delivered(&ev), ports);
         assert!(ev.pending.iter().all(|w| w.load(Ordering::SeqCst) == 0));
     }
 
     #[test]
     fn every_port_is_deliverable() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         for p in 0..NR_PORTS as u32 {
             mem.raise(p);
         }
-        let mut got = delivered(&mut ev);
+        let mut got = delivered(&ev);
         got.sort_unstable();
         assert_eq!(got, (0..NR_PORTS as u32).collect::<Vec<_>>());
     }
@@ -281,26 +295,26 @@ mod tests {
     #[test]
     fn polled_ports_are_read_and_cleared_without_delivery() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         ev.mask(Port(70)).unwrap();
         assert_eq!(ev.is_pending(Port(70)), Ok(false));
         mem.raise(70);
         assert_eq!(ev.is_pending(Port(70)), Ok(true));
         assert_eq!(ev.clear_pending(Port(70)), Ok(true));
         assert_eq!(ev.clear_pending(Port(70)), Ok(false));
-        assert_eq!(ev.unmask(Port(70)), Ok(false), "nothing left to deliver");
-        assert_eq!(delivered(&mut ev), []);
+        assert_eq!(ev.unmask(Port(70)), Ok(Unmask::Done), "nothing left to deliver");
+        assert_eq!(delivered(&ev), []);
         assert_eq!(ev.is_pending(Port(4096)), Err(BadPort(Port(4096))));
     }
 
     #[test]
     fn masked_events_stay_pending_until_unmasked() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         ev.mask(Port(9)).unwrap();
         mem.raise(9);
         mem.raise(10);
-        assert_eq!(delivered(&mut ev), [10]);
+        assert_eq!(delivered(&ev), [10]);
         assert_ne!(ev.pending[0].load(Ordering::SeqCst) & (1 << 9), 0, "still pending");
         // A masked event does not select its word or raise an upcall on its own.
         ev.mask(Port(11)).unwrap();
@@ -308,17 +322,17 @@ mod tests {
         mem.raise(11);
         mem.raise(200);
         assert_eq!(ev.upcall_pending.load(Ordering::SeqCst), 0);
-        assert_eq!(delivered(&mut ev), []);
+        assert_eq!(delivered(&ev), []);
 
-        assert_eq!(ev.unmask(Port(9)), Ok(true));
-        assert_eq!(ev.unmask(Port(11)), Ok(false), "word 0 already selected");
-        assert_eq!(ev.unmask(Port(200)), Ok(true));
+        assert_eq!(ev.unmask(Port(9)), Ok(Unmask::ForceUpcallCheck));
+        assert_eq!(ev.unmask(Port(11)), Ok(Unmask::Done), "word 0 already selected");
+        assert_eq!(ev.unmask(Port(200)), Ok(Unmask::ForceUpcallCheck));
         // The scan resumes after port 10, the last one delivered.
-        assert_eq!(delivered(&mut ev), [11, 200, 9]);
+        assert_eq!(delivered(&ev), [11, 200, 9]);
         // Unmasking a port with nothing pending raises nothing.
         ev.mask(Port(9)).unwrap();
-        assert_eq!(ev.unmask(Port(9)), Ok(false));
-        assert_eq!(delivered(&mut ev), []);
+        assert_eq!(ev.unmask(Port(9)), Ok(Unmask::Done));
+        assert_eq!(delivered(&ev), []);
     }
 
     #[test]
@@ -332,7 +346,7 @@ mod tests {
     #[test]
     fn a_self_raising_port_does_not_starve_higher_ones() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         mem.raise(1);
         mem.raise(2);
         mem.raise(4000);
@@ -354,34 +368,34 @@ mod tests {
     #[test]
     fn scanning_resumes_after_the_last_port_delivered() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         mem.raise(70);
-        assert_eq!(delivered(&mut ev), [70]);
-        assert_eq!((ev.next_word, ev.next_bit), (1, 7));
+        assert_eq!(delivered(&ev), [70]);
+        assert_eq!(ev.resume.load(Ordering::Relaxed), 64 + 7);
         // Next time: the rest of word 1, later words, then from the top, word 1 last.
         for p in [3, 65, 71, 200] {
             mem.raise(p);
         }
-        assert_eq!(delivered(&mut ev), [71, 200, 3, 65]);
+        assert_eq!(delivered(&ev), [71, 200, 3, 65]);
     }
 
     #[test]
     fn resume_point_wraps_past_the_last_port() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         mem.raise(4095);
-        assert_eq!(delivered(&mut ev), [4095]);
-        assert_eq!((ev.next_word, ev.next_bit), (0, 0));
+        assert_eq!(delivered(&ev), [4095]);
+        assert_eq!(ev.resume.load(Ordering::Relaxed), 0);
         mem.raise(127);
         mem.raise(64);
-        assert_eq!(delivered(&mut ev), [64, 127]);
-        assert_eq!((ev.next_word, ev.next_bit), (2, 0));
+        assert_eq!(delivered(&ev), [64, 127]);
+        assert_eq!(ev.resume.load(Ordering::Relaxed), 2 * 64);
     }
 
     #[test]
     fn each_event_is_handled_exactly_once_under_interleaving() {
         let mem = TwoLevelXen::new();
-        let mut ev = mem.abi();
+        let ev = mem.abi();
         let x = mem.abi();
         let mut raised = vec![0u32; NR_PORTS];
         let mut handled = vec![0u32; NR_PORTS];

@@ -4,21 +4,22 @@
 
 use log::LevelFilter;
 
-/// Which self-tests run: all, none, or those whose name starts with one of the prefixes.
+/// Which self-tests (or benchmarks) run: all, none, or those whose name starts with one of
+/// the prefixes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TestSelection<'a> {
+pub enum Selection<'a> {
     All,
     None,
     /// A comma-separated list of name prefixes, e.g. `mem::,time::clock`.
     Prefixes(&'a str),
 }
 
-impl TestSelection<'_> {
+impl Selection<'_> {
     pub fn selects(&self, name: &str) -> bool {
         match self {
-            TestSelection::All => true,
-            TestSelection::None => false,
-            TestSelection::Prefixes(list) => {
+            Selection::All => true,
+            Selection::None => false,
+            Selection::Prefixes(list) => {
                 list.split(',').filter(|p| !p.is_empty()).any(|p| name.starts_with(p))
             }
         }
@@ -34,6 +35,15 @@ pub enum Fault {
     InvalidOpcode,
     /// A Rust panic.
     Panic,
+}
+
+/// Which event channel ABI to use under Xen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EvtchnAbi {
+    /// FIFO when Xen offers it, else 2-level.
+    Auto,
+    TwoLevel,
+    Fifo,
 }
 
 /// A problem with one option.
@@ -60,8 +70,10 @@ pub const MAX_WARNINGS: usize = 8;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options<'a> {
     pub log: LevelFilter,
-    pub tests: TestSelection<'a>,
+    pub tests: Selection<'a>,
     pub fault: Option<Fault>,
+    pub bench: Selection<'a>,
+    pub evtchn: EvtchnAbi,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -83,8 +95,10 @@ impl Default for Options<'_> {
     fn default() -> Self {
         Options {
             log: LevelFilter::Info,
-            tests: TestSelection::All,
+            tests: Selection::All,
             fault: None,
+            bench: Selection::None,
+            evtchn: EvtchnAbi::Auto,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
@@ -118,13 +132,22 @@ pub fn parse(line: &str) -> Options<'_> {
                     expected: "off|error|warn|info|debug|trace",
                 }),
             },
-            ("tests", Some("all")) => o.tests = TestSelection::All,
-            ("tests", Some("none")) => o.tests = TestSelection::None,
-            ("tests", Some(v)) if !v.is_empty() => o.tests = TestSelection::Prefixes(v),
+            ("tests", Some("all")) => o.tests = Selection::All,
+            ("tests", Some("none")) => o.tests = Selection::None,
+            ("tests", Some(v)) if !v.is_empty() => o.tests = Selection::Prefixes(v),
             ("tests", _) => o.warn(Warning::BadValue {
                 option: token,
                 expected: "all|none|<comma-separated name prefixes>",
             }),
+            ("bench", None) => o.bench = Selection::All,
+            ("bench", Some(v)) if !v.is_empty() => o.bench = Selection::Prefixes(v),
+            ("bench", Some(_)) => o.warn(Warning::BadValue {
+                option: token,
+                expected: "bench or bench=<comma-separated name prefixes>",
+            }),
+            ("evtchn", Some("2l")) => o.evtchn = EvtchnAbi::TwoLevel,
+            ("evtchn", Some("fifo")) => o.evtchn = EvtchnAbi::Fifo,
+            ("evtchn", _) => o.warn(Warning::BadValue { option: token, expected: "2l|fifo" }),
             ("fault", Some("pf")) => o.fault = Some(Fault::PageFault),
             ("fault", Some("ud")) => o.fault = Some(Fault::InvalidOpcode),
             ("fault", Some("panic")) => o.fault = Some(Fault::Panic),
@@ -144,7 +167,7 @@ mod tests {
     fn defaults() {
         let o = parse("");
         assert_eq!(o.log, LevelFilter::Info);
-        assert_eq!(o.tests, TestSelection::All);
+        assert_eq!(o.tests, Selection::All);
         assert_eq!(o.warnings().count(), 0);
     }
 
@@ -156,9 +179,17 @@ mod tests {
         assert!(o.tests.selects("time::clock_rate"));
         assert!(!o.tests.selects("time::other"));
         assert!(!o.tests.selects("cpu::cpuid"));
-        assert_eq!(parse("tests=none").tests, TestSelection::None);
-        assert!(!TestSelection::None.selects("x"));
+        assert_eq!(parse("tests=none").tests, Selection::None);
+        assert!(!Selection::None.selects("x"));
         assert_eq!(parse("tests=all log=off").log, LevelFilter::Off);
+        assert_eq!(parse("").bench, Selection::None);
+        assert_eq!(parse("bench").bench, Selection::All);
+        assert!(parse("bench=null,grant").bench.selects("grant_copy"));
+        assert_eq!(parse("").evtchn, EvtchnAbi::Auto);
+        assert_eq!(parse("evtchn=2l").evtchn, EvtchnAbi::TwoLevel);
+        assert_eq!(parse("evtchn=fifo").evtchn, EvtchnAbi::Fifo);
+        assert_eq!(parse("evtchn=3l").warnings().count(), 1);
+        assert_eq!(parse("bench=").warnings().count(), 1);
         assert_eq!(parse("").fault, None);
         assert_eq!(parse("fault=pf").fault, Some(Fault::PageFault));
         assert_eq!(parse("fault=ud").fault, Some(Fault::InvalidOpcode));

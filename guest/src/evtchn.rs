@@ -1,21 +1,49 @@
-//! Event channels in this kernel: the handler registry and the upcall's demultiplexer
-//! (Xen PV; natively no event channels exist and nothing here is called).
+//! Event channels in this kernel (Xen only): the ABI in use (FIFO when Xen offers it, else
+//! 2-level), the handler registry, and the upcall's demultiplexer. Natively there are no
+//! event channels and nothing here is called.
 
+use crate::arch::xen;
+use crate::cmdline::EvtchnAbi;
 use crate::sync::IrqMutex;
-use events::{Handler, HandlerError, Handlers, Port, TwoLevel};
-use hypercall::Errno;
+use alloc::boxed::Box;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+use events::fifo::{self, EventArrayPage};
+use events::{EventAbi, Fifo, Handler, HandlerError, Handlers, Port, TwoLevel, Unmask};
+use hypercall::{abi, Errno};
 
+/// Ports the registry covers: the 2-level limit. FIFO could name more; we bind far fewer.
 const PORTS: usize = events::two_level::NR_PORTS;
 
+enum Abi {
+    TwoLevel(TwoLevel<'static>),
+    /// Boxed: the page table of a FIFO view is a kilobyte, the 2-level view a few words.
+    Fifo(Box<Fifo<'static>>),
+}
+
+impl Abi {
+    fn get(&self) -> &dyn EventAbi {
+        match self {
+            Abi::TwoLevel(t) => t,
+            Abi::Fifo(f) => &**f,
+        }
+    }
+}
+
+/// Chosen once at boot.
+static ABI: spin::Once<Abi> = spin::Once::new();
+/// What serves before the choice (the console polls its port from the first log line).
+static BOOT_VIEW: spin::Once<TwoLevel<'static>> = spin::Once::new();
 static HANDLERS: IrqMutex<Handlers<PORTS>> = IrqMutex::new(Handlers::new());
-/// The demultiplexer's state (where the last scan stopped); only the upcall uses it.
-static DEMUX: IrqMutex<Option<TwoLevel<'static>>> = IrqMutex::new(None);
+/// Serializes growing the FIFO event array (the hypercall and registering the page).
+static FIFO_GROW: IrqMutex<()> = IrqMutex::new(());
 
 #[derive(Debug)]
 pub enum Error {
     Xen(Errno),
     Registry(HandlerError),
     BadPort(Port),
+    NoMemory,
 }
 
 impl core::fmt::Display for Error {
@@ -23,17 +51,98 @@ impl core::fmt::Display for Error {
         match self {
             Error::Xen(e) => write!(f, "hypercall failed: {e}"),
             Error::Registry(e) => write!(f, "{e}"),
-            Error::BadPort(p) => write!(f, "{p} is beyond the 2-level ABI"),
+            Error::BadPort(p) => write!(f, "{p} is beyond the event ABI's ports"),
+            Error::NoMemory => write!(f, "no memory for event array pages"),
         }
     }
+}
+
+fn abi() -> &'static dyn EventAbi {
+    match ABI.get() {
+        Some(abi) => abi.get(),
+        None => BOOT_VIEW.call_once(xen::two_level),
+    }
+}
+
+pub fn abi_name() -> &'static str {
+    match ABI.get() {
+        _ if !crate::pvops::is_xen() => "none",
+        Some(Abi::Fifo(_)) => "fifo",
+        _ => "2-level",
+    }
+}
+
+/// A zeroed page of ours, for Xen to share with us (its machine frame and our address).
+fn shared_page() -> Result<(u64, NonNull<u8>), Error> {
+    let pfn = crate::mm::alloc_frame().map_err(|_| Error::NoMemory)?;
+    let va = crate::arch::pfn_to_virt(pfn) as *mut u8;
+    // SAFETY: a frame just allocated to us, direct-mapped and referenced by nothing.
+    unsafe { core::ptr::write_bytes(va, 0, crate::arch::PAGE_SIZE as usize) };
+    // SAFETY: the direct map never maps address 0.
+    Ok((xen::pfn_to_mfn(pfn), unsafe { NonNull::new_unchecked(va) }))
+}
+
+/// Chooses the event ABI: FIFO if asked or offered, with 2-level as the fallback.
+pub fn init(choice: EvtchnAbi) {
+    // Ports start out unmasked under 2-level: until a driver binds a handler to one, its
+    // events (the console backend's notifications, for one) must not raise upcalls.
+    let two_level = xen::two_level();
+    for port in 0..PORTS as u32 {
+        let _ = two_level.mask(Port(port));
+    }
+    if choice != EvtchnAbi::TwoLevel {
+        match init_fifo() {
+            Ok(fifo) => {
+                ABI.call_once(|| Abi::Fifo(Box::new(fifo)));
+                log::info!("event channels: FIFO");
+                return;
+            }
+            Err(e) => log::warn!("event channels: FIFO unavailable ({e}), using 2-level"),
+        }
+    }
+    ABI.call_once(|| Abi::TwoLevel(two_level));
+    log::info!("event channels: 2-level");
+}
+
+fn init_fifo() -> Result<Fifo<'static>, Error> {
+    let (control_mfn, control) = shared_page()?;
+    hypercall::ops::evtchn_init_control(control_mfn, 0, 0).map_err(Error::Xen)?;
+    // SAFETY: the control block is our page, zeroed, registered with Xen for vCPU 0 and
+    // kept for good; vcpu_info 0 lives in shared_info, mapped for good. Only the FIFO code
+    // touches either through atomics from now on.
+    let fifo = unsafe { Fifo::new(control.cast(), NonNull::new_unchecked(xen::vcpu().as_ptr())) };
+    // Page 0 now, so the ports already bound (console, timer) are covered at once.
+    add_array_page(&fifo)?;
+    Ok(fifo)
+}
+
+/// Gives Xen one more event array page and registers it with `fifo`.
+fn add_array_page(fifo: &Fifo<'static>) -> Result<(), Error> {
+    let (mfn, page) = shared_page()?;
+    let page = page.cast::<EventArrayPage>();
+    // SAFETY: our zeroed page, not yet shared: masking its ports first keeps Xen from
+    // queueing any of them before we know the page.
+    fifo::init_array_page(unsafe { &mut *page.as_ptr() });
+    hypercall::ops::evtchn_expand_array(mfn).map_err(Error::Xen)?;
+    // SAFETY: Xen accepted exactly this page in the expand_array above; it is ours for
+    // good; callers hold FIFO_GROW (or are the one-CPU boot), so registrations don't overlap.
+    unsafe { fifo.add_array_page(page) }.map_err(|_| Error::NoMemory)
+}
+
+/// Makes sure the ABI can name `port` (FIFO: enough event array pages).
+fn cover(port: Port) -> Result<(), Error> {
+    let Some(Abi::Fifo(fifo)) = ABI.get() else { return Ok(()) };
+    let _serial = FIFO_GROW.lock();
+    while !fifo.covers(port) {
+        add_array_page(fifo)?;
+    }
+    Ok(())
 }
 
 /// Runs the handlers of every pending, unmasked port. Called by the upcall with events
 /// masked.
 pub fn dispatch_pending() {
-    let mut demux = DEMUX.lock();
-    let demux = demux.get_or_insert_with(crate::arch::xen::two_level);
-    demux.demux(|port| {
+    let report = abi().demux(&mut |port| {
         // Copied out so that the handler runs without the registry locked.
         let handler = HANDLERS.lock().get(port);
         match handler {
@@ -41,10 +150,14 @@ pub fn dispatch_pending() {
             None => log::warn!("event on {port}, which has no handler"),
         }
     });
+    if !report.is_clean() {
+        log::error!("event channel memory looks corrupted: {report:?}");
+    }
 }
 
 /// Registers `handler` for `port` and unmasks it.
 pub fn bind(port: Port, handler: Handler, ctx: usize) -> Result<(), Error> {
+    cover(port)?;
     HANDLERS.lock().register(port, handler, ctx).map_err(Error::Registry)?;
     unmask(port)
 }
@@ -52,6 +165,10 @@ pub fn bind(port: Port, handler: Handler, ctx: usize) -> Result<(), Error> {
 /// Binds a virtual IRQ of vcpu 0 to a new port with `handler`.
 pub fn bind_virq(virq: u32, handler: Handler, ctx: usize) -> Result<Port, Error> {
     let port = Port(hypercall::ops::evtchn_bind_virq(virq, 0).map_err(Error::Xen)?);
+    bind_or_close(port, handler, ctx)
+}
+
+fn bind_or_close(port: Port, handler: Handler, ctx: usize) -> Result<Port, Error> {
     if let Err(e) = bind(port, handler, ctx) {
         let _ = hypercall::ops::evtchn_close(port.0);
         return Err(e);
@@ -61,25 +178,118 @@ pub fn bind_virq(virq: u32, handler: Handler, ctx: usize) -> Result<Port, Error>
 
 /// Unregisters and closes `port`.
 pub fn close(port: Port) -> Result<(), Error> {
-    let _ = crate::arch::xen::two_level().mask(port);
+    let _ = abi().mask(port);
     HANDLERS.lock().unregister(port).map_err(Error::Registry)?;
     hypercall::ops::evtchn_close(port.0).map_err(Error::Xen)
 }
 
+pub fn mask(port: Port) -> Result<(), Error> {
+    abi().mask(port).map_err(|e| Error::BadPort(e.0))
+}
+
 pub fn unmask(port: Port) -> Result<(), Error> {
-    let upcall = crate::arch::xen::two_level().unmask(port).map_err(|e| Error::BadPort(e.0))?;
-    if upcall {
+    match abi().unmask(port).map_err(|e| Error::BadPort(e.0))? {
+        Unmask::Done => Ok(()),
         // Unmasking made an event deliverable: let Xen deliver it if events are enabled.
-        crate::arch::xen::force_event_delivery();
+        Unmask::ForceUpcallCheck => {
+            xen::force_event_delivery();
+            Ok(())
+        }
+        Unmask::NeedsHypercall => hypercall::ops::evtchn_unmask(port.0).map_err(Error::Xen),
     }
-    Ok(())
+}
+
+pub fn send(port: Port) -> Result<(), Error> {
+    hypercall::ops::evtchn_send(port.0).map_err(Error::Xen)
 }
 
 /// Clears `port`'s pending bit (for ports we poll rather than take upcalls for).
 pub fn clear_pending(port: Port) {
-    let _ = crate::arch::xen::two_level().clear_pending(port);
+    let _ = abi().clear_pending(port);
 }
 
 pub fn is_pending(port: Port) -> bool {
-    crate::arch::xen::two_level().is_pending(port).unwrap_or(false)
+    abi().is_pending(port).unwrap_or(false)
+}
+
+/// Two of our own ports connected to each other: an event sent on one arrives on the
+/// other. Port `b`'s handler counts, and (for `echo`) sends straight back; port `a`'s counts.
+pub struct Loopback {
+    pub a: Port,
+    pub b: Port,
+    counts: Box<Counts>,
+}
+
+struct Counts {
+    a: AtomicU64,
+    b: AtomicU64,
+    echo: bool,
+}
+
+fn on_a(_: Port, ctx: usize) {
+    // SAFETY: ctx is the address of the Loopback's boxed Counts, which outlives both
+    // bindings (Loopback::drop closes them first).
+    let counts = unsafe { &*(ctx as *const Counts) };
+    counts.a.fetch_add(1, Ordering::SeqCst);
+}
+
+fn on_b(b: Port, ctx: usize) {
+    // SAFETY: as for on_a.
+    let counts = unsafe { &*(ctx as *const Counts) };
+    counts.b.fetch_add(1, Ordering::SeqCst);
+    if counts.echo {
+        let _ = send(b);
+    }
+}
+
+impl Loopback {
+    pub fn new(echo: bool) -> Result<Loopback, Error> {
+        let domid = hypercall::ops::own_domid().map_err(Error::Xen)?;
+        let counts = Box::new(Counts { a: AtomicU64::new(0), b: AtomicU64::new(0), echo });
+        let ctx = &*counts as *const Counts as usize;
+        let a = Port(hypercall::ops::evtchn_alloc_unbound(abi::DOMID_SELF).map_err(Error::Xen)?);
+        let b = match hypercall::ops::evtchn_bind_interdomain(domid, a.0) {
+            Ok(b) => Port(b),
+            Err(e) => {
+                let _ = hypercall::ops::evtchn_close(a.0);
+                return Err(Error::Xen(e));
+            }
+        };
+        // Xen marks a freshly bound interdomain port pending, in case the remote end
+        // signalled while it was unbound. Nothing was sent on this pair yet: drop it.
+        clear_pending(b);
+        bind_or_close(a, on_a, ctx).inspect_err(|_| {
+            let _ = hypercall::ops::evtchn_close(b.0);
+        })?;
+        if let Err(e) = bind_or_close(b, on_b, ctx) {
+            let _ = close(a);
+            return Err(e);
+        }
+        Ok(Loopback { a, b, counts })
+    }
+
+    /// Events handled on (a, b) so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.counts.a.load(Ordering::SeqCst), self.counts.b.load(Ordering::SeqCst))
+    }
+
+    /// With `echo`: a to b and back, once. With events enabled the whole trip completes
+    /// on the way back from the send hypercall.
+    pub fn round_trip(&self) {
+        let before = self.counts.a.load(Ordering::SeqCst);
+        let _ = send(self.a);
+        while self.counts.a.load(Ordering::SeqCst) == before {
+            core::hint::spin_loop();
+        }
+    }
+}
+
+impl Drop for Loopback {
+    fn drop(&mut self) {
+        for port in [self.a, self.b] {
+            if let Err(e) = close(port) {
+                log::error!("closing loopback {port}: {e}");
+            }
+        }
+    }
 }

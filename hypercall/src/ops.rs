@@ -100,7 +100,8 @@ pub fn set_timer(deadline_ns: u64) -> Result<()> {
 }
 
 fn evtchn_op<T>(cmd: u32, arg: &mut T) -> Result<()> {
-    // SAFETY: every EVTCHNOP we issue reads/writes exactly its argument struct.
+    // SAFETY: every EVTCHNOP reads and writes only its argument struct, which callers pass
+    // as the type the command takes.
     check(unsafe { hypercall2(nr::EVENT_CHANNEL_OP, cmd.into(), arg as *mut T as u64) }).map(drop)
 }
 
@@ -151,6 +152,20 @@ pub fn own_domid() -> Result<u16> {
     }
     // SAFETY: for an unbound port Xen fills the `unbound` member of the union.
     Ok(unsafe { status.u.unbound.dom })
+}
+
+/// `EVTCHNOP_init_control`: registers vCPU `vcpu`'s FIFO control block (at `offset` in
+/// frame `gfn`); returns the number of link bits Xen uses.
+pub fn evtchn_init_control(gfn: u64, offset: u32, vcpu: u32) -> Result<u8> {
+    let mut arg =
+        abi::evtchn_init_control { control_gfn: gfn, offset, vcpu, link_bits: 0, _pad: [0; 7] };
+    evtchn_op(abi::EVTCHNOP_init_control, &mut arg)?;
+    Ok(arg.link_bits)
+}
+
+/// `EVTCHNOP_expand_array`: adds frame `gfn` to the FIFO event array.
+pub fn evtchn_expand_array(gfn: u64) -> Result<()> {
+    evtchn_op(abi::EVTCHNOP_expand_array, &mut abi::evtchn_expand_array { array_gfn: gfn })
 }
 
 /// `EVTCHNOP_close`.

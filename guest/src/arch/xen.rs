@@ -155,6 +155,10 @@ impl Vcpu {
         self.word(16).load(Ordering::Relaxed)
     }
 
+    pub fn as_ptr(&self) -> *mut abi::vcpu_info {
+        self.0 as *mut abi::vcpu_info
+    }
+
     /// `vcpu_info.time`.
     pub fn time_info(&self) -> *const abi::vcpu_time_info {
         (self.0 + core::mem::offset_of!(abi::vcpu_info, time) as u64) as *const _

@@ -62,6 +62,9 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     pvops::irq_enable();
     let report = crate::selftest::run(&options);
     println!("{report}");
+    if options.bench != crate::cmdline::Selection::None {
+        crate::bench::run(&options.bench);
+    }
     if let Some(fault) = options.fault {
         log::warn!("fault={fault:?} requested: failing on purpose");
         crate::arch::cpu::fault(fault);

@@ -46,6 +46,9 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     unsafe { hypercall::init(core::ptr::addr_of!(hypercall_page)) };
     // SAFETY: first thing at boot, on the one vCPU, and we are a PV guest (startup_xen).
     unsafe { pvops::install(Backend::XenPv, pvops::xen::OPS) };
+    // No upcall until the callbacks, the event ABI and the handlers are in place;
+    // kernel_main enables events.
+    pvops::irq_disable();
 
     // SAFETY: Xen passes start_info in rsi, inside the bootstrap mapping, in our own memory.
     let raw = unsafe { si.read() };
@@ -77,12 +80,6 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     xen::set_root_table(xen::pfn_to_mfn(virt_to_pfn(info.pt_base)));
     if xen::map_shared_info(info.shared_info_maddr).is_err() {
         pvops::shutdown(1);
-    }
-    // Ports start out unmasked: until a driver binds a handler to one, its events (the
-    // console backend's notifications, for one) must not raise upcalls.
-    let ports = xen::two_level();
-    for port in 0..events::two_level::NR_PORTS as u32 {
-        let _ = ports.mask(events::Port(port));
     }
 
     if info.flags & abi::SIF_INITDOMAIN != 0 {
@@ -117,6 +114,7 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     if let Err(why) = setup_memory(info) {
         stop(format_args!("{why}"));
     }
+    crate::evtchn::init(options.evtchn);
     if let Err(e) = crate::time::xen::init_timer() {
         stop(format_args!("binding VIRQ_TIMER: {e}"));
     }

@@ -5,6 +5,7 @@
 mod boot;
 mod console;
 mod cpu;
+mod events;
 mod grant;
 mod hypercall;
 mod irq;
@@ -54,6 +55,7 @@ const SUITES: &[&[Test]] = &[
     pvops::TESTS,
     cpu::TESTS,
     irq::TESTS,
+    events::TESTS,
     trap::TESTS,
     mem::TESTS,
     time::TESTS,

@@ -1,0 +1,257 @@
+//! Benchmarks (`bench` or `bench=<name prefixes>` on the command line). Not tests: each
+//! prints one row in a stable format that `rig/bench-table.py` merges across platforms:
+//!
+//! `bench: <name> <value> <unit> <detail>`
+//!
+//! between `bench: begin platform=<pv_ops backend> evtchn=<abi>` and `bench: end`.
+
+use crate::arch::{xen, PAGE_SIZE};
+use crate::cmdline::Selection;
+use crate::mm::{self, paging};
+use crate::{println, pvops};
+use core::hint::black_box;
+
+struct Bench {
+    name: &'static str,
+    run: fn() -> Result<Row, &'static str>,
+}
+
+struct Row {
+    value: f64,
+    unit: &'static str,
+    detail: alloc::string::String,
+}
+
+const BENCHES: &[Bench] = &[
+    Bench { name: "irq_disable_enable", run: irq_disable_enable },
+    Bench { name: "save_restore_fl", run: save_restore_fl },
+    Bench { name: "null_hypercall", run: null_hypercall },
+    Bench { name: "mmu_update_single_x64", run: mmu_update_single },
+    Bench { name: "mmu_update_multicall_x64", run: mmu_update_multicall },
+    Bench { name: "mmu_update_batch_x64", run: mmu_update_batch },
+    Bench { name: "event_loopback_rtt", run: event_loopback_rtt },
+    Bench { name: "grant_copy", run: grant_copy },
+];
+
+pub fn run(selection: &Selection<'_>) {
+    println!(
+        "bench: begin platform={} evtchn={}",
+        pvops::backend().name(),
+        crate::evtchn::abi_name()
+    );
+    for bench in BENCHES.iter().filter(|b| selection.selects(b.name)) {
+        match (bench.run)() {
+            Ok(row) => {
+                println!("bench: {} {:.1} {} {}", bench.name, row.value, row.unit, row.detail)
+            }
+            Err(why) => println!("bench: {} - - {why}", bench.name),
+        }
+    }
+    println!("bench: end");
+}
+
+/// Nanoseconds per iteration of `f`, over `n` iterations.
+fn per_op(n: u64, mut f: impl FnMut()) -> f64 {
+    let t0 = pvops::clock_ns();
+    for _ in 0..n {
+        f();
+    }
+    (pvops::clock_ns() - t0) as f64 / n as f64
+}
+
+fn row(value: f64, unit: &'static str, detail: alloc::string::String) -> Result<Row, &'static str> {
+    Ok(Row { value, unit, detail })
+}
+
+fn irq_disable_enable() -> Result<Row, &'static str> {
+    let ns = per_op(1_000_000, || {
+        pvops::irq_disable();
+        pvops::irq_enable();
+    });
+    row(ns, "ns/pair", "pv_ops indirect".into())
+}
+
+fn save_restore_fl() -> Result<Row, &'static str> {
+    let ns = per_op(1_000_000, || {
+        let flags = pvops::save_fl();
+        pvops::irq_disable();
+        pvops::restore_fl(black_box(flags));
+    });
+    row(ns, "ns/op", "save_fl + disable + restore_fl".into())
+}
+
+fn null_hypercall() -> Result<Row, &'static str> {
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    let ns = per_op(100_000, || {
+        let _ = black_box(hypercall::ops::xen_version());
+    });
+    row(ns, "ns/call", "xen_version".into())
+}
+
+/// 64 scratch pages whose PTEs the mmu_update benchmarks rewrite.
+struct Scratch {
+    first_pfn: u64,
+    ptes: [*mut u64; 64],
+}
+
+const SCRATCH_VA: u64 = 0xffff_c000_4000_0000;
+
+impl Scratch {
+    fn new() -> Result<Scratch, &'static str> {
+        let first_pfn = mm::alloc_frames(64).map_err(|_| "no memory")?;
+        let mut ptes = [core::ptr::null_mut(); 64];
+        for (i, pte) in ptes.iter_mut().enumerate() {
+            let va = SCRATCH_VA + i as u64 * PAGE_SIZE;
+            // SAFETY: a scratch range only the benchmarks use; read-only aliases of our frames.
+            unsafe { paging::map(va, first_pfn + i as u64, false) }.map_err(|_| "map failed")?;
+            *pte = paging::entry(va, 1, false).map_err(|_| "no pte")?;
+        }
+        Ok(Scratch { first_pfn, ptes })
+    }
+
+    /// The update that sets or (when `flip`) clears the accessed bit of PTE `i`: a change
+    /// Xen validates on its fast path, so the figures show what a hypercall costs rather
+    /// than page reference counting.
+    fn update(&self, i: usize, flip: bool) -> hypercall::abi::mmu_update {
+        const ACCESSED: u64 = 1 << 5;
+        let pte = xen::direct_pte(self.first_pfn + i as u64, false);
+        hypercall::abi::mmu_update {
+            ptr: xen::virt_to_machine(self.ptes[i] as u64)
+                | hypercall::abi::MMU_NORMAL_PT_UPDATE as u64,
+            val: if flip { pte & !ACCESSED } else { pte },
+        }
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for i in 0..64 {
+            // SAFETY: the benchmark is over; nothing uses the scratch range.
+            let _ = unsafe { paging::unmap(SCRATCH_VA + i * PAGE_SIZE) };
+            let _ = mm::free_frame(self.first_pfn + i);
+        }
+    }
+}
+
+const MMU_ROUNDS: u64 = 200;
+
+fn mmu_update_single() -> Result<Row, &'static str> {
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    let s = Scratch::new()?;
+    let mut flip = false;
+    let ns = per_op(MMU_ROUNDS, || {
+        flip = !flip;
+        for i in 0..64 {
+            // SAFETY: rewrites a scratch PTE to another of our frames, read-only.
+            let _ = unsafe { hypercall::ops::mmu_update(&[s.update(i, flip)]) };
+        }
+    });
+    row(ns / 1000.0, "us/64", "64 mmu_update hypercalls".into())
+}
+
+fn mmu_update_multicall() -> Result<Row, &'static str> {
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    let s = Scratch::new()?;
+    let mut flip = false;
+    let mut failed = false;
+    let ns = per_op(MMU_ROUNDS, || {
+        flip = !flip;
+        let updates: [hypercall::abi::mmu_update; 64] = core::array::from_fn(|i| s.update(i, flip));
+        let mut batch = hypercall::multicall::Batch::<64>::new();
+        let domid = u64::from(hypercall::abi::DOMID_SELF);
+        for u in &updates {
+            // SAFETY: `updates` outlives the flush; each rewrites a scratch PTE as above.
+            let _ = unsafe {
+                batch
+                    .push(hypercall::abi::nr::MMU_UPDATE, [u as *const _ as u64, 1, 0, domid, 0, 0])
+            };
+        }
+        failed |= batch.flush().is_err();
+    });
+    if failed {
+        return Err("a multicall entry failed");
+    }
+    row(ns / 1000.0, "us/64", "one multicall of 64 mmu_update entries".into())
+}
+
+fn mmu_update_batch() -> Result<Row, &'static str> {
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    let s = Scratch::new()?;
+    let mut flip = false;
+    let mut failed = false;
+    let ns = per_op(MMU_ROUNDS, || {
+        flip = !flip;
+        let updates: [hypercall::abi::mmu_update; 64] = core::array::from_fn(|i| s.update(i, flip));
+        // SAFETY: each update rewrites a scratch PTE as above.
+        failed |= unsafe { hypercall::ops::mmu_update(&updates) } != Ok(64);
+    });
+    if failed {
+        return Err("mmu_update failed");
+    }
+    row(ns / 1000.0, "us/64", "one mmu_update of 64 requests".into())
+}
+
+fn event_loopback_rtt() -> Result<Row, &'static str> {
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    let pair = crate::evtchn::Loopback::new(true).map_err(|_| "cannot bind a loopback pair")?;
+    let ns = per_op(10_000, || pair.round_trip());
+    row(
+        ns,
+        "ns/rtt",
+        alloc::format!("send a, handler b sends b, handler a ({})", crate::evtchn::abi_name()),
+    )
+}
+
+fn grant_copy() -> Result<Row, &'static str> {
+    use grant::abi::{CopyTarget, GnttabCopy};
+    use grant::DomId;
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    const BATCH: usize = 16;
+    const ROUNDS: u64 = 256;
+    let domid = DomId(hypercall::ops::own_domid().map_err(|_| "own domid")?);
+    let src = mm::alloc_frame().map_err(|_| "no memory")?;
+    let dst = mm::alloc_frames(BATCH as u64).map_err(|_| "no memory")?;
+    let result = (|| {
+        let gref = crate::gnttab::grant_access(domid, xen::pfn_to_mfn(src), true)
+            .map_err(|_| "grant_access")?;
+        let mut ops: [GnttabCopy; BATCH] = core::array::from_fn(|i| {
+            GnttabCopy::new(
+                CopyTarget::Grant { gref, domid: DomId::SELF, offset: 0 },
+                CopyTarget::Frame {
+                    gmfn: xen::pfn_to_mfn(dst + i as u64),
+                    domid: DomId::SELF,
+                    offset: 0,
+                },
+                PAGE_SIZE as u16,
+            )
+        });
+        let mut ok = true;
+        let ns = per_op(ROUNDS, || {
+            // SAFETY: the destination frames are ours and referenced by nothing.
+            ok &= unsafe { grant::ops::copy(&mut ops) }.is_ok();
+        });
+        let _ = crate::gnttab::end_access(gref);
+        if !ok {
+            return Err("GNTTABOP_copy failed");
+        }
+        let mib_s = (BATCH as f64 * PAGE_SIZE as f64 / (1 << 20) as f64) / (ns / 1e9);
+        row(mib_s, "MiB/s", alloc::format!("{BATCH} x 4 KiB per GNTTABOP_copy"))
+    })();
+    let _ = mm::free_frame(src);
+    for i in 0..BATCH as u64 {
+        let _ = mm::free_frame(dst + i);
+    }
+    result
+}
