@@ -8,7 +8,7 @@ CARGO     := cargo +$(TOOLCHAIN)
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
 
-.PHONY: all deps build run run-native test test-host test-native test-xen lint clean
+.PHONY: all deps build run run-native test test-host test-native test-xen bench lint clean
 
 all: build
 
@@ -52,14 +52,22 @@ test-native: build
 	rig/run-native.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    $(IMAGE) "log=warn tests=boot:: fault=pf"
 
-# Under Xen, in one boot of the rig: xen.cfg as it is, 32 MiB, 1 GiB with two vCPUs, and an
-# unknown option; then a deliberate page fault, which must crash the domain after the dump.
+# Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), 32 MiB, 1 GiB
+# with two vCPUs, an unknown option, and the 2-level event ABI; then a deliberate page fault,
+# which must crash the domain after the dump.
 test-xen: build
 	rig/test-check-console.sh
 	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
-	    'extra="log=debug frobnicate=1"'
+	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
+
+# Benchmarks (not tests): natively and under Xen with each event ABI, merged into one table.
+bench: build
+	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
+	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench"' \
+	    'extra="log=warn tests=none bench evtchn=2l"'
+	rig/bench-table.py target/bench-native.log target/rig/last-run.log
 
 clean:
 	cargo clean

@@ -50,13 +50,21 @@ pub fn run(selection: &Selection<'_>) {
     println!("bench: end");
 }
 
-/// Nanoseconds per iteration of `f`, over `n` iterations.
+/// Nanoseconds per iteration of `f`: the median of five runs of `n / 5` iterations, so a
+/// descheduled vCPU (common in an emulated rig) spoils one run, not the figure.
 fn per_op(n: u64, mut f: impl FnMut()) -> f64 {
-    let t0 = pvops::clock_ns();
-    for _ in 0..n {
-        f();
+    const RUNS: usize = 5;
+    let per_run = (n / RUNS as u64).max(1);
+    let mut runs = [0f64; RUNS];
+    for run in &mut runs {
+        let t0 = pvops::clock_ns();
+        for _ in 0..per_run {
+            f();
+        }
+        *run = (pvops::clock_ns() - t0) as f64 / per_run as f64;
     }
-    (pvops::clock_ns() - t0) as f64 / n as f64
+    runs.sort_by(f64::total_cmp);
+    runs[RUNS / 2]
 }
 
 fn row(value: f64, unit: &'static str, detail: alloc::string::String) -> Result<Row, &'static str> {
