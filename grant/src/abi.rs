@@ -310,3 +310,38 @@ mod tests {
         assert_eq!(CopyFlags::from_bits(c.flags), Some(CopyFlags::all()));
     }
 }
+
+/// `GNTMAP_host_map`: map the granted frame at `host_addr` in our page tables (PV).
+pub const GNTMAP_HOST_MAP: u32 = 1 << 1;
+/// `GNTMAP_readonly`.
+pub const GNTMAP_READONLY: u32 = 1 << 2;
+
+/// `struct gnttab_map_grant_ref`: maps another domain's (or our own) grant.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GnttabMapGrantRef {
+    pub host_addr: u64,
+    pub flags: u32,
+    pub gref: GrantRef,
+    pub dom: DomId,
+    pub status: i16,
+    pub handle: u32,
+    pub dev_bus_addr: u64,
+}
+
+/// `struct gnttab_unmap_grant_ref`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GnttabUnmapGrantRef {
+    pub host_addr: u64,
+    pub dev_bus_addr: u64,
+    pub handle: u32,
+    pub status: i16,
+}
+
+const _: () = assert!(size_of::<GnttabMapGrantRef>() == 32);
+const _: () = assert!(offset_of!(GnttabMapGrantRef, gref) == 12);
+const _: () = assert!(offset_of!(GnttabMapGrantRef, status) == 18);
+const _: () = assert!(offset_of!(GnttabMapGrantRef, handle) == 20);
+const _: () = assert!(size_of::<GnttabUnmapGrantRef>() == 24);
+const _: () = assert!(offset_of!(GnttabUnmapGrantRef, status) == 20);

@@ -10,8 +10,12 @@ use hypercall::raw::hypercall3;
 use hypercall::Errno;
 use xen_sys::__HYPERVISOR_grant_table_op;
 
-use crate::abi::{op, DomId, GnttabCopy, GnttabQuerySize, GnttabSetupTable, GrantStatus};
+use crate::abi::{
+    op, DomId, GnttabCopy, GnttabMapGrantRef, GnttabQuerySize, GnttabSetupTable,
+    GnttabUnmapGrantRef, GrantStatus, GNTMAP_HOST_MAP, GNTMAP_READONLY,
+};
 use crate::GrantError;
+use crate::GrantRef;
 
 /// Issues `cmd` on `count` argument structs at `arg`.
 ///
@@ -97,6 +101,58 @@ pub unsafe fn copy(ops: &mut [GnttabCopy]) -> Result<(), GrantError> {
     // SAFETY: `n` gnttab_copy structs; the caller vouches for what Xen writes through them.
     unsafe { grant_table_op(op::COPY, ops.as_mut_ptr(), n) }?;
     copy_status(ops)
+}
+
+/// A grant mapped into our address space by [`map_grant_ref`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MappedGrant {
+    pub host_addr: u64,
+    pub handle: u32,
+}
+
+/// `GNTTABOP_map_grant_ref` with `GNTMAP_host_map`: Xen maps `dom`'s grant `gref` at
+/// `host_addr` (PV: in our page tables, whose L1 for that address must already exist).
+/// `dom` is a real domain id: Xen refuses DOMID_SELF here, even for our own grants.
+///
+/// # Safety
+/// `host_addr` is a page-aligned address nothing in this domain uses, and it stays unused
+/// by anything else until [`unmap_grant_ref`].
+pub unsafe fn map_grant_ref(
+    host_addr: u64,
+    dom: DomId,
+    gref: GrantRef,
+    readonly: bool,
+) -> Result<MappedGrant, GrantError> {
+    let flags = GNTMAP_HOST_MAP | if readonly { GNTMAP_READONLY } else { 0 };
+    let mut arg = GnttabMapGrantRef {
+        host_addr,
+        flags,
+        gref,
+        dom,
+        status: GrantStatus::GeneralError as i16,
+        handle: 0,
+        dev_bus_addr: 0,
+    };
+    // SAFETY: one gnttab_map_grant_ref; the caller vouches for the address Xen maps at.
+    unsafe { grant_table_op(op::MAP_GRANT_REF, &mut arg, 1) }?;
+    status(0, arg.status)?;
+    Ok(MappedGrant { host_addr, handle: arg.handle })
+}
+
+/// `GNTTABOP_unmap_grant_ref`: undoes [`map_grant_ref`].
+///
+/// # Safety
+/// Nothing may access the mapping any more.
+pub unsafe fn unmap_grant_ref(mapped: MappedGrant) -> Result<(), GrantError> {
+    let mut arg = GnttabUnmapGrantRef {
+        host_addr: mapped.host_addr,
+        dev_bus_addr: 0,
+        handle: mapped.handle,
+        status: GrantStatus::GeneralError as i16,
+    };
+    // SAFETY: one gnttab_unmap_grant_ref; the caller vouches the mapping is unused.
+    unsafe { grant_table_op(op::UNMAP_GRANT_REF, &mut arg, 1) }?;
+    status(0, arg.status)
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@ use grant::{DomId, GrantError};
 pub const TESTS: &[Test] = &[
     Test { name: "grant::copy_through_self_grant", run: copy_through_self_grant },
     Test { name: "grant::exhaustion_recovers", run: exhaustion_recovers },
+    Test { name: "grant::end_refused_while_mapped", run: end_refused_while_mapped },
 ];
 
 /// We grant a page to ourselves and have Xen copy it, through the grant, into another page
@@ -101,4 +102,50 @@ fn exhaustion_recovers() -> Outcome {
     check!(ended == 0, "{ended} grants could not be ended");
     log::info!("grant table: {} references in {frames} frames before exhaustion", refs.len());
     Outcome::Pass
+}
+
+/// While the grantee (here: we ourselves, through GNTTABOP_map_grant_ref) has the page
+/// mapped, ending the grant is refused and the grant stays; after the unmap it ends.
+fn end_refused_while_mapped() -> Outcome {
+    xen_only!();
+    const VA: u64 = 0xffff_c000_6000_0000;
+    let domid = match hypercall::ops::own_domid() {
+        Ok(d) => DomId(d),
+        Err(e) => return Outcome::Fail(alloc::format!("own domid: {e}")),
+    };
+    let pfn = match mm::alloc_frame() {
+        Ok(p) => p,
+        Err(e) => return Outcome::Fail(alloc::format!("alloc: {e:?}")),
+    };
+    // SAFETY: our frame, direct-mapped.
+    unsafe { (pfn_to_virt(pfn) as *mut u64).write_volatile(0x6a6a_6a6a) };
+    let outcome = (|| {
+        // Xen maps into an existing L1 table: make sure there is one for VA.
+        check!(crate::mm::paging::entry(VA, 1, true).is_ok(), "no page table for {VA:#x}");
+        let gref = match gnttab::grant_access(domid, xen::pfn_to_mfn(pfn), true) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Fail(alloc::format!("grant_access: {e}")),
+        };
+        // SAFETY: VA is a scratch address nothing else uses.
+        let mapped = match unsafe { grant::ops::map_grant_ref(VA, domid, gref, true) } {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = gnttab::end_access(gref);
+                return Outcome::Fail(alloc::format!("map_grant_ref: {e}"));
+            }
+        };
+        // SAFETY: Xen mapped our granted page read-only at VA.
+        let seen = unsafe { (VA as *const u64).read_volatile() };
+        let refused = gnttab::end_access(gref);
+        // SAFETY: nothing uses the mapping any more.
+        let unmapped = unsafe { grant::ops::unmap_grant_ref(mapped) };
+        let ended = gnttab::end_access(gref);
+        check!(seen == 0x6a6a_6a6a, "the mapped grant shows {seen:#x}");
+        check!(refused == Err(GrantError::InUse(gref)), "end_access while mapped: {refused:?}");
+        check!(unmapped.is_ok(), "unmap_grant_ref: {unmapped:?}");
+        check!(ended.is_ok(), "end_access after the unmap: {ended:?}");
+        Outcome::Pass
+    })();
+    let _ = mm::free_frame(pfn);
+    outcome
 }
