@@ -74,6 +74,9 @@ pub struct Options<'a> {
     pub fault: Option<Fault>,
     pub bench: Selection<'a>,
     pub evtchn: EvtchnAbi,
+    /// After the tests, stay up and serve the toolstack (xl shutdown/reboot) instead of
+    /// powering off.
+    pub stay: bool,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -99,6 +102,7 @@ impl Default for Options<'_> {
             fault: None,
             bench: Selection::None,
             evtchn: EvtchnAbi::Auto,
+            stay: false,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
@@ -145,6 +149,7 @@ pub fn parse(line: &str) -> Options<'_> {
                 option: token,
                 expected: "bench or bench=<comma-separated name prefixes>",
             }),
+            ("stay", None) => o.stay = true,
             ("evtchn", Some("2l")) => o.evtchn = EvtchnAbi::TwoLevel,
             ("evtchn", Some("fifo")) => o.evtchn = EvtchnAbi::Fifo,
             ("evtchn", _) => o.warn(Warning::BadValue { option: token, expected: "2l|fifo" }),
@@ -186,6 +191,9 @@ mod tests {
         assert_eq!(parse("bench").bench, Selection::All);
         assert!(parse("bench=null,grant").bench.selects("grant_copy"));
         assert_eq!(parse("").evtchn, EvtchnAbi::Auto);
+        assert!(!parse("").stay);
+        assert!(parse("stay").stay);
+        assert_eq!(parse("stay=1").warnings().count(), 1);
         assert_eq!(parse("evtchn=2l").evtchn, EvtchnAbi::TwoLevel);
         assert_eq!(parse("evtchn=fifo").evtchn, EvtchnAbi::Fifo);
         assert_eq!(parse("evtchn=3l").warnings().count(), 1);

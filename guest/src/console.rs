@@ -216,8 +216,8 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     static PANICKING: AtomicBool = AtomicBool::new(false);
     if PANICKING.swap(true, Ordering::Relaxed) {
         // Panicked while reporting a panic: stop without another word.
-        pvops::shutdown(1);
+        pvops::shutdown(pvops::Halt::Failure);
     }
     emergency(format_args!("\npanic: {info}\n"));
-    pvops::shutdown(1)
+    pvops::shutdown(pvops::Halt::Failure)
 }

@@ -111,9 +111,19 @@ pub fn init_pic() {
     }
 }
 
-/// Ends the QEMU run with a status the test harness reads; halts if the device is absent.
-pub extern "C" fn shutdown(reason: u32) -> ! {
-    let code = if reason == 0 { DEBUG_EXIT_PASS } else { DEBUG_EXIT_FAIL };
+/// Ends the QEMU run with a status the test harness reads (halts if the device is absent),
+/// or resets the machine through the keyboard controller.
+pub extern "C" fn shutdown(how: crate::pvops::Halt) -> ! {
+    use crate::pvops::Halt;
+    let code = match how {
+        Halt::Poweroff => DEBUG_EXIT_PASS,
+        Halt::Failure => DEBUG_EXIT_FAIL,
+        Halt::Reboot => {
+            // SAFETY: 0x64 is the 8042's command port; 0xfe pulses the CPU reset line.
+            unsafe { outb(0x64, 0xfe) };
+            DEBUG_EXIT_FAIL
+        }
+    };
     // SAFETY: isa-debug-exit ignores nothing and exits; on a machine without it the port is
     // unassigned and the write is dropped.
     unsafe { Port::<u32>::new(DEBUG_EXIT_PORT).write(code) };

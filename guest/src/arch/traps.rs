@@ -116,7 +116,7 @@ fn fatal(f: &TrapFrame) -> ! {
         rbp = f.rbp, r8 = f.r8, r9 = f.r9, r10 = f.r10, r11 = f.r11, r12 = f.r12, r13 = f.r13,
         r14 = f.r14, r15 = f.r15,
     ));
-    pvops::shutdown(1)
+    pvops::shutdown(pvops::Halt::Failure)
 }
 
 /// The entry stubs of entry.S: natively one per CPU exception and legacy PIC IRQ vector

@@ -233,12 +233,14 @@ pub fn init_traps() -> hypercall::Result<()> {
     Ok(())
 }
 
-/// Stops the domain: reason 0 powers off, anything else reports a crash.
-pub fn shutdown(reason: u32) -> ! {
-    let why = if reason == 0 {
-        hypercall::ops::ShutdownReason::Poweroff
-    } else {
-        hypercall::ops::ShutdownReason::Crash
+/// Stops the domain; a failure shows to the toolstack as a crash.
+pub fn shutdown(how: crate::pvops::Halt) -> ! {
+    use crate::pvops::Halt;
+    use hypercall::ops::ShutdownReason;
+    let why = match how {
+        Halt::Poweroff => ShutdownReason::Poweroff,
+        Halt::Failure => ShutdownReason::Crash,
+        Halt::Reboot => ShutdownReason::Reboot,
     };
     let err: Errno = hypercall::ops::shutdown(why);
     crate::console::emergency(format_args!("SCHEDOP_shutdown failed: {err}\n"));

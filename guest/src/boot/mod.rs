@@ -69,5 +69,5 @@ pub fn kernel_main(options: Options<'static>) -> ! {
         log::warn!("fault={fault:?} requested: failing on purpose");
         crate::arch::cpu::fault(fault);
     }
-    pvops::shutdown(if report.failed == 0 { 0 } else { 1 })
+    pvops::shutdown(if report.failed == 0 { pvops::Halt::Poweroff } else { pvops::Halt::Failure })
 }

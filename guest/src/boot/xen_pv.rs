@@ -34,7 +34,7 @@ pub fn start_info() -> Option<&'static StartInfo> {
 
 fn stop(why: core::fmt::Arguments<'_>) -> ! {
     crate::console::emergency(format_args!("boot failed: {why}\n"));
-    pvops::shutdown(1)
+    pvops::shutdown(pvops::Halt::Failure)
 }
 
 #[no_mangle]
@@ -70,22 +70,25 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     });
     if !info.magic.starts_with(abi::START_INFO_MAGIC) {
         // No console yet to say why; the crash itself is the message.
-        pvops::shutdown(1);
+        pvops::shutdown(pvops::Halt::Failure);
     }
 
-    let max_mfn = hypercall::ops::maximum_ram_page().unwrap_or_else(|_| pvops::shutdown(1));
+    let max_mfn = hypercall::ops::maximum_ram_page()
+        .unwrap_or_else(|_| pvops::shutdown(pvops::Halt::Failure));
     // SAFETY: mfn_list is start_info's p2m of nr_pages entries, inside the bootstrap mapping
     // that we never tear down.
     unsafe { xen::init_memory(info.mfn_list as *mut u64, info.nr_pages, max_mfn) };
     xen::set_root_table(xen::pfn_to_mfn(virt_to_pfn(info.pt_base)));
     if xen::map_shared_info(info.shared_info_maddr).is_err() {
-        pvops::shutdown(1);
+        pvops::shutdown(pvops::Halt::Failure);
     }
 
     if info.flags & abi::SIF_INITDOMAIN != 0 {
         crate::console::init_xen_dom0();
     } else {
-        let Some(pfn) = xen::mfn_to_pfn(info.console_mfn) else { pvops::shutdown(1) };
+        let Some(pfn) = xen::mfn_to_pfn(info.console_mfn) else {
+            pvops::shutdown(pvops::Halt::Failure)
+        };
         // SAFETY: the console page is ours (its mfn maps back to our pfn), inside the
         // bootstrap mapping, and shared only with the console backend.
         unsafe { crate::console::init_xen_ring(pfn_to_virt(pfn) as *mut u8, info.console_evtchn) };

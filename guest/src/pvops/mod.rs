@@ -89,7 +89,7 @@ pub struct ConsoleOps {
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct ShutdownOps {
-    pub shutdown: extern "C" fn(reason: u32) -> !,
+    pub shutdown: extern "C" fn(how: Halt) -> !,
 }
 
 #[repr(C)]
@@ -425,11 +425,23 @@ pub fn console_write(bytes: &[u8]) -> usize {
     lost
 }
 
-/// Stops the machine: reason 0 is a clean poweroff, anything else a failure.
+/// How the machine stops.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Halt {
+    /// A clean poweroff: everything went well.
+    Poweroff = 0,
+    /// Something failed (Xen: the domain crashes; natively: QEMU exits with the fail code).
+    Failure = 1,
+    /// Start again (Xen: the toolstack restarts the domain; natively: a reset).
+    Reboot = 2,
+}
+
+/// Stops the machine.
 #[inline(always)]
-pub fn shutdown(reason: u32) -> ! {
+pub fn shutdown(how: Halt) -> ! {
     // SAFETY: see above; the callee does not return.
-    unsafe { pv_call!(Shutdown; in("edi") reason, options(noreturn),) }
+    unsafe { pv_call!(Shutdown; in("edi") how as u32, options(noreturn),) }
 }
 
 /// Interrupts (events) disabled until dropped, then restored to what they were.

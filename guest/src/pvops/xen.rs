@@ -259,6 +259,6 @@ unsafe extern "C" fn make_table(pfn: u64) {
     }
 }
 
-extern "C" fn shutdown(reason: u32) -> ! {
-    platform::shutdown(reason)
+extern "C" fn shutdown(how: super::Halt) -> ! {
+    platform::shutdown(how)
 }
