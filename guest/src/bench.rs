@@ -145,66 +145,57 @@ impl Drop for Scratch {
 
 const MMU_ROUNDS: u64 = 200;
 
-fn mmu_update_single() -> Result<Row, &'static str> {
+/// Rewrites the 64 scratch PTEs `MMU_ROUNDS` times with `round` (which returns whether
+/// Xen accepted everything) and reports the time per round.
+fn mmu_rounds(
+    detail: &str,
+    round: impl Fn([hypercall::abi::mmu_update; 64]) -> bool,
+) -> Result<Row, &'static str> {
     if !pvops::is_xen() {
         return Err("needs Xen");
     }
     let s = Scratch::new()?;
     let mut flip = false;
+    let mut ok = true;
     let ns = per_op(MMU_ROUNDS, || {
         flip = !flip;
-        for i in 0..64 {
-            // SAFETY: rewrites a scratch PTE to another of our frames, read-only.
-            let _ = unsafe { hypercall::ops::mmu_update(&[s.update(i, flip)]) };
-        }
+        ok &= round(core::array::from_fn(|i| s.update(i, flip)));
     });
-    row(ns / 1000.0, "us/64", "64 mmu_update hypercalls".into())
+    if !ok {
+        return Err("Xen refused an update");
+    }
+    row(ns / 1000.0, "us/64", detail.into())
+}
+
+fn mmu_update_single() -> Result<Row, &'static str> {
+    mmu_rounds("64 mmu_update hypercalls", |updates| {
+        updates.iter().all(|u| {
+            // SAFETY: rewrites a scratch PTE (see Scratch::update).
+            let done = unsafe { hypercall::ops::mmu_update(core::slice::from_ref(u)) };
+            done == Ok(1)
+        })
+    })
 }
 
 fn mmu_update_multicall() -> Result<Row, &'static str> {
-    if !pvops::is_xen() {
-        return Err("needs Xen");
-    }
-    let s = Scratch::new()?;
-    let mut flip = false;
-    let mut failed = false;
-    let ns = per_op(MMU_ROUNDS, || {
-        flip = !flip;
-        let updates: [hypercall::abi::mmu_update; 64] = core::array::from_fn(|i| s.update(i, flip));
+    mmu_rounds("one multicall of 64 mmu_update entries", |updates| {
         let mut batch = hypercall::multicall::Batch::<64>::new();
         let domid = u64::from(hypercall::abi::DOMID_SELF);
         for u in &updates {
-            // SAFETY: `updates` outlives the flush; each rewrites a scratch PTE as above.
-            let _ = unsafe {
-                batch
-                    .push(hypercall::abi::nr::MMU_UPDATE, [u as *const _ as u64, 1, 0, domid, 0, 0])
-            };
+            let args = [u as *const _ as u64, 1, 0, domid, 0, 0];
+            // SAFETY: `updates` outlives the flush; each rewrites a scratch PTE.
+            let _ = unsafe { batch.push(hypercall::abi::nr::MMU_UPDATE, args) };
         }
-        failed |= batch.flush().is_err();
-    });
-    if failed {
-        return Err("a multicall entry failed");
-    }
-    row(ns / 1000.0, "us/64", "one multicall of 64 mmu_update entries".into())
+        batch.flush().is_ok()
+    })
 }
 
 fn mmu_update_batch() -> Result<Row, &'static str> {
-    if !pvops::is_xen() {
-        return Err("needs Xen");
-    }
-    let s = Scratch::new()?;
-    let mut flip = false;
-    let mut failed = false;
-    let ns = per_op(MMU_ROUNDS, || {
-        flip = !flip;
-        let updates: [hypercall::abi::mmu_update; 64] = core::array::from_fn(|i| s.update(i, flip));
-        // SAFETY: each update rewrites a scratch PTE as above.
-        failed |= unsafe { hypercall::ops::mmu_update(&updates) } != Ok(64);
-    });
-    if failed {
-        return Err("mmu_update failed");
-    }
-    row(ns / 1000.0, "us/64", "one mmu_update of 64 requests".into())
+    mmu_rounds("one mmu_update of 64 requests", |updates| {
+        // SAFETY: each update rewrites a scratch PTE.
+        let done = unsafe { hypercall::ops::mmu_update(&updates) };
+        done == Ok(64)
+    })
 }
 
 fn event_loopback_rtt() -> Result<Row, &'static str> {
