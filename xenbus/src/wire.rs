@@ -116,10 +116,13 @@ pub enum XsError {
     IsConn,
     TooBig,
     Perm,
+    /// `EQUOTA`: not in `xsd_errors`, but oxenstored sends it when a domain exceeds a quota
+    /// (where C xenstored says `ENOSPC` or `E2BIG`); Linux would map it to `EINVAL`.
+    Quota,
 }
 
-/// `xsd_errors`, indexed by [`XsError`].
-const XSD_ERRORS: [(XsError, &str); 16] = [
+/// `xsd_errors`, indexed by [`XsError`], then the names only oxenstored sends.
+const XSD_ERRORS: [(XsError, &str); 17] = [
     (XsError::Inval, "EINVAL"),
     (XsError::Acces, "EACCES"),
     (XsError::Exist, "EEXIST"),
@@ -136,6 +139,7 @@ const XSD_ERRORS: [(XsError, &str); 16] = [
     (XsError::IsConn, "EISCONN"),
     (XsError::TooBig, "E2BIG"),
     (XsError::Perm, "EPERM"),
+    (XsError::Quota, "EQUOTA"),
 ];
 
 impl XsError {
@@ -295,6 +299,7 @@ mod tests {
             "EISCONN",
             "E2BIG",
             "EPERM",
+            "EQUOTA",
         ];
         for (i, name) in names.iter().enumerate() {
             let e = XsError::from_payload(name.as_bytes()).unwrap();

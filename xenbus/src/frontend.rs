@@ -1,0 +1,179 @@
+//! A frontend's side of xenbus: finding our devices under `device/<class>/<id>`, learning
+//! their backend, and the XenbusState handshake with it (`io/xenbus.h`).
+//!
+//! The toolstack writes a device's keys while we may already be looking, and the backend
+//! moves through its states at its own pace, so every read of something another domain is
+//! still writing waits for it (through a watch, [`Xenstore::wait_for`]) up to a deadline.
+//! The backend path and id are the toolstack's claims and are validated like any reply.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use log::warn;
+
+use crate::client::{Error, Transport, Xenstore};
+use crate::state::XenbusState;
+use crate::store::{check_path, parse_string, parse_u64, Store};
+use crate::wire::XsError;
+
+/// One of our devices and the backend serving it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// `vif`, `vbd`, ...
+    pub class: String,
+    pub id: u32,
+    /// Our directory, `device/<class>/<id>` (relative to our domain's home).
+    pub path: String,
+    /// The backend's directory, an absolute path.
+    pub backend: String,
+    /// The domain serving the device.
+    pub backend_id: u16,
+}
+
+/// The ids of our devices of `class`; none if the toolstack created no such device. Names
+/// that are not numbers are logged and skipped, so one bad entry hides no other device.
+pub fn device_ids<T: Transport>(xs: &mut Xenstore<T>, class: &str) -> Result<Vec<u32>, Error> {
+    check_class(class)?;
+    let names = match xs.directory(&format!("device/{class}")) {
+        Err(Error::Xs(XsError::NoEnt)) => return Ok(Vec::new()),
+        other => other?,
+    };
+    let mut ids = Vec::new();
+    for name in names {
+        match parse_u64(name.as_bytes()).and_then(|n| u32::try_from(n).ok()) {
+            Some(id) => ids.push(id),
+            None => warn!("xenbus: ignoring device/{class}/{name}: not a device id"),
+        }
+    }
+    Ok(ids)
+}
+
+/// The value at `path` once it exists and is non-empty, waiting up to `timeout_ns`. Empty
+/// counts as not written yet: xenstored creates missing parents with empty values.
+pub fn wait_for_value<T: Transport>(
+    xs: &mut Xenstore<T>,
+    path: &str,
+    timeout_ns: u64,
+) -> Result<Vec<u8>, Error> {
+    xs.wait_for(path, timeout_ns, |xs| match xs.read(path) {
+        Ok(v) if !v.is_empty() => Ok(Some(v)),
+        Ok(_) | Err(Error::Xs(XsError::NoEnt)) => Ok(None),
+        Err(e) => Err(e),
+    })
+}
+
+/// Device `class`/`id` with its backend, waiting up to `timeout_ns` in all for the
+/// toolstack to write `backend` and `backend-id`.
+pub fn probe<T: Transport>(
+    xs: &mut Xenstore<T>,
+    class: &str,
+    id: u32,
+    timeout_ns: u64,
+) -> Result<Device, Error> {
+    check_class(class)?;
+    let deadline = xs.deadline_in(timeout_ns);
+    let path = format!("device/{class}/{id}");
+    let backend = parse_string(wait_for_value(xs, &format!("{path}/backend"), timeout_ns)?)?;
+    if !backend.starts_with('/') || check_path(&backend).is_err() {
+        return Err(Error::BadValue);
+    }
+    let left = deadline.saturating_sub(xs.transport().now_ns());
+    let backend_id = wait_for_value(xs, &format!("{path}/backend-id"), left)?;
+    let backend_id =
+        parse_u64(&backend_id).and_then(|n| u16::try_from(n).ok()).ok_or(Error::BadValue)?;
+    Ok(Device { class: class.into(), id, path, backend, backend_id })
+}
+
+/// All our devices of `class`, each probed with `timeout_ns`.
+pub fn discover<T: Transport>(
+    xs: &mut Xenstore<T>,
+    class: &str,
+    timeout_ns: u64,
+) -> Result<Vec<Device>, Error> {
+    device_ids(xs, class)?.into_iter().map(|id| probe(xs, class, id, timeout_ns)).collect()
+}
+
+/// Device classes are single path components.
+fn check_class(class: &str) -> Result<(), Error> {
+    if class.is_empty() || class.contains('/') {
+        return Err(Error::InvalidArgument);
+    }
+    check_path(class)
+}
+
+impl Device {
+    pub fn state_path(&self) -> String {
+        format!("{}/state", self.path)
+    }
+
+    pub fn backend_state_path(&self) -> String {
+        format!("{}/state", self.backend)
+    }
+
+    /// Publishes our state to the backend.
+    pub fn set_state<T: Transport>(
+        &self,
+        xs: &mut Xenstore<T>,
+        state: XenbusState,
+    ) -> Result<(), Error> {
+        xs.write(&self.state_path(), format!("{}", state as u32).as_bytes())
+    }
+
+    /// Our state as the store has it; `Unknown` if we never wrote one.
+    pub fn state<T: Transport>(&self, xs: &mut Xenstore<T>) -> Result<XenbusState, Error> {
+        read_state(xs, &self.state_path())
+    }
+
+    /// The backend's state; `Unknown` if its node is gone (the device was unplugged) or not
+    /// there yet, as Linux reads it.
+    pub fn backend_state<T: Transport>(&self, xs: &mut Xenstore<T>) -> Result<XenbusState, Error> {
+        read_state(xs, &self.backend_state_path())
+    }
+
+    /// Waits up to `timeout_ns` for the backend's state to satisfy `done`, and returns it.
+    pub fn wait_for_backend<T: Transport>(
+        &self,
+        xs: &mut Xenstore<T>,
+        timeout_ns: u64,
+        mut done: impl FnMut(XenbusState) -> bool,
+    ) -> Result<XenbusState, Error> {
+        let path = self.backend_state_path();
+        xs.wait_for(&path, timeout_ns, |xs| {
+            let s = read_state(xs, &path)?;
+            Ok(done(s).then_some(s))
+        })
+    }
+
+    /// Closes the connection: Closing, then (once the backend follows) Closed, until the
+    /// backend is Closed too or gone. Each wait gets `timeout_ns`.
+    pub fn close<T: Transport>(&self, xs: &mut Xenstore<T>, timeout_ns: u64) -> Result<(), Error> {
+        use XenbusState::*;
+        self.set_state(xs, Closing)?;
+        self.wait_for_backend(xs, timeout_ns, |s| matches!(s, Closing | Closed | Unknown))?;
+        self.set_state(xs, Closed)?;
+        self.wait_for_backend(xs, timeout_ns, |s| matches!(s, Closed | Unknown))?;
+        Ok(())
+    }
+
+    /// Closes the connection and starts over: back to Initialising, until the backend is
+    /// ready for a new handshake (InitWait or beyond). Returns the backend's state; the driver
+    /// then sets up its rings and moves on to Initialised/Connected itself.
+    pub fn reconnect<T: Transport>(
+        &self,
+        xs: &mut Xenstore<T>,
+        timeout_ns: u64,
+    ) -> Result<XenbusState, Error> {
+        use XenbusState::*;
+        self.close(xs, timeout_ns)?;
+        self.set_state(xs, Initialising)?;
+        self.wait_for_backend(xs, timeout_ns, |s| matches!(s, InitWait | Initialised | Connected))
+    }
+}
+
+fn read_state<T: Transport>(xs: &mut Xenstore<T>, path: &str) -> Result<XenbusState, Error> {
+    match xs.read_state(path) {
+        Err(Error::Xs(XsError::NoEnt)) => Ok(XenbusState::Unknown),
+        other => other,
+    }
+}
