@@ -9,6 +9,7 @@
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::{BTreeMap, VecDeque};
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -32,10 +33,10 @@ fn page_layout() -> Layout {
 }
 
 impl Page {
-    fn new() -> Arc<Self> {
+    fn new() -> Rc<Self> {
         // SAFETY: the layout has a non-zero size.
         let p = unsafe { alloc_zeroed(page_layout()) };
-        Arc::new(Page(NonNull::new(p).expect("out of memory")))
+        Rc::new(Page(NonNull::new(p).expect("out of memory")))
     }
 
     /// A ring index on the page, to play a hostile xenstored.
@@ -73,7 +74,7 @@ struct Tx {
 pub type Idle = Box<dyn FnMut(&mut Fake) -> bool>;
 
 pub struct Fake {
-    pub page: Arc<Page>,
+    pub page: Rc<Page>,
     req: Consumer,
     rsp: Producer,
     inbuf: Vec<u8>,
@@ -116,7 +117,7 @@ fn parent(path: &str) -> &str {
 }
 
 impl Fake {
-    fn new(page: Arc<Page>) -> Self {
+    fn new(page: Rc<Page>) -> Self {
         let base = page.0.as_ptr();
         // SAFETY: the page lives as long as `page`, which this value holds; the fake is the
         // only consumer of `req` and the only producer of `rsp`, the client the other two.
