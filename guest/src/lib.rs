@@ -21,6 +21,8 @@ pub mod boot;
 #[cfg(target_os = "none")]
 pub mod console;
 #[cfg(target_os = "none")]
+pub mod control;
+#[cfg(target_os = "none")]
 pub mod evtchn;
 #[cfg(target_os = "none")]
 pub mod gnttab;
@@ -30,3 +32,5 @@ pub mod pvops;
 pub mod selftest;
 #[cfg(target_os = "none")]
 pub mod sync;
+#[cfg(target_os = "none")]
+pub mod xenstore;

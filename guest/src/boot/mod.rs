@@ -62,12 +62,18 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     pvops::irq_enable();
     let report = crate::selftest::run(&options);
     println!("{report}");
+    if pvops::is_xen() {
+        crate::control::publish_result(&alloc::format!("{report}"));
+    }
     if options.bench != crate::cmdline::Selection::None {
         crate::bench::run(&options.bench);
     }
     if let Some(fault) = options.fault {
         log::warn!("fault={fault:?} requested: failing on purpose");
         crate::arch::cpu::fault(fault);
+    }
+    if options.stay && pvops::is_xen() {
+        crate::control::serve();
     }
     pvops::shutdown(if report.failed == 0 { pvops::Halt::Poweroff } else { pvops::Halt::Failure })
 }

@@ -13,6 +13,7 @@ mod mem;
 mod pvops;
 mod time;
 mod trap;
+mod xenstore;
 
 use crate::cmdline::Options;
 use crate::println;
@@ -60,6 +61,7 @@ const SUITES: &[&[Test]] = &[
     mem::TESTS,
     time::TESTS,
     grant::TESTS,
+    xenstore::TESTS,
     console::TESTS,
 ];
 

@@ -1,0 +1,80 @@
+//! The xenstore connection (Xen only): the xenbus client over the page and event channel
+//! start_info names. The event handler only raises a flag; requests, replies and watch
+//! events are handled by whoever uses the client (a blocking call, or `service`).
+
+use crate::{evtchn, pvops, time};
+use core::sync::atomic::{AtomicBool, Ordering};
+use events::Port;
+use ring::byte::{Consumer, Producer};
+use xenbus::wire::interface::{REQ_RING, RSP_RING};
+use xenbus::{Timeout, Transport, Xenstore};
+
+/// Xenstored signalled since the client last looked.
+static SIGNALLED: AtomicBool = AtomicBool::new(false);
+
+/// Not an IrqMutex: blocking calls hold it while they wait for xenstored with events
+/// enabled; the event handler never takes it.
+static CLIENT: spin::Mutex<Option<Xenstore<Channel>>> = spin::Mutex::new(None);
+
+/// The client's side effects, through this kernel's event channels and clock.
+pub struct Channel {
+    port: Port,
+}
+
+impl Transport for Channel {
+    fn notify(&mut self) {
+        // A failed send leaves the request in the ring for xenstored's next look.
+        let _ = evtchn::send(self.port);
+    }
+
+    fn wait(&mut self, deadline_ns: u64) -> Result<(), Timeout> {
+        if time::wait_until(|| SIGNALLED.swap(false, Ordering::SeqCst), deadline_ns) {
+            Ok(())
+        } else {
+            Err(Timeout)
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        pvops::clock_ns()
+    }
+}
+
+fn on_event(_: Port, _: usize) {
+    SIGNALLED.store(true, Ordering::SeqCst);
+}
+
+/// Connects to xenstored through our store page (at `page`) and its event channel.
+///
+/// # Safety
+/// `page` is the xenstore page start_info names, mapped for good and used by nothing else.
+pub unsafe fn init(page: *mut u8, port: u32) -> Result<(), evtchn::Error> {
+    // SAFETY: forwarded contract; the layouts are those of xenstore_domain_interface, and
+    // this client is the page's only producer of requests and consumer of replies.
+    let (req, rsp) = unsafe { (Producer::new(page, REQ_RING), Consumer::new(page, RSP_RING)) };
+    let port = Port(port);
+    *CLIENT.lock() = Some(Xenstore::new(req, rsp, Channel { port }));
+    evtchn::bind(port, on_event, 0)
+}
+
+/// Runs `f` on the client; `None` when there is none (natively, or before `init`).
+pub fn with<R>(f: impl FnOnce(&mut Xenstore<Channel>) -> R) -> Option<R> {
+    CLIENT.lock().as_mut().map(f)
+}
+
+/// Takes in what xenstored sent and runs the watch handlers it triggered.
+pub fn service() {
+    if SIGNALLED.swap(false, Ordering::SeqCst) || with(|xs| xs.pending_events() > 0) == Some(true) {
+        with(|xs| {
+            if let Err(e) = xs.poll() {
+                log::error!("xenstore: {e}");
+            }
+            xs.dispatch_watches();
+        });
+    }
+}
+
+/// Whether there is something for `service` to do.
+pub fn signalled() -> bool {
+    SIGNALLED.load(Ordering::SeqCst)
+}
