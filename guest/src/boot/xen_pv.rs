@@ -124,14 +124,15 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     if let Err(e) = crate::gnttab::init() {
         stop(format_args!("grant table: {e}"));
     }
-    match xen::mfn_to_pfn(info.store_mfn) {
-        // SAFETY: the xenstore page is ours (its mfn maps back to our pfn), inside the
-        // bootstrap mapping, and shared only with xenstored.
-        Some(pfn) => {
-            unsafe { crate::xenstore::init(pfn_to_virt(pfn) as *mut u8, info.store_evtchn) }
-                .unwrap_or_else(|e| stop(format_args!("xenstore event channel: {e}")))
-        }
-        None => stop(format_args!("xenstore mfn {:#x} is not ours", info.store_mfn)),
+    let Some(store_pfn) = xen::mfn_to_pfn(info.store_mfn) else {
+        stop(format_args!("xenstore mfn {:#x} is not ours", info.store_mfn))
+    };
+    // SAFETY: the xenstore page is ours (its mfn maps back to our pfn), inside the
+    // bootstrap mapping, and shared only with xenstored.
+    let store =
+        unsafe { crate::xenstore::init(pfn_to_virt(store_pfn) as *mut u8, info.store_evtchn) };
+    if let Err(e) = store {
+        stop(format_args!("xenstore event channel: {e}"));
     }
     kernel_main(options)
 }
