@@ -53,12 +53,13 @@ test-native: build
 	    $(IMAGE) "log=warn tests=boot:: fault=pf"
 
 # Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), 32 MiB, 1 GiB
-# with two vCPUs, an unknown option, and the 2-level event ABI; then a deliberate page fault,
-# which must crash the domain after the dump.
+# with two vCPUs, an unknown option, the 2-level event ABI, `xl shutdown` and `xl reboot` of a
+# guest that stays up; then a deliberate page fault, which must crash the domain after the dump.
 test-xen: build
 	rig/test-check-console.sh
 	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
-	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"'
+	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
+	    '@shutdown extra="log=warn stay"' '@reboot extra="log=warn stay"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 

@@ -6,8 +6,10 @@
 #   /rig/run/<N>/args      xl key=value overrides, one per line
 #   /rig/run/<N>/name      the domain's name (for xenconsoled's guest-<name>.log)
 #   /rig/run/<N>/label     the RUN string as given, for the markers
+#   /rig/run/<N>/control   "shutdown" or "reboot" if the run has that directive (else absent)
 #   /rig/xl-opts           options for xl itself (-vvv or empty)
 #   /rig/run-timeout       seconds after which a guest is destroyed (0: never)
+#   /rig/control-timeout   bound in seconds of each wait of a control run
 #   /rig/hotplug/          replacements for /etc/xen/scripts (--fast-hotplug), if present
 #   /rig/guest/System.map  the guest's symbols for xenctx, if the host had `nm` (may be empty)
 # The host parses the "rig: " lines; keep their format in step with xen-rig.sh.
@@ -46,7 +48,9 @@ done </lib/modules/rig/load-order
 mount -t xenfs xenfs /proc/xen || die "mount xenfs"
 mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored /var/lock
 
-xenstored --pid-file=/run/xenstored.pid || die "xenstored"
+# --entry-size: xenstored's default per-node limit for a domU (2048 bytes) is below the largest
+# value the protocol can carry, which the guest's self-test writes.
+xenstored --pid-file=/run/xenstored.pid --entry-size 8192 || die "xenstored"
 xen-init-dom0 >/dev/null || die "xen-init-dom0"
 xenconsoled --log=guest --log-dir=/var/log/xen/console || die "xenconsoled"
 
@@ -65,12 +69,106 @@ reason_name() {
     # libxl_shutdown_reason / SHUTDOWN_* codes as printed by xl.
     case $1 in
     0) echo poweroff ;; 1) echo reboot ;; 2) echo suspend ;; 3) echo crash ;;
-    4) echo watchdog ;; 5) echo soft_reset ;; timeout) echo run-timeout ;; "") echo unknown ;;
+    4) echo watchdog ;; 5) echo soft_reset ;; timeout) echo run-timeout ;;
+    destroyed) echo destroyed ;; "") echo unknown ;;
     *) echo "code$1" ;;
     esac
 }
 
+# dom0 uptime in centiseconds (/proc/uptime has two decimals) in $CS; builtins only (see
+# ctl_wait).
+uptime_cs() {
+    read -r up _ </proc/uptime
+    CS=${up%.*}${up#*.}
+    CS=${CS#0}
+}
+# Centiseconds -> seconds with two decimals.
+secs() { printf '%d.%02d' $(($1 / 100)) $(($1 % 100)); }
+
+# Waits until file $1 exists (0), xl create has exited (1) or $ctl_timeout seconds passed (2).
+# Polls every 0.1 s without forking: the pause is a `read -t` on fd 8, a FIFO nobody writes
+# (control_run opens it), not sleep(1): a fork+exec per poll costs dom0 CPU time under TCG that
+# the guest (on the same two host cores) would miss.
+ctl_wait() {
+    uptime_cs
+    deadline=$((CS + ctl_timeout * 100))
+    while :; do
+        [ ! -e "$1" ] || return 0
+        [ ! -e "$d/xl.rc" ] || return 1
+        uptime_cs
+        [ "$CS" -lt "$deadline" ] || return 2
+        # shellcheck disable=SC3045 # busybox ash has read -t (fractional)
+        read -r -t 0.1 _ <&8
+    done
+}
+ctl_log() {
+    read -r up _ </proc/uptime
+    echo "[$up] $*" >>"$d/control.log"
+}
+# ctl_fail WHY [destroy]: records the failure; with "destroy", destroys the domain (which ends
+# xl create -F) and marks the run's reason as "destroyed".
+ctl_fail() {
+    if [ -n "${2:-}" ]; then
+        : >"$d/destroyed"
+        ctl_log "xl destroy $name"
+        xl destroy "$name" >>"$d/control.log" 2>&1
+    fi
+    echo "FAILED: $1" >>"$d/control.log"
+}
+
+# A control run's toolstack side (in the background while xl create -F runs): at each boot's
+# "control: ready" (a file the console reader leaves, see below) send `xl reboot` (all boots but
+# the last) or `xl shutdown` (the last), and wait for xl to report the domain's shutdown. Each
+# wait is bounded; a guest that misses one is destroyed, which also ends xl create -F. Writes
+# control.log: timed events, then "ok: <timings>" or "FAILED: <why>".
+control_run() {
+    exec 8<>/run/rig-tick
+    boots=1
+    [ "$1" != reboot ] || boots=2
+    b=1
+    since=$t0cs
+    from="xl create"
+    timings=""
+    while [ "$b" -le "$boots" ]; do
+        ctl_wait "$d/ready.$b"
+        case $? in
+        1) ctl_fail "the domain ended before 'control: ready' (boot $b)"; return ;;
+        2) ctl_fail "no 'control: ready' (boot $b) within $ctl_timeout s" destroy; return ;;
+        esac
+        uptime_cs
+        ctl_log "control: ready (boot $b) $(secs $((CS - since))) s after $from"
+        timings="$timings${timings:+, }ready $(secs $((CS - since))) s"
+        cmd=shutdown
+        [ "$b" -eq "$boots" ] || cmd=reboot
+        ctl_log "xl $cmd $name"
+        uptime_cs
+        since=$CS
+        if ! xl "$cmd" "$name" >>"$d/control.log" 2>&1; then
+            ctl_fail "xl $cmd $name failed" destroy
+            return
+        fi
+        # down.<b>: xl's b-th "has shut down" line (written by the xl log reader below).
+        ctl_wait "$d/down.$b"
+        case $? in
+        1) ctl_fail "xl create ended without the domain shutting down after xl $cmd"; return ;;
+        2)
+            ctl_fail "the guest ignored xl $cmd: still running $ctl_timeout s later" destroy
+            return
+            ;;
+        esac
+        uptime_cs
+        ctl_log "domain down (boot $b) $(secs $((CS - since))) s after xl $cmd"
+        timings="$timings, xl $cmd -> down $(secs $((CS - since))) s"
+        since=$CS
+        from="boot $b went down"
+        b=$((b + 1))
+    done
+    echo "ok: $timings" >>"$d/control.log"
+}
+
 run_timeout=$(cat /rig/run-timeout)
+ctl_timeout=$(cat /rig/control-timeout)
+mkfifo /run/rig-tick
 say "dom0 ready: $(cut -d' ' -f1 /proc/uptime) s"
 dump_dmesg >/dev/null
 
@@ -85,37 +183,65 @@ while [ -d "/rig/run/$n" ]; do
     done </rig/disks
 
     # xenconsoled appends the guest's console to guest-<name>.log; as a FIFO it streams it to us
-    # without polling, and its close (domain gone) ends the reader.
+    # without polling. xenconsoled closes it when the domain is gone and opens it again for a
+    # restarted domain of the same name (a reboot), blocking until there is a reader: so the
+    # reader reopens it after each EOF until console-done says the run is over. It passes the
+    # console through line by line and leaves ready.<k> at the k-th "control: ready" line for
+    # the controller. (getline from a file that will not open returns -1: no fork per check.)
     log=/var/log/xen/console/guest-$name.log
     rm -f "$log"
     mkfifo "$log"
-    cat "$log" &
+    awk -v fifo="$log" -v stop="$d/console-done" -v dir="$d" 'BEGIN {
+        while (1) {
+            while ((getline line <fifo) > 0) {
+                print line
+                fflush()
+                if (line ~ /^control: ready/) { f = dir "/ready." ++k; printf "" >f; close(f) }
+            }
+            close(fifo)
+            if ((getline x <stop) >= 0) exit
+        }
+    }' &
     reader=$!
 
     set --
     while IFS= read -r a; do set -- "$@" "$a"; done <"$d/args"
     say "run $n begin: $(cat "$d/label")"
     read -r t0 _ </proc/uptime
+    uptime_cs
+    t0cs=$CS
     echo "[$t0] xl create" >"$d/xl.log"
+    : >"$d/control.log"
+    controller=""
+    if [ -e "$d/control" ]; then
+        control_run "$(cat "$d/control")" &
+        controller=$!
+    fi
     # A hung guest must not cost the remaining runs: destroy it after --run-timeout.
     watchdog=""
     if [ "$run_timeout" -gt 0 ]; then
         (sleep "$run_timeout" && touch "$d/timed-out" && xl destroy "$name") >/dev/null 2>&1 &
         watchdog=$!
     fi
-    # -F keeps xl in the foreground until the domain is gone (or preserved). Its lines get dom0's
-    # uptime in front (to time the toolstack's phases) and go to a file, printed after the run,
-    # so they can't interleave with the guest's.
+    # -F keeps xl in the foreground until the domain is gone (or preserved); on a reboot with
+    # on_reboot="restart" it creates the domain again (new domid) and keeps waiting. Its lines
+    # get dom0's uptime in front (to time the toolstack's phases) and go to a file, printed after
+    # the run, so they can't interleave with the guest's. down.<k> marks the k-th shutdown.
     {
         # shellcheck disable=SC2046 # xl-opts is a word list on purpose
         xl $(cat /rig/xl-opts) create -F "$d/cfg" "$@"
         echo $? >"$d/xl.rc"
-    } 2>&1 | while IFS= read -r l; do
-        read -r up _ </proc/uptime
-        echo "[$up] $l"
-    done >>"$d/xl.log"
+    } 2>&1 | {
+        k=0
+        while IFS= read -r l; do
+            read -r up _ </proc/uptime
+            echo "[$up] $l" >>"$d/xl.log"
+            case $l in *"has shut down, reason code"*) k=$((k + 1)) && : >"$d/down.$k" ;; esac
+        done
+    }
     rc=$(cat "$d/xl.rc")
     [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
+    [ -z "$controller" ] || wait "$controller"
     read -r t1 _ </proc/uptime
 
     # A preserved domain (xen-rig.sh sets on_crash="preserve"): dump its vCPUs for debugging
@@ -132,23 +258,33 @@ while [ -d "/rig/run/$n" ]; do
         xl destroy "$id" >>"$d/xl.log" 2>&1
     fi
 
-    # If the domain never started, xenconsoled never opened the FIFO: open it once as a writer so
-    # the reader's open returns and it sees EOF. Read-write because a write-only open would block
-    # for good if the reader is already gone. If xenconsoled still has it open, the reader drains
-    # it to EOF.
-    : <>"$log"
-    # Bounded, should a domain linger and keep xenconsoled's end of the FIFO open.
-    (sleep 30 && kill "$reader") 2>/dev/null &
-    reader_guard=$!
+    # End the reader: once console-done exists it stops after the next EOF. While xenconsoled
+    # still has the FIFO open the reader drains it; once it is closed (domain gone, or never
+    # started) the reader sits in open() waiting for a writer: a read-write open of ours lets
+    # that open return and see EOF (a write-only open would block if the reader were gone).
+    # Repeated, because the reader may be between EOF and its next open. Bounded (30 s), should
+    # a domain linger and keep xenconsoled's end open.
+    : >"$d/console-done"
+    i=0
+    while kill -0 "$reader" 2>/dev/null; do
+        : <>"$log"
+        i=$((i + 1))
+        [ "$i" -lt 600 ] || kill "$reader"
+        sleep 0.05
+    done
     wait "$reader"
-    kill "$reader_guard" 2>/dev/null
 
     sed 's/^/rig: xenctx: /' "$d/xenctx.log"
-    code=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' "$d/xl.log" | tail -n 1)
-    [ ! -e "$d/timed-out" ] || code=timeout
+    sed 's/^/rig: control: /' "$d/control.log"
+    codes=$(sed -n 's/.*has shut down, reason code \([0-9]*\).*/\1/p' "$d/xl.log")
+    code=$(echo "$codes" | tail -n 1)
+    reasons=""
+    for c in $codes; do reasons="$reasons${reasons:+,}$(reason_name "$c")"; done
+    [ ! -e "$d/destroyed" ] || code=destroyed reasons="$reasons${reasons:+,}destroyed"
+    [ ! -e "$d/timed-out" ] || code=timeout reasons="$reasons${reasons:+,}run-timeout"
     sed 's/^/rig: xl: /' "$d/xl.log"
     dump_dmesg
-    say "run $n end: xl exit=$rc reason=$(reason_name "$code") seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')"
+    say "run $n end: xl exit=$rc reason=$(reason_name "$code") seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') reasons=${reasons:-none}"
     n=$((n + 1))
 done
 

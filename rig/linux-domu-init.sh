@@ -15,7 +15,7 @@ dmesg -n 1
 mode=""
 read -r cmdline </proc/cmdline
 for w in $cmdline; do
-    case $w in rigtest=*) mode=${w#rigtest=} ;; esac
+    case $w in rigtest=*) mode=${w#rigtest=} ;; stay) mode=stay ;; esac
 done
 
 pass=0 fail=0 skip=0
@@ -77,4 +77,26 @@ reboot) echo "$pass passed, $fail failed, $skip skipped"; reboot -f ;;
 esac
 echo "linux-domu: uptime $(cut -d' ' -f1 /proc/uptime) s"
 echo "$pass passed, $fail failed, $skip skipped"
+
+case $mode in
+stay | deaf)
+    # xl shutdown/reboot writes control/shutdown; the kernel's xenbus handler runs
+    # /sbin/poweroff or /sbin/reboot (orderly_poweroff/orderly_reboot), and busybox's, finding
+    # no -f, signals PID 1 (this script): USR2 poweroff, USR1 halt, TERM reboot. So the request
+    # really goes through the kernel's control/shutdown watch, as it must for the project's guest.
+    if [ "$mode" = deaf ]; then
+        trap '' USR1 USR2 TERM
+    else
+        trap 'echo "control: shutdown poweroff"; poweroff -f' USR2
+        trap 'echo "control: shutdown halt"; poweroff -f' USR1
+        trap 'echo "control: shutdown reboot"; reboot -f' TERM
+    fi
+    echo "control: ready"
+    # `wait` returns when a trapped signal arrives (a foreground sleep would delay the trap).
+    while :; do
+        sleep 3600 &
+        wait $!
+    done
+    ;;
+esac
 poweroff -f

@@ -5,10 +5,15 @@
 #
 #   rig/xen-rig.sh [--timeout SECONDS] [--run-timeout SECONDS] [--work DIR] [--disk-mb MIB]
 #                  [--expect-bulk] [--expect-fatal TEXT] [--fast-hotplug] [--verbose]
-#                  [--xl-verbose] IMAGE CFG [RUN ...]
+#                  [--xl-verbose] [--control-timeout SECONDS] IMAGE CFG [RUN ...]
 #
 # RUN is a space-separated list of xl key=value overrides, e.g. 'memory=32' or
-# 'extra="log=debug bogus=1"'. No RUN means one run without overrides.
+# 'extra="log=debug bogus=1"'. No RUN means one run without overrides. A RUN may start with a
+# rig directive: @shutdown (after the guest prints "control: ready", dom0 runs `xl shutdown`;
+# the guest must print "control: shutdown poweroff" and end with reason poweroff) or @reboot
+# (`xl reboot` at the first "control: ready", `xl shutdown` at the second: two boots, reasons
+# reboot then poweroff), e.g. '@reboot extra="log=info tests=none stay"'. Each wait (for
+# "control: ready", for the domain to go down) is bounded by --control-timeout (default 20 s).
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
 # verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
@@ -26,7 +31,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,23s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -39,6 +44,7 @@ xl_opts=""
 expect_bulk=""
 expect_fatal=""
 fast_hotplug=""
+control_timeout=20
 while (($#)); do
     case $1 in
     --timeout) timeout_s=${2:?}; shift 2 ;;
@@ -50,6 +56,7 @@ while (($#)); do
     --fast-hotplug) fast_hotplug=1; shift ;;
     --verbose | -v) verbose=1; shift ;;
     --xl-verbose) xl_opts=-vvv; shift ;;
+    --control-timeout) control_timeout=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     --) shift; break ;;
     -*) rig_log "unknown option $1"; usage ;;
@@ -63,8 +70,9 @@ runs=("$@")
 ((${#runs[@]})) || runs=("")
 [[ -f $image ]] || rig_die "no guest image $image"
 [[ -f $cfg ]] || rig_die "no xl config $cfg"
-[[ $timeout_s =~ ^[0-9]+$ && $run_timeout =~ ^[0-9]+$ && $disk_mb =~ ^[0-9]+$ ]] ||
-    rig_die "--timeout, --run-timeout and --disk-mb take whole numbers"
+[[ $timeout_s =~ ^[0-9]+$ && $run_timeout =~ ^[0-9]+$ && $disk_mb =~ ^[0-9]+$ &&
+    $control_timeout =~ ^[1-9][0-9]*$ ]] ||
+    rig_die "--timeout, --run-timeout, --disk-mb and --control-timeout take whole numbers"
 
 # Resolves a path from the cfg the way a person reading it would: relative to the cfg's
 # directory first, then to the current directory.
@@ -133,16 +141,31 @@ split_overrides() {
 }
 
 # RUN strings -> xl arguments, checked before anything is built. run_args[i] holds the
-# arguments one per line, run_names[i] the domain name (for the console log's file name).
+# arguments one per line, run_names[i] the domain name (for the console log's file name),
+# run_controls[i] the directive (shutdown, reboot or empty), run_labels[i] the overrides
+# without the directive.
 run_args=()
 run_names=()
+run_controls=()
+run_labels=()
 for i in "${!runs[@]}"; do
     n=$((i + 1))
     args=$(split_overrides "${runs[$i]}") || exit 2
     name=""
     out_args=""
+    control=""
+    label=""
     while IFS= read -r a; do
         [[ -n $a ]] || continue
+        if [[ $a == @* ]]; then
+            [[ $a == @shutdown || $a == @reboot ]] ||
+                rig_die "run $n: unknown directive '$a' (@shutdown, @reboot)"
+            [[ -z $control ]] || rig_die "run $n: more than one directive"
+            [[ -z $label ]] || rig_die "run $n: the directive '$a' must come first"
+            control=${a#@}
+            continue
+        fi
+        label+="${label:+ }$a"
         [[ $a =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || rig_die "run $n: '$a' is not key=value"
         if [[ $a =~ ^name=[\"\']?([^\"\']*) ]]; then name=${BASH_REMATCH[1]}; fi
         if [[ $a == disk=* ]]; then
@@ -153,7 +176,11 @@ for i in "${!runs[@]}"; do
     done <<<"$args"
     run_args+=("$out_args")
     run_names+=("$name")
+    run_controls+=("$control")
+    run_labels+=("$label")
 done
+[[ -z $expect_fatal || -z ${run_controls[*]// /} ]] ||
+    rig_die "--expect-fatal and @shutdown/@reboot runs do not go together"
 
 mkdir -p "$RIG_WORK"
 RIG_WORK=$(cd "$RIG_WORK" && pwd)
@@ -187,6 +214,7 @@ chmod 755 "$stage/init"
 cp "$image" "$stage/rig/guest/kernel"
 printf '%s\n' "$xl_opts" >"$stage/rig/xl-opts"
 printf '%s\n' "$run_timeout" >"$stage/rig/run-timeout"
+printf '%s\n' "$control_timeout" >"$stage/rig/control-timeout"
 [[ -z $fast_hotplug ]] || cp -r "$RIG_DIR/hotplug" "$stage/rig/hotplug"
 # Symbols for the crash dump (xenctx -s); optional: binutils is not part of a base system.
 if command -v nm >/dev/null; then
@@ -233,7 +261,14 @@ for i in "${!runs[@]}"; do
     n=$((i + 1))
     d=$stage/rig/run/$n
     mkdir -p "$d"
-    cp "$stage/rig/guest.cfg" "$d/cfg"
+    if [[ ${run_controls[$i]} == reboot ]]; then
+        # The one reboot this run is about must restart the domain (xl create -F then waits on
+        # the new domain); the controller in dom0 bounds it to one.
+        sed 's/^on_reboot = "destroy"$/on_reboot = "restart"/' "$stage/rig/guest.cfg" >"$d/cfg"
+    else
+        cp "$stage/rig/guest.cfg" "$d/cfg"
+    fi
+    [[ -z ${run_controls[$i]} ]] || printf '%s\n' "${run_controls[$i]}" >"$d/control"
     printf '%s' "${run_args[$i]}" >"$d/args"
     name=${run_names[$i]:-$base_name}
     [[ -n $name ]] || rig_die "$cfg has no name = \"...\""
@@ -313,12 +348,21 @@ for i in "${!runs[@]}"; do
     else
         end=$(grep -E "^rig: run $n end: " "$f" || true)
         guest=$(grep -vE '^(\(XEN\)|rig: )' "$f" || true)
-        closing=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' <<<"$guest" | tail -n 1 || true)
+        # One closing line per boot (a @reboot run has two); each must have 0 failed.
+        closings=$(grep -E '^[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped$' <<<"$guest" || true)
+        closing=$(tail -n 1 <<<"$closings")
         [[ -n $end ]] || why+=("run did not end")
         [[ -n $closing ]] || why+=("no closing line")
-        if [[ $closing =~ ^[0-9]+\ passed,\ ([0-9]+)\ failed ]] && ((BASH_REMATCH[1] > 0)); then
-            why+=("${BASH_REMATCH[1]} failed")
-        fi
+        nclosing=$(grep -c . <<<"$closings" || true)
+        boot=0
+        while IFS= read -r c; do
+            boot=$((boot + 1))
+            if [[ $c =~ ^[0-9]+\ passed,\ ([0-9]+)\ failed ]] && ((BASH_REMATCH[1] > 0)); then
+                prefix=""
+                ((nclosing == 1)) || prefix="boot $boot: "
+                why+=("$prefix${BASH_REMATCH[1]} failed")
+            fi
+        done <<<"$closings"
         nfail=$(grep -c '^FAIL ' <<<"$guest" || true)
         ((nfail == 0)) || why+=("$nfail FAIL line(s)")
         want_reason=poweroff
@@ -326,10 +370,39 @@ for i in "${!runs[@]}"; do
             want_reason=crash
             grep -qF -- "$expect_fatal" <<<"$guest" || why+=("no '$expect_fatal' (--expect-fatal)")
         fi
+        control=${run_controls[$i]}
         if [[ -n $end ]]; then
             [[ $end == *" xl exit=0 "* ]] || why+=("xl create failed (${end#*end: })")
-            [[ $end == *" xl exit=0 "* && $end != *" reason=$want_reason "* ]] &&
+            # (A control run checks the reason of every boot, below.)
+            [[ -n $control || $end != *" xl exit=0 "* || $end == *" reason=$want_reason "* ]] ||
                 why+=("guest did not end with $want_reason (${end#*end: })")
+        fi
+        if [[ -n $control ]]; then
+            # dom0's controller reports whether each step came within --control-timeout; then
+            # what the guest must have printed and how each boot must have ended.
+            ctl_result=$(sed -n 's/^rig: control: \(ok\|FAILED\): //p' "$f")
+            if grep -q '^rig: control: FAILED: ' "$f"; then
+                why+=("control: $ctl_result")
+            elif [[ -z $ctl_result ]]; then
+                why+=("control: no result from dom0's controller")
+            else
+                echo "rig: run $n: control: $ctl_result"
+            fi
+            if [[ $control == reboot ]]; then
+                boots=2 want_reasons=reboot,poweroff want_shut="reboot poweroff"
+            else
+                boots=1 want_reasons=poweroff want_shut=poweroff
+            fi
+            nready=$(grep -c '^control: ready$' <<<"$guest" || true)
+            ((nready == boots)) || why+=("$nready 'control: ready' line(s), want $boots")
+            [[ -z $closing ]] || ((nclosing == boots)) ||
+                why+=("$nclosing closing lines, want $boots")
+            shut=$(sed -n 's/^control: shutdown //p' <<<"$guest" | tr '\n' ' ')
+            [[ ${shut% } == "$want_shut" ]] ||
+                why+=("'control: shutdown' lines: '${shut% }', want '$want_shut'")
+            if [[ -n $end && $end != *" reasons=$want_reasons" ]]; then
+                why+=("shutdown reasons ${end##* reasons=}, want $want_reasons")
+            fi
         fi
         # The console integrity block is optional; a broken one fails the run.
         if ! bulk=$(python3 "$RIG_DIR/check-console.py" <<<"$guest" 2>&1); then
@@ -340,7 +413,8 @@ for i in "${!runs[@]}"; do
             why+=("no console-bulk block (--expect-bulk)")
         fi
     fi
-    label=${runs[$i]:-no overrides}
+    label=${run_labels[$i]:-no overrides}
+    [[ -z ${run_controls[$i]} ]] || label="${run_labels[$i]:+${run_labels[$i]}, }@${run_controls[$i]}"
     if ((${#why[@]})); then
         fail=1
         echo "rig: run $n (${label}): ${closing:-no closing line} -> FAIL"

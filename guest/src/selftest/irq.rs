@@ -45,19 +45,24 @@ fn count_call(_: usize) {
 fn pending_delivered_on_enable() -> Outcome {
     xen_only!();
     let port = crate::time::xen::timer_port();
-    let before = TIMER_CALLS.load(Ordering::SeqCst);
+    let calls = TIMER_CALLS.load(Ordering::SeqCst);
     pvops::irq_disable();
     let deadline = pvops::clock_ns() + 1_000_000;
     crate::time::add(deadline, count_call, 0);
     // Sleep until the timer's port is pending (SCHEDOP_poll ignores the event mask).
     let poll = hypercall::ops::sched_poll(&[port.0], deadline + 1_000_000_000);
     let pending = crate::arch::xen::vcpu().upcall_pending();
-    let during = TIMER_CALLS.load(Ordering::SeqCst);
+    let before = crate::time::xen::timer_events();
     pvops::irq_enable();
-    let after = TIMER_CALLS.load(Ordering::SeqCst);
+    let after = crate::time::xen::timer_events();
     check!(poll.is_ok(), "SCHEDOP_poll: {poll:?}");
     check!(pending != 0, "the timer event did not become pending");
-    check!(during == before, "the timer ran while events were disabled");
-    check!(after == before + 1, "irq_enable delivered {} timers, expected 1", after - before);
+    check!(after > before, "irq_enable did not deliver the pending timer event");
+    // Xen may fire a timer up to its slop early; the queue then waits for the deadline.
+    let fired = crate::time::wait_until(
+        || TIMER_CALLS.load(Ordering::SeqCst) > calls,
+        deadline + 1_000_000_000,
+    );
+    check!(fired, "the timer's callback never ran");
     Outcome::Pass
 }

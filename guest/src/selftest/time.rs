@@ -33,7 +33,10 @@ fn monotonic() -> Outcome {
         advanced += u32::from(now > prev);
         prev = now;
     }
-    check!(advanced >= 990, "only {advanced} of 1000 spaced reads saw the clock advance");
+    // Not all of them: a vCPU moved to another pCPU may read a slightly earlier time,
+    // which the monotonic clamp turns into a repeat. A clock that only moves when Xen
+    // refreshes its record advances in a handful.
+    check!(advanced >= 900, "only {advanced} of 1000 spaced reads saw the clock advance");
     Outcome::Pass
 }
 
@@ -43,10 +46,14 @@ fn rate() -> Outcome {
         // Xen's own timer (SCHEDOP_poll's timeout, set from the hypervisor's platform
         // timer) against our TSC-extrapolated clock.
         const SLEEP_NS: u64 = 100_000_000;
+        // Events masked: SCHEDOP_poll returns early for a deliverable event, and only the
+        // timeout should wake it here.
+        let irq = pvops::irq_save();
         let t0 = pvops::clock_ns();
         let deadline = crate::time::xen::system_time_ns() + SLEEP_NS;
         let r = hypercall::ops::sched_poll(&[], deadline);
         let elapsed = pvops::clock_ns() - t0;
+        drop(irq);
         check!(r.is_ok(), "SCHEDOP_poll: {r:?}");
         check!(elapsed >= SLEEP_NS - 1_000_000, "woke after {elapsed} ns, before the 100 ms timer");
         check!(elapsed < SLEEP_NS * 3, "a 100 ms sleep took {elapsed} ns");

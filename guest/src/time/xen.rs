@@ -50,9 +50,21 @@ pub extern "C" fn clock_ns() -> u64 {
 /// The VIRQ_TIMER port (0 before `init_timer`).
 static TIMER_PORT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
+/// VIRQ_TIMER events handled so far.
+static TIMER_EVENTS: AtomicU64 = AtomicU64::new(0);
+
+pub fn timer_events() -> u64 {
+    TIMER_EVENTS.load(Ordering::SeqCst)
+}
+
+fn on_timer(_: events::Port, _: usize) {
+    TIMER_EVENTS.fetch_add(1, Ordering::SeqCst);
+    super::expire();
+}
+
 /// Binds VIRQ_TIMER so that `set_timer_op` deadlines run the timer queue.
 pub fn init_timer() -> Result<events::Port, crate::evtchn::Error> {
-    let port = crate::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, |_, _| super::expire(), 0)?;
+    let port = crate::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, on_timer, 0)?;
     TIMER_PORT.store(port.0, Ordering::Relaxed);
     Ok(port)
 }
