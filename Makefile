@@ -5,6 +5,8 @@ TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 TARGET    := x86_64-unknown-none
 IMAGE     := target/$(TARGET)/release/guest
 CARGO     := cargo +$(TOOLCHAIN)
+# A disk (the rig backs it with a scratch file) and a network interface on dom0's bridge.
+DEVICES   := disk=["format=raw,vdev=xvda,access=rw,target=scratch"] vif=["bridge=xenbr0"]
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
 
@@ -53,13 +55,14 @@ test-native: build
 	    $(IMAGE) "log=warn tests=boot:: fault=pf"
 
 # Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), 32 MiB, 1 GiB
-# with two vCPUs, an unknown option, the 2-level event ABI, `xl shutdown` and `xl reboot` of a
-# guest that stays up; then a deliberate page fault, which must crash the domain after the dump.
+# with two vCPUs, an unknown option, the 2-level event ABI, `xl shutdown` of a guest that
+# stays up (with a disk and a vif for the frontend tests) and `xl reboot`; then a deliberate
+# page fault, which must crash the domain after the dump.
 test-xen: build
 	rig/test-check-console.sh
 	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
-	    '@shutdown extra="log=warn stay"' '@reboot extra="log=warn stay"'
+	    '@shutdown extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 

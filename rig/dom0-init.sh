@@ -138,6 +138,10 @@ control_run() {
         uptime_cs
         ctl_log "control: ready (boot $b) $(secs $((CS - since))) s after $from"
         timings="$timings${timings:+, }ready $(secs $((CS - since))) s"
+        # The guest publishes its self-test result for the toolstack: read it as a user would.
+        result=$(xenstore-read "/local/domain/$(xl domid "$name")/data/selftest" 2>&1) ||
+            { ctl_fail "xenstore-read data/selftest: $result" destroy; return; }
+        ctl_log "data/selftest (boot $b): $result"
         cmd=shutdown
         [ "$b" -eq "$boots" ] || cmd=reboot
         ctl_log "xl $cmd $name"

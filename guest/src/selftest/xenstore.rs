@@ -14,6 +14,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "xenstore::transaction_conflict_retries", run: transaction_conflict_retries },
     Test { name: "xenstore::large_value", run: large_value },
     Test { name: "xenstore::requests_in_flight", run: requests_in_flight },
+    Test { name: "xenstore::frontends_close_and_reconnect", run: frontends_close_and_reconnect },
 ];
 
 /// Runs `f` on the client, failing the test when there is none.
@@ -211,6 +212,46 @@ fn requests_in_flight() -> Outcome {
             check!(r.as_deref() == Ok(values[i].as_bytes()), "read {i}: {r:?}");
         }
         let _ = xs.rm("data/test/flight");
+        Outcome::Pass
+    })
+}
+
+/// The devices the toolstack gave us (disks, network interfaces) are found with their
+/// backends, and each goes through the frontend close path and back to a fresh handshake
+/// with the real backend in dom0.
+fn frontends_close_and_reconnect() -> Outcome {
+    use xenbus::XenbusState::{InitWait, Initialised, Initialising};
+    xen_only!();
+    const TIMEOUT_NS: u64 = 5_000_000_000;
+    xs!(|xs| -> Outcome {
+        let mut devices = Vec::new();
+        for class in ["vbd", "vif"] {
+            match xenbus::frontend::discover(xs, class, TIMEOUT_NS) {
+                Ok(found) => devices.extend(found),
+                Err(e) => return Outcome::Fail(format!("discovering {class}: {e}")),
+            }
+        }
+        if devices.is_empty() {
+            return Outcome::Skip("the xl config gives the guest no disk or vif");
+        }
+        for d in &devices {
+            let prefix = format!("/local/domain/{}/backend/", d.backend_id);
+            check!(
+                d.backend.starts_with(&prefix),
+                "{}: backend {} not under {prefix}",
+                d.path,
+                d.backend
+            );
+            let state = d.backend_state(xs);
+            check!(
+                matches!(state, Ok(Initialising | InitWait | Initialised)),
+                "{}: backend state {state:?} before any handshake",
+                d.path
+            );
+            let again = d.reconnect(xs, TIMEOUT_NS);
+            check!(matches!(again, Ok(InitWait | Initialised)), "{}: reconnect: {again:?}", d.path);
+            log::info!("{}: backend {} ready again after close", d.path, d.backend);
+        }
         Outcome::Pass
     })
 }
