@@ -172,6 +172,11 @@ fn large_value() -> Outcome {
     let value: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
     xs!(|xs| -> Outcome {
         let w = xs.write(PATH, &value);
+        if w == Err(Error::Xs(XsError::NoSpc)) {
+            // Policy, not protocol: xenstored's per-node quota (2048 bytes for a domU unless
+            // started with a larger --entry-size, as the rig does).
+            return Outcome::Skip("xenstored's per-node quota is below 4 KiB");
+        }
         check!(w.is_ok(), "write of {len} bytes: {w:?}");
         let r = xs.read(PATH);
         check!(r.as_deref() == Ok(value.as_slice()), "read back {:?} bytes", r.map(|v| v.len()));
