@@ -179,11 +179,6 @@ impl<'a, const N: usize> Fifo<'a, N> {
         Ok(())
     }
 
-    /// Ports `0..max_ports()` have event words in registered pages.
-    pub fn max_ports(&self) -> u32 {
-        (self.nr_pages.load(Acquire) * EVENT_WORDS_PER_PAGE) as u32
-    }
-
     /// Whether `port` has an event word in a registered page.
     pub fn covers(&self, port: Port) -> bool {
         port.0 < self.max_ports()
@@ -205,50 +200,6 @@ impl<'a, const N: usize> Fifo<'a, N> {
 
     fn port_word(&self, port: Port) -> Result<&'a AtomicU32, BadPort> {
         self.word(port.0).ok_or(BadPort(port))
-    }
-
-    /// Stops `port` from interrupting us; its events stay pending (and unqueued) until
-    /// [`unmask`](Self::unmask).
-    pub fn mask(&self, port: Port) -> Result<(), BadPort> {
-        self.port_word(port)?.fetch_or(MASKED, SeqCst);
-        Ok(())
-    }
-
-    /// Lets `port` interrupt us again. An event that arrived while masked was not queued,
-    /// and only Xen may queue it: then the port stays masked and the result is
-    /// [`Unmask::NeedsHypercall`], and `EVTCHNOP_unmask` unmasks and queues it.
-    pub fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
-        let word = self.port_word(port)?;
-        let mut w = word.load(SeqCst);
-        for _ in 0..UNMASK_TRIES {
-            if w & MASKED == 0 {
-                return Ok(Unmask::Done);
-            }
-            if w & PENDING != 0 {
-                return Ok(Unmask::NeedsHypercall);
-            }
-            // While Xen links a new event after this one it sets BUSY, and it bounds its own
-            // retries by our not unmasking meanwhile: expecting BUSY clear makes the
-            // exchange fail until Xen is done.
-            let old = w & !BUSY;
-            match word.compare_exchange(old, old & !MASKED, SeqCst, SeqCst) {
-                Ok(_) => return Ok(Unmask::Done),
-                Err(now) => w = now,
-            }
-        }
-        Ok(Unmask::NeedsHypercall)
-    }
-
-    /// Whether an event is pending on `port` (masked or not).
-    pub fn is_pending(&self, port: Port) -> Result<bool, BadPort> {
-        Ok(self.port_word(port)?.load(SeqCst) & PENDING != 0)
-    }
-
-    /// Consumes a pending event on `port` without delivering it: for a masked port that is
-    /// polled (SCHEDOP_poll) rather than served by the upcall. Returns whether one was
-    /// pending. If the port is still queued, the walk finds it not pending and skips it.
-    pub fn clear_pending(&self, port: Port) -> Result<bool, BadPort> {
-        Ok(self.port_word(port)?.fetch_and(!PENDING, SeqCst) & PENDING != 0)
     }
 
     /// Delivers every pending, unmasked event to `handle`, once per event, highest priority
@@ -355,24 +306,53 @@ impl<const N: usize> EventAbi for Fifo<'_, N> {
         Fifo::demux(self, handle)
     }
 
+    /// Stops `port` from interrupting us; its events stay pending (and unqueued) until
+    /// [`unmask`](Self::unmask).
     fn mask(&self, port: Port) -> Result<(), BadPort> {
-        Fifo::mask(self, port)
+        self.port_word(port)?.fetch_or(MASKED, SeqCst);
+        Ok(())
     }
 
+    /// Lets `port` interrupt us again. An event that arrived while masked was not queued,
+    /// and only Xen may queue it: then the port stays masked and the result is
+    /// [`Unmask::NeedsHypercall`], and `EVTCHNOP_unmask` unmasks and queues it.
     fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
-        Fifo::unmask(self, port)
+        let word = self.port_word(port)?;
+        let mut w = word.load(SeqCst);
+        for _ in 0..UNMASK_TRIES {
+            if w & MASKED == 0 {
+                return Ok(Unmask::Done);
+            }
+            if w & PENDING != 0 {
+                return Ok(Unmask::NeedsHypercall);
+            }
+            // While Xen links a new event after this one it sets BUSY, and it bounds its own
+            // retries by our not unmasking meanwhile: expecting BUSY clear makes the
+            // exchange fail until Xen is done.
+            let old = w & !BUSY;
+            match word.compare_exchange(old, old & !MASKED, SeqCst, SeqCst) {
+                Ok(_) => return Ok(Unmask::Done),
+                Err(now) => w = now,
+            }
+        }
+        Ok(Unmask::NeedsHypercall)
     }
 
+    /// Whether an event is pending on `port` (masked or not).
     fn is_pending(&self, port: Port) -> Result<bool, BadPort> {
-        Fifo::is_pending(self, port)
+        Ok(self.port_word(port)?.load(SeqCst) & PENDING != 0)
     }
 
+    /// Consumes a pending event on `port` without delivering it: for a masked port that is
+    /// polled (SCHEDOP_poll) rather than served by the upcall. Returns whether one was
+    /// pending. If the port is still queued, the walk finds it not pending and skips it.
     fn clear_pending(&self, port: Port) -> Result<bool, BadPort> {
-        Fifo::clear_pending(self, port)
+        Ok(self.port_word(port)?.fetch_and(!PENDING, SeqCst) & PENDING != 0)
     }
 
+    /// Ports `0..max_ports()` have event words in registered pages.
     fn max_ports(&self) -> u32 {
-        Fifo::max_ports(self)
+        (self.nr_pages.load(Acquire) * EVENT_WORDS_PER_PAGE) as u32
     }
 }
 

@@ -91,45 +91,6 @@ impl<'a> TwoLevel<'a> {
         }
     }
 
-    /// Stops `port` from interrupting us; its events stay pending until [`unmask`](Self::unmask).
-    pub fn mask(&self, port: Port) -> Result<(), BadPort> {
-        let (word, bit) = Self::locate(port)?;
-        self.mask[word].fetch_or(bit, Ordering::SeqCst);
-        Ok(())
-    }
-
-    /// Lets `port` interrupt us again. An event that arrived while masked did not mark its
-    /// word in `evtchn_pending_sel`; this marks it, as Xen would have, and returns
-    /// [`Unmask::ForceUpcallCheck`] if that made an upcall pending: Xen delivers it on its
-    /// next return to the guest (a running [`demux`](Self::demux) picks it up too).
-    pub fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
-        let (word, bit) = Self::locate(port)?;
-        self.mask[word].fetch_and(!bit, Ordering::SeqCst);
-        if self.pending[word].load(Ordering::SeqCst) & bit == 0 {
-            return Ok(Unmask::Done);
-        }
-        let sel = 1 << word;
-        if self.pending_sel.fetch_or(sel, Ordering::SeqCst) & sel != 0 {
-            // The word was already selected, so an upcall is already on its way.
-            return Ok(Unmask::Done);
-        }
-        self.upcall_pending.store(1, Ordering::SeqCst);
-        Ok(Unmask::ForceUpcallCheck)
-    }
-
-    /// Whether an event is pending on `port` (masked or not).
-    pub fn is_pending(&self, port: Port) -> Result<bool, BadPort> {
-        let (word, bit) = Self::locate(port)?;
-        Ok(self.pending[word].load(Ordering::SeqCst) & bit != 0)
-    }
-
-    /// Consumes a pending event on `port` without delivering it: for a masked port that
-    /// is polled (SCHEDOP_poll) rather than served by the upcall.
-    pub fn clear_pending(&self, port: Port) -> Result<bool, BadPort> {
-        let (word, bit) = Self::locate(port)?;
-        Ok(self.pending[word].fetch_and(!bit, Ordering::SeqCst) & bit != 0)
-    }
-
     /// Delivers every pending, unmasked event to `handle`, once per event, until no upcall
     /// is pending. Each port's pending bit is cleared before its handler runs, so an event
     /// raised during the handler is delivered again rather than lost.
@@ -214,20 +175,43 @@ impl EventAbi for TwoLevel<'_> {
         TwoLevel::demux(self, handle)
     }
 
+    /// Stops `port` from interrupting us; its events stay pending until [`unmask`](Self::unmask).
     fn mask(&self, port: Port) -> Result<(), BadPort> {
-        TwoLevel::mask(self, port)
+        let (word, bit) = Self::locate(port)?;
+        self.mask[word].fetch_or(bit, Ordering::SeqCst);
+        Ok(())
     }
 
+    /// Lets `port` interrupt us again. An event that arrived while masked did not mark its
+    /// word in `evtchn_pending_sel`; this marks it, as Xen would have, and returns
+    /// [`Unmask::ForceUpcallCheck`] if that made an upcall pending: Xen delivers it on its
+    /// next return to the guest (a running [`demux`](Self::demux) picks it up too).
     fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
-        TwoLevel::unmask(self, port)
+        let (word, bit) = Self::locate(port)?;
+        self.mask[word].fetch_and(!bit, Ordering::SeqCst);
+        if self.pending[word].load(Ordering::SeqCst) & bit == 0 {
+            return Ok(Unmask::Done);
+        }
+        let sel = 1 << word;
+        if self.pending_sel.fetch_or(sel, Ordering::SeqCst) & sel != 0 {
+            // The word was already selected, so an upcall is already on its way.
+            return Ok(Unmask::Done);
+        }
+        self.upcall_pending.store(1, Ordering::SeqCst);
+        Ok(Unmask::ForceUpcallCheck)
     }
 
+    /// Whether an event is pending on `port` (masked or not).
     fn is_pending(&self, port: Port) -> Result<bool, BadPort> {
-        TwoLevel::is_pending(self, port)
+        let (word, bit) = Self::locate(port)?;
+        Ok(self.pending[word].load(Ordering::SeqCst) & bit != 0)
     }
 
+    /// Consumes a pending event on `port` without delivering it: for a masked port that
+    /// is polled (SCHEDOP_poll) rather than served by the upcall.
     fn clear_pending(&self, port: Port) -> Result<bool, BadPort> {
-        TwoLevel::clear_pending(self, port)
+        let (word, bit) = Self::locate(port)?;
+        Ok(self.pending[word].fetch_and(!bit, Ordering::SeqCst) & bit != 0)
     }
 
     fn max_ports(&self) -> u32 {
