@@ -5,8 +5,9 @@ TOOLCHAIN := $(shell sed -n 's/^channel *= *"\(.*\)"/\1/p' rust-toolchain.toml)
 TARGET    := x86_64-unknown-none
 IMAGE     := target/$(TARGET)/release/guest
 CARGO     := cargo +$(TOOLCHAIN)
-# A disk (the rig backs it with a scratch file) and a network interface on dom0's bridge.
-DEVICES   := disk=["format=raw,vdev=xvda,access=rw,target=scratch"] vif=["bridge=xenbr0"]
+# Scratch disks (the rig backs each with a fresh file): xvdb writable, for the block tests,
+# writes, and xvdc read-only; and a network interface on dom0's bridge.
+DEVICES   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch","format=raw,vdev=xvdc,access=ro,target=scratch"] vif=["bridge=xenbr0"]
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
 

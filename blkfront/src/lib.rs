@@ -1,7 +1,140 @@
 //! The Xen block frontend: a virtual disk served by a backend domain over a shared ring.
 //!
-//! So far this holds the protocol's ABI, [`abi`] (`io/blkif.h`).
+//! - [`abi`]: the protocol's structs and constants (`io/blkif.h`).
+//! - [`mod@env`]: what the guest supplies, as traits: pages it can grant ([`Pages`]), the ring
+//!   it built over one of them ([`SharedRing`]) and an event channel ([`EventChannel`]).
+//!   Everything that touches raw memory or Xen sits behind them, so this crate forbids
+//!   `unsafe` and runs on the host against a fake backend.
+//! - [`info`]: what the backend tells us about the disk, validated.
+//! - [`Blkfront`]: the driver. [`Blkfront::connect`] runs the xenbus handshake; then
+//!   [`Blkfront::submit`] and [`Blkfront::poll`] keep many requests in flight, and the
+//!   [`BlockDevice`] trait offers blocking reads and writes on top of them.
+//!
+//! # Integrating it (the guest's side)
+//!
+//! 1. Implement [`Pages`] (frame allocator + [`grant::GrantTable`]; `alloc_ring` is where
+//!    the one `unsafe` call, `FrontRing::new`, lives) and [`EventChannel`] (the `events`
+//!    crate's alloc_unbound/send/close, plus a wait on the port with the clock).
+//! 2. `Blkfront::connect(&mut xenstore, vbd_id, pages, evtchn, timeout_ns)`; the vbd ids
+//!    come from `xenbus::frontend::device_ids(xs, "vbd")`.
+//! 3. Route the port [`Blkfront::port`] to the driver. The driver is a plain `&mut` value
+//!    with no locking of its own, so either (a) the event handler only records that the
+//!    port fired (the `events` crate's pending bit does) and whoever holds the driver calls
+//!    [`Blkfront::poll`] in its wait loop, which is what the blocking [`BlockDevice`]
+//!    calls do through [`EventChannel::wait`]; or (b) the driver sits behind a lock and
+//!    the handler calls `poll` when it can take the lock. `poll` is cheap and idempotent;
+//!    calling it with nothing to do, or too often, is harmless.
+//! 4. Asynchronous users [`Blkfront::submit`] requests and collect
+//!    [`Blkfront::take_completion`] after `poll`; everyone else uses [`BlockDevice`].
+//! 5. [`Blkfront::close`] before giving the memory up.
+//!
+//! # Not yet
+//!
+//! Indirect descriptors (`feature-max-indirect-segments`, [`abi::BlkifRequestIndirect`]),
+//! persistent grants and multi-page rings. The seams for them: a ring request is built in
+//! one place (`driver::issue_part`, from up to [`abi::MAX_SEGMENTS_PER_REQUEST`] granted
+//! pages), so indirect requests become a second builder with a larger part size;
+//! [`Pages::alloc_ring`] already takes an order and [`SharedRing::grant_refs`] a list; the
+//! backend's values are already read and validated ([`Features`]).
+//!
+//! The backend is another domain and may be buggy or hostile. Data only ever crosses in
+//! bounce pages the driver owns and fills with nothing but the request's data; every value
+//! it writes to xenstore or the ring is validated before use, and a response is matched to
+//! a request only through the driver's own table of outstanding requests.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 
+extern crate alloc;
+
 pub mod abi;
+mod block;
+mod driver;
+pub mod env;
+mod handshake;
+pub mod info;
+
+pub use block::BlockDevice;
+pub use driver::{Blkfront, Completion, Request, RequestId, Stats};
+pub use env::{EventChannel, Page, Pages, SharedRing, Timeout};
+pub use info::{DiskInfo, Features};
+
+use core::fmt;
+
+use grant::GrantError;
+
+/// Why a block operation, or the connection, failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlkError {
+    /// The backend answered `BLKIF_RSP_ERROR`: the I/O failed.
+    Io,
+    /// The backend answered `BLKIF_RSP_EOPNOTSUPP`, or it does not offer the feature the
+    /// operation needs (discard). Checked before the ring where the feature is known.
+    NotSupported,
+    /// The sectors lie (partly) beyond the end of the disk. Checked before the ring.
+    OutOfRange,
+    /// A write or discard to a read-only disk. Checked before the ring.
+    ReadOnly,
+    /// An empty transfer, or a sector or length that is not a whole number of the disk's
+    /// logical sectors ([`DiskInfo::sector_size`]).
+    Misaligned,
+    /// The device is not connected (closed, or never was).
+    NotConnected,
+    /// The backend corrupted the ring; every request failed and the device is unusable.
+    Broken,
+    /// The backend answered this request with a response that cannot be right (wrong
+    /// operation, unknown status). The driver goes on serving the others.
+    BadResponse,
+    /// No completion before the deadline. The request stays owned by the driver (the
+    /// backend may still be using its pages) and its late completion is discarded.
+    Timeout,
+    /// The guest could not give us a page.
+    NoMemory,
+    /// Granting a page to the backend failed.
+    Grant(GrantError),
+    /// The guest could not allocate an event channel.
+    EventChannel,
+    /// A xenstore operation failed during the handshake.
+    Xenstore(xenbus::Error),
+    /// The backend published a value that makes no sense (not a number, out of range...).
+    BadBackendValue { key: &'static str, why: &'static str },
+    /// The backend closed (or vanished) during the handshake.
+    BackendClosed,
+}
+
+impl fmt::Display for BlkError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BlkError::Io => f.write_str("blkfront: I/O error reported by the backend"),
+            BlkError::NotSupported => f.write_str("blkfront: operation not supported"),
+            BlkError::OutOfRange => f.write_str("blkfront: sectors beyond the end of the disk"),
+            BlkError::ReadOnly => f.write_str("blkfront: disk is read-only"),
+            BlkError::Misaligned => {
+                f.write_str("blkfront: empty or not a multiple of the logical sector size")
+            }
+            BlkError::NotConnected => f.write_str("blkfront: device not connected"),
+            BlkError::Broken => f.write_str("blkfront: backend corrupted the ring"),
+            BlkError::BadResponse => f.write_str("blkfront: malformed response from the backend"),
+            BlkError::Timeout => f.write_str("blkfront: timed out"),
+            BlkError::NoMemory => f.write_str("blkfront: out of pages"),
+            BlkError::Grant(e) => write!(f, "blkfront: {e}"),
+            BlkError::EventChannel => f.write_str("blkfront: cannot allocate an event channel"),
+            BlkError::Xenstore(e) => write!(f, "blkfront: {e}"),
+            BlkError::BadBackendValue { key, why } => {
+                write!(f, "blkfront: backend's {key}: {why}")
+            }
+            BlkError::BackendClosed => f.write_str("blkfront: backend closed the device"),
+        }
+    }
+}
+
+impl From<xenbus::Error> for BlkError {
+    fn from(e: xenbus::Error) -> Self {
+        BlkError::Xenstore(e)
+    }
+}
+
+impl From<GrantError> for BlkError {
+    fn from(e: GrantError) -> Self {
+        BlkError::Grant(e)
+    }
+}

@@ -17,6 +17,8 @@ pub mod arch;
 #[cfg(target_os = "none")]
 pub mod bench;
 #[cfg(target_os = "none")]
+pub mod blk;
+#[cfg(target_os = "none")]
 pub mod boot;
 #[cfg(target_os = "none")]
 pub mod console;

@@ -2,6 +2,7 @@
 //! line (`ok N name`, `FAIL N name: why`, `skip N name: why`), then one closing line
 //! `N passed, N failed, N skipped`. A skip never counts as a pass.
 
+mod blk;
 mod boot;
 mod console;
 mod cpu;
@@ -62,6 +63,7 @@ const SUITES: &[&[Test]] = &[
     time::TESTS,
     grant::TESTS,
     xenstore::TESTS,
+    blk::TESTS,
     console::TESTS,
 ];
 

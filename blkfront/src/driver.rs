@@ -1,0 +1,627 @@
+//! The driver core: requests in, ring requests out, responses matched back.
+//!
+//! A caller's [`Request`] may need several ring requests: a read or write is cut into parts
+//! of at most [`MAX_SEGMENTS_PER_REQUEST`] pages, each its own ring request. Requests wait
+//! in a FIFO queue until the ring has room, so callers never see "ring full".
+//!
+//! Every ring request in flight occupies a slot of a table as large as the ring. Its id on
+//! the ring is the slot's index and a generation that changes each time the slot is
+//! reused, so a response naming a slot that is free, or a previous use of it, is
+//! recognised as bogus and touches nothing. The slot owns the request's bounce pages and
+//! their grants until the response comes; only then are the grants ended and the pages
+//! reused, or quarantined if the backend still holds them.
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::vec::Vec;
+
+use grant::{DomId, GrantError, GrantRef};
+use log::warn;
+use ring::shared::{FrontRing, RingError};
+use xenbus::frontend::Device;
+
+use crate::abi::{
+    BlkifRequest, BlkifRequestDiscard, BlkifRequestSegment, BlkifResponse, Op, Status,
+    MAX_SEGMENTS_PER_REQUEST,
+};
+use crate::env::{EventChannel, Page, Pages, SharedRing, PAGE_SIZE};
+use crate::info::{DiskInfo, SECTOR_SIZE};
+use crate::BlkError;
+
+/// Bytes one direct ring request carries at most: 11 full pages.
+pub(crate) const PART_BYTES: usize = MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
+
+/// Identifies a submitted [`Request`] and its [`Completion`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(u64);
+
+/// An operation on the disk. Sector numbers count 512-byte sectors; they and the lengths
+/// must be multiples of the disk's logical sector size ([`DiskInfo::sector_size`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Read `len` bytes from `sector`; the data comes back in [`Completion::data`].
+    Read { sector: u64, len: usize },
+    /// Write `data` at `sector`; the buffer comes back in [`Completion::data`].
+    Write { sector: u64, data: Vec<u8> },
+    /// Make completed writes durable: `feature-flush-cache`, else `feature-barrier`, else
+    /// (the backend has no volatile cache to flush) it completes at once.
+    Flush,
+    /// Tell the backend `sectors` sectors from `sector` are unused (`feature-discard`).
+    Discard { sector: u64, sectors: u64 },
+}
+
+/// A finished [`Request`], handed back with its buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Completion {
+    pub id: RequestId,
+    /// `Ok` only if every ring request it took succeeded; else the first error seen.
+    pub result: Result<(), BlkError>,
+    /// A read's data (meaningful only on success), a write's buffer, or empty.
+    pub data: Vec<u8>,
+}
+
+/// Misbehaviour of the backend that the driver survived.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Responses whose id names no request in flight (unknown, stale or duplicate): dropped.
+    pub unknown_responses: u64,
+    /// Responses to a request in flight with the wrong operation or an unknown status: that
+    /// request failed with [`BlkError::BadResponse`].
+    pub bad_responses: u64,
+    /// Pages whose grant the backend held after answering: kept out of use.
+    pub quarantined: u64,
+}
+
+/// What a caller asked for, while its ring requests are under way.
+struct Pending {
+    kind: Kind,
+    sector: u64,
+    /// The read's destination or the write's source; empty for the others.
+    buf: Vec<u8>,
+    /// Ring requests this takes; lowered if issuing fails midway.
+    parts: usize,
+    issued: usize,
+    done: usize,
+    error: Option<BlkError>,
+    /// The caller stopped waiting ([`BlkError::Timeout`]): no completion is delivered.
+    abandoned: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Read,
+    Write,
+    Flush(Op),
+    Discard(u64),
+}
+
+/// One ring request in flight.
+struct InFlight<P> {
+    request: u64,
+    op: Op,
+    /// Where its data sits in the caller's buffer.
+    offset: usize,
+    len: usize,
+    segs: Vec<Granted<P>>,
+}
+
+/// A bounce page and its grant to the backend.
+struct Granted<P> {
+    page: P,
+    gref: GrantRef,
+}
+
+struct Slot<P> {
+    generation: u32,
+    busy: Option<InFlight<P>>,
+}
+
+/// A connected block device.
+pub struct Blkfront<P: Pages, E: EventChannel> {
+    pub(crate) pages: P,
+    pub(crate) evtchn: E,
+    ring: P::Ring,
+    pub(crate) port: u32,
+    pub(crate) backend: DomId,
+    /// `blkif_vdev_t` of our requests: the device id, truncated as Linux does (backends
+    /// ignore it).
+    pub(crate) handle: u16,
+    pub(crate) info: DiskInfo,
+    pub(crate) device: Device,
+    /// The ring is corrupt: nothing more goes on it.
+    broken: bool,
+    slots: Vec<Slot<P::Page>>,
+    free_slots: Vec<u32>,
+    requests: BTreeMap<u64, Pending>,
+    /// Requests with ring requests still to issue, oldest first.
+    queue: VecDeque<u64>,
+    completions: VecDeque<Completion>,
+    /// Bounce pages ready for reuse: no grant, ours alone.
+    pool: Vec<P::Page>,
+    /// Pages whose grant the backend would not let go of, with that grant.
+    quarantine: Vec<Granted<P::Page>>,
+    next_request: u64,
+    pub(crate) timeout_ns: u64,
+    stats: Stats,
+}
+
+impl<P: Pages, E: EventChannel> Blkfront<P, E> {
+    /// The driver over a connected ring; the handshake ([`Blkfront::connect`]) builds it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        pages: P,
+        evtchn: E,
+        mut ring: P::Ring,
+        port: u32,
+        backend: DomId,
+        handle: u16,
+        info: DiskInfo,
+        device: Device,
+    ) -> Self {
+        let size = ring.front().size();
+        Blkfront {
+            pages,
+            evtchn,
+            ring,
+            port,
+            backend,
+            handle,
+            info,
+            device,
+            broken: false,
+            slots: (0..size).map(|_| Slot { generation: 0, busy: None }).collect(),
+            // Reversed so slots are handed out from index 0 up: easier to read in traces.
+            free_slots: (0..size).rev().collect(),
+            requests: BTreeMap::new(),
+            queue: VecDeque::new(),
+            completions: VecDeque::new(),
+            pool: Vec::new(),
+            quarantine: Vec::new(),
+            next_request: 0,
+            timeout_ns: crate::handshake::DEFAULT_TIMEOUT_NS,
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn info(&self) -> DiskInfo {
+        self.info
+    }
+
+    /// The event channel the backend signals; the guest routes it to [`poll`](Self::poll).
+    pub fn port(&self) -> u32 {
+        self.port
+    }
+
+    /// The xenbus device: our and the backend's directories, the backend's domain.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// How long the blocking calls of [`crate::BlockDevice`] wait for a completion.
+    pub fn set_timeout(&mut self, ns: u64) {
+        self.timeout_ns = ns;
+    }
+
+    /// Ring requests in flight.
+    pub fn in_flight(&self) -> usize {
+        self.slots.len() - self.free_slots.len()
+    }
+
+    /// Submitted requests not completed yet (in flight or queued).
+    pub fn outstanding(&self) -> usize {
+        self.requests.len()
+    }
+
+    /// Pages kept out of use because the backend held their grant.
+    pub fn quarantined(&self) -> usize {
+        self.quarantine.len()
+    }
+
+    /// Checks `request` against the disk, queues it and puts as much of it on the ring as
+    /// fits. Refusals (range, alignment, read-only, missing feature, device state) happen
+    /// here, before anything reaches the ring; failures of the I/O itself come back as the
+    /// [`Completion`]'s result.
+    pub fn submit(&mut self, request: Request) -> Result<RequestId, BlkError> {
+        if self.broken {
+            return Err(BlkError::Broken);
+        }
+        let f = self.info.features;
+        let (kind, sector, buf) = match request {
+            Request::Read { sector, len } => {
+                self.check_range(sector, len as u64)?;
+                (Kind::Read, sector, alloc::vec![0; len])
+            }
+            Request::Write { sector, data } => {
+                if self.info.read_only() {
+                    return Err(BlkError::ReadOnly);
+                }
+                self.check_range(sector, data.len() as u64)?;
+                (Kind::Write, sector, data)
+            }
+            Request::Flush if f.flush_cache => (Kind::Flush(Op::FlushDiskcache), 0, Vec::new()),
+            Request::Flush if f.barrier => (Kind::Flush(Op::WriteBarrier), 0, Vec::new()),
+            Request::Flush => {
+                // Nothing to flush: writes are durable once acknowledged.
+                let id = self.new_id();
+                let done = Completion { id: RequestId(id), result: Ok(()), data: Vec::new() };
+                self.completions.push_back(done);
+                return Ok(RequestId(id));
+            }
+            Request::Discard { .. } if !f.discard => return Err(BlkError::NotSupported),
+            Request::Discard { sector, sectors } => {
+                if self.info.read_only() {
+                    return Err(BlkError::ReadOnly);
+                }
+                let bytes = sectors.checked_mul(SECTOR_SIZE).ok_or(BlkError::OutOfRange)?;
+                self.check_range(sector, bytes)?;
+                (Kind::Discard(sectors), sector, Vec::new())
+            }
+        };
+        let parts = match kind {
+            Kind::Read | Kind::Write => buf.len().div_ceil(PART_BYTES),
+            Kind::Flush(_) | Kind::Discard(_) => 1,
+        };
+        let id = self.new_id();
+        let pending =
+            Pending { kind, sector, buf, parts, issued: 0, done: 0, error: None, abandoned: false };
+        self.requests.insert(id, pending);
+        self.queue.push_back(id);
+        self.issue();
+        Ok(RequestId(id))
+    }
+
+    /// Takes in the backend's responses, completes what they finish, issues queued requests
+    /// into the room they free and re-arms the ring's event. Never blocks. The guest calls
+    /// it when the event channel fires (or from any wait loop); completions wait for
+    /// [`take_completion`](Self::take_completion). Returns how many are waiting.
+    ///
+    /// A corrupt ring (the backend's index running ahead of our requests) fails every
+    /// request with [`BlkError::Broken`] and stops the device.
+    pub fn poll(&mut self) -> usize {
+        if !self.broken {
+            self.retry_quarantine();
+            if let Err(e) = self.drain() {
+                warn!("blkfront: {e}: device unusable");
+                self.fail_all(BlkError::Broken);
+            }
+        }
+        self.completions.len()
+    }
+
+    /// The oldest completion waiting, if any.
+    pub fn take_completion(&mut self) -> Option<Completion> {
+        self.completions.pop_front()
+    }
+
+    /// The completion of `id`, if it has arrived; others stay queued.
+    pub fn take_completion_of(&mut self, id: RequestId) -> Option<Completion> {
+        let i = self.completions.iter().position(|c| c.id == id)?;
+        self.completions.remove(i)
+    }
+
+    /// Gives up on `id`: nothing more of it is issued and its completion, when its ring
+    /// requests in flight come back, is dropped. Their pages stay the driver's until then.
+    pub fn abandon(&mut self, id: RequestId) {
+        if self.take_completion_of(id).is_some() {
+            return;
+        }
+        let Some(p) = self.requests.get_mut(&id.0) else { return };
+        p.abandoned = true;
+        p.parts = p.issued;
+        self.queue.retain(|&q| q != id.0);
+        self.finish_if_done(id.0);
+    }
+
+    fn drain(&mut self) -> Result<(), RingError> {
+        loop {
+            while let Some(rsp) = self.front().take_response()? {
+                self.handle_response(rsp);
+            }
+            self.issue();
+            if !self.front().final_check_for_responses()? {
+                return Ok(());
+            }
+        }
+    }
+
+    fn front(&mut self) -> &mut FrontRing<BlkifRequest, BlkifResponse> {
+        self.ring.front()
+    }
+
+    /// `len` bytes from `sector`: non-empty, whole logical sectors, aligned, on the disk.
+    fn check_range(&self, sector: u64, len: u64) -> Result<(), BlkError> {
+        let block = u64::from(self.info.sector_size);
+        if len == 0 || !len.is_multiple_of(block) {
+            return Err(BlkError::Misaligned);
+        }
+        if !sector.is_multiple_of(self.info.sectors_per_block()) {
+            return Err(BlkError::Misaligned);
+        }
+        let end = sector.checked_add(len / SECTOR_SIZE).ok_or(BlkError::OutOfRange)?;
+        if end > self.info.sectors {
+            return Err(BlkError::OutOfRange);
+        }
+        Ok(())
+    }
+
+    fn new_id(&mut self) -> u64 {
+        let id = self.next_request;
+        self.next_request += 1;
+        id
+    }
+
+    /// Puts queued ring requests on the ring while slots are free, then publishes them.
+    fn issue(&mut self) {
+        let mut pushed = false;
+        while let Some(&id) = self.queue.front() {
+            let Some(slot) = self.free_slots.pop() else { break };
+            match self.issue_part(id, slot) {
+                Ok(()) => pushed = true,
+                Err(e) => {
+                    self.free_slots.push(slot);
+                    warn!("blkfront: request {id} failed before the ring: {e}");
+                    if let Some(p) = self.requests.get_mut(&id) {
+                        p.error.get_or_insert(e);
+                        // Parts already in flight finish; the rest are never issued.
+                        p.parts = p.issued;
+                    }
+                }
+            }
+            let all_issued = self.requests.get(&id).is_none_or(|p| p.issued == p.parts);
+            if all_issued {
+                self.queue.pop_front();
+                self.finish_if_done(id);
+            }
+        }
+        if pushed && self.front().commit_requests() {
+            self.evtchn.notify(self.port);
+        }
+    }
+
+    /// Builds the next ring request of `id` in `slot` and pushes it.
+    fn issue_part(&mut self, id: u64, slot: u32) -> Result<(), BlkError> {
+        // Queued ids always name a live request; were one missing, fail it, not panic.
+        let p = self.requests.get(&id).ok_or(BlkError::NotConnected)?;
+        let (kind, sector, part) = (p.kind, p.sector, p.issued);
+        let offset = part * PART_BYTES;
+        let len = p.buf.len().saturating_sub(offset).min(PART_BYTES);
+        let generation = self.slots[slot as usize].generation;
+        let ring_id = (u64::from(generation) << 32) | u64::from(slot);
+        let (op, segs) = match kind {
+            Kind::Read => (Op::Read, self.prepare_pages(id, offset, len, false)?),
+            Kind::Write => (Op::Write, self.prepare_pages(id, offset, len, true)?),
+            Kind::Flush(op) => (op, Vec::new()),
+            Kind::Discard(_) => (Op::Discard, Vec::new()),
+        };
+        let pushed = match kind {
+            Kind::Discard(sectors) => {
+                let req = BlkifRequestDiscard {
+                    operation: Op::Discard as u8,
+                    handle: self.handle,
+                    id: ring_id,
+                    sector_number: sector,
+                    nr_sectors: sectors,
+                    ..Default::default()
+                };
+                self.front().push_request_as(req)
+            }
+            _ => {
+                let mut req = BlkifRequest {
+                    operation: op as u8,
+                    // At most MAX_SEGMENTS_PER_REQUEST (11): `prepare_pages` caps it.
+                    nr_segments: segs.len() as u8,
+                    handle: self.handle,
+                    id: ring_id,
+                    sector_number: sector + (offset / SECTOR_SIZE as usize) as u64,
+                    ..Default::default()
+                };
+                let mut left = len;
+                for (s, g) in req.seg.iter_mut().zip(&segs) {
+                    let sectors = left.min(PAGE_SIZE) / SECTOR_SIZE as usize;
+                    left -= sectors * SECTOR_SIZE as usize;
+                    // `sectors` is 1..=8 (lengths are whole 512-byte sectors): fits u8.
+                    *s = BlkifRequestSegment {
+                        gref: g.gref,
+                        first_sect: 0,
+                        last_sect: (sectors - 1) as u8,
+                        ..Default::default()
+                    };
+                }
+                self.front().push_request(req)
+            }
+        };
+        if pushed.is_err() {
+            // Cannot happen: a free slot means a free ring entry (each ring request holds
+            // its slot until its response is taken). Undo rather than trust that.
+            self.release(segs);
+            return Err(BlkError::NotConnected);
+        }
+        self.slots[slot as usize].busy = Some(InFlight { request: id, op, offset, len, segs });
+        if let Some(p) = self.requests.get_mut(&id) {
+            p.issued += 1;
+        }
+        Ok(())
+    }
+
+    /// Bounce pages for `len` bytes at `offset` of request `id`'s buffer, granted to the
+    /// backend: filled with the data for a write (read-only grant), zeroed for a read
+    /// (writable grant). Either way nothing else of ours is in them.
+    fn prepare_pages(
+        &mut self,
+        id: u64,
+        offset: usize,
+        len: usize,
+        write: bool,
+    ) -> Result<Vec<Granted<P::Page>>, BlkError> {
+        let mut segs = Vec::with_capacity(len.div_ceil(PAGE_SIZE));
+        for start in (0..len).step_by(PAGE_SIZE) {
+            let Some(mut page) = self.pool.pop().or_else(|| self.pages.alloc_page()) else {
+                self.release(segs);
+                return Err(BlkError::NoMemory);
+            };
+            let n = (len - start).min(PAGE_SIZE);
+            let bytes = page.bytes_mut();
+            match self.requests.get(&id) {
+                Some(p) if write => {
+                    let at = offset + start;
+                    bytes[..n].copy_from_slice(&p.buf[at..at + n]);
+                    bytes[n..].fill(0);
+                }
+                _ => bytes.fill(0),
+            }
+            match self.pages.grant(page.frame(), self.backend, write) {
+                Ok(gref) => segs.push(Granted { page, gref }),
+                Err(e) => {
+                    self.pool.push(page);
+                    self.release(segs);
+                    return Err(BlkError::Grant(e));
+                }
+            }
+        }
+        Ok(segs)
+    }
+
+    /// Ends the grants of `segs` and takes their pages back into the pool, or into
+    /// quarantine where the backend still holds the grant.
+    fn release(&mut self, segs: Vec<Granted<P::Page>>) {
+        for g in segs {
+            self.end_or_quarantine(g);
+        }
+    }
+
+    fn end_or_quarantine(&mut self, g: Granted<P::Page>) {
+        match self.pages.end_grant(g.gref) {
+            Ok(()) => self.pool.push(g.page),
+            Err(GrantError::InUse(_)) => {
+                warn!("blkfront: backend still holds grant {}: page quarantined", g.gref.0);
+                self.stats.quarantined += 1;
+                self.quarantine.push(g);
+            }
+            Err(e) => {
+                // The reference is not granted: the backend has no access to the page.
+                warn!("blkfront: ending grant {}: {e}", g.gref.0);
+                self.pool.push(g.page);
+            }
+        }
+    }
+
+    /// Quarantined pages whose grant the backend has let go of return to the pool.
+    fn retry_quarantine(&mut self) {
+        for g in core::mem::take(&mut self.quarantine) {
+            match self.pages.end_grant(g.gref) {
+                Err(GrantError::InUse(_)) => self.quarantine.push(g),
+                // Ended now, or not granted any more: ours again either way.
+                Ok(()) | Err(_) => self.pool.push(g.page),
+            }
+        }
+    }
+
+    /// One response, copied out of the ring: matched to its slot through the id we gave
+    /// it, checked, and the slot's request completed.
+    fn handle_response(&mut self, rsp: BlkifResponse) {
+        // The id is the backend's claim: index and generation must name a busy slot.
+        let index = (rsp.id & u64::from(u32::MAX)) as usize;
+        let generation = (rsp.id >> 32) as u32;
+        let slot = match self.slots.get_mut(index) {
+            Some(s) if s.generation == generation && s.busy.is_some() => s,
+            _ => {
+                self.stats.unknown_responses += 1;
+                warn!("blkfront: dropped response with unknown id {:#x}", rsp.id);
+                return;
+            }
+        };
+        let Some(flight) = slot.busy.take() else { return };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free_slots.push(index as u32);
+
+        let result = if rsp.operation != flight.op as u8 {
+            Err(BlkError::BadResponse)
+        } else {
+            match Status::try_from(rsp.status) {
+                Ok(Status::Okay) => Ok(()),
+                Ok(Status::Error) => Err(BlkError::Io),
+                Ok(Status::EOpNotSupp) => Err(BlkError::NotSupported),
+                Err(_) => Err(BlkError::BadResponse),
+            }
+        };
+        if result == Err(BlkError::BadResponse) {
+            self.stats.bad_responses += 1;
+            warn!(
+                "blkfront: bad response to {:?} (op {}, status {}): request failed",
+                flight.op, rsp.operation, rsp.status
+            );
+        }
+        let InFlight { request, op, offset, len, segs } = flight;
+        if let Some(p) = self.requests.get_mut(&request) {
+            match result {
+                Ok(()) if op == Op::Read => {
+                    // Copied before the grant ends: the data is whatever the backend wrote,
+                    // and a backend that keeps writing only changes its own answer.
+                    for (chunk, g) in p.buf[offset..offset + len].chunks_mut(PAGE_SIZE).zip(&segs) {
+                        chunk.copy_from_slice(&g.page.bytes()[..chunk.len()]);
+                    }
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    p.error.get_or_insert(e);
+                }
+            }
+            p.done += 1;
+        }
+        self.release(segs);
+        self.finish_if_done(request);
+    }
+
+    /// Delivers `id`'s completion once every ring request issued for it is back.
+    fn finish_if_done(&mut self, id: u64) {
+        let Some(p) = self.requests.get(&id) else { return };
+        if p.done < p.parts || p.issued < p.parts {
+            return;
+        }
+        let Some(p) = self.requests.remove(&id) else { return };
+        if !p.abandoned {
+            let result = p.error.map_or(Ok(()), Err);
+            self.completions.push_back(Completion { id: RequestId(id), result, data: p.buf });
+        }
+    }
+
+    /// Stops the device: every request fails with `error`, every grant we can end ends,
+    /// pages the backend holds stay in quarantine. Used when the ring breaks and at close.
+    fn fail_all(&mut self, error: BlkError) {
+        self.broken = true;
+        self.queue.clear();
+        for i in 0..self.slots.len() {
+            if let Some(flight) = self.slots[i].busy.take() {
+                self.slots[i].generation = self.slots[i].generation.wrapping_add(1);
+                self.free_slots.push(i as u32);
+                self.release(flight.segs);
+            }
+        }
+        for (id, p) in core::mem::take(&mut self.requests) {
+            if !p.abandoned {
+                let done = Completion { id: RequestId(id), result: Err(error), data: p.buf };
+                self.completions.push_back(done);
+            }
+        }
+    }
+
+    /// After the backend disconnected: fails what is left (the completions are returned),
+    /// gives the pool's pages and the ring back to the guest and closes the event channel.
+    /// Quarantined pages the backend still holds are dropped, i.e. leaked (see [`Page`]).
+    pub(crate) fn shut_down(mut self) -> Vec<Completion> {
+        self.fail_all(BlkError::NotConnected);
+        self.retry_quarantine();
+        if !self.quarantine.is_empty() {
+            warn!("blkfront: leaking {} pages the backend still holds", self.quarantine.len());
+        }
+        for page in core::mem::take(&mut self.pool) {
+            self.pages.free_page(page);
+        }
+        self.pages.free_ring(self.ring);
+        self.evtchn.close(self.port);
+        self.completions.into()
+    }
+}

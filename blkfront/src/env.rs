@@ -1,0 +1,105 @@
+//! What the driver needs from the guest: pages it can fill and grant, the shared ring, and
+//! an event channel. The guest implements these with its frame allocator, grant table and
+//! event channels; the host tests with fakes that play the backend.
+
+use grant::{DomId, GrantError, GrantRef};
+use ring::shared::FrontRing;
+
+use crate::abi::{BlkifRequest, BlkifResponse};
+use crate::BlkError;
+
+/// Bytes in a page, as the ring protocol counts them.
+pub const PAGE_SIZE: usize = ring::shared::PAGE_SIZE;
+
+/// One 4 KiB page of guest memory the driver owns while it holds the value, used as a
+/// bounce buffer for request data.
+///
+/// The driver grants a page only after filling it completely (request data, zeros
+/// elsewhere), so the backend never sees anything but that request's data.
+///
+/// Dropping a `Page` must **not** return its memory to the allocator: the driver drops a
+/// page only when it could not revoke the backend's access to it (see
+/// [`Pages::end_grant`]), and that memory must then never be reused. Pages the driver is
+/// done with go back through [`Pages::free_page`].
+pub trait Page {
+    fn bytes(&self) -> &[u8; PAGE_SIZE];
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE];
+    /// The frame number the backend is granted: the machine frame under PV (p2m lookup),
+    /// the guest frame otherwise.
+    fn frame(&self) -> u64;
+}
+
+/// The ring the guest built for the driver: a [`FrontRing`] over pages it allocated and
+/// granted (writable) to the backend, and the references of those grants, in page order.
+///
+/// The guest owns the memory: the driver hands the ring back through
+/// [`Pages::free_ring`] when it closes or when the handshake fails.
+pub trait SharedRing {
+    fn front(&mut self) -> &mut FrontRing<BlkifRequest, BlkifResponse>;
+    /// One reference per ring page; the driver publishes them as `ring-ref` (one page) or
+    /// `ring-ref0..N` (several, not used yet).
+    fn grant_refs(&self) -> &[GrantRef];
+}
+
+/// Pages and grants.
+pub trait Pages {
+    type Page: Page;
+    type Ring: SharedRing;
+
+    /// A page of any content (the driver overwrites all of it before granting), or `None`
+    /// when memory is short.
+    fn alloc_page(&mut self) -> Option<Self::Page>;
+
+    /// Takes back a page the driver no longer needs. Its grant, if it had one, has ended.
+    fn free_page(&mut self, page: Self::Page);
+
+    /// Grants `domid` access to `frame`: read-only when the backend only reads the page (a
+    /// write to disk), writable when it fills it (a read from disk). The guest's
+    /// [`grant::GrantTable::grant_access`] does exactly this.
+    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError>;
+
+    /// Revokes a grant made by [`grant`](Self::grant) ([`grant::GrantTable::end_access`]).
+    /// [`GrantError::InUse`] means the backend still has the page mapped: the grant stays,
+    /// and the driver keeps the page out of use and retries later. Any other error means
+    /// the reference is not granted (any more), so the page is the driver's again.
+    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError>;
+
+    /// Allocates and zeroes `1 << order` page(s) for the shared ring, builds the
+    /// [`FrontRing`] over them (`FrontRing::new`, the only `unsafe` step, which is the
+    /// guest's), and grants them writable to `backend`. The driver asks for order 0 today.
+    /// Errors are [`BlkError::NoMemory`] or [`BlkError::Grant`].
+    fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<Self::Ring, BlkError>;
+
+    /// Takes back a ring the driver is done with, after the backend disconnected (or never
+    /// connected): the guest ends its grants and frees the pages, or leaks them if a grant
+    /// is still in use.
+    fn free_ring(&mut self, ring: Self::Ring);
+}
+
+/// The deadline passed without an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeout;
+
+/// The device's event channel.
+pub trait EventChannel {
+    /// A new port bound to nothing yet that `remote` may connect to
+    /// (`EVTCHNOP_alloc_unbound`). The guest registers its handler for it (see
+    /// [`crate::Blkfront::port`]) after [`crate::Blkfront::connect`] returns.
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, BlkError>;
+
+    /// Signals the backend: new requests are on the ring (`EVTCHNOP_send`).
+    fn notify(&mut self, port: u32);
+
+    /// Blocks until `port` fired since the previous `wait` returned, or until
+    /// [`now_ns`](Self::now_ns) reaches `deadline_ns`. An event that fired before the call
+    /// must make it return at once: the driver checks the ring, then waits, and a response
+    /// that arrived in between must not be missed until the deadline. Spurious returns are
+    /// fine. Used only by the blocking calls of [`crate::BlockDevice`].
+    fn wait(&mut self, port: u32, deadline_ns: u64) -> Result<(), Timeout>;
+
+    /// A monotonic clock in nanoseconds.
+    fn now_ns(&self) -> u64;
+
+    /// Closes `port` (`EVTCHNOP_close`), after the backend disconnected.
+    fn close(&mut self, port: u32);
+}

@@ -1,0 +1,169 @@
+//! The xenbus handshake of a block frontend (`io/blkif.h`, "Frontend XenBus Nodes";
+//! `io/xenbus.h`), and closing.
+//!
+//! ```text
+//! frontend                                  backend (blkback)
+//!                                            writes feature nodes, InitWait
+//! probe device/vbd/<id>, wait for InitWait+
+//! read max-ring-page-order
+//! ring page + grant, unbound port
+//! one transaction: ring-ref, event-channel,
+//!   protocol
+//! Initialised
+//!                                            maps the ring, binds the port,
+//!                                            writes sectors, info, sector-size,
+//!                                            feature-*, Connected
+//! wait for Connected, read + check the disk
+//! Connected
+//! ```
+//!
+//! The disk's description is read once the backend is Connected, not at InitWait: Linux's
+//! blkback writes `sectors`, `info`, `sector-size` and most features only when it connects,
+//! and Linux's blkfront reads them at that point too.
+
+use alloc::format;
+use alloc::vec::Vec;
+
+use grant::{DomId, GrantRef};
+use log::warn;
+use xenbus::frontend::{self, Device};
+use xenbus::{Store, Transaction, Transport, XenbusState, Xenstore};
+
+use crate::driver::Completion;
+use crate::env::{EventChannel, Pages, SharedRing};
+use crate::info::{read_disk_info, read_ring_order};
+use crate::{BlkError, Blkfront};
+
+/// How long each step of the handshake waits, and blocking I/O waits, unless told
+/// otherwise.
+pub const DEFAULT_TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// `XEN_IO_PROTO_ABI_X86_64`: the request layout we use, written to `protocol`.
+pub const PROTOCOL: &str = "x86_64-abi";
+
+impl<P: Pages, E: EventChannel> Blkfront<P, E> {
+    /// Connects to the backend of `device/vbd/<id>`: probes the device, sets up the ring
+    /// (through `pages`) and the event channel (through `evtchn`), publishes them in one
+    /// transaction and walks the XenbusState handshake to Connected. Each wait (for the
+    /// toolstack's keys, for each backend state) gets `timeout_ns`.
+    ///
+    /// On failure everything allocated is handed back to the guest (ring, port), our state
+    /// is set to Closing if we had published anything, and `pages` and `evtchn` are dropped.
+    pub fn connect<T: Transport>(
+        xs: &mut Xenstore<T>,
+        id: u32,
+        mut pages: P,
+        mut evtchn: E,
+        timeout_ns: u64,
+    ) -> Result<Self, BlkError> {
+        use XenbusState::*;
+        let device = frontend::probe(xs, "vbd", id, timeout_ns)?;
+        let backend = DomId(device.backend_id);
+        let mut state = device.wait_for_backend(xs, timeout_ns, |s| s >= InitWait)?;
+        if matches!(state, Closing | Closed) {
+            // An earlier connection was closed, by us or by the backend: a backend that
+            // sees us Initialising again gets ready for a fresh handshake.
+            state = device.reconnect(xs, timeout_ns)?;
+        }
+        if !matches!(state, InitWait | Initialised | Connected) {
+            return Err(BlkError::BackendClosed);
+        }
+        let ring_order = read_ring_order(xs, &device.backend)?;
+
+        let ring = pages.alloc_ring(backend, 0)?;
+        let port = match evtchn.alloc_unbound(backend) {
+            Ok(port) => port,
+            Err(e) => {
+                pages.free_ring(ring);
+                return Err(e);
+            }
+        };
+        let connected = (|| {
+            publish(xs, &device, ring.grant_refs(), port, timeout_ns)?;
+            let info = read_disk_info(xs, &device.backend, ring_order)?;
+            device.set_state(xs, Connected)?;
+            Ok(info)
+        })();
+        let info = match connected {
+            Ok(info) => info,
+            Err(e) => {
+                warn!("blkfront: {}: handshake failed: {e}", device.path);
+                if let Err(e) = device.set_state(xs, Closing) {
+                    warn!("blkfront: {}: cannot set Closing: {e}", device.path);
+                }
+                evtchn.close(port);
+                pages.free_ring(ring);
+                return Err(e);
+            }
+        };
+        // The request layout's `handle` is 16 bits (`blkif_vdev_t`); Linux truncates the
+        // device id the same way, and backends ignore the field.
+        let handle = id as u16;
+        log::info!(
+            "blkfront: {} connected: {} sectors of 512 B, sector-size {}, {:?}",
+            device.path,
+            info.sectors,
+            info.sector_size,
+            info.features
+        );
+        Ok(Blkfront::new(pages, evtchn, ring, port, backend, handle, info, device))
+    }
+
+    /// Closes the device: the Closing/Closed handshake with the backend (so that it unmaps
+    /// our pages), then every outstanding request fails with [`BlkError::NotConnected`]
+    /// (their completions are returned), the grants end, and the pages, ring and event
+    /// channel go back to the guest. The local teardown happens even when the handshake
+    /// fails; pages the backend still holds are then leaked, never reused.
+    pub fn close<T: Transport>(
+        self,
+        xs: &mut Xenstore<T>,
+        timeout_ns: u64,
+    ) -> (Result<(), BlkError>, Vec<Completion>) {
+        let result = self.device.close(xs, timeout_ns).map_err(BlkError::from);
+        if let Err(e) = &result {
+            warn!("blkfront: {}: close: {e}", self.device.path);
+        }
+        (result, self.shut_down())
+    }
+}
+
+/// Publishes the ring and event channel in one transaction, then says Initialised and
+/// waits for the backend to connect.
+fn publish<T: Transport>(
+    xs: &mut Xenstore<T>,
+    device: &Device,
+    refs: &[GrantRef],
+    port: u32,
+    timeout_ns: u64,
+) -> Result<(), BlkError> {
+    use XenbusState::*;
+    let path = &device.path;
+    xs.transaction(|tx| {
+        write_ring_refs(tx, path, refs)?;
+        tx.write(&format!("{path}/event-channel"), format!("{port}").as_bytes())?;
+        tx.write(&format!("{path}/protocol"), PROTOCOL.as_bytes())
+    })?;
+    device.set_state(xs, Initialised)?;
+    // Unknown: the backend's node is gone (unplugged).
+    let state = device.wait_for_backend(xs, timeout_ns, |s| {
+        matches!(s, Connected | Closing | Closed | Unknown)
+    })?;
+    if state != Connected {
+        return Err(BlkError::BackendClosed);
+    }
+    Ok(())
+}
+
+/// `ring-ref` for a one-page ring. A multi-page ring (`ring-page-order` and
+/// `ring-ref0..N`, up to the backend's `max-ring-page-order`) is the next step; the guest's
+/// [`Pages::alloc_ring`] already takes the order.
+fn write_ring_refs<T: Transport>(
+    tx: &mut Transaction<'_, T>,
+    path: &str,
+    refs: &[GrantRef],
+) -> Result<(), xenbus::Error> {
+    match refs {
+        [r] => tx.write(&format!("{path}/ring-ref"), format!("{}", r.0).as_bytes()),
+        _ => Err(xenbus::Error::InvalidArgument),
+    }
+}

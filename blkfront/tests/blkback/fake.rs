@@ -1,0 +1,595 @@
+//! The guest's side effects ([`Pages`], [`EventChannel`]) over a [`World`] that also plays
+//! blkback: a disk, a grant table mapping references to pages, and the back end of the ring.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ptr::{self, NonNull};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use blkfront::abi::{BlkifRequest, BlkifRequestDiscard, BlkifResponse, Op, Status};
+use blkfront::env::PAGE_SIZE;
+use blkfront::{BlkError, Blkfront, EventChannel, Page, Pages, SharedRing, Timeout};
+use grant::{DomId, GrantError, GrantRef};
+use ring::shared::{FrontRing, HEADER_SIZE};
+
+use crate::xenstored::{self, Client, Fake, Idle};
+
+/// The backend's domain.
+pub const BACKEND: u16 = 0;
+/// `device/vbd/<VBD>`: xvda.
+pub const VBD: u32 = 51712;
+/// The port our fake event channel hands out.
+pub const PORT: u32 = 7;
+/// Slots in a one-page blkif ring.
+pub const RING_SIZE: u32 = 32;
+const SLOT_SIZE: usize = 112;
+const SECOND: u64 = 1_000_000_000;
+
+pub fn backend_path() -> String {
+    format!("/local/domain/{BACKEND}/backend/vbd/{}/{VBD}", xenstored::DOMID)
+}
+
+pub fn frontend_path() -> String {
+    format!("device/vbd/{VBD}")
+}
+
+/// One page-aligned page of memory: a guest page, reachable by the backend through a grant.
+pub struct Mem(NonNull<u8>);
+
+fn layout() -> Layout {
+    Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).expect("page layout")
+}
+
+impl Mem {
+    fn new() -> Rc<Self> {
+        // SAFETY: the layout has a non-zero size.
+        let p = unsafe { alloc_zeroed(layout()) };
+        Rc::new(Mem(NonNull::new(p).expect("out of memory")))
+    }
+
+    /// The frame number the "backend" sees: the page's address, shifted.
+    fn frame(&self) -> u64 {
+        self.0.as_ptr() as u64 >> 12
+    }
+
+    fn read(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off + len <= PAGE_SIZE);
+        let mut v = vec![0; len];
+        // SAFETY: in bounds of the live page (checked above); no reference to the page is
+        // alive during the copy (single thread, the driver is not running).
+        unsafe { ptr::copy_nonoverlapping(self.0.as_ptr().add(off), v.as_mut_ptr(), len) };
+        v
+    }
+
+    fn write(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= PAGE_SIZE);
+        // SAFETY: as in `read`.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.0.as_ptr().add(off), data.len()) };
+    }
+
+    fn index(&self, offset: usize) -> &AtomicU32 {
+        // SAFETY: one of the ring header's u32 fields, aligned and inside the live page;
+        // the front ring accesses them atomically too.
+        unsafe { &*self.0.as_ptr().add(offset).cast::<AtomicU32>() }
+    }
+
+    fn slot(&self, idx: u32) -> *mut u8 {
+        let i = (idx % RING_SIZE) as usize;
+        // SAFETY: slot `i` of a one-page ring lies inside the page.
+        unsafe { self.0.as_ptr().add(HEADER_SIZE + i * SLOT_SIZE) }
+    }
+}
+
+impl Drop for Mem {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.0.as_ptr(), layout()) };
+    }
+}
+
+/// A bounce page as the guest would hand it out.
+pub struct TestPage(Rc<Mem>);
+
+impl Page for TestPage {
+    fn bytes(&self) -> &[u8; PAGE_SIZE] {
+        // SAFETY: the page is live while `self` holds it; the backend writes it only while
+        // the driver is not running (single thread), so no access overlaps this borrow.
+        unsafe { &*self.0 .0.as_ptr().cast::<[u8; PAGE_SIZE]>() }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+        // SAFETY: as in `bytes`.
+        unsafe { &mut *self.0 .0.as_ptr().cast::<[u8; PAGE_SIZE]>() }
+    }
+
+    fn frame(&self) -> u64 {
+        self.0.frame()
+    }
+}
+
+pub struct TestRing {
+    front: FrontRing<BlkifRequest, BlkifResponse>,
+    refs: Vec<GrantRef>,
+    /// Keeps the ring's memory alive as long as `front` exists.
+    _mem: Rc<Mem>,
+}
+
+impl SharedRing for TestRing {
+    fn front(&mut self) -> &mut FrontRing<BlkifRequest, BlkifResponse> {
+        &mut self.front
+    }
+
+    fn grant_refs(&self) -> &[GrantRef] {
+        &self.refs
+    }
+}
+
+pub struct Grant {
+    mem: Rc<Mem>,
+    readonly: bool,
+    domid: DomId,
+}
+
+/// A request as the backend took it, in both layouts a slot may hold.
+pub struct Taken {
+    pub req: BlkifRequest,
+    pub discard: BlkifRequestDiscard,
+}
+
+/// Rewrites a response before it goes on the ring: a hostile backend.
+pub type Tamper = Box<dyn FnMut(&BlkifRequest, &mut BlkifResponse)>;
+
+/// The disk, the grant table, the backend's ring state and counters.
+pub struct World {
+    pub disk: Vec<u8>,
+    /// Every page allocated and not freed, by frame.
+    frames: HashMap<u64, Rc<Mem>>,
+    pub grants: BTreeMap<u32, Grant>,
+    next_gref: u32,
+    /// Grants the backend keeps mapped: ending them fails with `InUse`.
+    pub held: HashSet<u32>,
+    /// `alloc_page` fails once this many pages are out.
+    pub page_limit: usize,
+    pub pages_freed: usize,
+    /// The ring, once the backend connected to it.
+    ring: Option<Rc<Mem>>,
+    pub ring_freed: bool,
+    pub port_closed: bool,
+    req_cons: u32,
+    rsp_prod_pvt: u32,
+    /// Requests stay on the ring unanswered while set.
+    pub hold: bool,
+    pub tamper: Option<Tamper>,
+    /// Every request taken off the ring.
+    pub requests: Vec<BlkifRequest>,
+    /// Granted pages seen holding bytes that were not the request's data.
+    pub exposed: usize,
+    pub flushes: usize,
+    pub notifies: usize,
+    pub now: u64,
+}
+
+pub type Shared = Rc<RefCell<World>>;
+
+impl World {
+    fn new(disk_bytes: usize) -> Shared {
+        // A pattern that differs at every 512-byte sector and inside it.
+        let disk = (0..disk_bytes).map(|i| ((i / 512) as u8) ^ (i as u8).wrapping_mul(7)).collect();
+        Rc::new(RefCell::new(World {
+            disk,
+            frames: HashMap::new(),
+            grants: BTreeMap::new(),
+            next_gref: 8,
+            held: HashSet::new(),
+            page_limit: usize::MAX,
+            pages_freed: 0,
+            ring: None,
+            ring_freed: false,
+            port_closed: false,
+            req_cons: 0,
+            rsp_prod_pvt: 0,
+            hold: false,
+            tamper: None,
+            requests: Vec::new(),
+            exposed: 0,
+            flushes: 0,
+            notifies: 0,
+            now: 0,
+        }))
+    }
+
+    /// Pages allocated and not freed (the ring's included).
+    pub fn pages_out(&self) -> usize {
+        self.frames.len()
+    }
+
+    /// Answers every published request; returns how many.
+    pub fn serve(&mut self) -> usize {
+        if self.hold {
+            return 0;
+        }
+        let taken = self.take_requests();
+        for t in &taken {
+            let mut rsp = self.answer(t);
+            if let Some(tamper) = &mut self.tamper {
+                tamper(&t.req, &mut rsp);
+            }
+            self.respond(rsp);
+        }
+        if !taken.is_empty() {
+            self.publish();
+        }
+        taken.len()
+    }
+
+    /// Takes every published request off the ring without answering.
+    pub fn take_requests(&mut self) -> Vec<Taken> {
+        let Some(ring) = self.ring.clone() else { return Vec::new() };
+        let prod = ring.index(0).load(Ordering::Acquire);
+        let mut out = Vec::new();
+        while self.req_cons != prod {
+            let slot = ring.slot(self.req_cons);
+            // SAFETY: a published slot of the live ring, 8-aligned; both layouts are Pod
+            // and fit the slot. Copied once, as RING_COPY_REQUEST does.
+            let (req, discard) = unsafe {
+                (
+                    ptr::read_volatile(slot.cast::<BlkifRequest>()),
+                    ptr::read_volatile(slot.cast::<BlkifRequestDiscard>()),
+                )
+            };
+            self.req_cons = self.req_cons.wrapping_add(1);
+            self.requests.push(req);
+            out.push(Taken { req, discard });
+        }
+        out
+    }
+
+    /// Carries out a taken request; returns the honest response (not yet on the ring).
+    pub fn answer(&mut self, t: &Taken) -> BlkifResponse {
+        let status = self.execute(t);
+        // Padding fields are private: start from the default and fill in the rest.
+        let mut rsp = BlkifResponse::default();
+        (rsp.id, rsp.operation, rsp.status) = (t.req.id, t.req.operation, status);
+        rsp
+    }
+
+    /// Writes a response into the next slot without publishing it.
+    pub fn respond(&mut self, rsp: BlkifResponse) {
+        let ring = self.ring.clone().expect("backend not connected");
+        // SAFETY: a slot of the live ring, 8-aligned; `BlkifResponse` is Pod.
+        unsafe { ptr::write_volatile(ring.slot(self.rsp_prod_pvt).cast::<BlkifResponse>(), rsp) };
+        self.rsp_prod_pvt = self.rsp_prod_pvt.wrapping_add(1);
+    }
+
+    pub fn publish(&self) {
+        self.set_rsp_prod(self.rsp_prod_pvt);
+    }
+
+    /// Publishes any `rsp_prod`, true or not.
+    pub fn set_rsp_prod(&self, v: u32) {
+        self.ring.as_ref().expect("backend not connected").index(8).store(v, Ordering::Release);
+    }
+
+    /// Requests published and not yet taken by the backend.
+    pub fn pending_requests(&self) -> u32 {
+        let prod = self.ring.as_ref().map_or(0, |r| r.index(0).load(Ordering::Acquire));
+        prod.wrapping_sub(self.req_cons)
+    }
+
+    fn execute(&mut self, t: &Taken) -> i16 {
+        let req = &t.req;
+        let ok = Status::Okay as i16;
+        let err = Status::Error as i16;
+        match Op::try_from(req.operation) {
+            Ok(op @ (Op::Read | Op::Write)) => self.rw(req, op == Op::Read).map_or(err, |()| ok),
+            Ok(Op::FlushDiskcache | Op::WriteBarrier) if req.nr_segments == 0 => {
+                self.flushes += 1;
+                ok
+            }
+            Ok(Op::Discard) => {
+                let d = &t.discard;
+                let start = d.sector_number as usize * 512;
+                match self.disk.get_mut(start..start + d.nr_sectors as usize * 512) {
+                    Some(range) => {
+                        range.fill(0);
+                        ok
+                    }
+                    None => err,
+                }
+            }
+            _ => err,
+        }
+    }
+
+    /// A read or write, checked as blkback checks it.
+    fn rw(&mut self, req: &BlkifRequest, read: bool) -> Result<(), ()> {
+        let n = req.nr_segments as usize;
+        if n == 0 || n > req.seg.len() {
+            return Err(());
+        }
+        let mut at = req.sector_number as usize * 512;
+        for seg in &req.seg[..n] {
+            let g = self.grants.get(&seg.gref.0).ok_or(())?;
+            if g.domid != DomId(BACKEND) || seg.first_sect > seg.last_sect || seg.last_sect > 7 {
+                return Err(());
+            }
+            let (off, len) = (
+                seg.first_sect as usize * 512,
+                (seg.last_sect - seg.first_sect + 1) as usize * 512,
+            );
+            let whole = g.mem.read(0, PAGE_SIZE);
+            if read {
+                // Writable grant, and nothing of ours in it: a read's page comes zeroed.
+                if g.readonly {
+                    return Err(());
+                }
+                if whole.iter().any(|&b| b != 0) {
+                    self.exposed += 1;
+                }
+                let src = self.disk.get(at..at + len).ok_or(())?.to_vec();
+                g.mem.write(off, &src);
+            } else {
+                // Only the data to write: the rest of the page is zero.
+                if whole[..off].iter().chain(&whole[off + len..]).any(|&b| b != 0) {
+                    self.exposed += 1;
+                }
+                let dst = self.disk.get_mut(at..at + len).ok_or(())?;
+                dst.copy_from_slice(&whole[off..off + len]);
+            }
+            at += len;
+        }
+        Ok(())
+    }
+
+    /// The backend maps the ring the frontend published, as blkback does at Initialised.
+    fn connect_ring(&mut self, ring_ref: u32) -> bool {
+        match self.grants.get(&ring_ref) {
+            Some(g) if !g.readonly && g.domid == DomId(BACKEND) => {
+                self.ring = Some(g.mem.clone());
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+pub struct TestPages(pub Shared);
+
+impl Pages for TestPages {
+    type Page = TestPage;
+    type Ring = TestRing;
+
+    fn alloc_page(&mut self) -> Option<TestPage> {
+        let mut w = self.0.borrow_mut();
+        if w.frames.len() >= w.page_limit {
+            return None;
+        }
+        let mem = Mem::new();
+        // Garbage, as a recycled page would hold: the driver must overwrite it.
+        mem.write(0, &[0xee; PAGE_SIZE]);
+        w.frames.insert(mem.frame(), mem.clone());
+        Some(TestPage(mem))
+    }
+
+    fn free_page(&mut self, page: TestPage) {
+        let mut w = self.0.borrow_mut();
+        let frame = page.frame();
+        assert!(
+            !w.grants.values().any(|g| g.mem.frame() == frame),
+            "page freed while still granted"
+        );
+        w.frames.remove(&frame).expect("freeing a page twice");
+        w.pages_freed += 1;
+    }
+
+    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
+        let mut w = self.0.borrow_mut();
+        let mem = w.frames.get(&frame).expect("granting a page we never gave out").clone();
+        assert!(!w.grants.values().any(|g| g.mem.frame() == frame), "page granted twice");
+        let r = w.next_gref;
+        w.next_gref += 1;
+        w.grants.insert(r, Grant { mem, readonly, domid });
+        Ok(GrantRef(r))
+    }
+
+    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError> {
+        let mut w = self.0.borrow_mut();
+        if w.held.contains(&gref.0) {
+            return Err(GrantError::InUse(gref));
+        }
+        w.grants.remove(&gref.0).map(drop).ok_or(GrantError::NotGranted(gref))
+    }
+
+    fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<TestRing, BlkError> {
+        assert_eq!(order, 0);
+        let mem = Mem::new();
+        // SAFETY: the page is page-aligned and `TestRing` keeps it alive as long as the
+        // ring; within this domain only the ring touches it (the fake backend plays the
+        // other domain).
+        let front = unsafe { FrontRing::new(mem.0, 1) };
+        let mut w = self.0.borrow_mut();
+        w.frames.insert(mem.frame(), mem.clone());
+        drop(w);
+        let gref = self.grant(mem.frame(), backend, false)?;
+        Ok(TestRing { front, refs: vec![gref], _mem: mem })
+    }
+
+    fn free_ring(&mut self, ring: TestRing) {
+        for r in &ring.refs {
+            self.end_grant(*r).expect("ring grant");
+        }
+        let mut w = self.0.borrow_mut();
+        w.frames.remove(&ring._mem.frame());
+        w.ring_freed = true;
+    }
+}
+
+pub struct TestEvtchn(pub Shared);
+
+impl EventChannel for TestEvtchn {
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, BlkError> {
+        assert_eq!(remote, DomId(BACKEND));
+        Ok(PORT)
+    }
+
+    fn notify(&mut self, port: u32) {
+        assert_eq!(port, PORT);
+        self.0.borrow_mut().notifies += 1;
+    }
+
+    fn wait(&mut self, port: u32, deadline_ns: u64) -> Result<(), Timeout> {
+        assert_eq!(port, PORT);
+        let mut w = self.0.borrow_mut();
+        if w.serve() > 0 {
+            w.now += 1_000;
+            Ok(())
+        } else {
+            w.now = w.now.max(deadline_ns);
+            Err(Timeout)
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.0.borrow().now
+    }
+
+    fn close(&mut self, port: u32) {
+        assert_eq!(port, PORT);
+        self.0.borrow_mut().port_closed = true;
+    }
+}
+
+pub type Driver = Blkfront<TestPages, TestEvtchn>;
+
+fn state_of(fake: &Fake, path: &str) -> Option<u32> {
+    std::str::from_utf8(fake.get(path)?).ok()?.parse().ok()
+}
+
+/// The toolstack's keys for the device, and the backend's initial state.
+pub fn plug(fake: &mut Fake) {
+    let (fe, be) = (frontend_path(), backend_path());
+    fake.set(&format!("{fe}/backend"), be.as_bytes());
+    fake.set(&format!("{fe}/backend-id"), format!("{BACKEND}").as_bytes());
+    fake.set(&format!("{fe}/state"), b"1");
+    fake.set(&format!("{be}/state"), b"1");
+}
+
+/// Blkback's side of the handshake, one step per idle round of xenstored: InitWait with
+/// its features, then at our Initialised it maps the ring, checks the event channel,
+/// writes the disk's keys (`disk`, written as given) and connects; it follows us to Closed.
+pub fn blkback(world: Shared, disk: Vec<(String, String)>) -> Idle {
+    Box::new(move |fake: &mut Fake| {
+        let (fe, be) = (frontend_path(), backend_path());
+        let (Some(f), Some(b)) =
+            (state_of(fake, &format!("{fe}/state")), state_of(fake, &format!("{be}/state")))
+        else {
+            return false;
+        };
+        let next = match (f, b) {
+            (_, 1) => {
+                fake.set(&format!("{be}/max-ring-page-order"), b"4");
+                2
+            }
+            (3, 2) => {
+                let read = |k: &str| state_of(fake, &format!("{fe}/{k}"));
+                let proto = fake.get(&format!("{fe}/protocol")).map(<[u8]>::to_vec);
+                let ok = read("event-channel") == Some(PORT)
+                    && proto.as_deref() == Some(b"x86_64-abi")
+                    && read("ring-ref").is_some_and(|r| world.borrow_mut().connect_ring(r));
+                if !ok {
+                    5
+                } else {
+                    for (k, v) in &disk {
+                        fake.set(&format!("{be}/{k}"), v.as_bytes());
+                    }
+                    4
+                }
+            }
+            (5, 1..=4) => 5,
+            (6, 5) => {
+                // Unmaps everything as it disconnects.
+                let mut w = world.borrow_mut();
+                w.ring = None;
+                w.held.clear();
+                6
+            }
+            _ => return false,
+        };
+        fake.set(&format!("{be}/state"), format!("{next}").as_bytes());
+        true
+    })
+}
+
+/// The keys of a 2 MiB disk with 512-byte sectors, flush and discard, plus `extra`
+/// (overriding). A key given the value `-` is left out.
+pub fn disk_keys(extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut keys: BTreeMap<String, String> = [
+        ("sectors", "4096"),
+        ("sector-size", "512"),
+        ("info", "0"),
+        ("feature-flush-cache", "1"),
+        ("feature-discard", "1"),
+    ]
+    .iter()
+    .chain(extra)
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    keys.retain(|_, v| v != "-");
+    keys.into_iter().collect()
+}
+
+/// Everything a test needs.
+pub struct Rig {
+    pub xs: Client,
+    pub store: Arc<Mutex<Fake>>,
+    pub world: Shared,
+}
+
+impl Rig {
+    /// The fakes, with the device plugged and blkback ready to serve `disk` keys.
+    pub fn new(extra: &[(&str, &str)]) -> Self {
+        let (xs, store) = xenstored::setup();
+        let keys = disk_keys(extra);
+        let sectors: usize = keys
+            .iter()
+            .find(|(k, _)| k == "sectors")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(4096);
+        let world = World::new(sectors.min(1 << 16) * 512);
+        {
+            let mut s = store.lock().unwrap();
+            plug(&mut s);
+            s.on_idle = Some(blkback(world.clone(), keys));
+        }
+        Rig { xs, store, world }
+    }
+
+    pub fn connect(&mut self) -> Result<Driver, BlkError> {
+        let (p, e) = (TestPages(self.world.clone()), TestEvtchn(self.world.clone()));
+        Blkfront::connect(&mut self.xs, VBD, p, e, SECOND)
+    }
+
+    /// A rig and a connected driver.
+    pub fn connected(extra: &[(&str, &str)]) -> (Self, Driver) {
+        let mut rig = Rig::new(extra);
+        let blk = rig.connect().expect("handshake");
+        (rig, blk)
+    }
+
+    pub fn w(&self) -> std::cell::RefMut<'_, World> {
+        self.world.borrow_mut()
+    }
+
+    pub fn store_get(&self, key: &str) -> Option<String> {
+        let s = self.store.lock().unwrap();
+        s.get(key).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+/// The disk's initial content at `[at, at + len)`.
+pub fn pattern(at: usize, len: usize) -> Vec<u8> {
+    (at..at + len).map(|i| ((i / 512) as u8) ^ (i as u8).wrapping_mul(7)).collect()
+}

@@ -1,0 +1,186 @@
+//! Block devices (Xen only): blkfront's environment in this kernel — pages from the frame
+//! allocator, grants from the grant table, event channels — and connecting the disks the
+//! toolstack gave us.
+
+use crate::arch::{pfn_to_virt, xen, PAGE_SIZE};
+use crate::{evtchn, gnttab, mm, pvops, time, xenstore};
+use alloc::vec::Vec;
+use blkfront::abi::{BlkifRequest, BlkifResponse};
+use blkfront::{BlkError, Blkfront, Timeout};
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering};
+use events::Port;
+use grant::{DomId, GrantError, GrantRef};
+use ring::shared::FrontRing;
+
+/// A page of ours that blkfront fills and grants. Dropping it leaks the frame on purpose:
+/// blkfront drops a page only when the backend would not give its grant back.
+pub struct GuestPage {
+    pfn: u64,
+}
+
+impl blkfront::Page for GuestPage {
+    fn bytes(&self) -> &[u8; 4096] {
+        // SAFETY: the frame belongs to this value alone and is direct-mapped; blkfront reads
+        // it only while no grant lets the backend write it (before granting, after the
+        // grant ended).
+        unsafe { &*(pfn_to_virt(self.pfn) as *const [u8; 4096]) }
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; 4096] {
+        // SAFETY: as for `bytes`, and `&mut self` makes the access exclusive in this domain.
+        unsafe { &mut *(pfn_to_virt(self.pfn) as *mut [u8; 4096]) }
+    }
+
+    fn frame(&self) -> u64 {
+        xen::pfn_to_mfn(self.pfn)
+    }
+}
+
+/// A one-page request ring granted to the backend.
+pub struct GuestRing {
+    pfn: u64,
+    front: FrontRing<BlkifRequest, BlkifResponse>,
+    refs: [GrantRef; 1],
+}
+
+impl blkfront::SharedRing for GuestRing {
+    fn front(&mut self) -> &mut FrontRing<BlkifRequest, BlkifResponse> {
+        &mut self.front
+    }
+
+    fn grant_refs(&self) -> &[GrantRef] {
+        &self.refs
+    }
+}
+
+pub struct GuestPages;
+
+impl blkfront::Pages for GuestPages {
+    type Page = GuestPage;
+    type Ring = GuestRing;
+
+    fn alloc_page(&mut self) -> Option<GuestPage> {
+        mm::alloc_frame().ok().map(|pfn| GuestPage { pfn })
+    }
+
+    fn free_page(&mut self, page: GuestPage) {
+        if let Err(e) = mm::free_frame(page.pfn) {
+            log::error!("blkfront returned pfn {:#x} twice: {e:?}", page.pfn);
+        }
+    }
+
+    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
+        gnttab::grant_access(domid, frame, readonly)
+    }
+
+    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError> {
+        gnttab::end_access(gref)
+    }
+
+    fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<GuestRing, BlkError> {
+        if order != 0 {
+            return Err(BlkError::NotSupported);
+        }
+        let pfn = mm::alloc_frame().map_err(|_| BlkError::NoMemory)?;
+        let va = pfn_to_virt(pfn) as *mut u8;
+        // SAFETY: a frame just allocated to us, direct-mapped, referenced by nothing.
+        unsafe { core::ptr::write_bytes(va, 0, PAGE_SIZE as usize) };
+        // SAFETY: the zeroed page is ours for as long as the ring lives (free_ring frees it
+        // only after the backend gave its grant back) and only this ring uses it.
+        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), 1) };
+        match gnttab::grant_access(backend, xen::pfn_to_mfn(pfn), false) {
+            Ok(gref) => Ok(GuestRing { pfn, front, refs: [gref] }),
+            Err(e) => {
+                let _ = mm::free_frame(pfn);
+                Err(BlkError::Grant(e))
+            }
+        }
+    }
+
+    fn free_ring(&mut self, ring: GuestRing) {
+        match gnttab::end_access(ring.refs[0]) {
+            Ok(()) => {
+                let _ = mm::free_frame(ring.pfn);
+            }
+            Err(e) => log::warn!("ring page pfn {:#x} leaked: {e}", ring.pfn),
+        }
+    }
+}
+
+/// Ports that fired since their driver last waited (one bit per 2-level-sized port).
+static FIRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+
+fn fired_bit(port: u32) -> Option<(&'static AtomicU64, u64)> {
+    FIRED.get(port as usize / 64).map(|w| (w, 1 << (port % 64)))
+}
+
+fn on_event(port: Port, _: usize) {
+    if let Some((word, bit)) = fired_bit(port.0) {
+        word.fetch_or(bit, Ordering::SeqCst);
+    }
+}
+
+pub struct GuestEvents;
+
+impl blkfront::EventChannel for GuestEvents {
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, BlkError> {
+        let port =
+            hypercall::ops::evtchn_alloc_unbound(remote.0).map_err(|_| BlkError::EventChannel)?;
+        if fired_bit(port).is_none() || evtchn::bind(Port(port), on_event, 0).is_err() {
+            let _ = hypercall::ops::evtchn_close(port);
+            return Err(BlkError::EventChannel);
+        }
+        Ok(port)
+    }
+
+    fn notify(&mut self, port: u32) {
+        let _ = evtchn::send(Port(port));
+    }
+
+    fn wait(&mut self, port: u32, deadline_ns: u64) -> Result<(), Timeout> {
+        let Some((word, bit)) = fired_bit(port) else { return Err(Timeout) };
+        let took = || word.fetch_and(!bit, Ordering::SeqCst) & bit != 0;
+        if time::wait_until(took, deadline_ns) {
+            Ok(())
+        } else {
+            Err(Timeout)
+        }
+    }
+
+    fn now_ns(&self) -> u64 {
+        pvops::clock_ns()
+    }
+
+    fn close(&mut self, port: u32) {
+        if let Err(e) = evtchn::close(Port(port)) {
+            log::warn!("closing blkfront {port}: {e}");
+        }
+    }
+}
+
+pub type Disk = Blkfront<GuestPages, GuestEvents>;
+
+/// How long a disk may take to connect or answer.
+pub const TIMEOUT_NS: u64 = 10_000_000_000;
+
+/// The virtual disks the toolstack gave us (`device/vbd/<id>`), by id.
+pub fn disk_ids() -> Result<Vec<u32>, xenbus::Error> {
+    xenstore::with(|xs| xenbus::frontend::device_ids(xs, "vbd")).unwrap_or(Ok(Vec::new()))
+}
+
+/// Connects disk `id` (its xenbus device id, e.g. 51728 for xvdb).
+pub fn connect(id: u32) -> Result<Disk, BlkError> {
+    xenstore::with(|xs| Blkfront::connect(xs, id, GuestPages, GuestEvents, TIMEOUT_NS))
+        .unwrap_or(Err(BlkError::NotConnected))
+}
+
+/// Disconnects a disk, failing what it still had outstanding.
+pub fn close(disk: Disk) -> Result<(), BlkError> {
+    xenstore::with(|xs| disk.close(xs, TIMEOUT_NS).0).unwrap_or(Err(BlkError::NotConnected))
+}
+
+/// The xenbus device id of `xvd<letter>` (major 202, 16 minors a disk).
+pub const fn xvd(letter: u8) -> u32 {
+    (202 << 8) | ((letter - b'a') as u32 * 16)
+}

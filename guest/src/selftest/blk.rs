@@ -1,0 +1,156 @@
+use super::{check, xen_only, Outcome, Test};
+use crate::blk::{self, Disk};
+use alloc::format;
+use alloc::vec;
+use alloc::vec::Vec;
+use blkfront::{BlkError, BlockDevice, EventChannel, Request};
+
+pub const TESTS: &[Test] = &[
+    Test { name: "blk::patterns_round_trip", run: patterns_round_trip },
+    Test { name: "blk::out_of_range_rejected", run: out_of_range_rejected },
+    Test { name: "blk::many_in_flight", run: many_in_flight },
+    Test { name: "blk::read_only_refuses_writes", run: read_only_refuses_writes },
+];
+
+/// The scratch disk the rig attaches: the destructive tests touch no other disk.
+const SCRATCH: u32 = blk::xvd(b'b');
+/// A disk the rig attaches read-only.
+const READ_ONLY: u32 = blk::xvd(b'c');
+
+/// Connects `id` if the toolstack gave it to us, runs `f`, disconnects.
+fn with_disk(id: u32, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
+    match blk::disk_ids() {
+        Ok(ids) if ids.contains(&id) => {}
+        Ok(_) => return Outcome::Skip("the xl config gives the guest no such disk"),
+        Err(e) => return Outcome::Fail(format!("listing disks: {e}")),
+    }
+    let mut disk = match blk::connect(id) {
+        Ok(d) => d,
+        Err(e) => return Outcome::Fail(format!("connecting disk {id}: {e}")),
+    };
+    let outcome = f(&mut disk);
+    if let Err(e) = blk::close(disk) {
+        return Outcome::Fail(format!("closing disk {id}: {e}"));
+    }
+    outcome
+}
+
+fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut rng = super::XorShift(seed | 1);
+    (0..len).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// Writes then reads back patterns at many offsets and lengths: one sector, partial and
+/// whole pages, a full 11-segment request, requests split in two and in many (1 MiB).
+fn patterns_round_trip() -> Outcome {
+    xen_only!();
+    with_disk(SCRATCH, |disk| {
+        let info = disk.info();
+        check!(info.sector_size == 512, "sector size {}", info.sector_size);
+        check!(!info.read_only(), "the scratch disk is read-only");
+        let cases: [(u64, usize); 8] = [
+            (0, 512),
+            (1, 512),
+            (3, 3 * 512),
+            (7, 4096),
+            (16, 11 * 4096),
+            (200, 11 * 4096 + 512),
+            (1000, 64 * 1024),
+            (4096, 1 << 20),
+        ];
+        for (sector, len) in cases {
+            check!((sector * 512 + len as u64) <= info.capacity_bytes(), "disk too small");
+            let data = pattern(sector * 7919 + len as u64, len);
+            let w = disk.write(sector, &data);
+            check!(w.is_ok(), "write {len} bytes at sector {sector}: {w:?}");
+            let f = disk.flush();
+            check!(f.is_ok(), "flush: {f:?}");
+            let mut back = vec![0u8; len];
+            let r = disk.read(sector, &mut back);
+            check!(r.is_ok(), "read {len} bytes at sector {sector}: {r:?}");
+            check!(back == data, "{len} bytes at sector {sector} read back differently");
+        }
+        Outcome::Pass
+    })
+}
+
+/// I/O beyond the end of the disk is refused before it reaches the ring.
+fn out_of_range_rejected() -> Outcome {
+    xen_only!();
+    with_disk(SCRATCH, |disk| {
+        let end = disk.info().sectors;
+        let mut buf = [0u8; 1024];
+        let r = disk.read(end - 1, &mut buf);
+        check!(r == Err(BlkError::OutOfRange), "read across the end: {r:?}");
+        let w = disk.write(end, &[0u8; 512]);
+        check!(w == Err(BlkError::OutOfRange), "write past the end: {w:?}");
+        let r = disk.read(u64::MAX - 1, &mut buf[..512]);
+        check!(r == Err(BlkError::OutOfRange), "read at a wrapping sector: {r:?}");
+        check!(disk.read(end - 1, &mut buf[..512]).is_ok(), "the last sector itself");
+        Outcome::Pass
+    })
+}
+
+/// Runs the requests all at once (far more than the ring's 32 slots) and waits for all.
+fn run_all(disk: &mut Disk, requests: Vec<Request>) -> Result<Vec<Vec<u8>>, Outcome> {
+    let mut ids = Vec::new();
+    for r in requests {
+        ids.push(disk.submit(r).map_err(|e| Outcome::Fail(format!("submit: {e}")))?);
+    }
+    let deadline = crate::pvops::clock_ns() + blk::TIMEOUT_NS;
+    let mut results: Vec<Option<Vec<u8>>> = vec![None; ids.len()];
+    let mut left = ids.len();
+    while left > 0 {
+        disk.poll();
+        while let Some(c) = disk.take_completion() {
+            let Some(i) = ids.iter().position(|&id| id == c.id) else {
+                return Err(Outcome::Fail("a completion for a request we did not submit".into()));
+            };
+            if let Err(e) = c.result {
+                return Err(Outcome::Fail(format!("request {i}: {e}")));
+            }
+            results[i] = Some(c.data);
+            left -= 1;
+        }
+        if left > 0 && blk::GuestEvents.wait(disk.port(), deadline).is_err() {
+            return Err(Outcome::Fail(format!("{left} requests still outstanding")));
+        }
+    }
+    Ok(results.into_iter().map(Option::unwrap_or_default).collect())
+}
+
+/// 256 writes, then 256 reads, each batch in flight together, with the right data.
+fn many_in_flight() -> Outcome {
+    xen_only!();
+    const N: u64 = 256;
+    with_disk(SCRATCH, |disk| {
+        let writes =
+            (0..N).map(|i| Request::Write { sector: 8192 + i * 8, data: pattern(i, 4096) });
+        if let Err(outcome) = run_all(disk, writes.collect()) {
+            return outcome;
+        }
+        let reads = (0..N).map(|i| Request::Read { sector: 8192 + i * 8, len: 4096 });
+        let data = match run_all(disk, reads.collect()) {
+            Ok(d) => d,
+            Err(outcome) => return outcome,
+        };
+        for (i, d) in data.iter().enumerate() {
+            check!(*d == pattern(i as u64, 4096), "request {i} read back differently");
+        }
+        Outcome::Pass
+    })
+}
+
+/// A disk attached read-only refuses writes (before the ring) and serves reads.
+fn read_only_refuses_writes() -> Outcome {
+    xen_only!();
+    with_disk(READ_ONLY, |disk| {
+        check!(disk.info().read_only(), "the backend does not report the disk read-only");
+        let w = disk.write(0, &[0u8; 512]);
+        check!(w == Err(BlkError::ReadOnly), "write: {w:?}");
+        let mut buf = [0u8; 4096];
+        let r = disk.read(0, &mut buf);
+        check!(r.is_ok(), "read: {r:?}");
+        Outcome::Pass
+    })
+}
