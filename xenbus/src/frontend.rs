@@ -147,10 +147,16 @@ impl Device {
 
     /// Closes the connection: Closing, then (once the backend follows) Closed, until the
     /// backend is Closed too or gone. Each wait gets `timeout_ns`.
+    ///
+    /// A backend that is Closed already skips the Closing step: telling it Closing would move
+    /// it back to Closing, and if it only looks after we went on to Initialising (it reads our
+    /// latest state, not each one), it stays there instead of preparing to reconnect.
     pub fn close<T: Transport>(&self, xs: &mut Xenstore<T>, timeout_ns: u64) -> Result<(), Error> {
         use XenbusState::*;
-        self.set_state(xs, Closing)?;
-        self.wait_for_backend(xs, timeout_ns, |s| matches!(s, Closing | Closed | Unknown))?;
+        if self.backend_state(xs)? != Closed {
+            self.set_state(xs, Closing)?;
+            self.wait_for_backend(xs, timeout_ns, |s| matches!(s, Closing | Closed | Unknown))?;
+        }
         self.set_state(xs, Closed)?;
         self.wait_for_backend(xs, timeout_ns, |s| matches!(s, Closed | Unknown))?;
         Ok(())
