@@ -46,6 +46,24 @@ pub enum EvtchnAbi {
     Fifo,
 }
 
+/// What runs after the self-tests (`app=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum App {
+    /// Read whole disks and print their SHA-256.
+    BlkSum,
+    /// Write the deterministic pattern over a disk.
+    BlkFill,
+}
+
+impl App {
+    pub fn name(self) -> &'static str {
+        match self {
+            App::BlkSum => "blksum",
+            App::BlkFill => "blkfill",
+        }
+    }
+}
+
 /// A problem with one option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warning<'a> {
@@ -77,6 +95,11 @@ pub struct Options<'a> {
     /// After the tests, stay up and serve the toolstack (xl shutdown/reboot) instead of
     /// powering off.
     pub stay: bool,
+    pub app: Option<App>,
+    /// The disk an app works on (`dev=xvdb`).
+    pub dev: Option<&'a str>,
+    /// The pattern seed of `app=blkfill`.
+    pub seed: u64,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -103,6 +126,9 @@ impl Default for Options<'_> {
             bench: Selection::None,
             evtchn: EvtchnAbi::Auto,
             stay: false,
+            app: None,
+            dev: None,
+            seed: 0,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
@@ -150,6 +176,14 @@ pub fn parse(line: &str) -> Options<'_> {
                 expected: "bench or bench=<comma-separated name prefixes>",
             }),
             ("stay", None) => o.stay = true,
+            ("app", Some("blksum")) => o.app = Some(App::BlkSum),
+            ("app", Some("blkfill")) => o.app = Some(App::BlkFill),
+            ("app", _) => o.warn(Warning::BadValue { option: token, expected: "blksum|blkfill" }),
+            ("dev", Some(v)) if !v.is_empty() => o.dev = Some(v),
+            ("seed", Some(v)) => match v.parse() {
+                Ok(seed) => o.seed = seed,
+                Err(_) => o.warn(Warning::BadValue { option: token, expected: "a u64" }),
+            },
             ("evtchn", Some("2l")) => o.evtchn = EvtchnAbi::TwoLevel,
             ("evtchn", Some("fifo")) => o.evtchn = EvtchnAbi::Fifo,
             ("evtchn", _) => o.warn(Warning::BadValue { option: token, expected: "2l|fifo" }),
@@ -192,6 +226,10 @@ mod tests {
         assert!(parse("bench=null,grant").bench.selects("grant_copy"));
         assert_eq!(parse("").evtchn, EvtchnAbi::Auto);
         assert!(!parse("").stay);
+        let o = parse("app=blkfill dev=xvdb seed=42");
+        assert_eq!((o.app, o.dev, o.seed), (Some(App::BlkFill), Some("xvdb"), 42));
+        assert_eq!(parse("app=blksum").app, Some(App::BlkSum));
+        assert_eq!(parse("seed=-1 app=x").warnings().count(), 2);
         assert!(parse("stay").stay);
         assert_eq!(parse("stay=1").warnings().count(), 1);
         assert_eq!(parse("evtchn=2l").evtchn, EvtchnAbi::TwoLevel);

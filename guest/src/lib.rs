@@ -8,8 +8,10 @@
 
 extern crate alloc;
 
+pub mod apps;
 pub mod cmdline;
 pub mod mm;
+pub mod sha256;
 pub mod time;
 
 #[cfg(target_os = "none")]

@@ -72,8 +72,17 @@ pub fn kernel_main(options: Options<'static>) -> ! {
         log::warn!("fault={fault:?} requested: failing on purpose");
         crate::arch::cpu::fault(fault);
     }
+    let app_ok = match options.app {
+        Some(app) if pvops::is_xen() => crate::apps::run(app, options.dev, options.seed),
+        Some(app) => {
+            println!("app: {} needs Xen's block devices", app.name());
+            false
+        }
+        None => true,
+    };
     if options.stay && pvops::is_xen() {
         crate::control::serve();
     }
-    pvops::shutdown(if report.failed == 0 { pvops::Halt::Poweroff } else { pvops::Halt::Failure })
+    let ok = report.failed == 0 && app_ok;
+    pvops::shutdown(if ok { pvops::Halt::Poweroff } else { pvops::Halt::Failure })
 }

@@ -1,0 +1,113 @@
+//! `app=blksum` and `app=blkfill`: whole-disk reads and writes that a host checks from the
+//! outside (the rig compares with sha256sum of the image and with the regenerated pattern).
+
+use super::pattern::fill_sector;
+use crate::blk::{self, Disk};
+use crate::cmdline::App;
+use crate::println;
+use crate::sha256::{self, Sha256};
+use alloc::string::String;
+use alloc::vec;
+use blkfront::{BlkError, BlockDevice};
+
+/// Bytes per request the apps issue (the driver splits them for the ring).
+const CHUNK: u64 = 1 << 20;
+
+/// `xvdb` for 51728, and so on; other ids as `vbd<id>`.
+fn name(id: u32) -> String {
+    let minor = id & 0xff;
+    if id >> 8 == 202 && minor.is_multiple_of(16) && minor / 16 < 16 {
+        alloc::format!("xvd{}", (b'a' + (minor / 16) as u8) as char)
+    } else {
+        alloc::format!("vbd{id}")
+    }
+}
+
+fn id_of(dev: &str) -> Option<u32> {
+    match dev.as_bytes() {
+        [b'x', b'v', b'd', letter @ b'a'..=b'p'] => Some(blk::xvd(*letter)),
+        _ => None,
+    }
+}
+
+/// Runs the app; returns whether it succeeded.
+pub fn run(app: App, dev: Option<&str>, seed: u64) -> bool {
+    let ids = match blk::disk_ids() {
+        Ok(ids) => ids,
+        Err(e) => {
+            println!("app: cannot list disks: {e}");
+            return false;
+        }
+    };
+    let wanted = match dev {
+        Some(d) => match id_of(d) {
+            Some(id) if ids.contains(&id) => vec![id],
+            _ => {
+                println!("app: no disk {d}");
+                return false;
+            }
+        },
+        // Reading every disk is harmless; filling one must be asked for by name.
+        None if app == App::BlkSum => ids,
+        None => {
+            println!("app: blkfill overwrites a disk: name it with dev=xvdX");
+            return false;
+        }
+    };
+    wanted.into_iter().all(|id| {
+        let result = blk::connect(id).and_then(|mut disk| {
+            let r = match app {
+                App::BlkSum => blksum(&mut disk, &name(id)),
+                App::BlkFill => blkfill(&mut disk, &name(id), seed),
+            };
+            blk::close(disk).and(r)
+        });
+        if let Err(e) = &result {
+            println!("{} {}: {e}", app.name(), name(id));
+        }
+        result.is_ok()
+    })
+}
+
+fn blksum(disk: &mut Disk, dev: &str) -> Result<(), BlkError> {
+    let info = disk.info();
+    let total = info.capacity_bytes();
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut offset = 0;
+    while offset < total {
+        let n = CHUNK.min(total - offset) as usize;
+        disk.read(offset / 512, &mut buf[..n])?;
+        hash.update(&buf[..n]);
+        offset += n as u64;
+    }
+    println!(
+        "blksum {dev} sectors={} sector_size={} sha256={}",
+        info.sectors,
+        info.sector_size,
+        sha256::hex(&hash.finalize())
+    );
+    Ok(())
+}
+
+fn blkfill(disk: &mut Disk, dev: &str, seed: u64) -> Result<(), BlkError> {
+    let info = disk.info();
+    if info.read_only() {
+        return Err(BlkError::ReadOnly);
+    }
+    let total = info.capacity_bytes();
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut offset = 0;
+    while offset < total {
+        let n = CHUNK.min(total - offset) as usize;
+        for (i, sector) in buf[..n].chunks_exact_mut(512).enumerate() {
+            let s = offset / 512 + i as u64;
+            fill_sector(seed, s, sector.try_into().expect("chunks_exact gives 512 bytes"));
+        }
+        disk.write(offset / 512, &buf[..n])?;
+        offset += n as u64;
+    }
+    disk.flush()?;
+    println!("blkfill {dev} done sectors={} seed={seed}", info.sectors);
+    Ok(())
+}
