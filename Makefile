@@ -57,13 +57,16 @@ test-native: build
 
 # Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), 32 MiB, 1 GiB
 # with two vCPUs, an unknown option, the 2-level event ABI, `xl shutdown` of a guest that
-# stays up (with a disk and a vif for the frontend tests) and `xl reboot`; then a deliberate
-# page fault, which must crash the domain after the dump.
-test-xen: build
+# stays up (with disks and a vif for the frontend and block tests), `xl reboot`, app=blksum on
+# a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
+# the pattern); then a deliberate page fault, which must crash the domain after the dump.
+test-xen: build target/blk-random.img target/blk-zero.img
 	rig/test-check-console.sh
 	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
-	    '@shutdown extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"'
+	    '@shutdown extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"' \
+	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
+	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 
@@ -73,6 +76,12 @@ bench: build
 	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench"' \
 	    'extra="log=warn tests=none bench evtchn=2l"'
 	rig/bench-table.py target/bench-native.log target/rig/last-run.log
+
+# Disk images for the block apps: random content of an odd sector count, and zeros to fill.
+target/blk-random.img:
+	mkdir -p target && head -c $$((16387 * 512)) /dev/urandom > $@
+target/blk-zero.img:
+	mkdir -p target && head -c $$((8 << 20)) /dev/zero > $@
 
 clean:
 	cargo clean

@@ -1,7 +1,9 @@
 #!/bin/sh
 # dom0's /init (busybox sh). xen-rig.sh appends it, the guest files and the runs to the cached
 # dom0 initramfs. Layout it relies on:
-#   /rig/disks             "<path> <MiB>" per scratch disk, recreated empty before every run
+#   /rig/run/<N>/disks     run N's disks, "<path> <vdev> scratch <MiB>" (recreated empty) or
+#                          "<path> <vdev> image <file>" (a fresh copy of /rig/images/<k>)
+#   /rig/zero-sha256       sha256 of a scratch disk (zeros), computed by the host
 #   /rig/run/<N>/cfg       xl config for run N (kernel/ramdisk/disk paths already rewritten)
 #   /rig/run/<N>/args      xl key=value overrides, one per line
 #   /rig/run/<N>/name      the domain's name (for xenconsoled's guest-<name>.log)
@@ -139,8 +141,9 @@ control_run() {
         ctl_log "control: ready (boot $b) $(secs $((CS - since))) s after $from"
         timings="$timings${timings:+, }ready $(secs $((CS - since))) s"
         # The guest publishes its self-test result for the toolstack: read it as a user would.
+        # (The Linux stand-in has no way to publish it: a missing key is reported, not fatal.)
         result=$(xenstore-read "/local/domain/$(xl domid "$name")/data/selftest" 2>&1) ||
-            { ctl_fail "xenstore-read data/selftest: $result" destroy; return; }
+            result="unreadable: $result"
         ctl_log "data/selftest (boot $b): $result"
         cmd=shutdown
         [ "$b" -eq "$boots" ] || cmd=reboot
@@ -170,6 +173,38 @@ control_run() {
     echo "ok: $timings" >>"$d/control.log"
 }
 
+# The run's disks, made afresh (the previous runs' are deleted: they hold dom0 memory):
+# "rig: disk <vdev> before size=<bytes> sha256=<hex>" each. An image's sum is dom0's sha256sum
+# of the file, once per image (it is the same file every run); a scratch disk's is the host's.
+disks_before() {
+    rm -f /rig/disk*.img
+    while read -r path vdev kind src; do
+        [ -n "$path" ] || continue
+        if [ "$kind" = image ]; then
+            cp "$src" "$path"
+            [ -s "$src.sha256" ] || sha256sum <"$src" | cut -d' ' -f1 >"$src.sha256"
+            sum=$(cat "$src.sha256")
+        else
+            truncate -s "${src}M" "$path"
+            sum=$(cat /rig/zero-sha256)
+        fi
+        say "disk $vdev before size=$(stat -c %s "$path") sha256=$sum"
+    done <"$d/disks"
+}
+# After the run: "rig: disk <vdev> after size=<bytes> sha256=<hex>". A scratch file still
+# without a block (tmpfs allocates none for holes or reads) is still all zeros.
+disks_after() {
+    while read -r path vdev kind src; do
+        [ -n "$path" ] || continue
+        if [ "$kind" = scratch ] && [ "$(stat -c %b "$path")" = 0 ]; then
+            sum=$(cat /rig/zero-sha256)
+        else
+            sum=$(sha256sum <"$path" | cut -d' ' -f1)
+        fi
+        say "disk $vdev after size=$(stat -c %s "$path") sha256=$sum"
+    done <"$d/disks"
+}
+
 run_timeout=$(cat /rig/run-timeout)
 ctl_timeout=$(cat /rig/control-timeout)
 mkfifo /run/rig-tick
@@ -180,11 +215,6 @@ n=1
 while [ -d "/rig/run/$n" ]; do
     d=/rig/run/$n
     name=$(cat "$d/name")
-    while read -r path mib; do
-        [ -n "$path" ] || continue
-        rm -f "$path"
-        truncate -s "${mib}M" "$path"
-    done </rig/disks
 
     # xenconsoled appends the guest's console to guest-<name>.log; as a FIFO it streams it to us
     # without polling. xenconsoled closes it when the domain is gone and opens it again for a
@@ -211,6 +241,7 @@ while [ -d "/rig/run/$n" ]; do
     set --
     while IFS= read -r a; do set -- "$@" "$a"; done <"$d/args"
     say "run $n begin: $(cat "$d/label")"
+    disks_before
     read -r t0 _ </proc/uptime
     uptime_cs
     t0cs=$CS
@@ -287,6 +318,7 @@ while [ -d "/rig/run/$n" ]; do
     [ ! -e "$d/destroyed" ] || code=destroyed reasons="$reasons${reasons:+,}destroyed"
     [ ! -e "$d/timed-out" ] || code=timeout reasons="$reasons${reasons:+,}run-timeout"
     sed 's/^/rig: xl: /' "$d/xl.log"
+    disks_after
     dump_dmesg
     say "run $n end: xl exit=$rc reason=$(reason_name "$code") seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') reasons=${reasons:-none}"
     n=$((n + 1))

@@ -3,7 +3,8 @@
 # test the rig with. It reports like the project's guest does (ok/FAIL lines, a console-bulk
 # block, the closing "N passed, N failed, N skipped" line) and powers off.
 # Kernel command line (xl's extra=) switches: rigtest=fail|crash|hang|noclose|reboot to make
-# the rig see each kind of failure; rigtest=nobulk leaves out the console-bulk block.
+# the rig see each kind of failure; rigtest=nobulk leaves out the console-bulk block;
+# rigtest=blksum|blkfill-fake [blkdev=xvdb] [blkseed=N] print the project's blk app lines.
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -13,9 +14,14 @@ exec >/dev/hvc0 2>&1 </dev/null
 dmesg -n 1
 
 mode=""
+blkdev=xvdb
+blkseed=0
 read -r cmdline </proc/cmdline
 for w in $cmdline; do
-    case $w in rigtest=*) mode=${w#rigtest=} ;; stay) mode=stay ;; esac
+    case $w in
+    rigtest=*) mode=${w#rigtest=} ;; stay) mode=stay ;;
+    blkdev=*) blkdev=${w#blkdev=} ;; blkseed=*) blkseed=${w#blkseed=} ;;
+    esac
 done
 
 pass=0 fail=0 skip=0
@@ -65,6 +71,25 @@ if exists /sys/bus/xen/devices/vif-*; then
 else
     skipped "net: no vif configured"
 fi
+
+# Stand-ins for the project guest's app=blksum / app=blkfill lines, to test the rig's checks:
+# blksum really reads the disk (busybox sha256sum); blkfill-fake writes nothing and only claims
+# to have filled it (give it a disk made with rig/blkfill-pattern.py through @image).
+case $mode in
+blksum | blkfill-fake)
+    if wait_for "/dev/$blkdev" && sectors=$(cat "/sys/block/$blkdev/size"); then
+        if [ "$mode" = blksum ]; then
+            sum=$(sha256sum <"/dev/$blkdev" | cut -d' ' -f1)
+            echo "blksum $blkdev sectors=$sectors sector_size=512 sha256=$sum"
+        else
+            echo "blkfill $blkdev done sectors=$sectors seed=$blkseed"
+        fi
+        ok "$mode $blkdev"
+    else
+        notok "$mode: no /dev/$blkdev"
+    fi
+    ;;
+esac
 
 [ "$mode" = nobulk ] || cat /bulk.txt
 

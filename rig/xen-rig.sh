@@ -14,6 +14,11 @@
 # (`xl reboot` at the first "control: ready", `xl shutdown` at the second: two boots, reasons
 # reboot then poweroff), e.g. '@reboot extra="log=info tests=none stay"'. Each wait (for
 # "control: ready", for the domain to go down) is bounded by --control-timeout (default 20 s).
+# @image=<vdev>:<host path> (may repeat) makes that disk a fresh copy of the host file instead
+# of a --disk-mb scratch file (added as 'format=raw,vdev=<vdev>,access=rw' if no disk has that
+# vdev). dom0 prints "rig: disk <vdev> before|after size=<bytes> sha256=<hex>" per disk, and a
+# guest's "blksum <dev> ... sha256=<hex>" / "blkfill <dev> done sectors=<n> seed=<u64>" line
+# must match the disk before the run / the pattern (rig/blkfill-pattern.py) after it.
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
 # verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
@@ -31,7 +36,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,28s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -87,28 +92,76 @@ resolve_cfg_path() {
     fi
 }
 
-# Points every element of a one-line disk list (`disk = [...]` in the cfg or a RUN) at a scratch
-# file in dom0, handling the positional ('path,raw,xvda,w') and the keyword ('...,target=path')
-# syntax. Sets REPLY; appends "<path> <MiB>" per disk to $disks (dom0 recreates them per run).
+# The vdev of a disk element: its vdev= key, else the third positional field (target, format,
+# vdev, access); target= comes last and may hold commas.
+disk_vdev() {
+    local el=${1%%target=*} f pos=0
+    local -a fields
+    IFS=, read -ra fields <<<"$el"
+    for f in "${fields[@]}"; do
+        f=${f//[[:space:]]/}
+        [[ -n $f ]] || continue
+        if [[ $f == vdev=* ]]; then
+            REPLY=${f#vdev=}
+            return
+        fi
+        [[ $f == *=* ]] && continue
+        pos=$((pos + 1))
+        if ((pos == 3)); then
+            REPLY=$f
+            return
+        fi
+    done
+    REPLY=""
+}
+
+# Points every element of a one-line disk list (`disk = [...]` in the cfg or a RUN) at a file
+# /rig/diskK.img in dom0, handling the positional ('path,raw,xvda,w') and the keyword
+# ('...,target=path') syntax. Sets REPLY (the rewritten text), DISK_ELEMS (the rewritten
+# elements, quotes included) and DISK_MAP ("<path> <vdev>" per element). Before each run dom0
+# creates the disks of that run's effective list: a fresh sparse scratch file of --disk-mb MiB,
+# or a copy of an @image file.
 ndisks=0
-disks=()
 rewrite_disk_list() {
     local rest=$1 result="" pre q el path
     local re="^([^\"']*)([\"'])([^\"']*)[\"'](.*)$"
+    DISK_ELEMS=()
+    DISK_MAP=()
     while [[ $rest =~ $re ]]; do
         pre=${BASH_REMATCH[1]} q=${BASH_REMATCH[2]} el=${BASH_REMATCH[3]} rest=${BASH_REMATCH[4]}
         ndisks=$((ndisks + 1))
         path=/rig/disk$ndisks.img
-        disks+=("$path $disk_mb")
+        disk_vdev "$el"
+        [[ -n $REPLY ]] || rig_die "cannot tell the vdev of disk '$el'"
+        DISK_MAP+=("$path $REPLY")
         if [[ $el == *target=* ]]; then
             el="${el%%target=*}target=$path"
         else
             el="$path${el#"${el%%,*}"}"
         fi
         result+="$pre$q$el$q"
+        DISK_ELEMS+=("$q$el$q")
     done
     REPLY=$result$rest
 }
+
+# The cfg's disk lines, rewritten up front: a RUN's @image may have to extend the cfg's list.
+# cfg_disk_lines[<line number>] holds the rewritten line; cfg_elems/cfg_map the last list (the
+# one xl uses).
+declare -A cfg_disk_lines=()
+cfg_elems=()
+cfg_map=()
+lineno=0
+while IFS= read -r line || [[ -n $line ]]; do
+    lineno=$((lineno + 1))
+    if [[ $line =~ ^[[:space:]]*disk[[:space:]]*= ]]; then
+        [[ $line == *']'* ]] || rig_die "$cfg: the disk = [...] list must be on one line"
+        rewrite_disk_list "$line"
+        cfg_disk_lines[$lineno]=$REPLY
+        cfg_elems=("${DISK_ELEMS[@]}")
+        cfg_map=("${DISK_MAP[@]}")
+    fi
+done <"$cfg"
 
 # Splits a RUN string into xl key=value arguments on blanks outside quotes and brackets, keeping
 # the quotes: xl appends each argument to the config text as a line of its own.
@@ -142,27 +195,61 @@ split_overrides() {
 
 # RUN strings -> xl arguments, checked before anything is built. run_args[i] holds the
 # arguments one per line, run_names[i] the domain name (for the console log's file name),
-# run_controls[i] the directive (shutdown, reboot or empty), run_labels[i] the overrides
-# without the directive.
+# run_controls[i] the control directive (shutdown, reboot or empty), run_labels[i] the overrides
+# without the directives, run_directives[i] the directives as given, run_disks[i] the run's disks
+# for dom0 ("<path> <vdev> scratch <MiB>" or "<path> <vdev> image <file in dom0>", one a line).
+# @image files go into dom0 once each (images[<host path>] = their number).
 run_args=()
 run_names=()
 run_controls=()
 run_labels=()
+run_directives=()
+run_disks=()
+declare -A images=()
+image_files=()
 for i in "${!runs[@]}"; do
     n=$((i + 1))
     args=$(split_overrides "${runs[$i]}") || exit 2
     name=""
-    out_args=""
     control=""
     label=""
+    directives=""
+    declare -A run_images=()
+    image_order=()
+    arglist=()
+    disk_arg=-1 # index in arglist of the last disk= override (the one xl uses)
+    elems=("${cfg_elems[@]}")
+    map=("${cfg_map[@]}")
     while IFS= read -r a; do
         [[ -n $a ]] || continue
         if [[ $a == @* ]]; then
-            [[ $a == @shutdown || $a == @reboot ]] ||
-                rig_die "run $n: unknown directive '$a' (@shutdown, @reboot)"
-            [[ -z $control ]] || rig_die "run $n: more than one directive"
-            [[ -z $label ]] || rig_die "run $n: the directive '$a' must come first"
-            control=${a#@}
+            [[ -z $label ]] || rig_die "run $n: the directive '$a' must come before the overrides"
+            directives+="${directives:+ }$a"
+            case $a in
+            @shutdown | @reboot)
+                [[ -z $control ]] || rig_die "run $n: more than one of @shutdown/@reboot"
+                control=${a#@}
+                ;;
+            @image=*)
+                spec=${a#@image=}
+                [[ $spec =~ ^([a-z][a-z0-9]*):(.+)$ ]] ||
+                    rig_die "run $n: '$a' is not @image=<vdev>:<host path>"
+                vdev=${BASH_REMATCH[1]} src=${BASH_REMATCH[2]}
+                [[ -f $src && -r $src ]] || rig_die "run $n: image '$src' is not a readable file"
+                size=$(stat -L -c %s "$src")
+                ((size > 0 && size % 512 == 0)) ||
+                    rig_die "run $n: image '$src' is $size bytes, not a (non-zero) multiple of 512"
+                [[ -z ${run_images[$vdev]:-} ]] || rig_die "run $n: two @image for $vdev"
+                src=$(realpath "$src")
+                if [[ -z ${images[$src]:-} ]]; then
+                    image_files+=("$src")
+                    images[$src]=${#image_files[@]}
+                fi
+                run_images[$vdev]=${images[$src]}
+                image_order+=("$vdev")
+                ;;
+            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @image=<vdev>:<path>)" ;;
+            esac
             continue
         fi
         label+="${label:+ }$a"
@@ -171,13 +258,52 @@ for i in "${!runs[@]}"; do
         if [[ $a == disk=* ]]; then
             rewrite_disk_list "$a"
             a=$REPLY
+            disk_arg=${#arglist[@]}
+            elems=("${DISK_ELEMS[@]}")
+            map=("${DISK_MAP[@]}")
         fi
-        out_args+=$a$'\n'
+        arglist+=("$a")
     done <<<"$args"
+    # An @image vdev the effective disk list lacks gets an element of its own: the list is
+    # rewritten as an override (replacing the run's disk= or, if none, after the others).
+    added=""
+    for vdev in "${image_order[@]}"; do
+        found=""
+        for m in "${map[@]}"; do [[ ${m#* } != "$vdev" ]] || found=1; done
+        [[ -z $found ]] || continue
+        ndisks=$((ndisks + 1))
+        path=/rig/disk$ndisks.img
+        elems+=("'format=raw,vdev=$vdev,access=rw,target=$path'")
+        map+=("$path $vdev")
+        added=1
+    done
+    if [[ -n $added ]]; then
+        joined=""
+        for e in "${elems[@]}"; do joined+="${joined:+, }$e"; done
+        if ((disk_arg >= 0)); then
+            arglist[disk_arg]="disk=[$joined]"
+        else
+            arglist+=("disk=[$joined]")
+        fi
+    fi
+    disklist=""
+    for m in "${map[@]}"; do
+        vdev=${m#* }
+        if [[ -n ${run_images[$vdev]:-} ]]; then
+            disklist+="$m image /rig/images/${run_images[$vdev]}"$'\n'
+        else
+            disklist+="$m scratch $disk_mb"$'\n'
+        fi
+    done
+    out_args=""
+    for a in "${arglist[@]}"; do out_args+=$a$'\n'; done
+    unset run_images
     run_args+=("$out_args")
     run_names+=("$name")
     run_controls+=("$control")
     run_labels+=("$label")
+    run_directives+=("$directives")
+    run_disks+=("$disklist")
 done
 [[ -z $expect_fatal || -z ${run_controls[*]// /} ]] ||
     rig_die "--expect-fatal and @shutdown/@reboot runs do not go together"
@@ -226,8 +352,10 @@ fi
 # dom0 can dump its vCPU state before destroying it.
 base_name=""
 have_kernel=""
+lineno=0
 {
     while IFS= read -r line || [[ -n $line ]]; do
+        lineno=$((lineno + 1))
         if [[ $line =~ ^[[:space:]]*kernel[[:space:]]*= ]]; then
             line='kernel = "/rig/guest/kernel"'
             have_kernel=1
@@ -236,10 +364,8 @@ have_kernel=""
             [[ -f $src ]] || rig_die "ramdisk $src (from $cfg) not found"
             cp "$src" "$stage/rig/guest/ramdisk"
             line='ramdisk = "/rig/guest/ramdisk"'
-        elif [[ $line =~ ^[[:space:]]*disk[[:space:]]*= ]]; then
-            [[ $line == *']'* ]] || rig_die "$cfg: the disk = [...] list must be on one line"
-            rewrite_disk_list "$line"
-            line=$REPLY
+        elif [[ -n ${cfg_disk_lines[$lineno]:-} ]]; then
+            line=${cfg_disk_lines[$lineno]}
         elif [[ $line =~ ^[[:space:]]*name[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
             base_name=${BASH_REMATCH[1]}
         fi
@@ -255,8 +381,19 @@ on_crash = "preserve"
 EOF
 } >"$stage/rig/guest.cfg"
 
-: >"$stage/rig/disks"
-((${#disks[@]} == 0)) || printf '%s\n' "${disks[@]}" >"$stage/rig/disks"
+# The @image files (dom0 copies one afresh before each run that uses it) and the sha256 of a
+# scratch disk (zeros; dom0 would need seconds of TCG time for what the host does in 0.1 s).
+mkdir -p "$stage/rig/images"
+image_bytes=0
+for k in "${!image_files[@]}"; do
+    cp "${image_files[$k]}" "$stage/rig/images/$((k + 1))"
+    image_bytes=$((image_bytes + $(stat -c %s "$stage/rig/images/$((k + 1))")))
+done
+python3 -c 'import hashlib, sys
+h = hashlib.sha256()
+z = bytes(1 << 20)
+for _ in range(int(sys.argv[1])): h.update(z)
+print(h.hexdigest())' "$disk_mb" >"$stage/rig/zero-sha256"
 for i in "${!runs[@]}"; do
     n=$((i + 1))
     d=$stage/rig/run/$n
@@ -270,6 +407,7 @@ for i in "${!runs[@]}"; do
     fi
     [[ -z ${run_controls[$i]} ]] || printf '%s\n' "${run_controls[$i]}" >"$d/control"
     printf '%s' "${run_args[$i]}" >"$d/args"
+    printf '%s' "${run_disks[$i]}" >"$d/disks"
     name=${run_names[$i]:-$base_name}
     [[ -n $name ]] || rig_die "$cfg has no name = \"...\""
     printf '%s\n' "$name" >"$d/name"
@@ -286,10 +424,16 @@ head -c "$pad" /dev/zero >>"$initrd"
 
 # ---------------------------------------------------------------------------------------------
 # RIG_XEN_ARGS / RIG_DOM0_ARGS (environment) append to the hypervisor's / dom0's command line.
-xen_cmdline="console=com1 com1=115200,8n1 dom0_mem=512M,max:512M loglvl=all guest_loglvl=all console_timestamps=boot bootscrub=0 ${RIG_XEN_ARGS:-}"
+# @image files cost dom0 memory: the initramfs buffer and the unpacked file while booting, the
+# file and a run's working copy afterwards, in a tmpfs root that gets half of dom0's RAM
+# (NOTES.md: too small a root panics "Initramfs unpacking failed"). So 4x their size more for
+# dom0, and for QEMU.
+extra_mb=$((4 * ((image_bytes + 1048575) / 1048576)))
+dom0_mb=$((512 + extra_mb))
+xen_cmdline="console=com1 com1=115200,8n1 dom0_mem=${dom0_mb}M,max:${dom0_mb}M loglvl=all guest_loglvl=all console_timestamps=boot bootscrub=0 ${RIG_XEN_ARGS:-}"
 dom0_cmdline="console=hvc0 earlyprintk=xen rdinit=/init quiet ${RIG_DOM0_ARGS:-}"
 # shellcheck disable=SC2054 # the commas belong to -cpu and -initrd
-qemu=(qemu-system-x86_64 -accel tcg -cpu max,-smap,-smep -m 2048 -smp 2
+qemu=(qemu-system-x86_64 -accel tcg -cpu max,-smap,-smep -m $((2048 + extra_mb)) -smp 2
     -display none -monitor none -nic none -no-reboot -serial stdio
     -kernel "$RIG_BASE/xen" -append "$xen_cmdline"
     -initrd "$RIG_BASE/vmlinux $dom0_cmdline,$initrd")
@@ -404,6 +548,41 @@ for i in "${!runs[@]}"; do
                 why+=("shutdown reasons ${end##* reasons=}, want $want_reasons")
             fi
         fi
+        # Disk content checks, against dom0's "rig: disk <vdev> before|after size=<bytes>
+        # sha256=<hex>" lines: what the guest read (blksum) must be the disk before the run,
+        # what it wrote (blkfill) the pattern regenerated here.
+        while read -r _ dev sectors ssize sum; do
+            [[ -n ${dev:-} ]] || continue
+            sectors=${sectors#sectors=} ssize=${ssize#sector_size=} sum=${sum#sha256=}
+            size="" dsum=""
+            read -r size dsum < <(sed -n "s/^rig: disk $dev before size=\([0-9]*\) sha256=\([0-9a-f]*\)$/\1 \2/p" "$f" | tail -n 1) || true
+            if [[ -z ${size:-} ]]; then
+                why+=("blksum $dev: the run has no disk $dev (no 'rig: disk $dev before' line)")
+            elif [[ $sum != "$dsum" ]]; then
+                why+=("blksum $dev: guest read sha256 $sum, dom0 had $dsum ($size bytes) before the run")
+            elif ((sectors * ssize != size)); then
+                why+=("blksum $dev: sha256 matches but sectors=$sectors x sector_size=$ssize != $size bytes")
+            else
+                echo "rig: run $n: blksum $dev matches ($sectors sectors, sha256 ${sum:0:16}...)"
+            fi
+        done < <(grep -oE 'blksum [a-z0-9]+ sectors=[0-9]+ sector_size=[0-9]+ sha256=[0-9a-f]{64}' <<<"$guest" || true)
+        while read -r _ dev _ sectors seed; do
+            [[ -n ${dev:-} ]] || continue
+            sectors=${sectors#sectors=} seed=${seed#seed=}
+            size="" dsum=""
+            read -r size dsum < <(sed -n "s/^rig: disk $dev after size=\([0-9]*\) sha256=\([0-9a-f]*\)$/\1 \2/p" "$f" | tail -n 1) || true
+            if [[ -z ${size:-} ]]; then
+                why+=("blkfill $dev: the run has no disk $dev (no 'rig: disk $dev after' line)")
+            elif ((sectors * 512 != size)); then
+                why+=("blkfill $dev: guest filled $sectors sectors ($((sectors * 512)) bytes) of a $size-byte disk")
+            elif ! want=$(python3 "$RIG_DIR/blkfill-pattern.py" --sha256 "$sectors" "$seed" 2>&1); then
+                why+=("blkfill $dev: blkfill-pattern.py: $want")
+            elif [[ $want != "$dsum" ]]; then
+                why+=("blkfill $dev: disk after the run has sha256 $dsum, the pattern for seed=$seed over $sectors sectors $want")
+            else
+                echo "rig: run $n: blkfill $dev verified $sectors sectors (seed $seed)"
+            fi
+        done < <(grep -oE 'blkfill [a-z0-9]+ done sectors=[0-9]+ seed=[0-9]+' <<<"$guest" || true)
         # The console integrity block is optional; a broken one fails the run.
         if ! bulk=$(python3 "$RIG_DIR/check-console.py" <<<"$guest" 2>&1); then
             why+=("console check: $(tr '\n' ' ' <<<"$bulk")")
@@ -414,7 +593,7 @@ for i in "${!runs[@]}"; do
         fi
     fi
     label=${run_labels[$i]:-no overrides}
-    [[ -z ${run_controls[$i]} ]] || label="${run_labels[$i]:+${run_labels[$i]}, }@${run_controls[$i]}"
+    [[ -z ${run_directives[$i]} ]] || label="${run_labels[$i]:+${run_labels[$i]}, }${run_directives[$i]}"
     if ((${#why[@]})); then
         fail=1
         echo "rig: run $n (${label}): ${closing:-no closing line} -> FAIL"

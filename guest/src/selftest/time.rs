@@ -55,7 +55,9 @@ fn rate() -> Outcome {
         let elapsed = pvops::clock_ns() - t0;
         drop(irq);
         check!(r.is_ok(), "SCHEDOP_poll: {r:?}");
-        check!(elapsed >= SLEEP_NS - 1_000_000, "woke after {elapsed} ns, before the 100 ms timer");
+        // Within 5%: between Xen's once-a-second recalibrations our extrapolation follows
+        // its TSC scale, which under emulation is off by a percent or two.
+        check!(elapsed >= SLEEP_NS / 100 * 95, "a 100 ms Xen timer took only {elapsed} ns");
         check!(elapsed < SLEEP_NS * 3, "a 100 ms sleep took {elapsed} ns");
         log::info!(
             "100 ms Xen timer measured as {}.{:03} ms",
