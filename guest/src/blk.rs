@@ -37,11 +37,11 @@ impl blkfront::Page for GuestPage {
     }
 }
 
-/// A one-page request ring granted to the backend.
+/// A request ring of 2^order contiguous pages, each granted to the backend.
 pub struct GuestRing {
     pfn: u64,
     front: FrontRing<BlkifRequest, BlkifResponse>,
-    refs: [GrantRef; 1],
+    refs: Vec<GrantRef>,
 }
 
 impl blkfront::SharedRing for GuestRing {
@@ -79,32 +79,47 @@ impl blkfront::Pages for GuestPages {
     }
 
     fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<GuestRing, BlkError> {
-        if order != 0 {
+        // Beyond 16 pages (order 4, blkback's usual limit) is not worth the memory.
+        if order > 4 {
             return Err(BlkError::NotSupported);
         }
-        let pfn = mm::alloc_frame().map_err(|_| BlkError::NoMemory)?;
+        let pages = 1u64 << order;
+        let pfn = mm::alloc_frames(pages).map_err(|_| BlkError::NoMemory)?;
         let va = pfn_to_virt(pfn) as *mut u8;
-        // SAFETY: a frame just allocated to us, direct-mapped, referenced by nothing.
-        unsafe { core::ptr::write_bytes(va, 0, PAGE_SIZE as usize) };
-        // SAFETY: the zeroed page is ours for as long as the ring lives (free_ring frees it
-        // only after the backend gave its grant back) and only this ring uses it.
-        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), 1) };
-        match gnttab::grant_access(backend, xen::pfn_to_mfn(pfn), false) {
-            Ok(gref) => Ok(GuestRing { pfn, front, refs: [gref] }),
-            Err(e) => {
-                let _ = mm::free_frame(pfn);
-                Err(BlkError::Grant(e))
+        // SAFETY: frames just allocated to us, contiguous and direct-mapped, referenced by
+        // nothing.
+        unsafe { core::ptr::write_bytes(va, 0, (pages * PAGE_SIZE) as usize) };
+        let mut refs = Vec::new();
+        for i in 0..pages {
+            match gnttab::grant_access(backend, xen::pfn_to_mfn(pfn + i), false) {
+                Ok(gref) => refs.push(gref),
+                Err(e) => {
+                    release(pfn, &refs);
+                    return Err(BlkError::Grant(e));
+                }
             }
         }
+        // SAFETY: the zeroed pages are ours for as long as the ring lives (free_ring frees
+        // them only after the backend gave every grant back) and only this ring uses them.
+        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), pages as usize) };
+        Ok(GuestRing { pfn, front, refs })
     }
 
     fn free_ring(&mut self, ring: GuestRing) {
-        match gnttab::end_access(ring.refs[0]) {
-            Ok(()) => {
-                let _ = mm::free_frame(ring.pfn);
-            }
-            Err(e) => log::warn!("ring page pfn {:#x} leaked: {e}", ring.pfn),
+        release(ring.pfn, &ring.refs);
+    }
+}
+
+/// Ends the ring pages' grants and frees the pages, or leaks them all if the backend keeps
+/// any page mapped.
+fn release(first_pfn: u64, refs: &[GrantRef]) {
+    let ended = refs.iter().filter(|&&r| gnttab::end_access(r).is_ok()).count();
+    if ended == refs.len() {
+        for i in 0..refs.len() as u64 {
+            let _ = mm::free_frame(first_pfn + i);
         }
+    } else {
+        log::warn!("ring pages from pfn {first_pfn:#x} leaked: the backend keeps them mapped");
     }
 }
 
