@@ -9,6 +9,7 @@ use core::mem::{align_of, offset_of, size_of};
 
 use bitflags::bitflags;
 use grant::GrantRef;
+use ring::shared::PAGE_SIZE;
 
 ring::abi_enum! {
     /// `BLKIF_OP_*`: what a request asks for.
@@ -45,6 +46,8 @@ ring::abi_enum! {
 pub const MAX_SEGMENTS_PER_REQUEST: usize = 11;
 /// `BLKIF_MAX_INDIRECT_PAGES_PER_REQUEST`: pages of segments an indirect request names.
 pub const MAX_INDIRECT_PAGES_PER_REQUEST: usize = 8;
+/// [`BlkifRequestSegment`]s in one indirect page: 512.
+pub const SEGMENTS_PER_INDIRECT_PAGE: usize = PAGE_SIZE / size_of::<BlkifRequestSegment>();
 /// `BLKIF_DISCARD_SECURE`: in [`BlkifRequestDiscard::flag`], erase securely
 /// (`discard-secure`).
 pub const DISCARD_SECURE: u8 = 1 << 0;
@@ -68,6 +71,16 @@ ring::pod! {
         pub first_sect: u8,
         pub last_sect: u8,
         pub(crate) _pad: [u8; 2],
+    }
+}
+
+impl BlkifRequestSegment {
+    /// The segment as it lies in an indirect page: the x86-64 layout asserted below
+    /// (little-endian `gref` at 0, `first_sect` at 4, `last_sect` at 5, zero padding).
+    /// Written byte by byte so the driver needs no `unsafe` to fill the page.
+    pub fn to_bytes(&self) -> [u8; 8] {
+        let g = self.gref.0.to_le_bytes();
+        [g[0], g[1], g[2], g[3], self.first_sect, self.last_sect, 0, 0]
     }
 }
 
@@ -208,6 +221,18 @@ mod tests {
         assert_eq!(Status::try_from(1), Err(1));
         assert_eq!(Status::try_from(i16::MIN), Err(i16::MIN));
         assert_eq!(VdiskInfo::from_bits(7), Some(VdiskInfo::all()));
+    }
+
+    #[test]
+    fn segments_serialise_as_in_c() {
+        let s = BlkifRequestSegment {
+            gref: GrantRef(0x0403_0201),
+            first_sect: 5,
+            last_sect: 7,
+            ..Default::default()
+        };
+        assert_eq!(s.to_bytes(), [1, 2, 3, 4, 5, 7, 0, 0]);
+        assert_eq!(SEGMENTS_PER_INDIRECT_PAGE, 512);
     }
 
     #[test]

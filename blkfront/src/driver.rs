@@ -1,15 +1,19 @@
 //! The driver core: requests in, ring requests out, responses matched back.
 //!
 //! A caller's [`Request`] may need several ring requests: a read or write is cut into parts
-//! of at most [`MAX_SEGMENTS_PER_REQUEST`] pages, each its own ring request. Requests wait
-//! in a FIFO queue until the ring has room, so callers never see "ring full".
+//! of at most [`MAX_SEGMENTS_PER_REQUEST`] pages, each its own ring request, or, when the
+//! backend offers indirect descriptors (`feature-max-indirect-segments`), of up to
+//! [`MAX_INDIRECT_SEGMENTS`] pages. A part of more than [`MAX_SEGMENTS_PER_REQUEST`] pages
+//! goes out as a [`BlkifRequestIndirect`] whose segment list lives in indirect pages we
+//! grant read-only; smaller parts stay direct, which costs the backend no extra mapping.
+//! Requests wait in a FIFO queue until the ring has room, so callers never see "ring full".
 //!
 //! Every ring request in flight occupies a slot of a table as large as the ring. Its id on
 //! the ring is the slot's index and a generation that changes each time the slot is
 //! reused, so a response naming a slot that is free, or a previous use of it, is
-//! recognised as bogus and touches nothing. The slot owns the request's bounce pages and
-//! their grants until the response comes; only then are the grants ended and the pages
-//! reused, or quarantined if the backend still holds them.
+//! recognised as bogus and touches nothing. The slot owns the request's bounce pages, its
+//! indirect pages and their grants until the response comes; only then are the grants
+//! ended and the pages reused, or quarantined if the backend still holds them.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -20,15 +24,21 @@ use ring::shared::{FrontRing, RingError};
 use xenbus::frontend::Device;
 
 use crate::abi::{
-    BlkifRequest, BlkifRequestDiscard, BlkifRequestSegment, BlkifResponse, Op, Status,
-    MAX_SEGMENTS_PER_REQUEST,
+    BlkifRequest, BlkifRequestDiscard, BlkifRequestIndirect, BlkifRequestSegment, BlkifResponse,
+    Op, Status, MAX_INDIRECT_PAGES_PER_REQUEST, MAX_SEGMENTS_PER_REQUEST,
+    SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::env::{EventChannel, Page, Pages, SharedRing, PAGE_SIZE};
 use crate::info::{DiskInfo, SECTOR_SIZE};
 use crate::BlkError;
 
-/// Bytes one direct ring request carries at most: 11 full pages.
-pub(crate) const PART_BYTES: usize = MAX_SEGMENTS_PER_REQUEST * PAGE_SIZE;
+/// Segments we put in one indirect request at most, whatever the backend allows: 1 MiB
+/// of data, as much as Linux's blkback takes (256), in one indirect page. A larger part
+/// would only pin more bounce pages per ring slot.
+pub const MAX_INDIRECT_SEGMENTS: usize = 256;
+const _: () = assert!(MAX_INDIRECT_SEGMENTS > MAX_SEGMENTS_PER_REQUEST);
+const _: () =
+    assert!(MAX_INDIRECT_SEGMENTS <= MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_PAGE);
 
 /// Identifies a submitted [`Request`] and its [`Completion`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,11 +107,16 @@ enum Kind {
 /// One ring request in flight.
 struct InFlight<P> {
     request: u64,
+    /// The operation its response must echo: for an indirect request the `indirect_op`
+    /// (Read or Write), which is what blkback answers with (and what Linux's blkfront
+    /// checks), never [`Op::Indirect`].
     op: Op,
     /// Where its data sits in the caller's buffer.
     offset: usize,
     len: usize,
     segs: Vec<Granted<P>>,
+    /// The pages holding an indirect request's segment list; empty for direct requests.
+    indirect: Vec<Granted<P>>,
 }
 
 /// A bounce page and its grant to the backend.
@@ -127,6 +142,9 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     pub(crate) handle: u16,
     pub(crate) info: DiskInfo,
     pub(crate) device: Device,
+    /// Pages one ring request carries at most: [`MAX_SEGMENTS_PER_REQUEST`], or more with
+    /// the backend's indirect descriptors. Fixed at connection.
+    max_segments: usize,
     /// The ring is corrupt: nothing more goes on it.
     broken: bool,
     slots: Vec<Slot<P::Page>>,
@@ -158,6 +176,12 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         device: Device,
     ) -> Self {
         let size = ring.front().size();
+        // The backend's number is a claim: anything up to the direct limit means no use
+        // for indirect requests, anything above is capped at what we are willing to pin.
+        let max_segments = match info.features.max_indirect_segments as usize {
+            n if n > MAX_SEGMENTS_PER_REQUEST => n.min(MAX_INDIRECT_SEGMENTS),
+            _ => MAX_SEGMENTS_PER_REQUEST,
+        };
         Blkfront {
             pages,
             evtchn,
@@ -167,6 +191,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             handle,
             info,
             device,
+            max_segments,
             broken: false,
             slots: (0..size).map(|_| Slot { generation: 0, busy: None }).collect(),
             // Reversed so slots are handed out from index 0 up: easier to read in traces.
@@ -203,6 +228,12 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// How long the blocking calls of [`crate::BlockDevice`] wait for a completion.
     pub fn set_timeout(&mut self, ns: u64) {
         self.timeout_ns = ns;
+    }
+
+    /// Pages of data one ring request carries at most: 11, or up to
+    /// [`MAX_INDIRECT_SEGMENTS`] when the backend offers indirect descriptors.
+    pub fn max_segments(&self) -> usize {
+        self.max_segments
     }
 
     /// Ring requests in flight.
@@ -261,7 +292,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             }
         };
         let parts = match kind {
-            Kind::Read | Kind::Write => buf.len().div_ceil(PART_BYTES),
+            Kind::Read | Kind::Write => buf.len().div_ceil(self.part_bytes()),
             Kind::Flush(_) | Kind::Discard(_) => 1,
         };
         let id = self.new_id();
@@ -347,6 +378,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         Ok(())
     }
 
+    /// Bytes one ring request carries at most.
+    fn part_bytes(&self) -> usize {
+        self.max_segments * PAGE_SIZE
+    }
+
     fn new_id(&mut self) -> u64 {
         let id = self.next_request;
         self.next_request += 1;
@@ -386,8 +422,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         // Queued ids always name a live request; were one missing, fail it, not panic.
         let p = self.requests.get(&id).ok_or(BlkError::NotConnected)?;
         let (kind, sector, part) = (p.kind, p.sector, p.issued);
-        let offset = part * PART_BYTES;
-        let len = p.buf.len().saturating_sub(offset).min(PART_BYTES);
+        let offset = part * self.part_bytes();
+        let len = p.buf.len().saturating_sub(offset).min(self.part_bytes());
         let generation = self.slots[slot as usize].generation;
         let ring_id = (u64::from(generation) << 32) | u64::from(slot);
         let (op, segs) = match kind {
@@ -396,6 +432,9 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             Kind::Flush(op) => (op, Vec::new()),
             Kind::Discard(_) => (Op::Discard, Vec::new()),
         };
+        let sector_number = sector + (offset / SECTOR_SIZE as usize) as u64;
+        let descriptors = segments(&segs, len);
+        let mut indirect = Vec::new();
         let pushed = match kind {
             Kind::Discard(sectors) => {
                 let req = BlkifRequestDiscard {
@@ -408,27 +447,41 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 };
                 self.front().push_request_as(req)
             }
+            _ if descriptors.len() > MAX_SEGMENTS_PER_REQUEST => {
+                indirect = match self.prepare_indirect(&descriptors) {
+                    Ok(pages) => pages,
+                    Err(e) => {
+                        self.release(segs);
+                        return Err(e);
+                    }
+                };
+                let mut req = BlkifRequestIndirect {
+                    operation: Op::Indirect as u8,
+                    indirect_op: op as u8,
+                    // At most MAX_INDIRECT_SEGMENTS (256): `max_segments` caps the part.
+                    nr_segments: descriptors.len() as u16,
+                    id: ring_id,
+                    sector_number,
+                    handle: self.handle,
+                    ..Default::default()
+                };
+                for (r, g) in req.indirect_grefs.iter_mut().zip(&indirect) {
+                    *r = g.gref;
+                }
+                self.front().push_request_as(req)
+            }
             _ => {
                 let mut req = BlkifRequest {
                     operation: op as u8,
-                    // At most MAX_SEGMENTS_PER_REQUEST (11): `prepare_pages` caps it.
-                    nr_segments: segs.len() as u8,
+                    // At most MAX_SEGMENTS_PER_REQUEST (11): the arm above takes more.
+                    nr_segments: descriptors.len() as u8,
                     handle: self.handle,
                     id: ring_id,
-                    sector_number: sector + (offset / SECTOR_SIZE as usize) as u64,
+                    sector_number,
                     ..Default::default()
                 };
-                let mut left = len;
-                for (s, g) in req.seg.iter_mut().zip(&segs) {
-                    let sectors = left.min(PAGE_SIZE) / SECTOR_SIZE as usize;
-                    left -= sectors * SECTOR_SIZE as usize;
-                    // `sectors` is 1..=8 (lengths are whole 512-byte sectors): fits u8.
-                    *s = BlkifRequestSegment {
-                        gref: g.gref,
-                        first_sect: 0,
-                        last_sect: (sectors - 1) as u8,
-                        ..Default::default()
-                    };
+                for (s, d) in req.seg.iter_mut().zip(descriptors) {
+                    *s = d;
                 }
                 self.front().push_request(req)
             }
@@ -437,9 +490,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             // Cannot happen: a free slot means a free ring entry (each ring request holds
             // its slot until its response is taken). Undo rather than trust that.
             self.release(segs);
+            self.release(indirect);
             return Err(BlkError::NotConnected);
         }
-        self.slots[slot as usize].busy = Some(InFlight { request: id, op, offset, len, segs });
+        let flight = InFlight { request: id, op, offset, len, segs, indirect };
+        self.slots[slot as usize].busy = Some(flight);
         if let Some(p) = self.requests.get_mut(&id) {
             p.issued += 1;
         }
@@ -482,6 +537,35 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             }
         }
         Ok(segs)
+    }
+
+    /// Indirect pages holding `descriptors`, [`SEGMENTS_PER_INDIRECT_PAGE`] to a page, zero
+    /// after the last, granted read-only: the backend only reads its segment list.
+    fn prepare_indirect(
+        &mut self,
+        descriptors: &[BlkifRequestSegment],
+    ) -> Result<Vec<Granted<P::Page>>, BlkError> {
+        let mut pages = Vec::with_capacity(descriptors.len().div_ceil(SEGMENTS_PER_INDIRECT_PAGE));
+        for chunk in descriptors.chunks(SEGMENTS_PER_INDIRECT_PAGE) {
+            let Some(mut page) = self.pool.pop().or_else(|| self.pages.alloc_page()) else {
+                self.release(pages);
+                return Err(BlkError::NoMemory);
+            };
+            let bytes = page.bytes_mut();
+            bytes.fill(0);
+            for (at, d) in bytes.chunks_exact_mut(8).zip(chunk) {
+                at.copy_from_slice(&d.to_bytes());
+            }
+            match self.pages.grant(page.frame(), self.backend, true) {
+                Ok(gref) => pages.push(Granted { page, gref }),
+                Err(e) => {
+                    self.pool.push(page);
+                    self.release(pages);
+                    return Err(BlkError::Grant(e));
+                }
+            }
+        }
+        Ok(pages)
     }
 
     /// Ends the grants of `segs` and takes their pages back into the pool, or into
@@ -554,7 +638,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 flight.op, rsp.operation, rsp.status
             );
         }
-        let InFlight { request, op, offset, len, segs } = flight;
+        let InFlight { request, op, offset, len, segs, indirect } = flight;
         if let Some(p) = self.requests.get_mut(&request) {
             match result {
                 Ok(()) if op == Op::Read => {
@@ -572,6 +656,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             p.done += 1;
         }
         self.release(segs);
+        self.release(indirect);
         self.finish_if_done(request);
     }
 
@@ -598,6 +683,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 self.slots[i].generation = self.slots[i].generation.wrapping_add(1);
                 self.free_slots.push(i as u32);
                 self.release(flight.segs);
+                self.release(flight.indirect);
             }
         }
         for (id, p) in core::mem::take(&mut self.requests) {
@@ -624,4 +710,23 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         self.evtchn.close(self.port);
         self.completions.into()
     }
+}
+
+/// The segments describing `len` bytes of data in `segs`, one page each: whole pages but
+/// for a shorter last one (lengths are whole 512-byte sectors).
+fn segments<P>(segs: &[Granted<P>], len: usize) -> Vec<BlkifRequestSegment> {
+    let mut left = len;
+    segs.iter()
+        .map(|g| {
+            let sectors = left.min(PAGE_SIZE) / SECTOR_SIZE as usize;
+            left -= sectors * SECTOR_SIZE as usize;
+            // `sectors` is 1..=8 (each page holds at least one sector of data): fits u8.
+            BlkifRequestSegment {
+                gref: g.gref,
+                first_sect: 0,
+                last_sect: (sectors - 1) as u8,
+                ..Default::default()
+            }
+        })
+        .collect()
 }

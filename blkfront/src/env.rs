@@ -36,8 +36,9 @@ pub trait Page {
 /// [`Pages::free_ring`] when it closes or when the handshake fails.
 pub trait SharedRing {
     fn front(&mut self) -> &mut FrontRing<BlkifRequest, BlkifResponse>;
-    /// One reference per ring page; the driver publishes them as `ring-ref` (one page) or
-    /// `ring-ref0..N` (several, not used yet).
+    /// One reference per ring page, in page order (`1 << order` of them for a ring from
+    /// [`Pages::alloc_ring`]`(_, order)`); the driver publishes them as `ring-ref` (one
+    /// page) or `ring-ref0..N` (several).
     fn grant_refs(&self) -> &[GrantRef];
 }
 
@@ -64,10 +65,17 @@ pub trait Pages {
     /// the reference is not granted (any more), so the page is the driver's again.
     fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError>;
 
-    /// Allocates and zeroes `1 << order` page(s) for the shared ring, builds the
-    /// [`FrontRing`] over them (`FrontRing::new`, the only `unsafe` step, which is the
-    /// guest's), and grants them writable to `backend`. The driver asks for order 0 today.
-    /// Errors are [`BlkError::NoMemory`] or [`BlkError::Grant`].
+    /// Allocates and zeroes `1 << order` pages for the shared ring, contiguous in our
+    /// address space (the ring is one array across them; the frames behind them need not be
+    /// contiguous, each is granted on its own), builds the [`FrontRing`] over all of them
+    /// (`FrontRing::new(base, 1 << order)`, the only `unsafe` step, which is the guest's),
+    /// and grants each page writable to `backend`, one grant per page, references in page
+    /// order. The driver asks for an order from 0 to [`crate::RING_PAGE_ORDER`], never more
+    /// than the backend's `max-ring-page-order`.
+    ///
+    /// Errors are [`BlkError::NoMemory`], [`BlkError::NotSupported`] (this order is not
+    /// supported) or [`BlkError::Grant`]; the first two make the driver retry with order 0.
+    /// On error nothing stays allocated or granted.
     fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<Self::Ring, BlkError>;
 
     /// Takes back a ring the driver is done with, after the backend disconnected (or never

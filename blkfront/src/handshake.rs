@@ -6,9 +6,10 @@
 //!                                            writes feature nodes, InitWait
 //! probe device/vbd/<id>, wait for InitWait+
 //! read max-ring-page-order
-//! ring page + grant, unbound port
-//! one transaction: ring-ref, event-channel,
-//!   protocol
+//! ring pages + grants, unbound port
+//! one transaction: ring-ref (or
+//!   ring-page-order, ring-ref0..N),
+//!   event-channel, protocol
 //! Initialised
 //!                                            maps the ring, binds the port,
 //!                                            writes sectors, info, sector-size,
@@ -41,6 +42,11 @@ pub const DEFAULT_TIMEOUT_NS: u64 = 5_000_000_000;
 /// `XEN_IO_PROTO_ABI_X86_64`: the request layout we use, written to `protocol`.
 pub const PROTOCOL: &str = "x86_64-abi";
 
+/// The largest ring we ask for: `1 << 2` = 4 pages, 128 slots, when the backend's
+/// `max-ring-page-order` allows. Enough to keep a disk busy; each slot may pin a request's
+/// bounce pages, so a larger ring would mostly let callers tie up more memory.
+pub const RING_PAGE_ORDER: u32 = 2;
+
 impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// Connects to the backend of `device/vbd/<id>`: probes the device, sets up the ring
     /// (through `pages`) and the event channel (through `evtchn`), publishes them in one
@@ -70,7 +76,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         }
         let ring_order = read_ring_order(xs, &device.backend)?;
 
-        let ring = pages.alloc_ring(backend, 0)?;
+        let (ring, order) = alloc_ring(&mut pages, backend, ring_order.min(RING_PAGE_ORDER))?;
         let port = match evtchn.alloc_unbound(backend) {
             Ok(port) => port,
             Err(e) => {
@@ -79,7 +85,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             }
         };
         let connected = (|| {
-            publish(xs, &device, ring.grant_refs(), port, timeout_ns)?;
+            publish(xs, &device, order, ring.grant_refs(), port, timeout_ns)?;
             let info = read_disk_info(xs, &device.backend, ring_order)?;
             device.set_state(xs, Connected)?;
             Ok(info)
@@ -99,14 +105,18 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         // The request layout's `handle` is 16 bits (`blkif_vdev_t`); Linux truncates the
         // device id the same way, and backends ignore the field.
         let handle = id as u16;
+        let blk = Blkfront::new(pages, evtchn, ring, port, backend, handle, info, device);
         log::info!(
-            "blkfront: {} connected: {} sectors of 512 B, sector-size {}, {:?}",
-            device.path,
+            "blkfront: {} connected: {} sectors of 512 B, sector-size {}, ring of {} page(s), \
+             {} segments per request, {:?}",
+            blk.device.path,
             info.sectors,
             info.sector_size,
+            1u32 << order,
+            blk.max_segments(),
             info.features
         );
-        Ok(Blkfront::new(pages, evtchn, ring, port, backend, handle, info, device))
+        Ok(blk)
     }
 
     /// Closes the device: the Closing/Closed handshake with the backend (so that it unmaps
@@ -127,11 +137,30 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 }
 
+/// A ring of `1 << order` pages from the guest, or of one page if it cannot give that many
+/// (it may not support multi-page rings, or lack contiguous memory): every backend takes
+/// a one-page ring. Returns the ring and its order.
+fn alloc_ring<P: Pages>(
+    pages: &mut P,
+    backend: DomId,
+    order: u32,
+) -> Result<(P::Ring, u32), BlkError> {
+    match pages.alloc_ring(backend, order) {
+        Ok(ring) => Ok((ring, order)),
+        Err(e @ (BlkError::NotSupported | BlkError::NoMemory)) if order > 0 => {
+            warn!("blkfront: no ring of {} pages ({e}): using one page", 1u32 << order);
+            Ok((pages.alloc_ring(backend, 0)?, 0))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Publishes the ring and event channel in one transaction, then says Initialised and
 /// waits for the backend to connect.
 fn publish<T: Transport>(
     xs: &mut Xenstore<T>,
     device: &Device,
+    order: u32,
     refs: &[GrantRef],
     port: u32,
     timeout_ns: u64,
@@ -139,7 +168,7 @@ fn publish<T: Transport>(
     use XenbusState::*;
     let path = &device.path;
     xs.transaction(|tx| {
-        write_ring_refs(tx, path, refs)?;
+        write_ring_refs(tx, path, order, refs)?;
         tx.write(&format!("{path}/event-channel"), format!("{port}").as_bytes())?;
         tx.write(&format!("{path}/protocol"), PROTOCOL.as_bytes())
     })?;
@@ -154,16 +183,25 @@ fn publish<T: Transport>(
     Ok(())
 }
 
-/// `ring-ref` for a one-page ring. A multi-page ring (`ring-page-order` and
-/// `ring-ref0..N`, up to the backend's `max-ring-page-order`) is the next step; the guest's
-/// [`Pages::alloc_ring`] already takes the order.
+/// `ring-ref` for a one-page ring, as every backend understands (and as Linux's blkfront
+/// writes it); `ring-page-order` and `ring-ref0..N` for a ring of `1 << order` pages. A
+/// guest that granted a different number of pages than asked for is refused: the backend
+/// would map the wrong ring.
 fn write_ring_refs<T: Transport>(
     tx: &mut Transaction<'_, T>,
     path: &str,
+    order: u32,
     refs: &[GrantRef],
 ) -> Result<(), xenbus::Error> {
-    match refs {
-        [r] => tx.write(&format!("{path}/ring-ref"), format!("{}", r.0).as_bytes()),
-        _ => Err(xenbus::Error::InvalidArgument),
+    if refs.len() != 1 << order {
+        return Err(xenbus::Error::InvalidArgument);
     }
+    if let [r] = refs {
+        return tx.write(&format!("{path}/ring-ref"), format!("{}", r.0).as_bytes());
+    }
+    tx.write(&format!("{path}/ring-page-order"), format!("{order}").as_bytes())?;
+    for (i, r) in refs.iter().enumerate() {
+        tx.write(&format!("{path}/ring-ref{i}"), format!("{}", r.0).as_bytes())?;
+    }
+    Ok(())
 }

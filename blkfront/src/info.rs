@@ -34,13 +34,13 @@ pub struct Features {
     /// `feature-discard`: [`crate::abi::Op::Discard`] works.
     pub discard: bool,
     /// `feature-max-indirect-segments`: segments an indirect request may carry (0: no
-    /// indirect requests). Not used yet.
+    /// indirect requests). We use up to [`crate::MAX_INDIRECT_SEGMENTS`] of them.
     pub max_indirect_segments: u32,
     /// `feature-persistent`: the backend keeps grants mapped across requests. Not used yet:
     /// we never announce it, so the backend maps and unmaps per request.
     pub persistent: bool,
     /// `max-ring-page-order`: the ring may span `1 << order` pages (0 if absent). We use
-    /// one page for now.
+    /// up to `1 << `[`crate::RING_PAGE_ORDER`] pages.
     pub max_ring_page_order: u32,
 }
 

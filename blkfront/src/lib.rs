@@ -13,7 +13,7 @@
 //! # Integrating it (the guest's side)
 //!
 //! 1. Implement [`Pages`] (frame allocator + [`grant::GrantTable`]; `alloc_ring` is where
-//!    the one `unsafe` call, `FrontRing::new`, lives) and [`EventChannel`] (the `events`
+//!    the one `unsafe` call, `FrontRing::new`, lives, over `1 << order` pages) and [`EventChannel`] (the `events`
 //!    crate's alloc_unbound/send/close, plus a wait on the port with the clock).
 //! 2. `Blkfront::connect(&mut xenstore, vbd_id, pages, evtchn, timeout_ns)`; the vbd ids
 //!    come from `xenbus::frontend::device_ids(xs, "vbd")`.
@@ -28,14 +28,16 @@
 //!    [`Blkfront::take_completion`] after `poll`; everyone else uses [`BlockDevice`].
 //! 5. [`Blkfront::close`] before giving the memory up.
 //!
-//! # Not yet
+//! # Negotiated features
 //!
-//! Indirect descriptors (`feature-max-indirect-segments`, [`abi::BlkifRequestIndirect`]),
-//! persistent grants and multi-page rings. The seams for them: a ring request is built in
-//! one place (`driver::issue_part`, from up to [`abi::MAX_SEGMENTS_PER_REQUEST`] granted
-//! pages), so indirect requests become a second builder with a larger part size;
-//! [`Pages::alloc_ring`] already takes an order and [`SharedRing::grant_refs`] a list; the
-//! backend's values are already read and validated ([`Features`]).
+//! - Indirect descriptors (`feature-max-indirect-segments`): reads and writes of more than
+//!   11 pages go out as one [`abi::BlkifRequestIndirect`] of up to
+//!   [`MAX_INDIRECT_SEGMENTS`] pages (1 MiB) instead of many direct requests.
+//! - Multi-page rings (`max-ring-page-order`): up to `1 << `[`RING_PAGE_ORDER`] pages (128
+//!   requests in flight), if the guest's [`Pages::alloc_ring`] provides them; a one-page
+//!   ring otherwise.
+//!
+//! Not yet: persistent grants (`feature-persistent`), multiple queues.
 //!
 //! The backend is another domain and may be buggy or hostile. Data only ever crosses in
 //! bounce pages the driver owns and fills with nothing but the request's data; every value
@@ -54,8 +56,9 @@ mod handshake;
 pub mod info;
 
 pub use block::BlockDevice;
-pub use driver::{Blkfront, Completion, Request, RequestId, Stats};
+pub use driver::{Blkfront, Completion, Request, RequestId, Stats, MAX_INDIRECT_SEGMENTS};
 pub use env::{EventChannel, Page, Pages, SharedRing, Timeout};
+pub use handshake::RING_PAGE_ORDER;
 pub use info::{DiskInfo, Features};
 
 use core::fmt;

@@ -9,11 +9,14 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use blkfront::abi::{BlkifRequest, BlkifRequestDiscard, BlkifResponse, Op, Status};
+use blkfront::abi::{
+    BlkifRequest, BlkifRequestDiscard, BlkifRequestIndirect, BlkifRequestSegment, BlkifResponse,
+    Op, Status, SEGMENTS_PER_INDIRECT_PAGE,
+};
 use blkfront::env::PAGE_SIZE;
 use blkfront::{BlkError, Blkfront, EventChannel, Page, Pages, SharedRing, Timeout};
 use grant::{DomId, GrantError, GrantRef};
-use ring::shared::{FrontRing, HEADER_SIZE};
+use ring::shared::{ring_size, FrontRing, HEADER_SIZE};
 
 use crate::xenstored::{self, Client, Fake, Idle};
 
@@ -25,6 +28,10 @@ pub const VBD: u32 = 51712;
 pub const PORT: u32 = 7;
 /// Slots in a one-page blkif ring.
 pub const RING_SIZE: u32 = 32;
+/// Blkback's `max-ring-page-order`, as Linux's offers it.
+pub const MAX_RING_PAGE_ORDER: u32 = 4;
+/// Blkback's most segments in an indirect request (Linux's MAX_INDIRECT_SEGMENTS).
+pub const MAX_INDIRECT_SEGMENTS: usize = 256;
 const SLOT_SIZE: usize = 112;
 const SECOND: u64 = 1_000_000_000;
 
@@ -36,27 +43,34 @@ pub fn frontend_path() -> String {
     format!("device/vbd/{VBD}")
 }
 
-/// One page-aligned page of memory: a guest page, reachable by the backend through a grant.
-pub struct Mem(NonNull<u8>);
+/// Page-aligned, contiguous pages of memory: guest pages (one, or a ring's run), each
+/// reachable by the backend through its own grant.
+pub struct Mem(NonNull<u8>, usize);
 
-fn layout() -> Layout {
-    Layout::from_size_align(PAGE_SIZE, PAGE_SIZE).expect("page layout")
+fn layout(pages: usize) -> Layout {
+    Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("page layout")
 }
 
 impl Mem {
-    fn new() -> Rc<Self> {
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { alloc_zeroed(layout()) };
-        Rc::new(Mem(NonNull::new(p).expect("out of memory")))
+    fn new(pages: usize) -> Rc<Self> {
+        // SAFETY: the layout has a non-zero size (callers ask for at least one page).
+        let p = unsafe { alloc_zeroed(layout(pages)) };
+        Rc::new(Mem(NonNull::new(p).expect("out of memory"), pages))
     }
 
-    /// The frame number the "backend" sees: the page's address, shifted.
+    /// The frame number the "backend" sees of the first page: its address, shifted.
     fn frame(&self) -> u64 {
         self.0.as_ptr() as u64 >> 12
     }
 
+    /// Every page's frame.
+    fn frames(&self) -> impl Iterator<Item = u64> {
+        let first = self.frame();
+        (0..self.1 as u64).map(move |i| first + i)
+    }
+
     fn read(&self, off: usize, len: usize) -> Vec<u8> {
-        assert!(off + len <= PAGE_SIZE);
+        assert!(off + len <= self.1 * PAGE_SIZE);
         let mut v = vec![0; len];
         // SAFETY: in bounds of the live page (checked above); no reference to the page is
         // alive during the copy (single thread, the driver is not running).
@@ -65,7 +79,7 @@ impl Mem {
     }
 
     fn write(&self, off: usize, data: &[u8]) {
-        assert!(off + data.len() <= PAGE_SIZE);
+        assert!(off + data.len() <= self.1 * PAGE_SIZE);
         // SAFETY: as in `read`.
         unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.0.as_ptr().add(off), data.len()) };
     }
@@ -76,9 +90,10 @@ impl Mem {
         unsafe { &*self.0.as_ptr().add(offset).cast::<AtomicU32>() }
     }
 
+    /// Slot `idx` of a ring over all of these pages.
     fn slot(&self, idx: u32) -> *mut u8 {
-        let i = (idx % RING_SIZE) as usize;
-        // SAFETY: slot `i` of a one-page ring lies inside the page.
+        let i = (idx % ring_size::<BlkifRequest, BlkifResponse>(self.1)) as usize;
+        // SAFETY: slot `i` of a ring of `self.1` pages lies inside them.
         unsafe { self.0.as_ptr().add(HEADER_SIZE + i * SLOT_SIZE) }
     }
 }
@@ -86,7 +101,7 @@ impl Mem {
 impl Drop for Mem {
     fn drop(&mut self) {
         // SAFETY: allocated in `new` with this layout, freed once.
-        unsafe { dealloc(self.0.as_ptr(), layout()) };
+        unsafe { dealloc(self.0.as_ptr(), layout(self.1)) };
     }
 }
 
@@ -129,14 +144,32 @@ impl SharedRing for TestRing {
 
 pub struct Grant {
     mem: Rc<Mem>,
-    readonly: bool,
+    /// Which of `mem`'s pages.
+    page: usize,
+    pub readonly: bool,
     domid: DomId,
 }
 
-/// A request as the backend took it, in both layouts a slot may hold.
+impl Grant {
+    fn frame(&self) -> u64 {
+        self.mem.frame() + self.page as u64
+    }
+
+    fn read(&self) -> Vec<u8> {
+        self.mem.read(self.page * PAGE_SIZE, PAGE_SIZE)
+    }
+
+    fn write(&self, off: usize, data: &[u8]) {
+        assert!(off + data.len() <= PAGE_SIZE);
+        self.mem.write(self.page * PAGE_SIZE + off, data);
+    }
+}
+
+/// A request as the backend took it, in every layout a slot may hold.
 pub struct Taken {
     pub req: BlkifRequest,
     pub discard: BlkifRequestDiscard,
+    pub indirect: BlkifRequestIndirect,
 }
 
 /// Rewrites a response before it goes on the ring: a hostile backend.
@@ -154,6 +187,16 @@ pub struct World {
     /// `alloc_page` fails once this many pages are out.
     pub page_limit: usize,
     pub pages_freed: usize,
+    /// The largest ring order `alloc_ring` grants: 0 by default, as a guest without
+    /// multi-page rings; larger orders are refused with `NotSupported`.
+    pub ring_order_limit: u32,
+    /// Blkback's `max-ring-page-order`, written at InitWait (`None`: not written).
+    pub offer_ring_order: Option<u32>,
+    /// The order of every `alloc_ring` call, granted or refused.
+    pub ring_orders: Vec<u32>,
+    /// Segments an indirect request may carry: the `feature-max-indirect-segments` the
+    /// test offers, never more than blkback's own limit (0: indirect requests fail).
+    pub max_indirect: usize,
     /// The ring, once the backend connected to it.
     ring: Option<Rc<Mem>>,
     pub ring_freed: bool,
@@ -163,8 +206,12 @@ pub struct World {
     /// Requests stay on the ring unanswered while set.
     pub hold: bool,
     pub tamper: Option<Tamper>,
-    /// Every request taken off the ring.
+    /// Every request taken off the ring (an indirect one seen through the direct layout:
+    /// its `operation` is [`Op::Indirect`]).
     pub requests: Vec<BlkifRequest>,
+    /// Every indirect request taken off the ring, with its segments as read from its
+    /// indirect pages (empty if they could not be read).
+    pub indirect: Vec<(BlkifRequestIndirect, Vec<BlkifRequestSegment>)>,
     /// Granted pages seen holding bytes that were not the request's data.
     pub exposed: usize,
     pub flushes: usize,
@@ -186,6 +233,10 @@ impl World {
             held: HashSet::new(),
             page_limit: usize::MAX,
             pages_freed: 0,
+            ring_order_limit: 0,
+            offer_ring_order: Some(MAX_RING_PAGE_ORDER),
+            ring_orders: Vec::new(),
+            max_indirect: 0,
             ring: None,
             ring_freed: false,
             port_closed: false,
@@ -194,6 +245,7 @@ impl World {
             hold: false,
             tamper: None,
             requests: Vec::new(),
+            indirect: Vec::new(),
             exposed: 0,
             flushes: 0,
             notifies: 0,
@@ -232,27 +284,37 @@ impl World {
         let mut out = Vec::new();
         while self.req_cons != prod {
             let slot = ring.slot(self.req_cons);
-            // SAFETY: a published slot of the live ring, 8-aligned; both layouts are Pod
-            // and fit the slot. Copied once, as RING_COPY_REQUEST does.
-            let (req, discard) = unsafe {
+            // SAFETY: a published slot of the live ring, 8-aligned; every layout is Pod
+            // and fits the slot. Copied once, as RING_COPY_REQUEST does.
+            let (req, discard, indirect) = unsafe {
                 (
                     ptr::read_volatile(slot.cast::<BlkifRequest>()),
                     ptr::read_volatile(slot.cast::<BlkifRequestDiscard>()),
+                    ptr::read_volatile(slot.cast::<BlkifRequestIndirect>()),
                 )
             };
             self.req_cons = self.req_cons.wrapping_add(1);
             self.requests.push(req);
-            out.push(Taken { req, discard });
+            if req.operation == Op::Indirect as u8 {
+                let segs = self.indirect_segments(&indirect).unwrap_or_default();
+                self.indirect.push((indirect, segs));
+            }
+            out.push(Taken { req, discard, indirect });
         }
         out
     }
 
     /// Carries out a taken request; returns the honest response (not yet on the ring).
+    /// Like Linux's blkback, it answers an indirect request with its `indirect_op`.
     pub fn answer(&mut self, t: &Taken) -> BlkifResponse {
         let status = self.execute(t);
+        let operation = match Op::try_from(t.req.operation) {
+            Ok(Op::Indirect) => t.indirect.indirect_op,
+            _ => t.req.operation,
+        };
         // Padding fields are private: start from the default and fill in the rest.
         let mut rsp = BlkifResponse::default();
-        (rsp.id, rsp.operation, rsp.status) = (t.req.id, t.req.operation, status);
+        (rsp.id, rsp.operation, rsp.status) = (t.req.id, operation, status);
         rsp
     }
 
@@ -284,7 +346,25 @@ impl World {
         let ok = Status::Okay as i16;
         let err = Status::Error as i16;
         match Op::try_from(req.operation) {
-            Ok(op @ (Op::Read | Op::Write)) => self.rw(req, op == Op::Read).map_or(err, |()| ok),
+            Ok(op @ (Op::Read | Op::Write)) => {
+                let n = req.nr_segments as usize;
+                if n == 0 || n > req.seg.len() {
+                    return err;
+                }
+                self.rw(req.sector_number, &req.seg[..n], op == Op::Read).map_or(err, |()| ok)
+            }
+            Ok(Op::Indirect) => {
+                let ind = &t.indirect;
+                let read = match Op::try_from(ind.indirect_op) {
+                    Ok(Op::Read) => true,
+                    Ok(Op::Write) => false,
+                    _ => return err,
+                };
+                match self.indirect_segments(ind) {
+                    Some(segs) => self.rw(ind.sector_number, &segs, read).map_or(err, |()| ok),
+                    None => err,
+                }
+            }
             Ok(Op::FlushDiskcache | Op::WriteBarrier) if req.nr_segments == 0 => {
                 self.flushes += 1;
                 ok
@@ -304,14 +384,44 @@ impl World {
         }
     }
 
-    /// A read or write, checked as blkback checks it.
-    fn rw(&mut self, req: &BlkifRequest, read: bool) -> Result<(), ()> {
-        let n = req.nr_segments as usize;
-        if n == 0 || n > req.seg.len() {
-            return Err(());
+    /// An indirect request's segments, read from its indirect pages as blkback maps them:
+    /// `None` if the count is beyond what we offer or a page is not granted read-only to us.
+    /// Counts an exposure if a page holds anything but the segments.
+    fn indirect_segments(
+        &mut self,
+        ind: &BlkifRequestIndirect,
+    ) -> Option<Vec<BlkifRequestSegment>> {
+        let n = ind.nr_segments as usize;
+        if n <= blkfront::abi::MAX_SEGMENTS_PER_REQUEST || n > self.max_indirect {
+            return None;
         }
-        let mut at = req.sector_number as usize * 512;
-        for seg in &req.seg[..n] {
+        let mut segs = Vec::with_capacity(n);
+        for (i, gref) in
+            ind.indirect_grefs[..n.div_ceil(SEGMENTS_PER_INDIRECT_PAGE)].iter().enumerate()
+        {
+            let g = self.grants.get(&gref.0)?;
+            if !g.readonly || g.domid != DomId(BACKEND) {
+                return None;
+            }
+            let page = g.read();
+            let here = (n - i * SEGMENTS_PER_INDIRECT_PAGE).min(SEGMENTS_PER_INDIRECT_PAGE);
+            if page[here * 8..].iter().any(|&b| b != 0) {
+                self.exposed += 1;
+            }
+            for raw in page[..here * 8].chunks_exact(8) {
+                let mut s = BlkifRequestSegment::default();
+                s.gref = GrantRef(u32::from_le_bytes(raw[..4].try_into().unwrap()));
+                (s.first_sect, s.last_sect) = (raw[4], raw[5]);
+                segs.push(s);
+            }
+        }
+        Some(segs)
+    }
+
+    /// A read or write, checked as blkback checks it.
+    fn rw(&mut self, sector: u64, segs: &[BlkifRequestSegment], read: bool) -> Result<(), ()> {
+        let mut at = sector as usize * 512;
+        for seg in segs {
             let g = self.grants.get(&seg.gref.0).ok_or(())?;
             if g.domid != DomId(BACKEND) || seg.first_sect > seg.last_sect || seg.last_sect > 7 {
                 return Err(());
@@ -320,7 +430,7 @@ impl World {
                 seg.first_sect as usize * 512,
                 (seg.last_sect - seg.first_sect + 1) as usize * 512,
             );
-            let whole = g.mem.read(0, PAGE_SIZE);
+            let whole = g.read();
             if read {
                 // Writable grant, and nothing of ours in it: a read's page comes zeroed.
                 if g.readonly {
@@ -330,7 +440,7 @@ impl World {
                     self.exposed += 1;
                 }
                 let src = self.disk.get(at..at + len).ok_or(())?.to_vec();
-                g.mem.write(off, &src);
+                g.write(off, &src);
             } else {
                 // Only the data to write: the rest of the page is zero.
                 if whole[..off].iter().chain(&whole[off + len..]).any(|&b| b != 0) {
@@ -344,15 +454,24 @@ impl World {
         Ok(())
     }
 
-    /// The backend maps the ring the frontend published, as blkback does at Initialised.
-    fn connect_ring(&mut self, ring_ref: u32) -> bool {
-        match self.grants.get(&ring_ref) {
-            Some(g) if !g.readonly && g.domid == DomId(BACKEND) => {
-                self.ring = Some(g.mem.clone());
-                true
-            }
-            _ => false,
+    /// The backend maps the ring the frontend published, as blkback does at Initialised:
+    /// every reference writable to us, in page order of one ring (the fake's stand-in for
+    /// mapping them contiguously).
+    fn connect_ring(&mut self, refs: &[u32]) -> bool {
+        let grants: Option<Vec<&Grant>> = refs.iter().map(|r| self.grants.get(r)).collect();
+        let Some(grants) = grants else { return false };
+        let Some(first) = grants.first() else { return false };
+        let ok = grants.iter().enumerate().all(|(i, g)| {
+            !g.readonly
+                && g.domid == DomId(BACKEND)
+                && Rc::ptr_eq(&g.mem, &first.mem)
+                && g.page == i
+        });
+        if !ok || first.mem.1 != refs.len() {
+            return false;
         }
+        self.ring = Some(first.mem.clone());
+        true
     }
 }
 
@@ -367,7 +486,7 @@ impl Pages for TestPages {
         if w.frames.len() >= w.page_limit {
             return None;
         }
-        let mem = Mem::new();
+        let mem = Mem::new(1);
         // Garbage, as a recycled page would hold: the driver must overwrite it.
         mem.write(0, &[0xee; PAGE_SIZE]);
         w.frames.insert(mem.frame(), mem.clone());
@@ -377,10 +496,7 @@ impl Pages for TestPages {
     fn free_page(&mut self, page: TestPage) {
         let mut w = self.0.borrow_mut();
         let frame = page.frame();
-        assert!(
-            !w.grants.values().any(|g| g.mem.frame() == frame),
-            "page freed while still granted"
-        );
+        assert!(!w.grants.values().any(|g| g.frame() == frame), "page freed while still granted");
         w.frames.remove(&frame).expect("freeing a page twice");
         w.pages_freed += 1;
     }
@@ -388,10 +504,11 @@ impl Pages for TestPages {
     fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
         let mut w = self.0.borrow_mut();
         let mem = w.frames.get(&frame).expect("granting a page we never gave out").clone();
-        assert!(!w.grants.values().any(|g| g.mem.frame() == frame), "page granted twice");
+        assert!(!w.grants.values().any(|g| g.frame() == frame), "page granted twice");
+        let page = (frame - mem.frame()) as usize;
         let r = w.next_gref;
         w.next_gref += 1;
-        w.grants.insert(r, Grant { mem, readonly, domid });
+        w.grants.insert(r, Grant { mem, page, readonly, domid });
         Ok(GrantRef(r))
     }
 
@@ -403,18 +520,27 @@ impl Pages for TestPages {
         w.grants.remove(&gref.0).map(drop).ok_or(GrantError::NotGranted(gref))
     }
 
+    /// `1 << order` contiguous pages, one grant each, as the guest builds a ring.
     fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<TestRing, BlkError> {
-        assert_eq!(order, 0);
-        let mem = Mem::new();
-        // SAFETY: the page is page-aligned and `TestRing` keeps it alive as long as the
-        // ring; within this domain only the ring touches it (the fake backend plays the
-        // other domain).
-        let front = unsafe { FrontRing::new(mem.0, 1) };
         let mut w = self.0.borrow_mut();
-        w.frames.insert(mem.frame(), mem.clone());
+        w.ring_orders.push(order);
+        if order > w.ring_order_limit {
+            return Err(BlkError::NotSupported);
+        }
+        if w.frames.len() + (1 << order) > w.page_limit {
+            return Err(BlkError::NoMemory);
+        }
+        let mem = Mem::new(1 << order);
+        // SAFETY: the pages are page-aligned and contiguous, and `TestRing` keeps them
+        // alive as long as the ring; within this domain only the ring touches them (the
+        // fake backend plays the other domain).
+        let front = unsafe { FrontRing::new(mem.0, mem.1) };
+        for f in mem.frames() {
+            w.frames.insert(f, mem.clone());
+        }
         drop(w);
-        let gref = self.grant(mem.frame(), backend, false)?;
-        Ok(TestRing { front, refs: vec![gref], _mem: mem })
+        let refs = mem.frames().map(|f| self.grant(f, backend, false)).collect::<Result<_, _>>()?;
+        Ok(TestRing { front, refs, _mem: mem })
     }
 
     fn free_ring(&mut self, ring: TestRing) {
@@ -422,7 +548,9 @@ impl Pages for TestPages {
             self.end_grant(*r).expect("ring grant");
         }
         let mut w = self.0.borrow_mut();
-        w.frames.remove(&ring._mem.frame());
+        for f in ring._mem.frames() {
+            w.frames.remove(&f);
+        }
         w.ring_freed = true;
     }
 }
@@ -490,15 +618,27 @@ pub fn blkback(world: Shared, disk: Vec<(String, String)>) -> Idle {
         };
         let next = match (f, b) {
             (_, 1) => {
-                fake.set(&format!("{be}/max-ring-page-order"), b"4");
+                if let Some(order) = world.borrow().offer_ring_order {
+                    fake.set(&format!("{be}/max-ring-page-order"), format!("{order}").as_bytes());
+                }
                 2
             }
             (3, 2) => {
                 let read = |k: &str| state_of(fake, &format!("{fe}/{k}"));
                 let proto = fake.get(&format!("{fe}/protocol")).map(<[u8]>::to_vec);
+                // As blkback: `ring-page-order` (at most what we offer) and ring-ref0..N,
+                // or `ring-ref` alone.
+                let offered = world.borrow().offer_ring_order.unwrap_or(0);
+                let refs: Option<Vec<u32>> = match read("ring-page-order") {
+                    Some(o) if o <= offered => {
+                        (0..1 << o).map(|i| read(&format!("ring-ref{i}"))).collect()
+                    }
+                    Some(_) => None,
+                    None => read("ring-ref").map(|r| vec![r]),
+                };
                 let ok = read("event-channel") == Some(PORT)
                     && proto.as_deref() == Some(b"x86_64-abi")
-                    && read("ring-ref").is_some_and(|r| world.borrow_mut().connect_ring(r));
+                    && refs.is_some_and(|r| world.borrow_mut().connect_ring(&r));
                 if !ok {
                     5
                 } else {
@@ -559,6 +699,12 @@ impl Rig {
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(4096);
         let world = World::new(sectors.min(1 << 16) * 512);
+        let indirect: usize = keys
+            .iter()
+            .find(|(k, _)| k == "feature-max-indirect-segments")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        world.borrow_mut().max_indirect = indirect.min(MAX_INDIRECT_SEGMENTS);
         {
             let mut s = store.lock().unwrap();
             plug(&mut s);

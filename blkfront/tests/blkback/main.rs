@@ -15,4 +15,6 @@ mod xenstored;
 mod fake;
 mod handshake;
 mod hostile;
+mod indirect;
 mod io;
+mod multipage;
