@@ -8,6 +8,8 @@ CARGO     := cargo +$(TOOLCHAIN)
 # Scratch disks (the rig backs each with a fresh file): xvdb writable, for the block tests,
 # writes, and xvdc read-only; and a network interface on dom0's bridge.
 DEVICES   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch","format=raw,vdev=xvdc,access=ro,target=scratch"] vif=["bridge=xenbr0"]
+# The scratch disk alone, for the block benchmarks (which overwrite it).
+SCRATCH   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch"]
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
 
@@ -73,8 +75,8 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # Benchmarks (not tests): natively and under Xen with each event ABI, merged into one table.
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
-	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench"' \
-	    'extra="log=warn tests=none bench evtchn=2l"'
+	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench" $(SCRATCH)' \
+	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH)'
 	rig/bench-table.py target/bench-native.log target/rig/last-run.log
 
 # Disk images for the block apps: random content of an odd sector count, and zeros to fill.

@@ -31,6 +31,14 @@ const BENCHES: &[Bench] = &[
     Bench { name: "mmu_update_batch_x64", run: mmu_update_batch },
     Bench { name: "event_loopback_rtt", run: event_loopback_rtt },
     Bench { name: "grant_copy", run: grant_copy },
+    Bench { name: "blk_seq_read_4k", run: || blk_seq(false, 4 << 10) },
+    Bench { name: "blk_seq_read_64k", run: || blk_seq(false, 64 << 10) },
+    Bench { name: "blk_seq_read_1m", run: || blk_seq(false, 1 << 20) },
+    Bench { name: "blk_seq_write_4k", run: || blk_seq(true, 4 << 10) },
+    Bench { name: "blk_seq_write_64k", run: || blk_seq(true, 64 << 10) },
+    Bench { name: "blk_seq_write_1m", run: || blk_seq(true, 1 << 20) },
+    Bench { name: "blk_rand_read_4k_qd1", run: || blk_rand_read(1) },
+    Bench { name: "blk_rand_read_4k_qd32", run: || blk_rand_read(32) },
 ];
 
 pub fn run(selection: &Selection<'_>) {
@@ -253,4 +261,82 @@ fn grant_copy() -> Result<Row, &'static str> {
         let _ = mm::free_frame(dst + i);
     }
     result
+}
+
+/// Bytes each block benchmark moves (on the scratch disk xvdb, which it overwrites).
+const BLK_BYTES: u64 = 8 << 20;
+
+fn with_scratch_disk(
+    f: impl FnOnce(&mut crate::blk::Disk) -> Result<Row, &'static str>,
+) -> Result<Row, &'static str> {
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    let scratch = crate::blk::xvd(b'b');
+    if !crate::blk::disk_ids().is_ok_and(|ids| ids.contains(&scratch)) {
+        return Err("needs the scratch disk xvdb");
+    }
+    let mut disk = crate::blk::connect(scratch).map_err(|_| "cannot connect xvdb")?;
+    let row = f(&mut disk);
+    let _ = crate::blk::close(disk);
+    row
+}
+
+/// Sequential transfer of BLK_BYTES in requests of `size` bytes, one at a time.
+fn blk_seq(write: bool, size: usize) -> Result<Row, &'static str> {
+    use blkfront::BlockDevice;
+    with_scratch_disk(|disk| {
+        let mut buf = alloc::vec![0x5au8; size];
+        let sectors = size as u64 / 512;
+        let count = BLK_BYTES / size as u64;
+        let t0 = pvops::clock_ns();
+        for i in 0..count {
+            let r = if write {
+                disk.write(i * sectors, &buf)
+            } else {
+                disk.read(i * sectors, &mut buf)
+            };
+            r.map_err(|_| "I/O error")?;
+        }
+        if write {
+            disk.flush().map_err(|_| "flush failed")?;
+        }
+        let s = (pvops::clock_ns() - t0) as f64 / 1e9;
+        row(
+            BLK_BYTES as f64 / (1 << 20) as f64 / s,
+            "MiB/s",
+            alloc::format!("{count} x {} KiB", size >> 10),
+        )
+    })
+}
+
+/// Random 4 KiB reads over the first BLK_BYTES with `depth` requests in flight.
+fn blk_rand_read(depth: usize) -> Result<Row, &'static str> {
+    use blkfront::{EventChannel, Request};
+    with_scratch_disk(|disk| {
+        const READS: u64 = 2048;
+        let mut rng = crate::selftest::XorShift(0x5eed_b10c);
+        let deadline = pvops::clock_ns() + crate::blk::TIMEOUT_NS;
+        let (mut issued, mut done, mut in_flight) = (0u64, 0u64, 0usize);
+        let t0 = pvops::clock_ns();
+        while done < READS {
+            while in_flight < depth && issued < READS {
+                let sector = rng.below(BLK_BYTES / 4096) * 8;
+                disk.submit(Request::Read { sector, len: 4096 }).map_err(|_| "submit failed")?;
+                issued += 1;
+                in_flight += 1;
+            }
+            disk.poll();
+            while let Some(c) = disk.take_completion() {
+                c.result.map_err(|_| "I/O error")?;
+                done += 1;
+                in_flight -= 1;
+            }
+            if done < READS && in_flight == depth.min((READS - done) as usize) {
+                crate::blk::GuestEvents.wait(disk.port(), deadline).map_err(|_| "timed out")?;
+            }
+        }
+        let s = (pvops::clock_ns() - t0) as f64 / 1e9;
+        row(READS as f64 / s, "IOPS", alloc::format!("{READS} reads, queue depth {depth}"))
+    })
 }
