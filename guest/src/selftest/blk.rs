@@ -10,6 +10,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "blk::out_of_range_rejected", run: out_of_range_rejected },
     Test { name: "blk::many_in_flight", run: many_in_flight },
     Test { name: "blk::read_only_refuses_writes", run: read_only_refuses_writes },
+    Test { name: "blk::discard", run: discard },
 ];
 
 /// The scratch disk the rig attaches: the destructive tests touch no other disk.
@@ -151,6 +152,29 @@ fn read_only_refuses_writes() -> Outcome {
         let mut buf = [0u8; 4096];
         let r = disk.read(0, &mut buf);
         check!(r.is_ok(), "read: {r:?}");
+        Outcome::Pass
+    })
+}
+
+/// Discard, where the backend offers it, succeeds and leaves the disk usable; out-of-range
+/// discards are refused before the ring.
+fn discard() -> Outcome {
+    xen_only!();
+    with_disk(SCRATCH, |disk| {
+        let info = disk.info();
+        if !info.features.discard {
+            let r = disk.discard(0, 8);
+            check!(r == Err(BlkError::NotSupported), "discard without the feature: {r:?}");
+            return Outcome::Skip("the backend does not offer discard");
+        }
+        let r = disk.discard(2048, 2048);
+        check!(r.is_ok(), "discard of 1 MiB: {r:?}");
+        let r = disk.discard(info.sectors - 8, 16);
+        check!(r == Err(BlkError::OutOfRange), "discard past the end: {r:?}");
+        let data = pattern(99, 4096);
+        check!(disk.write(2048, &data).is_ok(), "write after discard");
+        let mut back = vec![0u8; 4096];
+        check!(disk.read(2048, &mut back).is_ok() && back == data, "read after discard");
         Outcome::Pass
     })
 }
