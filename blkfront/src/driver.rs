@@ -572,22 +572,27 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// quarantine where the backend still holds the grant.
     fn release(&mut self, segs: Vec<Granted<P::Page>>) {
         for g in segs {
-            self.end_or_quarantine(g);
+            if let Some(page) = self.end_or_quarantine(g) {
+                self.pool.push(page);
+            }
         }
     }
 
-    fn end_or_quarantine(&mut self, g: Granted<P::Page>) {
+    /// Ends `g`'s grant and hands its page back, or quarantines it (`None`) if the backend
+    /// still holds the grant.
+    fn end_or_quarantine(&mut self, g: Granted<P::Page>) -> Option<P::Page> {
         match self.pages.end_grant(g.gref) {
-            Ok(()) => self.pool.push(g.page),
+            Ok(()) => Some(g.page),
             Err(GrantError::InUse(_)) => {
                 warn!("blkfront: backend still holds grant {}: page quarantined", g.gref.0);
                 self.stats.quarantined += 1;
                 self.quarantine.push(g);
+                None
             }
             Err(e) => {
                 // The reference is not granted: the backend has no access to the page.
                 warn!("blkfront: ending grant {}: {e}", g.gref.0);
-                self.pool.push(g.page);
+                Some(g.page)
             }
         }
     }
@@ -639,13 +644,28 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             );
         }
         let InFlight { request, op, offset, len, segs, indirect } = flight;
+        // End the data grants before reading the pages: once a grant has ended the backend
+        // can no longer write that page while we copy from it. A page it still holds
+        // (quarantined) fails a read: its content is not settled.
+        let mut pages = Vec::with_capacity(segs.len());
+        let mut held = false;
+        for g in segs {
+            match self.end_or_quarantine(g) {
+                Some(page) => pages.push(page),
+                None => held = true,
+            }
+        }
+        let result = match result {
+            Ok(()) if op == Op::Read && held => Err(BlkError::BadResponse),
+            other => other,
+        };
         if let Some(p) = self.requests.get_mut(&request) {
             match result {
                 Ok(()) if op == Op::Read => {
-                    // Copied before the grant ends: the data is whatever the backend wrote,
-                    // and a backend that keeps writing only changes its own answer.
-                    for (chunk, g) in p.buf[offset..offset + len].chunks_mut(PAGE_SIZE).zip(&segs) {
-                        chunk.copy_from_slice(&g.page.bytes()[..chunk.len()]);
+                    for (chunk, page) in
+                        p.buf[offset..offset + len].chunks_mut(PAGE_SIZE).zip(&pages)
+                    {
+                        chunk.copy_from_slice(&page.bytes()[..chunk.len()]);
                     }
                 }
                 Ok(()) => {}
@@ -655,7 +675,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             }
             p.done += 1;
         }
-        self.release(segs);
+        self.pool.extend(pages);
         self.release(indirect);
         self.finish_if_done(request);
     }
