@@ -72,12 +72,18 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 
-# Benchmarks (not tests): natively and under Xen with each event ABI, merged into one table.
+# Benchmarks (not tests): natively, under Xen with each event ABI, and the block rows of a
+# Linux PV domU on the same rig and scratch disk, merged into one table with our/Linux ratios.
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
 	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench" $(SCRATCH)' \
 	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH)'
-	rig/bench-table.py target/bench-native.log target/rig/last-run.log
+	cp target/rig/last-run.log target/bench-xen.log
+	rig/linux-domu.sh
+	rig/xen-rig.sh --timeout 600 target/rig/linux-domu/vmlinux rig/linux-domu.cfg \
+	    'extra="quiet loglevel=1 rigtest=blkbench" $(SCRATCH) vif=[]'
+	cp target/rig/last-run.log target/bench-linux.log
+	rig/bench-table.py target/bench-native.log target/bench-xen.log target/bench-linux.log
 
 # Disk images for the block apps: random content of an odd sector count, and zeros to fill.
 target/blk-random.img:

@@ -15,8 +15,8 @@ follow: the multicall and batch speed-ups over single mmu_update hypercalls.
 import re
 import sys
 
-BEGIN = re.compile(r"bench: begin platform=(\S+) evtchn=(\S+)")
-ROW = re.compile(r"bench: (\S+) (\S+) (\S+) ?(.*)$")
+BEGIN = re.compile(r"^bench: begin platform=(\S+) evtchn=(\S+)")
+ROW = re.compile(r"^bench: (\S+) (\S+) (\S+) ?(.*)$")
 
 
 def columns(paths):
@@ -60,6 +60,17 @@ def main():
             r[derived] = ((single / other) if single and other else None, "x", "")
     names += ["multicall_speedup", "batch_speedup"]
     units.update(multicall_speedup="x", batch_speedup="x")
+    # Our guest against the Linux PV domU peer, where both measured a row: for rates
+    # (MiB/s, IOPS) the ratio is ours over Linux's, so above 1.0 means we are faster.
+    ours = next((c for c in cols if c["name"].startswith("xen-pv")), None)
+    peer = next((c for c in cols if c["name"].startswith("linux-pv")), None)
+    if ours and peer:
+        ratio = {"name": "ours/linux", "rows": {}}
+        for n in names:
+            a, b = ours["rows"].get(n, (None,))[0], peer["rows"].get(n, (None,))[0]
+            if a and b and units.get(n) in ("MiB/s", "IOPS"):
+                ratio["rows"][n] = (a / b, "x", "")
+        cols.append(ratio)
     width = max(len(n) for n in names)
     header = f"| {'benchmark':<{width}} | {'unit':<7} | " + " | ".join(f"{c['name']:>14}" for c in cols) + " |"
     print(header)

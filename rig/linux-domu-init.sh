@@ -4,7 +4,9 @@
 # block, the closing "N passed, N failed, N skipped" line) and powers off.
 # Kernel command line (xl's extra=) switches: rigtest=fail|crash|hang|noclose|reboot to make
 # the rig see each kind of failure; rigtest=nobulk leaves out the console-bulk block;
-# rigtest=blksum|blkfill-fake [blkdev=xvdb] [blkseed=N] print the project's blk app lines.
+# rigtest=blksum|blkfill-fake [blkdev=xvdb] [blkseed=N] print the project's blk app lines;
+# rigtest=blkbench [blkreads=N] prints the project guest's block benchmark rows (bench: ...)
+# measured on xvdb.
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -16,11 +18,13 @@ dmesg -n 1
 mode=""
 blkdev=xvdb
 blkseed=0
+blkreads=256
 read -r cmdline </proc/cmdline
 for w in $cmdline; do
     case $w in
     rigtest=*) mode=${w#rigtest=} ;; stay) mode=stay ;;
     blkdev=*) blkdev=${w#blkdev=} ;; blkseed=*) blkseed=${w#blkseed=} ;;
+    blkreads=[1-9]*) blkreads=${w#blkreads=} ;;
     esac
 done
 
@@ -45,7 +49,8 @@ exists() { [ -e "$1" ]; }
 insmod /lib/modules/xen-blkfront.ko
 insmod /lib/modules/xen-netfront.ko
 
-if exists /sys/bus/xen/devices/vbd-*; then
+# xvda is vbd-51712 (major 202, minor 0); a run may give only other disks (e.g. just xvdb).
+if exists /sys/bus/xen/devices/vbd-51712; then
     # Write a pattern through blkfront and read it back uncached.
     if wait_for /dev/xvda &&
         yes rig-disk-pattern | head -c 1048576 >/tmp/pat &&
@@ -57,7 +62,7 @@ if exists /sys/bus/xen/devices/vbd-*; then
         notok "disk: xvda write/read-back"
     fi
 else
-    skipped "disk: no vbd configured"
+    skipped "disk: no xvda configured"
 fi
 
 if exists /sys/bus/xen/devices/vif-*; then
@@ -71,6 +76,87 @@ if exists /sys/bus/xen/devices/vif-*; then
 else
     skipped "net: no vif configured"
 fi
+
+# Wall clock in microseconds: busybox date has no %N and /proc/uptime only 10 ms steps, but
+# busybox adjtimex prints time.tv_sec and time.tv_usec (one fork+exec per reading).
+now_us() {
+    t=$(adjtimex)
+    s=${t#*tv_sec:} u=${t#*tv_usec:}
+    set -- ${s%%time.tv_usec*} ${u%%return*}
+    u=${2#"${2%%[!0]*}"}
+    echo $(($1 * 1000000 + ${u:-0}))
+}
+# Prints a bench row: name, amount (MiB or requests), start/end in us, unit, detail.
+bench_row() {
+    awk -v n="$1" -v a="$2" -v t0="$3" -v t1="$4" -v unit="$5" -v d="$6" \
+        'BEGIN { s = (t1 - t0) / 1e6; if (s <= 0) s = 1e-6; printf "bench: %s %.1f %s %s\n", n, a / s, unit, d }'
+}
+# The project guest's blk_* benchmarks (guest/src/bench.rs) with busybox tools on /dev/xvdb, in
+# the same order: sequential reads of the fresh scratch disk, sequential writes (+ flush), then
+# random 4 KiB reads within the first 8 MiB. Each figure includes dd's fork+exec: under TCG a
+# dd per 4 KiB read gives ~60 reads/s (measured; ~15/s while another QEMU shared the 2 cores), so
+# the random rows do blkreads=N (default 256; multiples of 32 split evenly over the QD32 jobs),
+# not the guest's 2048 (~35 s per row, ~2.5 min on a busy host: the rig's 300 s --timeout).
+blkbench() {
+    dev=/dev/xvdb
+    echo "bench: begin platform=linux-pv evtchn=linux"
+    for op in read write; do
+        for kib in 4 64 1024; do
+            case $kib in 1024) tag=1m ;; *) tag=${kib}k ;; esac
+            count=$((8192 / kib))
+            t0=$(now_us)
+            if [ $op = read ]; then
+                dd if=$dev of=/dev/null bs=$((kib * 1024)) count=$count iflag=direct 2>/dev/null
+            else
+                dd if=/dev/zero of=$dev bs=$((kib * 1024)) count=$count oflag=direct conv=fsync 2>/dev/null
+            fi
+            r=$?
+            t1=$(now_us)
+            if [ $r -eq 0 ]; then
+                d="$count x $kib KiB, one busybox dd, O_DIRECT"
+                [ $op = write ] && d="$d, zeros, fsync (flush) at the end"
+                bench_row "blk_seq_${op}_$tag" 8 "$t0" "$t1" MiB/s "$d"
+            else
+                echo "bench: blk_seq_${op}_$tag - - dd failed"
+            fi
+        done
+    done
+    # N random 4 KiB block numbers below 8 MiB; /tmp/rq.K holds every 32nd (the QD32 jobs').
+    n=$blkreads
+    awk -v n="$n" 'BEGIN { srand(1234); for (i = 0; i < n; i++) { b = int(rand() * 2048); print b; print b > ("/tmp/rq." (i % 32)) } }' >/tmp/rq
+    r=0
+    t0=$(now_us)
+    while read -r b; do
+        dd if=$dev of=/dev/null bs=4096 count=1 skip="$b" iflag=direct 2>/dev/null || { r=1; break; }
+    done </tmp/rq
+    t1=$(now_us)
+    if [ $r -eq 0 ]; then
+        bench_row blk_rand_read_4k_qd1 "$n" "$t0" "$t1" IOPS "$n reads (guest 2048), one dd (fork+exec) per 4 KiB read, O_DIRECT"
+    else
+        echo "bench: blk_rand_read_4k_qd1 - - dd failed"
+    fi
+    t0=$(now_us)
+    pids=""
+    k=0
+    while [ $k -lt 32 ]; do
+        (while read -r b; do
+            dd if=$dev of=/dev/null bs=4096 count=1 skip="$b" iflag=direct 2>/tmp/rqerr.$k ||
+                { echo "blkbench: job $k: dd skip=$b: $(cat /tmp/rqerr.$k)"; exit 1; }
+        done <"/tmp/rq.$k") &
+        pids="$pids $!"
+        k=$((k + 1))
+    done
+    r=0
+    for p in $pids; do wait "$p" || { echo "blkbench: job pid $p: status $?"; r=1; }; done
+    t1=$(now_us)
+    if [ $r -eq 0 ]; then
+        bench_row blk_rand_read_4k_qd32 "$n" "$t0" "$t1" IOPS "$n reads (guest 2048), 32 parallel shell loops of one dd (fork+exec) per 4 KiB read, O_DIRECT, $(nproc) vcpu(s)"
+    else
+        echo "bench: blk_rand_read_4k_qd32 - - dd failed"
+    fi
+    echo "bench: end"
+    rm -f /tmp/rq /tmp/rq.* /tmp/rqerr.*
+}
 
 # Stand-ins for the project guest's app=blksum / app=blkfill lines, to test the rig's checks:
 # blksum really reads the disk (busybox sha256sum); blkfill-fake writes nothing and only claims
@@ -87,6 +173,14 @@ blksum | blkfill-fake)
         ok "$mode $blkdev"
     else
         notok "$mode: no /dev/$blkdev"
+    fi
+    ;;
+blkbench)
+    if wait_for /dev/xvdb && [ "$(cat /sys/block/xvdb/size)" -ge 16384 ]; then
+        blkbench
+        ok "blkbench xvdb"
+    else
+        notok "blkbench: no /dev/xvdb of at least 8 MiB"
     fi
     ;;
 esac
