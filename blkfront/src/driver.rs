@@ -6,7 +6,9 @@
 //! [`MAX_INDIRECT_SEGMENTS`] pages. A part of more than [`MAX_SEGMENTS_PER_REQUEST`] pages
 //! goes out as a [`BlkifRequestIndirect`] whose segment list lives in indirect pages we
 //! grant read-only; smaller parts stay direct, which costs the backend no extra mapping.
-//! Requests wait in a FIFO queue until the ring has room, so callers never see "ring full".
+//! Requests wait in a FIFO queue until the ring has room, so callers never see "ring full",
+//! and, while other ring requests are in flight, until their responses free bounce pages,
+//! so a short page allocator delays requests rather than failing them.
 //!
 //! Every ring request in flight occupies a slot of a table as large as the ring. Its id on
 //! the ring is the slot's index and a generation that changes each time the slot is
@@ -390,6 +392,12 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 
     /// Puts queued ring requests on the ring while slots are free, then publishes them.
+    ///
+    /// A request that finds no bounce or indirect page ([`BlkError::NoMemory`]) while other
+    /// ring requests are in flight waits at the head of the queue: their responses give
+    /// pages back, and [`poll`](Self::poll) retries it after taking them. Requests behind it
+    /// wait too, so the order stays first come, first served. With nothing in flight no
+    /// page can come back, and the request fails rather than hang.
     fn issue(&mut self) {
         let mut pushed = false;
         while let Some(&id) = self.queue.front() {
@@ -398,6 +406,10 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 Ok(()) => pushed = true,
                 Err(e) => {
                     self.free_slots.push(slot);
+                    if e == BlkError::NoMemory && self.in_flight() > 0 {
+                        // Retried when a response frees pages; nothing went on the ring.
+                        break;
+                    }
                     warn!("blkfront: request {id} failed before the ring: {e}");
                     if let Some(p) = self.requests.get_mut(&id) {
                         p.error.get_or_insert(e);

@@ -90,7 +90,8 @@ pub enum BlkError {
     /// No completion before the deadline. The request stays owned by the driver (the
     /// backend may still be using its pages) and its late completion is discarded.
     Timeout,
-    /// The guest could not give us a page.
+    /// The guest could not give us a page, and no ring request was in flight whose
+    /// completion could free one (while some are, the request waits for them instead).
     NoMemory,
     /// Granting a page to the backend failed.
     Grant(GrantError),

@@ -1,7 +1,7 @@
 //! Reads, writes, flushes and discards against an honest backend.
 
 use blkfront::abi::{Op, MAX_SEGMENTS_PER_REQUEST};
-use blkfront::{BlkError, BlockDevice, Request};
+use blkfront::{BlkError, BlockDevice, Completion, Request};
 
 use crate::fake::{pattern, Rig, RING_SIZE};
 
@@ -221,4 +221,92 @@ fn out_of_pages_fails_the_request_not_the_device() {
     assert_eq!(rig.w().grants.len(), 1);
     blk.read(0, &mut buf[..8192]).unwrap();
     assert_eq!(buf[..8192], pattern(0, 8192)[..]);
+}
+
+/// Serves and polls until `n` completions are in, returning them by id.
+fn complete_all(rig: &Rig, blk: &mut crate::fake::Driver, n: usize) -> Vec<Completion> {
+    let mut done = Vec::new();
+    for _ in 0..1000 {
+        rig.w().serve();
+        blk.poll();
+        while let Some(c) = blk.take_completion() {
+            done.push(c);
+        }
+        if done.len() == n {
+            done.sort_by_key(|c| c.id);
+            return done;
+        }
+    }
+    panic!("only {} of {n} requests completed", done.len());
+}
+
+#[test]
+fn short_of_pages_requests_wait_for_those_in_flight() {
+    let (rig, mut blk) = Rig::connected(&[]);
+    rig.w().page_limit = 1 + MAX_SEGMENTS_PER_REQUEST; // the ring and one full request
+                                                       // 63 pages in all, at ascending places; 15 and 22 pages take two ring requests each,
+                                                       // the second of which waits for the first's pages.
+    let pages = [3usize, 5, 11, 2, 15, 1, 22, 4];
+    let mut at = 0;
+    let spans: Vec<(u64, usize)> = pages
+        .iter()
+        .map(|&n| {
+            let span = (at, n * 4096);
+            at += n as u64 * 8 + 1;
+            span
+        })
+        .collect();
+    let data = |i: usize, len: usize| -> Vec<u8> {
+        (0..len).map(|b| (b as u8).wrapping_mul(31).wrapping_add(i as u8 * 17 + 1)).collect()
+    };
+    let ids: Vec<_> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, &(sector, len))| blk.submit(Request::Write { sector, data: data(i, len) }))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    // Only what the pages allow is on the ring; the rest waits, none failed.
+    assert!(blk.in_flight() < ids.len());
+    assert_eq!(blk.outstanding(), ids.len());
+    assert_eq!(blk.take_completion(), None);
+    let done = complete_all(&rig, &mut blk, ids.len());
+    assert_eq!(done.iter().map(|c| c.id).collect::<Vec<_>>(), ids);
+    assert!(done.iter().all(|c| c.result == Ok(())), "{done:?}");
+
+    let ids: Vec<_> = spans
+        .iter()
+        .map(|&(sector, len)| blk.submit(Request::Read { sector, len }))
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let done = complete_all(&rig, &mut blk, ids.len());
+    for (i, (c, &(sector, len))) in done.iter().zip(&spans).enumerate() {
+        assert_eq!(c.result, Ok(()), "read {i}");
+        assert!(c.data == data(i, len), "read {i} at sector {sector}");
+    }
+
+    let w = rig.w();
+    // First come, first served: ring requests went out in submission order.
+    let sectors: Vec<u64> = w.requests.iter().map(|r| r.sector_number).collect();
+    let half = sectors.len() / 2;
+    assert!(sectors[..half].is_sorted() && sectors[half..].is_sorted(), "{sectors:?}");
+    assert!(w.pages_out() <= 1 + MAX_SEGMENTS_PER_REQUEST);
+    assert_eq!(w.grants.len(), 1);
+    assert_eq!(w.exposed, 0);
+}
+
+#[test]
+fn a_request_larger_than_all_pages_fails_once_nothing_is_in_flight() {
+    let (rig, mut blk) = Rig::connected(&[]);
+    rig.w().page_limit = 3; // the ring and two pages
+    let small = blk.submit(Request::Read { sector: 0, len: 8192 }).unwrap();
+    let big = blk.submit(Request::Read { sector: 0, len: 3 * 4096 }).unwrap();
+    // The big one waits: the small one's pages may be enough.
+    assert_eq!((blk.in_flight(), blk.outstanding()), (1, 2));
+    let done = complete_all(&rig, &mut blk, 2);
+    assert_eq!((done[0].id, done[0].result), (small, Ok(())));
+    assert_eq!(done[0].data, pattern(0, 8192));
+    // They were not: with nothing left in flight it fails instead of waiting forever.
+    assert_eq!((done[1].id, done[1].result), (big, Err(BlkError::NoMemory)));
+    assert_eq!((blk.in_flight(), blk.outstanding()), (0, 0));
+    assert_eq!(rig.w().grants.len(), 1);
 }
