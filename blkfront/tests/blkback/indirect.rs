@@ -4,7 +4,7 @@
 use blkfront::abi::{Op, MAX_SEGMENTS_PER_REQUEST};
 use blkfront::{BlkError, BlockDevice, Request, MAX_INDIRECT_SEGMENTS};
 
-use crate::fake::{frontend_path, pattern, Rig};
+use crate::fake::{frontend_path, pattern, round_trips, Rig};
 
 const KIB: usize = 1024;
 const SECOND: u64 = 1_000_000_000;
@@ -78,24 +78,9 @@ fn large_transfers_use_indirect_requests_when_offered() {
 #[test]
 fn round_trips_with_indirect_requests() {
     let (rig, mut blk) = Rig::connected(&[OFFER]);
-    let mut model = rig.w().disk.clone();
-    let mut seed = 3u8;
-    for len in [512, 11 * 4096 + 512, 12 * 4096, 100 * KIB, 1024 * KIB, 1024 * KIB + 512] {
-        for sector in [0u64, 1, 9, 1001, 4096 - (len / 512) as u64] {
-            seed = seed.wrapping_add(1);
-            let data: Vec<u8> =
-                (0..len).map(|i| (i as u8).wrapping_mul(17).wrapping_add(seed)).collect();
-            blk.write(sector, &data).unwrap();
-            let at = sector as usize * 512;
-            model[at..at + len].copy_from_slice(&data);
-            let mut back = vec![0; len];
-            blk.read(sector, &mut back).unwrap();
-            assert!(back == data, "sector {sector} len {len}");
-        }
-    }
+    let lengths = [512, 11 * 4096 + 512, 12 * 4096, 100 * KIB, 1024 * KIB, 1024 * KIB + 512];
+    round_trips(&rig, &mut blk, &lengths, &[0, 1, 9, 1001], 17);
     let w = rig.w();
-    assert_eq!(w.disk, model);
-    assert_eq!(w.exposed, 0);
     assert!(w.indirect.iter().all(|(r, s)| r.nr_segments as usize == s.len()));
     assert!(w.indirect.iter().any(|(r, _)| r.nr_segments as usize == MAX_INDIRECT_SEGMENTS));
     assert_eq!(w.grants.len(), 1);
