@@ -179,17 +179,9 @@ pub fn two_level() -> events::TwoLevel<'static> {
     }
 }
 
-static UPCALLS: AtomicU64 = AtomicU64::new(0);
-
-/// Event upcalls taken so far.
-pub fn upcalls() -> u64 {
-    UPCALLS.load(Ordering::Relaxed)
-}
-
 /// The event callback: runs with events masked (Xen masks them when it bounces the
 /// callback, and HYPERVISOR_iret restores the mask on the way out).
 pub fn upcall() {
-    UPCALLS.fetch_add(1, Ordering::Relaxed);
     crate::evtchn::dispatch_pending();
 }
 
