@@ -2,13 +2,12 @@
 //! allocator, grants from the grant table, event channels — and connecting the disks the
 //! toolstack gave us.
 
-use crate::arch::{pfn_to_virt, xen, PAGE_SIZE};
+use crate::arch::{pfn_to_virt, xen};
 use crate::{evtchn, gnttab, mm, pvops, time, xenstore};
 use alloc::vec::Vec;
 use blkfront::abi::{BlkifRequest, BlkifResponse};
 use blkfront::{BlkError, Blkfront, Timeout};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
 use events::Port;
 use grant::{DomId, GrantError, GrantRef};
 use ring::shared::FrontRing;
@@ -84,11 +83,8 @@ impl blkfront::Pages for GuestPages {
             return Err(BlkError::NotSupported);
         }
         let pages = 1u64 << order;
-        let pfn = mm::alloc_frames(pages).map_err(|_| BlkError::NoMemory)?;
+        let pfn = mm::alloc_zeroed_frames(pages).map_err(|_| BlkError::NoMemory)?;
         let va = pfn_to_virt(pfn) as *mut u8;
-        // SAFETY: frames just allocated to us, contiguous and direct-mapped, referenced by
-        // nothing.
-        unsafe { core::ptr::write_bytes(va, 0, (pages * PAGE_SIZE) as usize) };
         let mut refs = Vec::new();
         for i in 0..pages {
             match gnttab::grant_access(backend, xen::pfn_to_mfn(pfn + i), false) {
@@ -123,26 +119,13 @@ fn release(first_pfn: u64, refs: &[GrantRef]) {
     }
 }
 
-/// Ports that fired since their driver last waited (one bit per 2-level-sized port).
-static FIRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
-
-fn fired_bit(port: u32) -> Option<(&'static AtomicU64, u64)> {
-    FIRED.get(port as usize / 64).map(|w| (w, 1 << (port % 64)))
-}
-
-fn on_event(port: Port, _: usize) {
-    if let Some((word, bit)) = fired_bit(port.0) {
-        word.fetch_or(bit, Ordering::SeqCst);
-    }
-}
-
 pub struct GuestEvents;
 
 impl blkfront::EventChannel for GuestEvents {
     fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, BlkError> {
         let port =
             hypercall::ops::evtchn_alloc_unbound(remote.0).map_err(|_| BlkError::EventChannel)?;
-        if fired_bit(port).is_none() || evtchn::bind(Port(port), on_event, 0).is_err() {
+        if evtchn::bind_recording(Port(port)).is_err() {
             let _ = hypercall::ops::evtchn_close(port);
             return Err(BlkError::EventChannel);
         }
@@ -154,9 +137,7 @@ impl blkfront::EventChannel for GuestEvents {
     }
 
     fn wait(&mut self, port: u32, deadline_ns: u64) -> Result<(), Timeout> {
-        let Some((word, bit)) = fired_bit(port) else { return Err(Timeout) };
-        let took = || word.fetch_and(!bit, Ordering::SeqCst) & bit != 0;
-        if time::wait_until(took, deadline_ns) {
+        if time::wait_until(|| evtchn::take_fired(Port(port)), deadline_ns) {
             Ok(())
         } else {
             Err(Timeout)

@@ -74,10 +74,8 @@ pub fn abi_name() -> &'static str {
 
 /// A zeroed page of ours, for Xen to share with us (its machine frame and our address).
 fn shared_page() -> Result<(u64, NonNull<u8>), Error> {
-    let pfn = crate::mm::alloc_frame().map_err(|_| Error::NoMemory)?;
+    let pfn = crate::mm::alloc_zeroed_frames(1).map_err(|_| Error::NoMemory)?;
     let va = crate::arch::pfn_to_virt(pfn) as *mut u8;
-    // SAFETY: a frame just allocated to us, direct-mapped and referenced by nothing.
-    unsafe { core::ptr::write_bytes(va, 0, crate::arch::PAGE_SIZE as usize) };
     // SAFETY: the direct map never maps address 0.
     Ok((xen::pfn_to_mfn(pfn), unsafe { NonNull::new_unchecked(va) }))
 }
@@ -160,6 +158,38 @@ pub fn bind(port: Port, handler: Handler, ctx: usize) -> Result<(), Error> {
     cover(port)?;
     HANDLERS.lock().register(port, handler, ctx).map_err(Error::Registry)?;
     unmask(port)
+}
+
+/// Ports that fired since their owner last took the news, for drivers that do their work
+/// outside the upcall: the handler only records, the driver polls its rings when it looks.
+static FIRED: [AtomicU64; PORTS / 64] = [const { AtomicU64::new(0) }; PORTS / 64];
+
+fn fired_bit(port: Port) -> Option<(&'static AtomicU64, u64)> {
+    FIRED.get(port.0 as usize / 64).map(|w| (w, 1 << (port.0 % 64)))
+}
+
+fn record_fired(port: Port, _: usize) {
+    if let Some((word, bit)) = fired_bit(port) {
+        word.fetch_or(bit, Ordering::SeqCst);
+    }
+}
+
+/// Binds `port` to a handler that only records that it fired (see [`take_fired`]).
+pub fn bind_recording(port: Port) -> Result<(), Error> {
+    if fired_bit(port).is_none() {
+        return Err(Error::BadPort(port));
+    }
+    bind(port, record_fired, 0)
+}
+
+/// Whether `port` fired since the last [`take_fired`], forgetting it.
+pub fn take_fired(port: Port) -> bool {
+    fired_bit(port).is_some_and(|(word, bit)| word.fetch_and(!bit, Ordering::SeqCst) & bit != 0)
+}
+
+/// Whether `port` fired since the last [`take_fired`].
+pub fn has_fired(port: Port) -> bool {
+    fired_bit(port).is_some_and(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
 }
 
 /// Binds a virtual IRQ of vcpu 0 to a new port with `handler`.

@@ -3,14 +3,18 @@
 //! events are handled by whoever uses the client (a blocking call, or `service`).
 
 use crate::{evtchn, pvops, time};
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 use events::Port;
 use ring::byte::{Consumer, Producer};
 use xenbus::wire::interface::{REQ_RING, RSP_RING};
 use xenbus::{Timeout, Transport, Xenstore};
 
-/// Xenstored signalled since the client last looked.
-static SIGNALLED: AtomicBool = AtomicBool::new(false);
+/// The xenstore event channel (0 before `init`).
+static PORT: AtomicU32 = AtomicU32::new(0);
+
+fn port() -> Port {
+    Port(PORT.load(Ordering::Relaxed))
+}
 
 /// Not an IrqMutex: blocking calls hold it while they wait for xenstored with events
 /// enabled; the event handler never takes it.
@@ -28,7 +32,7 @@ impl Transport for Channel {
     }
 
     fn wait(&mut self, deadline_ns: u64) -> Result<(), Timeout> {
-        if time::wait_until(|| SIGNALLED.swap(false, Ordering::SeqCst), deadline_ns) {
+        if time::wait_until(|| evtchn::take_fired(self.port), deadline_ns) {
             Ok(())
         } else {
             Err(Timeout)
@@ -38,10 +42,6 @@ impl Transport for Channel {
     fn now_ns(&self) -> u64 {
         pvops::clock_ns()
     }
-}
-
-fn on_event(_: Port, _: usize) {
-    SIGNALLED.store(true, Ordering::SeqCst);
 }
 
 /// Connects to xenstored through our store page (at `page`) and its event channel.
@@ -54,7 +54,8 @@ pub unsafe fn init(page: *mut u8, port: u32) -> Result<(), evtchn::Error> {
     let (req, rsp) = unsafe { (Producer::new(page, REQ_RING), Consumer::new(page, RSP_RING)) };
     let port = Port(port);
     *CLIENT.lock() = Some(Xenstore::new(req, rsp, Channel { port }));
-    evtchn::bind(port, on_event, 0)
+    PORT.store(port.0, Ordering::Relaxed);
+    evtchn::bind_recording(port)
 }
 
 /// Runs `f` on the client; `None` when there is none (natively, or before `init`).
@@ -64,7 +65,7 @@ pub fn with<R>(f: impl FnOnce(&mut Xenstore<Channel>) -> R) -> Option<R> {
 
 /// Takes in what xenstored sent and runs the watch handlers it triggered.
 pub fn service() {
-    if SIGNALLED.swap(false, Ordering::SeqCst) || with(|xs| xs.pending_events() > 0) == Some(true) {
+    if evtchn::take_fired(port()) || with(|xs| xs.pending_events() > 0) == Some(true) {
         with(|xs| {
             if let Err(e) = xs.poll() {
                 log::error!("xenstore: {e}");
@@ -76,5 +77,5 @@ pub fn service() {
 
 /// Whether there is something for `service` to do.
 pub fn signalled() -> bool {
-    SIGNALLED.load(Ordering::SeqCst)
+    evtchn::has_fired(port())
 }

@@ -48,6 +48,17 @@ mod kernel {
         with_frames(|b| b.alloc_run(count))
     }
 
+    /// `count` contiguous frames, zeroed; returns the first.
+    pub fn alloc_zeroed_frames(count: u64) -> Result<u64, FrameError> {
+        let first = alloc_frames(count)?;
+        // SAFETY: the frames were just allocated to the caller alone and are direct-mapped
+        // and writable.
+        unsafe {
+            core::ptr::write_bytes(pfn_to_virt(first) as *mut u8, 0, (count * PAGE_SIZE) as usize)
+        };
+        Ok(first)
+    }
+
     pub fn free_frame(pfn: u64) -> Result<(), FrameError> {
         with_frames(|b| b.free(pfn))
     }

@@ -34,9 +34,7 @@ fn index(va: u64, level: u32) -> usize {
 
 /// A zeroed page, prepared to become a page table.
 fn new_table() -> Result<u64, MapError> {
-    let pfn = crate::mm::alloc_frame().map_err(MapError::NoMemory)?;
-    // SAFETY: the frame was just allocated to us and is direct-mapped and writable.
-    unsafe { core::ptr::write_bytes(pfn_to_virt(pfn) as *mut u8, 0, PAGE_SIZE as usize) };
+    let pfn = crate::mm::alloc_zeroed_frames(1).map_err(MapError::NoMemory)?;
     // SAFETY: the page is zeroed and referenced by nothing yet.
     unsafe { pvops::make_table(pfn) };
     Ok(pfn)
