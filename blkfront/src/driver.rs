@@ -16,6 +16,23 @@
 //! recognised as bogus and touches nothing. The slot owns the request's bounce pages, its
 //! indirect pages and their grants until the response comes; only then are the grants
 //! ended and the pages reused, or quarantined if the backend still holds them.
+//!
+//! # Persistent grants
+//!
+//! Mapping and unmapping every page of every request is most of a backend's cost. When it
+//! offers `feature-persistent` (we always announce it), the backend keeps the pages it maps
+//! mapped, up to a limit of its own (Linux's blkback: 1056 per ring), and we reuse those
+//! pages, still granted, copying data in and out of them. Which pages it kept shows when a
+//! request is answered: ending the grant fails because the page is still mapped. Such a
+//! page becomes persistent, up to [`MAX_PERSISTENT_GRANTS`]; the others' grants end as
+//! usual. Linux's blkback maps every grant writable in this mode, indirect pages and writes
+//! included, so all our grants are writable then.
+//!
+//! The price is that a persistent page stays writable by the backend while we copy a
+//! read's data out of it: a hostile backend can change the data it returned until the copy
+//! ends. It can do no more than that: a persistent page only ever holds data of requests
+//! to that backend, filled whole before each use, and never returns to the guest's
+//! allocator until the backend unmapped it.
 
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
@@ -41,6 +58,12 @@ pub const MAX_INDIRECT_SEGMENTS: usize = 256;
 const _: () = assert!(MAX_INDIRECT_SEGMENTS > MAX_SEGMENTS_PER_REQUEST);
 const _: () =
     assert!(MAX_INDIRECT_SEGMENTS <= MAX_INDIRECT_PAGES_PER_REQUEST * SEGMENTS_PER_INDIRECT_PAGE);
+
+/// Bounce pages we keep granted for a backend that keeps them mapped (persistent grants):
+/// 1056 (4.1 MiB), what Linux's blkback keeps per ring by default (`max_pgrants`). Pages a
+/// backend holds beyond that are quarantined, so a backend that keeps everything cannot
+/// make us pin ever more memory for it.
+pub const MAX_PERSISTENT_GRANTS: usize = 1056;
 
 /// Identifies a submitted [`Request`] and its [`Completion`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -81,6 +104,9 @@ pub struct Stats {
     pub bad_responses: u64,
     /// Pages whose grant the backend held after answering: kept out of use.
     pub quarantined: u64,
+    /// Bounce pages the backend kept mapped after their request, which we reuse still
+    /// granted (persistent grants).
+    pub persistent_grants: u64,
 }
 
 /// What a caller asked for, while its ring requests are under way.
@@ -125,6 +151,41 @@ struct InFlight<P> {
 struct Granted<P> {
     page: P,
     gref: GrantRef,
+    /// The grant lasts as long as the connection: the page goes back to
+    /// [`Blkfront::persistent`] after each use, still granted.
+    persistent: bool,
+}
+
+/// A page for a ring request, before it is filled: one still granted from an earlier use
+/// (persistent), or one of ours alone that is granted once filled.
+enum Spare<P> {
+    Granted(Granted<P>),
+    Bare(P),
+}
+
+impl<P: Page> Spare<P> {
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+        match self {
+            Spare::Granted(g) => g.page.bytes_mut(),
+            Spare::Bare(p) => p.bytes_mut(),
+        }
+    }
+}
+
+/// A page once its ring request is answered: the backend can no longer write it (grant
+/// ended), or can, as the persistent page it is.
+enum Answered<P> {
+    Ended(P),
+    Persistent(Granted<P>),
+}
+
+impl<P: Page> Answered<P> {
+    fn page(&self) -> &P {
+        match self {
+            Answered::Ended(p) => p,
+            Answered::Persistent(g) => &g.page,
+        }
+    }
 }
 
 struct Slot<P> {
@@ -147,6 +208,8 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     /// Pages one ring request carries at most: [`MAX_SEGMENTS_PER_REQUEST`], or more with
     /// the backend's indirect descriptors. Fixed at connection.
     max_segments: usize,
+    /// The backend offers persistent grants: see the module's docs.
+    persistent_grants: bool,
     /// The ring is corrupt: nothing more goes on it.
     broken: bool,
     slots: Vec<Slot<P::Page>>,
@@ -157,6 +220,8 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     completions: VecDeque<Completion>,
     /// Bounce pages ready for reuse: no grant, ours alone.
     pool: Vec<P::Page>,
+    /// Persistent bounce pages ready for reuse, still granted.
+    persistent: Vec<Granted<P::Page>>,
     /// Pages whose grant the backend would not let go of, with that grant.
     quarantine: Vec<Granted<P::Page>>,
     next_request: u64,
@@ -194,6 +259,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             info,
             device,
             max_segments,
+            persistent_grants: info.features.persistent,
             broken: false,
             slots: (0..size).map(|_| Slot { generation: 0, busy: None }).collect(),
             // Reversed so slots are handed out from index 0 up: easier to read in traces.
@@ -202,6 +268,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             queue: VecDeque::new(),
             completions: VecDeque::new(),
             pool: Vec::new(),
+            persistent: Vec::new(),
             quarantine: Vec::new(),
             next_request: 0,
             timeout_ns: crate::handshake::DEFAULT_TIMEOUT_NS,
@@ -525,12 +592,12 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     ) -> Result<Vec<Granted<P::Page>>, BlkError> {
         let mut segs = Vec::with_capacity(len.div_ceil(PAGE_SIZE));
         for start in (0..len).step_by(PAGE_SIZE) {
-            let Some(mut page) = self.pool.pop().or_else(|| self.pages.alloc_page()) else {
+            let Some(mut spare) = self.spare_page() else {
                 self.release(segs);
                 return Err(BlkError::NoMemory);
             };
             let n = (len - start).min(PAGE_SIZE);
-            let bytes = page.bytes_mut();
+            let bytes = spare.bytes_mut();
             match self.requests.get(&id) {
                 Some(p) if write => {
                     let at = offset + start;
@@ -539,12 +606,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 }
                 _ => bytes.fill(0),
             }
-            match self.pages.grant(page.frame(), self.backend, write) {
-                Ok(gref) => segs.push(Granted { page, gref }),
+            match self.grant_filled(spare, write) {
+                Ok(g) => segs.push(g),
                 Err(e) => {
-                    self.pool.push(page);
                     self.release(segs);
-                    return Err(BlkError::Grant(e));
+                    return Err(e);
                 }
             }
         }
@@ -559,53 +625,101 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     ) -> Result<Vec<Granted<P::Page>>, BlkError> {
         let mut pages = Vec::with_capacity(descriptors.len().div_ceil(SEGMENTS_PER_INDIRECT_PAGE));
         for chunk in descriptors.chunks(SEGMENTS_PER_INDIRECT_PAGE) {
-            let Some(mut page) = self.pool.pop().or_else(|| self.pages.alloc_page()) else {
+            let Some(mut spare) = self.spare_page() else {
                 self.release(pages);
                 return Err(BlkError::NoMemory);
             };
-            let bytes = page.bytes_mut();
+            let bytes = spare.bytes_mut();
             bytes.fill(0);
             for (at, d) in bytes.chunks_exact_mut(8).zip(chunk) {
                 at.copy_from_slice(&d.to_bytes());
             }
-            match self.pages.grant(page.frame(), self.backend, true) {
-                Ok(gref) => pages.push(Granted { page, gref }),
+            match self.grant_filled(spare, true) {
+                Ok(g) => pages.push(g),
                 Err(e) => {
-                    self.pool.push(page);
                     self.release(pages);
-                    return Err(BlkError::Grant(e));
+                    return Err(e);
                 }
             }
         }
         Ok(pages)
     }
 
-    /// Ends the grants of `segs` and takes their pages back into the pool, or into
-    /// quarantine where the backend still holds the grant.
-    fn release(&mut self, segs: Vec<Granted<P::Page>>) {
-        for g in segs {
-            if let Some(page) = self.end_or_quarantine(g) {
+    /// A page to fill for the backend: a free persistent page, else one from the pool or
+    /// the guest.
+    fn spare_page(&mut self) -> Option<Spare<P::Page>> {
+        if let Some(g) = self.persistent.pop() {
+            return Some(Spare::Granted(g));
+        }
+        self.pool.pop().or_else(|| self.pages.alloc_page()).map(Spare::Bare)
+    }
+
+    /// Grants a filled page to the backend, read-only if it only reads it (but writable
+    /// with persistent grants, as the backend then maps them all), unless it already is
+    /// granted (persistent).
+    fn grant_filled(
+        &mut self,
+        spare: Spare<P::Page>,
+        readonly: bool,
+    ) -> Result<Granted<P::Page>, BlkError> {
+        let page = match spare {
+            Spare::Granted(g) => return Ok(g),
+            Spare::Bare(page) => page,
+        };
+        let readonly = readonly && !self.persistent_grants;
+        match self.pages.grant(page.frame(), self.backend, readonly) {
+            Ok(gref) => Ok(Granted { page, gref, persistent: false }),
+            Err(e) => {
                 self.pool.push(page);
+                Err(BlkError::Grant(e))
             }
         }
     }
 
-    /// Ends `g`'s grant and hands its page back, or quarantines it (`None`) if the backend
-    /// still holds the grant.
-    fn end_or_quarantine(&mut self, g: Granted<P::Page>) -> Option<P::Page> {
+    /// Takes back the pages of `segs` for reuse (see [`settle`](Self::settle)).
+    fn release(&mut self, segs: impl IntoIterator<Item = Granted<P::Page>>) {
+        for g in segs {
+            if let Some(answered) = self.settle(g) {
+                self.recycle(answered);
+            }
+        }
+    }
+
+    /// `g` after its request: persistent if it was, or if the backend still maps it and
+    /// offered persistent grants (while we keep fewer than [`MAX_PERSISTENT_GRANTS`]);
+    /// else its grant ends, or, if the backend will not let go of it, it is quarantined
+    /// (`None`).
+    fn settle(&mut self, mut g: Granted<P::Page>) -> Option<Answered<P::Page>> {
+        if g.persistent {
+            return Some(Answered::Persistent(g));
+        }
+        let room = self.stats.persistent_grants < MAX_PERSISTENT_GRANTS as u64;
         match self.pages.end_grant(g.gref) {
-            Ok(()) => Some(g.page),
+            Err(GrantError::InUse(_)) if self.persistent_grants && room => {
+                self.stats.persistent_grants += 1;
+                g.persistent = true;
+                Some(Answered::Persistent(g))
+            }
             Err(GrantError::InUse(_)) => {
                 warn!("blkfront: backend still holds grant {}: page quarantined", g.gref.0);
                 self.stats.quarantined += 1;
                 self.quarantine.push(g);
                 None
             }
+            Ok(()) => Some(Answered::Ended(g.page)),
             Err(e) => {
                 // The reference is not granted: the backend has no access to the page.
                 warn!("blkfront: ending grant {}: {e}", g.gref.0);
-                Some(g.page)
+                Some(Answered::Ended(g.page))
             }
+        }
+    }
+
+    /// Puts a page whose request is done where the next request finds it.
+    fn recycle(&mut self, answered: Answered<P::Page>) {
+        match answered {
+            Answered::Ended(page) => self.pool.push(page),
+            Answered::Persistent(g) => self.persistent.push(g),
         }
     }
 
@@ -658,11 +772,12 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         let InFlight { request, op, offset, len, segs, indirect } = flight;
         // End the data grants before reading the pages: once a grant has ended the backend
         // can no longer write that page while we copy from it. A page it still holds
-        // (quarantined) fails a read: its content is not settled.
+        // (quarantined) fails a read: its content is not settled. Persistent pages keep
+        // their grant (see the module's docs).
         let mut pages = Vec::with_capacity(segs.len());
         let mut held = false;
         for g in segs {
-            match self.end_or_quarantine(g) {
+            match self.settle(g) {
                 Some(page) => pages.push(page),
                 None => held = true,
             }
@@ -677,7 +792,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                     for (chunk, page) in
                         p.buf[offset..offset + len].chunks_mut(PAGE_SIZE).zip(&pages)
                     {
-                        chunk.copy_from_slice(&page.bytes()[..chunk.len()]);
+                        chunk.copy_from_slice(&page.page().bytes()[..chunk.len()]);
                     }
                 }
                 Ok(()) => {}
@@ -687,7 +802,9 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             }
             p.done += 1;
         }
-        self.pool.extend(pages);
+        for page in pages {
+            self.recycle(page);
+        }
         self.release(indirect);
         self.finish_if_done(request);
     }
@@ -731,6 +848,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// Quarantined pages the backend still holds are dropped, i.e. leaked (see [`Page`]).
     pub(crate) fn shut_down(mut self) -> Vec<Completion> {
         self.fail_all(BlkError::NotConnected);
+        // Every page is back from the slots. The backend, disconnected, should have
+        // unmapped the persistent ones: their grants end now, or they are quarantined.
+        self.persistent_grants = false;
+        let kept = core::mem::take(&mut self.persistent);
+        self.release(kept.into_iter().map(|g| Granted { persistent: false, ..g }));
         self.retry_quarantine();
         if !self.quarantine.is_empty() {
             warn!("blkfront: leaking {} pages the backend still holds", self.quarantine.len());

@@ -9,7 +9,8 @@
 //! ring pages + grants, unbound port
 //! one transaction: ring-ref (or
 //!   ring-page-order, ring-ref0..N),
-//!   event-channel, protocol
+//!   event-channel, protocol,
+//!   feature-persistent
 //! Initialised
 //!                                            maps the ring, binds the port,
 //!                                            writes sectors, info, sector-size,
@@ -170,7 +171,9 @@ fn publish<T: Transport>(
     xs.transaction(|tx| {
         write_ring_refs(tx, path, order, refs)?;
         tx.write(&format!("{path}/event-channel"), format!("{port}").as_bytes())?;
-        tx.write(&format!("{path}/protocol"), PROTOCOL.as_bytes())
+        tx.write(&format!("{path}/protocol"), PROTOCOL.as_bytes())?;
+        // Used only if the backend offers it too, which it says once connected.
+        tx.write(&format!("{path}/feature-persistent"), b"1")
     })?;
     device.set_state(xs, Initialised)?;
     // Unknown: the backend's node is gone (unplugged).

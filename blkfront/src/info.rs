@@ -36,8 +36,8 @@ pub struct Features {
     /// `feature-max-indirect-segments`: segments an indirect request may carry (0: no
     /// indirect requests). We use up to [`crate::MAX_INDIRECT_SEGMENTS`] of them.
     pub max_indirect_segments: u32,
-    /// `feature-persistent`: the backend keeps grants mapped across requests. Not used yet:
-    /// we never announce it, so the backend maps and unmaps per request.
+    /// `feature-persistent`: the backend keeps grants mapped across requests, and we keep
+    /// up to [`crate::MAX_PERSISTENT_GRANTS`] bounce pages granted for it.
     pub persistent: bool,
     /// `max-ring-page-order`: the ring may span `1 << order` pages (0 if absent). We use
     /// up to `1 << `[`crate::RING_PAGE_ORDER`] pages.

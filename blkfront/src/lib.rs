@@ -36,8 +36,11 @@
 //! - Multi-page rings (`max-ring-page-order`): up to `1 << `[`RING_PAGE_ORDER`] pages (128
 //!   requests in flight), if the guest's [`Pages::alloc_ring`] provides them; a one-page
 //!   ring otherwise.
+//! - Persistent grants (`feature-persistent`): up to [`MAX_PERSISTENT_GRANTS`] bounce pages
+//!   stay granted and mapped by the backend across requests, which spares it a map and an
+//!   unmap per page (see the `driver` module's docs for what that trusts the backend with).
 //!
-//! Not yet: persistent grants (`feature-persistent`), multiple queues.
+//! Not yet: multiple queues.
 //!
 //! The backend is another domain and may be buggy or hostile. Data only ever crosses in
 //! bounce pages the driver owns and fills with nothing but the request's data; every value
@@ -56,7 +59,9 @@ mod handshake;
 pub mod info;
 
 pub use block::BlockDevice;
-pub use driver::{Blkfront, Completion, Request, RequestId, Stats, MAX_INDIRECT_SEGMENTS};
+pub use driver::{
+    Blkfront, Completion, Request, RequestId, Stats, MAX_INDIRECT_SEGMENTS, MAX_PERSISTENT_GRANTS,
+};
 pub use env::{EventChannel, Page, Pages, SharedRing, Timeout};
 pub use handshake::RING_PAGE_ORDER;
 pub use info::{DiskInfo, Features};

@@ -32,6 +32,8 @@ pub const RING_SIZE: u32 = 32;
 pub const MAX_RING_PAGE_ORDER: u32 = 4;
 /// Blkback's most segments in an indirect request (Linux's MAX_INDIRECT_SEGMENTS).
 pub const MAX_INDIRECT_SEGMENTS: usize = 256;
+/// Grants blkback keeps mapped with persistent grants (Linux's `max_pgrants` default).
+pub const MAX_PGRANTS: usize = 1056;
 const SLOT_SIZE: usize = 112;
 const SECOND: u64 = 1_000_000_000;
 
@@ -184,6 +186,13 @@ pub struct World {
     next_gref: u32,
     /// Grants the backend keeps mapped: ending them fails with `InUse`.
     pub held: HashSet<u32>,
+    /// Both sides announced `feature-persistent`: the backend maps every grant writable
+    /// and keeps up to [`MAX_PGRANTS`] of them mapped (in `held`) until it disconnects.
+    pub persistent: bool,
+    /// Blkback keeps its persistent mappings when it disconnects: a hostile backend.
+    pub keep_mappings: bool,
+    /// Grants the backend mapped per request (not persistently), counted.
+    pub transient_maps: usize,
     /// `alloc_page` fails once this many pages are out.
     pub page_limit: usize,
     pub pages_freed: usize,
@@ -231,6 +240,9 @@ impl World {
             grants: BTreeMap::new(),
             next_gref: 8,
             held: HashSet::new(),
+            persistent: false,
+            keep_mappings: false,
+            transient_maps: 0,
             page_limit: usize::MAX,
             pages_freed: 0,
             ring_order_limit: 0,
@@ -385,8 +397,9 @@ impl World {
     }
 
     /// An indirect request's segments, read from its indirect pages as blkback maps them:
-    /// `None` if the count is beyond what we offer or a page is not granted read-only to us.
-    /// Counts an exposure if a page holds anything but the segments.
+    /// `None` if the count is beyond what we offer or a page is not granted to us the way
+    /// blkback maps it (read-only, or writable with persistent grants). Counts an exposure
+    /// if a page holds anything but the segments.
     fn indirect_segments(
         &mut self,
         ind: &BlkifRequestIndirect,
@@ -399,11 +412,7 @@ impl World {
         for (i, gref) in
             ind.indirect_grefs[..n.div_ceil(SEGMENTS_PER_INDIRECT_PAGE)].iter().enumerate()
         {
-            let g = self.grants.get(&gref.0)?;
-            if !g.readonly || g.domid != DomId(BACKEND) {
-                return None;
-            }
-            let page = g.read();
+            let page = self.map(*gref, true).ok()?;
             let here = (n - i * SEGMENTS_PER_INDIRECT_PAGE).min(SEGMENTS_PER_INDIRECT_PAGE);
             if page[here * 8..].iter().any(|&b| b != 0) {
                 self.exposed += 1;
@@ -422,20 +431,17 @@ impl World {
     fn rw(&mut self, sector: u64, segs: &[BlkifRequestSegment], read: bool) -> Result<(), ()> {
         let mut at = sector as usize * 512;
         for seg in segs {
-            let g = self.grants.get(&seg.gref.0).ok_or(())?;
-            if g.domid != DomId(BACKEND) || seg.first_sect > seg.last_sect || seg.last_sect > 7 {
+            if seg.first_sect > seg.last_sect || seg.last_sect > 7 {
                 return Err(());
             }
+            let whole = self.map(seg.gref, !read)?;
+            let g = &self.grants[&seg.gref.0];
             let (off, len) = (
                 seg.first_sect as usize * 512,
                 (seg.last_sect - seg.first_sect + 1) as usize * 512,
             );
-            let whole = g.read();
             if read {
-                // Writable grant, and nothing of ours in it: a read's page comes zeroed.
-                if g.readonly {
-                    return Err(());
-                }
+                // Nothing of ours in it: a read's page comes zeroed.
                 if whole.iter().any(|&b| b != 0) {
                     self.exposed += 1;
                 }
@@ -452,6 +458,24 @@ impl World {
             at += len;
         }
         Ok(())
+    }
+
+    /// Maps `gref` as blkback does and returns the page's content. Without persistent
+    /// grants the mapping is read-only if `ro` and lasts for the request (a writable grant
+    /// is needed unless `ro`); with them it is always writable (a read-only grant fails)
+    /// and lasts until the backend disconnects, for the first [`MAX_PGRANTS`] grants.
+    fn map(&mut self, gref: GrantRef, ro: bool) -> Result<Vec<u8>, ()> {
+        let g = self.grants.get(&gref.0).ok_or(())?;
+        let writable = self.persistent || !ro;
+        if g.domid != DomId(BACKEND) || (writable && g.readonly) {
+            return Err(());
+        }
+        if self.persistent && (self.held.contains(&gref.0) || self.held.len() < MAX_PGRANTS) {
+            self.held.insert(gref.0);
+        } else {
+            self.transient_maps += 1;
+        }
+        Ok(g.read())
     }
 
     /// The backend maps the ring the frontend published, as blkback does at Initialised:
@@ -636,6 +660,9 @@ pub fn blkback(world: Shared, disk: Vec<(String, String)>) -> Idle {
                     Some(_) => None,
                     None => read("ring-ref").map(|r| vec![r]),
                 };
+                let offers = |k: &str| disk.iter().any(|(key, v)| key == k && v == "1");
+                world.borrow_mut().persistent =
+                    offers("feature-persistent") && read("feature-persistent") == Some(1);
                 let ok = read("event-channel") == Some(PORT)
                     && proto.as_deref() == Some(b"x86_64-abi")
                     && refs.is_some_and(|r| world.borrow_mut().connect_ring(&r));
@@ -653,7 +680,9 @@ pub fn blkback(world: Shared, disk: Vec<(String, String)>) -> Idle {
                 // Unmaps everything as it disconnects.
                 let mut w = world.borrow_mut();
                 w.ring = None;
-                w.held.clear();
+                if !w.keep_mappings {
+                    w.held.clear();
+                }
                 6
             }
             _ => return false,

@@ -54,8 +54,9 @@ fn ring_keys_are_written_in_one_transaction() {
         .filter(|h| h.ty == xenbus::XsType::Write as u32)
         .map(|h| h.tx_id)
         .collect();
-    // ring-ref, event-channel, protocol in a transaction; the state writes outside.
-    assert_eq!(writes.iter().filter(|&&t| t != 0).count(), 3);
+    // ring-ref, event-channel, protocol, feature-persistent in a transaction; the state
+    // writes outside.
+    assert_eq!(writes.iter().filter(|&&t| t != 0).count(), 4);
     assert!(writes.iter().filter(|&&t| t != 0).all(|&t| t == writes[0]));
     assert_eq!(s.count(xenbus::XsType::TransactionEnd), 1);
 }

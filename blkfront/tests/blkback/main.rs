@@ -18,3 +18,4 @@ mod hostile;
 mod indirect;
 mod io;
 mod multipage;
+mod persistent;

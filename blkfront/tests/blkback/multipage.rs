@@ -36,7 +36,8 @@ fn a_four_page_ring_is_negotiated_and_filled() {
         assert!(w.grants.values().all(|g| !g.readonly));
     }
     {
-        // ring-page-order, 4 refs, event-channel and protocol in one transaction.
+        // ring-page-order, 4 refs, event-channel, protocol and feature-persistent in one
+        // transaction.
         let s = rig.store.lock().unwrap();
         let tx: Vec<_> = s
             .requests
@@ -44,7 +45,7 @@ fn a_four_page_ring_is_negotiated_and_filled() {
             .filter(|h| h.ty == xenbus::XsType::Write as u32 && h.tx_id != 0)
             .map(|h| h.tx_id)
             .collect();
-        assert_eq!(tx.len(), 7);
+        assert_eq!(tx.len(), 8);
         assert!(tx.iter().all(|&t| t == tx[0]));
     }
     // 128 requests in flight at once, the rest queued.
