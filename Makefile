@@ -25,6 +25,11 @@ deps:
 	    rustup target add --toolchain $(TOOLCHAIN) $(TARGET)
 	@command -v qemu-system-x86_64 >/dev/null || \
 	    { apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null; }
+	@# A C compiler and Xen's public headers: guest/tests/xen_headers.rs checks every shared
+	@# layout against them.
+	@{ command -v cc && test -e /usr/include/stdio.h && test -e /usr/include/xen/io/blkif.h; } \
+	    >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq gcc libc6-dev libxen-dev >/dev/null; }
 
 build: deps
 	$(CARGO) build --release -p guest --target $(TARGET)
