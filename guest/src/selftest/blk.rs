@@ -42,7 +42,8 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Writes then reads back patterns at many offsets and lengths: one sector, partial and
-/// whole pages, a full 11-segment request, requests split in two and in many (1 MiB).
+/// whole pages, a full 11-segment request, requests split in two and in many (1 MiB); with
+/// persistent grants when the backend offers them.
 fn patterns_round_trip() -> Outcome {
     xen_only!();
     with_disk(SCRATCH, |disk| {
@@ -71,6 +72,12 @@ fn patterns_round_trip() -> Outcome {
             check!(r.is_ok(), "read {len} bytes at sector {sector}: {r:?}");
             check!(back == data, "{len} bytes at sector {sector} read back differently");
         }
+        let stats = disk.stats();
+        let clean = stats.quarantined == 0 && stats.bad_responses == 0;
+        check!(clean && stats.unknown_responses == 0, "backend misbehaved: {stats:?}");
+        // Linux's blkback keeps the pages it maps when both sides announce the feature.
+        let kept = stats.persistent_grants > 0;
+        check!(kept || !info.features.persistent, "persistent grants offered, none kept");
         Outcome::Pass
     })
 }
