@@ -1,0 +1,101 @@
+//! What the driver needs from the guest: pages it can fill and grant, the two shared rings,
+//! and event channels. The guest implements these with its frame allocator, grant table and
+//! event channels; the host tests with fakes that play the backend.
+//!
+//! The shape is blkfront's (`blkfront::env`): the same page and grant contract, so one
+//! guest implementation of the memory side can serve both drivers. What differs is the
+//! rings (two one-page rings of different slot types instead of one ring of `1 << order`
+//! pages) and the event channel, which needs no blocking wait and no clock: nothing in this
+//! driver blocks, and smoltcp gets its timestamps from its caller.
+
+use grant::{DomId, GrantError, GrantRef};
+use ring::shared::{FrontRing, Pod};
+
+use crate::NetError;
+
+/// Bytes in a page, as the ring protocol counts them.
+pub const PAGE_SIZE: usize = ring::shared::PAGE_SIZE;
+
+/// One 4 KiB page of guest memory the driver owns while it holds the value: a receive
+/// buffer posted on the rx ring, or a transmit page holding (part of) a frame.
+///
+/// The driver grants a page only after filling it completely (frame data and zeros on
+/// transmit, zeros on receive), so the backend never sees anything else of ours.
+///
+/// Dropping a `Page` must **not** return its memory to the allocator: the driver drops a
+/// page only when it could not revoke the backend's access to it (see
+/// [`Pages::end_grant`]), and that memory must then never be reused. Pages the driver is
+/// done with go back through [`Pages::free_page`].
+pub trait Page {
+    fn bytes(&self) -> &[u8; PAGE_SIZE];
+    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE];
+    /// The frame number the backend is granted: the machine frame under PV (p2m lookup),
+    /// the guest frame otherwise.
+    fn frame(&self) -> u64;
+}
+
+/// A one-page ring the guest built for the driver: a [`FrontRing`] over a zeroed page it
+/// granted writable to the backend, and that grant's reference.
+///
+/// The driver uses two: `SharedRing<NetifTxRequest, NetifTxResponse>` for transmit and
+/// `SharedRing<NetifRxRequest, NetifRxResponse>` for receive (see [`crate::abi`]).
+pub trait SharedRing<Req: Pod, Rsp: Pod> {
+    fn front(&mut self) -> &mut FrontRing<Req, Rsp>;
+    /// Published as `tx-ring-ref` or `rx-ring-ref`.
+    fn grant_ref(&self) -> GrantRef;
+}
+
+/// Pages and grants.
+pub trait Pages {
+    type Page: Page;
+    /// Both rings are this type, one instance per slot layout.
+    type Ring<Req: Pod, Rsp: Pod>: SharedRing<Req, Rsp>;
+
+    /// A page of any content (the driver overwrites all of it before granting), or `None`
+    /// when memory is short.
+    fn alloc_page(&mut self) -> Option<Self::Page>;
+
+    /// Takes back a page the driver no longer needs. Its grant, if it had one, has ended.
+    fn free_page(&mut self, page: Self::Page);
+
+    /// Grants `domid` access to `frame`: read-only for a transmit page (the backend only
+    /// reads it), writable for a receive buffer (the backend copies the frame into it).
+    /// The guest's [`grant::GrantTable::grant_access`] does exactly this.
+    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError>;
+
+    /// Revokes a grant made by [`grant`](Self::grant) ([`grant::GrantTable::end_access`]).
+    /// [`GrantError::InUse`] means the backend still has the page mapped: the grant stays,
+    /// and the driver keeps the page out of use and retries later. Any other error means
+    /// the reference is not granted (any more), so the page is the driver's again.
+    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError>;
+
+    /// Allocates and zeroes one page, builds the [`FrontRing`] over it
+    /// (`FrontRing::new(base, 1)`, the only `unsafe` step, which is the guest's) and grants
+    /// it writable to `backend`. Called twice per connection, once per ring.
+    ///
+    /// Errors are [`NetError::NoMemory`] or [`NetError::Grant`]; on error nothing stays
+    /// allocated or granted.
+    fn alloc_ring<Req: Pod, Rsp: Pod>(
+        &mut self,
+        backend: DomId,
+    ) -> Result<Self::Ring<Req, Rsp>, NetError>;
+
+    /// Takes back a ring the driver is done with, after the backend disconnected (or never
+    /// connected): the guest ends its grant and frees the page, or leaks it if the grant is
+    /// still in use.
+    fn free_ring<Req: Pod, Rsp: Pod>(&mut self, ring: Self::Ring<Req, Rsp>);
+}
+
+/// The device's event channels.
+pub trait EventChannel {
+    /// A new port bound to nothing yet that `remote` may connect to
+    /// (`EVTCHNOP_alloc_unbound`). The guest registers its handler for it (see
+    /// [`crate::Netfront::ports`]) after [`crate::Netfront::connect`] returns.
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, NetError>;
+
+    /// Signals the backend: new requests are on a ring (`EVTCHNOP_send`).
+    fn notify(&mut self, port: u32);
+
+    /// Closes `port` (`EVTCHNOP_close`), after the backend disconnected.
+    fn close(&mut self, port: u32);
+}

@@ -1,0 +1,322 @@
+//! The xenbus handshake of a network frontend (`io/netif.h`, "Feature and Parameter
+//! Negotiation"; `io/xenbus.h`), and closing.
+//!
+//! ```text
+//! frontend                                  backend (netback)
+//!                                            writes feature-*, InitWait
+//! probe device/vif/<id>, wait for InitWait+
+//! read our mac, the backend's features
+//! tx and rx ring pages + grants, port(s)
+//! one transaction: tx-ring-ref, rx-ring-ref,
+//!   event-channel (or -tx and -rx),
+//!   request-rx-copy, feature-*
+//! Connected
+//!                                            maps the rings, binds the port(s),
+//!                                            Connected
+//! wait for Connected, fill the rx ring
+//! ```
+//!
+//! We go from Initialising straight to Connected, as Linux's netfront does: Linux's netback
+//! connects when it sees the frontend Connected and ignores Initialised.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use grant::DomId;
+use log::warn;
+use xenbus::frontend::{self, Device};
+use xenbus::{Error, Store, Transport, XenbusState, Xenstore, XsError};
+
+use crate::driver::Ports;
+use crate::env::{EventChannel, Pages, SharedRing};
+use crate::{NetError, Netfront};
+
+/// The largest `multi-queue-max-queues` we believe (Linux's netback offers one per dom0
+/// vcpu).
+pub const MAX_QUEUES: u32 = 1024;
+
+/// What the backend offers. We need `feature-rx-copy` (connecting fails without it) and use
+/// `sg` and `split_event_channels`; the rest is read for the record.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Features {
+    /// `feature-sg`: it takes frames spanning several transmit slots.
+    pub sg: bool,
+    /// `feature-gso-tcpv4`, `feature-gso-tcpv6`: it takes large TCP segments to cut up.
+    pub gso_tcpv4: bool,
+    pub gso_tcpv6: bool,
+    /// `feature-ipv6-csum-offload`.
+    pub ipv6_csum_offload: bool,
+    /// `feature-split-event-channels`: a port per ring.
+    pub split_event_channels: bool,
+    /// `multi-queue-max-queues` (1 if absent). We use one queue.
+    pub max_queues: u32,
+}
+
+/// The keys we write besides the rings and ports: copy mode, we notify when we post
+/// receive buffers, we join fragmented receives, no GSO, no checksum offload (see the crate
+/// docs).
+const FRONTEND_FEATURES: [(&str, &str); 5] = [
+    ("request-rx-copy", "1"),
+    ("feature-rx-notify", "1"),
+    ("feature-sg", "1"),
+    ("feature-gso-tcpv4", "0"),
+    ("feature-no-csum-offload", "1"),
+];
+
+impl<P: Pages, E: EventChannel> Netfront<P, E> {
+    /// Connects to the backend of `device/vif/<id>`: probes the device, reads its MAC and
+    /// the backend's features, sets up both rings (through `pages`) and the event
+    /// channel(s) (through `evtchn`), publishes them in one transaction, walks the
+    /// XenbusState handshake to Connected and fills the receive ring. Each wait (for the
+    /// toolstack's keys, for each backend state) gets `timeout_ns`.
+    ///
+    /// On failure everything allocated is handed back to the guest (rings, ports), our state
+    /// is set to Closing if we had published anything, and `pages` and `evtchn` are dropped.
+    pub fn connect<T: Transport>(
+        xs: &mut Xenstore<T>,
+        id: u32,
+        mut pages: P,
+        mut evtchn: E,
+        timeout_ns: u64,
+    ) -> Result<Self, NetError> {
+        use XenbusState::*;
+        let device = frontend::probe(xs, "vif", id, timeout_ns)?;
+        let backend = DomId(device.backend_id);
+        let mut state = device.wait_for_backend(xs, timeout_ns, |s| s >= InitWait)?;
+        if matches!(state, Closing | Closed) {
+            // An earlier connection was closed, by us or by the backend: a backend that
+            // sees us Initialising again gets ready for a fresh handshake.
+            state = device.reconnect(xs, timeout_ns)?;
+        }
+        if !matches!(state, InitWait | Initialised | Connected) {
+            return Err(NetError::BackendClosed);
+        }
+        let mac = read_mac(xs, &device.path)?;
+        let features = read_features(xs, &device.backend)?;
+
+        let tx_ring = pages.alloc_ring(backend)?;
+        let rx_ring = match pages.alloc_ring(backend) {
+            Ok(ring) => ring,
+            Err(e) => {
+                pages.free_ring(tx_ring);
+                return Err(e);
+            }
+        };
+        let ports = match alloc_ports(&mut evtchn, backend, features.split_event_channels) {
+            Ok(ports) => ports,
+            Err(e) => {
+                pages.free_ring(tx_ring);
+                pages.free_ring(rx_ring);
+                return Err(e);
+            }
+        };
+        let refs = (tx_ring.grant_ref().0, rx_ring.grant_ref().0);
+        if let Err(e) = publish(xs, &device, refs, ports, timeout_ns) {
+            warn!("netfront: {}: handshake failed: {e}", device.path);
+            if let Err(e) = device.set_state(xs, Closing) {
+                warn!("netfront: {}: cannot set Closing: {e}", device.path);
+            }
+            close_ports(&mut evtchn, ports);
+            pages.free_ring(tx_ring);
+            pages.free_ring(rx_ring);
+            return Err(e);
+        }
+        let mut net =
+            Netfront::new(pages, evtchn, tx_ring, rx_ring, ports, backend, device, mac, features);
+        net.refill_rx();
+        log::info!(
+            "netfront: {} connected: mac {}, {} receive buffers, {:?}, ports {:?}",
+            net.device.path,
+            format_mac(mac),
+            net.rx_posted(),
+            features,
+            ports
+        );
+        Ok(net)
+    }
+
+    /// Closes the device: the Closing/Closed handshake with the backend (so that it unmaps
+    /// our pages), then every grant ends and the pages, rings and ports go back to the
+    /// guest. Frames in flight are lost. The local teardown happens even when the handshake
+    /// fails; pages the backend still holds are then leaked, never reused.
+    pub fn close<T: Transport>(
+        self,
+        xs: &mut Xenstore<T>,
+        timeout_ns: u64,
+    ) -> Result<(), NetError> {
+        let result = self.device.close(xs, timeout_ns).map_err(NetError::from);
+        if let Err(e) = &result {
+            warn!("netfront: {}: close: {e}", self.device.path);
+        }
+        self.shut_down();
+        result
+    }
+}
+
+/// One port for both rings, or one each when the backend offers split event channels and
+/// the guest can give us two.
+fn alloc_ports<E: EventChannel>(
+    evtchn: &mut E,
+    backend: DomId,
+    split: bool,
+) -> Result<Ports, NetError> {
+    let tx = evtchn.alloc_unbound(backend)?;
+    if !split {
+        return Ok(Ports { tx, rx: tx });
+    }
+    match evtchn.alloc_unbound(backend) {
+        Ok(rx) => Ok(Ports { tx, rx }),
+        Err(e) => {
+            warn!("netfront: no second event channel ({e}): using one for both rings");
+            Ok(Ports { tx, rx: tx })
+        }
+    }
+}
+
+fn close_ports<E: EventChannel>(evtchn: &mut E, ports: Ports) {
+    evtchn.close(ports.tx);
+    if ports.rx != ports.tx {
+        evtchn.close(ports.rx);
+    }
+}
+
+/// Publishes the rings, ports and our features in one transaction, then says Connected
+/// and waits for the backend to connect.
+fn publish<T: Transport>(
+    xs: &mut Xenstore<T>,
+    device: &Device,
+    (tx_ref, rx_ref): (u32, u32),
+    ports: Ports,
+    timeout_ns: u64,
+) -> Result<(), NetError> {
+    use XenbusState::*;
+    let path = &device.path;
+    let mut keys: Vec<(&str, String)> =
+        alloc::vec![("tx-ring-ref", format!("{tx_ref}")), ("rx-ring-ref", format!("{rx_ref}"))];
+    if ports.tx == ports.rx {
+        keys.push(("event-channel", format!("{}", ports.tx)));
+    } else {
+        keys.push(("event-channel-tx", format!("{}", ports.tx)));
+        keys.push(("event-channel-rx", format!("{}", ports.rx)));
+    }
+    keys.extend(FRONTEND_FEATURES.iter().map(|&(k, v)| (k, String::from(v))));
+    xs.transaction(|tx| {
+        for (key, value) in &keys {
+            tx.write(&format!("{path}/{key}"), value.as_bytes())?;
+        }
+        Ok(())
+    })?;
+    device.set_state(xs, Connected)?;
+    // Unknown: the backend's node is gone (unplugged).
+    let state = device.wait_for_backend(xs, timeout_ns, |s| {
+        matches!(s, Connected | Closing | Closed | Unknown)
+    })?;
+    if state != Connected {
+        return Err(NetError::BackendClosed);
+    }
+    Ok(())
+}
+
+/// The MAC address the toolstack wrote in our directory.
+fn read_mac<T: Transport>(xs: &mut Xenstore<T>, path: &str) -> Result<[u8; 6], NetError> {
+    match xs.read(&format!("{path}/mac")) {
+        Ok(v) => parse_mac(&v).ok_or(NetError::BadMac),
+        Err(Error::Xs(XsError::NoEnt)) => Err(NetError::BadMac),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`, hex digits in either case; a unicast address, not all zeros (an
+/// interface cannot have a group address).
+pub(crate) fn parse_mac(text: &[u8]) -> Option<[u8; 6]> {
+    if text.len() != 17 {
+        return None;
+    }
+    let mut mac = [0u8; 6];
+    for (i, byte) in mac.iter_mut().enumerate() {
+        let at = i * 3;
+        if i < 5 && text[at + 2] != b':' {
+            return None;
+        }
+        let digit = |c: u8| char::from(c).to_digit(16);
+        *byte = (digit(text[at])? * 16 + digit(text[at + 1])?) as u8;
+    }
+    let group = mac[0] & 1 != 0;
+    (!group && mac != [0; 6]).then_some(mac)
+}
+
+/// `aa:bb:cc:dd:ee:ff`, for the log.
+fn format_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
+/// Reads and checks the features the backend writes before InitWait.
+fn read_features(xs: &mut impl Store, backend: &str) -> Result<Features, NetError> {
+    if !read_flag(xs, backend, "feature-rx-copy")? {
+        return Err(NetError::MissingFeature("feature-rx-copy"));
+    }
+    const QUEUES: &str = "multi-queue-max-queues";
+    let max_queues = match read_optional(xs, backend, QUEUES)? {
+        None => 1,
+        Some(n) if (1..=u64::from(MAX_QUEUES)).contains(&n) => n as u32,
+        Some(_) => return Err(NetError::BadBackendValue { key: QUEUES, why: "not in 1..=1024" }),
+    };
+    Ok(Features {
+        sg: read_flag(xs, backend, "feature-sg")?,
+        gso_tcpv4: read_flag(xs, backend, "feature-gso-tcpv4")?,
+        gso_tcpv6: read_flag(xs, backend, "feature-gso-tcpv6")?,
+        ipv6_csum_offload: read_flag(xs, backend, "feature-ipv6-csum-offload")?,
+        split_event_channels: read_flag(xs, backend, "feature-split-event-channels")?,
+        max_queues,
+    })
+}
+
+/// A number the backend may have written; `None` if the node does not exist.
+fn read_optional(
+    xs: &mut impl Store,
+    backend: &str,
+    key: &'static str,
+) -> Result<Option<u64>, NetError> {
+    match xs.read_u64(&format!("{backend}/{key}")) {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Xs(XsError::NoEnt)) => Ok(None),
+        Err(Error::BadValue) => Err(NetError::BadBackendValue { key, why: "not a number" }),
+        Err(e) => Err(NetError::Xenstore(e)),
+    }
+}
+
+/// A `feature-*` node: absent or 0 is off, 1 is on, anything else is refused.
+fn read_flag(xs: &mut impl Store, backend: &str, key: &'static str) -> Result<bool, NetError> {
+    match read_optional(xs, backend, key)? {
+        None | Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(_) => Err(NetError::BadBackendValue { key, why: "not 0 or 1" }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs() {
+        assert_eq!(parse_mac(b"00:16:3e:0a:Bc:fF"), Some([0, 0x16, 0x3e, 0x0a, 0xbc, 0xff]));
+        for bad in [
+            &b""[..],
+            b"00:16:3e:0a:bc",
+            b"00:16:3e:0a:bc:ff:",
+            b"00-16-3e-0a-bc-ff",
+            b"00:16:3e:0a:bc:fg",
+            b"0:016:3e:0a:bc:ff",
+            b"+0:16:3e:0a:bc:ff",
+            b"01:00:5e:00:00:01",
+            b"ff:ff:ff:ff:ff:ff",
+            b"00:00:00:00:00:00",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        assert_eq!(format_mac([0, 0x16, 0x3e, 0x0a, 0xbc, 0xff]), "00:16:3e:0a:bc:ff");
+    }
+}

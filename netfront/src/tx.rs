@@ -1,0 +1,221 @@
+//! Transmit: a frame is copied into pages we grant read-only, one ring request per page
+//! (`NETTXF_more_data` on all but the last; the first request's size is the whole frame's,
+//! as netif.h says), and each page stays with its request until the backend answers it.
+//!
+//! A request's id is the index of its slot in our table plus a generation that changes
+//! each time the slot is reused (`generation * ring size + index`, 16 bits), so a response
+//! naming a free slot, or a previous use of it, is recognised as bogus and touches nothing.
+
+use alloc::vec::Vec;
+
+use log::{debug, warn};
+use ring::shared::RingError;
+
+use crate::abi::{NetifTxRequest, NetifTxResponse, TxFlags, MAX_TX_SIZE, RSP_DROPPED, RSP_ERROR};
+use crate::abi::{NR_SLOTS_MIN, RSP_OKAY};
+use crate::driver::Granted;
+use crate::env::{EventChannel, Page, Pages, PAGE_SIZE};
+use crate::{NetError, Netfront};
+
+/// The shortest frame the backend takes: an Ethernet header (netback refuses less).
+pub(crate) const ETH_HEADER: usize = 14;
+
+// The longest frame spans 16 pages, within the slots every backend must accept.
+const _: () = assert!(MAX_TX_SIZE.div_ceil(PAGE_SIZE) <= NR_SLOTS_MIN);
+
+/// One entry of the transmit table.
+pub(crate) struct TxSlot<P> {
+    generation: u16,
+    busy: Option<InFlight<P>>,
+}
+
+impl<P> Default for TxSlot<P> {
+    fn default() -> Self {
+        TxSlot { generation: 0, busy: None }
+    }
+}
+
+/// A transmit request awaiting its response.
+struct InFlight<P> {
+    buf: Granted<P>,
+    /// The frame's length, on the frame's first request only: that response accounts for
+    /// the frame.
+    frame_len: Option<usize>,
+}
+
+impl<P> TxSlot<P> {
+    /// Frees the slot and hands back its page; the next use of the slot gets a new
+    /// generation, out of `generations`.
+    pub(crate) fn take(&mut self, generations: usize) -> Option<Granted<P>> {
+        let flight = self.busy.take()?;
+        // `generations` <= 2^16 (ring size >= 1): the remainder fits u16.
+        self.generation = ((usize::from(self.generation) + 1) % generations) as u16;
+        Some(flight.buf)
+    }
+}
+
+impl<P: Pages, E: EventChannel> Netfront<P, E> {
+    /// Copies `frame` (a whole Ethernet frame without FCS) into pages and puts it on the
+    /// transmit ring. [`NetError::Busy`] when the ring has no room even after taking in the
+    /// backend's acknowledgements: poll, then try again. Nothing of the frame reaches the
+    /// ring unless all of it does.
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        if self.broken {
+            return Err(NetError::Broken);
+        }
+        let len = frame.len();
+        if !(ETH_HEADER..=MAX_TX_SIZE).contains(&len) {
+            return Err(NetError::BadLength);
+        }
+        let slots = len.div_ceil(PAGE_SIZE);
+        if slots > 1 && !self.features.sg {
+            return Err(NetError::BadLength);
+        }
+        if !self.has_tx_room(slots) {
+            if self.broken {
+                return Err(NetError::Broken);
+            }
+            self.stats.tx_busy += 1;
+            return Err(NetError::Busy);
+        }
+        let mut bufs = Vec::with_capacity(slots);
+        for chunk in frame.chunks(PAGE_SIZE) {
+            let Some(mut page) = self.take_page() else {
+                self.release_all(bufs);
+                return Err(NetError::NoMemory);
+            };
+            let bytes = page.bytes_mut();
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            bytes[chunk.len()..].fill(0);
+            match self.grant(page, true) {
+                Ok(g) => bufs.push(g),
+                Err(e) => {
+                    self.release_all(bufs);
+                    return Err(NetError::Grant(e));
+                }
+            }
+        }
+        let last = bufs.len() - 1;
+        for (i, buf) in bufs.into_iter().enumerate() {
+            // `has_tx_room` saw `slots` free table entries and ring slots, and nothing has
+            // taken any since: neither the pop nor the push can fail.
+            let Some(index) = self.tx_free.pop() else {
+                self.release(buf);
+                continue;
+            };
+            // Sizes fit u16: the frame is at most MAX_TX_SIZE (0xffff) bytes.
+            let size = if i == 0 { len } else { (len - i * PAGE_SIZE).min(PAGE_SIZE) } as u16;
+            let flags = if i < last { TxFlags::MORE_DATA } else { TxFlags::empty() };
+            let id = self.tx_id(index);
+            let req = NetifTxRequest { gref: buf.gref, offset: 0, flags: flags.bits(), id, size };
+            if self.tx_front().push_request(req).is_err() {
+                self.tx_free.push(index);
+                self.release(buf);
+                continue;
+            }
+            let frame_len = (i == 0).then_some(len);
+            self.tx[usize::from(index)].busy = Some(InFlight { buf, frame_len });
+        }
+        if self.tx_front().commit_requests() {
+            self.evtchn.notify(self.ports.tx);
+        }
+        Ok(())
+    }
+
+    /// Whether a frame of `slots` pages fits on the ring now, after taking in
+    /// acknowledgements if it did not.
+    pub(crate) fn has_tx_room(&mut self, slots: usize) -> bool {
+        let fits = |n: &mut Self| {
+            n.tx_free.len() >= slots && n.tx_front().free_requests() as usize >= slots
+        };
+        if self.broken {
+            return false;
+        }
+        if !fits(self) {
+            self.reap_tx();
+        }
+        !self.broken && fits(self)
+    }
+
+    /// Takes in every transmit response: pages back to the pool, frames counted.
+    pub(crate) fn drain_tx(&mut self) -> Result<(), RingError> {
+        // Bounded: the ring refuses more responses than requests in flight, and nothing
+        // is pushed meanwhile.
+        loop {
+            while let Some(rsp) = self.tx_front().take_response()? {
+                self.complete_tx(rsp);
+            }
+            if !self.tx_front().final_check_for_responses()? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Transmit slots in flight are freed as the table is: for teardown.
+    pub(crate) fn take_all_tx(&mut self) -> Vec<Granted<P::Page>> {
+        let generations = self.tx_generations();
+        let mut out = Vec::new();
+        for i in 0..self.tx.len() {
+            if let Some(g) = self.tx[i].take(generations) {
+                // Index < ring size <= 2^16: fits u16.
+                self.tx_free.push(i as u16);
+                out.push(g);
+            }
+        }
+        out
+    }
+
+    fn release_all(&mut self, bufs: Vec<Granted<P::Page>>) {
+        for g in bufs {
+            self.release(g);
+        }
+    }
+
+    /// Generations an id can tell apart: as many as fit beside the index in 16 bits.
+    fn tx_generations(&self) -> usize {
+        (1 << 16) / self.tx.len()
+    }
+
+    fn tx_id(&self, index: u16) -> u16 {
+        let generation = usize::from(self.tx[usize::from(index)].generation);
+        // generation < 2^16 / size and index < size: the id fits 16 bits.
+        (generation * self.tx.len() + usize::from(index)) as u16
+    }
+
+    /// One response, copied out of the ring: matched to its slot through the id we gave
+    /// the request, its page taken back, its frame counted.
+    fn complete_tx(&mut self, rsp: NetifTxResponse) {
+        // The id is the backend's claim: index and generation must name a busy slot.
+        let size = self.tx.len();
+        let (index, generation) = (usize::from(rsp.id) % size, usize::from(rsp.id) / size);
+        let generations = self.tx_generations();
+        let slot = &mut self.tx[index];
+        if usize::from(slot.generation) != generation || slot.busy.is_none() {
+            self.stats.tx_bad_responses += 1;
+            debug!("netfront: dropped tx response with unknown id {:#x}", rsp.id);
+            return;
+        }
+        let frame_len = slot.busy.as_ref().and_then(|f| f.frame_len);
+        let Some(buf) = slot.take(generations) else { return };
+        // Index < ring size <= 2^16: fits u16.
+        self.tx_free.push(index as u16);
+        self.release(buf);
+        match rsp.status {
+            RSP_OKAY => {
+                if let Some(len) = frame_len {
+                    self.stats.tx_packets += 1;
+                    self.stats.tx_bytes += len as u64;
+                }
+            }
+            RSP_ERROR | RSP_DROPPED => {
+                if frame_len.is_some() {
+                    self.stats.tx_errors += 1;
+                }
+            }
+            status => {
+                self.stats.tx_bad_responses += 1;
+                warn!("netfront: tx response {:#x} with status {status}", rsp.id);
+            }
+        }
+    }
+}
