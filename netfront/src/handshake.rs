@@ -34,7 +34,7 @@ use crate::{NetError, Netfront};
 
 /// The largest `multi-queue-max-queues` we believe (Linux's netback offers one per dom0
 /// vcpu).
-pub const MAX_QUEUES: u32 = 1024;
+const MAX_QUEUES: u32 = 1024;
 
 /// What the backend offers. We need `feature-rx-copy` (connecting fails without it) and use
 /// `sg` and `split_event_channels`; the rest is read for the record.
