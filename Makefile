@@ -71,7 +71,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	rig/test-check-console.sh
 	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
-	    '@shutdown extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"' \
+	    '@net extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \

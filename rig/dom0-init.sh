@@ -8,7 +8,8 @@
 #   /rig/run/<N>/args      xl key=value overrides, one per line
 #   /rig/run/<N>/name      the domain's name (for xenconsoled's guest-<name>.log)
 #   /rig/run/<N>/label     the RUN string as given, for the markers
-#   /rig/run/<N>/control   "shutdown" or "reboot" if the run has that directive (else absent)
+#   /rig/run/<N>/control   "shutdown", "reboot" or "net" if the run has that directive (else
+#                          absent)
 #   /rig/xl-opts           options for xl itself (-vvv or empty)
 #   /rig/run-timeout       seconds after which a guest is destroyed (0: never)
 #   /rig/control-timeout   bound in seconds of each wait of a control run
@@ -66,6 +67,18 @@ brctl stp xenbr0 off
 brctl setfd xenbr0 0
 ip addr add 169.254.0.1/16 dev xenbr0
 ip link set xenbr0 up
+# DHCP for guests on the bridge (the project guest asks when its command line has no ip=).
+cat >/etc/udhcpd.conf <<'EOF'
+interface xenbr0
+start 169.254.0.10
+end 169.254.0.99
+lease_file /run/udhcpd.leases
+option subnet 255.255.0.0
+option router 169.254.0.1
+option lease 3600
+EOF
+: >/run/udhcpd.leases
+udhcpd /etc/udhcpd.conf || die "udhcpd"
 
 reason_name() {
     # libxl_shutdown_reason / SHUTDOWN_* codes as printed by xl.
@@ -118,11 +131,44 @@ ctl_fail() {
     echo "FAILED: $1" >>"$d/control.log"
 }
 
+# A net run's checks from dom0, against the address the guest printed ("net: up <ip>/<len> ...",
+# left in net-ip by the console reader): ping, 1 MiB of random bytes through TCP echo (port 7),
+# and the HTTP status page (port 80), which must show the self-test result. Each step is bounded
+# and logs one line; returns non-zero at the first failure (after logging it as FAILED).
+net_checks() {
+    ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "no 'net: up' line before 'control: ready'"; return 1; }
+    out=$(ping -c 20 -i 0.2 -W 2 "$ip" 2>&1)
+    loss=$(echo "$out" | sed -n 's/.* \([0-9]*\)% packet loss.*/\1/p')
+    rtt=$(echo "$out" | sed -n 's/^round-trip.* = \(.*\)$/\1/p')
+    ctl_log "net: ping $ip: ${loss:-?}% loss of 20, rtt min/avg/max $rtt"
+    [ "$loss" = 0 ] || { ctl_fail "ping $ip: ${loss:-no}% loss"; return 1; }
+    if ! timeout 30 wget -q -O /run/page "http://$ip/" 2>/run/wget.err; then
+        ctl_fail "http://$ip/: $(cat /run/wget.err)"
+        return 1
+    fi
+    line=$(grep -o -m1 -E '[0-9]+ passed, [0-9]+ failed, [0-9]+ skipped' /run/page)
+    ctl_log "net: http://$ip/: $(wc -c </run/page) bytes, self-test: ${line:-missing}"
+    sed 's/^/net: page: /' /run/page >>"$d/control.log"
+    [ -n "$line" ] || { ctl_fail "http://$ip/ does not show the self-test result"; return 1; }
+    ctl_log "net: small echo: $(echo hello | timeout 10 nc "$ip" 7 2>&1)"
+    head -c 1048576 /dev/urandom >/run/echo.in
+    timeout 60 nc "$ip" 7 </run/echo.in >/run/echo.out 2>/run/echo.err
+    got=$(stat -c %s /run/echo.out)
+    if cmp -s /run/echo.in /run/echo.out; then
+        ctl_log "net: tcp echo $ip:7: 1048576 random bytes came back identical"
+    else
+        ctl_fail "tcp echo $ip:7: $got of 1048576 bytes came back, not identical ($(cat /run/echo.err))"
+        return 1
+    fi
+    rm -f /run/echo.*
+}
+
 # A control run's toolstack side (in the background while xl create -F runs): at each boot's
 # "control: ready" (a file the console reader leaves, see below) send `xl reboot` (all boots but
-# the last) or `xl shutdown` (the last), and wait for xl to report the domain's shutdown. Each
-# wait is bounded; a guest that misses one is destroyed, which also ends xl create -F. Writes
-# control.log: timed events, then "ok: <timings>" or "FAILED: <why>".
+# the last) or `xl shutdown` (the last), and wait for xl to report the domain's shutdown; a net
+# run first runs net_checks. Each wait is bounded; a guest that misses one is destroyed, which
+# also ends xl create -F. Writes control.log: timed events, then "ok: <timings>" or
+# "FAILED: <why>".
 control_run() {
     exec 8<>/run/rig-tick
     boots=1
@@ -145,6 +191,8 @@ control_run() {
         result=$(xenstore-read "/local/domain/$(xl domid "$name")/data/selftest" 2>&1) ||
             result="unreadable: $result"
         ctl_log "data/selftest (boot $b): $result"
+        failed=""
+        if [ "$1" = net ] && ! net_checks; then failed=1; fi
         cmd=shutdown
         [ "$b" -eq "$boots" ] || cmd=reboot
         ctl_log "xl $cmd $name"
@@ -170,7 +218,7 @@ control_run() {
         from="boot $b went down"
         b=$((b + 1))
     done
-    echo "ok: $timings" >>"$d/control.log"
+    [ -n "$failed" ] || echo "ok: $timings" >>"$d/control.log"
 }
 
 # The run's disks, made afresh (the previous runs' are deleted: they hold dom0 memory):
@@ -231,6 +279,10 @@ while [ -d "/rig/run/$n" ]; do
                 print line
                 fflush()
                 if (line ~ /^control: ready/) { f = dir "/ready." ++k; printf "" >f; close(f) }
+                if (line ~ /^net: up /) {
+                    split(line, w, " "); split(w[3], a, "/")
+                    f = dir "/net-ip"; print a[1] >f; close(f)
+                }
             }
             close(fifo)
             if ((getline x <stop) >= 0) exit

@@ -12,7 +12,10 @@
 # rig directive: @shutdown (after the guest prints "control: ready", dom0 runs `xl shutdown`;
 # the guest must print "control: shutdown poweroff" and end with reason poweroff) or @reboot
 # (`xl reboot` at the first "control: ready", `xl shutdown` at the second: two boots, reasons
-# reboot then poweroff), e.g. '@reboot extra="log=info tests=none stay"'. Each wait (for
+# reboot then poweroff), e.g. '@reboot extra="log=info tests=none stay"', or @net (as @shutdown,
+# but first dom0 checks the guest's network at the address of its "net: up <ip>/<len>" line:
+# ping -c 20 without loss, 1 MiB of random bytes through TCP echo on port 7, and the HTTP page on
+# port 80 showing the self-test result). Each wait (for
 # "control: ready", for the domain to go down) is bounded by --control-timeout (default 20 s).
 # @image=<vdev>:<host path> (may repeat) makes that disk a fresh copy of the host file instead
 # of a --disk-mb scratch file (added as 'format=raw,vdev=<vdev>,access=rw' if no disk has that
@@ -36,7 +39,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,33s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -226,8 +229,8 @@ for i in "${!runs[@]}"; do
             [[ -z $label ]] || rig_die "run $n: the directive '$a' must come before the overrides"
             directives+="${directives:+ }$a"
             case $a in
-            @shutdown | @reboot)
-                [[ -z $control ]] || rig_die "run $n: more than one of @shutdown/@reboot"
+            @shutdown | @reboot | @net)
+                [[ -z $control ]] || rig_die "run $n: more than one of @shutdown/@reboot/@net"
                 control=${a#@}
                 ;;
             @image=*)
@@ -248,7 +251,7 @@ for i in "${!runs[@]}"; do
                 run_images[$vdev]=${images[$src]}
                 image_order+=("$vdev")
                 ;;
-            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @image=<vdev>:<path>)" ;;
+            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @image=<vdev>:<path>)" ;;
             esac
             continue
         fi
@@ -532,6 +535,9 @@ for i in "${!runs[@]}"; do
             else
                 echo "rig: run $n: control: $ctl_result"
             fi
+            sed -n "s/^rig: control: \[[0-9.]*\] \(net: [a-z].*\)/rig: run $n: \1/p" "$f"
+            [[ $control != net ]] || grep -q '^rig: control: \[[0-9.]*\] net: http' "$f" ||
+                why+=("net: the checks from dom0 did not all run")
             if [[ $control == reboot ]]; then
                 boots=2 want_reasons=reboot,poweroff want_shut="reboot poweroff"
             else

@@ -1,38 +1,27 @@
-//! Block devices (Xen only): blkfront's environment in this kernel — pages from the frame
-//! allocator, grants from the grant table, event channels — and connecting the disks the
-//! toolstack gave us.
+//! Block devices (Xen only): blkfront's environment in this kernel — pages, grants and
+//! event channels from [`crate::frontend`] — and connecting the disks the toolstack gave us.
 
-use crate::arch::{pfn_to_virt, xen};
-use crate::{evtchn, gnttab, mm, pvops, time, xenstore};
+use crate::arch::pfn_to_virt;
+use crate::frontend::{self, GuestPage, RingError};
+use crate::xenstore;
 use alloc::vec::Vec;
 use blkfront::abi::{BlkifRequest, BlkifResponse};
 use blkfront::{BlkError, Blkfront, Timeout};
 use core::ptr::NonNull;
-use events::Port;
 use grant::{DomId, GrantError, GrantRef};
 use ring::shared::FrontRing;
 
-/// A page of ours that blkfront fills and grants. Dropping it leaks the frame on purpose:
-/// blkfront drops a page only when the backend would not give its grant back.
-pub struct GuestPage {
-    pfn: u64,
-}
-
 impl blkfront::Page for GuestPage {
     fn bytes(&self) -> &[u8; 4096] {
-        // SAFETY: the frame belongs to this value alone and is direct-mapped; blkfront reads
-        // it only while no grant lets the backend write it (before granting, after the
-        // grant ended).
-        unsafe { &*(pfn_to_virt(self.pfn) as *const [u8; 4096]) }
+        GuestPage::bytes(self)
     }
 
     fn bytes_mut(&mut self) -> &mut [u8; 4096] {
-        // SAFETY: as for `bytes`, and `&mut self` makes the access exclusive in this domain.
-        unsafe { &mut *(pfn_to_virt(self.pfn) as *mut [u8; 4096]) }
+        GuestPage::bytes_mut(self)
     }
 
     fn frame(&self) -> u64 {
-        xen::pfn_to_mfn(self.pfn)
+        GuestPage::frame(self)
     }
 }
 
@@ -60,21 +49,19 @@ impl blkfront::Pages for GuestPages {
     type Ring = GuestRing;
 
     fn alloc_page(&mut self) -> Option<GuestPage> {
-        mm::alloc_frame().ok().map(|pfn| GuestPage { pfn })
+        GuestPage::alloc()
     }
 
     fn free_page(&mut self, page: GuestPage) {
-        if let Err(e) = mm::free_frame(page.pfn) {
-            log::error!("blkfront returned pfn {:#x} twice: {e:?}", page.pfn);
-        }
+        page.free()
     }
 
     fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
-        gnttab::grant_access(domid, frame, readonly)
+        frontend::grant(frame, domid, readonly)
     }
 
     fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError> {
-        gnttab::end_access(gref)
+        frontend::end_grant(gref)
     }
 
     fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<GuestRing, BlkError> {
@@ -82,40 +69,21 @@ impl blkfront::Pages for GuestPages {
         if order > 4 {
             return Err(BlkError::NotSupported);
         }
-        let pages = 1u64 << order;
-        let pfn = mm::alloc_zeroed_frames(pages).map_err(|_| BlkError::NoMemory)?;
+        let pages = 1usize << order;
+        let (pfn, refs) =
+            frontend::alloc_ring_pages(backend, pages as u64).map_err(|e| match e {
+                RingError::NoMemory => BlkError::NoMemory,
+                RingError::Grant(e) => BlkError::Grant(e),
+            })?;
         let va = pfn_to_virt(pfn) as *mut u8;
-        let mut refs = Vec::new();
-        for i in 0..pages {
-            match gnttab::grant_access(backend, xen::pfn_to_mfn(pfn + i), false) {
-                Ok(gref) => refs.push(gref),
-                Err(e) => {
-                    release(pfn, &refs);
-                    return Err(BlkError::Grant(e));
-                }
-            }
-        }
         // SAFETY: the zeroed pages are ours for as long as the ring lives (free_ring frees
         // them only after the backend gave every grant back) and only this ring uses them.
-        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), pages as usize) };
+        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), pages) };
         Ok(GuestRing { pfn, front, refs })
     }
 
     fn free_ring(&mut self, ring: GuestRing) {
-        release(ring.pfn, &ring.refs);
-    }
-}
-
-/// Ends the ring pages' grants and frees the pages, or leaks them all if the backend keeps
-/// any page mapped.
-fn release(first_pfn: u64, refs: &[GrantRef]) {
-    let ended = refs.iter().filter(|&&r| gnttab::end_access(r).is_ok()).count();
-    if ended == refs.len() {
-        for i in 0..refs.len() as u64 {
-            let _ = mm::free_frame(first_pfn + i);
-        }
-    } else {
-        log::warn!("ring pages from pfn {first_pfn:#x} leaked: the backend keeps them mapped");
+        frontend::release_ring_pages(ring.pfn, &ring.refs);
     }
 }
 
@@ -123,35 +91,23 @@ pub struct GuestEvents;
 
 impl blkfront::EventChannel for GuestEvents {
     fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, BlkError> {
-        let port =
-            hypercall::ops::evtchn_alloc_unbound(remote.0).map_err(|_| BlkError::EventChannel)?;
-        if evtchn::bind_recording(Port(port)).is_err() {
-            let _ = hypercall::ops::evtchn_close(port);
-            return Err(BlkError::EventChannel);
-        }
-        Ok(port)
+        frontend::alloc_port(remote).ok_or(BlkError::EventChannel)
     }
 
     fn notify(&mut self, port: u32) {
-        let _ = evtchn::send(Port(port));
+        frontend::notify(port)
     }
 
     fn wait(&mut self, port: u32, deadline_ns: u64) -> Result<(), Timeout> {
-        if time::wait_until(|| evtchn::take_fired(Port(port)), deadline_ns) {
-            Ok(())
-        } else {
-            Err(Timeout)
-        }
+        frontend::wait(port, deadline_ns).then_some(()).ok_or(Timeout)
     }
 
     fn now_ns(&self) -> u64 {
-        pvops::clock_ns()
+        frontend::now_ns()
     }
 
     fn close(&mut self, port: u32) {
-        if let Err(e) = evtchn::close(Port(port)) {
-            log::warn!("closing blkfront {port}: {e}");
-        }
+        frontend::close_port(port)
     }
 }
 

@@ -100,6 +100,10 @@ pub struct Options<'a> {
     pub dev: Option<&'a str>,
     /// The pattern seed of `app=blkfill`.
     pub seed: u64,
+    /// `ip=a.b.c.d/len`: the network's static address; DHCP when absent.
+    pub ip: Option<Ipv4Cidr>,
+    /// `gw=a.b.c.d`: the default gateway that goes with `ip=`.
+    pub gw: Option<[u8; 4]>,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -129,10 +133,39 @@ impl Default for Options<'_> {
             app: None,
             dev: None,
             seed: 0,
+            ip: None,
+            gw: None,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
     }
+}
+
+/// An IPv4 address and prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv4Cidr {
+    pub addr: [u8; 4],
+    pub prefix_len: u8,
+}
+
+fn parse_ipv4(v: &str) -> Option<[u8; 4]> {
+    let mut out = [0u8; 4];
+    let mut parts = v.split('.');
+    for byte in &mut out {
+        let part = parts.next()?;
+        // Leading zeros are refused: some read them as octal.
+        if part.is_empty() || part.len() > 3 || (part.len() > 1 && part.starts_with('0')) {
+            return None;
+        }
+        *byte = part.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+fn parse_cidr(v: &str) -> Option<Ipv4Cidr> {
+    let (addr, len) = v.split_once('/')?;
+    let prefix_len: u8 = len.parse().ok().filter(|&l| (1..=32).contains(&l))?;
+    Some(Ipv4Cidr { addr: parse_ipv4(addr)?, prefix_len })
 }
 
 fn parse_level(v: &str) -> Option<LevelFilter> {
@@ -183,6 +216,14 @@ pub fn parse(line: &str) -> Options<'_> {
             ("seed", Some(v)) => match v.parse() {
                 Ok(seed) => o.seed = seed,
                 Err(_) => o.warn(Warning::BadValue { option: token, expected: "a u64" }),
+            },
+            ("ip", Some(v)) => match parse_cidr(v) {
+                Some(cidr) => o.ip = Some(cidr),
+                None => o.warn(Warning::BadValue { option: token, expected: "ip=a.b.c.d/len" }),
+            },
+            ("gw", Some(v)) => match parse_ipv4(v) {
+                Some(gw) => o.gw = Some(gw),
+                None => o.warn(Warning::BadValue { option: token, expected: "gw=a.b.c.d" }),
             },
             ("evtchn", Some("2l")) => o.evtchn = EvtchnAbi::TwoLevel,
             ("evtchn", Some("fifo")) => o.evtchn = EvtchnAbi::Fifo,
@@ -241,6 +282,30 @@ mod tests {
         assert_eq!(parse("fault=ud").fault, Some(Fault::InvalidOpcode));
         assert_eq!(parse("fault=panic").fault, Some(Fault::Panic));
         assert_eq!(parse("fault=x").warnings().count(), 1);
+    }
+
+    #[test]
+    fn network_addresses() {
+        let o = parse("ip=10.0.0.2/24 gw=10.0.0.1");
+        assert_eq!(o.ip, Some(Ipv4Cidr { addr: [10, 0, 0, 2], prefix_len: 24 }));
+        assert_eq!(o.gw, Some([10, 0, 0, 1]));
+        assert_eq!(o.warnings().count(), 0);
+        assert_eq!(parse("").ip, None);
+        for bad in [
+            "ip=10.0.0.2",
+            "ip=10.0.0.2/33",
+            "ip=10.0.0.2/0",
+            "ip=10.0.0/24",
+            "ip=10.0.0.256/24",
+            "ip=10.0.0.01/24",
+            "ip=10.0.0.2.3/24",
+            "ip=a.b.c.d/8",
+            "gw=10.0.0",
+            "gw=",
+        ] {
+            let o = parse(bad);
+            assert_eq!((o.ip, o.gw, o.warnings().count()), (None, None, 1), "{bad}");
+        }
     }
 
     #[test]

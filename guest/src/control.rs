@@ -15,16 +15,25 @@ const REBOOT: u8 = 2;
 /// What the last control/shutdown request asked for.
 static REQUESTED: AtomicU8 = AtomicU8::new(NONE);
 
+/// The self-test result line, once the tests ran.
+static RESULT: spin::Once<alloc::string::String> = spin::Once::new();
+
+pub fn result() -> Option<&'static str> {
+    RESULT.get().map(|s| s.as_str())
+}
+
 /// Publishes the boot's result where the toolstack can read it (`xenstore-read
-/// /local/domain/<id>/data/selftest`).
+/// /local/domain/<id>/data/selftest`) and the status page shows it.
 pub fn publish_result(result: &str) {
+    RESULT.call_once(|| result.into());
     let written = xenstore::with(|xs| xs.write("data/selftest", result.as_bytes()));
     if let Some(Err(e)) = written {
         log::warn!("cannot publish the self-test result: {e}");
     }
 }
 
-/// Serves control/shutdown until the toolstack asks us to go, then goes.
+/// Serves control/shutdown, and the network if there is one, until the toolstack asks us
+/// to go, then goes.
 pub fn serve() -> ! {
     let armed = xenstore::with(|xs| {
         control::advertise(xs, &[Feature::Poweroff, Feature::Reboot])?;
@@ -51,6 +60,7 @@ pub fn serve() -> ! {
     println!("control: ready");
     loop {
         xenstore::service();
+        crate::net::poll();
         match REQUESTED.load(Ordering::SeqCst) {
             POWEROFF => {
                 println!("control: shutdown poweroff");
@@ -62,7 +72,7 @@ pub fn serve() -> ! {
             }
             _ => {}
         }
-        crate::time::wait_until(xenstore::signalled, pvops::clock_ns() + 1_000_000_000);
+        crate::net::wait_or(pvops::clock_ns() + 1_000_000_000, xenstore::signalled);
     }
 }
 

@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod apps;
 pub mod cmdline;
 pub mod mm;
+pub mod net;
 pub mod sha256;
 pub mod time;
 
@@ -28,6 +29,8 @@ pub mod console;
 pub mod control;
 #[cfg(target_os = "none")]
 pub mod evtchn;
+#[cfg(target_os = "none")]
+pub mod frontend;
 #[cfg(target_os = "none")]
 pub mod gnttab;
 #[cfg(target_os = "none")]

@@ -40,6 +40,7 @@ pub fn options() -> Options<'static> {
 
 /// Everything after platform setup: report, run the self-tests, shut down with their result.
 pub fn kernel_main(options: Options<'static>) -> ! {
+    crate::time::mark_boot();
     log::info!("pv_ops: {}", pvops::backend().name());
     log::info!("command line: '{}'", cmdline());
     for w in options.warnings() {
@@ -60,6 +61,12 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     // Platform setup is done (handlers installed, stray event sources masked): from here
     // on the kernel runs with interrupts (events) enabled.
     pvops::irq_enable();
+    if pvops::is_xen() {
+        match crate::net::start(&options) {
+            Ok(_) => {}
+            Err(e) => log::error!("net: {e}"),
+        }
+    }
     let report = crate::selftest::run(&options);
     println!("{report}");
     if pvops::is_xen() {

@@ -11,6 +11,7 @@ mod grant;
 mod hypercall;
 mod irq;
 mod mem;
+mod net;
 mod pvops;
 mod time;
 mod trap;
@@ -64,6 +65,7 @@ const SUITES: &[&[Test]] = &[
     grant::TESTS,
     xenstore::TESTS,
     blk::TESTS,
+    net::TESTS,
     console::TESTS,
 ];
 

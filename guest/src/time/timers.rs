@@ -84,3 +84,16 @@ pub fn sleep_ns(ns: u64) {
     let deadline = pvops::clock_ns().saturating_add(ns);
     wait_until(|| false, deadline);
 }
+
+/// The clock when the kernel proper started (Xen's clock counts from the host's boot).
+static BOOT_NS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+
+/// Marks the start of the kernel proper, for [`uptime_ns`].
+pub fn mark_boot() {
+    BOOT_NS.store(pvops::clock_ns(), Ordering::Relaxed);
+}
+
+/// Nanoseconds since [`mark_boot`].
+pub fn uptime_ns() -> u64 {
+    pvops::clock_ns().saturating_sub(BOOT_NS.load(Ordering::Relaxed))
+}

@@ -1,0 +1,119 @@
+//! What the split drivers (blkfront, netfront) get from this kernel (Xen only): pages from
+//! the frame allocator, granted through the grant table, rings over zeroed granted pages,
+//! and event channels whose handler records that they fired.
+
+use crate::arch::{pfn_to_virt, xen};
+use crate::{evtchn, gnttab, mm, pvops, time};
+use alloc::vec::Vec;
+use events::Port;
+use grant::{DomId, GrantError, GrantRef};
+
+/// A page of ours that a driver fills and grants. Dropping it leaks the frame on purpose:
+/// a driver drops a page only when the backend would not give its grant back.
+pub struct GuestPage {
+    pfn: u64,
+}
+
+impl GuestPage {
+    pub fn alloc() -> Option<GuestPage> {
+        mm::alloc_frame().ok().map(|pfn| GuestPage { pfn })
+    }
+
+    pub fn free(self) {
+        if let Err(e) = mm::free_frame(self.pfn) {
+            log::error!("a driver returned pfn {:#x} twice: {e:?}", self.pfn);
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8; 4096] {
+        // SAFETY: the frame belongs to this value alone and is direct-mapped; drivers read
+        // it only while no grant lets the backend write it (before granting, after the
+        // grant ended), or, for a persistent grant, accept that the backend may.
+        unsafe { &*(pfn_to_virt(self.pfn) as *const [u8; 4096]) }
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8; 4096] {
+        // SAFETY: as for `bytes`, and `&mut self` makes the access exclusive in this domain.
+        unsafe { &mut *(pfn_to_virt(self.pfn) as *mut [u8; 4096]) }
+    }
+
+    /// The machine frame the backend is granted.
+    pub fn frame(&self) -> u64 {
+        xen::pfn_to_mfn(self.pfn)
+    }
+}
+
+pub fn grant(frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
+    gnttab::grant_access(domid, frame, readonly)
+}
+
+pub fn end_grant(gref: GrantRef) -> Result<(), GrantError> {
+    gnttab::end_access(gref)
+}
+
+/// `pages` zeroed pages, contiguous in our address space, each granted writable to
+/// `backend`: the memory of a shared ring. Returns the first pfn and the references in
+/// page order; on error nothing stays allocated or granted.
+pub fn alloc_ring_pages(backend: DomId, pages: u64) -> Result<(u64, Vec<GrantRef>), RingError> {
+    let pfn = mm::alloc_zeroed_frames(pages).map_err(|_| RingError::NoMemory)?;
+    let mut refs = Vec::new();
+    for i in 0..pages {
+        match gnttab::grant_access(backend, xen::pfn_to_mfn(pfn + i), false) {
+            Ok(gref) => refs.push(gref),
+            Err(e) => {
+                release_ring_pages(pfn, &refs);
+                return Err(RingError::Grant(e));
+            }
+        }
+    }
+    Ok((pfn, refs))
+}
+
+/// Why [`alloc_ring_pages`] failed.
+pub enum RingError {
+    NoMemory,
+    Grant(GrantError),
+}
+
+/// Ends the ring pages' grants and frees the pages, or leaks them all if the backend keeps
+/// any page mapped.
+pub fn release_ring_pages(first_pfn: u64, refs: &[GrantRef]) {
+    let ended = refs.iter().filter(|&&r| gnttab::end_access(r).is_ok()).count();
+    if ended == refs.len() {
+        for i in 0..refs.len() as u64 {
+            let _ = mm::free_frame(first_pfn + i);
+        }
+    } else {
+        log::warn!("ring pages from pfn {first_pfn:#x} leaked: the backend keeps them mapped");
+    }
+}
+
+/// A port `remote` may connect to, bound so that [`evtchn::take_fired`] tells whether it
+/// fired; `None` if Xen or the handler table has no room.
+pub fn alloc_port(remote: DomId) -> Option<u32> {
+    let port = hypercall::ops::evtchn_alloc_unbound(remote.0).ok()?;
+    if evtchn::bind_recording(Port(port)).is_err() {
+        let _ = hypercall::ops::evtchn_close(port);
+        return None;
+    }
+    Some(port)
+}
+
+pub fn notify(port: u32) {
+    let _ = evtchn::send(Port(port));
+}
+
+/// Waits until `port` fired or the clock reaches `deadline_ns`; true if it fired.
+pub fn wait(port: u32, deadline_ns: u64) -> bool {
+    time::wait_until(|| evtchn::take_fired(Port(port)), deadline_ns)
+}
+
+pub fn now_ns() -> u64 {
+    pvops::clock_ns()
+}
+
+pub fn close_port(port: u32) {
+    if let Err(e) = evtchn::close(Port(port)) {
+        log::warn!("closing event channel {port}: {e}");
+    }
+}

@@ -1,0 +1,19 @@
+//! The network (Xen only): the first vif the toolstack gave us, driven by netfront, with
+//! smoltcp's TCP/IP on top and the services every boot with a vif offers: ICMP echo
+//! replies, UDP and TCP echo on port 7, and an HTTP status page on port 80.
+//!
+//! One global [`Stack`] behind a lock. Nothing runs it in the background: whoever waits
+//! (the self-tests, `stay`'s control loop, the benchmarks) calls [`poll`] and sleeps with
+//! [`wait`], which wakes on the vif's event channels and on smoltcp's timers.
+
+pub mod wire;
+
+#[cfg(target_os = "none")]
+mod services;
+#[cfg(target_os = "none")]
+mod stack;
+
+#[cfg(target_os = "none")]
+pub use stack::{
+    gateway, icmp_ping, info, poll, start, tcp_connect, wait, wait_or, with_stack, Info, Stack,
+};

@@ -1,0 +1,466 @@
+//! netfront's environment in this kernel, the one vif's smoltcp interface, and the lock
+//! around both.
+
+use super::services::Services;
+use super::wire::{self, Mac};
+use crate::arch::pfn_to_virt;
+use crate::cmdline::Options;
+use crate::frontend::{self, GuestPage, RingError};
+use crate::{evtchn, println, pvops, time, xenstore};
+use alloc::string::String;
+use alloc::vec::Vec;
+use alloc::{format, vec};
+use core::ptr::NonNull;
+use events::Port;
+use grant::{DomId, GrantError, GrantRef};
+use netfront::{NetError, NetRxToken, NetTxToken, Netfront, Ports};
+use ring::shared::{FrontRing, Pod};
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::phy::{Device, DeviceCapabilities, RxToken};
+use smoltcp::socket::{dhcpv4, icmp, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{
+    EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
+    Ipv4Address, Ipv4Cidr,
+};
+
+impl netfront::Page for GuestPage {
+    fn bytes(&self) -> &[u8; 4096] {
+        GuestPage::bytes(self)
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8; 4096] {
+        GuestPage::bytes_mut(self)
+    }
+
+    fn frame(&self) -> u64 {
+        GuestPage::frame(self)
+    }
+}
+
+/// One ring page, granted to the backend.
+pub struct NetRing<Req: Pod, Rsp: Pod> {
+    pfn: u64,
+    front: FrontRing<Req, Rsp>,
+    gref: GrantRef,
+}
+
+impl<Req: Pod, Rsp: Pod> netfront::SharedRing<Req, Rsp> for NetRing<Req, Rsp> {
+    fn front(&mut self) -> &mut FrontRing<Req, Rsp> {
+        &mut self.front
+    }
+
+    fn grant_ref(&self) -> GrantRef {
+        self.gref
+    }
+}
+
+pub struct NetPages;
+
+impl netfront::Pages for NetPages {
+    type Page = GuestPage;
+    type Ring<Req: Pod, Rsp: Pod> = NetRing<Req, Rsp>;
+
+    fn alloc_page(&mut self) -> Option<GuestPage> {
+        GuestPage::alloc()
+    }
+
+    fn free_page(&mut self, page: GuestPage) {
+        page.free()
+    }
+
+    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
+        frontend::grant(frame, domid, readonly)
+    }
+
+    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError> {
+        frontend::end_grant(gref)
+    }
+
+    fn alloc_ring<Req: Pod, Rsp: Pod>(
+        &mut self,
+        backend: DomId,
+    ) -> Result<NetRing<Req, Rsp>, NetError> {
+        let (pfn, refs) = frontend::alloc_ring_pages(backend, 1).map_err(|e| match e {
+            RingError::NoMemory => NetError::NoMemory,
+            RingError::Grant(e) => NetError::Grant(e),
+        })?;
+        let va = pfn_to_virt(pfn) as *mut u8;
+        // SAFETY: the zeroed page is ours for as long as the ring lives (free_ring frees it
+        // only after the backend gave its grant back) and only this ring uses it.
+        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), 1) };
+        Ok(NetRing { pfn, front, gref: refs[0] })
+    }
+
+    fn free_ring<Req: Pod, Rsp: Pod>(&mut self, ring: NetRing<Req, Rsp>) {
+        frontend::release_ring_pages(ring.pfn, &[ring.gref]);
+    }
+}
+
+pub struct NetEvents;
+
+impl netfront::EventChannel for NetEvents {
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, NetError> {
+        frontend::alloc_port(remote).ok_or(NetError::EventChannel)
+    }
+
+    fn notify(&mut self, port: u32) {
+        frontend::notify(port)
+    }
+
+    fn close(&mut self, port: u32) {
+        frontend::close_port(port)
+    }
+}
+
+pub type Vif = Netfront<NetPages, NetEvents>;
+
+/// The vif as smoltcp's device, noting who made itself known through ARP on the way in.
+pub struct Nic {
+    pub vif: Vif,
+    /// Senders of the ARP packets received (IPv4 address, MAC), latest first, a few.
+    pub arp_seen: Vec<([u8; 4], [u8; 6])>,
+}
+
+const ARP_SEEN: usize = 8;
+
+pub struct WatchedRx<'a> {
+    inner: NetRxToken,
+    arp_seen: &'a mut Vec<([u8; 4], [u8; 6])>,
+}
+
+impl RxToken for WatchedRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        let arp_seen = self.arp_seen;
+        self.inner.consume(|frame| {
+            if let Some((mac, ip)) = wire::arp_sender(frame) {
+                arp_seen.retain(|&(seen, _)| seen != ip);
+                arp_seen.insert(0, (ip, mac));
+                arp_seen.truncate(ARP_SEEN);
+            }
+            f(frame)
+        })
+    }
+}
+
+impl Device for Nic {
+    type RxToken<'a> = WatchedRx<'a>;
+    type TxToken<'a> = NetTxToken<'a, NetPages, NetEvents>;
+
+    fn receive(&mut self, now: Instant) -> Option<(WatchedRx<'_>, Self::TxToken<'_>)> {
+        let (rx, tx) = self.vif.receive(now)?;
+        Some((WatchedRx { inner: rx, arp_seen: &mut self.arp_seen }, tx))
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        self.vif.transmit(now)
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.vif.capabilities()
+    }
+}
+
+/// Everything the network is.
+pub struct Stack {
+    pub nic: Nic,
+    pub iface: Interface,
+    pub sockets: SocketSet<'static>,
+    /// The DHCP client, when the command line gave no address.
+    dhcp: Option<SocketHandle>,
+    services: Services,
+    pub gateway: Option<Ipv4Address>,
+}
+
+static STACK: spin::Mutex<Option<Stack>> = spin::Mutex::new(None);
+/// The vif's event channels, readable without the lock.
+static PORTS: spin::Once<Ports> = spin::Once::new();
+
+/// How long the vif may take to connect, and DHCP to configure it.
+const TIMEOUT_NS: u64 = 10_000_000_000;
+
+pub fn now() -> Instant {
+    Instant::from_micros((pvops::clock_ns() / 1000) as i64)
+}
+
+/// Runs `f` on the stack, if there is one.
+pub fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
+    STACK.lock().as_mut().map(f)
+}
+
+/// Connects the first vif, if the toolstack gave us one, and configures it: `ip=`/`gw=` from
+/// the command line, else DHCP (waiting for a lease up to 10 s). Prints
+/// `net: up <ip>/<len> gw <ip> mac <mac>` once configured. `Ok(false)`: no vif.
+pub fn start(options: &Options) -> Result<bool, NetError> {
+    let ids = xenstore::with(|xs| xenbus::frontend::device_ids(xs, "vif"))
+        .unwrap_or(Ok(Vec::new()))
+        .map_err(NetError::Xenstore)?;
+    let Some(&id) = ids.first() else { return Ok(false) };
+    let vif = xenstore::with(|xs| Vif::connect(xs, id, NetPages, NetEvents, TIMEOUT_NS))
+        .unwrap_or(Err(NetError::Xenstore(xenbus::Error::Timeout)))?;
+    let ports = vif.ports();
+    PORTS.call_once(|| ports);
+    let mac = vif.mac();
+    let mut nic = Nic { vif, arp_seen: Vec::new() };
+    let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
+    // Seeds TCP's initial sequence numbers and DHCP's transaction ids: the clock and the
+    // MAC differ from boot to boot and guest to guest.
+    config.random_seed = pvops::clock_ns()
+        ^ u64::from_be_bytes([0, 0, mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]]);
+    let mut iface = Interface::new(config, &mut nic, now());
+    let mut sockets = SocketSet::new(Vec::new());
+    let mut gateway = None;
+    let dhcp = match options.ip {
+        Some(cidr) => {
+            let addr = Ipv4Address::from(cidr.addr);
+            iface.update_ip_addrs(|addrs| {
+                let _ = addrs.push(IpCidr::Ipv4(Ipv4Cidr::new(addr, cidr.prefix_len)));
+            });
+            if let Some(gw) = options.gw {
+                gateway = Some(Ipv4Address::from(gw));
+                let _ = iface.routes_mut().add_default_ipv4_route(Ipv4Address::from(gw));
+            }
+            None
+        }
+        None => Some(sockets.add(dhcpv4::Socket::new())),
+    };
+    let services = Services::new(&mut sockets);
+    *STACK.lock() = Some(Stack { nic, iface, sockets, dhcp, services, gateway });
+    let deadline = pvops::clock_ns() + TIMEOUT_NS;
+    loop {
+        poll();
+        if let Some((info, (addr, len))) = info().and_then(|i| i.addr.map(|a| (i, a))) {
+            let gw =
+                info.gateway.map_or(alloc::string::String::from("none"), |g| alloc::format!("{g}"));
+            println!("net: up {addr}/{len} gw {gw} mac {}", Mac(info.mac));
+            return Ok(true);
+        }
+        if pvops::clock_ns() >= deadline {
+            log::warn!(
+                "net: no DHCP lease within {} s: services wait for one",
+                TIMEOUT_NS / 1_000_000_000
+            );
+            return Ok(true);
+        }
+        wait(deadline);
+    }
+}
+
+/// What the network looks like now.
+pub struct Info {
+    pub mac: [u8; 6],
+    pub addr: Option<(Ipv4Address, u8)>,
+    pub gateway: Option<Ipv4Address>,
+    pub stats: netfront::Stats,
+    pub arp_seen: Vec<([u8; 4], [u8; 6])>,
+}
+
+pub fn info() -> Option<Info> {
+    with_stack(|s| Info {
+        mac: s.nic.vif.mac(),
+        addr: s.iface.ipv4_addr().map(|a| {
+            let len = s.iface.ip_addrs().iter().find_map(|c| match c {
+                IpCidr::Ipv4(c) if c.address() == a => Some(c.prefix_len()),
+                _ => None,
+            });
+            (a, len.unwrap_or(32))
+        }),
+        gateway: s.gateway,
+        stats: s.nic.vif.stats(),
+        arp_seen: s.nic.arp_seen.clone(),
+    })
+}
+
+pub fn gateway() -> Option<Ipv4Address> {
+    with_stack(|s| s.gateway).flatten()
+}
+
+impl Stack {
+    /// One round: frames in and out, DHCP's news applied, the services served. Returns
+    /// whether anything may have changed.
+    fn poll_once(&mut self) -> bool {
+        let changed = self.iface.poll(now(), &mut self.nic, &mut self.sockets)
+            != smoltcp::iface::PollResult::None;
+        if let Some(h) = self.dhcp {
+            match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
+                Some(dhcpv4::Event::Configured(c)) => {
+                    self.iface.update_ip_addrs(|addrs| {
+                        addrs.clear();
+                        let _ = addrs.push(IpCidr::Ipv4(c.address));
+                    });
+                    self.gateway = c.router;
+                    match c.router {
+                        Some(r) => {
+                            let _ = self.iface.routes_mut().add_default_ipv4_route(r);
+                        }
+                        None => {
+                            self.iface.routes_mut().remove_default_ipv4_route().map_or((), drop)
+                        }
+                    }
+                    log::info!("net: DHCP lease {} router {:?}", c.address, c.router);
+                }
+                // Also what the client says when it starts: nothing was lost then.
+                Some(dhcpv4::Event::Deconfigured) if self.iface.ipv4_addr().is_none() => {}
+                Some(dhcpv4::Event::Deconfigured) => {
+                    log::warn!("net: DHCP lease lost");
+                    self.iface.update_ip_addrs(|addrs| addrs.clear());
+                    self.iface.routes_mut().remove_default_ipv4_route();
+                    self.gateway = None;
+                }
+                None => {}
+            }
+        }
+        let (nic, iface, gateway) = (&self.nic, &self.iface, self.gateway);
+        self.services.serve(&mut self.sockets, || status_page(nic, iface, gateway));
+        changed
+    }
+}
+
+/// The HTTP page: what a person checking on the guest wants to see.
+fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Address>) -> String {
+    let up = time::uptime_ns();
+    let s = nic.vif.stats();
+    let addr = iface.ip_addrs().first().map_or(String::from("none"), |a| format!("{a}"));
+    let gw = gateway.map_or(String::from("none"), |g| format!("{g}"));
+    format!(
+        "rust-unikernel\n\
+         uptime: {}.{:03} s\n\
+         pv_ops: {}\n\
+         self-test: {}\n\
+         net: ip {addr} gw {gw} mac {}\n\
+         netfront rx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} checksums filled\n\
+         netfront tx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses\n\
+         netfront: {} pages quarantined\n",
+        up / 1_000_000_000,
+        up / 1_000_000 % 1000,
+        pvops::backend().name(),
+        crate::control::result().unwrap_or("running"),
+        Mac(nic.vif.mac()),
+        s.rx_packets,
+        s.rx_bytes,
+        s.rx_dropped,
+        s.rx_errors,
+        s.rx_bad_responses,
+        s.rx_csum_filled,
+        s.tx_packets,
+        s.tx_bytes,
+        s.tx_dropped,
+        s.tx_errors,
+        s.tx_bad_responses,
+        s.quarantined,
+    )
+}
+
+/// Runs the stack until it has nothing more to do right now (bounded).
+pub fn poll() {
+    let mut guard = STACK.lock();
+    let Some(stack) = guard.as_mut() else { return };
+    for _ in 0..64 {
+        let changed = stack.poll_once();
+        if !changed && !stack.nic.vif.work_pending() {
+            break;
+        }
+    }
+}
+
+/// Sleeps until the vif signals, a smoltcp timer is due, or the clock reaches
+/// `deadline_ns`. Call [`poll`] after.
+pub fn wait(deadline_ns: u64) {
+    wait_or(deadline_ns, || false)
+}
+
+/// [`wait`], also woken when `other()` holds (checked as [`time::wait_until`] does), for a
+/// loop that serves something else too.
+pub fn wait_or(deadline_ns: u64, mut other: impl FnMut() -> bool) {
+    let due = with_stack(|s| s.iface.poll_delay(now(), &s.sockets)).flatten();
+    let until = match due {
+        Some(d) => deadline_ns.min(pvops::clock_ns().saturating_add(d.total_micros() * 1000)),
+        None => deadline_ns,
+    };
+    let ports = PORTS.get().copied();
+    time::wait_until(|| ports.is_some_and(signalled) | other(), until);
+}
+
+/// Whether a vif port fired since last asked (both are checked, and cleared).
+fn signalled(ports: Ports) -> bool {
+    let tx = evtchn::take_fired(Port(ports.tx));
+    let rx = ports.rx != ports.tx && evtchn::take_fired(Port(ports.rx));
+    tx || rx
+}
+
+/// Sends one ICMP echo request to `target` and waits up to `timeout_ns` for its reply;
+/// the round-trip time in nanoseconds.
+pub fn icmp_ping(
+    target: Ipv4Address,
+    ident: u16,
+    seq: u16,
+    timeout_ns: u64,
+) -> Result<u64, &'static str> {
+    let payload = *b"rust-unikernel ping 0123456789ab";
+    let handle = with_stack(|s| {
+        let buf = || icmp::PacketBuffer::new(vec![icmp::PacketMetadata::EMPTY; 4], vec![0; 512]);
+        let mut socket = icmp::Socket::new(buf(), buf());
+        socket.bind(icmp::Endpoint::Ident(ident)).map(|()| s.sockets.add(socket))
+    })
+    .ok_or("no network")?
+    .map_err(|_| "cannot bind the ICMP socket")?;
+    let start = pvops::clock_ns();
+    let sent = with_stack(|s| {
+        let caps = s.nic.capabilities().checksum;
+        let repr = Icmpv4Repr::EchoRequest { ident, seq_no: seq, data: &payload };
+        let socket = s.sockets.get_mut::<icmp::Socket>(handle);
+        socket.send(repr.buffer_len(), IpAddress::Ipv4(target)).map(|buf| {
+            repr.emit(&mut Icmpv4Packet::new_unchecked(buf), &caps);
+        })
+    });
+    let result = match sent {
+        Some(Ok(())) => loop {
+            poll();
+            let reply = with_stack(|s| {
+                let socket = s.sockets.get_mut::<icmp::Socket>(handle);
+                let mut found = false;
+                while let Ok((data, from)) = socket.recv() {
+                    let Ok(packet) = Icmpv4Packet::new_checked(data) else { continue };
+                    let caps = smoltcp::phy::ChecksumCapabilities::default();
+                    if let Ok(Icmpv4Repr::EchoReply { ident: i, seq_no, data }) =
+                        Icmpv4Repr::parse(&packet, &caps)
+                    {
+                        found |= from == IpAddress::Ipv4(target)
+                            && i == ident
+                            && seq_no == seq
+                            && data == payload;
+                    }
+                }
+                found
+            });
+            if reply == Some(true) {
+                break Ok(pvops::clock_ns() - start);
+            }
+            if pvops::clock_ns() - start >= timeout_ns {
+                break Err("no echo reply in time");
+            }
+            wait(start + timeout_ns);
+        },
+        _ => Err("cannot queue the echo request"),
+    };
+    with_stack(|s| s.sockets.remove(handle));
+    result
+}
+
+/// A TCP socket connecting to `remote`, with buffers of `buffer` bytes each way.
+pub fn tcp_connect(
+    remote: IpEndpoint,
+    local_port: u16,
+    buffer: usize,
+) -> Result<SocketHandle, &'static str> {
+    with_stack(|s| {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; buffer]),
+            tcp::SocketBuffer::new(vec![0; buffer]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.connect(s.iface.context(), remote, local_port).map_err(|_| "cannot connect")?;
+        Ok(s.sockets.add(socket))
+    })
+    .ok_or("no network")?
+}

@@ -1,0 +1,117 @@
+//! The few bytes of protocols the network services read themselves (smoltcp does the rest):
+//! ARP packets, to see a neighbour make itself known, and HTTP request heads.
+
+/// The sender of an Ethernet ARP request or reply for IPv4: its MAC and IPv4 address,
+/// which is what a neighbour cache learns from it.
+pub fn arp_sender(frame: &[u8]) -> Option<([u8; 6], [u8; 4])> {
+    const ETHERTYPE_ARP: [u8; 2] = [0x08, 0x06];
+    // htype Ethernet, ptype IPv4, hlen 6, plen 4.
+    const HEADER: [u8; 6] = [0, 1, 0x08, 0x00, 6, 4];
+    const REQUEST: [u8; 2] = [0, 1];
+    const REPLY: [u8; 2] = [0, 2];
+    let arp = frame.get(14..42)?;
+    if frame[12..14] != ETHERTYPE_ARP || arp[..6] != HEADER {
+        return None;
+    }
+    if arp[6..8] != REQUEST && arp[6..8] != REPLY {
+        return None;
+    }
+    Some((arp[8..14].try_into().ok()?, arp[14..18].try_into().ok()?))
+}
+
+/// What a client sent so far, as the start of an HTTP request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HttpRequest<'a> {
+    /// No end of the head (an empty line) yet.
+    Incomplete,
+    /// `GET <path>` (or `HEAD <path>`, `head` set): the head is complete.
+    Get { path: &'a str, head: bool },
+    /// Not a request line we serve: another method, no HTTP version, not text.
+    Bad,
+}
+
+/// The largest request head we read; anything longer is [`HttpRequest::Bad`].
+pub const MAX_REQUEST_HEAD: usize = 2048;
+
+pub fn parse_http_request(buf: &[u8]) -> HttpRequest<'_> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return if buf.len() >= MAX_REQUEST_HEAD {
+            HttpRequest::Bad
+        } else {
+            HttpRequest::Incomplete
+        };
+    };
+    let Ok(head) = core::str::from_utf8(&buf[..end]) else { return HttpRequest::Bad };
+    let line = head.split("\r\n").next().unwrap_or("");
+    let mut words = line.split(' ');
+    match (words.next(), words.next(), words.next(), words.next()) {
+        (Some(method @ ("GET" | "HEAD")), Some(path), Some(v), None)
+            if v.starts_with("HTTP/1.") =>
+        {
+            HttpRequest::Get { path, head: method == "HEAD" }
+        }
+        _ => HttpRequest::Bad,
+    }
+}
+
+/// `aa:bb:cc:dd:ee:ff`.
+pub struct Mac(pub [u8; 6]);
+
+impl core::fmt::Display for Mac {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let m = self.0;
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arp(op: u8, sender_mac: [u8; 6], sender_ip: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend([0x00, 0x16, 0x3e, 1, 2, 3]);
+        f.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, op]);
+        f.extend(sender_mac);
+        f.extend(sender_ip);
+        f.extend([0; 6]);
+        f.extend([169, 254, 0, 10]);
+        f
+    }
+
+    #[test]
+    fn arp_senders_are_recognised() {
+        let mac = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff];
+        let gw = [169, 254, 0, 1];
+        assert_eq!(arp_sender(&arp(2, mac, gw)), Some((mac, gw)), "a reply");
+        assert_eq!(arp_sender(&arp(1, mac, gw)), Some((mac, gw)), "a request");
+        assert_eq!(arp_sender(&arp(3, mac, gw)), None, "a RARP request");
+        let mut ip = arp(2, mac, gw);
+        ip[12..14].copy_from_slice(&[0x08, 0x00]);
+        assert_eq!(arp_sender(&ip), None, "an IPv4 frame");
+        assert_eq!(arp_sender(&arp(2, mac, gw)[..41]), None, "truncated");
+        assert_eq!(arp_sender(&[]), None);
+    }
+
+    #[test]
+    fn http_request_heads() {
+        use HttpRequest::*;
+        assert_eq!(
+            parse_http_request(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Get { path: "/", head: false }
+        );
+        assert_eq!(parse_http_request(b"HEAD /x HTTP/1.0\r\n\r\n"), Get { path: "/x", head: true });
+        assert_eq!(parse_http_request(b"GET / HTTP/1.1\r\nHost: x\r\n"), Incomplete);
+        assert_eq!(parse_http_request(b""), Incomplete);
+        assert_eq!(parse_http_request(b"POST / HTTP/1.1\r\n\r\n"), Bad);
+        assert_eq!(parse_http_request(b"GET /\r\n\r\n"), Bad);
+        assert_eq!(parse_http_request(b"GET / HTTP/1.1 x\r\n\r\n"), Bad);
+        assert_eq!(parse_http_request(b"GET \xff HTTP/1.1\r\n\r\n"), Bad);
+        assert_eq!(parse_http_request(&[b'a'; MAX_REQUEST_HEAD]), Bad);
+    }
+
+    #[test]
+    fn macs_print_as_usual() {
+        assert_eq!(Mac([0, 0x16, 0x3e, 0xa, 0xbc, 0xff]).to_string(), "00:16:3e:0a:bc:ff");
+    }
+}
