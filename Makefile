@@ -10,6 +10,7 @@ CARGO     := cargo +$(TOOLCHAIN)
 DEVICES   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch","format=raw,vdev=xvdc,access=ro,target=scratch"] vif=["bridge=xenbr0"]
 # The scratch disk alone, for the block benchmarks (which overwrite it).
 SCRATCH   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch"]
+NET       := vif=["bridge=xenbr0"]
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
 
@@ -81,12 +82,13 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # Linux PV domU on the same rig and scratch disk, merged into one table with our/Linux ratios.
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
-	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench" $(SCRATCH)' \
-	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH)'
+	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench" $(SCRATCH) $(NET)' \
+	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH) $(NET)'
 	cp target/rig/last-run.log target/bench-xen.log
 	rig/linux-domu.sh
 	rig/xen-rig.sh --timeout 600 target/rig/linux-domu/vmlinux rig/linux-domu.cfg \
-	    'extra="quiet loglevel=1 rigtest=blkbench" $(SCRATCH) vif=[]'
+	    'extra="quiet loglevel=1 rigtest=blkbench" $(SCRATCH) vif=[]' \
+	    'extra="quiet loglevel=1 rigtest=netbench" $(NET)'
 	cp target/rig/last-run.log target/bench-linux.log
 	rig/bench-table.py target/bench-native.log target/bench-xen.log target/bench-linux.log
 

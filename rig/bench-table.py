@@ -26,8 +26,13 @@ def columns(paths):
         for line in open(path, errors="replace"):
             line = line.rstrip("\r\n")
             if m := BEGIN.search(line):
-                current = {"name": f"{m[1]} {m[2]}" if m[2] != "none" else m[1], "rows": {}}
-                cols.append(current)
+                name = f"{m[1]} {m[2]}" if m[2] != "none" else m[1]
+                # Boots of the same platform (e.g. the peer's disk and network runs) share
+                # one column.
+                current = next((c for c in cols if c["name"] == name), None)
+                if current is None:
+                    current = {"name": name, "rows": {}}
+                    cols.append(current)
             elif line.endswith("bench: end"):
                 current = None
             elif current is not None and (m := ROW.search(line)):
@@ -60,8 +65,9 @@ def main():
             r[derived] = ((single / other) if single and other else None, "x", "")
     names += ["multicall_speedup", "batch_speedup"]
     units.update(multicall_speedup="x", batch_speedup="x")
-    # Our guest against the Linux PV domU peer, where both measured a row: for rates
-    # (MiB/s, IOPS) the ratio is ours over Linux's, so above 1.0 means we are faster.
+    # Our guest against the Linux PV domU peer, where both measured a row: ours over Linux's
+    # for rates (MiB/s, IOPS), Linux's over ours for times (us/rtt), so that above 1.0 always
+    # means we are faster.
     ours = next((c for c in cols if c["name"].startswith("xen-pv")), None)
     peer = next((c for c in cols if c["name"].startswith("linux-pv")), None)
     if ours and peer:
@@ -70,6 +76,8 @@ def main():
             a, b = ours["rows"].get(n, (None,))[0], peer["rows"].get(n, (None,))[0]
             if a and b and units.get(n) in ("MiB/s", "IOPS"):
                 ratio["rows"][n] = (a / b, "x", "")
+            elif a and b and units.get(n) == "us/rtt":
+                ratio["rows"][n] = (b / a, "x", "")
         cols.append(ratio)
     width = max(len(n) for n in names)
     header = f"| {'benchmark':<{width}} | {'unit':<7} | " + " | ".join(f"{c['name']:>14}" for c in cols) + " |"

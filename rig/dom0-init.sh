@@ -79,6 +79,10 @@ option lease 3600
 EOF
 : >/run/udhcpd.leases
 udhcpd /etc/udhcpd.conf || die "udhcpd"
+# The network benchmarks' peers (bench=net, and the Linux domU's rigtest=netbench): a TCP sink
+# on 5001 and a source of 4 MiB of zeros on 5002, one connection at a time, for ever.
+(while :; do nc -l -p 5001 </dev/null >/dev/null 2>&1; done) &
+(while :; do dd if=/dev/zero bs=65536 count=64 2>/dev/null | nc -l -p 5002 >/dev/null 2>&1; done) &
 
 reason_name() {
     # libxl_shutdown_reason / SHUTDOWN_* codes as printed by xl.

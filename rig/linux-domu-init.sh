@@ -92,6 +92,34 @@ bench_row() {
         'BEGIN { s = (t1 - t0) / 1e6; if (s <= 0) s = 1e-6; printf "bench: %s %.1f %s %s\n", n, a / s, unit, d }'
 }
 # The project guest's blk_* benchmarks (guest/src/bench.rs) with busybox tools on /dev/xvdb, in
+# The project guest's net_* benchmarks against the rig's dom0 (169.254.0.1): the median of 21
+# pings, and 4 MiB of zeros over TCP to dom0's sink on port 5001 and from its source on 5002
+# (see dom0-init.sh), one busybox nc each (its fork+exec is in the figure).
+netbench() {
+    dom0=169.254.0.1
+    echo "bench: begin platform=linux-pv evtchn=linux"
+    rtts=$(ping -c 21 -i 0.2 "$dom0" | sed -n 's/.* time=\([0-9.]*\) ms$/\1/p' | sort -n)
+    if [ "$(echo "$rtts" | grep -c .)" = 21 ]; then
+        median=$(echo "$rtts" | sed -n 11p)
+        echo "bench: net_ping_rtt $(awk -v m="$median" 'BEGIN { printf "%.1f", m * 1000 }') us/rtt median of 21 pings to $dom0 (busybox ping)"
+    else
+        echo "bench: net_ping_rtt - - ping failed"
+    fi
+    t0=$(now_us)
+    dd if=/dev/zero bs=65536 count=64 2>/dev/null | nc "$dom0" 5001 >/dev/null
+    t1=$(now_us)
+    bench_row net_tcp_send 4 "$t0" "$t1" MiB/s "4 MiB over TCP to $dom0:5001, busybox dd | nc"
+    t0=$(now_us)
+    n=$(nc "$dom0" 5002 </dev/null | wc -c)
+    t1=$(now_us)
+    if [ "$n" = 4194304 ]; then
+        bench_row net_tcp_recv 4 "$t0" "$t1" MiB/s "4 MiB over TCP from $dom0:5002, busybox nc | wc"
+    else
+        echo "bench: net_tcp_recv - - got $n of 4194304 bytes"
+    fi
+    echo "bench: end"
+}
+# The project guest's blk_* benchmarks (guest/src/bench.rs) with busybox tools on /dev/xvdb, in
 # the same order: sequential reads of the fresh scratch disk, sequential writes (+ flush), then
 # 4 KiB reads at random places within the first 8 MiB, blkreads=N of them (default 2048, as the
 # guest; rounded down to a multiple of 32).
@@ -170,6 +198,14 @@ blksum | blkfill-fake)
         ok "$mode $blkdev"
     else
         notok "$mode: no /dev/$blkdev"
+    fi
+    ;;
+netbench)
+    if wait_for /sys/class/net/eth0 && ip link show eth0 | grep -q ',UP'; then
+        netbench
+        ok "netbench eth0"
+    else
+        notok "netbench: no eth0 up"
     fi
     ;;
 blkbench)

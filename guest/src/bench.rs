@@ -39,6 +39,9 @@ const BENCHES: &[Bench] = &[
     Bench { name: "blk_seq_write_1m", run: || blk_seq(true, 1 << 20) },
     Bench { name: "blk_rand_read_4k_qd1", run: || blk_rand_read(1) },
     Bench { name: "blk_rand_read_4k_qd32", run: || blk_rand_read(32) },
+    Bench { name: "net_ping_rtt", run: net_ping_rtt },
+    Bench { name: "net_tcp_send", run: || net_tcp(true) },
+    Bench { name: "net_tcp_recv", run: || net_tcp(false) },
 ];
 
 pub fn run(selection: &Selection<'_>) {
@@ -339,4 +342,91 @@ fn blk_rand_read(depth: usize) -> Result<Row, &'static str> {
         let s = (pvops::clock_ns() - t0) as f64 / 1e9;
         row(READS as f64 / s, "IOPS", alloc::format!("{READS} reads, queue depth {depth}"))
     })
+}
+
+/// Bytes each TCP benchmark moves, and the dom0 ports the rig serves them on: a sink
+/// (`nc -l -p 5001 >/dev/null`) and a source of as many zeros (`... | nc -l -p 5002`).
+const NET_BYTES: usize = 4 << 20;
+const NET_SINK_PORT: u16 = 5001;
+const NET_SOURCE_PORT: u16 = 5002;
+const NET_TIMEOUT_NS: u64 = 60_000_000_000;
+
+/// The gateway (dom0 on the rig), if the network is up.
+fn net_peer() -> Result<smoltcp::wire::Ipv4Address, &'static str> {
+    if !pvops::is_xen() {
+        return Err("needs Xen");
+    }
+    crate::net::gateway().ok_or("needs a vif with a gateway")
+}
+
+/// Median round trip of 21 pings to the gateway.
+fn net_ping_rtt() -> Result<Row, &'static str> {
+    let gw = net_peer()?;
+    let mut rtts = alloc::vec::Vec::new();
+    for seq in 0..21 {
+        rtts.push(crate::net::icmp_ping(gw, 0xbe9c, seq, 3_000_000_000)?);
+    }
+    rtts.sort_unstable();
+    row(
+        rtts[rtts.len() / 2] as f64 / 1000.0,
+        "us/rtt",
+        alloc::format!("median of 21 pings to {gw}"),
+    )
+}
+
+/// NET_BYTES over one TCP connection to the gateway: sent to its sink, or received from its
+/// source. Timed from the connection's establishment to the last byte acknowledged (send)
+/// or the peer's FIN (receive).
+fn net_tcp(send: bool) -> Result<Row, &'static str> {
+    use smoltcp::socket::tcp;
+    use smoltcp::wire::{IpAddress, IpEndpoint};
+    let gw = net_peer()?;
+    let port = if send { NET_SINK_PORT } else { NET_SOURCE_PORT };
+    let local = if send { 50_001 } else { 50_002 };
+    let handle =
+        crate::net::tcp_connect(IpEndpoint::new(IpAddress::Ipv4(gw), port), local, 256 << 10)?;
+    let deadline = pvops::clock_ns() + NET_TIMEOUT_NS;
+    let zeros = [0u8; 4096];
+    let (mut t0, mut moved) = (None, 0usize);
+    let result = loop {
+        crate::net::poll();
+        let step = crate::net::with_stack(|s| {
+            let socket = s.sockets.get_mut::<tcp::Socket>(handle);
+            if t0.is_none() && socket.may_send() {
+                t0 = Some(pvops::clock_ns());
+            }
+            if send {
+                while moved < NET_BYTES && socket.can_send() {
+                    let n = (NET_BYTES - moved).min(zeros.len());
+                    moved += socket.send_slice(&zeros[..n]).unwrap_or(0);
+                }
+                if moved == NET_BYTES && socket.send_queue() == 0 {
+                    return Some(Ok(()));
+                }
+            } else {
+                while let Ok(n @ 1..) = socket.recv(|b| (b.len(), b.len())) {
+                    moved += n;
+                }
+                if t0.is_some() && !socket.may_recv() {
+                    return Some(if moved == NET_BYTES { Ok(()) } else { Err("short stream") });
+                }
+            }
+            (!socket.is_open()).then_some(Err("connection refused or reset"))
+        });
+        match step {
+            Some(Some(done)) => break done,
+            Some(None) if pvops::clock_ns() < deadline => crate::net::wait(deadline),
+            Some(None) => break Err("timed out"),
+            None => break Err("no network"),
+        }
+    };
+    let elapsed = pvops::clock_ns() - t0.unwrap_or(0);
+    crate::net::with_stack(|s| s.sockets.get_mut::<tcp::Socket>(handle).abort());
+    // One more round sends the reset before the socket goes.
+    crate::net::poll();
+    crate::net::with_stack(|s| s.sockets.remove(handle));
+    result?;
+    let mib_s = NET_BYTES as f64 / (1 << 20) as f64 / (elapsed as f64 / 1e9);
+    let what = if send { "to" } else { "from" };
+    row(mib_s, "MiB/s", alloc::format!("{} MiB over TCP {what} {gw}:{port}", NET_BYTES >> 20))
 }

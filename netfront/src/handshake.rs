@@ -81,14 +81,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         timeout_ns: u64,
     ) -> Result<Self, NetError> {
         use XenbusState::*;
-        let device = frontend::probe(xs, "vif", id, timeout_ns)?;
+        let (device, state) = frontend::attach(xs, "vif", id, timeout_ns)?;
         let backend = DomId(device.backend_id);
-        let mut state = device.wait_for_backend(xs, timeout_ns, |s| s >= InitWait)?;
-        if matches!(state, Closing | Closed) {
-            // An earlier connection was closed, by us or by the backend: a backend that
-            // sees us Initialising again gets ready for a fresh handshake.
-            state = device.reconnect(xs, timeout_ns)?;
-        }
         if !matches!(state, InitWait | Initialised | Connected) {
             return Err(NetError::BackendClosed);
         }

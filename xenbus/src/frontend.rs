@@ -85,6 +85,26 @@ pub fn probe<T: Transport>(
     Ok(Device { class: class.into(), id, path, backend, backend_id })
 }
 
+/// Device `class`/`id` ([`probe`]) once its backend is ready for a handshake, each wait
+/// bounded by `timeout_ns`: InitWait or beyond, after a [`Device::reconnect`] if an earlier
+/// connection (ours or the backend's) left it closed. Returns the backend's state, which
+/// the driver checks is InitWait, Initialised or Connected before it sets up its rings.
+pub fn attach<T: Transport>(
+    xs: &mut Xenstore<T>,
+    class: &str,
+    id: u32,
+    timeout_ns: u64,
+) -> Result<(Device, XenbusState), Error> {
+    use XenbusState::*;
+    let device = probe(xs, class, id, timeout_ns)?;
+    let mut state = device.wait_for_backend(xs, timeout_ns, |s| s >= InitWait)?;
+    if matches!(state, Closing | Closed) {
+        // A backend that sees us Initialising again gets ready for a fresh handshake.
+        state = device.reconnect(xs, timeout_ns)?;
+    }
+    Ok((device, state))
+}
+
 /// All our devices of `class`, each probed with `timeout_ns`.
 pub fn discover<T: Transport>(
     xs: &mut Xenstore<T>,
