@@ -459,6 +459,9 @@ pub fn tcp_connect(
             tcp::SocketBuffer::new(vec![0; buffer]),
         );
         socket.set_nagle_enabled(false);
+        // Every segment acknowledged at once: a delayed ACK (10 ms) stalls the sender
+        // whenever our window is the limit, which it is over dom0's bridge.
+        socket.set_ack_delay(None);
         socket.connect(s.iface.context(), remote, local_port).map_err(|_| "cannot connect")?;
         Ok(s.sockets.add(socket))
     })
