@@ -11,6 +11,7 @@ extern crate alloc;
 pub mod apps;
 pub mod cmdline;
 pub mod mm;
+pub mod pvpatch;
 pub mod sha256;
 pub mod time;
 
