@@ -42,7 +42,7 @@ usage() {
 
 timeout_s=300
 run_timeout=0
-RIG_WORK=$REPO_DIR/target/rig
+RIG_WORK=${RIG_WORK:-$REPO_DIR/target/rig}
 disk_mb=64
 verbose=""
 xl_opts=""
