@@ -12,7 +12,8 @@ DEVICES   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch","format=raw,v
 SCRATCH   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch"]
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
-# The rig's package cache and run logs (xen-rig.sh takes it from the environment too).
+# The rig's package cache, where linux-domu.sh builds the peer (the rig scripts take it from
+# the environment too).
 RIG_WORK  ?= target/rig
 
 .PHONY: all deps build run run-native test test-host test-native test-xen bench lint clean
@@ -88,14 +89,13 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # and a pv_ops table, and drawn as docs/bench.svg.
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
-	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench" $(SCRATCH)' \
+	rig/xen-rig.sh --log target/bench-xen.log $(IMAGE) xen.cfg \
+	    'extra="log=warn tests=none bench" $(SCRATCH)' \
 	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH)'
-	cp $(RIG_WORK)/last-run.log target/bench-xen.log
 	rig/linux-domu.sh
-	rig/xen-rig.sh --timeout 600 $(RIG_WORK)/linux-domu/vmlinux \
+	rig/xen-rig.sh --timeout 600 --log target/bench-linux.log $(RIG_WORK)/linux-domu/vmlinux \
 	    $(RIG_WORK)/linux-domu/linux-domu.cfg \
 	    'extra="quiet loglevel=1 rigtest=blkbench" $(SCRATCH) vif=[]'
-	cp $(RIG_WORK)/last-run.log target/bench-linux.log
 	rig/bench-table.py target/bench-native.log target/bench-xen.log target/bench-linux.log
 	rig/bench-plot.py -o docs/bench.svg \
 	    target/bench-native.log target/bench-xen.log target/bench-linux.log
