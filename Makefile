@@ -13,6 +13,9 @@ SCRATCH   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch"]
 NET       := vif=["bridge=xenbr0"]
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
+# The rig's package cache, where linux-domu.sh builds the peer (the rig scripts take it from
+# the environment too).
+RIG_WORK  ?= target/rig
 
 .PHONY: all deps build run run-native test test-host test-native test-xen bench lint clean
 
@@ -53,24 +56,28 @@ lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release -p guest --target $(TARGET) -- -D warnings
 
-# Natively under QEMU: the default run, the smallest and a large memory size, an unknown
-# option (which must be reported, not fatal), and a deliberate page fault (which must be).
+# Natively under QEMU: the default run, the same with the pv_ops call sites left indirect,
+# the smallest and a large memory size, an unknown option (which must be reported, not
+# fatal), and a deliberate page fault (which must be).
 test-native: build
 	rig/check-notes.py $(IMAGE)
 	rig/run-native.sh $(IMAGE) "log=info"
+	rig/run-native.sh $(IMAGE) "log=info nopvpatch"
 	rig/run-native.sh --memory 32 $(IMAGE) "log=warn frobnicate=1"
 	rig/run-native.sh --memory 1024 $(IMAGE) "log=warn tests=mem::,time::"
 	rig/run-native.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    $(IMAGE) "log=warn tests=boot:: fault=pf"
 
-# Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), 32 MiB, 1 GiB
-# with two vCPUs, an unknown option, the 2-level event ABI, `xl shutdown` of a guest that
+# Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), the same with the
+# pv_ops call sites left indirect, 32 MiB, 1 GiB with two vCPUs, an unknown option, the
+# 2-level event ABI, `xl shutdown` of a guest that
 # stays up (with disks and a vif for the frontend and block tests), `xl reboot`, app=blksum on
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
 # the pattern); then a deliberate page fault, which must crash the domain after the dump.
 test-xen: build target/blk-random.img target/blk-zero.img
 	rig/test-check-console.sh
-	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" "memory=32" "memory=1024 vcpus=2" \
+	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
+	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
@@ -79,18 +86,21 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    'extra="log=warn tests=boot:: fault=pf"'
 
 # Benchmarks (not tests): natively, under Xen with each event ABI, and the block rows of a
-# Linux PV domU on the same rig and scratch disk, merged into one table with our/Linux ratios.
+# Linux PV domU on the same rig and scratch disk, merged into one table with our/Linux ratios
+# and a pv_ops table, and drawn as docs/bench.svg.
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
-	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=warn tests=none bench" $(SCRATCH) $(NET)' \
+	rig/xen-rig.sh --log target/bench-xen.log $(IMAGE) xen.cfg \
+	    'extra="log=warn tests=none bench" $(SCRATCH) $(NET)' \
 	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH) $(NET)'
-	cp target/rig/last-run.log target/bench-xen.log
 	rig/linux-domu.sh
-	rig/xen-rig.sh --timeout 600 target/rig/linux-domu/vmlinux rig/linux-domu.cfg \
+	rig/xen-rig.sh --timeout 600 --log target/bench-linux.log $(RIG_WORK)/linux-domu/vmlinux \
+	    $(RIG_WORK)/linux-domu/linux-domu.cfg \
 	    'extra="quiet loglevel=1 rigtest=blkbench" $(SCRATCH) vif=[]' \
 	    'extra="quiet loglevel=1 rigtest=netbench" $(NET)'
-	cp target/rig/last-run.log target/bench-linux.log
 	rig/bench-table.py target/bench-native.log target/bench-xen.log target/bench-linux.log
+	rig/bench-plot.py -o docs/bench.svg \
+	    target/bench-native.log target/bench-xen.log target/bench-linux.log
 
 # Disk images for the block apps: random content of an odd sector count, and zeros to fill.
 target/blk-random.img:

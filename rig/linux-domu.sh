@@ -14,7 +14,7 @@ RIG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=common.sh
 . "$RIG_DIR/common.sh"
 
-RIG_WORK=$(dirname "$RIG_DIR")/target/rig
+RIG_WORK=${RIG_WORK:-$(dirname "$RIG_DIR")/target/rig}
 while (($#)); do
     case $1 in
     --work) RIG_WORK=${2:?}; shift 2 ;;

@@ -5,7 +5,7 @@
 #
 #   rig/xen-rig.sh [--timeout SECONDS] [--run-timeout SECONDS] [--work DIR] [--disk-mb MIB]
 #                  [--expect-bulk] [--expect-fatal TEXT] [--fast-hotplug] [--verbose]
-#                  [--xl-verbose] [--control-timeout SECONDS] IMAGE CFG [RUN ...]
+#                  [--xl-verbose] [--control-timeout SECONDS] [--log FILE] IMAGE CFG [RUN ...]
 #
 # RUN is a space-separated list of xl key=value overrides, e.g. 'memory=32' or
 # 'extra="log=debug bogus=1"'. No RUN means one run without overrides. A RUN may start with a
@@ -27,7 +27,9 @@
 # verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
 # after printing TEXT, as the guest's `fault=` option makes it. --verbose shows everything
 # live (the Xen and dom0 boot logs, console-bulk lines); the log file always has everything.
-# --xl-verbose runs `xl -vvv create`.
+# --xl-verbose runs `xl -vvv create`. --log FILE: a copy of this invocation's whole log (the
+# cache's last-run.log may be another session's by the time this one ends). The cache is
+# $RIG_WORK if set, else target/rig; --work overrides both.
 # --fast-hotplug replaces Xen's bash block/vif-bridge scripts in dom0 by rig/hotplug/ (same
 # result, ~4 s less per run with a disk and a vif).
 # Exit status: 0 all runs passed, 1 a run failed or is missing, 2 rig/setup error, 3 timeout.
@@ -39,13 +41,13 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,36s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,35s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
 timeout_s=300
 run_timeout=0
-RIG_WORK=$REPO_DIR/target/rig
+RIG_WORK=${RIG_WORK:-$REPO_DIR/target/rig}
 disk_mb=64
 verbose=""
 xl_opts=""
@@ -53,6 +55,7 @@ expect_bulk=""
 expect_fatal=""
 fast_hotplug=""
 control_timeout=20
+log_copy=""
 while (($#)); do
     case $1 in
     --timeout) timeout_s=${2:?}; shift 2 ;;
@@ -65,6 +68,7 @@ while (($#)); do
     --verbose | -v) verbose=1; shift ;;
     --xl-verbose) xl_opts=-vvv; shift ;;
     --control-timeout) control_timeout=${2:?}; shift 2 ;;
+    --log) log_copy=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     --) shift; break ;;
     -*) rig_log "unknown option $1"; usage ;;
@@ -613,6 +617,7 @@ timing() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 dom0_ready=$(sed -n 's/^rig: dom0 ready: \([0-9.]*\) s$/\1/p' "$log")
 echo "rig: time: total $(timing "$t_start" "$t_end") s (host prepare $(timing "$t_start" "$t_qemu") s, qemu $(timing "$t_qemu" "$t_end") s, dom0 uptime at ready ${dom0_ready:-?} s)"
 echo "rig: log: $log (per run: $out/run-N.log; newest: $RIG_WORK/last-run.log)"
+[[ -z $log_copy ]] || cp "$log" "$log_copy"
 
 if [[ -n $interrupted ]]; then
     echo "rig: interrupted"

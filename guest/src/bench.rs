@@ -5,10 +5,11 @@
 //!
 //! between `bench: begin platform=<pv_ops backend> evtchn=<abi>` and `bench: end`.
 
-use crate::arch::{xen, PAGE_SIZE};
+use crate::arch::{cpu, xen, PAGE_SIZE};
 use crate::cmdline::Selection;
 use crate::mm::{self, paging};
-use crate::{println, pvops};
+use crate::pvops::patch;
+use crate::{println, pvops, pvpatch};
 use core::hint::black_box;
 
 struct Bench {
@@ -23,8 +24,15 @@ struct Row {
 }
 
 const BENCHES: &[Bench] = &[
-    Bench { name: "irq_disable_enable", run: irq_disable_enable },
-    Bench { name: "save_restore_fl", run: save_restore_fl },
+    Bench { name: "pvops_irq_bare", run: || irq_pair(Via::Bare) },
+    Bench { name: "pvops_irq_indirect", run: || irq_pair(Via::Indirect) },
+    Bench { name: "pvops_irq_patched", run: || irq_pair(Via::Patched) },
+    Bench { name: "pvops_flags_bare", run: || flags_pair(Via::Bare) },
+    Bench { name: "pvops_flags_indirect", run: || flags_pair(Via::Indirect) },
+    Bench { name: "pvops_flags_patched", run: || flags_pair(Via::Patched) },
+    Bench { name: "pvops_cpuid_bare", run: || cpuid(Via::Bare) },
+    Bench { name: "pvops_cpuid_indirect", run: || cpuid(Via::Indirect) },
+    Bench { name: "pvops_cpuid_patched", run: || cpuid(Via::Patched) },
     Bench { name: "null_hypercall", run: null_hypercall },
     Bench { name: "mmu_update_single_x64", run: mmu_update_single },
     Bench { name: "mmu_update_multicall_x64", run: mmu_update_multicall },
@@ -50,15 +58,49 @@ pub fn run(selection: &Selection<'_>) {
         pvops::backend().name(),
         crate::evtchn::abi_name()
     );
+    if selection.selects("pvops_") {
+        show_patched_site();
+    }
+    // The last `<stem>_bare` row: later `<stem>_*` rows say how they compare.
+    let mut bare: Option<(&str, f64)> = None;
     for bench in BENCHES.iter().filter(|b| selection.selects(b.name)) {
         match (bench.run)() {
             Ok(row) => {
-                println!("bench: {} {:.1} {} {}", bench.name, row.value, row.unit, row.detail)
+                let (stem, variant) = bench.name.rsplit_once('_').unwrap_or((bench.name, ""));
+                let vs_bare = match bare {
+                    Some((s, ns)) if s == stem && ns > 0.0 => {
+                        alloc::format!(" ({:.2}x bare)", row.value / ns)
+                    }
+                    _ => alloc::string::String::new(),
+                };
+                if variant == "bare" {
+                    bare = Some((stem, row.value));
+                }
+                println!(
+                    "bench: {} {:.1} {} {}{vs_bare}",
+                    bench.name, row.value, row.unit, row.detail
+                )
             }
             Err(why) => println!("bench: {} - - {why}", bench.name),
         }
     }
     println!("bench: end");
+}
+
+/// Prints the bytes of one irq_disable site as boot left it, to show what the patcher
+/// made of it (`fa` is `cli`), since the image on disk holds only the indirect call.
+fn show_patched_site() {
+    let Some(site) = pvops::sites().iter().find(|s| s.op == pvops::Op::IrqDisable as u16) else {
+        return;
+    };
+    let state = if patch::patched() { "patched" } else { "nopvpatch" };
+    match patch::read(site) {
+        Ok(b) => println!(
+            "pvops: site {:#x} irq_disable ({state}): {:02x} {:02x} {:02x} {:02x} {:02x} {:02x}",
+            site.addr, b[0], b[1], b[2], b[3], b[4], b[5]
+        ),
+        Err(e) => println!("pvops: site {:#x} irq_disable: {e}", site.addr),
+    }
 }
 
 /// Nanoseconds per iteration of `f`: the median of five runs of `n / 5` iterations, so a
@@ -82,21 +124,93 @@ fn row(value: f64, unit: &'static str, detail: alloc::string::String) -> Result<
     Ok(Row { value, unit, detail })
 }
 
-fn irq_disable_enable() -> Result<Row, &'static str> {
-    let ns = per_op(1_000_000, || {
-        pvops::irq_disable();
-        pvops::irq_enable();
-    });
-    row(ns, "ns/pair", "pv_ops indirect".into())
+/// How a pv_ops benchmark reaches the operation.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// The instruction itself, natively (under Xen PV the kernel runs in ring 3).
+    Bare,
+    /// `call *slot(%rip)` through the op table, never patched.
+    Indirect,
+    /// The pv_ops call sites as boot patched them.
+    Patched,
 }
 
-fn save_restore_fl() -> Result<Row, &'static str> {
-    let ns = per_op(1_000_000, || {
-        let flags = pvops::save_fl();
-        pvops::irq_disable();
-        pvops::restore_fl(black_box(flags));
-    });
-    row(ns, "ns/op", "save_fl + disable + restore_fl".into())
+/// Refuses what this boot cannot measure; else describes the variant for `op`.
+fn via(via: Via, op: pvops::Op, bare: &'static str) -> Result<&'static str, &'static str> {
+    match via {
+        Via::Bare if pvops::is_xen() => Err("native only"),
+        Via::Bare => Ok(bare),
+        Via::Indirect => Ok("call *slot(%rip)"),
+        Via::Patched if !patch::patched() => Err("nopvpatch"),
+        Via::Patched => Ok(match pvpatch::plan(pvops::backend(), op) {
+            pvpatch::Plan::Inline(_) => "patched: inline",
+            pvpatch::Plan::DirectCall => "patched: direct call",
+            pvpatch::Plan::Nop => "patched: nop",
+        }),
+    }
+}
+
+fn irq_pair(v: Via) -> Result<Row, &'static str> {
+    const N: u64 = 1_000_000;
+    let detail = via(v, pvops::Op::IrqDisable, "cli; sti")?;
+    let ns = match v {
+        Via::Bare => per_op(N, || {
+            // SAFETY: natively we run in ring 0, and the pair leaves interrupts enabled as
+            // the benchmarks found them.
+            unsafe { core::arch::asm!("cli", "sti", options(nomem, nostack)) }
+        }),
+        Via::Indirect => per_op(N, || {
+            pvops::indirect::irq_disable();
+            pvops::indirect::irq_enable();
+        }),
+        Via::Patched => per_op(N, || {
+            pvops::irq_disable();
+            pvops::irq_enable();
+        }),
+    };
+    row(ns, "ns/pair", detail.into())
+}
+
+fn flags_pair(v: Via) -> Result<Row, &'static str> {
+    const N: u64 = 1_000_000;
+    let detail = via(v, pvops::Op::SaveFl, "pushfq; pop; push; popfq")?;
+    let ns = match v {
+        Via::Bare => per_op(N, || {
+            let flags: u64;
+            // SAFETY: reads RFLAGS and writes the same value back, through a balanced stack.
+            unsafe {
+                core::arch::asm!("pushfq", "pop {}", out(reg) flags, options(nomem, preserves_flags));
+                core::arch::asm!("push {}", "popfq", in(reg) black_box(flags), options(nomem));
+            }
+        }),
+        Via::Indirect => per_op(N, || {
+            let flags = pvops::indirect::save_fl();
+            pvops::indirect::restore_fl(black_box(flags));
+        }),
+        Via::Patched => per_op(N, || {
+            let flags = pvops::save_fl();
+            pvops::restore_fl(black_box(flags));
+        }),
+    };
+    row(ns, "ns/pair", detail.into())
+}
+
+fn cpuid(v: Via) -> Result<Row, &'static str> {
+    // Under Xen every CPUID is a trap to the hypervisor's emulation.
+    let n = if pvops::is_xen() { 20_000 } else { 200_000 };
+    let detail = via(v, pvops::Op::Cpuid, "cpuid")?;
+    let ns = match v {
+        Via::Bare => per_op(n, || {
+            black_box(cpu::cpuid_raw(black_box(0), 0));
+        }),
+        Via::Indirect => per_op(n, || {
+            black_box(pvops::indirect::cpuid(black_box(0), 0));
+        }),
+        Via::Patched => per_op(n, || {
+            black_box(pvops::cpuid(black_box(0), 0));
+        }),
+    };
+    row(ns, "ns/op", detail.into())
 }
 
 fn null_hypercall() -> Result<Row, &'static str> {

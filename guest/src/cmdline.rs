@@ -104,6 +104,8 @@ pub struct Options<'a> {
     pub ip: Option<Ipv4Cidr>,
     /// `gw=a.b.c.d`: the default gateway that goes with `ip=`.
     pub gw: Option<[u8; 4]>,
+    /// Patch the pv_ops call sites at boot (`nopvpatch` keeps the indirect calls).
+    pub pvpatch: bool,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -135,6 +137,7 @@ impl Default for Options<'_> {
             seed: 0,
             ip: None,
             gw: None,
+            pvpatch: true,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
@@ -209,6 +212,7 @@ pub fn parse(line: &str) -> Options<'_> {
                 expected: "bench or bench=<comma-separated name prefixes>",
             }),
             ("stay", None) => o.stay = true,
+            ("nopvpatch", None) => o.pvpatch = false,
             ("app", Some("blksum")) => o.app = Some(App::BlkSum),
             ("app", Some("blkfill")) => o.app = Some(App::BlkFill),
             ("app", _) => o.warn(Warning::BadValue { option: token, expected: "blksum|blkfill" }),
@@ -272,6 +276,9 @@ mod tests {
         assert_eq!(parse("app=blksum").app, Some(App::BlkSum));
         assert_eq!(parse("seed=-1 app=x").warnings().count(), 2);
         assert!(parse("stay").stay);
+        assert!(parse("").pvpatch);
+        assert!(!parse("nopvpatch").pvpatch);
+        assert_eq!(parse("nopvpatch=1").warnings().count(), 1);
         assert_eq!(parse("stay=1").warnings().count(), 1);
         assert_eq!(parse("evtchn=2l").evtchn, EvtchnAbi::TwoLevel);
         assert_eq!(parse("evtchn=fifo").evtchn, EvtchnAbi::Fifo);

@@ -12,6 +12,7 @@ pub mod apps;
 pub mod cmdline;
 pub mod mm;
 pub mod net;
+pub mod pvpatch;
 pub mod sha256;
 pub mod time;
 

@@ -10,6 +10,14 @@ pub fn cpuid_raw(leaf: u32, subleaf: u32) -> Cpuid {
     Cpuid { eax: r.eax, ebx: r.ebx, ecx: r.ecx, edx: r.edx }
 }
 
+/// Waits until every earlier instruction has completed and discards anything fetched
+/// ahead, so that code just written runs as written (Intel SDM vol. 3A, "Handling Self- and
+/// Cross-Modifying Code"). CPUID serializes and, unlike IRET or a CR write, works in ring 3
+/// under Xen PV too.
+pub fn serialize() {
+    cpuid_raw(0, 0);
+}
+
 pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC is unprivileged unless CR4.TSD is set, which neither Xen nor we do.
     unsafe { core::arch::x86_64::_rdtsc() }

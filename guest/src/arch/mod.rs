@@ -33,3 +33,12 @@ pub fn image_pfns() -> (u64, u64) {
         (core::ptr::addr_of!(__image_start) as u64, core::ptr::addr_of!(__image_end) as u64);
     (virt_to_pfn(start), virt_to_pfn(end + PAGE_SIZE - 1))
 }
+
+/// The kernel's code, whole pages (the linker script aligns both ends).
+pub fn text_range() -> core::ops::Range<u64> {
+    extern "C" {
+        static __text_start: u8;
+        static __text_end: u8;
+    }
+    core::ptr::addr_of!(__text_start) as u64..core::ptr::addr_of!(__text_end) as u64
+}

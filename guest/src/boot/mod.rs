@@ -41,7 +41,9 @@ pub fn options() -> Options<'static> {
 /// Everything after platform setup: report, run the self-tests, shut down with their result.
 pub fn kernel_main(options: Options<'static>) -> ! {
     crate::time::mark_boot();
-    log::info!("pv_ops: {}", pvops::backend().name());
+    // SAFETY: platform setup is done on the one CPU we run, with interrupts (events) still
+    // disabled, and this is the only call.
+    unsafe { pvops::patch::apply(options.pvpatch) };
     log::info!("command line: '{}'", cmdline());
     for w in options.warnings() {
         log::warn!("command line: {w}");

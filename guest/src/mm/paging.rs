@@ -7,6 +7,7 @@ use crate::pvops;
 
 pub const PTE_PRESENT: u64 = 1;
 pub const PTE_WRITABLE: u64 = 1 << 1;
+pub const PTE_USER: u64 = 1 << 2;
 pub const PTE_HUGE: u64 = 1 << 7;
 const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
 
@@ -124,4 +125,84 @@ pub unsafe fn unmap(va: u64) -> Result<u64, MapError> {
         pvops::flush_tlb_one(va);
     }
     Ok(pfn)
+}
+
+/// Makes the 4 KiB page at `va` writable or read-only. A 2 MiB page around it is first
+/// split into 4 KiB pages, since permissions are per page.
+///
+/// # Safety
+/// With `writable == false`, nothing may write through `va` afterwards.
+pub unsafe fn set_writable(va: u64, writable: bool) -> Result<(), MapError> {
+    let e = match entry(va, 1, false) {
+        Err(MapError::HugePage) => {
+            split_huge(va)?;
+            entry(va, 1, false)?
+        }
+        e => e?,
+    };
+    // SAFETY: reading an entry of a live table.
+    let val = unsafe { e.read_volatile() };
+    if val & PTE_PRESENT == 0 {
+        return Err(MapError::NotMapped);
+    }
+    let new = if writable { val | PTE_WRITABLE } else { val & !PTE_WRITABLE };
+    if new != val {
+        // SAFETY: the same frame stays mapped; the caller vouches for the permission.
+        unsafe {
+            pvops::set_pte(e, new);
+            pvops::flush_tlb_one(va);
+        }
+    }
+    Ok(())
+}
+
+/// Whether the 4 KiB page at `va` is mapped writable.
+pub fn is_writable(va: u64) -> Result<bool, MapError> {
+    let e = entry(va, 1, false)?;
+    // SAFETY: reading an entry of a live table.
+    let val = unsafe { e.read_volatile() };
+    if val & PTE_PRESENT == 0 {
+        return Err(MapError::NotMapped);
+    }
+    Ok(val & PTE_WRITABLE != 0)
+}
+
+/// Replaces the 2 MiB mapping around `va` by a table of 512 4 KiB mappings of the same
+/// frames with the same attributes.
+fn split_huge(va: u64) -> Result<(), MapError> {
+    const HUGE_PAT: u64 = 1 << 12;
+    const SMALL_PAT: u64 = 1 << 7;
+    const GLOBAL: u64 = 1 << 8;
+    const NO_EXECUTE: u64 = 1 << 63;
+    let l2e = entry(va, 2, false)?;
+    // SAFETY: reading an entry of a live table.
+    let val = unsafe { l2e.read_volatile() };
+    if val & (PTE_PRESENT | PTE_HUGE) != PTE_PRESENT | PTE_HUGE {
+        return Err(MapError::NotMapped);
+    }
+    let base = val & ADDR_MASK & !(512 * PAGE_SIZE - 1);
+    // Bits 0-6 (present, writable, user, caching, accessed, dirty), global and NX mean the
+    // same at both levels; PAT moves from bit 12 to bit 7.
+    let mut flags = val & (0x7f | GLOBAL | NO_EXECUTE);
+    if val & HUGE_PAT != 0 {
+        flags |= SMALL_PAT;
+    }
+    let pfn = crate::mm::alloc_frame().map_err(MapError::NoMemory)?;
+    let table = pfn_to_virt(pfn) as *mut u64;
+    for i in 0..512 {
+        // SAFETY: a fresh frame of ours, still an ordinary page, and i < 512.
+        unsafe { table.add(i as usize).write((base + i * PAGE_SIZE) | flags) };
+    }
+    // No TLB flush: the new entries translate every address exactly as the old one did. A
+    // later change to one of them flushes that page, which drops a cached 2 MiB entry too.
+    // SAFETY: the filled table maps what the 2 MiB entry mapped, so hooking it in changes
+    // no translation.
+    unsafe {
+        pvops::make_table(pfn);
+        pvops::set_pte(
+            l2e,
+            (pvops::pfn_to_frame(pfn) * PAGE_SIZE) | PTE_PRESENT | PTE_WRITABLE | (val & PTE_USER),
+        );
+    }
+    Ok(())
 }

@@ -3,11 +3,15 @@
 //!
 //! Every call goes through a call site emitted by [`pv_call!`]: a 6-byte
 //! `call *PV_OPS+slot(%rip)` plus a record in `.parainstructions` (site address, op, length,
-//! clobbers), the shape Linux's paravirt patching uses, so that a boot-time patcher can
-//! rewrite each site into a direct call or the inline instruction.
+//! clobbers), the shape Linux's paravirt patching uses. Once the backend is chosen, [`patch`]
+//! rewrites each site into the inline instruction, a direct call or NOPs (`nopvpatch` on
+//! the command line keeps the indirect calls).
 
 pub mod native;
+pub mod patch;
 pub mod xen;
+
+pub use crate::pvpatch::{Backend, Op};
 
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU8, Ordering};
@@ -103,33 +107,6 @@ pub struct PvOps {
     pub shutdown: ShutdownOps,
 }
 
-ring::abi_enum! {
-    /// Identifies the operation a call site invokes, in its `.parainstructions` record.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Op: u16 {
-        Cpuid = 0,
-        ReadCr2 = 1,
-        Idle = 2,
-        SaveFl = 3,
-        RestoreFl = 4,
-        IrqDisable = 5,
-        IrqEnable = 6,
-        ReadCr3 = 7,
-        SetPte = 8,
-        FlushTlbOne = 9,
-        PfnToFrame = 10,
-        FrameToPfn = 11,
-        MakeTable = 12,
-        LazyEnter = 13,
-        LazyFlush = 14,
-        LazyLeave = 15,
-        ClockNs = 16,
-        SetTimer = 17,
-        ConsoleWrite = 18,
-        Shutdown = 19,
-    }
-}
-
 impl Op {
     /// Offset of this op's function pointer in [`PvOps`].
     pub const fn slot(self) -> usize {
@@ -176,23 +153,6 @@ pub const CLOBBERS_C_ABI: u8 = 1;
 /// The op table every call site reads. Starts out native; Xen boot installs its own before
 /// the first privileged operation.
 static mut PV_OPS: PvOps = native::OPS;
-
-/// Which backend [`install`] chose.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum Backend {
-    Native = 0,
-    XenPv = 1,
-}
-
-impl Backend {
-    pub fn name(self) -> &'static str {
-        match self {
-            Backend::Native => "native",
-            Backend::XenPv => "xen-pv",
-        }
-    }
-}
 
 static BACKEND: AtomicU8 = AtomicU8::new(Backend::Native as u8);
 
@@ -263,6 +223,20 @@ macro_rules! pv_call {
             slot = const Op::$op.slot(),
             op = const Op::$op as u16,
             clobbers = const CLOBBERS_C_ABI,
+            $($operands)*
+            clobber_abi("C"),
+        )
+    };
+}
+
+/// The same call as [`pv_call!`] without a record: the patcher never sees it, so it stays
+/// indirect (for measuring what patching saves).
+macro_rules! pv_call_unrecorded {
+    ($op:ident; $($operands:tt)*) => {
+        core::arch::asm!(
+            "call qword ptr [rip + {ops} + {slot}]",
+            ops = sym PV_OPS,
+            slot = const Op::$op.slot(),
             $($operands)*
             clobber_abi("C"),
         )
@@ -442,6 +416,52 @@ pub enum Halt {
 pub fn shutdown(how: Halt) -> ! {
     // SAFETY: see above; the callee does not return.
     unsafe { pv_call!(Shutdown; in("edi") how as u32, options(noreturn),) }
+}
+
+/// A few ops through the op table whatever the patcher did, for the benchmarks to compare
+/// against the patched sites in the same boot.
+pub mod indirect {
+    use super::{Cpuid, Op, PV_OPS};
+
+    // SAFETY (for every pv_call_unrecorded! below): as for pv_call!.
+
+    #[inline(always)]
+    pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
+        let mut out = Cpuid::default();
+        // SAFETY: see above; `out` is valid for the callee to write.
+        unsafe {
+            pv_call_unrecorded!(
+                Cpuid; in("edi") leaf, in("esi") subleaf, in("rdx") &mut out as *mut Cpuid,
+            )
+        };
+        out
+    }
+
+    #[inline(always)]
+    pub fn save_fl() -> u64 {
+        let v: u64;
+        // SAFETY: see above.
+        unsafe { pv_call_unrecorded!(SaveFl; lateout("rax") v,) };
+        v
+    }
+
+    #[inline(always)]
+    pub fn restore_fl(flags: u64) {
+        // SAFETY: see above.
+        unsafe { pv_call_unrecorded!(RestoreFl; in("rdi") flags,) };
+    }
+
+    #[inline(always)]
+    pub fn irq_disable() {
+        // SAFETY: see above.
+        unsafe { pv_call_unrecorded!(IrqDisable;) };
+    }
+
+    #[inline(always)]
+    pub fn irq_enable() {
+        // SAFETY: see above.
+        unsafe { pv_call_unrecorded!(IrqEnable;) };
+    }
 }
 
 /// Interrupts (events) disabled until dropped, then restored to what they were.

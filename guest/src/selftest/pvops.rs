@@ -1,10 +1,17 @@
 use super::{check, Outcome, Test};
-use crate::pvops::{self, Op};
+use crate::arch::{text_range, xen, PAGE_SIZE};
+use crate::mm::paging;
+use crate::pvops::{self, patch, Op, FLAGS_IF};
 
-pub const TESTS: &[Test] = &[Test { name: "pvops::call_sites", run: call_sites }];
+pub const TESTS: &[Test] = &[
+    Test { name: "pvops::call_sites", run: call_sites },
+    Test { name: "pvops::irq_round_trip", run: irq_round_trip },
+    Test { name: "pvops::text_read_only", run: text_read_only },
+];
 
-/// Every recorded call site is the 6-byte `call *slot(%rip)` its record describes, aimed at
-/// the slot of its op, and every slot holds the chosen backend's function.
+/// Every recorded site holds what boot left there: the patcher's bytes for its op on this
+/// backend, or (with `nopvpatch`) the 6-byte `call *slot(%rip)` through its op's slot; and
+/// every slot holds the chosen backend's function.
 fn call_sites() -> Outcome {
     let sites = pvops::sites();
     check!(sites.len() >= 16, "only {} call sites recorded", sites.len());
@@ -21,20 +28,13 @@ fn call_sites() -> Outcome {
             site.addr,
             site.clobbers
         );
-        // SAFETY: the record's address is a site in .text, `len` (6) bytes long.
-        let code = unsafe { core::slice::from_raw_parts(site.addr as *const u8, 6) };
+        let code = patch::read(site);
+        let want = patch::expected(site);
         check!(
-            code[..2] == [0xff, 0x15],
-            "site {:#x} ({op:?}) is {code:02x?}, not call *rel(%rip)",
-            site.addr
-        );
-        let disp = i32::from_le_bytes([code[2], code[3], code[4], code[5]]) as i64;
-        let target = (site.addr as i64 + 6 + disp) as u64;
-        let slot = pvops::table_addr() + op.slot() as u64;
-        check!(
-            target == slot,
-            "site {:#x} ({op:?}) reads {target:#x}, its slot is {slot:#x}",
-            site.addr
+            code.is_ok() && code == want,
+            "site {:#x} ({op:?}) is {code:02x?}, expected {want:02x?} (patched: {})",
+            site.addr,
+            patch::patched()
         );
     }
     let backend = match pvops::backend() {
@@ -52,6 +52,55 @@ fn call_sites() -> Outcome {
         [Op::SaveFl, Op::RestoreFl, Op::IrqDisable, Op::IrqEnable, Op::ConsoleWrite, Op::ClockNs]
     {
         check!(seen[op as usize] > 0, "no call site recorded for {op:?}");
+    }
+    Outcome::Pass
+}
+
+/// Whether interrupts (events) are enabled, read from the machine rather than through
+/// pv_ops: RFLAGS.IF natively, vcpu_info's event mask under Xen.
+fn machine_enabled() -> bool {
+    if pvops::is_xen() {
+        return xen::vcpu().upcall_mask() == 0;
+    }
+    let flags: u64;
+    // SAFETY: reads RFLAGS through the stack, which the asm leaves balanced.
+    unsafe { core::arch::asm!("pushfq; pop {}", out(reg) flags, options(nomem, preserves_flags)) };
+    flags & FLAGS_IF != 0
+}
+
+/// The irq ops, inline or direct calls once patched, do to the machine what they say:
+/// disable, enable, save and restore round-trip through IF (the event mask).
+fn irq_round_trip() -> Outcome {
+    check!(machine_enabled(), "interrupts are not enabled at test time");
+    let on = pvops::save_fl();
+    check!(on & FLAGS_IF != 0, "save_fl {on:#x} while enabled");
+    pvops::irq_disable();
+    let disabled = machine_enabled();
+    let off = pvops::save_fl();
+    pvops::irq_enable();
+    let enabled = machine_enabled();
+    pvops::restore_fl(off);
+    let restored_off = machine_enabled();
+    pvops::restore_fl(on);
+    let restored_on = machine_enabled();
+    check!(!disabled, "irq_disable left the machine enabled");
+    check!(off & FLAGS_IF == 0, "save_fl {off:#x} while disabled");
+    check!(enabled, "irq_enable left the machine disabled");
+    check!(!restored_off, "restore_fl({off:#x}) did not disable");
+    check!(restored_on, "restore_fl({on:#x}) did not enable");
+    Outcome::Pass
+}
+
+/// After boot the code is mapped read-only, patched or not.
+fn text_read_only() -> Outcome {
+    let text = text_range();
+    check!(text.start < text.end, "empty code range {text:#x?}");
+    for va in text.step_by(PAGE_SIZE as usize) {
+        match paging::is_writable(va) {
+            Ok(false) => {}
+            Ok(true) => return Outcome::Fail(alloc::format!("code page {va:#x} is writable")),
+            Err(e) => return Outcome::Fail(alloc::format!("code page {va:#x}: {e:?}")),
+        }
     }
     Outcome::Pass
 }
