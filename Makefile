@@ -70,13 +70,15 @@ test-native: build
 
 # Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), the same with the
 # pv_ops call sites left indirect, 32 MiB, 1 GiB with two vCPUs, an unknown option, the
-# 2-level event ABI, `xl shutdown` of a guest that
-# stays up (with disks and a vif for the frontend and block tests), `xl reboot`, app=blksum on
+# 2-level event ABI, `xl shutdown` of a guest that stays up (with disks and a vif for the
+# frontend, block and network tests, and dom0's network checks of @net), `xl reboot`, app=blksum on
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
 # the pattern); then a deliberate page fault, which must crash the domain after the dump.
+# --control-timeout: dom0's hotplug scripts for two disks and a vif alone can take 20 s on a
+# loaded host, before the guest even starts.
 test-xen: build target/blk-random.img target/blk-zero.img
 	rig/test-check-console.sh
-	rig/xen-rig.sh --expect-bulk $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
+	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
 	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"' \
