@@ -223,11 +223,13 @@ fn requests_in_flight() -> Outcome {
 
 /// The devices the toolstack gave us (disks, network interfaces) are found with their
 /// backends, and each goes through the frontend close path and back to a fresh handshake
-/// with the real backend in dom0.
+/// with the real backend in dom0. The vif the network runs on is left alone: it is
+/// connected, and closing it under the network would break it.
 fn frontends_close_and_reconnect() -> Outcome {
     use xenbus::XenbusState::{InitWait, Initialised, Initialising};
     xen_only!();
     const TIMEOUT_NS: u64 = 5_000_000_000;
+    let in_use = crate::net::with_stack(|s| s.nic.vif.device().path.clone());
     xs!(|xs| -> Outcome {
         let mut devices = Vec::new();
         for class in ["vbd", "vif"] {
@@ -236,8 +238,9 @@ fn frontends_close_and_reconnect() -> Outcome {
                 Err(e) => return Outcome::Fail(format!("discovering {class}: {e}")),
             }
         }
+        devices.retain(|d| in_use.as_ref() != Some(&d.path));
         if devices.is_empty() {
-            return Outcome::Skip("the xl config gives the guest no disk or vif");
+            return Outcome::Skip("no disk or vif besides the one the network uses");
         }
         for d in &devices {
             let prefix = format!("/local/domain/{}/backend/", d.backend_id);
