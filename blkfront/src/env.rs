@@ -8,26 +8,10 @@ use ring::shared::FrontRing;
 use crate::abi::{BlkifRequest, BlkifResponse};
 use crate::BlkError;
 
-/// Bytes in a page, as the ring protocol counts them.
-pub const PAGE_SIZE: usize = ring::shared::PAGE_SIZE;
+pub use grant::PAGE_SIZE;
 
-/// One 4 KiB page of guest memory the driver owns while it holds the value, used as a
-/// bounce buffer for request data.
-///
-/// The driver grants a page only after filling it completely (request data, zeros
-/// elsewhere), so the backend never sees anything but that request's data.
-///
-/// Dropping a `Page` must **not** return its memory to the allocator: the driver drops a
-/// page only when it could not revoke the backend's access to it (see
-/// [`Pages::end_grant`]), and that memory must then never be reused. Pages the driver is
-/// done with go back through [`Pages::free_page`].
-pub trait Page {
-    fn bytes(&self) -> &[u8; PAGE_SIZE];
-    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE];
-    /// The frame number the backend is granted: the machine frame under PV (p2m lookup),
-    /// the guest frame otherwise.
-    fn frame(&self) -> u64;
-}
+/// A page the driver fills and grants (the `grant` crate's, shared by both drivers).
+pub use grant::Page;
 
 /// The ring the guest built for the driver: a [`FrontRing`] over pages it allocated and
 /// granted (writable) to the backend, and the references of those grants, in page order.

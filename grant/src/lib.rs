@@ -3,15 +3,18 @@
 //! [`abi`] holds the grant-table types of `public/grant_table.h`; [`refs`] hands out grant
 //! references from a fixed pool, catching exhaustion and double frees; [`table`] is the
 //! table itself, shared with Xen, in which references become grants; [`ops`] issues the
-//! grant-table hypercalls that size the table and copy between grants.
+//! grant-table hypercalls that size the table and copy between grants; [`Page`] is what a
+//! driver grants.
 #![cfg_attr(not(test), no_std)]
 
 pub mod abi;
 pub mod ops;
+mod page;
 pub mod refs;
 pub mod table;
 
 pub use abi::{DomId, GrantRef};
+pub use page::{Page, PAGE_SIZE};
 pub use refs::{RefAllocator, RefError};
 pub use table::{GrantTable, MAX_FRAMES};
 

@@ -11,20 +11,6 @@ use core::ptr::NonNull;
 use grant::{DomId, GrantError, GrantRef};
 use ring::shared::FrontRing;
 
-impl blkfront::Page for GuestPage {
-    fn bytes(&self) -> &[u8; 4096] {
-        GuestPage::bytes(self)
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8; 4096] {
-        GuestPage::bytes_mut(self)
-    }
-
-    fn frame(&self) -> u64 {
-        GuestPage::frame(self)
-    }
-}
-
 /// A request ring of 2^order contiguous pages, each granted to the backend.
 pub struct GuestRing {
     pfn: u64,

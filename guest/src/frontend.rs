@@ -24,21 +24,23 @@ impl GuestPage {
             log::error!("a driver returned pfn {:#x} twice: {e:?}", self.pfn);
         }
     }
+}
 
-    pub fn bytes(&self) -> &[u8; 4096] {
+impl grant::Page for GuestPage {
+    fn bytes(&self) -> &[u8; 4096] {
         // SAFETY: the frame belongs to this value alone and is direct-mapped; drivers read
         // it only while no grant lets the backend write it (before granting, after the
         // grant ended), or, for a persistent grant, accept that the backend may.
         unsafe { &*(pfn_to_virt(self.pfn) as *const [u8; 4096]) }
     }
 
-    pub fn bytes_mut(&mut self) -> &mut [u8; 4096] {
+    fn bytes_mut(&mut self) -> &mut [u8; 4096] {
         // SAFETY: as for `bytes`, and `&mut self` makes the access exclusive in this domain.
         unsafe { &mut *(pfn_to_virt(self.pfn) as *mut [u8; 4096]) }
     }
 
     /// The machine frame the backend is granted.
-    pub fn frame(&self) -> u64 {
+    fn frame(&self) -> u64 {
         xen::pfn_to_mfn(self.pfn)
     }
 }

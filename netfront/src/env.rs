@@ -13,26 +13,10 @@ use ring::shared::{FrontRing, Pod};
 
 use crate::NetError;
 
-/// Bytes in a page, as the ring protocol counts them.
-pub const PAGE_SIZE: usize = ring::shared::PAGE_SIZE;
+pub use grant::PAGE_SIZE;
 
-/// One 4 KiB page of guest memory the driver owns while it holds the value: a receive
-/// buffer posted on the rx ring, or a transmit page holding (part of) a frame.
-///
-/// The driver grants a page only after filling it completely (frame data and zeros on
-/// transmit, zeros on receive), so the backend never sees anything else of ours.
-///
-/// Dropping a `Page` must **not** return its memory to the allocator: the driver drops a
-/// page only when it could not revoke the backend's access to it (see
-/// [`Pages::end_grant`]), and that memory must then never be reused. Pages the driver is
-/// done with go back through [`Pages::free_page`].
-pub trait Page {
-    fn bytes(&self) -> &[u8; PAGE_SIZE];
-    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE];
-    /// The frame number the backend is granted: the machine frame under PV (p2m lookup),
-    /// the guest frame otherwise.
-    fn frame(&self) -> u64;
-}
+/// A page the driver fills and grants (the `grant` crate's, shared by both drivers).
+pub use grant::Page;
 
 /// A one-page ring the guest built for the driver: a [`FrontRing`] over a zeroed page it
 /// granted writable to the backend, and that grant's reference.

@@ -24,20 +24,6 @@ use smoltcp::wire::{
     Ipv4Address, Ipv4Cidr,
 };
 
-impl netfront::Page for GuestPage {
-    fn bytes(&self) -> &[u8; 4096] {
-        GuestPage::bytes(self)
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8; 4096] {
-        GuestPage::bytes_mut(self)
-    }
-
-    fn frame(&self) -> u64 {
-        GuestPage::frame(self)
-    }
-}
-
 /// One ring page, granted to the backend.
 pub struct NetRing<Req: Pod, Rsp: Pod> {
     pfn: u64,
