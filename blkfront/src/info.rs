@@ -6,10 +6,9 @@
 //! 512-byte sectors whatever `sector-size` says; `sector-size` is the logical block size,
 //! which every transfer must be a multiple of and aligned to.
 
-use alloc::format;
-
 use log::warn;
-use xenbus::{Error, Store, XsError};
+use xenbus::frontend::{read_flag, read_optional};
+use xenbus::Store;
 
 use crate::abi::VdiskInfo;
 use crate::BlkError;
@@ -151,36 +150,13 @@ fn read_required(xs: &mut impl Store, backend: &str, key: &'static str) -> Resul
     read_optional(xs, backend, key)?.ok_or(BlkError::BadBackendValue { key, why: "missing" })
 }
 
-/// A number the backend may have written; `None` if the node does not exist.
-fn read_optional(
-    xs: &mut impl Store,
-    backend: &str,
-    key: &'static str,
-) -> Result<Option<u64>, BlkError> {
-    match xs.read_u64(&format!("{backend}/{key}")) {
-        Ok(v) => Ok(Some(v)),
-        Err(Error::Xs(XsError::NoEnt)) => Ok(None),
-        Err(Error::BadValue) => Err(BlkError::BadBackendValue { key, why: "not a number" }),
-        Err(e) => Err(BlkError::Xenstore(e)),
-    }
-}
-
-/// A `feature-*` node: absent or 0 is off, 1 is on, anything else is refused.
-fn read_flag(xs: &mut impl Store, backend: &str, key: &'static str) -> Result<bool, BlkError> {
-    match read_optional(xs, backend, key)? {
-        None | Some(0) => Ok(false),
-        Some(1) => Ok(true),
-        Some(_) => Err(BlkError::BadBackendValue { key, why: "not 0 or 1" }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use alloc::collections::BTreeMap;
     use alloc::string::String;
     use alloc::vec::Vec;
-    use xenbus::XsType;
+    use xenbus::{Error, XsError, XsType};
 
     /// Just enough of a store to answer reads.
     struct Map(BTreeMap<String, Vec<u8>>);

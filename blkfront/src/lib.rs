@@ -136,6 +136,17 @@ impl fmt::Display for BlkError {
     }
 }
 
+impl From<xenbus::frontend::BackendValueError> for BlkError {
+    fn from(e: xenbus::frontend::BackendValueError) -> Self {
+        match e {
+            xenbus::frontend::BackendValueError::Xenstore(e) => BlkError::Xenstore(e),
+            xenbus::frontend::BackendValueError::Bad { key, why } => {
+                BlkError::BadBackendValue { key, why }
+            }
+        }
+    }
+}
+
 impl From<xenbus::Error> for BlkError {
     fn from(e: xenbus::Error) -> Self {
         BlkError::Xenstore(e)

@@ -25,7 +25,7 @@ use alloc::vec::Vec;
 
 use grant::DomId;
 use log::warn;
-use xenbus::frontend::{self, Device};
+use xenbus::frontend::{self, read_flag, read_optional, Device};
 use xenbus::{Error, Store, Transport, XenbusState, Xenstore, XsError};
 
 use crate::driver::Ports;
@@ -265,29 +265,6 @@ fn read_features(xs: &mut impl Store, backend: &str) -> Result<Features, NetErro
         split_event_channels: read_flag(xs, backend, "feature-split-event-channels")?,
         max_queues,
     })
-}
-
-/// A number the backend may have written; `None` if the node does not exist.
-fn read_optional(
-    xs: &mut impl Store,
-    backend: &str,
-    key: &'static str,
-) -> Result<Option<u64>, NetError> {
-    match xs.read_u64(&format!("{backend}/{key}")) {
-        Ok(v) => Ok(Some(v)),
-        Err(Error::Xs(XsError::NoEnt)) => Ok(None),
-        Err(Error::BadValue) => Err(NetError::BadBackendValue { key, why: "not a number" }),
-        Err(e) => Err(NetError::Xenstore(e)),
-    }
-}
-
-/// A `feature-*` node: absent or 0 is off, 1 is on, anything else is refused.
-fn read_flag(xs: &mut impl Store, backend: &str, key: &'static str) -> Result<bool, NetError> {
-    match read_optional(xs, backend, key)? {
-        None | Some(0) => Ok(false),
-        Some(1) => Ok(true),
-        Some(_) => Err(NetError::BadBackendValue { key, why: "not 0 or 1" }),
-    }
 }
 
 #[cfg(test)]

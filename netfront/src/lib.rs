@@ -126,6 +126,17 @@ impl fmt::Display for NetError {
     }
 }
 
+impl From<xenbus::frontend::BackendValueError> for NetError {
+    fn from(e: xenbus::frontend::BackendValueError) -> Self {
+        match e {
+            xenbus::frontend::BackendValueError::Xenstore(e) => NetError::Xenstore(e),
+            xenbus::frontend::BackendValueError::Bad { key, why } => {
+                NetError::BadBackendValue { key, why }
+            }
+        }
+    }
+}
+
 impl From<xenbus::Error> for NetError {
     fn from(e: xenbus::Error) -> Self {
         NetError::Xenstore(e)

@@ -105,6 +105,43 @@ pub fn attach<T: Transport>(
     Ok((device, state))
 }
 
+/// Why a number the backend published cannot be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendValueError {
+    /// Reading it failed.
+    Xenstore(Error),
+    /// It is there but makes no sense (`key`: the node's name in the backend's directory).
+    Bad { key: &'static str, why: &'static str },
+}
+
+/// A number the backend may have written in its directory `dir`; `None` if the node does
+/// not exist.
+pub fn read_optional(
+    xs: &mut impl Store,
+    dir: &str,
+    key: &'static str,
+) -> Result<Option<u64>, BackendValueError> {
+    match xs.read_u64(&format!("{dir}/{key}")) {
+        Ok(v) => Ok(Some(v)),
+        Err(Error::Xs(XsError::NoEnt)) => Ok(None),
+        Err(Error::BadValue) => Err(BackendValueError::Bad { key, why: "not a number" }),
+        Err(e) => Err(BackendValueError::Xenstore(e)),
+    }
+}
+
+/// A `feature-*` node: absent or 0 is off, 1 is on, anything else is refused.
+pub fn read_flag(
+    xs: &mut impl Store,
+    dir: &str,
+    key: &'static str,
+) -> Result<bool, BackendValueError> {
+    match read_optional(xs, dir, key)? {
+        None | Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(_) => Err(BackendValueError::Bad { key, why: "not 0 or 1" }),
+    }
+}
+
 /// All our devices of `class`, each probed with `timeout_ns`.
 pub fn discover<T: Transport>(
     xs: &mut Xenstore<T>,
