@@ -111,7 +111,8 @@ pub struct MappedGrant {
 }
 
 /// `GNTTABOP_map_grant_ref` with `GNTMAP_host_map`: Xen maps `dom`'s grant `gref` at
-/// `host_addr` (PV: in our page tables, whose L1 for that address must already exist).
+/// `host_addr` (PV: a virtual address, in our page tables, whose L1 for that address must
+/// already exist; HVM/PVH: a guest physical address, best one with no memory behind it).
 /// `dom` is a real domain id: Xen refuses DOMID_SELF here, even for our own grants.
 ///
 /// # Safety

@@ -138,7 +138,7 @@ enum Via {
 /// Refuses what this boot cannot measure; else describes the variant for `op`.
 fn via(via: Via, op: pvops::Op, bare: &'static str) -> Result<&'static str, &'static str> {
     match via {
-        Via::Bare if pvops::is_xen() => Err("native only"),
+        Via::Bare if pvops::is_xen_pv() => Err("not in Xen PV's ring 3"),
         Via::Bare => Ok(bare),
         Via::Indirect => Ok("call *slot(%rip)"),
         Via::Patched if !patch::patched() => Err("nopvpatch"),
@@ -276,8 +276,8 @@ fn mmu_rounds(
     detail: &str,
     round: impl Fn([hypercall::abi::mmu_update; 64]) -> bool,
 ) -> Result<Row, &'static str> {
-    if !pvops::is_xen() {
-        return Err("needs Xen");
+    if !pvops::is_xen_pv() {
+        return Err("needs Xen PV page tables");
     }
     let s = Scratch::new()?;
     let mut flip = false;
@@ -348,13 +348,13 @@ fn grant_copy() -> Result<Row, &'static str> {
     let src = mm::alloc_frame().map_err(|_| "no memory")?;
     let dst = mm::alloc_frames(BATCH as u64).map_err(|_| "no memory")?;
     let result = (|| {
-        let gref = crate::gnttab::grant_access(domid, xen::pfn_to_mfn(src), true)
+        let gref = crate::gnttab::grant_access(domid, crate::pvops::pfn_to_frame(src), true)
             .map_err(|_| "grant_access")?;
         let mut ops: [GnttabCopy; BATCH] = core::array::from_fn(|i| {
             GnttabCopy::new(
                 CopyTarget::Grant { gref, domid: DomId::SELF, offset: 0 },
                 CopyTarget::Frame {
-                    gmfn: xen::pfn_to_mfn(dst + i as u64),
+                    gmfn: crate::pvops::pfn_to_frame(dst + i as u64),
                     domid: DomId::SELF,
                     offset: 0,
                 },

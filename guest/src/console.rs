@@ -32,6 +32,9 @@ enum XenConsole {
     Ring { ring: XenRing, door: PortDoorbell },
     /// dom0 writes through the hypervisor.
     ConsoleIo,
+    /// A PVH domU before its console page is mapped: Xen's debug port, which shows in
+    /// Xen's own log (`xl dmesg`), so that an early boot failure is still seen somewhere.
+    DebugPort,
 }
 
 /// Signals xenconsoled through the console event channel and sleeps in SCHEDOP_poll on it.
@@ -41,6 +44,9 @@ struct PortDoorbell {
     /// The backend stalled once: don't wait for it again until it makes progress.
     stalled: bool,
 }
+
+/// Xen's debug console port for HVM and PVH guests.
+const XEN_DEBUG_PORT: u16 = 0xe9;
 
 /// How long a full ring may stay full before output is dropped.
 const STALL_NS: u64 = 5_000_000_000;
@@ -87,6 +93,10 @@ pub fn init_xen_dom0() {
     *XEN.lock() = Some(XenConsole::ConsoleIo);
 }
 
+pub fn init_xen_debug_port() {
+    *XEN.lock() = Some(XenConsole::DebugPort);
+}
+
 /// The native console op.
 ///
 /// # Safety
@@ -120,6 +130,14 @@ pub unsafe extern "C" fn xen_write(bytes: *const u8, len: usize) -> usize {
             Ok(()) => 0,
             Err(_) => len,
         },
+        Some(XenConsole::DebugPort) => {
+            for &b in bytes {
+                // SAFETY: only set up under PVH (ring 0), where port 0xe9 is Xen's debug
+                // console.
+                unsafe { crate::arch::native::outb(XEN_DEBUG_PORT, b) };
+            }
+            0
+        }
         None => len,
     };
     LOST.fetch_add(lost as u64, Ordering::Relaxed);

@@ -77,7 +77,7 @@ fn shared_page() -> Result<(u64, NonNull<u8>), Error> {
     let pfn = crate::mm::alloc_zeroed_frames(1).map_err(|_| Error::NoMemory)?;
     let va = crate::arch::pfn_to_virt(pfn) as *mut u8;
     // SAFETY: the direct map never maps address 0.
-    Ok((xen::pfn_to_mfn(pfn), unsafe { NonNull::new_unchecked(va) }))
+    Ok((crate::pvops::pfn_to_frame(pfn), unsafe { NonNull::new_unchecked(va) }))
 }
 
 /// Chooses the event ABI: FIFO if asked or offered, with 2-level as the fallback.

@@ -2,7 +2,7 @@
 //! the frame allocator, granted through the grant table, rings over zeroed granted pages,
 //! and event channels whose handler records that they fired.
 
-use crate::arch::{pfn_to_virt, xen};
+use crate::arch::pfn_to_virt;
 use crate::{evtchn, gnttab, mm, pvops, time};
 use alloc::vec::Vec;
 use events::Port;
@@ -41,7 +41,7 @@ impl grant::Page for GuestPage {
 
     /// The machine frame the backend is granted.
     fn frame(&self) -> u64 {
-        xen::pfn_to_mfn(self.pfn)
+        crate::pvops::pfn_to_frame(self.pfn)
     }
 }
 
@@ -60,7 +60,7 @@ pub fn alloc_ring_pages(backend: DomId, pages: u64) -> Result<(u64, Vec<GrantRef
     let pfn = mm::alloc_zeroed_frames(pages).map_err(|_| RingError::NoMemory)?;
     let mut refs = Vec::new();
     for i in 0..pages {
-        match gnttab::grant_access(backend, xen::pfn_to_mfn(pfn + i), false) {
+        match gnttab::grant_access(backend, crate::pvops::pfn_to_frame(pfn + i), false) {
             Ok(gref) => refs.push(gref),
             Err(e) => {
                 release_ring_pages(pfn, &refs);

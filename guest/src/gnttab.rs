@@ -1,5 +1,6 @@
-//! The grant table (Xen only): Xen's table frames mapped at [`TABLE_VA`], references handed
-//! out by `grant::GrantTable`, and the table grown a frame at a time when they run out.
+//! The grant table (Xen only): Xen's table frames (PV: mapped at [`TABLE_VA`]; PVH: placed
+//! over pages of ours), references handed out by `grant::GrantTable`, and the table grown a
+//! frame at a time when they run out.
 
 use crate::arch::PAGE_SIZE;
 use crate::mm::paging;
@@ -22,12 +23,24 @@ pub fn init() -> Result<(), GrantError> {
     Ok(())
 }
 
-/// Asks Xen for one more table frame and maps it after the others.
+/// Asks Xen for one more table frame and maps it.
 fn grow(table: &mut GrantTable) -> Result<(), GrantError> {
     let n = table.frames() + 1;
     if n > table.max_frames() {
         return Err(GrantError::Exhausted);
     }
+    let va = if crate::pvops::is_xen_pv() {
+        map_pv_frame(n)?
+    } else {
+        crate::arch::xen_pvh::grant_table_frame(n as u64 - 1)?
+    };
+    // SAFETY: frame n-1 is mapped read-write at `va` for good, and only the table uses it.
+    unsafe { table.add_frame(NonNull::new_unchecked(va)) }
+}
+
+/// Frame `n - 1` of a PV guest's table, which Xen hands out by machine frame, mapped after
+/// the others.
+fn map_pv_frame(n: usize) -> Result<*mut u8, GrantError> {
     let mut frames = [0; MAX_FRAMES];
     // Xen returns the frames of the whole (grown) table, the old ones unchanged.
     grant::ops::setup_table(&mut frames[..n])?;
@@ -38,12 +51,11 @@ fn grow(table: &mut GrantTable) -> Result<(), GrantError> {
         log::error!("cannot map grant table frame {}: {e:?}", n - 1);
         return Err(GrantError::TableFull);
     }
-    // SAFETY: frame n-1 is mapped read-write at `va` for good, and only the table uses it.
-    unsafe { table.add_frame(NonNull::new_unchecked(va as *mut u8)) }
+    Ok(va as *mut u8)
 }
 
 /// Lets `domid` access our frame (`frame` as the other domain sees it: a machine frame
-/// under PV); grows the table when references run out.
+/// under PV, a guest frame under PVH); grows the table when references run out.
 pub fn grant_access(domid: DomId, frame: u64, readonly: bool) -> Result<GrantRef, GrantError> {
     let mut table = TABLE.lock();
     match table.grant_access(domid, frame, readonly) {

@@ -45,6 +45,9 @@ ring::abi_enum! {
 pub enum Backend {
     Native = 0,
     XenPv = 1,
+    /// A Xen PVH domU: ring 0 of an HVM container, so the native cpu, irq and mmu ops,
+    /// with Xen's time, console and shutdown.
+    XenPvh = 2,
 }
 
 impl Backend {
@@ -52,6 +55,7 @@ impl Backend {
         match self {
             Backend::Native => "native",
             Backend::XenPv => "xen-pv",
+            Backend::XenPvh => "xen-pvh",
         }
     }
 }
@@ -88,7 +92,9 @@ pub const PUSH_RDI_POPF: &[u8] = &[0x57, 0x9d];
 pub fn plan(backend: Backend, op: Op) -> Plan {
     match backend {
         Backend::XenPv => Plan::DirectCall,
-        Backend::Native => match op {
+        // The inline instructions and NOPs are native ones, which PVH shares; its Xen ops
+        // are calls either way.
+        Backend::Native | Backend::XenPvh => match op {
             Op::IrqDisable => Plan::Inline(CLI),
             Op::IrqEnable => Plan::Inline(STI),
             Op::SaveFl => Plan::Inline(PUSHF_POP_RAX),
@@ -251,6 +257,14 @@ mod tests {
             if !inline_or_nop.contains(&op) {
                 assert_eq!(plan(Backend::Native, op), Plan::DirectCall, "{op:?}");
             }
+        }
+    }
+
+    #[test]
+    fn pvh_patches_like_native() {
+        // Its Xen ops (time, console, shutdown) are direct calls natively too.
+        for op in ops() {
+            assert_eq!(plan(Backend::XenPvh, op), plan(Backend::Native, op), "{op:?}");
         }
     }
 

@@ -31,6 +31,7 @@ pub mod nr {
     pub const SCHED_OP: u32 = 29;
     pub const CALLBACK_OP: u32 = 30;
     pub const EVENT_CHANNEL_OP: u32 = 32;
+    pub const HVM_OP: u32 = 34;
     pub const ARGO_OP: u32 = 39;
     pub const IRET: u32 = 23;
 }
@@ -68,6 +69,65 @@ pub struct CallbackRegister {
 
 const _: () = assert!(size_of::<CallbackRegister>() == 16);
 const _: () = assert!(offset_of!(CallbackRegister, address) == 8);
+
+/// `XENMEM_*` (`public/memory.h`).
+pub const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+pub const XENMEM_MEMORY_MAP: u64 = 9;
+/// `XENMAPSPACE_*`: what `XENMEM_add_to_physmap` places at a guest frame.
+pub const XENMAPSPACE_SHARED_INFO: u32 = 0;
+pub const XENMAPSPACE_GRANT_TABLE: u32 = 1;
+
+/// `struct xen_add_to_physmap` (`public/memory.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AddToPhysmap {
+    pub domid: u16,
+    /// Only for `XENMAPSPACE_gmfn_range`.
+    pub size: u16,
+    pub space: u32,
+    pub idx: u64,
+    pub gpfn: u64,
+}
+
+const _: () = assert!(size_of::<AddToPhysmap>() == 24);
+const _: () = assert!(offset_of!(AddToPhysmap, space) == 4);
+const _: () = assert!(offset_of!(AddToPhysmap, gpfn) == 16);
+
+/// `struct xen_memory_map` (`public/memory.h`): the buffer holds e820 entries.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct MemoryMap {
+    pub nr_entries: u32,
+    pub buffer: u64,
+}
+
+const _: () = assert!(size_of::<MemoryMap>() == 16);
+
+/// `HVMOP_*` (`public/hvm/hvm_op.h`).
+pub const HVMOP_SET_PARAM: u64 = 0;
+pub const HVMOP_GET_PARAM: u64 = 1;
+
+/// `struct xen_hvm_param` (`public/hvm/hvm_op.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct HvmParam {
+    pub domid: u16,
+    pub index: u32,
+    pub value: u64,
+}
+
+const _: () = assert!(size_of::<HvmParam>() == 16);
+const _: () = assert!(offset_of!(HvmParam, index) == 4);
+
+/// `HVM_PARAM_*` (`public/hvm/params.h`).
+pub const HVM_PARAM_CALLBACK_IRQ: u32 = 0;
+pub const HVM_PARAM_STORE_PFN: u32 = 1;
+pub const HVM_PARAM_STORE_EVTCHN: u32 = 2;
+pub const HVM_PARAM_CONSOLE_PFN: u32 = 17;
+pub const HVM_PARAM_CONSOLE_EVTCHN: u32 = 18;
+/// `HVM_PARAM_CALLBACK_IRQ`'s value: the delivery type in bits 63:56; type 2 ("vector")
+/// injects the vector in bits 7:0 straight into the vCPU, bypassing the local APIC.
+pub const HVM_PARAM_CALLBACK_TYPE_VECTOR: u64 = 2 << 56;
 
 /// `start_info.magic` begins with this on a 64-bit PV guest.
 pub const START_INFO_MAGIC: &[u8] = b"xen-3.0-x86_64";

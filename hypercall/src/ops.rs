@@ -267,3 +267,67 @@ pub fn maximum_ram_page() -> Result<u64> {
     // SAFETY: this XENMEM command takes no buffer.
     check(unsafe { crate::raw::hypercall2(nr::MEMORY_OP, XENMEM_MAXIMUM_RAM_PAGE, 0) })
 }
+
+/// `XENMEM_add_to_physmap` for ourselves: makes guest frame `gpfn` show item `idx` of
+/// `space` (shared_info, a grant-table frame) instead of whatever it held, which Xen frees.
+///
+/// # Safety
+/// Nothing may use the memory that was at `gpfn` as its own any more: from now on reads and
+/// writes there reach Xen's page.
+pub unsafe fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<()> {
+    let mut arg = abi::AddToPhysmap { domid: abi::DOMID_SELF, size: 0, space, idx, gpfn };
+    // SAFETY: the caller gives up the frame; Xen reads the struct.
+    check(unsafe {
+        hypercall2(nr::MEMORY_OP, abi::XENMEM_ADD_TO_PHYSMAP, &mut arg as *mut _ as u64)
+    })
+    .map(drop)
+}
+
+/// One entry of the memory map (`struct e820entry`, packed, 20 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct E820Entry {
+    pub addr: u64,
+    pub size: u64,
+    pub kind: u32,
+}
+
+/// `XENMEM_memory_map`: the domain's memory map as the toolstack set it (HVM/PVH); up to
+/// `N` entries, and how many Xen returned.
+pub fn memory_map<const N: usize>() -> Result<([E820Entry; N], usize)> {
+    const ENTRY: usize = 20;
+    let mut raw = [[0u8; ENTRY]; N];
+    let mut arg = abi::MemoryMap { nr_entries: N as u32, buffer: raw.as_mut_ptr() as u64 };
+    // SAFETY: Xen writes at most nr_entries 20-byte entries into the buffer, then the count.
+    check(unsafe { hypercall2(nr::MEMORY_OP, abi::XENMEM_MEMORY_MAP, &mut arg as *mut _ as u64) })?;
+    let n = (arg.nr_entries as usize).min(N);
+    let mut out = [E820Entry { addr: 0, size: 0, kind: 0 }; N];
+    for (e, r) in out.iter_mut().zip(&raw[..n]) {
+        let word = |at: usize| u64::from_le_bytes(r[at..at + 8].try_into().unwrap_or([0; 8]));
+        *e = E820Entry {
+            addr: word(0),
+            size: word(8),
+            kind: u32::from(r[16])
+                | u32::from(r[17]) << 8
+                | u32::from(r[18]) << 16
+                | u32::from(r[19]) << 24,
+        };
+    }
+    Ok((out, n))
+}
+
+fn hvm_param(op: u64, index: u32, value: u64) -> Result<u64> {
+    let mut arg = abi::HvmParam { domid: abi::DOMID_SELF, index, value };
+    // SAFETY: HVMOP_{get,set}_param read and write only the struct.
+    check(unsafe { hypercall2(nr::HVM_OP, op, &mut arg as *mut _ as u64) })?;
+    Ok(arg.value)
+}
+
+/// `HVMOP_get_param` on ourselves (HVM/PVH): e.g. the console's frame and event channel.
+pub fn hvm_get_param(index: u32) -> Result<u64> {
+    hvm_param(abi::HVMOP_GET_PARAM, index, 0)
+}
+
+/// `HVMOP_set_param` on ourselves, e.g. how Xen delivers event upcalls.
+pub fn hvm_set_param(index: u32, value: u64) -> Result<()> {
+    hvm_param(abi::HVMOP_SET_PARAM, index, value).map(drop)
+}

@@ -95,7 +95,7 @@ pvh_start64_high:
     movl %eax, %gs
     leaq boot_stack_top(%rip), %rsp
     movl %esi, %edi
-    call native_start
+    call pvh_start
     ud2
 
 /* ---- Exception and callback entry stubs ----
@@ -199,6 +199,14 @@ xen_event_callback:
     pushq $0
     pushq $256                              /* VECTOR_XEN_EVENT */
     jmp trap_common_xen
+
+    /* Xen PVH: the event upcall arrives as an interrupt vector (xen_pvh::CALLBACK_VECTOR). */
+    .balign 16
+    .globl xen_hvm_callback
+xen_hvm_callback:
+    pushq $0
+    pushq $256                              /* VECTOR_XEN_EVENT */
+    jmp trap_common_native
 
     .balign 16
     .globl xen_failsafe_callback

@@ -42,7 +42,10 @@ const KERNEL_CS: u16 = 0x08;
 /// Present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
 const INTERRUPT_GATE: u8 = 0x8e;
 
-static mut IDT: [Gate; 48] = [Gate {
+/// The CPU exceptions, the legacy PIC's IRQs, and Xen PVH's event callback vector.
+const IDT_VECTORS: usize = 49;
+
+static mut IDT: [Gate; IDT_VECTORS] = [Gate {
     offset_low: 0,
     selector: 0,
     ist: 0,
@@ -50,23 +53,34 @@ static mut IDT: [Gate; 48] = [Gate {
     offset_mid: 0,
     offset_high: 0,
     reserved: 0,
-}; 48];
+}; IDT_VECTORS];
 
-/// Points every CPU exception vector at its entry stub and loads the IDT.
-pub fn init_idt() {
+fn gate(addr: u64) -> Gate {
+    Gate {
+        offset_low: addr as u16,
+        selector: KERNEL_CS,
+        ist: 0,
+        kind: INTERRUPT_GATE,
+        offset_mid: (addr >> 16) as u16,
+        offset_high: (addr >> 32) as u32,
+        reserved: 0,
+    }
+}
+
+/// Points every CPU exception and legacy PIC vector at its entry stub, and `extra`'s
+/// vector at its handler; loads the IDT.
+pub fn init_idt(extra: Option<(u8, u64)>) {
     let stubs = super::traps::stubs(false);
     // SAFETY: boot runs on one CPU with interrupts off; nothing else touches the IDT.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
-    for (gate, &addr) in idt.iter_mut().zip(stubs.iter()) {
-        *gate = Gate {
-            offset_low: addr as u16,
-            selector: KERNEL_CS,
-            ist: 0,
-            kind: INTERRUPT_GATE,
-            offset_mid: (addr >> 16) as u16,
-            offset_high: (addr >> 32) as u32,
-            reserved: 0,
-        };
+    for (slot, &addr) in idt.iter_mut().zip(stubs.iter()) {
+        *slot = gate(addr);
+    }
+    if let Some((vector, addr)) = extra {
+        match idt.get_mut(usize::from(vector)) {
+            Some(slot) => *slot = gate(addr),
+            None => panic!("vector {vector:#x} is beyond the IDT"),
+        }
     }
     #[repr(C, packed)]
     struct Pointer {

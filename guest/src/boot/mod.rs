@@ -1,7 +1,9 @@
 //! Boot: each entry path sets up its platform, then both continue in [`kernel_main`].
 
 pub mod native;
+pub mod pvh;
 pub mod xen_pv;
+pub mod xen_pvh;
 
 use crate::cmdline::{self, Options};
 use crate::{println, pvops};
@@ -36,6 +38,12 @@ pub fn cmdline() -> &'static str {
 
 pub fn options() -> Options<'static> {
     cmdline::parse(cmdline())
+}
+
+/// Says why boot cannot go on, on whatever console there is, and stops as a failure.
+fn boot_failed(why: core::fmt::Arguments<'_>) -> ! {
+    crate::console::emergency(format_args!("boot failed: {why}\n"));
+    pvops::shutdown(pvops::Halt::Failure)
 }
 
 /// Everything after platform setup: report, run the self-tests, shut down with their result.

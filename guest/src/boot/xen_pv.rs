@@ -1,7 +1,7 @@
 //! The Xen PV boot path: `startup_xen` lands here with start_info, the hypercall page
 //! filled and a bootstrap mapping of the first few MiB.
 
-use super::kernel_main;
+use super::{boot_failed, kernel_main};
 use crate::arch::{self, pfn_to_virt, virt_to_pfn, xen, DIRECT_MAP_PAGES, PAGE_SIZE};
 use crate::mm::{self, paging};
 use crate::pvops::{self, Backend};
@@ -30,11 +30,6 @@ static START_INFO: Once<StartInfo> = Once::new();
 
 pub fn start_info() -> Option<&'static StartInfo> {
     START_INFO.get()
-}
-
-fn stop(why: core::fmt::Arguments<'_>) -> ! {
-    crate::console::emergency(format_args!("boot failed: {why}\n"));
-    pvops::shutdown(pvops::Halt::Failure)
 }
 
 #[no_mangle]
@@ -112,27 +107,27 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
         crate::arch::cpu::rdtsc()
     );
     if let Err(e) = xen::init_traps() {
-        stop(format_args!("trap table / callbacks: {e}"));
+        boot_failed(format_args!("trap table / callbacks: {e}"));
     }
     if let Err(why) = setup_memory(info) {
-        stop(format_args!("{why}"));
+        boot_failed(format_args!("{why}"));
     }
     crate::evtchn::init(options.evtchn);
     if let Err(e) = crate::time::xen::init_timer() {
-        stop(format_args!("binding VIRQ_TIMER: {e}"));
+        boot_failed(format_args!("binding VIRQ_TIMER: {e}"));
     }
     if let Err(e) = crate::gnttab::init() {
-        stop(format_args!("grant table: {e}"));
+        boot_failed(format_args!("grant table: {e}"));
     }
     let Some(store_pfn) = xen::mfn_to_pfn(info.store_mfn) else {
-        stop(format_args!("xenstore mfn {:#x} is not ours", info.store_mfn))
+        boot_failed(format_args!("xenstore mfn {:#x} is not ours", info.store_mfn))
     };
     // SAFETY: the xenstore page is ours (its mfn maps back to our pfn), inside the
     // bootstrap mapping, and shared only with xenstored.
     let store =
         unsafe { crate::xenstore::init(pfn_to_virt(store_pfn) as *mut u8, info.store_evtchn) };
     if let Err(e) = store {
-        stop(format_args!("xenstore event channel: {e}"));
+        boot_failed(format_args!("xenstore event channel: {e}"));
     }
     kernel_main(options)
 }

@@ -1,5 +1,6 @@
 //! pv_ops: one table of privileged operations (cpu, irq, mmu, time, console, shutdown),
-//! filled once at boot with the Xen or the native backend.
+//! filled once at boot with one of three backends: native, Xen PV, or Xen PVH (native
+//! cpu/irq/mmu ops, Xen's time, console and shutdown).
 //!
 //! Every call goes through a call site emitted by [`pv_call!`]: a 6-byte
 //! `call *PV_OPS+slot(%rip)` plus a record in `.parainstructions` (site address, op, length,
@@ -10,6 +11,7 @@
 pub mod native;
 pub mod patch;
 pub mod xen;
+pub mod xen_pvh;
 
 pub use crate::pvpatch::{Backend, Op};
 
@@ -170,11 +172,18 @@ pub unsafe fn install(backend: Backend, ops: PvOps) {
 pub fn backend() -> Backend {
     match BACKEND.load(Ordering::Relaxed) {
         1 => Backend::XenPv,
+        2 => Backend::XenPvh,
         _ => Backend::Native,
     }
 }
 
+/// Whether we run under Xen (PV or PVH): event channels, grants, xenstore exist.
 pub fn is_xen() -> bool {
+    backend() != Backend::Native
+}
+
+/// Whether we run as a Xen PV guest: ring 3, Xen-validated page tables, start_info.
+pub fn is_xen_pv() -> bool {
     backend() == Backend::XenPv
 }
 

@@ -48,7 +48,7 @@ fn start_info() -> Outcome {
         check!(si.console_evtchn != 0 && si.store_evtchn != 0, "event channels 0");
         return Outcome::Pass;
     }
-    let Some(info) = boot::native::boot_info() else {
+    let Some(info) = boot::pvh::boot_info() else {
         return Outcome::Fail("no boot information recorded".into());
     };
     check!(info.start_info_version >= 1, "hvm_start_info version {}", info.start_info_version);

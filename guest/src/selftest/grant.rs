@@ -1,5 +1,5 @@
 use super::{check, xen_only, Outcome, Test};
-use crate::arch::{pfn_to_virt, xen, PAGE_SIZE};
+use crate::arch::{pfn_to_virt, PAGE_SIZE};
 use crate::{gnttab, mm};
 use alloc::vec::Vec;
 use grant::abi::{CopyTarget, GnttabCopy};
@@ -32,7 +32,7 @@ fn copy_through_self_grant() -> Outcome {
         }
     }
     let outcome = (|| {
-        let gref = match gnttab::grant_access(domid, xen::pfn_to_mfn(src), true) {
+        let gref = match gnttab::grant_access(domid, crate::pvops::pfn_to_frame(src), true) {
             Ok(r) => r,
             Err(e) => return Outcome::Fail(alloc::format!("grant_access: {e}")),
         };
@@ -40,7 +40,11 @@ fn copy_through_self_grant() -> Outcome {
         let op = |offset: u16| {
             GnttabCopy::new(
                 CopyTarget::Grant { gref, domid: DomId::SELF, offset },
-                CopyTarget::Frame { gmfn: xen::pfn_to_mfn(dst), domid: DomId::SELF, offset },
+                CopyTarget::Frame {
+                    gmfn: crate::pvops::pfn_to_frame(dst),
+                    domid: DomId::SELF,
+                    offset,
+                },
                 half,
             )
         };
@@ -73,7 +77,7 @@ fn exhaustion_recovers() -> Outcome {
         Err(e) => return Outcome::Fail(alloc::format!("own domid: {e}")),
     };
     let frame = match mm::alloc_frame() {
-        Ok(pfn) => xen::pfn_to_mfn(pfn),
+        Ok(pfn) => crate::pvops::pfn_to_frame(pfn),
         Err(e) => return Outcome::Fail(alloc::format!("alloc: {e:?}")),
     };
     let mut refs = Vec::new();
@@ -94,7 +98,7 @@ fn exhaustion_recovers() -> Outcome {
         refs.push(r);
     }
     let ended = refs.iter().map(|&r| gnttab::end_access(r)).filter(Result::is_err).count();
-    let _ = mm::free_frame(crate::arch::xen::mfn_to_pfn(frame).unwrap_or(u64::MAX));
+    let _ = mm::free_frame(crate::pvops::frame_to_pfn(frame));
     check!(exhausted == GrantError::Exhausted, "granting stopped with {exhausted:?}");
     check!(again == Err(GrantError::Exhausted), "granting past exhaustion gave {again:?}");
     check!(matches!(freed, Some(Ok(()))), "end_access: {freed:?}");
@@ -108,7 +112,17 @@ fn exhaustion_recovers() -> Outcome {
 /// mapped, ending the grant is refused and the grant stays; after the unmap it ends.
 fn end_refused_while_mapped() -> Outcome {
     xen_only!();
-    const VA: u64 = 0xffff_c000_6000_0000;
+    // PV maps at a virtual address; PVH at a guest frame, chosen in the hole above RAM (as
+    // Linux maps grants into unpopulated frames) and read through the direct map.
+    let (host_addr, va) = if crate::pvops::is_xen_pv() {
+        const VA: u64 = 0xffff_c000_6000_0000;
+        (VA, VA)
+    } else {
+        let (_, ram_frames) = mm::frame_stats();
+        let hole = ram_frames + 1;
+        check!(hole < crate::arch::DIRECT_MAP_PAGES, "no hole above RAM in the direct map");
+        (hole * PAGE_SIZE, pfn_to_virt(hole))
+    };
     let domid = match hypercall::ops::own_domid() {
         Ok(d) => DomId(d),
         Err(e) => return Outcome::Fail(alloc::format!("own domid: {e}")),
@@ -120,22 +134,24 @@ fn end_refused_while_mapped() -> Outcome {
     // SAFETY: our frame, direct-mapped.
     unsafe { (pfn_to_virt(pfn) as *mut u64).write_volatile(0x6a6a_6a6a) };
     let outcome = (|| {
-        // Xen maps into an existing L1 table: make sure there is one for VA.
-        check!(crate::mm::paging::entry(VA, 1, true).is_ok(), "no page table for {VA:#x}");
-        let gref = match gnttab::grant_access(domid, xen::pfn_to_mfn(pfn), true) {
+        // PV: Xen maps into an existing L1 table: make sure there is one.
+        if crate::pvops::is_xen_pv() {
+            check!(crate::mm::paging::entry(va, 1, true).is_ok(), "no page table for {va:#x}");
+        }
+        let gref = match gnttab::grant_access(domid, crate::pvops::pfn_to_frame(pfn), true) {
             Ok(r) => r,
             Err(e) => return Outcome::Fail(alloc::format!("grant_access: {e}")),
         };
-        // SAFETY: VA is a scratch address nothing else uses.
-        let mapped = match unsafe { grant::ops::map_grant_ref(VA, domid, gref, true) } {
+        // SAFETY: a scratch address (PV) or a frame with no memory (PVH) nothing else uses.
+        let mapped = match unsafe { grant::ops::map_grant_ref(host_addr, domid, gref, true) } {
             Ok(m) => m,
             Err(e) => {
                 let _ = gnttab::end_access(gref);
                 return Outcome::Fail(alloc::format!("map_grant_ref: {e}"));
             }
         };
-        // SAFETY: Xen mapped our granted page read-only at VA.
-        let seen = unsafe { (VA as *const u64).read_volatile() };
+        // SAFETY: Xen mapped our granted page read-only at `va`.
+        let seen = unsafe { (va as *const u64).read_volatile() };
         let refused = gnttab::end_access(gref);
         // SAFETY: nothing uses the mapping any more.
         let unmapped = unsafe { grant::ops::unmap_grant_ref(mapped) };

@@ -124,6 +124,7 @@ fn register_abi() -> Outcome {
 }
 
 /// Real hypercalls of every arity, each checked for what Xen did with every argument.
+/// Arities 2 to 4 use different hypercalls under PV and PVH: each mode has its own set.
 fn arities_live() -> Outcome {
     xen_only!();
     // Arity 0: a hypercall number Xen leaves unimplemented.
@@ -135,6 +136,43 @@ fn arities_live() -> Outcome {
     check!(hypercall::ops::set_timer(1).is_ok(), "set_timer_op(1)");
     check!(hypercall::ops::set_timer(0).is_ok(), "set_timer_op(0)");
 
+    let outcome =
+        if crate::pvops::is_xen_pv() { pv_arities_2_to_4() } else { pvh_arities_2_to_4() };
+    if !matches!(outcome, Outcome::Pass) {
+        return outcome;
+    }
+
+    // Arity 5: argo_op is the one 5-argument hypercall; Debian's Xen is built without it.
+    // SAFETY: with Argo absent the hypercall does nothing; with it, cmd 0 is invalid.
+    let r = unsafe { raw::hypercall5(abi::nr::ARGO_OP, 0, 0, 0, 0, 0) };
+    check!(
+        r == -(Errno::ENOSYS.0 as i64)
+            || r == -(Errno::EOPNOTSUPP.0 as i64)
+            || r == -(Errno::EINVAL.0 as i64),
+        "argo_op returned {r}"
+    );
+    Outcome::Pass
+}
+
+/// PVH: hvm_op reads back the callback vector boot set (command and struct both taken),
+/// and grant_table_op fills one query_size. No 4-argument hypercall serves a PVH guest
+/// (mmuext_op refuses translated domains), so arity 4 is left to the PV run.
+fn pvh_arities_2_to_4() -> Outcome {
+    let want =
+        abi::HVM_PARAM_CALLBACK_TYPE_VECTOR | u64::from(crate::arch::xen_pvh::CALLBACK_VECTOR);
+    let got = hypercall::ops::hvm_get_param(abi::HVM_PARAM_CALLBACK_IRQ);
+    check!(got == Ok(want), "HVM_PARAM_CALLBACK_IRQ reads {got:x?}, expected {want:#x}");
+    match grant::ops::query_size() {
+        Ok((frames, max)) => {
+            check!(frames >= 1 && frames <= max, "grant table query_size: {frames} of {max}")
+        }
+        Err(e) => return Outcome::Fail(alloc::format!("grant table query_size: {e:?}")),
+    }
+    Outcome::Pass
+}
+
+/// PV: set_segment_base, update_va_mapping and mmu_update, each seen to take effect.
+fn pv_arities_2_to_4() -> Outcome {
     // Arity 2: set_segment_base(FS) then read through %fs: both arguments took effect.
     let cell: u64 = black_box(0x0f5_0f5);
     // SAFETY: the kernel does not use FS.
@@ -190,20 +228,7 @@ fn arities_live() -> Outcome {
     // SAFETY: the scratch mapping is no longer used.
     let _ = unsafe { paging::unmap(VA) };
     let _ = (mm::free_frame(a), mm::free_frame(b));
-    if !matches!(outcome, Outcome::Pass) {
-        return outcome;
-    }
-
-    // Arity 5: argo_op is the one 5-argument hypercall; Debian's Xen is built without it.
-    // SAFETY: with Argo absent the hypercall does nothing; with it, cmd 0 is invalid.
-    let r = unsafe { raw::hypercall5(abi::nr::ARGO_OP, 0, 0, 0, 0, 0) };
-    check!(
-        r == -(Errno::ENOSYS.0 as i64)
-            || r == -(Errno::EOPNOTSUPP.0 as i64)
-            || r == -(Errno::EINVAL.0 as i64),
-        "argo_op returned {r}"
-    );
-    Outcome::Pass
+    outcome
 }
 
 /// A multicall with one bad entry among good ones runs them all and names exactly that one.

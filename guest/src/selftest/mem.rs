@@ -180,7 +180,7 @@ fn lazy_mmu_batching() -> Outcome {
             let t = paging::translate(BASE + i * PAGE_SIZE);
             check!(t == Err(paging::MapError::NotMapped), "page {i} still mapped: {t:?}");
         }
-        if crate::pvops::is_xen() {
+        if crate::pvops::is_xen_pv() {
             check!(
                 mapping <= MAX_HYPERCALLS && unmapping <= MAX_HYPERCALLS,
                 "{mapping} hypercalls to map and {unmapping} to unmap {PAGES} pages"

@@ -39,6 +39,7 @@ fn call_sites() -> Outcome {
     }
     let backend = match pvops::backend() {
         pvops::Backend::XenPv => pvops::xen::OPS,
+        pvops::Backend::XenPvh => pvops::xen_pvh::OPS,
         pvops::Backend::Native => pvops::native::OPS,
     };
     check!(
@@ -57,9 +58,9 @@ fn call_sites() -> Outcome {
 }
 
 /// Whether interrupts (events) are enabled, read from the machine rather than through
-/// pv_ops: RFLAGS.IF natively, vcpu_info's event mask under Xen.
+/// pv_ops: RFLAGS.IF natively and under PVH, vcpu_info's event mask under Xen PV.
 fn machine_enabled() -> bool {
-    if pvops::is_xen() {
+    if pvops::is_xen_pv() {
         return xen::vcpu().upcall_mask() == 0;
     }
     let flags: u64;

@@ -35,7 +35,11 @@ macro_rules! xs {
 fn name_and_domid() -> Outcome {
     xen_only!();
     let (name, domid) = xs!(|xs| (xs.read_string("name"), xs.read_u64("domid")));
-    check!(name.as_deref() == Ok("rust-unikernel"), "name: {name:?}");
+    // xen.cfg's name, or xen-pvh.cfg's with its suffix.
+    check!(
+        matches!(name.as_deref(), Ok("rust-unikernel" | "rust-unikernel-pvh")),
+        "name: {name:?}"
+    );
     let own = hypercall::ops::own_domid();
     check!(
         matches!((domid, own), (Ok(a), Ok(b)) if a == u64::from(b)),

@@ -1,0 +1,118 @@
+//! Xen PVH platform state: what a PV guest gets from start_info and the domain builder, a
+//! PVH guest asks for itself (the hypercall page through an MSR, shared_info and
+//! grant-table frames placed in its physical address space, the event upcall as an
+//! interrupt vector, the console and xenstore pages from HVM parameters).
+
+use super::{pfn_to_virt, virt_to_pfn, PAGE_SIZE};
+use crate::mm::paging;
+use hypercall::abi;
+
+/// The IDT vector Xen injects for event upcalls (`HVM_PARAM_CALLBACK_IRQ`): the first one
+/// after the legacy PIC's range, which PVH has no use for anyway.
+pub const CALLBACK_VECTOR: u8 = 0x30;
+
+/// Where pages outside the direct map are mapped, one after the other: the console and
+/// xenstore rings, which the toolstack places just below 4 GiB.
+const SPECIAL_VA: u64 = 0xffff_c200_0000_0000;
+
+extern "C" {
+    static hypercall_page: u8;
+    static xen_shared_info_page: [u8; 4096];
+    fn xen_hvm_callback();
+}
+
+/// Has Xen write the hypercall page: CPUID(base + 2).EBX names the MSR that takes the
+/// page's physical address.
+pub fn init_hypercall_page(cpuid_base: u32) {
+    let msr = super::cpu::cpuid_raw(cpuid_base + 2, 0).ebx;
+    let page = core::ptr::addr_of!(hypercall_page);
+    // SAFETY: the page is ours, in .text, reserved for exactly this; the image is loaded
+    // at its link address minus KERNEL_BASE, so that is its physical address. Xen fills it
+    // before the wrmsr returns.
+    unsafe {
+        x86_64::registers::model_specific::Msr::new(msr).write(page as u64 - super::KERNEL_BASE);
+        hypercall::init(page);
+    }
+}
+
+/// Places shared_info at the image page reserved for it (the page PV maps it over), so
+/// that vcpu_info and the event bitmaps are where the common Xen code looks.
+pub fn map_shared_info() -> hypercall::Result<()> {
+    let pfn = virt_to_pfn(core::ptr::addr_of!(xen_shared_info_page) as u64);
+    // SAFETY: the reserved page is never accessed as Rust data: it only serves as the
+    // address at which shared_info appears, read through atomics.
+    unsafe { hypercall::ops::add_to_physmap(abi::XENMAPSPACE_SHARED_INFO, 0, pfn) }
+}
+
+/// The IDT entry stub for [`CALLBACK_VECTOR`]: it enters the trap dispatcher as the PV
+/// event callback does.
+pub fn callback_stub() -> u64 {
+    xen_hvm_callback as *const () as u64
+}
+
+/// Asks Xen to deliver event upcalls as [`CALLBACK_VECTOR`]. Xen injects it while
+/// `evtchn_upcall_pending` is set and interrupts are enabled; the local APIC takes no part
+/// (no EOI).
+pub fn enable_callback_vector() -> hypercall::Result<()> {
+    hypercall::ops::hvm_set_param(
+        abi::HVM_PARAM_CALLBACK_IRQ,
+        abi::HVM_PARAM_CALLBACK_TYPE_VECTOR | u64::from(CALLBACK_VECTOR),
+    )
+}
+
+/// Why a ring page named by HVM parameters cannot be used.
+#[derive(Debug)]
+pub enum RingPageError {
+    Param(u32, hypercall::Errno),
+    /// A parameter holds a value no page or port can have.
+    Bad(u32, u64),
+    Map(paging::MapError),
+}
+
+impl core::fmt::Display for RingPageError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            RingPageError::Param(i, e) => write!(f, "HVM parameter {i}: {e}"),
+            RingPageError::Bad(i, v) => write!(f, "HVM parameter {i} is {v:#x}"),
+            RingPageError::Map(e) => write!(f, "cannot map the page: {e:?}"),
+        }
+    }
+}
+
+/// The ring page and event channel the HVM parameters `pfn_param` and `port_param` name
+/// (console, xenstore), the page mapped at the `slot`-th special address.
+pub fn ring_page(
+    pfn_param: u32,
+    port_param: u32,
+    slot: u64,
+) -> Result<(*mut u8, u32), RingPageError> {
+    let get = |i| hypercall::ops::hvm_get_param(i).map_err(|e| RingPageError::Param(i, e));
+    let pfn = get(pfn_param)?;
+    let port = get(port_param)?;
+    // The toolstack's pages sit below 4 GiB; 0 means the parameter was never set.
+    if pfn == 0 || pfn >= (1 << 20) {
+        return Err(RingPageError::Bad(pfn_param, pfn));
+    }
+    let Ok(port) = u32::try_from(port) else { return Err(RingPageError::Bad(port_param, port)) };
+    if port == 0 {
+        return Err(RingPageError::Bad(port_param, 0));
+    }
+    let va = SPECIAL_VA + slot * PAGE_SIZE;
+    // SAFETY: each slot of the special range is used for one page only, and the page is
+    // shared only with its backend, which writes it concurrently: users go through
+    // volatile/atomic ring accessors.
+    unsafe { paging::map(va, pfn, true) }.map_err(RingPageError::Map)?;
+    Ok((va as *mut u8, port))
+}
+
+/// A fresh page of ours turned into grant-table frame `index`; returns where it is mapped.
+/// The RAM that was behind it goes back to Xen.
+pub fn grant_table_frame(index: u64) -> Result<*mut u8, grant::GrantError> {
+    // Out of memory, references stay as scarce as when the table is at Xen's limit.
+    let pfn = crate::mm::alloc_frame().map_err(|_| grant::GrantError::Exhausted)?;
+    // SAFETY: the frame was just allocated to us alone and is never freed: from now on
+    // it is only the grant table, reached at its direct-map address.
+    unsafe { hypercall::ops::add_to_physmap(abi::XENMAPSPACE_GRANT_TABLE, index, pfn) }
+        .map_err(grant::GrantError::Hypercall)?;
+    Ok(pfn_to_virt(pfn) as *mut u8)
+}
