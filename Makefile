@@ -17,7 +17,8 @@ CMDLINE   ?= log=info
 # the environment too).
 RIG_WORK  ?= target/rig
 
-.PHONY: all deps build run run-native test test-host test-native test-xen bench lint clean
+.PHONY: all deps build run run-pvh run-native test test-host test-native test-xen test-xen-pvh \
+	bench lint clean
 
 all: build
 
@@ -41,6 +42,10 @@ build: deps
 # The main job: the guest as a PV domU created by `xl create` in the Xen rig.
 run: build
 	rig/xen-rig.sh $(IMAGE) xen.cfg
+
+# The same, as a PVH domU.
+run-pvh: build
+	rig/xen-rig.sh $(IMAGE) xen-pvh.cfg
 
 run-native: build
 	rig/run-native.sh $(IMAGE) "$(CMDLINE)"
@@ -86,6 +91,16 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
+	$(MAKE) --no-print-directory test-xen-pvh
+
+# The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
+# unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
+# network checks), and app=blksum.
+test-xen-pvh: build target/blk-random.img
+	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
+	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
+	    '@net extra="log=warn stay" $(DEVICES)' \
+	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"'
 
 # Benchmarks (not tests): natively, under Xen with each event ABI, and the block rows of a
 # Linux PV domU on the same rig and scratch disk, merged into one table with our/Linux ratios
