@@ -102,7 +102,7 @@ test-xen-pvh: build target/blk-random.img
 	    '@net extra="log=warn stay" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"'
 
-# Benchmarks (not tests): natively, under Xen with each event ABI, and the block rows of a
+# Benchmarks (not tests): natively, under Xen PV with each event ABI and as PVH, and the block rows of a
 # Linux PV domU on the same rig and scratch disk, merged into one table with our/Linux ratios
 # and a pv_ops table, and drawn as docs/bench.svg.
 bench: build
@@ -110,14 +110,17 @@ bench: build
 	rig/xen-rig.sh --log target/bench-xen.log $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=none bench" $(SCRATCH) $(NET)' \
 	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH) $(NET)'
+	rig/xen-rig.sh --log target/bench-xen-pvh.log $(IMAGE) xen-pvh.cfg \
+	    'extra="log=warn tests=none bench" $(SCRATCH) $(NET)'
 	rig/linux-domu.sh
 	rig/xen-rig.sh --timeout 600 --log target/bench-linux.log $(RIG_WORK)/linux-domu/vmlinux \
 	    $(RIG_WORK)/linux-domu/linux-domu.cfg \
 	    'extra="quiet loglevel=1 rigtest=blkbench" $(SCRATCH) vif=[]' \
 	    'extra="quiet loglevel=1 rigtest=netbench" $(NET)'
-	rig/bench-table.py target/bench-native.log target/bench-xen.log target/bench-linux.log
-	rig/bench-plot.py -o docs/bench.svg \
-	    target/bench-native.log target/bench-xen.log target/bench-linux.log
+	rig/bench-table.py target/bench-native.log target/bench-xen.log target/bench-xen-pvh.log \
+	    target/bench-linux.log
+	rig/bench-plot.py -o docs/bench.svg target/bench-native.log target/bench-xen.log \
+	    target/bench-xen-pvh.log target/bench-linux.log
 
 # Disk images for the block apps: random content of an odd sector count, and zeros to fill.
 target/blk-random.img:

@@ -42,7 +42,7 @@ def main():
     # Our guest against the Linux PV domU peer, where both measured a row: ours over Linux's
     # for rates (MiB/s, IOPS), Linux's over ours for times (us/rtt), so that above 1.0 always
     # means we are faster.
-    ours = next((c for c in cols if c["name"].startswith("xen-pv")), None)
+    ours = next((c for c in cols if c["name"].split()[0] == "xen-pv"), None)
     peer = next((c for c in cols if c["name"].startswith("linux-pv")), None)
     if ours and peer:
         ratio = {"name": "ours/linux", "rows": {}}

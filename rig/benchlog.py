@@ -2,7 +2,7 @@
 
 The guest prints, for `bench` on its command line,
 
-    bench: begin platform=<native|xen-pv> evtchn=<none|2-level|fifo>
+    bench: begin platform=<native|xen-pv|xen-pvh> evtchn=<none|2-level|fifo>
     bench: <name> <value> <unit> <detail...>      (value and unit are "-" when not applicable)
     bench: end
 
@@ -10,7 +10,8 @@ Each platform (and event ABI) is one column, whatever number of begin/end blocks
 rows are benchmarks.
 
 The pv_ops rows are `pvops_<op>_<via>`: the op (irq: disable+enable, flags: save_fl+restore_fl,
-cpuid) reached through the bare instruction (natively only), the op table's indirect call,
+cpuid) reached through the bare instruction (natively and under PVH: not in PV's ring 3), the
+op table's indirect call,
 or the call site as boot patched it.
 """
 import re
@@ -55,8 +56,9 @@ def is_pvops(name):
 
 
 def pvops_bare(cols, op):
-    """The bare instruction's figure: measured natively, the reference for every column
-    (a PV kernel runs in ring 3 and cannot execute cli, sti or popf itself)."""
+    """The bare instruction's figure: measured natively (the first column that has it),
+    the reference for every column (a PV kernel runs in ring 3 and cannot execute cli,
+    sti or popf itself)."""
     return next((v for c in cols if (v := value(c, f"pvops_{op}_bare"))), None)
 
 
