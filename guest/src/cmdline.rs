@@ -183,6 +183,15 @@ fn parse_level(v: &str) -> Option<LevelFilter> {
     })
 }
 
+/// The command line as text from the bytes the loader left: invalid UTF-8 is cut at the first
+/// bad byte rather than losing the whole line.
+pub fn text(raw: &[u8]) -> &str {
+    match core::str::from_utf8(raw) {
+        Ok(s) => s,
+        Err(e) => core::str::from_utf8(&raw[..e.valid_up_to()]).unwrap_or(""),
+    }
+}
+
 pub fn parse(line: &str) -> Options<'_> {
     let mut o = Options::default();
     for token in line.split_ascii_whitespace() {
@@ -246,6 +255,13 @@ pub fn parse(line: &str) -> Options<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_is_cut_at_bad_utf8() {
+        assert_eq!(text(b"log=info"), "log=info");
+        assert_eq!(text(b"log=info \xff stay"), "log=info ");
+        assert_eq!(text(b"\xc3"), "");
+    }
 
     #[test]
     fn defaults() {

@@ -41,13 +41,6 @@ use xenbus::wire::{interface, XsdSockmsg};
 /// and why. An entry that no longer matches an unchecked C value fails the test too.
 const NOT_MODELLED: &[(&str, &str)] = &[
     (
-        "vcpu_time_info.flags",
-        "xen-sys is bindgen output for interface version 0, where bytes 29..32 are \
-         `pad1: [i8; 3]`; since 0x040600 they are `flags` and `pad1[2]`. The guest reads \
-         neither (offsets and sizes of every other field are checked).",
-    ),
-    ("vcpu_time_info.pad1", "see vcpu_time_info.flags"),
-    (
         "netif_rx_request.pad",
         "netfront's `_pad` is crate-private; `ring::pod!` proves there is no implicit padding, \
          so bytes 2..4 (between the checked `id` and `gref`) are that field",
@@ -158,9 +151,8 @@ fn rust_values() -> Values {
             evtchn_upcall_pending, evtchn_upcall_mask, evtchn_pending_sel,
             arch, arch.cr2, arch.pad, time,
         }
-        // `flags` and `pad1`: see NOT_MODELLED.
         "vcpu_time_info" = vcpu_time_info {
-            version, pad0, tsc_timestamp, system_time, tsc_to_system_mul, tsc_shift,
+            version, pad0, tsc_timestamp, system_time, tsc_to_system_mul, tsc_shift, flags, pad1,
         }
         "multicall_entry" = multicall_entry { op, result, args }
         "mmu_update" = mmu_update { ptr, val }

@@ -7,13 +7,12 @@ pub use xen_sys::{
     evtchn_alloc_unbound, evtchn_bind_interdomain, evtchn_bind_virq, evtchn_close,
     evtchn_expand_array, evtchn_init_control, evtchn_port_t, evtchn_send, evtchn_status,
     evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll, sched_shutdown, shared_info,
-    start_info, trap_info, vcpu_info, vcpu_time_info, xen_pfn_t, EVTCHNOP_alloc_unbound,
-    EVTCHNOP_bind_interdomain, EVTCHNOP_bind_virq, EVTCHNOP_close, EVTCHNOP_expand_array,
-    EVTCHNOP_init_control, EVTCHNOP_send, EVTCHNOP_status, EVTCHNOP_unmask, EVTCHNSTAT_unbound,
-    SCHEDOP_block, SCHEDOP_poll, SCHEDOP_shutdown, SCHEDOP_yield, SHUTDOWN_crash,
-    SHUTDOWN_poweroff, SHUTDOWN_reboot, FLAT_KERNEL_CS, MMUEXT_INVLPG_LOCAL,
-    MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE, SEGBASE_FS, SIF_INITDOMAIN,
-    VIRQ_DEBUG, VIRQ_TIMER,
+    start_info, trap_info, vcpu_info, xen_pfn_t, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_interdomain,
+    EVTCHNOP_bind_virq, EVTCHNOP_close, EVTCHNOP_expand_array, EVTCHNOP_init_control,
+    EVTCHNOP_send, EVTCHNOP_status, EVTCHNOP_unmask, EVTCHNSTAT_unbound, SCHEDOP_block,
+    SCHEDOP_poll, SCHEDOP_shutdown, SCHEDOP_yield, SHUTDOWN_crash, SHUTDOWN_poweroff,
+    SHUTDOWN_reboot, FLAT_KERNEL_CS, MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_LOCAL,
+    MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE, SEGBASE_FS, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER,
 };
 
 /// Hypercall numbers (`public/xen.h`).
@@ -128,6 +127,29 @@ pub const HVM_PARAM_CONSOLE_EVTCHN: u32 = 18;
 /// `HVM_PARAM_CALLBACK_IRQ`'s value: the delivery type in bits 63:56; type 2 ("vector")
 /// injects the vector in bits 7:0 straight into the vCPU, bypassing the local APIC.
 pub const HVM_PARAM_CALLBACK_TYPE_VECTOR: u64 = 2 << 56;
+
+/// `struct vcpu_time_info` (`public/xen.h`, interface version 0x040600 and later). xen-sys
+/// has the older layout, whose bytes 29..32 are all padding; `vcpu_info.time` stays typed with
+/// that one, so the guest reaches this struct by `vcpu_info.time`'s offset.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+#[allow(non_camel_case_types)] // the C name, like the xen-sys types beside it
+pub struct vcpu_time_info {
+    /// Odd while Xen rewrites the record.
+    pub version: u32,
+    pub pad0: u32,
+    pub tsc_timestamp: u64,
+    pub system_time: u64,
+    pub tsc_to_system_mul: u32,
+    pub tsc_shift: i8,
+    /// `XEN_PVCLOCK_TSC_STABLE_BIT`, `XEN_PVCLOCK_GUEST_STOPPED`.
+    pub flags: u8,
+    pub pad1: [u8; 2],
+}
+
+const _: () = assert!(offset_of!(vcpu_time_info, flags) == 29);
+// It must fill exactly the `vcpu_info.time` it is read from.
+const _: () = assert!(size_of::<vcpu_time_info>() == size_of::<xen_sys::vcpu_time_info>());
 
 /// `start_info.magic` begins with this on a 64-bit PV guest.
 pub const START_INFO_MAGIC: &[u8] = b"xen-3.0-x86_64";

@@ -29,11 +29,7 @@ pub fn save_cmdline(raw: &[u8]) {
 /// The command line as text (invalid UTF-8 is cut at the first bad byte).
 pub fn cmdline() -> &'static str {
     let Some(saved) = CMDLINE.get() else { return "" };
-    let bytes = &saved.bytes[..saved.len];
-    match core::str::from_utf8(bytes) {
-        Ok(s) => s,
-        Err(e) => core::str::from_utf8(&bytes[..e.valid_up_to()]).unwrap_or(""),
-    }
+    cmdline::text(&saved.bytes[..saved.len])
 }
 
 pub fn options() -> Options<'static> {

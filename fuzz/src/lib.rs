@@ -1,0 +1,30 @@
+//! Fuzz targets for every parser of data the other side of a Xen interface controls:
+//! xenstore replies and watch events, the blkfront and netfront ring consumers, the console
+//! ring, and the kernel command line.
+//!
+//! Each target ([`targets`]) is one `fn(&[u8])` that reads its input as a script of what a
+//! hostile peer does and drives the real driver code through it. A target fails if it
+//! panics (an `unwrap`, an overflow, an index out of bounds) or does not return. cargo-fuzz's
+//! binaries (`fuzz_targets/`) run the same functions under libFuzzer; [`runner`] runs them
+//! on stable Rust without it, for `cargo test`.
+//!
+//! The fakes the drivers' own tests use (xenstored, blkback, netback) play the peer here too,
+//! included from those tests rather than copied.
+#![allow(clippy::arc_with_non_send_sync)] // the fakes' choice: see xenbus/tests/xenstored
+
+pub mod input;
+pub mod runner;
+pub mod targets;
+
+// The targets use only part of each fake.
+#[path = "../../xenbus/tests/xenstored/fake.rs"]
+#[allow(dead_code)]
+mod xenstored;
+
+#[path = "../../blkfront/tests/blkback/fake.rs"]
+#[allow(dead_code)]
+mod blkback;
+
+#[path = "../../netfront/tests/netback/fake.rs"]
+#[allow(dead_code)]
+mod netback;

@@ -1,0 +1,54 @@
+//! Every fuzz target, briefly, on every `cargo test`: its seeds, then mutations of them, with
+//! a fixed seed so a failure here fails the same way on every run. `make fuzz` runs the same
+//! targets for longer under libFuzzer.
+
+use std::time::Duration;
+
+use fuzz::runner::{self, Config};
+use fuzz::targets::ALL;
+
+fn brief(name: &str) {
+    let target = ALL.iter().find(|t| t.name == name).expect("a target of that name");
+    let config = Config {
+        seed: 0x5eed,
+        max_inputs: 3000,
+        // A bound for slow machines, not the usual stop: the inputs run out first.
+        max_time: Duration::from_secs(20),
+        max_len: 4096,
+        hang_after: Duration::from_secs(10),
+    };
+    let summary = runner::run(target, &config);
+    println!("fuzz {name}: {} inputs in {:.2?}, no failure", summary.inputs, summary.elapsed);
+    assert!(summary.inputs >= (target.seeds)().len() as u64);
+}
+
+#[test]
+fn every_target_is_tested_here() {
+    let names: Vec<&str> = ALL.iter().map(|t| t.name).collect();
+    assert_eq!(names, ["cmdline", "console", "xenstore", "blkfront", "netfront"]);
+}
+
+#[test]
+fn cmdline() {
+    brief("cmdline");
+}
+
+#[test]
+fn console() {
+    brief("console");
+}
+
+#[test]
+fn xenstore() {
+    brief("xenstore");
+}
+
+#[test]
+fn blkfront() {
+    brief("blkfront");
+}
+
+#[test]
+fn netfront() {
+    brief("netfront");
+}
