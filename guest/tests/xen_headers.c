@@ -24,6 +24,9 @@
 #include <xen/callback.h>
 #include <xen/event_channel.h>
 #include <xen/grant_table.h>
+#include <xen/memory.h>
+#include <xen/hvm/hvm_op.h>
+#include <xen/hvm/params.h>
 #include <xen/sched.h>
 #include <xen/version.h>
 #include <xen/io/blkif.h>
@@ -165,6 +168,37 @@ int main(void)
     FIELD(T, "callback_register", flags);
     FIELD(T, "callback_register", address);
 #undef T
+
+    /* memory.h, hvm/hvm_op.h, hvm/params.h: what a PVH guest sets up itself */
+#define T struct xen_add_to_physmap
+    STRUCT(T, "xen_add_to_physmap");
+    FIELD(T, "xen_add_to_physmap", domid);
+    FIELD(T, "xen_add_to_physmap", size);
+    FIELD(T, "xen_add_to_physmap", space);
+    FIELD(T, "xen_add_to_physmap", idx);
+    FIELD(T, "xen_add_to_physmap", gpfn);
+#undef T
+
+#define T struct xen_hvm_param
+    STRUCT(T, "xen_hvm_param");
+    FIELD(T, "xen_hvm_param", domid);
+    FIELD(T, "xen_hvm_param", index);
+    FIELD(T, "xen_hvm_param", value);
+#undef T
+
+    CONST(XENMEM_add_to_physmap);
+    CONST(XENMAPSPACE_shared_info);
+    CONST(XENMAPSPACE_grant_table);
+    CONST(HVMOP_set_param);
+    CONST(HVMOP_get_param);
+    CONST(HVM_PARAM_CALLBACK_IRQ);
+    CONST(HVM_PARAM_STORE_PFN);
+    CONST(HVM_PARAM_STORE_EVTCHN);
+    CONST(HVM_PARAM_CONSOLE_PFN);
+    CONST(HVM_PARAM_CONSOLE_EVTCHN);
+    CONST(HVM_PARAM_CALLBACK_IRQ_TYPE_MASK);
+    CONST(HVM_PARAM_CALLBACK_TYPE_VECTOR);
+    CONST(__HYPERVISOR_hvm_op);
 
     /* sched.h */
 #define T struct sched_shutdown

@@ -17,8 +17,8 @@ use hypercall::abi::{
     evtchn_alloc_unbound, evtchn_bind_interdomain, evtchn_bind_virq, evtchn_close,
     evtchn_expand_array, evtchn_init_control, evtchn_port_t, evtchn_send, evtchn_status,
     evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll, sched_shutdown, shared_info,
-    start_info, trap_info, vcpu_info, vcpu_time_info, xen_pfn_t, CallbackRegister,
-    XEN_EXTRAVERSION_LEN,
+    start_info, trap_info, vcpu_info, vcpu_time_info, xen_pfn_t, AddToPhysmap, CallbackRegister,
+    HvmParam, XEN_EXTRAVERSION_LEN,
 };
 use xen_sys::{evtchn_fifo_control_block, xen_ulong_t};
 
@@ -162,6 +162,8 @@ fn rust_values() -> Values {
         }
         "trap_info" = trap_info { vector, flags, cs, address }
         "callback_register" = CallbackRegister { "type" = kind, flags, address }
+        "xen_add_to_physmap" = AddToPhysmap { domid, size, space, idx, gpfn }
+        "xen_hvm_param" = HvmParam { domid, index, value }
         "sched_shutdown" = sched_shutdown { reason }
         "sched_poll" = sched_poll { ports, nr_ports, timeout }
 
@@ -237,6 +239,30 @@ fn rust_values() -> Values {
     // Byte-ring pages, described by offsets: ring::byte reads every index as a u32.
     let index = size_of::<u32>();
     v.put("const", "XENSTORE_RING_SIZE", interface::RING_SIZE as usize);
+    {
+        use hypercall::abi::*;
+        for (name, value) in [
+            ("XENMEM_add_to_physmap", XENMEM_ADD_TO_PHYSMAP as usize),
+            ("XENMAPSPACE_shared_info", XENMAPSPACE_SHARED_INFO as usize),
+            ("XENMAPSPACE_grant_table", XENMAPSPACE_GRANT_TABLE as usize),
+            ("HVMOP_set_param", HVMOP_SET_PARAM as usize),
+            ("HVMOP_get_param", HVMOP_GET_PARAM as usize),
+            ("HVM_PARAM_CALLBACK_IRQ", HVM_PARAM_CALLBACK_IRQ as usize),
+            ("HVM_PARAM_STORE_PFN", HVM_PARAM_STORE_PFN as usize),
+            ("HVM_PARAM_STORE_EVTCHN", HVM_PARAM_STORE_EVTCHN as usize),
+            ("HVM_PARAM_CONSOLE_PFN", HVM_PARAM_CONSOLE_PFN as usize),
+            ("HVM_PARAM_CONSOLE_EVTCHN", HVM_PARAM_CONSOLE_EVTCHN as usize),
+            ("HVM_PARAM_CALLBACK_IRQ_TYPE_MASK", HVM_PARAM_CALLBACK_IRQ_TYPE_MASK as usize),
+            (
+                "HVM_PARAM_CALLBACK_TYPE_VECTOR",
+                (HVM_PARAM_CALLBACK_TYPE_VECTOR
+                    >> HVM_PARAM_CALLBACK_IRQ_TYPE_MASK.trailing_zeros()) as usize,
+            ),
+            ("__HYPERVISOR_hvm_op", nr::HVM_OP as usize),
+        ] {
+            v.put("const", name, value);
+        }
+    }
     let xs = "xenstore_domain_interface";
     let (req, rsp) = (interface::REQ_RING, interface::RSP_RING);
     v.put("sizeof", xs, interface::SIZE);

@@ -71,7 +71,6 @@ const _: () = assert!(offset_of!(CallbackRegister, address) == 8);
 
 /// `XENMEM_*` (`public/memory.h`).
 pub const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
-pub const XENMEM_MEMORY_MAP: u64 = 9;
 /// `XENMAPSPACE_*`: what `XENMEM_add_to_physmap` places at a guest frame.
 pub const XENMAPSPACE_SHARED_INFO: u32 = 0;
 pub const XENMAPSPACE_GRANT_TABLE: u32 = 1;
@@ -91,16 +90,6 @@ pub struct AddToPhysmap {
 const _: () = assert!(size_of::<AddToPhysmap>() == 24);
 const _: () = assert!(offset_of!(AddToPhysmap, space) == 4);
 const _: () = assert!(offset_of!(AddToPhysmap, gpfn) == 16);
-
-/// `struct xen_memory_map` (`public/memory.h`): the buffer holds e820 entries.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct MemoryMap {
-    pub nr_entries: u32,
-    pub buffer: u64,
-}
-
-const _: () = assert!(size_of::<MemoryMap>() == 16);
 
 /// `HVMOP_*` (`public/hvm/hvm_op.h`).
 pub const HVMOP_SET_PARAM: u64 = 0;
@@ -124,8 +113,9 @@ pub const HVM_PARAM_STORE_PFN: u32 = 1;
 pub const HVM_PARAM_STORE_EVTCHN: u32 = 2;
 pub const HVM_PARAM_CONSOLE_PFN: u32 = 17;
 pub const HVM_PARAM_CONSOLE_EVTCHN: u32 = 18;
-/// `HVM_PARAM_CALLBACK_IRQ`'s value: the delivery type in bits 63:56; type 2 ("vector")
+/// `HVM_PARAM_CALLBACK_IRQ`'s value: the delivery type in these bits; type "vector"
 /// injects the vector in bits 7:0 straight into the vCPU, bypassing the local APIC.
+pub const HVM_PARAM_CALLBACK_IRQ_TYPE_MASK: u64 = 0xff << 56;
 pub const HVM_PARAM_CALLBACK_TYPE_VECTOR: u64 = 2 << 56;
 
 /// `struct vcpu_time_info` (`public/xen.h`, interface version 0x040600 and later). xen-sys

@@ -283,38 +283,6 @@ pub unsafe fn add_to_physmap(space: u32, idx: u64, gpfn: u64) -> Result<()> {
     .map(drop)
 }
 
-/// One entry of the memory map (`struct e820entry`, packed, 20 bytes).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct E820Entry {
-    pub addr: u64,
-    pub size: u64,
-    pub kind: u32,
-}
-
-/// `XENMEM_memory_map`: the domain's memory map as the toolstack set it (HVM/PVH); up to
-/// `N` entries, and how many Xen returned.
-pub fn memory_map<const N: usize>() -> Result<([E820Entry; N], usize)> {
-    const ENTRY: usize = 20;
-    let mut raw = [[0u8; ENTRY]; N];
-    let mut arg = abi::MemoryMap { nr_entries: N as u32, buffer: raw.as_mut_ptr() as u64 };
-    // SAFETY: Xen writes at most nr_entries 20-byte entries into the buffer, then the count.
-    check(unsafe { hypercall2(nr::MEMORY_OP, abi::XENMEM_MEMORY_MAP, &mut arg as *mut _ as u64) })?;
-    let n = (arg.nr_entries as usize).min(N);
-    let mut out = [E820Entry { addr: 0, size: 0, kind: 0 }; N];
-    for (e, r) in out.iter_mut().zip(&raw[..n]) {
-        let word = |at: usize| u64::from_le_bytes(r[at..at + 8].try_into().unwrap_or([0; 8]));
-        *e = E820Entry {
-            addr: word(0),
-            size: word(8),
-            kind: u32::from(r[16])
-                | u32::from(r[17]) << 8
-                | u32::from(r[18]) << 16
-                | u32::from(r[19]) << 24,
-        };
-    }
-    Ok((out, n))
-}
-
 fn hvm_param(op: u64, index: u32, value: u64) -> Result<u64> {
     let mut arg = abi::HvmParam { domid: abi::DOMID_SELF, index, value };
     // SAFETY: HVMOP_{get,set}_param read and write only the struct.

@@ -10,10 +10,10 @@ const DEBUG_EXIT_PORT: u16 = 0xf4;
 pub const DEBUG_EXIT_PASS: u32 = 0x10;
 pub const DEBUG_EXIT_FAIL: u32 = 0x11;
 
-/// Port I/O for the devices of this module.
+/// Port I/O for the devices of this module (and Xen's debug port under PVH).
 ///
 /// # Safety
-/// `port` belongs to one of the legacy devices this module drives.
+/// We run in ring 0, and `port` belongs to a device this kernel drives.
 pub unsafe fn outb(port: u16, val: u8) {
     // SAFETY: forwarded contract; natively we run in ring 0.
     unsafe { Port::<u8>::new(port).write(val) }
