@@ -118,12 +118,15 @@ test-xen: build target/blk-random.img target/blk-zero.img
 
 # The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
-# network checks), and app=blksum.
+# network checks), and app=blksum; then the deliberate page fault (ring 0 here: the native
+# IDT reports it).
 test-xen-pvh: build target/blk-random.img
 	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"'
+	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen-pvh.cfg \
+	    'extra="log=warn tests=boot:: fault=pf"'
 
 # Benchmarks (not tests): natively, under Xen PV with each event ABI and as PVH, and the block rows of a
 # Linux PV domU on the same rig and scratch disk, merged into one table with our/Linux ratios
