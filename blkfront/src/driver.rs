@@ -210,8 +210,9 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     max_segments: usize,
     /// The backend offers persistent grants: see the module's docs.
     persistent_grants: bool,
-    /// The ring is corrupt: nothing more goes on it.
-    broken: bool,
+    /// Why nothing more goes on the ring: it is corrupt ([`BlkError::Broken`]) or the
+    /// backend is closing ([`BlkError::BackendClosed`]). Every request fails with it.
+    stopped: Option<BlkError>,
     slots: Vec<Slot<P::Page>>,
     free_slots: Vec<u32>,
     requests: BTreeMap<u64, Pending>,
@@ -260,7 +261,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             device,
             max_segments,
             persistent_grants: info.features.persistent,
-            broken: false,
+            stopped: None,
             slots: (0..size).map(|_| Slot { generation: 0, busy: None }).collect(),
             // Reversed so slots are handed out from index 0 up: easier to read in traces.
             free_slots: (0..size).rev().collect(),
@@ -325,8 +326,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// here, before anything reaches the ring; failures of the I/O itself come back as the
     /// [`Completion`]'s result.
     pub fn submit(&mut self, request: Request) -> Result<RequestId, BlkError> {
-        if self.broken {
-            return Err(BlkError::Broken);
+        if let Some(e) = self.stopped {
+            return Err(e);
         }
         let f = self.info.features;
         let (kind, sector, buf) = match request {
@@ -379,9 +380,19 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// [`take_completion`](Self::take_completion). Returns how many are waiting.
     ///
     /// A corrupt ring (the backend's index running ahead of our requests) fails every
-    /// request with [`BlkError::Broken`] and stops the device.
+    /// request with [`BlkError::Broken`] and stops the device; a backend that is closing
+    /// ([`EventChannel::backend_closing`]) with [`BlkError::BackendClosed`]: it will answer
+    /// no more, and the toolstack waits for us to close.
     pub fn poll(&mut self) -> usize {
-        if !self.broken {
+        if self.stopped.is_none() && self.evtchn.backend_closing() {
+            warn!(
+                "blkfront: {}: the backend is closing: failing {} outstanding request(s)",
+                self.device.path,
+                self.requests.len()
+            );
+            self.fail_all(BlkError::BackendClosed);
+        }
+        if self.stopped.is_none() {
             self.retry_quarantine();
             if let Err(e) = self.drain() {
                 warn!("blkfront: {e}: device unusable");
@@ -823,9 +834,10 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 
     /// Stops the device: every request fails with `error`, every grant we can end ends,
-    /// pages the backend holds stay in quarantine. Used when the ring breaks and at close.
+    /// pages the backend holds stay in quarantine. Used when the ring breaks, when the
+    /// backend closes, and at close.
     fn fail_all(&mut self, error: BlkError) {
-        self.broken = true;
+        self.stopped = Some(error);
         self.queue.clear();
         for i in 0..self.slots.len() {
             if let Some(flight) = self.slots[i].busy.take() {

@@ -214,6 +214,8 @@ pub struct World {
     rsp_prod_pvt: u32,
     /// Requests stay on the ring unanswered while set.
     pub hold: bool,
+    /// What the guest's watch on the backend's state would report: it left Connected.
+    pub backend_closing: bool,
     pub tamper: Option<Tamper>,
     /// Every request taken off the ring (an indirect one seen through the direct layout:
     /// its `operation` is [`Op::Indirect`]).
@@ -255,6 +257,7 @@ impl World {
             req_cons: 0,
             rsp_prod_pvt: 0,
             hold: false,
+            backend_closing: false,
             tamper: None,
             requests: Vec::new(),
             indirect: Vec::new(),
@@ -606,6 +609,10 @@ impl EventChannel for TestEvtchn {
 
     fn now_ns(&self) -> u64 {
         self.0.borrow().now
+    }
+
+    fn backend_closing(&mut self) -> bool {
+        self.0.borrow().backend_closing
     }
 
     fn close(&mut self, port: u32) {
