@@ -10,6 +10,8 @@
 #   /rig/run/<N>/label     the RUN string as given, for the markers
 #   /rig/run/<N>/control   "shutdown", "reboot" or "net" if the run has that directive (else
 #                          absent)
+#   /rig/run/<N>/fault     the @fault=<name> of the run, if any (see fault_* below)
+#   /rig/evtchn-flood      rig/evtchn-flood.c, built by the host (if a run floods)
 #   /rig/xl-opts           options for xl itself (-vvv or empty)
 #   /rig/run-timeout       seconds after which a guest is destroyed (0: never)
 #   /rig/control-timeout   bound in seconds of each wait of a control run
@@ -166,6 +168,103 @@ net_checks() {
     rm -f /run/echo.*
 }
 
+# Fault injection (@fault=<name>): dom0 breaks something while the guest runs; the host checks
+# the guest's error line and that it went on. Each step logs to control.log ("fault: ...");
+# a step that could not be done is a FAILED line (ctl_fail).
+
+# At the first "blkfill <dev> acked" line (acked.1, left by the console reader):
+# blk-detach: `xl block-detach` of that disk while blkfill writes; destroy-blkfill: `xl destroy`
+# at the third (so some writes are acknowledged and many are in flight).
+fault_background() {
+    exec 8<>/run/rig-tick
+    case $1 in
+    blk-detach) mark=acked.1 ;;
+    destroy-blkfill) mark=acked.3 ;;
+    garbage-keys) mark=created ;;
+    *) return ;;
+    esac
+    ctl_wait "$d/$mark"
+    case $? in
+    1) ctl_fail "fault $1: the domain ended before $mark"; return ;;
+    2) ctl_fail "fault $1: no $mark within $ctl_timeout s" destroy; return ;;
+    esac
+    case $1 in
+    blk-detach)
+        dev=$(cut -d' ' -f1 "$d/acked")
+        ctl_log "fault: at 'blkfill $dev acked sectors=$(cut -d' ' -f2 "$d/acked")': xl block-detach $name $dev"
+        uptime_cs
+        since=$CS
+        if timeout 60 xl block-detach "$name" "$dev" >>"$d/control.log" 2>&1; then
+            uptime_cs
+            ctl_log "fault: xl block-detach $dev done in $(secs $((CS - since))) s"
+        else
+            ctl_fail "fault: xl block-detach $name $dev failed"
+        fi
+        ;;
+    destroy-blkfill)
+        ctl_log "fault: at 'blkfill $(cat "$d/acked")': xl destroy $name"
+        : >"$d/destroyed"
+        xl destroy "$name" >>"$d/control.log" 2>&1 || ctl_fail "fault: xl destroy $name failed"
+        ;;
+    garbage-keys)
+        # The domain is paused (xl create -p) with its devices attached: blkback wrote
+        # max-ring-page-order at probe and does not write it again; the frontend reads it at
+        # each connect.
+        be=/local/domain/0/backend/vbd/$(xl domid "$name")/51728
+        ctl_log "fault: $be/max-ring-page-order = 99, then xl unpause"
+        xenstore-write "$be/max-ring-page-order" 99 >>"$d/control.log" 2>&1 ||
+            ctl_fail "fault: cannot write $be/max-ring-page-order"
+        xl unpause "$name" >>"$d/control.log" 2>&1 || ctl_fail "fault: xl unpause $name failed"
+        ;;
+    esac
+}
+
+# At "control: ready", before the controller's xl shutdown. vif-detach: `xl network-detach`
+# while dom0 streams into the guest's TCP echo and pings it; evtchn-flood: evtchn-flood
+# notifies a port it allocated in the guest's table for 5 s.
+fault_at_ready() {
+    case $1 in
+    vif-detach)
+        ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "fault: no 'net: up' line"; return 1; }
+        (dd if=/dev/zero bs=65536 count=4096 2>/dev/null | timeout 30 nc "$ip" 7 >/run/fault-echo 2>&1) &
+        stream=$!
+        ping -i 0.1 -c 100 -W 1 "$ip" >/run/fault-ping 2>&1 &
+        pinger=$!
+        sleep 1
+        ctl_log "fault: echo stream at $(stat -c %s /run/fault-echo) bytes back: xl network-detach $name 0"
+        uptime_cs
+        since=$CS
+        if timeout 60 xl network-detach "$name" 0 >>"$d/control.log" 2>&1; then
+            uptime_cs
+            ctl_log "fault: xl network-detach done in $(secs $((CS - since))) s"
+        else
+            ctl_fail "fault: xl network-detach $name 0 failed"
+        fi
+        kill "$stream" "$pinger" 2>/dev/null
+        wait "$stream" "$pinger" 2>/dev/null
+        ctl_log "fault: echo stream got $(stat -c %s /run/fault-echo) bytes back in all"
+        ;;
+    evtchn-flood)
+        if out=$(/rig/evtchn-flood "$(xl domid "$name")" 5 2>&1); then
+            ctl_log "fault: evtchn-flood: $out"
+        else
+            ctl_fail "fault: evtchn-flood: $out"
+            return 1
+        fi
+        ;;
+    esac
+}
+
+# After the run (the domain gone): destroy-blkfill hashes the part of the disk the guest's last
+# "blkfill <dev> acked sectors=<n> seed=<s>" line vouches for.
+fault_after() {
+    [ "$1" = destroy-blkfill ] && [ -s "$d/acked" ] || return 0
+    read -r dev n seed <"$d/acked"
+    path=$(awk -v v="$dev" '$2 == v { print $1 }' "$d/disks")
+    [ -n "$path" ] || { say "fault: the run has no disk $dev"; return 0; }
+    say "fault: blkfill $dev acked sectors=$n seed=$seed sha256=$(head -c $((n * 512)) "$path" | sha256sum | cut -d' ' -f1)"
+}
+
 # A control run's toolstack side (in the background while xl create -F runs): at each boot's
 # "control: ready" (a file the console reader leaves, see below) send `xl reboot` (all boots but
 # the last) or `xl shutdown` (the last), and wait for xl to report the domain's shutdown; a net
@@ -196,6 +295,7 @@ control_run() {
         ctl_log "data/selftest (boot $b): $result"
         failed=""
         if [ "$1" = net ] && ! net_checks; then failed=1; fi
+        if [ -n "$fault" ] && ! fault_at_ready "$fault"; then failed=1; fi
         cmd=shutdown
         [ "$b" -eq "$boots" ] || cmd=reboot
         ctl_log "xl $cmd $name"
@@ -282,6 +382,11 @@ while [ -d "/rig/run/$n" ]; do
                 print line
                 fflush()
                 if (line ~ /^control: ready/) { f = dir "/ready." ++k; printf "" >f; close(f) }
+                if (match(line, /blkfill [a-z0-9]+ acked sectors=[0-9]+ seed=[0-9]+/)) {
+                    split(substr(line, RSTART, RLENGTH), w, "[ =]")
+                    f = dir "/acked"; print w[2], w[5], w[7] >f; close(f)
+                    f = dir "/acked." ++acked; printf "" >f; close(f)
+                }
                 if (line ~ /^net: up /) {
                     split(line, w, " "); split(w[3], a, "/")
                     f = dir "/net-ip"; print a[1] >f; close(f)
@@ -302,6 +407,14 @@ while [ -d "/rig/run/$n" ]; do
     t0cs=$CS
     echo "[$t0] xl create" >"$d/xl.log"
     : >"$d/control.log"
+    fault=$(cat "$d/fault" 2>/dev/null)
+    pause=""
+    [ "$fault" != garbage-keys ] || pause=-p
+    faulter=""
+    if [ -n "$fault" ]; then
+        fault_background "$fault" &
+        faulter=$!
+    fi
     controller=""
     if [ -e "$d/control" ]; then
         control_run "$(cat "$d/control")" &
@@ -319,19 +432,23 @@ while [ -d "/rig/run/$n" ]; do
     # the run, so they can't interleave with the guest's. down.<k> marks the k-th shutdown.
     {
         # shellcheck disable=SC2046 # xl-opts is a word list on purpose
-        xl $(cat /rig/xl-opts) create -F "$d/cfg" "$@"
+        xl $(cat /rig/xl-opts) create -F $pause "$d/cfg" "$@"
         echo $? >"$d/xl.rc"
     } 2>&1 | {
         k=0
         while IFS= read -r l; do
             read -r up _ </proc/uptime
             echo "[$up] $l" >>"$d/xl.log"
-            case $l in *"has shut down, reason code"*) k=$((k + 1)) && : >"$d/down.$k" ;; esac
+            case $l in
+            *"has shut down, reason code"*) k=$((k + 1)) && : >"$d/down.$k" ;;
+            *"Waiting for domain"*) : >"$d/created" ;;
+            esac
         done
     }
     rc=$(cat "$d/xl.rc")
     [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
     [ -z "$controller" ] || wait "$controller"
+    [ -z "$faulter" ] || wait "$faulter"
     read -r t1 _ </proc/uptime
 
     # A preserved domain (xen-rig.sh sets on_crash="preserve"): dump its vCPUs for debugging
@@ -374,6 +491,7 @@ while [ -d "/rig/run/$n" ]; do
     [ ! -e "$d/timed-out" ] || code=timeout reasons="$reasons${reasons:+,}run-timeout"
     sed 's/^/rig: xl: /' "$d/xl.log"
     disks_after
+    fault_after "$fault"
     dump_dmesg
     say "run $n end: xl exit=$rc reason=$(reason_name "$code") seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') reasons=${reasons:-none}"
     n=$((n + 1))
