@@ -206,7 +206,8 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     pub(crate) info: DiskInfo,
     pub(crate) device: Device,
     /// Pages one ring request carries at most: [`MAX_SEGMENTS_PER_REQUEST`], or more with
-    /// the backend's indirect descriptors. Fixed at connection.
+    /// the backend's indirect descriptors, until a shortage of pages or grant references
+    /// makes it fall back to direct requests (see `issue`).
     max_segments: usize,
     /// The backend offers persistent grants: see the module's docs.
     persistent_grants: bool,
@@ -301,7 +302,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 
     /// Pages of data one ring request carries at most: 11, or up to
-    /// [`MAX_INDIRECT_SEGMENTS`] when the backend offers indirect descriptors.
+    /// [`MAX_INDIRECT_SEGMENTS`] when the backend offers indirect descriptors (and the
+    /// guest has had the pages and grant references for them).
     pub fn max_segments(&self) -> usize {
         self.max_segments
     }
@@ -471,11 +473,15 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
 
     /// Puts queued ring requests on the ring while slots are free, then publishes them.
     ///
-    /// A request that finds no bounce or indirect page ([`BlkError::NoMemory`]) while other
-    /// ring requests are in flight waits at the head of the queue: their responses give
-    /// pages back, and [`poll`](Self::poll) retries it after taking them. Requests behind it
-    /// wait too, so the order stays first come, first served. With nothing in flight no
-    /// page can come back, and the request fails rather than hang.
+    /// A request that finds no bounce or indirect page ([`BlkError::NoMemory`]) or no
+    /// grant reference for one ([`GrantError::Exhausted`]) while other ring requests are
+    /// in flight waits at the head of the queue: their responses give pages and references
+    /// back, and [`poll`](Self::poll) retries it after taking them. Requests behind it wait
+    /// too, so the order stays first come, first served. With nothing in flight nothing can
+    /// come back: an indirect request then gives way to direct ones, which need far fewer
+    /// at a time (a guest whose grant table is shared by many devices may never have 257
+    /// references free), for the rest of the connection; a direct one fails rather than
+    /// hang.
     fn issue(&mut self) {
         let mut pushed = false;
         while let Some(&id) = self.queue.front() {
@@ -484,9 +490,14 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 Ok(()) => pushed = true,
                 Err(e) => {
                     self.free_slots.push(slot);
-                    if e == BlkError::NoMemory && self.in_flight() > 0 {
+                    let short =
+                        matches!(e, BlkError::NoMemory | BlkError::Grant(GrantError::Exhausted));
+                    if short && self.in_flight() > 0 {
                         // Retried when a response frees pages; nothing went on the ring.
                         break;
+                    }
+                    if short && self.use_direct_requests(e) {
+                        continue;
                     }
                     warn!("blkfront: request {id} failed before the ring: {e}");
                     if let Some(p) = self.requests.get_mut(&id) {
@@ -505,6 +516,29 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         if pushed && self.front().commit_requests() {
             self.evtchn.notify(self.port);
         }
+    }
+
+    /// After a shortage with nothing in flight: from now on parts of at most
+    /// [`MAX_SEGMENTS_PER_REQUEST`] pages, if they were larger and no request has issued a
+    /// part yet (the parts' offsets follow from their size). Returns whether it changed.
+    fn use_direct_requests(&mut self, e: BlkError) -> bool {
+        if self.max_segments <= MAX_SEGMENTS_PER_REQUEST
+            || self.requests.values().any(|p| p.issued > 0)
+        {
+            return false;
+        }
+        warn!(
+            "blkfront: {}: {e} for a request of {} pages: using requests of {} pages from now on",
+            self.device.path, self.max_segments, MAX_SEGMENTS_PER_REQUEST
+        );
+        self.max_segments = MAX_SEGMENTS_PER_REQUEST;
+        let part = self.part_bytes();
+        for p in self.requests.values_mut() {
+            if matches!(p.kind, Kind::Read | Kind::Write) {
+                p.parts = p.buf.len().div_ceil(part);
+            }
+        }
+        true
     }
 
     /// Builds the next ring request of `id` in `slot` and pushes it.
