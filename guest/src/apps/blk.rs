@@ -43,19 +43,23 @@ pub fn run(app: App, dev: Option<&str>, seed: u64) -> bool {
             return false;
         }
     };
-    wanted.into_iter().all(|id| {
-        let result = blk::connect(id).and_then(|mut disk| {
-            let r = match app {
-                App::BlkSum => blksum(&mut disk, &name(id)),
-                App::BlkFill => blkfill(&mut disk, &name(id), seed),
-            };
-            blk::close(disk).and(r)
-        });
-        if let Err(e) = &result {
-            println!("{} {}: {e}", app.name(), name(id));
-        }
-        result.is_ok()
-    })
+    // Every disk gets its turn: one that fails says so and does not hide the others.
+    wanted
+        .into_iter()
+        .map(|id| {
+            let result = blk::connect(id).and_then(|mut disk| {
+                let r = match app {
+                    App::BlkSum => blksum(&mut disk, &name(id)),
+                    App::BlkFill => blkfill(&mut disk, &name(id), seed),
+                };
+                blk::close(disk).and(r)
+            });
+            if let Err(e) = &result {
+                println!("{} {}: {e}", app.name(), name(id));
+            }
+            result.is_ok()
+        })
+        .fold(true, |all, ok| all & ok)
 }
 
 fn blksum(disk: &mut Disk, dev: &str) -> Result<(), BlkError> {
