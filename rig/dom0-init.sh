@@ -180,7 +180,7 @@ fault_background() {
     case $1 in
     blk-detach) mark=acked.1 ;;
     destroy-blkfill) mark=acked.3 ;;
-    garbage-keys) mark=created ;;
+    garbage-keys | evtchn-flood) mark=created ;;
     *) return ;;
     esac
     ctl_wait "$d/$mark"
@@ -190,38 +190,114 @@ fault_background() {
     esac
     case $1 in
     blk-detach)
-        dev=$(cut -d' ' -f1 "$d/acked")
-        ctl_log "fault: at 'blkfill $dev acked sectors=$(cut -d' ' -f2 "$d/acked")': xl block-detach $name $dev"
+        # The guest fills a 64 MiB disk faster than xl starts: paused at once, it still
+        # has requests in flight when it runs again and finds the backend Closing.
+        xl pause "$name"
+        read -r dev sectors _ <"$d/acked"
+        ctl_log "fault: paused at 'blkfill $dev acked sectors=$sectors': xl block-detach $name $dev"
+        state=/local/domain/0/backend/vbd/$(xl domid "$name")/$(vdev_id "$dev")/state
         uptime_cs
         since=$CS
-        if timeout 60 xl block-detach "$name" "$dev" >>"$d/control.log" 2>&1; then
-            uptime_cs
-            ctl_log "fault: xl block-detach $dev done in $(secs $((CS - since))) s"
-        else
-            ctl_fail "fault: xl block-detach $name $dev failed"
-        fi
+        (
+            if timeout 60 xl block-detach "$name" "$dev" >>"$d/control.log" 2>&1; then
+                uptime_cs
+                ctl_log "fault: xl block-detach $dev done in $(secs $((CS - since))) s"
+            else
+                ctl_fail "fault: xl block-detach $name $dev failed"
+            fi
+        ) &
+        detach=$!
+        i=0
+        until [ "$(xenstore-read "$state" 2>/dev/null)" = 5 ] || [ "$i" -ge 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        ctl_log "fault: $state is $(xenstore-read "$state" 2>/dev/null): xl unpause"
+        xl unpause "$name"
+        wait "$detach"
         ;;
     destroy-blkfill)
-        ctl_log "fault: at 'blkfill $(cat "$d/acked")': xl destroy $name"
+        read -r dev sectors _ <"$d/acked"
+        ctl_log "fault: at 'blkfill $dev acked sectors=$sectors': xl destroy $name"
         : >"$d/destroyed"
         xl destroy "$name" >>"$d/control.log" 2>&1 || ctl_fail "fault: xl destroy $name failed"
         ;;
     garbage-keys)
         # The domain is paused (xl create -p) with its devices attached: blkback wrote
         # max-ring-page-order at probe and does not write it again; the frontend reads it at
-        # each connect.
+        # each connect. The fake backends write theirs before they say Connected.
         be=/local/domain/0/backend/vbd/$(xl domid "$name")/51728
-        ctl_log "fault: $be/max-ring-page-order = 99, then xl unpause"
+        ctl_log "fault: $be/max-ring-page-order = 99"
         xenstore-write "$be/max-ring-page-order" 99 >>"$d/control.log" 2>&1 ||
             ctl_fail "fault: cannot write $be/max-ring-page-order"
-        xl unpause "$name" >>"$d/control.log" 2>&1 || ctl_fail "fault: xl unpause $name failed"
+        fake_vbd xvdd sectors=abc sector-size=512 info=0
+        fake_vbd xvde sectors=2048 sector-size=0 info=0
+        fake_vbd xvdf sector-size=512 info=0
+        unpause
+        ;;
+    evtchn-flood)
+        fake_vbd xvdd flood sectors=2048 sector-size=512 info=0
+        unpause
         ;;
     esac
 }
 
+unpause() {
+    ctl_log "fault: xl unpause $name"
+    xl unpause "$name" >>"$d/control.log" 2>&1 || ctl_fail "fault: xl unpause $name failed"
+}
+
+# The xenbus device id of xvd<letter> (major 202, 16 minors a disk).
+vdev_id() {
+    i=0
+    for l in a b c d e f g h i j k l m n o p; do
+        [ "xvd$l" != "$1" ] || break
+        i=$((i + 1))
+    done
+    echo $((202 * 256 + i * 16))
+}
+
+# fake_vbd <vdev> [flood] <key>=<value>...: a disk for the guest whose backend is this
+# shell, under backend/rig-fake (no driver of dom0's watches it): InitWait at once; at the
+# guest's Initialised, the keys as given (the disk's description: garbage on purpose), and
+# with "flood", evtchn-flood on the event channel the guest published, then Connected; Closed
+# when the guest closes. It serves no ring: requests go unanswered.
+fake_vbd() {
+    vdev=$1
+    shift
+    flood=""
+    [ "$1" != flood ] || { flood=1 && shift; }
+    dom=$(xl domid "$name")
+    id=$(vdev_id "$vdev")
+    fe=/local/domain/$dom/device/vbd/$id
+    be=/local/domain/0/backend/rig-fake/$dom/$id
+    ctl_log "fault: $vdev: a fake backend at $be: ${flood:+flood, }$*"
+    xenstore-write "$be" "" "$fe" ""
+    xenstore-chmod "$be" n0 "r$dom"
+    xenstore-chmod "$fe" "n$dom" r0
+    xenstore-write "$be/frontend" "$fe" "$be/frontend-id" "$dom" "$be/state" 2 \
+        "$fe/backend" "$be" "$fe/backend-id" 0 "$fe/state" 1
+    mkfifo "$d/fake-$id"
+    xenstore-watch "$fe/state" >"$d/fake-$id" 2>/dev/null &
+    echo $! >>"$d/fake-watches"
+    while read -r _; do
+        case $(xenstore-read "$fe/state" 2>/dev/null) in
+        3)
+            for kv in "$@"; do xenstore-write "$be/${kv%%=*}" "${kv#*=}"; done
+            if [ -n "$flood" ]; then
+                port=$(xenstore-read "$fe/event-channel")
+                ctl_log "fault: $vdev: flooding the guest's port $port for 5 s"
+                /rig/evtchn-flood "$dom" 5 "$port" >"$d/flood.out" 2>&1 &
+            fi
+            xenstore-write "$be/state" 4
+            ;;
+        5 | 6) xenstore-write "$be/state" 6 ;;
+        esac
+    done <"$d/fake-$id" &
+}
+
 # At "control: ready", before the controller's xl shutdown. vif-detach: `xl network-detach`
-# while dom0 streams into the guest's TCP echo and pings it; evtchn-flood: evtchn-flood
-# notifies a port it allocated in the guest's table for 5 s.
+# while dom0 streams into the guest's TCP echo and pings it; evtchn-flood: the flood's result.
 fault_at_ready() {
     case $1 in
     vif-detach)
@@ -245,10 +321,16 @@ fault_at_ready() {
         ctl_log "fault: echo stream got $(stat -c %s /run/fault-echo) bytes back in all"
         ;;
     evtchn-flood)
-        if out=$(/rig/evtchn-flood "$(xl domid "$name")" 5 2>&1); then
-            ctl_log "fault: evtchn-flood: $out"
+        # Started by the fake backend of xvdd; its line comes when it is done.
+        i=0
+        while [ ! -s "$d/flood.out" ] && [ "$i" -lt 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if grep -q '^port=' "$d/flood.out" 2>/dev/null; then
+            ctl_log "fault: evtchn-flood: $(cat "$d/flood.out")"
         else
-            ctl_fail "fault: evtchn-flood: $out"
+            ctl_fail "fault: evtchn-flood: $(cat "$d/flood.out" 2>/dev/null || echo 'never ran')"
             return 1
         fi
         ;;
@@ -258,11 +340,17 @@ fault_at_ready() {
 # After the run (the domain gone): destroy-blkfill hashes the part of the disk the guest's last
 # "blkfill <dev> acked sectors=<n> seed=<s>" line vouches for.
 fault_after() {
+    if [ -s "$d/fake-watches" ]; then
+        # shellcheck disable=SC2046 # one pid a line
+        kill $(cat "$d/fake-watches") 2>/dev/null
+        xenstore-rm /local/domain/0/backend/rig-fake 2>/dev/null
+    fi
     [ "$1" = destroy-blkfill ] && [ -s "$d/acked" ] || return 0
-    read -r dev n seed <"$d/acked"
-    path=$(awk -v v="$dev" '$2 == v { print $1 }' "$d/disks")
-    [ -n "$path" ] || { say "fault: the run has no disk $dev"; return 0; }
-    say "fault: blkfill $dev acked sectors=$n seed=$seed sha256=$(head -c $((n * 512)) "$path" | sha256sum | cut -d' ' -f1)"
+    # (Runs in the main loop's shell: its names must not clash with the loop's, like n.)
+    read -r acked_dev acked_n acked_seed <"$d/acked"
+    path=$(awk -v v="$acked_dev" '$2 == v { print $1 }' "$d/disks")
+    [ -n "$path" ] || { say "fault: the run has no disk $acked_dev"; return 0; }
+    say "fault: blkfill $acked_dev acked sectors=$acked_n seed=$acked_seed sha256=$(head -c $((acked_n * 512)) "$path" | sha256sum | cut -d' ' -f1)"
 }
 
 # A control run's toolstack side (in the background while xl create -F runs): at each boot's
@@ -408,8 +496,9 @@ while [ -d "/rig/run/$n" ]; do
     echo "[$t0] xl create" >"$d/xl.log"
     : >"$d/control.log"
     fault=$(cat "$d/fault" 2>/dev/null)
+    # The faults that set up devices before the guest looks at them create it paused.
     pause=""
-    [ "$fault" != garbage-keys ] || pause=-p
+    case $fault in garbage-keys | evtchn-flood) pause=-p ;; esac
     faulter=""
     if [ -n "$fault" ]; then
         fault_background "$fault" &

@@ -1,10 +1,11 @@
 /* Floods a guest with events, from dom0 (rig @fault=evtchn-flood):
  *
- *     evtchn-flood DOMID SECONDS
+ *     evtchn-flood DOMID SECONDS [PORT]
  *
- * allocates a port in the guest's own table, unbound for dom0 (what a toolstack does for a
- * new domain's xenstore and console channels), binds it and notifies it as fast as it can for
- * SECONDS, then closes it. The guest never asked for that port: it has no handler for it.
+ * binds the guest's PORT (one it allocated unbound for dom0 and published, as a frontend does
+ * for its backend) or, without PORT, a port it allocates in the guest's own table (as a
+ * toolstack does for a new domain's xenstore and console channels: the guest never asked for
+ * it), and notifies it as fast as it can for SECONDS, then closes its end.
  * Prints "port=<guest port> notifications=<n> seconds=<s>". */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +22,8 @@ static double now(void)
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: evtchn-flood DOMID SECONDS\n");
+    if (argc != 3 && argc != 4) {
+        fprintf(stderr, "usage: evtchn-flood DOMID SECONDS [PORT]\n");
         return 2;
     }
     uint32_t domid = strtoul(argv[1], NULL, 10);
@@ -33,7 +34,7 @@ int main(int argc, char **argv)
         perror("evtchn-flood: open");
         return 1;
     }
-    int remote = xc_evtchn_alloc_unbound(xch, domid, 0);
+    int remote = argc == 4 ? atoi(argv[3]) : xc_evtchn_alloc_unbound(xch, domid, 0);
     if (remote < 0) {
         perror("evtchn-flood: alloc_unbound in the guest");
         return 1;

@@ -622,21 +622,22 @@ for i in "${!runs[@]}"; do
             case $fault in
             blk-detach) want='blkfill [a-z0-9]+: .*backend closed the device' ;;
             vif-detach) want='net: device/vif/[0-9]+: the backend is closing' ;;
-            garbage-keys) want='xvdb: .*max-ring-page-order' ;;
-            evtchn-flood)
-                port=$(sed -n 's/^rig: control: \[[0-9.]*\] fault: evtchn-flood: port=\([0-9]*\) .*/\1/p' "$f")
-                want="event on port ${port:-?}, which has no handler: masked"
+            garbage-keys)
+                want='xvdb: .*max-ring-page-order|blksum xvdd: .*sectors: not a number|blksum xvde: .*sector-size: not a power of two|blksum xvdf: .*sectors: missing'
                 ;;
-            grant-exhaust) want='vbd/[0-9]+: .*grant' ;;
+            evtchn-flood) want='blksum xvdd: .*timed out' ;;
+            grant-exhaust) want='device/vbd/[0-9]+: .*no free grant reference .*using requests of 11 pages' ;;
             destroy-blkfill) want="" ;;
             esac
-            if [[ -n $want ]]; then
-                if line=$(grep -m 1 -E -- "$want" <<<"$guest"); then
+            # Each |-separated pattern must match a line of its own.
+            IFS='|' read -ra wants <<<"$want"
+            for w in "${wants[@]}"; do
+                if line=$(grep -m 1 -E -- "$w" <<<"$guest"); then
                     echo "rig: run $n: fault $fault: guest: $line"
                 else
-                    why+=("fault $fault: no guest line matching '$want'")
+                    why+=("fault $fault: no guest line matching '$w'")
                 fi
-            fi
+            done
             if [[ $fault == destroy-blkfill ]]; then
                 last=$(grep -oE 'blkfill [a-z0-9]+ acked sectors=[0-9]+ seed=[0-9]+' <<<"$guest" | tail -n 1)
                 read -r dev sectors seed sum < <(sed -n 's/^rig: fault: blkfill \([a-z0-9]*\) acked sectors=\([0-9]*\) seed=\([0-9]*\) sha256=\([0-9a-f]*\)$/\1 \2 \3 \4/p' "$f") || true
