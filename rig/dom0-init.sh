@@ -287,13 +287,16 @@ fake_vbd() {
             if [ -n "$flood" ]; then
                 port=$(xenstore-read "$fe/event-channel")
                 ctl_log "fault: $vdev: flooding the guest's port $port for 5 s"
-                /rig/evtchn-flood "$dom" 5 "$port" >"$d/flood.out" 2>&1 &
+                (
+                    /rig/evtchn-flood "$dom" 5 "$port" >"$d/flood.out" 2>&1
+                    echo "evtchn-flood exit status $?" >>"$d/fake.err"
+                ) &
             fi
             xenstore-write "$be/state" 4
             ;;
         5 | 6) xenstore-write "$be/state" 6 ;;
         esac
-    done <"$d/fake-$id" &
+    done <"$d/fake-$id" 2>>"$d/fake.err" &
 }
 
 # At "control: ready", before the controller's xl shutdown. vif-detach: `xl network-detach`
@@ -345,6 +348,7 @@ fault_after() {
         kill $(cat "$d/fake-watches") 2>/dev/null
         xenstore-rm /local/domain/0/backend/rig-fake 2>/dev/null
     fi
+    [ ! -s "$d/fake.err" ] || sed 's/^/rig: fault: fake backends: /' "$d/fake.err"
     [ "$1" = destroy-blkfill ] && [ -s "$d/acked" ] || return 0
     # (Runs in the main loop's shell: its names must not clash with the loop's, like n.)
     read -r acked_dev acked_n acked_seed <"$d/acked"

@@ -56,6 +56,9 @@ int main(int argc, char **argv)
         t = now();
     }
     printf("port=%d notifications=%lu seconds=%.2f\n", remote, n, t - start);
+    fflush(stdout);
     xenevtchn_unbind(xce, local);
+    xenevtchn_close(xce);
+    xc_interface_close(xch);
     return 0;
 }

@@ -22,6 +22,10 @@
 # vdev). dom0 prints "rig: disk <vdev> before|after size=<bytes> sha256=<hex>" per disk, and a
 # guest's "blksum <dev> ... sha256=<hex>" / "blkfill <dev> done sectors=<n> seed=<u64>" line
 # must match the disk before the run / the pattern (rig/blkfill-pattern.py) after it.
+# @fault=<name> (blk-detach, vif-detach, garbage-keys, evtchn-flood, grant-exhaust,
+# destroy-blkfill): dom0 injects that fault while the guest runs; the run passes if the guest
+# printed the fault's error line and otherwise ended as a @shutdown run (destroy-blkfill: the
+# writes the guest logged as acknowledged are on the disk). See rig/README.md.
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
 # verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
@@ -41,7 +45,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,35s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,39s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
