@@ -182,9 +182,9 @@ pub fn close(disk: Disk) -> Result<(), BlkError> {
 pub fn name(id: u32) -> String {
     let minor = id & 0xff;
     if id >> 8 == 202 && minor.is_multiple_of(16) && minor / 16 < 16 {
-        alloc::format!("xvd{}", (b'a' + (minor / 16) as u8) as char)
+        format!("xvd{}", (b'a' + (minor / 16) as u8) as char)
     } else {
-        alloc::format!("vbd{id}")
+        format!("vbd{id}")
     }
 }
 
