@@ -308,6 +308,12 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         self.max_segments
     }
 
+    /// Why the device takes no more requests ([`BlkError::Broken`],
+    /// [`BlkError::BackendClosed`]), if it does not.
+    pub fn stopped(&self) -> Option<BlkError> {
+        self.stopped
+    }
+
     /// Ring requests in flight.
     pub fn in_flight(&self) -> usize {
         self.slots.len() - self.free_slots.len()

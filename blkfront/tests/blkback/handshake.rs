@@ -175,6 +175,7 @@ fn detach_in_the_middle_of_io_fails_requests_and_closes() {
     let c = blk.take_completion_of(a).expect("the write failed too");
     assert_eq!((c.result, c.data), (Err(BlkError::BackendClosed), vec![7; 8192]));
     assert_eq!(blk.submit(Request::Flush).err(), Some(BlkError::BackendClosed));
+    assert_eq!(blk.stopped(), Some(BlkError::BackendClosed));
     assert_eq!((blk.in_flight(), blk.outstanding()), (0, 0));
     assert_eq!(rig.w().grants.len(), 1, "only the ring's grant is left");
     let (result, failed) = blk.close(&mut rig.xs, SECOND);

@@ -33,9 +33,22 @@ fn with_disk(id: u32, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
             log::error!("{}: {e}: device refused", blk::name(id));
             return Outcome::Skip("the backend's disk was refused (see the ERROR line)");
         }
+        // The toolstack removed it while we connected (its directory went with it).
+        Err(e) if blk::disk_ids().is_ok_and(|ids| !ids.contains(&id)) => {
+            log::error!("{}: {e}: the disk went away", blk::name(id));
+            return Outcome::Skip("the disk went away (see the ERROR line)");
+        }
         Err(e) => return Outcome::Fail(format!("connecting disk {id}: {e}")),
     };
-    let outcome = f(&mut disk);
+    let outcome = match (f(&mut disk), disk.stopped()) {
+        // Taken away in the middle of the test (xl block-detach): the driver failed what
+        // was left, as it should, and the test cannot tell more.
+        (Outcome::Fail(why), Some(e @ BlkError::BackendClosed)) => {
+            log::error!("{}: {e} during the test: {why}", blk::name(id));
+            Outcome::Skip("the backend closed the disk during the test (see the ERROR line)")
+        }
+        (outcome, _) => outcome,
+    };
     if let Err(e) = blk::close(disk) {
         return Outcome::Fail(format!("closing disk {id}: {e}"));
     }
