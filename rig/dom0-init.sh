@@ -172,9 +172,11 @@ net_checks() {
 # the guest's error line and that it went on. Each step logs to control.log ("fault: ...");
 # a step that could not be done is a FAILED line (ctl_fail).
 
-# At the first "blkfill <dev> acked" line (acked.1, left by the console reader):
-# blk-detach: `xl block-detach` of that disk while blkfill writes; destroy-blkfill: `xl destroy`
-# at the third (so some writes are acknowledged and many are in flight).
+# The faults dom0 injects on its own schedule, in the background: at the first "blkfill <dev>
+# acked" line (acked.1, left by the console reader), blk-detach: `xl block-detach` of that
+# disk while blkfill writes; at the third, destroy-blkfill: `xl destroy` (some writes are
+# acknowledged, more are in flight); once xl created the domain, paused (created, left by the
+# xl log reader), garbage-keys and evtchn-flood: their keys and fake backends, then unpause.
 fault_background() {
     exec 8<>/run/rig-tick
     case $1 in
