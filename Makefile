@@ -93,7 +93,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # events on a disk's port, a one-frame grant table shared by a vif and two disks, and xl
 # destroy in the middle of app=blkfill. Each run passes if the guest printed the fault's error
 # line, still closed with 0 failed and powered off (destroy: the acknowledged writes are on
-# the disk). 2-4 minutes. --control-timeout: creating a domain with two disks and a vif took
+# the disk). 1-4 minutes. --control-timeout: creating a domain with two disks and a vif took
 # 25 s on a loaded host.
 faults: build
 	rig/xen-rig.sh --fast-hotplug --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
