@@ -10,6 +10,8 @@
 #   /rig/run/<N>/label     the RUN string as given, for the markers
 #   /rig/run/<N>/control   "shutdown", "reboot" or "net" if the run has that directive (else
 #                          absent)
+#   /rig/run/<N>/fault     the @fault=<name> of the run, if any (see fault_* below)
+#   /rig/evtchn-flood      rig/evtchn-flood.c, built by the host (if a run floods)
 #   /rig/xl-opts           options for xl itself (-vvv or empty)
 #   /rig/run-timeout       seconds after which a guest is destroyed (0: never)
 #   /rig/control-timeout   bound in seconds of each wait of a control run
@@ -166,6 +168,197 @@ net_checks() {
     rm -f /run/echo.*
 }
 
+# Fault injection (@fault=<name>): dom0 breaks something while the guest runs; the host checks
+# the guest's error line and that it went on. Each step logs to control.log ("fault: ...");
+# a step that could not be done is a FAILED line (ctl_fail).
+
+# The faults dom0 injects on its own schedule, in the background: at the first "blkfill <dev>
+# acked" line (acked.1, left by the console reader), blk-detach: `xl block-detach` of that
+# disk while blkfill writes; at the third, destroy-blkfill: `xl destroy` (some writes are
+# acknowledged, more are in flight); once xl created the domain, paused (created, left by the
+# xl log reader), garbage-keys and evtchn-flood: their keys and fake backends, then unpause.
+fault_background() {
+    exec 8<>/run/rig-tick
+    case $1 in
+    blk-detach) mark=acked.1 ;;
+    destroy-blkfill) mark=acked.3 ;;
+    garbage-keys | evtchn-flood) mark=created ;;
+    *) return ;;
+    esac
+    ctl_wait "$d/$mark"
+    case $? in
+    1) ctl_fail "fault $1: the domain ended before $mark"; return ;;
+    2) ctl_fail "fault $1: no $mark within $ctl_timeout s" destroy; return ;;
+    esac
+    case $1 in
+    blk-detach)
+        # The guest fills a 64 MiB disk faster than xl starts: paused at once, it still
+        # has requests in flight when it runs again and finds the backend Closing.
+        xl pause "$name"
+        read -r dev sectors _ <"$d/acked"
+        ctl_log "fault: paused at 'blkfill $dev acked sectors=$sectors': xl block-detach $name $dev"
+        state=/local/domain/0/backend/vbd/$(xl domid "$name")/$(vdev_id "$dev")/state
+        uptime_cs
+        since=$CS
+        (
+            if timeout 60 xl block-detach "$name" "$dev" >>"$d/control.log" 2>&1; then
+                uptime_cs
+                ctl_log "fault: xl block-detach $dev done in $(secs $((CS - since))) s"
+            else
+                ctl_fail "fault: xl block-detach $name $dev failed"
+            fi
+        ) &
+        detach=$!
+        i=0
+        until [ "$(xenstore-read "$state" 2>/dev/null)" = 5 ] || [ "$i" -ge 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        ctl_log "fault: $state is $(xenstore-read "$state" 2>/dev/null): xl unpause"
+        xl unpause "$name"
+        wait "$detach"
+        ;;
+    destroy-blkfill)
+        read -r dev sectors _ <"$d/acked"
+        ctl_log "fault: at 'blkfill $dev acked sectors=$sectors': xl destroy $name"
+        : >"$d/destroyed"
+        xl destroy "$name" >>"$d/control.log" 2>&1 || ctl_fail "fault: xl destroy $name failed"
+        ;;
+    garbage-keys)
+        # The domain is paused (xl create -p) with its devices attached: blkback wrote
+        # max-ring-page-order at probe and does not write it again; the frontend reads it at
+        # each connect. The fake backends write theirs before they say Connected.
+        be=/local/domain/0/backend/vbd/$(xl domid "$name")/51728
+        ctl_log "fault: $be/max-ring-page-order = 99"
+        xenstore-write "$be/max-ring-page-order" 99 >>"$d/control.log" 2>&1 ||
+            ctl_fail "fault: cannot write $be/max-ring-page-order"
+        fake_vbd xvdd sectors=abc sector-size=512 info=0
+        fake_vbd xvde sectors=2048 sector-size=0 info=0
+        fake_vbd xvdf sector-size=512 info=0
+        unpause
+        ;;
+    evtchn-flood)
+        fake_vbd xvdd flood sectors=2048 sector-size=512 info=0
+        unpause
+        ;;
+    esac
+}
+
+unpause() {
+    ctl_log "fault: xl unpause $name"
+    xl unpause "$name" >>"$d/control.log" 2>&1 || ctl_fail "fault: xl unpause $name failed"
+}
+
+# The xenbus device id of xvd<letter> (major 202, 16 minors a disk).
+vdev_id() {
+    i=0
+    for l in a b c d e f g h i j k l m n o p; do
+        [ "xvd$l" != "$1" ] || break
+        i=$((i + 1))
+    done
+    echo $((202 * 256 + i * 16))
+}
+
+# fake_vbd <vdev> [flood] <key>=<value>...: a disk for the guest whose backend is this
+# shell, under backend/rig-fake (no driver of dom0's watches it): InitWait at once; at the
+# guest's Initialised, the keys as given (the disk's description: garbage on purpose), and
+# with "flood", evtchn-flood on the event channel the guest published, then Connected; Closed
+# when the guest closes. It serves no ring: requests go unanswered.
+fake_vbd() {
+    vdev=$1
+    shift
+    flood=""
+    [ "$1" != flood ] || { flood=1 && shift; }
+    dom=$(xl domid "$name")
+    id=$(vdev_id "$vdev")
+    fe=/local/domain/$dom/device/vbd/$id
+    be=/local/domain/0/backend/rig-fake/$dom/$id
+    ctl_log "fault: $vdev: a fake backend at $be: ${flood:+flood, }$*"
+    xenstore-write "$be" "" "$fe" ""
+    xenstore-chmod "$be" n0 "r$dom"
+    xenstore-chmod "$fe" "n$dom" r0
+    xenstore-write "$be/frontend" "$fe" "$be/frontend-id" "$dom" "$be/state" 2 \
+        "$fe/backend" "$be" "$fe/backend-id" 0 "$fe/state" 1
+    mkfifo "$d/fake-$id"
+    xenstore-watch "$fe/state" >"$d/fake-$id" 2>/dev/null &
+    echo $! >>"$d/fake-watches"
+    while read -r _; do
+        case $(xenstore-read "$fe/state" 2>/dev/null) in
+        3)
+            for kv in "$@"; do xenstore-write "$be/${kv%%=*}" "${kv#*=}"; done
+            if [ -n "$flood" ]; then
+                port=$(xenstore-read "$fe/event-channel")
+                ctl_log "fault: $vdev: flooding the guest's port $port for 5 s"
+                (
+                    /rig/evtchn-flood "$dom" 5 "$port" >"$d/flood.out" 2>&1
+                    echo "evtchn-flood exit status $?" >>"$d/fake.err"
+                ) &
+            fi
+            xenstore-write "$be/state" 4
+            ;;
+        5 | 6) xenstore-write "$be/state" 6 ;;
+        esac
+    done <"$d/fake-$id" 2>>"$d/fake.err" &
+}
+
+# At "control: ready", before the controller's xl shutdown. vif-detach: `xl network-detach`
+# while dom0 streams into the guest's TCP echo and pings it; evtchn-flood: the flood's result.
+fault_at_ready() {
+    case $1 in
+    vif-detach)
+        ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "fault: no 'net: up' line"; return 1; }
+        (dd if=/dev/zero bs=65536 count=4096 2>/dev/null | timeout 30 nc "$ip" 7 >/run/fault-echo 2>&1) &
+        stream=$!
+        ping -i 0.1 -c 100 -W 1 "$ip" >/run/fault-ping 2>&1 &
+        pinger=$!
+        sleep 1
+        ctl_log "fault: echo stream at $(stat -c %s /run/fault-echo) bytes back: xl network-detach $name 0"
+        uptime_cs
+        since=$CS
+        if timeout 60 xl network-detach "$name" 0 >>"$d/control.log" 2>&1; then
+            uptime_cs
+            ctl_log "fault: xl network-detach done in $(secs $((CS - since))) s"
+        else
+            ctl_fail "fault: xl network-detach $name 0 failed"
+        fi
+        kill "$stream" "$pinger" 2>/dev/null
+        wait "$stream" "$pinger" 2>/dev/null
+        ctl_log "fault: echo stream got $(stat -c %s /run/fault-echo) bytes back in all"
+        ;;
+    evtchn-flood)
+        # Started by the fake backend of xvdd; its line comes when it is done.
+        i=0
+        while [ ! -s "$d/flood.out" ] && [ "$i" -lt 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if grep -q '^port=' "$d/flood.out" 2>/dev/null; then
+            ctl_log "fault: evtchn-flood: $(cat "$d/flood.out")"
+        else
+            ctl_fail "fault: evtchn-flood: $(cat "$d/flood.out" 2>/dev/null || echo 'never ran')"
+            return 1
+        fi
+        ;;
+    esac
+}
+
+# After the run (the domain gone): destroy-blkfill hashes the part of the disk the guest's last
+# "blkfill <dev> acked sectors=<n> seed=<s>" line vouches for.
+fault_after() {
+    if [ -s "$d/fake-watches" ]; then
+        # shellcheck disable=SC2046 # one pid a line
+        kill $(cat "$d/fake-watches") 2>/dev/null
+        xenstore-rm /local/domain/0/backend/rig-fake 2>/dev/null
+    fi
+    [ ! -s "$d/fake.err" ] || sed 's/^/rig: fault: fake backends: /' "$d/fake.err"
+    [ "$1" = destroy-blkfill ] && [ -s "$d/acked" ] || return 0
+    # (Runs in the main loop's shell: its names must not clash with the loop's, like n.)
+    read -r acked_dev acked_n acked_seed <"$d/acked"
+    path=$(awk -v v="$acked_dev" '$2 == v { print $1 }' "$d/disks")
+    [ -n "$path" ] || { say "fault: the run has no disk $acked_dev"; return 0; }
+    say "fault: blkfill $acked_dev acked sectors=$acked_n seed=$acked_seed sha256=$(head -c $((acked_n * 512)) "$path" | sha256sum | cut -d' ' -f1)"
+}
+
 # A control run's toolstack side (in the background while xl create -F runs): at each boot's
 # "control: ready" (a file the console reader leaves, see below) send `xl reboot` (all boots but
 # the last) or `xl shutdown` (the last), and wait for xl to report the domain's shutdown; a net
@@ -196,6 +389,7 @@ control_run() {
         ctl_log "data/selftest (boot $b): $result"
         failed=""
         if [ "$1" = net ] && ! net_checks; then failed=1; fi
+        if [ -n "$fault" ] && ! fault_at_ready "$fault"; then failed=1; fi
         cmd=shutdown
         [ "$b" -eq "$boots" ] || cmd=reboot
         ctl_log "xl $cmd $name"
@@ -282,6 +476,11 @@ while [ -d "/rig/run/$n" ]; do
                 print line
                 fflush()
                 if (line ~ /^control: ready/) { f = dir "/ready." ++k; printf "" >f; close(f) }
+                if (match(line, /blkfill [a-z0-9]+ acked sectors=[0-9]+ seed=[0-9]+/)) {
+                    split(substr(line, RSTART, RLENGTH), w, "[ =]")
+                    f = dir "/acked"; print w[2], w[5], w[7] >f; close(f)
+                    f = dir "/acked." ++acked; printf "" >f; close(f)
+                }
                 if (line ~ /^net: up /) {
                     split(line, w, " "); split(w[3], a, "/")
                     f = dir "/net-ip"; print a[1] >f; close(f)
@@ -302,6 +501,15 @@ while [ -d "/rig/run/$n" ]; do
     t0cs=$CS
     echo "[$t0] xl create" >"$d/xl.log"
     : >"$d/control.log"
+    fault=$(cat "$d/fault" 2>/dev/null)
+    # The faults that set up devices before the guest looks at them create it paused.
+    pause=""
+    case $fault in garbage-keys | evtchn-flood) pause=-p ;; esac
+    faulter=""
+    if [ -n "$fault" ]; then
+        fault_background "$fault" &
+        faulter=$!
+    fi
     controller=""
     if [ -e "$d/control" ]; then
         control_run "$(cat "$d/control")" &
@@ -319,19 +527,23 @@ while [ -d "/rig/run/$n" ]; do
     # the run, so they can't interleave with the guest's. down.<k> marks the k-th shutdown.
     {
         # shellcheck disable=SC2046 # xl-opts is a word list on purpose
-        xl $(cat /rig/xl-opts) create -F "$d/cfg" "$@"
+        xl $(cat /rig/xl-opts) create -F $pause "$d/cfg" "$@"
         echo $? >"$d/xl.rc"
     } 2>&1 | {
         k=0
         while IFS= read -r l; do
             read -r up _ </proc/uptime
             echo "[$up] $l" >>"$d/xl.log"
-            case $l in *"has shut down, reason code"*) k=$((k + 1)) && : >"$d/down.$k" ;; esac
+            case $l in
+            *"has shut down, reason code"*) k=$((k + 1)) && : >"$d/down.$k" ;;
+            *"Waiting for domain"*) : >"$d/created" ;;
+            esac
         done
     }
     rc=$(cat "$d/xl.rc")
     [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
     [ -z "$controller" ] || wait "$controller"
+    [ -z "$faulter" ] || wait "$faulter"
     read -r t1 _ </proc/uptime
 
     # A preserved domain (xen-rig.sh sets on_crash="preserve"): dump its vCPUs for debugging
@@ -374,6 +586,7 @@ while [ -d "/rig/run/$n" ]; do
     [ ! -e "$d/timed-out" ] || code=timeout reasons="$reasons${reasons:+,}run-timeout"
     sed 's/^/rig: xl: /' "$d/xl.log"
     disks_after
+    fault_after "$fault"
     dump_dmesg
     say "run $n end: xl exit=$rc reason=$(reason_name "$code") seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') reasons=${reasons:-none}"
     n=$((n + 1))

@@ -22,6 +22,10 @@
 # vdev). dom0 prints "rig: disk <vdev> before|after size=<bytes> sha256=<hex>" per disk, and a
 # guest's "blksum <dev> ... sha256=<hex>" / "blkfill <dev> done sectors=<n> seed=<u64>" line
 # must match the disk before the run / the pattern (rig/blkfill-pattern.py) after it.
+# @fault=<name> (blk-detach, vif-detach, garbage-keys, evtchn-flood, grant-exhaust,
+# destroy-blkfill): dom0 injects that fault while the guest runs; the run passes if the guest
+# printed the fault's error line and otherwise ended as a @shutdown run (destroy-blkfill: the
+# writes the guest logged as acknowledged are on the disk). See rig/README.md.
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
 # verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
@@ -41,7 +45,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,35s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,39s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -55,6 +59,8 @@ expect_bulk=""
 expect_fatal=""
 fast_hotplug=""
 control_timeout=20
+# @fault=<name>: see rig/README.md, "Fault injection".
+FAULTS="blk-detach vif-detach garbage-keys evtchn-flood grant-exhaust destroy-blkfill"
 log_copy=""
 while (($#)); do
     case $1 in
@@ -212,6 +218,7 @@ run_controls=()
 run_labels=()
 run_directives=()
 run_disks=()
+run_faults=()
 declare -A images=()
 image_files=()
 for i in "${!runs[@]}"; do
@@ -219,6 +226,7 @@ for i in "${!runs[@]}"; do
     args=$(split_overrides "${runs[$i]}") || exit 2
     name=""
     control=""
+    fault=""
     label=""
     directives=""
     declare -A run_images=()
@@ -255,7 +263,11 @@ for i in "${!runs[@]}"; do
                 run_images[$vdev]=${images[$src]}
                 image_order+=("$vdev")
                 ;;
-            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @image=<vdev>:<path>)" ;;
+            @fault=*)
+                fault=${a#@fault=}
+                [[ " $FAULTS " == *" $fault "* ]] || rig_die "run $n: unknown fault '$fault' ($FAULTS)"
+                ;;
+            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @image=<vdev>:<path>, @fault=<name>)" ;;
             esac
             continue
         fi
@@ -305,6 +317,9 @@ for i in "${!runs[@]}"; do
     out_args=""
     for a in "${arglist[@]}"; do out_args+=$a$'\n'; done
     unset run_images
+    # A fault run but destroy-blkfill ends as a @shutdown run does (or as its @net run).
+    if [[ -n $fault && $fault != destroy-blkfill && -z $control ]]; then control=shutdown; fi
+    run_faults+=("$fault")
     run_args+=("$out_args")
     run_names+=("$name")
     run_controls+=("$control")
@@ -349,6 +364,12 @@ printf '%s\n' "$xl_opts" >"$stage/rig/xl-opts"
 printf '%s\n' "$run_timeout" >"$stage/rig/run-timeout"
 printf '%s\n' "$control_timeout" >"$stage/rig/control-timeout"
 [[ -z $fast_hotplug ]] || cp -r "$RIG_DIR/hotplug" "$stage/rig/hotplug"
+# dom0's tool for @fault=evtchn-flood, against the Xen libraries of the host's libxen-dev
+# (the same 4.17 as dom0's).
+if [[ " ${run_faults[*]} " == *" evtchn-flood "* ]]; then
+    gcc -O2 -Wall -o "$stage/rig/evtchn-flood" "$RIG_DIR/evtchn-flood.c" -lxenctrl -lxenevtchn ||
+        rig_die "cannot build rig/evtchn-flood.c (needs gcc and libxen-dev)"
+fi
 # Symbols for the crash dump (xenctx -s); optional: binutils is not part of a base system.
 if command -v nm >/dev/null; then
     nm -n "$image" >"$stage/rig/guest/System.map" 2>/dev/null || : >"$stage/rig/guest/System.map"
@@ -413,6 +434,7 @@ for i in "${!runs[@]}"; do
         cp "$stage/rig/guest.cfg" "$d/cfg"
     fi
     [[ -z ${run_controls[$i]} ]] || printf '%s\n' "${run_controls[$i]}" >"$d/control"
+    [[ -z ${run_faults[$i]} ]] || printf '%s\n' "${run_faults[$i]}" >"$d/fault"
     printf '%s' "${run_args[$i]}" >"$d/args"
     printf '%s' "${run_disks[$i]}" >"$d/disks"
     name=${run_names[$i]:-$base_name}
@@ -517,6 +539,8 @@ for i in "${!runs[@]}"; do
         nfail=$(grep -c '^FAIL ' <<<"$guest" || true)
         ((nfail == 0)) || why+=("$nfail FAIL line(s)")
         want_reason=poweroff
+        fault=${run_faults[$i]}
+        [[ $fault != destroy-blkfill ]] || want_reason=destroyed
         if [[ -n $expect_fatal ]]; then
             want_reason=crash
             grep -qF -- "$expect_fatal" <<<"$guest" || why+=("no '$expect_fatal' (--expect-fatal)")
@@ -593,6 +617,49 @@ for i in "${!runs[@]}"; do
                 echo "rig: run $n: blkfill $dev verified $sectors sectors (seed $seed)"
             fi
         done < <(grep -oE 'blkfill [a-z0-9]+ done sectors=[0-9]+ seed=[0-9]+' <<<"$guest" || true)
+        # A fault run: dom0's steps (each must have been done), then the guest's error line for
+        # the fault; that it went on is the closing line and the shutdown checked above.
+        if [[ -n $fault ]]; then
+            sed -n "s/^rig: control: \[[0-9.]*\] \(fault: .*\)/rig: run $n: \1/p" "$f"
+            [[ -n $control ]] || ! grep -q '^rig: control: FAILED: ' "$f" ||
+                why+=("$(sed -n 's/^rig: control: FAILED: //p' "$f" | head -n 1)")
+            case $fault in
+            blk-detach) want='blkfill [a-z0-9]+: .*backend closed the device' ;;
+            vif-detach) want='net: device/vif/[0-9]+: the backend is closing' ;;
+            garbage-keys)
+                want='xvdb: .*max-ring-page-order|blksum xvdd: .*sectors: not a number|blksum xvde: .*sector-size: not a power of two|blksum xvdf: .*sectors: missing'
+                ;;
+            evtchn-flood) want='blksum xvdd: .*timed out' ;;
+            grant-exhaust) want='device/vbd/[0-9]+: .*no free grant reference .*using requests of 11 pages' ;;
+            destroy-blkfill) want="" ;;
+            esac
+            # Each |-separated pattern must match a line of its own.
+            IFS='|' read -ra wants <<<"$want"
+            for w in "${wants[@]}"; do
+                if line=$(grep -m 1 -E -- "$w" <<<"$guest"); then
+                    echo "rig: run $n: fault $fault: guest: $line"
+                else
+                    why+=("fault $fault: no guest line matching '$w'")
+                fi
+            done
+            if [[ $fault == destroy-blkfill ]]; then
+                last=$(grep -oE 'blkfill [a-z0-9]+ acked sectors=[0-9]+ seed=[0-9]+' <<<"$guest" | tail -n 1)
+                read -r dev sectors seed sum < <(sed -n 's/^rig: fault: blkfill \([a-z0-9]*\) acked sectors=\([0-9]*\) seed=\([0-9]*\) sha256=\([0-9a-f]*\)$/\1 \2 \3 \4/p' "$f") || true
+                if grep -qE 'blkfill [a-z0-9]+ done ' <<<"$guest"; then
+                    why+=("fault $fault: blkfill finished before xl destroy")
+                elif [[ -z ${sum:-} ]]; then
+                    why+=("fault $fault: no 'rig: fault: blkfill ... sha256=' line from dom0")
+                elif [[ $last != "blkfill $dev acked sectors=$sectors seed=$seed" ]]; then
+                    why+=("fault $fault: dom0 hashed '$dev $sectors $seed', the guest's last line was '$last'")
+                elif ! want=$(python3 "$RIG_DIR/blkfill-pattern.py" --sha256 "$sectors" "$seed" 2>&1); then
+                    why+=("fault $fault: blkfill-pattern.py: $want")
+                elif [[ $want != "$sum" ]]; then
+                    why+=("fault $fault: the first $sectors sectors of $dev hash to $sum, the pattern to $want")
+                else
+                    echo "rig: run $n: fault $fault: the $sectors sectors acked before xl destroy hold the pattern (seed $seed)"
+                fi
+            fi
+        fi
         # The console integrity block is optional; a broken one fails the run.
         if ! bulk=$(python3 "$RIG_DIR/check-console.py" <<<"$guest" 2>&1); then
             why+=("console check: $(tr '\n' ' ' <<<"$bulk")")

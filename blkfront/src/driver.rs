@@ -206,12 +206,14 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     pub(crate) info: DiskInfo,
     pub(crate) device: Device,
     /// Pages one ring request carries at most: [`MAX_SEGMENTS_PER_REQUEST`], or more with
-    /// the backend's indirect descriptors. Fixed at connection.
+    /// the backend's indirect descriptors, until a shortage of pages or grant references
+    /// makes it fall back to direct requests (see `issue`).
     max_segments: usize,
     /// The backend offers persistent grants: see the module's docs.
     persistent_grants: bool,
-    /// The ring is corrupt: nothing more goes on it.
-    broken: bool,
+    /// Why nothing more goes on the ring: it is corrupt ([`BlkError::Broken`]) or the
+    /// backend is closing ([`BlkError::BackendClosed`]). Every request fails with it.
+    stopped: Option<BlkError>,
     slots: Vec<Slot<P::Page>>,
     free_slots: Vec<u32>,
     requests: BTreeMap<u64, Pending>,
@@ -260,7 +262,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             device,
             max_segments,
             persistent_grants: info.features.persistent,
-            broken: false,
+            stopped: None,
             slots: (0..size).map(|_| Slot { generation: 0, busy: None }).collect(),
             // Reversed so slots are handed out from index 0 up: easier to read in traces.
             free_slots: (0..size).rev().collect(),
@@ -300,9 +302,16 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 
     /// Pages of data one ring request carries at most: 11, or up to
-    /// [`MAX_INDIRECT_SEGMENTS`] when the backend offers indirect descriptors.
+    /// [`MAX_INDIRECT_SEGMENTS`] when the backend offers indirect descriptors (and the
+    /// guest has had the pages and grant references for them).
     pub fn max_segments(&self) -> usize {
         self.max_segments
+    }
+
+    /// Why the device takes no more requests ([`BlkError::Broken`],
+    /// [`BlkError::BackendClosed`]), if it does not.
+    pub fn stopped(&self) -> Option<BlkError> {
+        self.stopped
     }
 
     /// Ring requests in flight.
@@ -325,8 +334,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// here, before anything reaches the ring; failures of the I/O itself come back as the
     /// [`Completion`]'s result.
     pub fn submit(&mut self, request: Request) -> Result<RequestId, BlkError> {
-        if self.broken {
-            return Err(BlkError::Broken);
+        if let Some(e) = self.stopped {
+            return Err(e);
         }
         let f = self.info.features;
         let (kind, sector, buf) = match request {
@@ -379,9 +388,19 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// [`take_completion`](Self::take_completion). Returns how many are waiting.
     ///
     /// A corrupt ring (the backend's index running ahead of our requests) fails every
-    /// request with [`BlkError::Broken`] and stops the device.
+    /// request with [`BlkError::Broken`] and stops the device; a backend that is closing
+    /// ([`EventChannel::backend_closing`]) with [`BlkError::BackendClosed`]: it will answer
+    /// no more, and the toolstack waits for us to close.
     pub fn poll(&mut self) -> usize {
-        if !self.broken {
+        if self.stopped.is_none() && self.evtchn.backend_closing() {
+            warn!(
+                "blkfront: {}: the backend is closing: failing {} outstanding request(s)",
+                self.device.path,
+                self.requests.len()
+            );
+            self.fail_all(BlkError::BackendClosed);
+        }
+        if self.stopped.is_none() {
             self.retry_quarantine();
             if let Err(e) = self.drain() {
                 warn!("blkfront: {e}: device unusable");
@@ -460,11 +479,15 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
 
     /// Puts queued ring requests on the ring while slots are free, then publishes them.
     ///
-    /// A request that finds no bounce or indirect page ([`BlkError::NoMemory`]) while other
-    /// ring requests are in flight waits at the head of the queue: their responses give
-    /// pages back, and [`poll`](Self::poll) retries it after taking them. Requests behind it
-    /// wait too, so the order stays first come, first served. With nothing in flight no
-    /// page can come back, and the request fails rather than hang.
+    /// A request that finds no bounce or indirect page ([`BlkError::NoMemory`]) or no
+    /// grant reference for one ([`GrantError::Exhausted`]) while other ring requests are
+    /// in flight waits at the head of the queue: their responses give pages and references
+    /// back, and [`poll`](Self::poll) retries it after taking them. Requests behind it wait
+    /// too, so the order stays first come, first served. With nothing in flight nothing can
+    /// come back: an indirect request then gives way to direct ones, which need far fewer
+    /// at a time (a guest whose grant table is shared by many devices may never have 257
+    /// references free), for the rest of the connection; a direct one fails rather than
+    /// hang.
     fn issue(&mut self) {
         let mut pushed = false;
         while let Some(&id) = self.queue.front() {
@@ -473,9 +496,14 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 Ok(()) => pushed = true,
                 Err(e) => {
                     self.free_slots.push(slot);
-                    if e == BlkError::NoMemory && self.in_flight() > 0 {
+                    let short =
+                        matches!(e, BlkError::NoMemory | BlkError::Grant(GrantError::Exhausted));
+                    if short && self.in_flight() > 0 {
                         // Retried when a response frees pages; nothing went on the ring.
                         break;
+                    }
+                    if short && self.use_direct_requests(e) {
+                        continue;
                     }
                     warn!("blkfront: request {id} failed before the ring: {e}");
                     if let Some(p) = self.requests.get_mut(&id) {
@@ -494,6 +522,29 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         if pushed && self.front().commit_requests() {
             self.evtchn.notify(self.port);
         }
+    }
+
+    /// After a shortage with nothing in flight: from now on parts of at most
+    /// [`MAX_SEGMENTS_PER_REQUEST`] pages, if they were larger and no request has issued a
+    /// part yet (the parts' offsets follow from their size). Returns whether it changed.
+    fn use_direct_requests(&mut self, e: BlkError) -> bool {
+        if self.max_segments <= MAX_SEGMENTS_PER_REQUEST
+            || self.requests.values().any(|p| p.issued > 0)
+        {
+            return false;
+        }
+        warn!(
+            "blkfront: {}: {e} for a request of {} pages: using requests of {} pages from now on",
+            self.device.path, self.max_segments, MAX_SEGMENTS_PER_REQUEST
+        );
+        self.max_segments = MAX_SEGMENTS_PER_REQUEST;
+        let part = self.part_bytes();
+        for p in self.requests.values_mut() {
+            if matches!(p.kind, Kind::Read | Kind::Write) {
+                p.parts = p.buf.len().div_ceil(part);
+            }
+        }
+        true
     }
 
     /// Builds the next ring request of `id` in `slot` and pushes it.
@@ -823,9 +874,10 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 
     /// Stops the device: every request fails with `error`, every grant we can end ends,
-    /// pages the backend holds stay in quarantine. Used when the ring breaks and at close.
+    /// pages the backend holds stay in quarantine. Used when the ring breaks, when the
+    /// backend closes, and at close.
     fn fail_all(&mut self, error: BlkError) {
-        self.broken = true;
+        self.stopped = Some(error);
         self.queue.clear();
         for i in 0..self.slots.len() {
             if let Some(flight) = self.slots[i].busy.take() {

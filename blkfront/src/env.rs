@@ -92,6 +92,13 @@ pub trait EventChannel {
     /// A monotonic clock in nanoseconds.
     fn now_ns(&self) -> u64;
 
+    /// Whether the backend left Connected (Closing, Closed, or its directory gone: the
+    /// toolstack is taking the device away) since the driver connected. The guest learns
+    /// it from a watch on the backend's `state`, as Linux's blkfront does. Every
+    /// [`Blkfront::poll`](crate::Blkfront::poll) asks; once it says so, every request fails
+    /// with [`BlkError::BackendClosed`] and the device only waits for its close.
+    fn backend_closing(&mut self) -> bool;
+
     /// Closes `port` (`EVTCHNOP_close`), after the backend disconnected.
     fn close(&mut self, port: u32);
 }

@@ -106,7 +106,8 @@ pub enum BlkError {
     Xenstore(xenbus::Error),
     /// The backend published a value that makes no sense (not a number, out of range...).
     BadBackendValue { key: &'static str, why: &'static str },
-    /// The backend closed (or vanished) during the handshake.
+    /// The backend closed (or vanished) during the handshake, or left Connected while
+    /// connected (the toolstack is detaching the device).
     BackendClosed,
 }
 

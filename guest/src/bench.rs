@@ -429,7 +429,7 @@ fn blk_seq(write: bool, size: usize) -> Result<Row, &'static str> {
 
 /// Random 4 KiB reads over the first BLK_BYTES with `depth` requests in flight.
 fn blk_rand_read(depth: usize) -> Result<Row, &'static str> {
-    use blkfront::{EventChannel, Request};
+    use blkfront::Request;
     with_scratch_disk(|disk| {
         const READS: u64 = 2048;
         let mut rng = crate::selftest::XorShift(0x5eed_b10c);
@@ -450,7 +450,7 @@ fn blk_rand_read(depth: usize) -> Result<Row, &'static str> {
                 in_flight -= 1;
             }
             if done < READS && in_flight == depth.min((READS - done) as usize) {
-                crate::blk::GuestEvents.wait(disk.port(), deadline).map_err(|_| "timed out")?;
+                crate::frontend::wait(disk.port(), deadline).then_some(()).ok_or("timed out")?;
             }
         }
         let s = (pvops::clock_ns() - t0) as f64 / 1e9;

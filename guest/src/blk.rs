@@ -3,13 +3,20 @@
 
 use crate::arch::pfn_to_virt;
 use crate::frontend::{self, GuestPage, RingError};
-use crate::xenstore;
+use crate::{evtchn, time, xenstore};
+use alloc::boxed::Box;
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use blkfront::abi::{BlkifRequest, BlkifResponse};
 use blkfront::{BlkError, Blkfront, Timeout};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
+use events::Port;
 use grant::{DomId, GrantError, GrantRef};
 use ring::shared::FrontRing;
+use xenbus::XenbusState;
 
 /// A request ring of 2^order contiguous pages, each granted to the backend.
 pub struct GuestRing {
@@ -73,7 +80,11 @@ impl blkfront::Pages for GuestPages {
     }
 }
 
-pub struct GuestEvents;
+/// A disk's event channel, and what its watch on the backend's state saw.
+pub struct GuestEvents {
+    /// Set by the watch once the backend left Connected.
+    closing: Arc<AtomicBool>,
+}
 
 impl blkfront::EventChannel for GuestEvents {
     fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, BlkError> {
@@ -84,8 +95,19 @@ impl blkfront::EventChannel for GuestEvents {
         frontend::notify(port)
     }
 
+    /// Also wakes for xenstore, whose watch may say the backend is closing: then no
+    /// answer will come, and the driver learns it at its next poll.
     fn wait(&mut self, port: u32, deadline_ns: u64) -> Result<(), Timeout> {
-        frontend::wait(port, deadline_ns).then_some(()).ok_or(Timeout)
+        let fired = time::wait_until(
+            || evtchn::take_fired(Port(port)) || xenstore::signalled(),
+            deadline_ns,
+        );
+        fired.then_some(()).ok_or(Timeout)
+    }
+
+    fn backend_closing(&mut self) -> bool {
+        xenstore::service();
+        self.closing.load(Ordering::SeqCst)
     }
 
     fn now_ns(&self) -> u64 {
@@ -107,15 +129,63 @@ pub fn disk_ids() -> Result<Vec<u32>, xenbus::Error> {
     xenstore::with(|xs| xenbus::frontend::device_ids(xs, "vbd")).unwrap_or(Ok(Vec::new()))
 }
 
-/// Connects disk `id` (its xenbus device id, e.g. 51728 for xvdb).
+/// Connects disk `id` (its xenbus device id, e.g. 51728 for xvdb), and watches its
+/// backend's state: `xl block-detach` sets it Closing, and then the disk's requests fail
+/// (with [`BlkError::BackendClosed`]) rather than wait for answers that will not come.
 pub fn connect(id: u32) -> Result<Disk, BlkError> {
-    xenstore::with(|xs| Blkfront::connect(xs, id, GuestPages, GuestEvents, TIMEOUT_NS))
-        .unwrap_or(Err(BlkError::NotConnected))
+    let closing = Arc::new(AtomicBool::new(false));
+    let events = GuestEvents { closing: closing.clone() };
+    xenstore::with(|xs| {
+        let disk = Blkfront::connect(xs, id, GuestPages, events, TIMEOUT_NS)?;
+        let device = disk.device().clone();
+        let watched = xs.watch(
+            &device.backend_state_path(),
+            &watch_token(id),
+            Box::new(move |xs, _| match device.backend_state(xs) {
+                Ok(XenbusState::Connected) => {}
+                Ok(state) => {
+                    if !closing.swap(true, Ordering::SeqCst) {
+                        log::error!("blkfront {}: the backend went {state:?}", name(id));
+                    }
+                }
+                Err(e) => log::warn!("blkfront {}: reading the backend's state: {e}", name(id)),
+            }),
+        );
+        if let Err(e) = watched {
+            log::warn!(
+                "blkfront {}: cannot watch the backend ({e}): a detach would hang",
+                name(id)
+            );
+        }
+        Ok(disk)
+    })
+    .unwrap_or(Err(BlkError::NotConnected))
+}
+
+fn watch_token(id: u32) -> String {
+    format!("vbd-{id}")
 }
 
 /// Disconnects a disk, failing what it still had outstanding.
 pub fn close(disk: Disk) -> Result<(), BlkError> {
-    xenstore::with(|xs| disk.close(xs, TIMEOUT_NS).0).unwrap_or(Err(BlkError::NotConnected))
+    let id = disk.device().id;
+    xenstore::with(|xs| {
+        if let Err(e) = xs.unwatch(&watch_token(id)) {
+            log::warn!("blkfront {}: unwatching the backend: {e}", name(id));
+        }
+        disk.close(xs, TIMEOUT_NS).0
+    })
+    .unwrap_or(Err(BlkError::NotConnected))
+}
+
+/// `xvdb` for 51728, and so on; other ids as `vbd<id>`.
+pub fn name(id: u32) -> String {
+    let minor = id & 0xff;
+    if id >> 8 == 202 && minor.is_multiple_of(16) && minor / 16 < 16 {
+        format!("xvd{}", (b'a' + (minor / 16) as u8) as char)
+    } else {
+        format!("vbd{id}")
+    }
 }
 
 /// The xenbus device id of `xvd<letter>` (major 202, 16 minors a disk).

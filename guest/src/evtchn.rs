@@ -145,7 +145,13 @@ pub fn dispatch_pending() {
         let handler = HANDLERS.lock().get(port);
         match handler {
             Some((handler, ctx)) => handler(port, ctx),
-            None => log::warn!("event on {port}, which has no handler"),
+            // Another domain may bind a port in our table that we never asked for (a
+            // privileged one can allocate it) and notify it without end: masked, it costs
+            // us nothing more.
+            None => {
+                let masked = if mask(port).is_ok() { "masked" } else { "cannot mask it" };
+                log::error!("event on {port}, which has no handler: {masked}");
+            }
         }
     });
     if !report.is_clean() {

@@ -89,6 +89,9 @@ pub fn probe<T: Transport>(
 /// bounded by `timeout_ns`: InitWait or beyond, after a [`Device::reconnect`] if an earlier
 /// connection (ours or the backend's) left it closed. Returns the backend's state, which
 /// the driver checks is InitWait, Initialised or Connected before it sets up its rings.
+///
+/// A closed backend whose `online` is 0 is not asked again: the toolstack is removing the
+/// device (`xl block-detach` writes `online = 0` with Closing), and it stays closed.
 pub fn attach<T: Transport>(
     xs: &mut Xenstore<T>,
     class: &str,
@@ -98,7 +101,8 @@ pub fn attach<T: Transport>(
     use XenbusState::*;
     let device = probe(xs, class, id, timeout_ns)?;
     let mut state = device.wait_for_backend(xs, timeout_ns, |s| s >= InitWait)?;
-    if matches!(state, Closing | Closed) {
+    let offline = matches!(read_optional(xs, &device.backend, "online"), Ok(Some(0)));
+    if matches!(state, Closing | Closed) && !offline {
         // A backend that sees us Initialising again gets ready for a fresh handshake.
         state = device.reconnect(xs, timeout_ns)?;
     }

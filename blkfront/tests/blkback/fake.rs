@@ -195,6 +195,8 @@ pub struct World {
     pub transient_maps: usize,
     /// `alloc_page` fails once this many pages are out.
     pub page_limit: usize,
+    /// `grant` fails ([`GrantError::Exhausted`]) once this many grants are active.
+    pub grant_limit: usize,
     pub pages_freed: usize,
     /// The largest ring order `alloc_ring` grants: 0 by default, as a guest without
     /// multi-page rings; larger orders are refused with `NotSupported`.
@@ -214,6 +216,8 @@ pub struct World {
     rsp_prod_pvt: u32,
     /// Requests stay on the ring unanswered while set.
     pub hold: bool,
+    /// What the guest's watch on the backend's state would report: it left Connected.
+    pub backend_closing: bool,
     pub tamper: Option<Tamper>,
     /// Every request taken off the ring (an indirect one seen through the direct layout:
     /// its `operation` is [`Op::Indirect`]).
@@ -244,6 +248,7 @@ impl World {
             keep_mappings: false,
             transient_maps: 0,
             page_limit: usize::MAX,
+            grant_limit: usize::MAX,
             pages_freed: 0,
             ring_order_limit: 0,
             offer_ring_order: Some(MAX_RING_PAGE_ORDER),
@@ -255,6 +260,7 @@ impl World {
             req_cons: 0,
             rsp_prod_pvt: 0,
             hold: false,
+            backend_closing: false,
             tamper: None,
             requests: Vec::new(),
             indirect: Vec::new(),
@@ -529,6 +535,9 @@ impl Pages for TestPages {
         let mut w = self.0.borrow_mut();
         let mem = w.frames.get(&frame).expect("granting a page we never gave out").clone();
         assert!(!w.grants.values().any(|g| g.frame() == frame), "page granted twice");
+        if w.grants.len() >= w.grant_limit {
+            return Err(GrantError::Exhausted);
+        }
         let page = (frame - mem.frame()) as usize;
         let r = w.next_gref;
         w.next_gref += 1;
@@ -606,6 +615,10 @@ impl EventChannel for TestEvtchn {
 
     fn now_ns(&self) -> u64 {
         self.0.borrow().now
+    }
+
+    fn backend_closing(&mut self) -> bool {
+        self.0.borrow().backend_closing
     }
 
     fn close(&mut self, port: u32) {

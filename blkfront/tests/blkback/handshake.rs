@@ -156,3 +156,34 @@ fn close_fails_outstanding_requests_and_returns_everything() {
     // The write never reached the disk.
     assert!(w.requests.iter().all(|r| r.operation == Op::Read as u8));
 }
+
+/// `xl block-detach` in the middle of I/O: the toolstack sets the backend Closing while
+/// requests are in flight and the guest's watch reports it. The requests fail with
+/// BackendClosed, as does every later one, the grants end (the backend let go of the
+/// pages), and the close handshake the toolstack waits for completes.
+#[test]
+fn detach_in_the_middle_of_io_fails_requests_and_closes() {
+    let (mut rig, mut blk) = Rig::connected(&[]);
+    rig.w().hold = true;
+    let a = blk.submit(Request::Write { sector: 0, data: vec![7; 8192] }).unwrap();
+    assert_eq!(blk.in_flight(), 1);
+    let be_state = format!("{}/state", backend_path());
+    rig.store.lock().unwrap().set(&be_state, b"5");
+    rig.w().backend_closing = true;
+    let mut buf = vec![0; 4096];
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::BackendClosed));
+    let c = blk.take_completion_of(a).expect("the write failed too");
+    assert_eq!((c.result, c.data), (Err(BlkError::BackendClosed), vec![7; 8192]));
+    assert_eq!(blk.submit(Request::Flush).err(), Some(BlkError::BackendClosed));
+    assert_eq!(blk.stopped(), Some(BlkError::BackendClosed));
+    assert_eq!((blk.in_flight(), blk.outstanding()), (0, 0));
+    assert_eq!(rig.w().grants.len(), 1, "only the ring's grant is left");
+    let (result, failed) = blk.close(&mut rig.xs, SECOND);
+    assert_eq!(result, Ok(()));
+    assert!(failed.is_empty());
+    assert_eq!(rig.store_get(&format!("{}/state", frontend_path())).as_deref(), Some("6"));
+    assert_eq!(rig.store_get(&be_state).as_deref(), Some("6"));
+    let w = rig.w();
+    assert!(w.grants.is_empty() && w.pages_out() == 0 && w.ring_freed && w.port_closed);
+    assert_ne!(w.disk[..8192], [7; 8192][..], "the held write never reached the disk");
+}

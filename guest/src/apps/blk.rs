@@ -2,26 +2,15 @@
 //! outside (the rig compares with sha256sum of the image and with the regenerated pattern).
 
 use super::pattern::fill_sector;
-use crate::blk::{self, Disk};
+use crate::blk::{self, name, Disk};
 use crate::cmdline::App;
 use crate::println;
 use crate::sha256::{self, Sha256};
-use alloc::string::String;
 use alloc::vec;
 use blkfront::{BlkError, BlockDevice};
 
 /// Bytes per request the apps issue (the driver splits them for the ring).
 const CHUNK: u64 = 1 << 20;
-
-/// `xvdb` for 51728, and so on; other ids as `vbd<id>`.
-fn name(id: u32) -> String {
-    let minor = id & 0xff;
-    if id >> 8 == 202 && minor.is_multiple_of(16) && minor / 16 < 16 {
-        alloc::format!("xvd{}", (b'a' + (minor / 16) as u8) as char)
-    } else {
-        alloc::format!("vbd{id}")
-    }
-}
 
 fn id_of(dev: &str) -> Option<u32> {
     match dev.as_bytes() {
@@ -54,19 +43,23 @@ pub fn run(app: App, dev: Option<&str>, seed: u64) -> bool {
             return false;
         }
     };
-    wanted.into_iter().all(|id| {
-        let result = blk::connect(id).and_then(|mut disk| {
-            let r = match app {
-                App::BlkSum => blksum(&mut disk, &name(id)),
-                App::BlkFill => blkfill(&mut disk, &name(id), seed),
-            };
-            blk::close(disk).and(r)
-        });
-        if let Err(e) = &result {
-            println!("{} {}: {e}", app.name(), name(id));
-        }
-        result.is_ok()
-    })
+    // Every disk gets its turn: one that fails says so and does not hide the others.
+    wanted
+        .into_iter()
+        .map(|id| {
+            let result = blk::connect(id).and_then(|mut disk| {
+                let r = match app {
+                    App::BlkSum => blksum(&mut disk, &name(id)),
+                    App::BlkFill => blkfill(&mut disk, &name(id), seed),
+                };
+                blk::close(disk).and(r)
+            });
+            if let Err(e) = &result {
+                println!("{} {}: {e}", app.name(), name(id));
+            }
+            result.is_ok()
+        })
+        .fold(true, |all, ok| all & ok)
 }
 
 fn blksum(disk: &mut Disk, dev: &str) -> Result<(), BlkError> {
@@ -106,6 +99,9 @@ fn blkfill(disk: &mut Disk, dev: &str, seed: u64) -> Result<(), BlkError> {
         }
         disk.write(offset / 512, &buf[..n])?;
         offset += n as u64;
+        // Only once the backend answered OK: the rig checks, after `xl destroy` in the middle
+        // of the fill, that every sector up to the last such line holds the pattern.
+        println!("blkfill {dev} acked sectors={} seed={seed}", offset / 512);
     }
     disk.flush()?;
     println!("blkfill {dev} done sectors={} seed={seed}", info.sectors);

@@ -7,10 +7,12 @@ use crate::arch::pfn_to_virt;
 use crate::cmdline::Options;
 use crate::frontend::{self, GuestPage, RingError};
 use crate::{evtchn, println, pvops, time, xenstore};
+use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use alloc::{format, vec};
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use events::Port;
 use grant::{DomId, GrantError, GrantRef};
 use netfront::{NetError, NetRxToken, NetTxToken, Netfront, Ports};
@@ -23,6 +25,7 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
     Ipv4Address, Ipv4Cidr,
 };
+use xenbus::XenbusState;
 
 /// One ring page, granted to the backend.
 pub struct NetRing<Req: Pod, Rsp: Pod> {
@@ -159,6 +162,10 @@ pub struct Stack {
 }
 
 static STACK: spin::Mutex<Option<Stack>> = spin::Mutex::new(None);
+/// Set by the watch on the vif's backend state once it left Connected: `xl network-detach`
+/// (the toolstack sets it Closing and waits for us to close).
+static CLOSING: AtomicBool = AtomicBool::new(false);
+const WATCH_TOKEN: &str = "vif-backend";
 /// The vif's event channels, readable without the lock.
 static PORTS: spin::Once<Ports> = spin::Once::new();
 
@@ -186,6 +193,7 @@ pub fn start(options: &Options) -> Result<bool, NetError> {
         .unwrap_or(Err(NetError::Xenstore(xenbus::Error::Timeout)))?;
     let ports = vif.ports();
     PORTS.call_once(|| ports);
+    watch_backend(vif.device().clone());
     let mac = vif.mac();
     let mut nic = Nic { vif, arp_seen: Vec::new() };
     let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(mac)));
@@ -337,9 +345,52 @@ fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Address>) -> St
     )
 }
 
+fn watch_backend(device: xenbus::frontend::Device) {
+    let path = device.backend_state_path();
+    let watched = xenstore::with(|xs| {
+        xs.watch(
+            &path,
+            WATCH_TOKEN,
+            Box::new(move |xs, _| match device.backend_state(xs) {
+                Ok(XenbusState::Connected) => {}
+                Ok(_) => CLOSING.store(true, Ordering::SeqCst),
+                Err(e) => log::warn!("net: reading {}: {e}", device.backend_state_path()),
+            }),
+        )
+    });
+    if let Some(Err(e)) = watched {
+        log::warn!("net: cannot watch {path} ({e}): a detach would go unnoticed");
+    }
+}
+
+/// Once the backend is closing: the vif's side of the close, so that the toolstack's
+/// detach completes, and the network is gone; the rest of the guest goes on without it.
+fn detach(stack: Stack) {
+    let vif = stack.nic.vif;
+    log::error!("net: {}: the backend is closing: network down", vif.device().path);
+    let closed = xenstore::with(|xs| {
+        if let Err(e) = xs.unwatch(WATCH_TOKEN) {
+            log::warn!("net: unwatching the backend: {e}");
+        }
+        vif.close(xs, TIMEOUT_NS)
+    });
+    match closed {
+        Some(Ok(())) => log::warn!("net: vif closed"),
+        Some(Err(e)) => log::error!("net: closing the vif: {e}"),
+        None => {}
+    }
+}
+
 /// Runs the stack until it has nothing more to do right now (bounded).
 pub fn poll() {
     let mut guard = STACK.lock();
+    if CLOSING.load(Ordering::SeqCst) {
+        if let Some(stack) = guard.take() {
+            drop(guard);
+            detach(stack);
+        }
+        return;
+    }
     let Some(stack) = guard.as_mut() else { return };
     for _ in 0..64 {
         let changed = stack.poll_once();

@@ -3,7 +3,7 @@ use crate::blk::{self, Disk};
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
-use blkfront::{BlkError, BlockDevice, EventChannel, Request};
+use blkfront::{BlkError, BlockDevice, Request};
 
 pub const TESTS: &[Test] = &[
     Test { name: "blk::patterns_round_trip", run: patterns_round_trip },
@@ -27,9 +27,28 @@ fn with_disk(id: u32, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
     }
     let mut disk = match blk::connect(id) {
         Ok(d) => d,
+        // The backend's fault, not ours: the driver refused the device as it should, and
+        // the tests that need it cannot run.
+        Err(e @ (BlkError::BadBackendValue { .. } | BlkError::BackendClosed)) => {
+            log::error!("{}: {e}: device refused", blk::name(id));
+            return Outcome::Skip("the backend's disk was refused (see the ERROR line)");
+        }
+        // The toolstack removed it while we connected (its directory went with it).
+        Err(e) if blk::disk_ids().is_ok_and(|ids| !ids.contains(&id)) => {
+            log::error!("{}: {e}: the disk went away", blk::name(id));
+            return Outcome::Skip("the disk went away (see the ERROR line)");
+        }
         Err(e) => return Outcome::Fail(format!("connecting disk {id}: {e}")),
     };
-    let outcome = f(&mut disk);
+    let outcome = match (f(&mut disk), disk.stopped()) {
+        // Taken away in the middle of the test (xl block-detach): the driver failed what
+        // was left, as it should, and the test cannot tell more.
+        (Outcome::Fail(why), Some(e @ BlkError::BackendClosed)) => {
+            log::error!("{}: {e} during the test: {why}", blk::name(id));
+            Outcome::Skip("the backend closed the disk during the test (see the ERROR line)")
+        }
+        (outcome, _) => outcome,
+    };
     if let Err(e) = blk::close(disk) {
         return Outcome::Fail(format!("closing disk {id}: {e}"));
     }
@@ -120,7 +139,7 @@ fn run_all(disk: &mut Disk, requests: Vec<Request>) -> Result<Vec<Vec<u8>>, Outc
             results[i] = Some(c.data);
             left -= 1;
         }
-        if left > 0 && blk::GuestEvents.wait(disk.port(), deadline).is_err() {
+        if left > 0 && !crate::frontend::wait(disk.port(), deadline) {
             return Err(Outcome::Fail(format!("{left} requests still outstanding")));
         }
     }

@@ -128,6 +128,26 @@ fn handshake_close_and_reconnect() {
     assert_eq!(dev.wait_for_backend(&mut xs, SECOND, |s| s == Connected), Ok(Connected));
 }
 
+/// A backend the toolstack is taking away (Closing with `online` 0, as `xl block-detach`
+/// leaves it) is returned as it is, for the driver to refuse; with `online` 1 a closed
+/// backend is asked for a new handshake.
+#[test]
+fn attach_leaves_a_device_being_removed_alone() {
+    use XenbusState::*;
+    let (mut xs, fake) = setup();
+    plug(&mut fake.lock().unwrap(), 0, &[]);
+    fake.lock().unwrap().set(&format!("{}/state", backend_path(0)), b"5");
+    fake.lock().unwrap().set(&format!("{}/online", backend_path(0)), b"0");
+    fake.lock().unwrap().on_idle = Some(Box::new(netback));
+    let (_, state) = frontend::attach(&mut xs, "vif", 0, SECOND).unwrap();
+    assert_eq!(state, Closing);
+    assert_eq!(fake.lock().unwrap().get("device/vif/0/state"), Some(&b"1"[..]), "not touched");
+
+    fake.lock().unwrap().set(&format!("{}/online", backend_path(0)), b"1");
+    let (_, state) = frontend::attach(&mut xs, "vif", 0, SECOND).unwrap();
+    assert_eq!(state, InitWait);
+}
+
 #[test]
 fn a_stuck_or_vanished_backend() {
     let (mut xs, fake) = setup();
