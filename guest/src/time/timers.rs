@@ -4,7 +4,7 @@
 use super::queue::{Callback, TimerId, TimerQueue};
 use crate::pvops;
 use crate::sync::IrqMutex;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static QUEUE: IrqMutex<TimerQueue> = IrqMutex::new(TimerQueue::new());
 
@@ -56,27 +56,56 @@ fn set_flag(ctx: usize) {
     unsafe { &*(ctx as *const AtomicBool) }.store(true, Ordering::SeqCst);
 }
 
+/// The longest a wait idles without looking at its condition again: a wake-up that never
+/// comes (an event lost anywhere between the other domain and our handler) then costs this,
+/// not the whole timeout, and is counted.
+const SLICE_NS: u64 = 100_000_000;
+
+static LATE_WAKEUPS: AtomicU64 = AtomicU64::new(0);
+
+/// Waits whose condition came true without waking them: found on a slice's timer instead.
+pub fn late_wakeups() -> u64 {
+    LATE_WAKEUPS.load(Ordering::Relaxed)
+}
+
 /// Idles until `done()` holds or the clock reaches `deadline_ns`; returns `done()`'s last
 /// answer. `done` is checked with interrupts disabled, then the CPU waits with them enabled
 /// atomically (SCHEDOP_block, `sti; hlt`), so no wake-up between the check and the wait
 /// is lost. Interrupts are enabled while waiting, whatever the caller had.
 pub fn wait_until(mut done: impl FnMut() -> bool, deadline_ns: u64) -> bool {
-    let expired = AtomicBool::new(false);
-    let timer = add(deadline_ns, set_flag, &expired as *const AtomicBool as usize);
+    let slice_over = AtomicBool::new(false);
+    let flag = &slice_over as *const AtomicBool as usize;
+    let mut timer = None;
     let saved = pvops::save_fl();
     let result = loop {
         pvops::irq_disable();
+        let slice_ended = slice_over.swap(false, Ordering::SeqCst);
         if done() {
+            if slice_ended {
+                note_late_wakeup();
+            }
             break true;
         }
-        if expired.load(Ordering::SeqCst) || pvops::clock_ns() >= deadline_ns {
+        let now = pvops::clock_ns();
+        if now >= deadline_ns {
             break false;
+        }
+        if timer.is_none() || slice_ended {
+            timer = Some(add(deadline_ns.min(now + SLICE_NS), set_flag, flag));
         }
         pvops::idle();
     };
     pvops::restore_fl(saved);
-    cancel(timer);
+    if let Some(timer) = timer {
+        cancel(timer);
+    }
     result
+}
+
+fn note_late_wakeup() {
+    if LATE_WAKEUPS.fetch_add(1, Ordering::Relaxed) == 0 {
+        log::warn!("a wait's condition came true without waking it (found after a time slice)");
+    }
 }
 
 /// Sleeps at least `ns` nanoseconds.
