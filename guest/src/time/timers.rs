@@ -61,12 +61,10 @@ fn set_flag(ctx: usize) {
 /// not the whole timeout, and is counted.
 const SLICE_NS: u64 = 100_000_000;
 
-static LATE_WAKEUPS: AtomicU64 = AtomicU64::new(0);
-
-/// Waits whose condition came true without waking them: found on a slice's timer instead.
-pub fn late_wakeups() -> u64 {
-    LATE_WAKEUPS.load(Ordering::Relaxed)
-}
+/// Waits whose condition was found true on a slice's timer rather than after an event: a
+/// condition that time itself makes true (one that polls a protocol stack with timers), or
+/// a lost wake-up.
+static SLICE_FINDS: AtomicU64 = AtomicU64::new(0);
 
 /// Idles until `done()` holds or the clock reaches `deadline_ns`; returns `done()`'s last
 /// answer. `done` is checked with interrupts disabled, then the CPU waits with them enabled
@@ -82,7 +80,8 @@ pub fn wait_until(mut done: impl FnMut() -> bool, deadline_ns: u64) -> bool {
         let slice_ended = slice_over.swap(false, Ordering::SeqCst);
         if done() {
             if slice_ended {
-                note_late_wakeup();
+                let n = SLICE_FINDS.fetch_add(1, Ordering::Relaxed) + 1;
+                log::debug!("wait: condition found true on a slice's timer ({n} so far)");
             }
             break true;
         }
@@ -100,12 +99,6 @@ pub fn wait_until(mut done: impl FnMut() -> bool, deadline_ns: u64) -> bool {
         cancel(timer);
     }
     result
-}
-
-fn note_late_wakeup() {
-    if LATE_WAKEUPS.fetch_add(1, Ordering::Relaxed) == 0 {
-        log::warn!("a wait's condition came true without waking it (found after a time slice)");
-    }
 }
 
 /// Sleeps at least `ns` nanoseconds.
