@@ -36,6 +36,27 @@ pub fn options() -> Options<'static> {
     cmdline::parse(cmdline())
 }
 
+/// What both Xen boot paths set up last, in this order, before the kernel proper: the event
+/// ABI, the timer's VIRQ, the grant table, and xenstore on `store_page` and `store_port`.
+///
+/// # Safety
+/// `store_page` is this domain's xenstore page, mapped for good and shared only with
+/// xenstored; the caller's platform setup (upcalls, memory) is complete.
+unsafe fn start_xen_services(options: Options<'static>, store_page: *mut u8, store_port: u32) -> ! {
+    crate::evtchn::init(options.evtchn);
+    if let Err(e) = crate::time::xen::init_timer() {
+        boot_failed(format_args!("binding VIRQ_TIMER: {e}"));
+    }
+    if let Err(e) = crate::gnttab::init() {
+        boot_failed(format_args!("grant table: {e}"));
+    }
+    // SAFETY: forwarded contract.
+    if let Err(e) = unsafe { crate::xenstore::init(store_page, store_port) } {
+        boot_failed(format_args!("xenstore event channel: {e}"));
+    }
+    kernel_main(options)
+}
+
 /// Says why boot cannot go on, on whatever console there is, and stops as a failure.
 fn boot_failed(why: core::fmt::Arguments<'_>) -> ! {
     crate::console::emergency(format_args!("boot failed: {why}\n"));

@@ -1,7 +1,7 @@
 //! The Xen PV boot path: `startup_xen` lands here with start_info, the hypercall page
 //! filled and a bootstrap mapping of the first few MiB.
 
-use super::{boot_failed, kernel_main};
+use super::{boot_failed, start_xen_services};
 use crate::arch::{self, pfn_to_virt, virt_to_pfn, xen, DIRECT_MAP_PAGES, PAGE_SIZE};
 use crate::mm::{self, paging};
 use crate::pvops::{self, Backend};
@@ -112,24 +112,12 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     if let Err(why) = setup_memory(info) {
         boot_failed(format_args!("{why}"));
     }
-    crate::evtchn::init(options.evtchn);
-    if let Err(e) = crate::time::xen::init_timer() {
-        boot_failed(format_args!("binding VIRQ_TIMER: {e}"));
-    }
-    if let Err(e) = crate::gnttab::init() {
-        boot_failed(format_args!("grant table: {e}"));
-    }
     let Some(store_pfn) = xen::mfn_to_pfn(info.store_mfn) else {
         boot_failed(format_args!("xenstore mfn {:#x} is not ours", info.store_mfn))
     };
     // SAFETY: the xenstore page is ours (its mfn maps back to our pfn), inside the
-    // bootstrap mapping, and shared only with xenstored.
-    let store =
-        unsafe { crate::xenstore::init(pfn_to_virt(store_pfn) as *mut u8, info.store_evtchn) };
-    if let Err(e) = store {
-        boot_failed(format_args!("xenstore event channel: {e}"));
-    }
-    kernel_main(options)
+    // bootstrap mapping, and shared only with xenstored; traps, callbacks and memory are set.
+    unsafe { start_xen_services(options, pfn_to_virt(store_pfn) as *mut u8, info.store_evtchn) }
 }
 
 /// Frame allocator, direct map of all our memory, heap.

@@ -1,7 +1,7 @@
 //! The Xen PVH boot path: the PVH entry found Xen's CPUID leaves. The guest runs in ring 0
 //! of an HVM container on its own page tables, and sets up each Xen service itself.
 
-use super::{boot_failed, kernel_main, pvh};
+use super::{boot_failed, pvh, start_xen_services};
 use crate::arch::{native, xen_pvh};
 use crate::pvops::{self, Backend};
 use hypercall::abi;
@@ -44,13 +44,6 @@ pub fn start(start_info_paddr: u64, cpuid_base: u32) -> ! {
     if let Err(e) = xen_pvh::enable_callback_vector() {
         boot_failed(format_args!("HVM_PARAM_CALLBACK_IRQ: {e}"));
     }
-    crate::evtchn::init(options.evtchn);
-    if let Err(e) = crate::time::xen::init_timer() {
-        boot_failed(format_args!("binding VIRQ_TIMER: {e}"));
-    }
-    if let Err(e) = crate::gnttab::init() {
-        boot_failed(format_args!("grant table: {e}"));
-    }
     let (page, port) = match xen_pvh::ring_page(
         abi::HVM_PARAM_STORE_PFN,
         abi::HVM_PARAM_STORE_EVTCHN,
@@ -60,9 +53,6 @@ pub fn start(start_info_paddr: u64, cpuid_base: u32) -> ! {
         Err(e) => boot_failed(format_args!("xenstore page: {e}")),
     };
     // SAFETY: the toolstack's xenstore page, mapped for good in its own slot and shared
-    // only with xenstored.
-    if let Err(e) = unsafe { crate::xenstore::init(page, port) } {
-        boot_failed(format_args!("xenstore event channel: {e}"));
-    }
-    kernel_main(options)
+    // only with xenstored; the IDT, the callback vector and memory are set.
+    unsafe { start_xen_services(options, page, port) }
 }
