@@ -4,7 +4,6 @@
 use crate::arch::pfn_to_virt;
 use crate::frontend::{self, GuestPage, RingError};
 use crate::{evtchn, time, xenstore};
-use alloc::boxed::Box;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -16,7 +15,6 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use events::Port;
 use grant::{DomId, GrantError, GrantRef};
 use ring::shared::FrontRing;
-use xenbus::XenbusState;
 
 /// A request ring of 2^order contiguous pages, each granted to the backend.
 pub struct GuestRing {
@@ -137,19 +135,15 @@ pub fn connect(id: u32) -> Result<Disk, BlkError> {
     let events = GuestEvents { closing: closing.clone() };
     xenstore::with(|xs| {
         let disk = Blkfront::connect(xs, id, GuestPages, events, TIMEOUT_NS)?;
-        let device = disk.device().clone();
-        let watched = xs.watch(
-            &device.backend_state_path(),
+        let watched = frontend::watch_backend_state(
+            xs,
+            disk.device().clone(),
             &watch_token(id),
-            Box::new(move |xs, _| match device.backend_state(xs) {
-                Ok(XenbusState::Connected) => {}
-                Ok(state) => {
-                    if !closing.swap(true, Ordering::SeqCst) {
-                        log::error!("blkfront {}: the backend went {state:?}", name(id));
-                    }
+            move |state| {
+                if !closing.swap(true, Ordering::SeqCst) {
+                    log::error!("blkfront {}: the backend went {state:?}", name(id));
                 }
-                Err(e) => log::warn!("blkfront {}: reading the backend's state: {e}", name(id)),
-            }),
+            },
         );
         if let Err(e) = watched {
             log::warn!(

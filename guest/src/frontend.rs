@@ -1,9 +1,10 @@
 //! What the split drivers (blkfront, netfront) get from this kernel (Xen only): pages from
 //! the frame allocator, granted through the grant table, rings over zeroed granted pages,
-//! and event channels whose handler records that they fired.
+//! event channels whose handler records that they fired, and a watch on the backend's state.
 
 use crate::arch::pfn_to_virt;
 use crate::{evtchn, gnttab, mm, pvops, time};
+use alloc::boxed::Box;
 use alloc::vec::Vec;
 use events::Port;
 use grant::{DomId, GrantError, GrantRef};
@@ -118,4 +119,24 @@ pub fn close_port(port: u32) {
     if let Err(e) = evtchn::close(Port(port)) {
         log::warn!("closing event channel {port}: {e}");
     }
+}
+
+/// Watches `device`'s backend state under `token`: `on_leave(state)` runs whenever the watch
+/// finds it anything but Connected (`xl block-detach` and `xl network-detach` set it
+/// Closing and wait for us to close).
+pub fn watch_backend_state(
+    xs: &mut xenbus::Xenstore<crate::xenstore::Channel>,
+    device: xenbus::frontend::Device,
+    token: &str,
+    on_leave: impl Fn(xenbus::XenbusState) + Send + 'static,
+) -> Result<(), xenbus::Error> {
+    xs.watch(
+        &device.backend_state_path(),
+        token,
+        Box::new(move |xs, _| match device.backend_state(xs) {
+            Ok(xenbus::XenbusState::Connected) => {}
+            Ok(state) => on_leave(state),
+            Err(e) => log::warn!("reading {}: {e}", device.backend_state_path()),
+        }),
+    )
 }

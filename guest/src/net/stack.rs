@@ -7,7 +7,6 @@ use crate::arch::pfn_to_virt;
 use crate::cmdline::Options;
 use crate::frontend::{self, GuestPage, RingError};
 use crate::{evtchn, println, pvops, time, xenstore};
-use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::vec::Vec;
 use alloc::{format, vec};
@@ -25,7 +24,6 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
     Ipv4Address, Ipv4Cidr,
 };
-use xenbus::XenbusState;
 
 /// One ring page, granted to the backend.
 pub struct NetRing<Req: Pod, Rsp: Pod> {
@@ -348,15 +346,9 @@ fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Address>) -> St
 fn watch_backend(device: xenbus::frontend::Device) {
     let path = device.backend_state_path();
     let watched = xenstore::with(|xs| {
-        xs.watch(
-            &path,
-            WATCH_TOKEN,
-            Box::new(move |xs, _| match device.backend_state(xs) {
-                Ok(XenbusState::Connected) => {}
-                Ok(_) => CLOSING.store(true, Ordering::SeqCst),
-                Err(e) => log::warn!("net: reading {}: {e}", device.backend_state_path()),
-            }),
-        )
+        frontend::watch_backend_state(xs, device, WATCH_TOKEN, |_| {
+            CLOSING.store(true, Ordering::SeqCst)
+        })
     });
     if let Some(Err(e)) = watched {
         log::warn!("net: cannot watch {path} ({e}): a detach would go unnoticed");
