@@ -86,7 +86,8 @@ fuzz: deps
 
 # Natively under QEMU: the default run, the same with the pv_ops call sites left indirect,
 # the smallest and a large memory size, an unknown option (which must be reported, not
-# fatal), and a deliberate page fault (which must be).
+# fatal), a deliberate page fault (which must be), and a stack overflow (caught by the guard
+# page, reported from the fault stack).
 test-native: build
 	rig/check-notes.py $(IMAGE)
 	rig/run-native.sh $(IMAGE) "log=info"
@@ -95,6 +96,8 @@ test-native: build
 	rig/run-native.sh --memory 1024 $(IMAGE) "log=warn tests=mem::,time::"
 	rig/run-native.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    $(IMAGE) "log=warn tests=boot:: fault=pf"
+	rig/run-native.sh --expect-fatal "the kernel stack overflowed into its guard page" \
+	    $(IMAGE) "log=warn tests=boot:: fault=stack"
 
 # Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), the same with the
 # pv_ops call sites left indirect, 32 MiB, 1 GiB with two vCPUs, an unknown option, the
@@ -118,15 +121,16 @@ test-xen: build target/blk-random.img target/blk-zero.img
 
 # The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
-# network checks), and app=blksum; then the deliberate page fault (ring 0 here: the native
-# IDT reports it).
+# network checks), and app=blksum; then the deliberate page fault and stack overflow (ring 0
+# here: the native IDT reports them, the #DF on its own stack).
 test-xen-pvh: build target/blk-random.img
 	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"'
-	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen-pvh.cfg \
-	    'extra="log=warn tests=boot:: fault=pf"'
+	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
+	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
+	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'
 
 # Fault injection, in one boot of the rig (rig/README.md, "Fault injection"): from dom0 while
 # the guest runs, xl block-detach in the middle of a fill, xl network-detach while traffic

@@ -29,7 +29,8 @@
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
 # verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
-# after printing TEXT, as the guest's `fault=` option makes it. --verbose shows everything
+# after printing TEXT, as the guest's `fault=` option makes it; given again, the Nth TEXT is for
+# run N (the last one for the runs after it). --verbose shows everything
 # live (the Xen and dom0 boot logs, console-bulk lines); the log file always has everything.
 # --xl-verbose runs `xl -vvv create`. --log FILE: a copy of this invocation's whole log (the
 # cache's last-run.log may be another session's by the time this one ends). The cache is
@@ -56,7 +57,7 @@ disk_mb=64
 verbose=""
 xl_opts=""
 expect_bulk=""
-expect_fatal=""
+expect_fatal=()
 fast_hotplug=""
 control_timeout=20
 # @fault=<name>: see rig/README.md, "Fault injection".
@@ -69,7 +70,7 @@ while (($#)); do
     --work) RIG_WORK=${2:?}; shift 2 ;;
     --disk-mb) disk_mb=${2:?}; shift 2 ;;
     --expect-bulk) expect_bulk=1; shift ;;
-    --expect-fatal) expect_fatal=${2:?}; shift 2 ;;
+    --expect-fatal) expect_fatal+=("${2:?}"); shift 2 ;;
     --fast-hotplug) fast_hotplug=1; shift ;;
     --verbose | -v) verbose=1; shift ;;
     --xl-verbose) xl_opts=-vvv; shift ;;
@@ -327,7 +328,8 @@ for i in "${!runs[@]}"; do
     run_directives+=("$directives")
     run_disks+=("$disklist")
 done
-[[ -z $expect_fatal || -z ${run_controls[*]// /} ]] ||
+controls="${run_controls[*]}"
+((${#expect_fatal[@]} == 0)) || [[ -z ${controls// /} ]] ||
     rig_die "--expect-fatal and @shutdown/@reboot runs do not go together"
 
 mkdir -p "$RIG_WORK"
@@ -403,7 +405,7 @@ lineno=0
     cat <<'EOF'
 # added by xen-rig.sh
 on_poweroff = "destroy"
-on_reboot = "destroy"
+on_reboot = "preserve"
 on_watchdog = "destroy"
 on_crash = "preserve"
 EOF
@@ -426,10 +428,12 @@ for i in "${!runs[@]}"; do
     n=$((i + 1))
     d=$stage/rig/run/$n
     mkdir -p "$d"
+    # Other runs preserve a domain that reboots, as one that crashes, for dom0 to dump its
+    # vCPUs: nothing asked for the reboot, so it is a triple fault (PVH) or a bug.
     if [[ ${run_controls[$i]} == reboot ]]; then
         # The one reboot this run is about must restart the domain (xl create -F then waits on
         # the new domain); the controller in dom0 bounds it to one.
-        sed 's/^on_reboot = "destroy"$/on_reboot = "restart"/' "$stage/rig/guest.cfg" >"$d/cfg"
+        sed 's/^on_reboot = "preserve"$/on_reboot = "restart"/' "$stage/rig/guest.cfg" >"$d/cfg"
     else
         cp "$stage/rig/guest.cfg" "$d/cfg"
     fi
@@ -510,6 +514,7 @@ awk -v dir="$out" '
 ' "$log"
 
 fail=0
+failed_runs=()
 echo "rig: ---- summary ----"
 for i in "${!runs[@]}"; do
     n=$((i + 1))
@@ -541,9 +546,10 @@ for i in "${!runs[@]}"; do
         want_reason=poweroff
         fault=${run_faults[$i]}
         [[ $fault != destroy-blkfill ]] || want_reason=destroyed
-        if [[ -n $expect_fatal ]]; then
+        if ((${#expect_fatal[@]})); then
+            fatal=${expect_fatal[i < ${#expect_fatal[@]} ? i : ${#expect_fatal[@]} - 1]}
             want_reason=crash
-            grep -qF -- "$expect_fatal" <<<"$guest" || why+=("no '$expect_fatal' (--expect-fatal)")
+            grep -qF -- "$fatal" <<<"$guest" || why+=("no '$fatal' (--expect-fatal)")
         fi
         control=${run_controls[$i]}
         if [[ -n $end ]]; then
@@ -675,6 +681,7 @@ for i in "${!runs[@]}"; do
         fail=1
         echo "rig: run $n (${label}): ${closing:-no closing line} -> FAIL"
         printf 'rig:   why: %s\n' "${why[@]}"
+        failed_runs+=("$n")
     else
         echo "rig: run $n (${label}): $closing -> PASS"
     fi
@@ -685,6 +692,18 @@ dom0_ready=$(sed -n 's/^rig: dom0 ready: \([0-9.]*\) s$/\1/p' "$log")
 echo "rig: time: total $(timing "$t_start" "$t_end") s (host prepare $(timing "$t_start" "$t_qemu") s, qemu $(timing "$t_qemu" "$t_end") s, dom0 uptime at ready ${dom0_ready:-?} s)"
 echo "rig: log: $log (per run: $out/run-N.log; newest: $RIG_WORK/last-run.log)"
 [[ -z $log_copy ]] || cp "$log" "$log_copy"
+
+# Last in the output, where a CI excerpt (its tail) shows it: what the guest and Xen said
+# last in each failed run, so that a failure seen only there can still be read.
+for n in "${failed_runs[@]}"; do
+    f=$out/run-$n.log
+    [[ -f $f ]] || continue
+    echo "rig: run $n FAILED; its last guest lines, dom0's dump of a preserved domain, Xen's last lines on domUs:"
+    grep -vE '^(\(XEN\)|rig: )' "$f" | grep . | tail -n 12 | sed 's/^/rig: | /'
+    grep -E '^rig: xenctx: (domain|vcpu|rip|flags|rsp|rax|rbx|rbp|r10|r13|cr[023]|Code|[0-9a-f]{2} )' "$f" |
+        head -n 20 | sed 's/^rig: xenctx: /rig: C /'
+    grep -E '^\(XEN\).*(\<d[1-9][0-9]*|\(d[1-9][0-9]*\)|[Dd]omain [1-9]|domain_crash|Pagetable walk)' "$f" | grep -vE 'HVM d[0-9]+(v[0-9]+)? (save|restore):' | tail -n 8 | sed 's/^/rig: X /'
+done
 
 if [[ -n $interrupted ]]; then
     echo "rig: interrupted"

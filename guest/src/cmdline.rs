@@ -35,6 +35,8 @@ pub enum Fault {
     InvalidOpcode,
     /// A Rust panic.
     Panic,
+    /// Recursion without end: the kernel stack overflows into its guard page.
+    StackOverflow,
 }
 
 /// Which event channel ABI to use under Xen.
@@ -244,6 +246,7 @@ pub fn parse(line: &str) -> Options<'_> {
             ("fault", Some("pf")) => o.fault = Some(Fault::PageFault),
             ("fault", Some("ud")) => o.fault = Some(Fault::InvalidOpcode),
             ("fault", Some("panic")) => o.fault = Some(Fault::Panic),
+            ("fault", Some("stack")) => o.fault = Some(Fault::StackOverflow),
             ("fault", _) => o.warn(Warning::BadValue { option: token, expected: "pf|ud|panic" }),
             ("log", None) => o.warn(Warning::BadValue { option: token, expected: "log=<level>" }),
             _ => o.warn(Warning::Unknown(token)),
@@ -304,6 +307,7 @@ mod tests {
         assert_eq!(parse("fault=pf").fault, Some(Fault::PageFault));
         assert_eq!(parse("fault=ud").fault, Some(Fault::InvalidOpcode));
         assert_eq!(parse("fault=panic").fault, Some(Fault::Panic));
+        assert_eq!(parse("fault=stack").fault, Some(Fault::StackOverflow));
         assert_eq!(parse("fault=x").warnings().count(), 1);
     }
 

@@ -60,6 +60,20 @@ pub fn fault(kind: crate::cmdline::Fault) -> ! {
             unsafe { asm!("ud2", options(nomem, nostack)) };
         }
         Fault::Panic => panic!("fault=panic requested on the command line"),
+        Fault::StackOverflow => {
+            recurse(0);
+        }
     }
     unreachable!("the fault did not fault")
+}
+
+/// Calls itself until the stack runs out, each frame holding a buffer the optimizer must
+/// keep.
+#[inline(never)]
+fn recurse(depth: u64) -> u64 {
+    let frame = core::hint::black_box([depth; 32]);
+    if core::hint::black_box(depth) == u64::MAX {
+        return 0;
+    }
+    recurse(depth + 1).wrapping_add(frame[31])
 }

@@ -284,13 +284,22 @@ boot_pd1:
     .set page, page + 1
     .endr
 
-/* ---- Boot stack and the page we map shared_info over ---- */
+/* ---- The page we map shared_info over, and the boot stack above its guard page ---- */
     .section .bss.page_aligned, "aw", @nobits
     .balign 4096
     .globl xen_shared_info_page
 xen_shared_info_page:
     .skip 4096
+    .globl boot_stack_guard
+boot_stack_guard:
+    .skip 4096
+    .globl boot_stack
 boot_stack:
     .skip 65536
     .globl boot_stack_top
 boot_stack_top:
+/* Natively and under PVH, #DF, NMI and #MC switch to this stack (IST 1): they must work when
+ * the boot stack is exhausted. */
+    .globl fault_stack_top
+    .skip 16384
+fault_stack_top:

@@ -2,6 +2,7 @@
 
 pub mod cpu;
 pub mod native;
+pub mod stack;
 pub mod traps;
 pub mod xen;
 pub mod xen_pvh;

@@ -3,6 +3,8 @@
 
 use core::arch::asm;
 use x86_64::instructions::port::Port;
+use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};
+use x86_64::structures::tss::TaskStateSegment;
 
 /// QEMU's `-device isa-debug-exit,iobase=0xf4,iosize=0x04`: writing v exits with (v << 1) | 1.
 const DEBUG_EXIT_PORT: u16 = 0xf4;
@@ -67,14 +69,52 @@ fn gate(addr: u64) -> Gate {
     }
 }
 
+/// The exceptions that must be reported even when the kernel stack is unusable (an overflow
+/// into the guard page makes the #PF a #DF), or that can arrive at any instruction: they run
+/// on the fault stack, IST slot 1.
+const FAULT_STACK_VECTORS: [usize; 3] = [2, 8, 18];
+
+static TSS: spin::Once<TaskStateSegment> = spin::Once::new();
+static GDT: spin::Once<(GlobalDescriptorTable, SegmentSelector)> = spin::Once::new();
+
+/// Loads a GDT with a TSS whose IST slot 1 is the fault stack. The code and data selectors
+/// stay those of the boot GDT (0x08, 0x10), so the segment registers need no reload.
+fn init_fault_stack() {
+    extern "C" {
+        static fault_stack_top: u8;
+    }
+    let tss = TSS.call_once(|| {
+        let mut tss = TaskStateSegment::new();
+        let top = core::ptr::addr_of!(fault_stack_top) as u64;
+        tss.interrupt_stack_table[0] = x86_64::VirtAddr::new(top);
+        tss
+    });
+    let (gdt, tss_selector) = GDT.call_once(|| {
+        let mut gdt = GlobalDescriptorTable::new();
+        let code = gdt.append(Descriptor::kernel_code_segment());
+        let data = gdt.append(Descriptor::kernel_data_segment());
+        assert!(code.0 == KERNEL_CS && data.0 == 0x10, "GDT layout differs from the boot GDT");
+        let tss_selector = gdt.append(Descriptor::tss_segment(tss));
+        (gdt, tss_selector)
+    });
+    gdt.load();
+    // SAFETY: the selector names the TSS descriptor of the GDT just loaded, which lives
+    // for good, and the TSS is loaded once.
+    unsafe { x86_64::instructions::tables::load_tss(*tss_selector) };
+}
+
 /// Points every CPU exception and legacy PIC vector at its entry stub, and `extra`'s
-/// vector at its handler; loads the IDT.
+/// vector at its handler; loads the IDT (and the TSS with the fault stack).
 pub fn init_idt(extra: Option<(u8, u64)>) {
+    init_fault_stack();
     let stubs = super::traps::stubs(false);
     // SAFETY: boot runs on one CPU with interrupts off; nothing else touches the IDT.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
     for (slot, &addr) in idt.iter_mut().zip(stubs.iter()) {
         *slot = gate(addr);
+    }
+    for v in FAULT_STACK_VECTORS {
+        idt[v].ist = 1;
     }
     if let Some((vector, addr)) = extra {
         match idt.get_mut(usize::from(vector)) {

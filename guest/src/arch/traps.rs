@@ -38,6 +38,7 @@ pub const VECTOR_XEN_EVENT: u64 = 256;
 /// Xen could not load our segment registers on return (not a CPU vector).
 pub const VECTOR_XEN_FAILSAFE: u64 = 257;
 const VECTOR_BP: u64 = 3;
+const VECTOR_DF: u64 = 8;
 const VECTOR_PF: u64 = 14;
 
 const NAMES: [&str; 32] = [
@@ -103,9 +104,15 @@ fn fatal(f: &TrapFrame) -> ! {
         VECTOR_XEN_FAILSAFE => "Xen failsafe callback (bad segment on return)",
         _ => "unknown vector",
     };
-    let cr2 = if f.vector == VECTOR_PF { pvops::read_cr2() } else { 0 };
+    // A #DF caused by a #PF that could not be delivered leaves that #PF's address in CR2.
+    let cr2 = if matches!(f.vector, VECTOR_PF | VECTOR_DF) { pvops::read_cr2() } else { 0 };
+    // The push that overflowed hit the guard page; the #DF frame holds the stack pointer
+    // just above it.
+    let guard = super::stack::guard();
+    let overflow = super::stack::in_guard(cr2) || (guard.start..guard.end + 64).contains(&f.rsp);
+    let why = if overflow { "the kernel stack overflowed into its guard page\n" } else { "" };
     crate::console::emergency(format_args!(
-        "\nFATAL: unhandled trap {vec} ({name}), error code {err:#x}\n\
+        "\nFATAL: unhandled trap {vec} ({name}), error code {err:#x}\n{why}\
          rip {rip:#018x} cs {cs:#06x} rflags {rfl:#010x} rsp {rsp:#018x} ss {ss:#06x} cr2 {cr2:#018x}\n\
          rax {rax:#018x} rbx {rbx:#018x} rcx {rcx:#018x} rdx {rdx:#018x}\n\
          rsi {rsi:#018x} rdi {rdi:#018x} rbp {rbp:#018x} r8  {r8:#018x}\n\

@@ -65,6 +65,7 @@ fn boot_failed(why: core::fmt::Arguments<'_>) -> ! {
 
 /// Everything after platform setup: report, run the self-tests, shut down with their result.
 pub fn kernel_main(options: Options<'static>) -> ! {
+    crate::arch::stack::paint();
     crate::time::mark_boot();
     // SAFETY: platform setup is done on the one CPU we run, with interrupts (events) still
     // disabled, and this is the only call.
@@ -85,6 +86,9 @@ pub fn kernel_main(options: Options<'static>) -> ! {
         (heap_used + heap_free) / 1024,
         heap_used / 1024
     );
+    if let Err(e) = crate::arch::stack::protect() {
+        log::error!("stack: cannot unmap the guard page ({e:?}): an overflow would go unnoticed");
+    }
     // Platform setup is done (handlers installed, stray event sources masked): from here
     // on the kernel runs with interrupts (events) enabled.
     pvops::irq_enable();

@@ -127,6 +127,19 @@ pub unsafe fn unmap(va: u64) -> Result<u64, MapError> {
     Ok(pfn)
 }
 
+/// Unmaps the 4 KiB page of ours at `va`, splitting a 2 MiB page around it first, so that
+/// any access to it faults. The frame stays ours, unused.
+///
+/// # Safety
+/// Nothing may reference memory through `va` any more.
+pub unsafe fn unmap_guard(va: u64) -> Result<(), MapError> {
+    if let Err(MapError::HugePage) = entry(va, 1, false) {
+        split_huge(va)?;
+    }
+    // SAFETY: forwarded contract.
+    unsafe { unmap(va) }.map(drop)
+}
+
 /// Makes the 4 KiB page at `va` writable or read-only. A 2 MiB page around it is first
 /// split into 4 KiB pages, since permissions are per page.
 ///

@@ -13,6 +13,7 @@ mod irq;
 mod mem;
 mod net;
 mod pvops;
+mod stack;
 mod time;
 mod trap;
 mod xenstore;
@@ -67,6 +68,7 @@ const SUITES: &[&[Test]] = &[
     blk::TESTS,
     net::TESTS,
     console::TESTS,
+    stack::TESTS,
 ];
 
 pub struct Report {
