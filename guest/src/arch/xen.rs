@@ -100,7 +100,9 @@ extern "C" {
     fn xen_failsafe_callback();
 }
 
-fn shared_info_va() -> u64 {
+/// The image page shared_info appears at, on both Xen platforms (PV maps it there, PVH
+/// places it there in its physical address space).
+pub(crate) fn shared_info_va() -> u64 {
     core::ptr::addr_of!(xen_shared_info_page) as u64
 }
 
