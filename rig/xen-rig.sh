@@ -513,7 +513,6 @@ awk -v dir="$out" '
     file != "" { print > file }
 ' "$log"
 
-fail=0
 failed_runs=()
 echo "rig: ---- summary ----"
 for i in "${!runs[@]}"; do
@@ -678,7 +677,6 @@ for i in "${!runs[@]}"; do
     label=${run_labels[$i]:-no overrides}
     [[ -z ${run_directives[$i]} ]] || label="${run_labels[$i]:+${run_labels[$i]}, }${run_directives[$i]}"
     if ((${#why[@]})); then
-        fail=1
         echo "rig: run $n (${label}): ${closing:-no closing line} -> FAIL"
         printf 'rig:   why: %s\n' "${why[@]}"
         failed_runs+=("$n")
@@ -724,4 +722,4 @@ if ! grep -q '^rig: dom0 ready' "$log"; then
     tail -n 40 "$log" | sed 's/^/rig: | /'
     exit 1
 fi
-exit "$fail"
+((${#failed_runs[@]} == 0)) || exit 1

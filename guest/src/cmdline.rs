@@ -247,7 +247,9 @@ pub fn parse(line: &str) -> Options<'_> {
             ("fault", Some("ud")) => o.fault = Some(Fault::InvalidOpcode),
             ("fault", Some("panic")) => o.fault = Some(Fault::Panic),
             ("fault", Some("stack")) => o.fault = Some(Fault::StackOverflow),
-            ("fault", _) => o.warn(Warning::BadValue { option: token, expected: "pf|ud|panic" }),
+            ("fault", _) => {
+                o.warn(Warning::BadValue { option: token, expected: "pf|ud|panic|stack" })
+            }
             ("log", None) => o.warn(Warning::BadValue { option: token, expected: "log=<level>" }),
             _ => o.warn(Warning::Unknown(token)),
         }

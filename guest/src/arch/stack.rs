@@ -74,8 +74,10 @@ pub fn deepest() -> u64 {
     stack.end - p
 }
 
-/// Whether `addr` is in the guard page: a fault there, or a stack pointer there, is an
-/// overflow.
-pub fn in_guard(addr: u64) -> bool {
-    guard().contains(&addr)
+/// Whether a trap with this faulting address (CR2) and stack pointer is a stack overflow:
+/// the push that overflowed hit the guard page, and a #DF it caused holds the stack pointer
+/// just above it.
+pub fn overflowed(cr2: u64, rsp: u64) -> bool {
+    let guard = guard();
+    guard.contains(&cr2) || (guard.start..guard.end + 64).contains(&rsp)
 }

@@ -106,11 +106,11 @@ fn fatal(f: &TrapFrame) -> ! {
     };
     // A #DF caused by a #PF that could not be delivered leaves that #PF's address in CR2.
     let cr2 = if matches!(f.vector, VECTOR_PF | VECTOR_DF) { pvops::read_cr2() } else { 0 };
-    // The push that overflowed hit the guard page; the #DF frame holds the stack pointer
-    // just above it.
-    let guard = super::stack::guard();
-    let overflow = super::stack::in_guard(cr2) || (guard.start..guard.end + 64).contains(&f.rsp);
-    let why = if overflow { "the kernel stack overflowed into its guard page\n" } else { "" };
+    let why = if super::stack::overflowed(cr2, f.rsp) {
+        "the kernel stack overflowed into its guard page\n"
+    } else {
+        ""
+    };
     crate::console::emergency(format_args!(
         "\nFATAL: unhandled trap {vec} ({name}), error code {err:#x}\n{why}\
          rip {rip:#018x} cs {cs:#06x} rflags {rfl:#010x} rsp {rsp:#018x} ss {ss:#06x} cr2 {cr2:#018x}\n\

@@ -133,11 +133,21 @@ pub unsafe fn unmap(va: u64) -> Result<u64, MapError> {
 /// # Safety
 /// Nothing may reference memory through `va` any more.
 pub unsafe fn unmap_guard(va: u64) -> Result<(), MapError> {
-    if let Err(MapError::HugePage) = entry(va, 1, false) {
-        split_huge(va)?;
-    }
+    small_page_entry(va)?;
     // SAFETY: forwarded contract.
     unsafe { unmap(va) }.map(drop)
+}
+
+/// The 4 KiB entry for `va`, after splitting a 2 MiB page around it: for changes that must
+/// touch `va`'s page alone.
+fn small_page_entry(va: u64) -> Result<*mut u64, MapError> {
+    match entry(va, 1, false) {
+        Err(MapError::HugePage) => {
+            split_huge(va)?;
+            entry(va, 1, false)
+        }
+        e => e,
+    }
 }
 
 /// Makes the 4 KiB page at `va` writable or read-only. A 2 MiB page around it is first
@@ -146,13 +156,7 @@ pub unsafe fn unmap_guard(va: u64) -> Result<(), MapError> {
 /// # Safety
 /// With `writable == false`, nothing may write through `va` afterwards.
 pub unsafe fn set_writable(va: u64, writable: bool) -> Result<(), MapError> {
-    let e = match entry(va, 1, false) {
-        Err(MapError::HugePage) => {
-            split_huge(va)?;
-            entry(va, 1, false)?
-        }
-        e => e?,
-    };
+    let e = small_page_entry(va)?;
     // SAFETY: reading an entry of a live table.
     let val = unsafe { e.read_volatile() };
     if val & PTE_PRESENT == 0 {
