@@ -8,6 +8,9 @@ CARGO     := cargo +$(TOOLCHAIN)
 # Scratch disks (the rig backs each with a fresh file): xvdb writable, for the block tests,
 # writes, and xvdc read-only; and a network interface on dom0's bridge.
 DEVICES   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch","format=raw,vdev=xvdc,access=ro,target=scratch"] vif=["bridge=xenbr0"]
+# What the guest may do with them: the block tests overwrite only the disk named scratch=
+# and read only the one named rodisk= (without these they skip).
+DISK_ROLES := scratch=xvdb rodisk=xvdc
 # The scratch disk alone, for the block benchmarks (which overwrite it).
 SCRATCH   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch"]
 NET       := vif=["bridge=xenbr0"]
@@ -39,13 +42,14 @@ deps:
 build: deps
 	$(CARGO) build --release -p guest --target $(TARGET)
 
-# The main job: the guest as a PV domU created by `xl create` in the Xen rig.
+# The main job: the guest as a PV domU created by `xl create` in the Xen rig, with the rig's
+# scratch disk, a read-only disk and a vif, so that every driver is at work.
 run: build
-	rig/xen-rig.sh $(IMAGE) xen.cfg
+	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
 
 # The same, as a PVH domU.
 run-pvh: build
-	rig/xen-rig.sh $(IMAGE) xen-pvh.cfg
+	rig/xen-rig.sh $(IMAGE) xen-pvh.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
 
 run-native: build
 	rig/run-native.sh $(IMAGE) "$(CMDLINE)"
@@ -112,7 +116,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
 	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
-	    '@net extra="log=warn stay" $(DEVICES)' '@reboot extra="log=warn stay"' \
+	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
@@ -126,7 +130,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 test-xen-pvh: build target/blk-random.img
 	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
-	    '@net extra="log=warn stay" $(DEVICES)' \
+	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
@@ -144,9 +148,9 @@ faults: build
 	rig/xen-rig.sh --fast-hotplug --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
 	    '@fault=blk-detach extra="log=warn tests=boot:: app=blkfill dev=xvdb seed=7 stay" $(SCRATCH) vif=[]' \
 	    '@fault=vif-detach extra="log=warn tests=boot:: stay" $(NET) disk=[]' \
-	    '@fault=garbage-keys extra="log=warn tests=blk:: app=blksum stay" $(DEVICES)' \
+	    '@fault=garbage-keys extra="log=warn tests=blk:: app=blksum stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@fault=evtchn-flood extra="log=warn tests=boot:: app=blksum stay" $(SCRATCH) vif=[]' \
-	    '@fault=grant-exhaust max_grant_frames=1 extra="log=warn tests=blk:: stay" $(DEVICES)' \
+	    '@fault=grant-exhaust max_grant_frames=1 extra="log=warn tests=blk:: stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@fault=destroy-blkfill extra="log=warn tests=boot:: app=blkfill dev=xvdb seed=9" $(SCRATCH) vif=[]'
 
 # Benchmarks (not tests): natively, under Xen PV with each event ABI and as PVH, and the block rows of a
@@ -155,10 +159,10 @@ faults: build
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
 	rig/xen-rig.sh --log target/bench-xen.log $(IMAGE) xen.cfg \
-	    'extra="log=warn tests=none bench" $(SCRATCH) $(NET)' \
-	    'extra="log=warn tests=none bench evtchn=2l" $(SCRATCH) $(NET)'
+	    'extra="log=warn tests=none bench scratch=xvdb" $(SCRATCH) $(NET)' \
+	    'extra="log=warn tests=none bench evtchn=2l scratch=xvdb" $(SCRATCH) $(NET)'
 	rig/xen-rig.sh --log target/bench-xen-pvh.log $(IMAGE) xen-pvh.cfg \
-	    'extra="log=warn tests=none bench" $(SCRATCH) $(NET)'
+	    'extra="log=warn tests=none bench scratch=xvdb" $(SCRATCH) $(NET)'
 	rig/linux-domu.sh
 	rig/xen-rig.sh --timeout 600 --log target/bench-linux.log $(RIG_WORK)/linux-domu/vmlinux \
 	    $(RIG_WORK)/linux-domu/linux-domu.cfg \

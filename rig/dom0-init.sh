@@ -142,7 +142,9 @@ ctl_fail() {
 # and the HTTP status page (port 80), which must show the self-test result. Each step is bounded
 # and logs one line; returns non-zero at the first failure (after logging it as FAILED).
 net_checks() {
-    ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "no 'net: up' line before 'control: ready'"; return 1; }
+    # DHCP goes on in the guest's background: 'net: up' may come after 'control: ready'.
+    ctl_wait "$d/net-ip"
+    ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "no 'net: up' line within $ctl_timeout s"; return 1; }
     out=$(ping -c 20 -i 0.2 -W 2 "$ip" 2>&1)
     loss=$(echo "$out" | sed -n 's/.* \([0-9]*\)% packet loss.*/\1/p')
     rtt=$(echo "$out" | sed -n 's/^round-trip.* = \(.*\)$/\1/p')
@@ -306,6 +308,7 @@ fake_vbd() {
 fault_at_ready() {
     case $1 in
     vif-detach)
+        ctl_wait "$d/net-ip"
         ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "fault: no 'net: up' line"; return 1; }
         (dd if=/dev/zero bs=65536 count=4096 2>/dev/null | timeout 30 nc "$ip" 7 >/run/fault-echo 2>&1) &
         stream=$!

@@ -79,6 +79,11 @@ impl XenRing {
         }
         Ok(())
     }
+
+    /// Output the backend has not consumed yet.
+    pub fn unconsumed(&self) -> Result<u32, RingError> {
+        self.out.pending()
+    }
 }
 
 #[cfg(test)]

@@ -64,6 +64,12 @@ pub fn run(selection: &Selection<'_>) {
     // The last `<stem>_bare` row: later `<stem>_*` rows say how they compare.
     let mut bare: Option<(&str, f64)> = None;
     for bench in BENCHES.iter().filter(|b| selection.selects(b.name)) {
+        if pvops::is_xen() {
+            if let Some(what) = crate::control::requested() {
+                println!("bench: stopped by the toolstack ({what}) before {}", bench.name);
+                break;
+            }
+        }
         match (bench.run)() {
             Ok(row) => {
                 let (stem, variant) = bench.name.rsplit_once('_').unwrap_or((bench.name, ""));
@@ -380,7 +386,7 @@ fn grant_copy() -> Result<Row, &'static str> {
     result
 }
 
-/// Bytes each block benchmark moves (on the scratch disk xvdb, which it overwrites).
+/// Bytes each block benchmark moves (on the disk `scratch=` names, which it overwrites).
 const BLK_BYTES: u64 = 8 << 20;
 
 fn with_scratch_disk(
@@ -389,11 +395,13 @@ fn with_scratch_disk(
     if !pvops::is_xen() {
         return Err("needs Xen");
     }
-    let scratch = crate::blk::xvd(b'b');
-    if !crate::blk::disk_ids().is_ok_and(|ids| ids.contains(&scratch)) {
-        return Err("needs the scratch disk xvdb");
+    let Some(scratch) = crate::boot::options().scratch else {
+        return Err("overwrites a disk: name one with scratch=xvdX");
+    };
+    if !crate::blk::wait_for_disk(scratch) {
+        return Err("the scratch= disk never appeared");
     }
-    let mut disk = crate::blk::connect(scratch).map_err(|_| "cannot connect xvdb")?;
+    let mut disk = crate::blk::connect(scratch).map_err(|_| "cannot connect the scratch disk")?;
     let row = f(&mut disk);
     let _ = crate::blk::close(disk);
     row
@@ -469,6 +477,9 @@ const NET_TIMEOUT_NS: u64 = 60_000_000_000;
 fn net_peer() -> Result<smoltcp::wire::Ipv4Address, &'static str> {
     if !pvops::is_xen() {
         return Err("needs Xen");
+    }
+    if crate::net::wait_for_address().is_err() {
+        return Err("needs a vif with an address (DHCP or ip=)");
     }
     crate::net::gateway().ok_or("needs a vif with a gateway")
 }

@@ -16,6 +16,8 @@ use events::Port;
 use grant::{DomId, GrantError, GrantRef};
 use ring::shared::FrontRing;
 
+pub use crate::vdev::name;
+
 /// A request ring of 2^order contiguous pages, each granted to the backend.
 pub struct GuestRing {
     pfn: u64,
@@ -122,9 +124,18 @@ pub type Disk = Blkfront<GuestPages, GuestEvents>;
 /// How long a disk may take to connect or answer.
 pub const TIMEOUT_NS: u64 = 10_000_000_000;
 
-/// The virtual disks the toolstack gave us (`device/vbd/<id>`), by id.
-pub fn disk_ids() -> Result<Vec<u32>, xenbus::Error> {
-    xenstore::with(|xs| xenbus::frontend::device_ids(xs, "vbd")).unwrap_or(Ok(Vec::new()))
+/// The virtual disks the toolstack has given us now (`device/vbd/<id>`), by id.
+pub fn disk_ids() -> Vec<u32> {
+    crate::devices::ids(crate::devices::VBD)
+}
+
+/// How long a disk the command line names may take to appear: QEMU's qdisk backend writes
+/// its nodes only once the domain runs, and dom0's device model starts slowly under load.
+pub const APPEAR_TIMEOUT_NS: u64 = 30_000_000_000;
+
+/// Whether disk `id` is there, waiting for it up to [`APPEAR_TIMEOUT_NS`].
+pub fn wait_for_disk(id: u32) -> bool {
+    crate::devices::wait_for(crate::devices::VBD, id, APPEAR_TIMEOUT_NS)
 }
 
 /// Connects disk `id` (its xenbus device id, e.g. 51728 for xvdb), and watches its
@@ -172,17 +183,24 @@ pub fn close(disk: Disk) -> Result<(), BlkError> {
     .unwrap_or(Err(BlkError::NotConnected))
 }
 
-/// `xvdb` for 51728, and so on; other ids as `vbd<id>`.
-pub fn name(id: u32) -> String {
-    let minor = id & 0xff;
-    if id >> 8 == 202 && minor.is_multiple_of(16) && minor / 16 < 16 {
-        format!("xvd{}", (b'a' + (minor / 16) as u8) as char)
-    } else {
-        format!("vbd{id}")
+/// Connects disk `id` once and prints what it is, `blk: xvdd attached: sectors=<n>
+/// sector_size=<n> mode=ro|rw`, or why it could not be used: for a disk the toolstack
+/// attached while we run.
+pub fn describe(id: u32) {
+    match connect(id) {
+        Ok(disk) => {
+            let info = disk.info();
+            let mode = if info.read_only() { "ro" } else { "rw" };
+            crate::println!(
+                "blk: {} attached: sectors={} sector_size={} mode={mode}",
+                name(id),
+                info.sectors,
+                info.sector_size
+            );
+            if let Err(e) = close(disk) {
+                log::warn!("blk: {}: closing: {e}", name(id));
+            }
+        }
+        Err(e) => log::error!("blk: {}: attached but unusable: {e}", name(id)),
     }
-}
-
-/// The xenbus device id of `xvd<letter>` (major 202, 16 minors a disk).
-pub const fn xvd(letter: u8) -> u32 {
-    (202 << 8) | ((letter - b'a') as u32 * 16)
 }

@@ -70,7 +70,12 @@ impl App {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Warning<'a> {
     Unknown(&'a str),
-    BadValue { option: &'a str, expected: &'static str },
+    BadValue {
+        option: &'a str,
+        expected: &'static str,
+    },
+    /// Options that contradict each other.
+    Conflict(&'static str),
 }
 
 impl core::fmt::Display for Warning<'_> {
@@ -80,6 +85,7 @@ impl core::fmt::Display for Warning<'_> {
             Warning::BadValue { option, expected } => {
                 write!(f, "bad option '{option}' ignored: expected {expected}")
             }
+            Warning::Conflict(why) => f.write_str(why),
         }
     }
 }
@@ -102,6 +108,11 @@ pub struct Options<'a> {
     pub dev: Option<&'a str>,
     /// The pattern seed of `app=blkfill`.
     pub seed: u64,
+    /// `scratch=xvdX`: the disk whose contents the destructive block self-tests and the
+    /// block benchmarks may destroy. Nothing else is ever written unasked.
+    pub scratch: Option<u32>,
+    /// `rodisk=xvdX`: a disk the toolstack attached read-only, for the read-only test.
+    pub rodisk: Option<u32>,
     /// `ip=a.b.c.d/len`: the network's static address; DHCP when absent.
     pub ip: Option<Ipv4Cidr>,
     /// `gw=a.b.c.d`: the default gateway that goes with `ip=`.
@@ -137,6 +148,8 @@ impl Default for Options<'_> {
             app: None,
             dev: None,
             seed: 0,
+            scratch: None,
+            rodisk: None,
             ip: None,
             gw: None,
             pvpatch: true,
@@ -228,6 +241,14 @@ pub fn parse(line: &str) -> Options<'_> {
             ("app", Some("blkfill")) => o.app = Some(App::BlkFill),
             ("app", _) => o.warn(Warning::BadValue { option: token, expected: "blksum|blkfill" }),
             ("dev", Some(v)) if !v.is_empty() => o.dev = Some(v),
+            ("scratch", Some(v)) => match crate::vdev::id(v) {
+                Some(id) => o.scratch = Some(id),
+                None => o.warn(Warning::BadValue { option: token, expected: "scratch=xvd[a-p]" }),
+            },
+            ("rodisk", Some(v)) => match crate::vdev::id(v) {
+                Some(id) => o.rodisk = Some(id),
+                None => o.warn(Warning::BadValue { option: token, expected: "rodisk=xvd[a-p]" }),
+            },
             ("seed", Some(v)) => match v.parse() {
                 Ok(seed) => o.seed = seed,
                 Err(_) => o.warn(Warning::BadValue { option: token, expected: "a u64" }),
@@ -253,6 +274,10 @@ pub fn parse(line: &str) -> Options<'_> {
             ("log", None) => o.warn(Warning::BadValue { option: token, expected: "log=<level>" }),
             _ => o.warn(Warning::Unknown(token)),
         }
+    }
+    if o.scratch.is_some() && o.scratch == o.rodisk {
+        o.warn(Warning::Conflict("scratch= and rodisk= name the same disk: neither is used"));
+        (o.scratch, o.rodisk) = (None, None);
     }
     o
 }
@@ -335,6 +360,21 @@ mod tests {
             let o = parse(bad);
             assert_eq!((o.ip, o.gw, o.warnings().count()), (None, None, 1), "{bad}");
         }
+    }
+
+    #[test]
+    fn scratch_and_read_only_disks() {
+        let o = parse("scratch=xvdb rodisk=xvdc");
+        assert_eq!((o.scratch, o.rodisk), (Some(51728), Some(51744)));
+        assert_eq!(o.warnings().count(), 0);
+        assert_eq!((parse("").scratch, parse("").rodisk), (None, None));
+        for bad in ["scratch=", "scratch=sda", "scratch=xvdb1", "rodisk=xvdz", "scratch"] {
+            let o = parse(bad);
+            assert_eq!((o.scratch, o.rodisk, o.warnings().count()), (None, None, 1), "{bad}");
+        }
+        // One disk cannot be both: a typo must not turn the read-only disk into scratch.
+        let o = parse("scratch=xvdb rodisk=xvdb");
+        assert_eq!((o.scratch, o.rodisk, o.warnings().count()), (None, None, 1));
     }
 
     #[test]

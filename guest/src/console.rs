@@ -144,6 +144,21 @@ pub unsafe extern "C" fn xen_write(bytes: *const u8, len: usize) -> usize {
     lost
 }
 
+/// Waits, up to `timeout_ns`, until xenconsoled has taken everything from the console ring:
+/// a domain that shuts down (or crashes) with output still in the ring loses it, and its
+/// last lines are the ones that say why.
+pub fn drain(timeout_ns: u64) {
+    let deadline = pvops::clock_ns().saturating_add(timeout_ns);
+    let mut guard = lock(&XEN);
+    let Some(XenConsole::Ring { ring, door }) = guard.as_mut() else { return };
+    while ring.unconsumed().is_ok_and(|n| n > 0) && pvops::clock_ns() < deadline {
+        door.notify();
+        if door.wait().is_err() {
+            return;
+        }
+    }
+}
+
 /// Collects formatted output into whole lines (or 256-byte pieces), so that a line costs
 /// one console write (one notification under Xen) rather than one per fragment.
 struct LineWriter {

@@ -1,11 +1,14 @@
 //! Domain control (Xen only): the toolstack's `xl shutdown`, `xl reboot` and friends arrive
-//! as writes to `control/shutdown`. With `stay` on the command line the kernel serves them
-//! after its tests instead of powering off at once.
+//! as writes to `control/shutdown`. The watch on it is armed as soon as xenstore is up, in
+//! every mode, as Linux's is: a request during the tests or an app ends them cleanly and the
+//! guest goes as asked. With `stay` on the command line the kernel goes on serving after its
+//! tests instead of powering off at once.
 
 use crate::pvops::{self, Halt};
 use crate::{println, xenstore};
-use core::sync::atomic::{AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use xenbus::control::{self, Feature, ShutdownRequest};
+use xenbus::frontend::DeviceChange;
 use xenbus::Store;
 
 const NONE: u8 = 0;
@@ -32,9 +35,9 @@ pub fn publish_result(result: &str) {
     }
 }
 
-/// Serves control/shutdown, and the network if there is one, until the toolstack asks us
-/// to go, then goes.
-pub fn serve() -> ! {
+/// Advertises what we honour and watches `control/shutdown`. Without it the toolstack's
+/// requests go unanswered until xl gives up and destroys us: say so loudly.
+pub fn arm() {
     let armed = xenstore::with(|xs| {
         control::advertise(xs, &[Feature::Poweroff, Feature::Reboot])?;
         xs.watch(
@@ -47,32 +50,66 @@ pub fn serve() -> ! {
         )
     });
     match armed {
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
-            log::error!("cannot watch {}: {e}", control::SHUTDOWN_PATH);
-            pvops::shutdown(Halt::Failure)
-        }
-        None => {
-            log::error!("no xenstore connection to serve the toolstack on");
-            pvops::shutdown(Halt::Failure)
-        }
+        Some(Ok(())) => ARMED.store(true, Ordering::SeqCst),
+        Some(Err(e)) => log::error!("cannot watch {}: {e}", control::SHUTDOWN_PATH),
+        None => log::error!("no xenstore connection to serve the toolstack on"),
+    }
+}
+
+static ARMED: AtomicBool = AtomicBool::new(false);
+
+/// What the toolstack has asked for and not yet had, after a look at xenstore.
+pub fn requested() -> Option<&'static str> {
+    xenstore::service();
+    match REQUESTED.load(Ordering::SeqCst) {
+        POWEROFF => Some("poweroff"),
+        REBOOT => Some("reboot"),
+        _ => None,
+    }
+}
+
+/// Goes as the toolstack asked, if it asked.
+pub fn honour_request() {
+    let Some(what) = requested() else { return };
+    println!("control: shutdown {what}");
+    pvops::shutdown(if REQUESTED.load(Ordering::SeqCst) == REBOOT {
+        Halt::Reboot
+    } else {
+        Halt::Poweroff
+    })
+}
+
+/// Serves control/shutdown, the network if there is one and devices that come and go, until
+/// the toolstack asks us to go, then goes.
+pub fn serve() -> ! {
+    if !ARMED.load(Ordering::SeqCst) {
+        log::error!("cannot serve the toolstack without the watch on {}", control::SHUTDOWN_PATH);
+        pvops::shutdown(Halt::Failure)
     }
     println!("control: ready");
     loop {
-        xenstore::service();
         crate::net::poll();
-        match REQUESTED.load(Ordering::SeqCst) {
-            POWEROFF => {
-                println!("control: shutdown poweroff");
-                pvops::shutdown(Halt::Poweroff)
-            }
-            REBOOT => {
-                println!("control: shutdown reboot");
-                pvops::shutdown(Halt::Reboot)
-            }
-            _ => {}
+        while let Some(change) = crate::devices::take_news() {
+            serve_new_device(change);
         }
+        honour_request();
         crate::net::wait_or(pvops::clock_ns() + 1_000_000_000, xenstore::signalled);
+    }
+}
+
+/// A device that appeared while we serve: a disk is connected once, to show what it is
+/// (`blk: xvdd attached: sectors=<n> sector_size=<n> mode=ro|rw`); a vif becomes the
+/// network if there is none.
+fn serve_new_device(change: DeviceChange) {
+    let DeviceChange::Added { class, id } = change else { return };
+    match class.as_str() {
+        crate::devices::VBD => crate::blk::describe(id),
+        crate::devices::VIF if crate::net::info().is_none() => {
+            if let Err(e) = crate::net::start_on(id) {
+                log::error!("net: vif {id}: {e}");
+            }
+        }
+        _ => {}
     }
 }
 

@@ -15,6 +15,7 @@ pub mod net;
 pub mod pvpatch;
 pub mod sha256;
 pub mod time;
+pub mod vdev;
 
 #[cfg(target_os = "none")]
 pub mod arch;
@@ -28,6 +29,8 @@ pub mod boot;
 pub mod console;
 #[cfg(target_os = "none")]
 pub mod control;
+#[cfg(target_os = "none")]
+pub mod devices;
 #[cfg(target_os = "none")]
 pub mod evtchn;
 #[cfg(target_os = "none")]

@@ -6,6 +6,7 @@
 //! still writing waits for it (through a watch, [`Xenstore::wait_for`]) up to a deadline.
 //! The backend path and id are the toolstack's claims and are validated like any reply.
 
+use alloc::collections::BTreeSet;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -153,6 +154,130 @@ pub fn discover<T: Transport>(
     timeout_ns: u64,
 ) -> Result<Vec<Device>, Error> {
     device_ids(xs, class)?.into_iter().map(|id| probe(xs, class, id, timeout_ns)).collect()
+}
+
+/// A device of ours that came or went.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeviceChange {
+    Added { class: String, id: u32 },
+    Removed { class: String, id: u32 },
+}
+
+/// The frontends of some classes the toolstack has given us, kept current as Linux's
+/// xenbus probe keeps them: from a watch on `device`, whose events name the nodes that
+/// changed. The toolstack may add a device at any time (`xl block-attach`, or a device model
+/// that writes its nodes once the domain runs) and remove one (`xl block-detach`).
+#[derive(Clone, Debug, Default)]
+pub struct DeviceList {
+    classes: Vec<String>,
+    known: BTreeSet<(String, u32)>,
+}
+
+/// The longest listing kept of one class: far more than any toolstack gives a domain,
+/// and a bound whatever xenstored says.
+pub const MAX_DEVICES_PER_CLASS: usize = 256;
+
+impl DeviceList {
+    /// Tracks `classes` (e.g. `vbd`, `vif`); call [`DeviceList::rescan`] to fill it.
+    pub fn new(classes: &[&str]) -> Self {
+        DeviceList { classes: classes.iter().map(|&c| c.into()).collect(), known: BTreeSet::new() }
+    }
+
+    /// Lists every tracked class again; what came and went since the last look.
+    pub fn rescan<T: Transport>(
+        &mut self,
+        xs: &mut Xenstore<T>,
+    ) -> Result<Vec<DeviceChange>, Error> {
+        let mut changes = Vec::new();
+        for class in self.classes.clone() {
+            changes.extend(self.rescan_class(xs, &class)?);
+        }
+        Ok(changes)
+    }
+
+    fn rescan_class<T: Transport>(
+        &mut self,
+        xs: &mut Xenstore<T>,
+        class: &str,
+    ) -> Result<Vec<DeviceChange>, Error> {
+        let mut now = device_ids(xs, class)?;
+        if now.len() > MAX_DEVICES_PER_CLASS {
+            warn!(
+                "xenbus: {} devices of class {class}: only {MAX_DEVICES_PER_CLASS} kept",
+                now.len()
+            );
+            now.truncate(MAX_DEVICES_PER_CLASS);
+        }
+        let mut changes = Vec::new();
+        let before: Vec<u32> = self.ids(class);
+        for &id in before.iter().filter(|id| !now.contains(id)) {
+            self.known.remove(&(class.into(), id));
+            changes.push(DeviceChange::Removed { class: class.into(), id });
+        }
+        for &id in now.iter().filter(|id| !before.contains(id)) {
+            self.known.insert((class.into(), id));
+            changes.push(DeviceChange::Added { class: class.into(), id });
+        }
+        Ok(changes)
+    }
+
+    /// Looks again at what an event of the watch on `device` may have changed. A key below
+    /// a known device (the handshake's own writes, most events) changes no listing and costs
+    /// no request; a device's directory itself, or anything of a device we do not know yet,
+    /// relists its class.
+    pub fn on_event<T: Transport>(
+        &mut self,
+        xs: &mut Xenstore<T>,
+        path: &str,
+    ) -> Result<Vec<DeviceChange>, Error> {
+        match self.event_scope(path) {
+            Scope::Nothing => Ok(Vec::new()),
+            Scope::Class(class) => self.rescan_class(xs, &class),
+            Scope::All => self.rescan(xs),
+        }
+    }
+
+    fn event_scope(&self, path: &str) -> Scope {
+        // Relative to our home (a relative watch's events are), or absolute below it.
+        let rest = match path.find("device") {
+            Some(0) => path,
+            Some(i) if path.starts_with("/local/domain/") && path[..i].ends_with('/') => &path[i..],
+            _ => return Scope::Nothing,
+        };
+        let mut parts = rest.split('/');
+        if parts.next() != Some("device") {
+            return Scope::Nothing;
+        }
+        let Some(class) = parts.next() else { return Scope::All };
+        let Some(class) = self.classes.iter().find(|c| *c == class) else {
+            return Scope::Nothing;
+        };
+        let Some(id) = parts.next() else { return Scope::Class(class.clone()) };
+        let below = parts.next().is_some();
+        let known = parse_u64(id.as_bytes())
+            .and_then(|n| u32::try_from(n).ok())
+            .is_some_and(|id| self.contains(class, id));
+        if below && known {
+            Scope::Nothing
+        } else {
+            Scope::Class(class.clone())
+        }
+    }
+
+    pub fn contains(&self, class: &str, id: u32) -> bool {
+        self.known.contains(&(class.into(), id))
+    }
+
+    /// The known devices of `class`, by id.
+    pub fn ids(&self, class: &str) -> Vec<u32> {
+        self.known.iter().filter(|(c, _)| c == class).map(|&(_, id)| id).collect()
+    }
+}
+
+enum Scope {
+    Nothing,
+    Class(String),
+    All,
 }
 
 /// Device classes are single path components.

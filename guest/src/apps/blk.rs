@@ -12,32 +12,19 @@ use blkfront::{BlkError, BlockDevice};
 /// Bytes per request the apps issue (the driver splits them for the ring).
 const CHUNK: u64 = 1 << 20;
 
-fn id_of(dev: &str) -> Option<u32> {
-    match dev.as_bytes() {
-        [b'x', b'v', b'd', letter @ b'a'..=b'p'] => Some(blk::xvd(*letter)),
-        _ => None,
-    }
-}
-
 /// Runs the app; returns whether it succeeded.
 pub fn run(app: App, dev: Option<&str>, seed: u64) -> bool {
-    let ids = match blk::disk_ids() {
-        Ok(ids) => ids,
-        Err(e) => {
-            println!("app: cannot list disks: {e}");
-            return false;
-        }
-    };
     let wanted = match dev {
-        Some(d) => match id_of(d) {
-            Some(id) if ids.contains(&id) => vec![id],
+        // A disk named is waited for: a device model may write its nodes only now.
+        Some(d) => match crate::vdev::id(d) {
+            Some(id) if blk::wait_for_disk(id) => vec![id],
             _ => {
                 println!("app: no disk {d}");
                 return false;
             }
         },
         // Reading every disk is harmless; filling one must be asked for by name.
-        None if app == App::BlkSum => ids,
+        None if app == App::BlkSum => blk::disk_ids(),
         None => {
             println!("app: blkfill overwrites a disk: name it with dev=xvdX");
             return false;
@@ -73,6 +60,10 @@ fn blksum(disk: &mut Disk, dev: &str) -> Result<(), BlkError> {
         disk.read(offset / 512, &mut buf[..n])?;
         hash.update(&buf[..n]);
         offset += n as u64;
+        if let Some(what) = crate::control::requested() {
+            println!("blksum {dev} stopped by the toolstack ({what}) at sectors={}", offset / 512);
+            return Ok(());
+        }
     }
     println!(
         "blksum {dev} sectors={} sector_size={} sha256={}",
@@ -102,6 +93,11 @@ fn blkfill(disk: &mut Disk, dev: &str, seed: u64) -> Result<(), BlkError> {
         // Only once the backend answered OK: the rig checks, after `xl destroy` in the middle
         // of the fill, that every sector up to the last such line holds the pattern.
         println!("blkfill {dev} acked sectors={} seed={seed}", offset / 512);
+        if let Some(what) = crate::control::requested() {
+            disk.flush()?;
+            println!("blkfill {dev} stopped by the toolstack ({what}) at sectors={}", offset / 512);
+            return Ok(());
+        }
     }
     disk.flush()?;
     println!("blkfill {dev} done sectors={} seed={seed}", info.sectors);

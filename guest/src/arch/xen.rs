@@ -236,6 +236,7 @@ pub fn shutdown(how: crate::pvops::Halt) -> ! {
         Halt::Failure => ShutdownReason::Crash,
         Halt::Reboot => ShutdownReason::Reboot,
     };
+    crate::console::drain(2_000_000_000);
     let err: Errno = hypercall::ops::shutdown(why);
     crate::console::emergency(format_args!("SCHEDOP_shutdown failed: {err}\n"));
     loop {

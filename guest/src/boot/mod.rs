@@ -93,25 +93,33 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     // on the kernel runs with interrupts (events) enabled.
     pvops::irq_enable();
     if pvops::is_xen() {
-        match crate::net::start(&options) {
-            Ok(_) => {}
-            Err(e) => log::error!("net: {e}"),
+        // From here the toolstack may ask us to go at any time, and devices may come.
+        crate::control::arm();
+        crate::devices::init();
+        if let Err(e) = crate::net::start() {
+            log::error!("net: {e}");
         }
     }
     let report = crate::selftest::run(&options);
     println!("{report}");
     if pvops::is_xen() {
         crate::control::publish_result(&alloc::format!("{report}"));
+        crate::control::honour_request();
     }
     if options.bench != crate::cmdline::Selection::None {
         crate::bench::run(&options.bench);
+        crate::control::honour_request();
     }
     if let Some(fault) = options.fault {
         log::warn!("fault={fault:?} requested: failing on purpose");
         crate::arch::cpu::fault(fault);
     }
     let app_ok = match options.app {
-        Some(app) if pvops::is_xen() => crate::apps::run(app, options.dev, options.seed),
+        Some(app) if pvops::is_xen() => {
+            let ok = crate::apps::run(app, options.dev, options.seed);
+            crate::control::honour_request();
+            ok
+        }
         Some(app) => {
             println!("app: {} needs Xen's block devices", app.name());
             false

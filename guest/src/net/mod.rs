@@ -2,9 +2,11 @@
 //! smoltcp's TCP/IP on top and the services every boot with a vif offers: ICMP echo
 //! replies, UDP and TCP echo on port 7, and an HTTP status page on port 80.
 //!
-//! One global [`Stack`] behind a lock. Nothing runs it in the background: whoever waits
-//! (the self-tests, `stay`'s control loop, the benchmarks) calls [`poll`] and sleeps with
-//! [`wait`], which wakes on the vif's event channels and on smoltcp's timers.
+//! One global [`Stack`] behind a lock. Nothing runs it on a timer of its own: whoever waits
+//! (the self-tests, between tests the runner, `stay`'s control loop, the benchmarks) calls
+//! [`poll`] and sleeps with [`wait`], which wakes on the vif's event channels and on
+//! smoltcp's timers. DHCP thus goes on in the background of the boot: nothing waits for its
+//! lease but what needs an address ([`wait_for_address`], bounded).
 
 pub mod wire;
 
@@ -15,5 +17,6 @@ mod stack;
 
 #[cfg(target_os = "none")]
 pub use stack::{
-    gateway, icmp_ping, info, poll, start, tcp_connect, wait, wait_or, with_stack, Info, Stack,
+    gateway, icmp_ping, info, poll, start, start_on, tcp_connect, wait, wait_for_address, wait_or,
+    with_stack, Info, NoAddress, Stack, ADDRESS_WAIT_NS,
 };

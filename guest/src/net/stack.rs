@@ -4,14 +4,13 @@
 use super::services::Services;
 use super::wire::{self, Mac};
 use crate::arch::pfn_to_virt;
-use crate::cmdline::Options;
 use crate::frontend::{self, GuestPage, RingError};
 use crate::{evtchn, println, pvops, time, xenstore};
 use alloc::string::String;
 use alloc::vec::Vec;
 use alloc::{format, vec};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use events::Port;
 use grant::{DomId, GrantError, GrantRef};
 use netfront::{NetError, NetRxToken, NetTxToken, Netfront, Ports};
@@ -164,11 +163,18 @@ static STACK: spin::Mutex<Option<Stack>> = spin::Mutex::new(None);
 /// (the toolstack sets it Closing and waits for us to close).
 static CLOSING: AtomicBool = AtomicBool::new(false);
 const WATCH_TOKEN: &str = "vif-backend";
-/// The vif's event channels, readable without the lock.
-static PORTS: spin::Once<Ports> = spin::Once::new();
+/// The vif's event channels, readable without the stack's lock.
+static PORTS: spin::Mutex<Option<Ports>> = spin::Mutex::new(None);
+/// When the network started, for the bound on waiting for an address.
+static STARTED_NS: AtomicU64 = AtomicU64::new(0);
+/// Why the DHCP server's lease was refused, if it was.
+static BAD_LEASE: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
 
-/// How long the vif may take to connect, and DHCP to configure it.
+/// How long the vif may take to connect.
 const TIMEOUT_NS: u64 = 10_000_000_000;
+/// How long after the network started a wait for DHCP's lease may go on: a DHCP server
+/// answers in well under a second; a bridge may have none.
+pub const ADDRESS_WAIT_NS: u64 = 10_000_000_000;
 
 pub fn now() -> Instant {
     Instant::from_micros((pvops::clock_ns() / 1000) as i64)
@@ -179,18 +185,22 @@ pub fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
     STACK.lock().as_mut().map(f)
 }
 
-/// Connects the first vif, if the toolstack gave us one, and configures it: `ip=`/`gw=` from
-/// the command line, else DHCP (waiting for a lease up to 10 s). Prints
-/// `net: up <ip>/<len> gw <ip> mac <mac>` once configured. `Ok(false)`: no vif.
-pub fn start(options: &Options) -> Result<bool, NetError> {
-    let ids = xenstore::with(|xs| xenbus::frontend::device_ids(xs, "vif"))
-        .unwrap_or(Ok(Vec::new()))
-        .map_err(NetError::Xenstore)?;
-    let Some(&id) = ids.first() else { return Ok(false) };
+/// Connects the first vif, if the toolstack gave us one, and configures it (see
+/// [`start_on`]). `Ok(false)`: no vif.
+pub fn start() -> Result<bool, NetError> {
+    let Some(&id) = crate::devices::ids(crate::devices::VIF).first() else { return Ok(false) };
+    start_on(id).map(|()| true)
+}
+
+/// Connects vif `id` and configures it: `ip=`/`gw=` from the command line, else DHCP, which
+/// goes on in the background, whenever the network is polled: nothing waits for it here.
+/// Prints `net: up <ip>/<len> gw <ip> mac <mac>` once configured.
+pub fn start_on(id: u32) -> Result<(), NetError> {
     let vif = xenstore::with(|xs| Vif::connect(xs, id, NetPages, NetEvents, TIMEOUT_NS))
         .unwrap_or(Err(NetError::Xenstore(xenbus::Error::Timeout)))?;
-    let ports = vif.ports();
-    PORTS.call_once(|| ports);
+    *PORTS.lock() = Some(vif.ports());
+    CLOSING.store(false, Ordering::SeqCst);
+    *BAD_LEASE.lock() = None;
     watch_backend(vif.device().clone());
     let mac = vif.mac();
     let mut nic = Nic { vif, arp_seen: Vec::new() };
@@ -202,6 +212,7 @@ pub fn start(options: &Options) -> Result<bool, NetError> {
     let mut iface = Interface::new(config, &mut nic, now());
     let mut sockets = SocketSet::new(Vec::new());
     let mut gateway = None;
+    let options = crate::boot::options();
     let dhcp = match options.ip {
         Some(cidr) => {
             let addr = Ipv4Address::from(cidr.addr);
@@ -217,22 +228,43 @@ pub fn start(options: &Options) -> Result<bool, NetError> {
         None => Some(sockets.add(dhcpv4::Socket::new())),
     };
     let services = Services::new(&mut sockets);
-    *STACK.lock() = Some(Stack { nic, iface, sockets, dhcp, services, gateway });
-    let deadline = pvops::clock_ns() + TIMEOUT_NS;
+    let stack = Stack { nic, iface, sockets, dhcp, services, gateway };
+    if dhcp.is_none() {
+        stack.say_up();
+    }
+    *STACK.lock() = Some(stack);
+    STARTED_NS.store(pvops::clock_ns(), Ordering::SeqCst);
+    // The DHCP client's first request goes out now; its answers are read at later polls.
+    poll();
+    Ok(())
+}
+
+/// Why there is no address to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoAddress {
+    /// No network (no vif, or it went away).
+    NoNetwork,
+    /// No `ip=`, and no DHCP server answered within [`ADDRESS_WAIT_NS`] of the start.
+    NoLease,
+    /// The DHCP server's lease made no sense (the ERROR line says why).
+    BadLease(&'static str),
+}
+
+/// The network's address, waiting for DHCP's lease until [`ADDRESS_WAIT_NS`] after the
+/// network started (so a bridge without a DHCP server costs that wait once, not per caller).
+pub fn wait_for_address() -> Result<(Ipv4Address, u8), NoAddress> {
+    let deadline = STARTED_NS.load(Ordering::SeqCst).saturating_add(ADDRESS_WAIT_NS);
     loop {
         poll();
-        if let Some((info, (addr, len))) = info().and_then(|i| i.addr.map(|a| (i, a))) {
-            let gw =
-                info.gateway.map_or(alloc::string::String::from("none"), |g| alloc::format!("{g}"));
-            println!("net: up {addr}/{len} gw {gw} mac {}", Mac(info.mac));
-            return Ok(true);
+        if let Some(why) = *BAD_LEASE.lock() {
+            return Err(NoAddress::BadLease(why));
+        }
+        let info = info().ok_or(NoAddress::NoNetwork)?;
+        if let Some(addr) = info.addr {
+            return Ok(addr);
         }
         if pvops::clock_ns() >= deadline {
-            log::warn!(
-                "net: no DHCP lease within {} s: services wait for one",
-                TIMEOUT_NS / 1_000_000_000
-            );
-            return Ok(true);
+            return Err(NoAddress::NoLease);
         }
         wait(deadline);
     }
@@ -268,6 +300,17 @@ pub fn gateway() -> Option<Ipv4Address> {
 }
 
 impl Stack {
+    /// The line a person (and the rig) looks for: the network is configured.
+    fn say_up(&self) {
+        let Some(addr) = self.iface.ipv4_addr() else { return };
+        let len = self.iface.ip_addrs().iter().find_map(|c| match c {
+            IpCidr::Ipv4(c) if c.address() == addr => Some(c.prefix_len()),
+            _ => None,
+        });
+        let gw = self.gateway.map_or(String::from("none"), |g| format!("{g}"));
+        println!("net: up {addr}/{} gw {gw} mac {}", len.unwrap_or(32), Mac(self.nic.vif.mac()));
+    }
+
     /// One round: frames in and out, DHCP's news applied, the services served. Returns
     /// whether anything may have changed.
     fn poll_once(&mut self) -> bool {
@@ -276,6 +319,18 @@ impl Stack {
         if let Some(h) = self.dhcp {
             match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
                 Some(dhcpv4::Event::Configured(c)) => {
+                    let checked =
+                        wire::check_lease(c.address.address(), c.address.prefix_len(), c.router);
+                    if let Err(why) = checked {
+                        log::error!(
+                            "net: DHCP lease {} router {:?} refused: {why}",
+                            c.address,
+                            c.router
+                        );
+                        *BAD_LEASE.lock() = Some(why);
+                        return changed;
+                    }
+                    *BAD_LEASE.lock() = None;
                     self.iface.update_ip_addrs(|addrs| {
                         addrs.clear();
                         let _ = addrs.push(IpCidr::Ipv4(c.address));
@@ -290,6 +345,7 @@ impl Stack {
                         }
                     }
                     log::info!("net: DHCP lease {} router {:?}", c.address, c.router);
+                    self.say_up();
                 }
                 // Also what the client says when it starts: nothing was lost then.
                 Some(dhcpv4::Event::Deconfigured) if self.iface.ipv4_addr().is_none() => {}
@@ -359,6 +415,7 @@ fn watch_backend(device: xenbus::frontend::Device) {
 /// detach completes, and the network is gone; the rest of the guest goes on without it.
 fn detach(stack: Stack) {
     let vif = stack.nic.vif;
+    *PORTS.lock() = None;
     log::error!("net: {}: the backend is closing: network down", vif.device().path);
     let closed = xenstore::with(|xs| {
         if let Err(e) = xs.unwatch(WATCH_TOKEN) {
@@ -406,7 +463,7 @@ pub fn wait_or(deadline_ns: u64, mut other: impl FnMut() -> bool) {
         Some(d) => deadline_ns.min(pvops::clock_ns().saturating_add(d.total_micros() * 1000)),
         None => deadline_ns,
     };
-    let ports = PORTS.get().copied();
+    let ports = *PORTS.lock();
     time::wait_until(|| ports.is_some_and(signalled) | other(), until);
 }
 

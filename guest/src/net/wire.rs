@@ -1,5 +1,41 @@
 //! The few bytes of protocols the network services read themselves (smoltcp does the rest):
-//! ARP packets, to see a neighbour make itself known, and HTTP request heads.
+//! ARP packets, to see a neighbour make itself known, and HTTP request heads; and what a
+//! DHCP lease must be for this stack to use it.
+
+use core::net::Ipv4Addr;
+
+/// Why a DHCP lease cannot be used: the server answered with nonsense (or with something
+/// this stack cannot route, which the guest treats the same way: it says so and does not
+/// configure itself from it).
+pub fn check_lease(
+    addr: Ipv4Addr,
+    prefix_len: u8,
+    router: Option<Ipv4Addr>,
+) -> Result<(), &'static str> {
+    let unicast = |a: Ipv4Addr| {
+        !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
+            && a.octets()[0] < 240
+    };
+    if !(1..=32).contains(&prefix_len) {
+        return Err("a prefix length outside 1-32");
+    }
+    if !unicast(addr) {
+        return Err("an address that is not a unicast address");
+    }
+    let mask = u32::MAX << (32 - u32::from(prefix_len));
+    let host = u32::from(addr) & !mask;
+    if prefix_len <= 30 && (host == 0 || host == !mask) {
+        return Err("the subnet's network or broadcast address");
+    }
+    let Some(router) = router else { return Ok(()) };
+    if !unicast(router) || router == addr {
+        return Err("a router that is not another unicast address");
+    }
+    if (u32::from(router) ^ u32::from(addr)) & mask != 0 || prefix_len == 32 {
+        return Err("a router outside the leased subnet");
+    }
+    Ok(())
+}
 
 /// The sender of an Ethernet ARP request or reply for IPv4: its MAC and IPv4 address,
 /// which is what a neighbour cache learns from it.
@@ -67,6 +103,38 @@ impl core::fmt::Display for Mac {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn leases_that_make_sense_are_taken() {
+        let ip = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
+        assert_eq!(check_lease(ip(169, 254, 0, 10), 16, Some(ip(169, 254, 0, 1))), Ok(()));
+        assert_eq!(check_lease(ip(10, 0, 0, 2), 24, None), Ok(()));
+        assert_eq!(check_lease(ip(10, 0, 0, 2), 32, None), Ok(()));
+        assert_eq!(check_lease(ip(10, 0, 0, 1), 31, Some(ip(10, 0, 0, 0))), Ok(()));
+    }
+
+    #[test]
+    fn nonsense_leases_are_refused() {
+        let ip = |a, b, c, d| Ipv4Addr::new(a, b, c, d);
+        let gw = Some(ip(10, 0, 0, 1));
+        for (addr, len, router) in [
+            (ip(10, 0, 0, 2), 0, gw),
+            (ip(10, 0, 0, 2), 33, gw),
+            (ip(0, 0, 0, 0), 24, gw),
+            (ip(255, 255, 255, 255), 24, gw),
+            (ip(224, 0, 0, 5), 24, gw),
+            (ip(127, 0, 0, 2), 8, None),
+            (ip(250, 0, 0, 2), 8, None),
+            (ip(10, 0, 0, 0), 24, gw),
+            (ip(10, 0, 0, 255), 24, gw),
+            (ip(10, 0, 0, 2), 24, Some(ip(10, 0, 1, 1))),
+            (ip(10, 0, 0, 2), 24, Some(ip(10, 0, 0, 2))),
+            (ip(10, 0, 0, 2), 24, Some(ip(0, 0, 0, 0))),
+            (ip(10, 0, 0, 2), 32, gw),
+        ] {
+            assert!(check_lease(addr, len, router).is_err(), "{addr}/{len} via {router:?}");
+        }
+    }
 
     fn arp(op: u8, sender_mac: [u8; 6], sender_ip: [u8; 4]) -> Vec<u8> {
         let mut f = vec![0xff; 6];

@@ -13,17 +13,36 @@ pub const TESTS: &[Test] = &[
     Test { name: "blk::discard", run: discard },
 ];
 
-/// The scratch disk the rig attaches: the destructive tests touch no other disk.
-const SCRATCH: u32 = blk::xvd(b'b');
-/// A disk the rig attaches read-only.
-const READ_ONLY: u32 = blk::xvd(b'c');
+/// The disks the tests may use, as the command line names them: nothing else is touched.
+#[derive(Clone, Copy)]
+enum Role {
+    /// `scratch=`: its contents are destroyed.
+    Scratch,
+    /// `rodisk=`: attached read-only by the toolstack; only read.
+    ReadOnly,
+}
 
-/// Connects `id` if the toolstack gave it to us, runs `f`, disconnects.
-fn with_disk(id: u32, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
-    match blk::disk_ids() {
-        Ok(ids) if ids.contains(&id) => {}
-        Ok(_) => return Outcome::Skip("the xl config gives the guest no such disk"),
-        Err(e) => return Outcome::Fail(format!("listing disks: {e}")),
+/// Connects the disk the command line names for `role`, once the toolstack has given it to
+/// us, runs `f`, disconnects.
+fn with_disk(role: Role, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
+    let options = crate::boot::options();
+    let named = match role {
+        Role::Scratch => options.scratch,
+        Role::ReadOnly => options.rodisk,
+    };
+    let Some(id) = named else {
+        return Outcome::Skip(match role {
+            Role::Scratch => "overwrites a disk: name one it may destroy with scratch=xvdX",
+            Role::ReadOnly => "needs a disk attached read-only, named with rodisk=xvdX",
+        });
+    };
+    if !blk::wait_for_disk(id) {
+        log::info!(
+            "{}: named on the command line, not given by the toolstack within {} s",
+            blk::name(id),
+            blk::APPEAR_TIMEOUT_NS / 1_000_000_000
+        );
+        return Outcome::Skip("the disk named on the command line never appeared");
     }
     let mut disk = match blk::connect(id) {
         Ok(d) => d,
@@ -34,7 +53,7 @@ fn with_disk(id: u32, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
             return Outcome::Skip("the backend's disk was refused (see the ERROR line)");
         }
         // The toolstack removed it while we connected (its directory went with it).
-        Err(e) if blk::disk_ids().is_ok_and(|ids| !ids.contains(&id)) => {
+        Err(e) if !blk::disk_ids().contains(&id) => {
             log::error!("{}: {e}: the disk went away", blk::name(id));
             return Outcome::Skip("the disk went away (see the ERROR line)");
         }
@@ -65,7 +84,7 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 /// persistent grants when the backend offers them.
 fn patterns_round_trip() -> Outcome {
     xen_only!();
-    with_disk(SCRATCH, |disk| {
+    with_disk(Role::Scratch, |disk| {
         let info = disk.info();
         check!(info.sector_size == 512, "sector size {}", info.sector_size);
         check!(!info.read_only(), "the scratch disk is read-only");
@@ -104,7 +123,7 @@ fn patterns_round_trip() -> Outcome {
 /// I/O beyond the end of the disk is refused before it reaches the ring.
 fn out_of_range_rejected() -> Outcome {
     xen_only!();
-    with_disk(SCRATCH, |disk| {
+    with_disk(Role::Scratch, |disk| {
         let end = disk.info().sectors;
         let mut buf = [0u8; 1024];
         let r = disk.read(end - 1, &mut buf);
@@ -150,7 +169,7 @@ fn run_all(disk: &mut Disk, requests: Vec<Request>) -> Result<Vec<Vec<u8>>, Outc
 fn many_in_flight() -> Outcome {
     xen_only!();
     const N: u64 = 256;
-    with_disk(SCRATCH, |disk| {
+    with_disk(Role::Scratch, |disk| {
         let writes =
             (0..N).map(|i| Request::Write { sector: 8192 + i * 8, data: pattern(i, 4096) });
         if let Err(outcome) = run_all(disk, writes.collect()) {
@@ -171,7 +190,7 @@ fn many_in_flight() -> Outcome {
 /// A disk attached read-only refuses writes (before the ring) and serves reads.
 fn read_only_refuses_writes() -> Outcome {
     xen_only!();
-    with_disk(READ_ONLY, |disk| {
+    with_disk(Role::ReadOnly, |disk| {
         check!(disk.info().read_only(), "the backend does not report the disk read-only");
         let w = disk.write(0, &[0u8; 512]);
         check!(w == Err(BlkError::ReadOnly), "write: {w:?}");
@@ -186,7 +205,7 @@ fn read_only_refuses_writes() -> Outcome {
 /// discards are refused before the ring.
 fn discard() -> Outcome {
     xen_only!();
-    with_disk(SCRATCH, |disk| {
+    with_disk(Role::Scratch, |disk| {
         let info = disk.info();
         if !info.features.discard {
             let r = disk.discard(0, 8);

@@ -85,9 +85,20 @@ impl core::fmt::Display for Report {
 
 pub fn run(options: &Options<'_>) -> Report {
     let mut report = Report { passed: 0, failed: 0, skipped: 0 };
-    let selected = SUITES.iter().flat_map(|s| s.iter()).filter(|t| options.tests.selects(t.name));
-    for (i, test) in selected.enumerate() {
+    let selected =
+        || SUITES.iter().flat_map(|s| s.iter()).filter(|t| options.tests.selects(t.name));
+    let total = selected().count();
+    for (i, test) in selected().enumerate() {
         let n = i + 1;
+        // Between tests, what goes on in the background gets its turn: the toolstack's
+        // requests and devices (xenstore's watches), DHCP and the network's services.
+        if crate::pvops::is_xen() {
+            crate::net::poll();
+            if let Some(what) = crate::control::requested() {
+                println!("selftest: stopped by the toolstack ({what}) after {i} of {total} tests");
+                break;
+            }
+        }
         match (test.run)() {
             Outcome::Pass => {
                 report.passed += 1;

@@ -1,5 +1,6 @@
-//! The network against dom0's netback and bridge: the vif the rig attaches, configured by
-//! DHCP (the rig's dom0 runs udhcpd) or `ip=`/`gw=`.
+//! The network against the backend and bridge of whatever host we run on: the first vif the
+//! toolstack gives us, configured by DHCP or `ip=`/`gw=`. A bridge without a DHCP server is a
+//! skip (said once on an INFO line); a DHCP server that answers with nonsense is a failure.
 
 use super::{check, xen_only, Outcome, Test};
 use crate::{net, pvops, xenstore};
@@ -24,13 +25,28 @@ macro_rules! with_vif {
     };
 }
 
-/// Skips unless the network has an address and a gateway (the lease came, or `gw=`).
+/// Skips unless the network has an address (waiting a bounded time for DHCP's lease) and a
+/// gateway (the lease's router, or `gw=`).
 fn gateway() -> Result<Ipv4Address, Outcome> {
-    match net::info() {
-        Some(i) if i.addr.is_none() => Err(Outcome::Fail("no address (no DHCP lease)".into())),
-        Some(i) => i.gateway.ok_or(Outcome::Skip("no gateway: neither DHCP nor gw= gave one")),
-        None => Err(Outcome::Skip("no network")),
+    use core::sync::atomic::{AtomicBool, Ordering};
+    static SAID: AtomicBool = AtomicBool::new(false);
+    match net::wait_for_address() {
+        Ok(_) => {}
+        Err(net::NoAddress::NoNetwork) => return Err(Outcome::Skip("no network")),
+        Err(net::NoAddress::NoLease) => {
+            if !SAID.swap(true, Ordering::Relaxed) {
+                log::info!(
+                    "net: no address: no DHCP server answered within {} s and no ip= was given",
+                    net::ADDRESS_WAIT_NS / 1_000_000_000
+                );
+            }
+            return Err(Outcome::Skip("no address: no DHCP server answered and no ip="));
+        }
+        Err(net::NoAddress::BadLease(why)) => {
+            return Err(Outcome::Fail(format!("the DHCP server's lease has {why}")))
+        }
     }
+    net::gateway().ok_or(Outcome::Skip("no gateway: neither DHCP nor gw= gave one"))
 }
 
 /// The handshake reached Connected on both sides, and the vif is configured.
@@ -47,8 +63,9 @@ fn connected() -> Outcome {
         let state = xenstore::with(|xs| xs.read_u64(&format!("{dir}/state")));
         check!(matches!(state, Some(Ok(4))), "{dir}/state is {state:?}, not 4 (Connected)");
     }
-    let info = net::info();
-    check!(info.as_ref().is_some_and(|i| i.addr.is_some()), "connected but no address");
+    if let Err(net::NoAddress::BadLease(why)) = net::wait_for_address() {
+        return Outcome::Fail(format!("connected, but the DHCP server's lease has {why}"));
+    }
     Outcome::Pass
 }
 

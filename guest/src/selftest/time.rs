@@ -47,14 +47,23 @@ fn rate() -> Outcome {
         // timer) against our TSC-extrapolated clock.
         const SLEEP_NS: u64 = 100_000_000;
         // Events masked: SCHEDOP_poll returns early for a deliverable event, and only the
-        // timeout should wake it here.
+        // timeout should wake it here. But an event for the domain still ends a poll (Xen
+        // unblocks the vCPU to mark it), and with DHCP going on in the background netback
+        // sends them while the tests run: a poll that ends before its deadline is polled
+        // again, to the same deadline, so that what ends the last one is Xen's timer.
         let irq = pvops::irq_save();
         let t0 = pvops::clock_ns();
         let deadline = crate::time::xen::system_time_ns() + SLEEP_NS;
-        let r = hypercall::ops::sched_poll(&[], deadline);
+        let (mut r, mut polls) = (Ok(()), 0u32);
+        while r.is_ok() && crate::time::xen::system_time_ns() < deadline && polls < 10_000 {
+            r = hypercall::ops::sched_poll(&[], deadline);
+            polls += 1;
+        }
         let elapsed = pvops::clock_ns() - t0;
         drop(irq);
+        log::debug!("time::rate: {polls} polls to reach the deadline");
         check!(r.is_ok(), "SCHEDOP_poll: {r:?}");
+        check!(polls < 10_000, "{polls} polls woken early: an event storm");
         // Within 5%: between Xen's once-a-second recalibrations our extrapolation follows
         // its TSC scale, which under emulation is off by a percent or two.
         check!(elapsed >= SLEEP_NS / 100 * 95, "a 100 ms Xen timer took only {elapsed} ns");
@@ -84,12 +93,14 @@ fn rate() -> Outcome {
     Outcome::Pass
 }
 
-/// How late a timer may run before we call it broken. Under Xen in the rig (all of it
-/// emulated), a woken vCPU waits for its turn behind dom0 (busy forwarding our console)
-/// for tens of milliseconds.
+/// How late a timer may run before we call it broken: lateness the host causes is not the
+/// guest's, and the test is whether timers fire, not how fast a busy host lets them. Under
+/// Xen in the rig (all of it emulated), a woken vCPU waits for its turn behind dom0: tens
+/// of milliseconds when dom0 forwards our console, 600 ms measured while dom0 ran the
+/// hotplug scripts of two disks and a vif during the first seconds of our boot.
 fn late_ns() -> u64 {
     if pvops::is_xen() {
-        100_000_000
+        2_000_000_000
     } else {
         20_000_000
     }

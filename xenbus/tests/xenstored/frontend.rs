@@ -213,3 +213,50 @@ fn a_shutdown_watch_hands_requests_to_the_guest() {
     assert_eq!(xs.dispatch_watches(), 2);
     assert_eq!(*got.lock().unwrap(), [ShutdownRequest::Suspend]);
 }
+
+/// Devices that appear and go while the guest runs (a device model writing its nodes late,
+/// `xl block-attach`, `xl block-detach`) are seen from the watch on `device`; the
+/// handshake's own writes below a known device cost no request.
+#[test]
+fn device_list_follows_the_toolstack() {
+    use frontend::{DeviceChange, DeviceList};
+    let (mut xs, fake) = setup();
+    plug(&mut fake.lock().unwrap(), 0, &[]);
+    fake.lock().unwrap().set("device/vbd/51728/backend", b"/local/domain/0/backend/vbd/1/51728");
+    let mut list = DeviceList::new(&["vbd", "vif"]);
+    let added = |class: &str, id| DeviceChange::Added { class: class.into(), id };
+    let removed = |class: &str, id| DeviceChange::Removed { class: class.into(), id };
+    assert_eq!(list.rescan(&mut xs).unwrap(), [added("vbd", 51728), added("vif", 0)]);
+    assert_eq!(list.rescan(&mut xs).unwrap(), []);
+
+    let directories = |fake: &Arc<Mutex<Fake>>| fake.lock().unwrap().count(XsType::Directory);
+    let before = directories(&fake);
+    for path in ["device/vif/0/state", "device/vbd/51728/ring-ref", "device/vkbd/0", "data/x"] {
+        assert_eq!(list.on_event(&mut xs, path).unwrap(), [], "{path}");
+    }
+    let absolute = "/local/domain/7/device/vif/0/tx-ring-ref";
+    assert_eq!(list.on_event(&mut xs, absolute).unwrap(), []);
+    assert_eq!(directories(&fake), before, "events below known devices relist nothing");
+
+    // A key of a device not yet known relists its class, wherever the event points.
+    fake.lock().unwrap().set("device/vbd/51760/backend", b"/local/domain/0/backend/qdisk/1/51760");
+    assert_eq!(list.on_event(&mut xs, "device/vbd/51760/backend").unwrap(), [added("vbd", 51760)]);
+    assert!(list.contains("vbd", 51760));
+    fake.lock().unwrap().remove("device/vbd/51728");
+    assert_eq!(list.on_event(&mut xs, "device/vbd/51728").unwrap(), [removed("vbd", 51728)]);
+    assert_eq!(list.ids("vbd"), [51760]);
+    fake.lock().unwrap().remove("device/vif");
+    assert_eq!(list.on_event(&mut xs, "device").unwrap(), [removed("vif", 0)]);
+    assert_eq!(list.ids("vif"), []);
+}
+
+/// However many entries xenstored lists, the list keeps a bounded number.
+#[test]
+fn device_list_is_bounded() {
+    let (mut xs, fake) = setup();
+    for id in 0..300 {
+        fake.lock().unwrap().set(&format!("device/vif/{id}/backend-id"), b"0");
+    }
+    let mut list = frontend::DeviceList::new(&["vif"]);
+    assert_eq!(list.rescan(&mut xs).unwrap().len(), frontend::MAX_DEVICES_PER_CLASS);
+}
