@@ -42,16 +42,19 @@ pub fn run(data: &[u8]) {
             ("k", &b"v"[..]),
             ("a/b", b"42"),
             ("device/vif/0/state", b"4"),
+            ("device/vbd/51728/backend", b"/local/domain/0/backend/vbd/1/51728"),
             ("control/shutdown", b"reboot"),
         ] {
             f.set(path, value);
         }
     }
+    // The guest's device list, fed events whose paths and listings xenstored controls.
+    let mut devices = xenbus::frontend::DeviceList::new(&["vbd", "vif"]);
     while !input.is_empty() {
         let op = input.u8();
         let path = input.pick(PATHS);
         let token = input.pick(TOKENS);
-        match op % 22 {
+        match op % 23 {
             // What xenstored does on its own.
             0 => fake.lock().unwrap().inject(input.chunk()),
             1 => {
@@ -121,6 +124,20 @@ pub fn run(data: &[u8]) {
                 drop(control::take_shutdown_request(&mut xs));
                 let _ = control::advertise(&mut xs, &[Feature::Poweroff, Feature::Reboot]);
             }
+            21 => {
+                let path = String::from_utf8_lossy(input.chunk()).into_owned();
+                let before = devices.ids("vbd").len() + devices.ids("vif").len();
+                let changes = if input.bool() {
+                    devices.on_event(&mut xs, &path)
+                } else {
+                    devices.rescan(&mut xs)
+                };
+                let after = devices.ids("vbd").len() + devices.ids("vif").len();
+                assert!(after <= 2 * xenbus::frontend::MAX_DEVICES_PER_CLASS);
+                if let Ok(changes) = changes {
+                    assert!(changes.len() <= before + after, "more changes than devices");
+                }
+            }
             _ => {
                 let ty = reply_type(&mut input);
                 if let Ok(ty) = XsType::try_from(ty) {
@@ -136,7 +153,7 @@ pub fn run(data: &[u8]) {
 
 pub fn seeds() -> Vec<Vec<u8>> {
     let mut seeds: Vec<Vec<u8>> =
-        (6..22).map(|op| Script::default().u8(op).u8(op % 6).u8(op % 3).chunk(b"1").0).collect();
+        (6..23).map(|op| Script::default().u8(op).u8(op % 6).u8(op % 3).chunk(b"1").0).collect();
     // A watch, then an event for it and a malformed one, then dispatch.
     seeds.push(
         Script::default()
