@@ -80,7 +80,8 @@ pub fn ids(class: &str) -> Vec<u32> {
 }
 
 /// Whether device `class`/`id` is there, waiting up to `timeout_ns` for it to appear: the
-/// toolstack's device model may write its nodes only after we started.
+/// toolstack's device model may write its nodes only after we started. A request from the
+/// toolstack to go ends the wait.
 pub fn wait_for(class: &str, id: u32, timeout_ns: u64) -> bool {
     let present = || LIST.lock().as_ref().is_some_and(|l| l.contains(class, id));
     let deadline = pvops::clock_ns().saturating_add(timeout_ns);
@@ -89,7 +90,7 @@ pub fn wait_for(class: &str, id: u32, timeout_ns: u64) -> bool {
         if present() {
             return true;
         }
-        if pvops::clock_ns() >= deadline {
+        if pvops::clock_ns() >= deadline || crate::control::requested().is_some() {
             return false;
         }
         time::wait_until(xenstore::signalled, deadline);

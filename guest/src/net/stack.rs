@@ -251,7 +251,8 @@ pub enum NoAddress {
 }
 
 /// The network's address, waiting for DHCP's lease until [`ADDRESS_WAIT_NS`] after the
-/// network started (so a bridge without a DHCP server costs that wait once, not per caller).
+/// network started (so a bridge without a DHCP server costs that wait once, not per caller),
+/// or until the toolstack asks us to go.
 pub fn wait_for_address() -> Result<(Ipv4Address, u8), NoAddress> {
     let deadline = STARTED_NS.load(Ordering::SeqCst).saturating_add(ADDRESS_WAIT_NS);
     loop {
@@ -263,10 +264,10 @@ pub fn wait_for_address() -> Result<(Ipv4Address, u8), NoAddress> {
         if let Some(addr) = info.addr {
             return Ok(addr);
         }
-        if pvops::clock_ns() >= deadline {
+        if pvops::clock_ns() >= deadline || crate::control::requested().is_some() {
             return Err(NoAddress::NoLease);
         }
-        wait(deadline);
+        wait_or(deadline, xenstore::signalled);
     }
 }
 
