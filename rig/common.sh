@@ -11,6 +11,8 @@
 #     vmlinux             dom0 kernel (and Linux domU kernel): an ELF boots ~3 s faster than the
 #                         bzImage under TCG
 #     dom0.cpio.gz        dom0's root file system, without /init (added per run)
+#     qemu.cpio.gz        QEMU's Xen device model and the libraries dom0.cpio.gz lacks, appended
+#                         only for runs with a qdisk disk (it triples the initramfs)
 #     kver                the kernel version (module directory name)
 
 RIG_XEN_VER=4.17
@@ -29,17 +31,17 @@ rig_apt_update_once() {
 
 # Installs what the host side needs. Only commands that are missing trigger apt-get.
 rig_ensure_host_tools() {
-    local -a want=()
-    command -v qemu-system-x86_64 >/dev/null || want+=(qemu-system-x86)
-    command -v cpio >/dev/null || want+=(cpio)
-    command -v python3 >/dev/null || want+=(python3)
-    command -v timeout >/dev/null || want+=(coreutils)
-    ((${#want[@]})) || return 0
-    rig_log "installing ${want[*]}"
-    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >&2; then
+    local -a need=()
+    command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+    command -v cpio >/dev/null || need+=(cpio)
+    command -v python3 >/dev/null || need+=(python3)
+    command -v timeout >/dev/null || need+=(coreutils)
+    ((${#need[@]})) || return 0
+    rig_log "installing ${need[*]}"
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2; then
         rig_apt_update_once
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${want[@]}" >&2 ||
-            rig_die "apt-get install ${want[*]} failed"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2 ||
+            rig_die "apt-get install ${need[*]} failed"
     fi
 }
 
@@ -57,8 +59,16 @@ rig_packages() {
         "xen-hypervisor-$RIG_XEN_VER-amd64" "xen-utils-$RIG_XEN_VER" xen-utils-common xenstore-utils \
         libxencall1 libxendevicemodel1 libxenevtchn1 libxenforeignmemory1 libxengnttab1 \
         libxenhypfs1 "libxenmisc$RIG_XEN_VER" libxenstore4 libxentoolcore1 libxentoollog1 \
-        libyajl2 busybox-static "$kpkg"
+        libyajl2 busybox-static "$kpkg" "${RIG_QEMU_PKGS[@]}"
 }
+
+# QEMU as dom0's block backend (backendtype=qdisk): Debian's qemu-system-xen and the libraries
+# its ldd lists beyond those of a minimal Debian (libc, zlib, ...), so that the base does not
+# depend on what happens to be installed on the host; qemu-system-data for the keymaps (libxl
+# passes `-vnc none`, and QEMU exits "could not read keymap file: 'en-us'" without them).
+RIG_QEMU_PKGS=(qemu-system-xen qemu-system-data libfdt1 libglib2.0-0 libjpeg62-turbo libpixman-1-0 libspice-server1
+    libusb-1.0-0 libffi8 libpcre2-8-0 libgstreamer1.0-0 libgstreamer-plugins-base1.0-0 liborc-0.4-0
+    liblz4-1 libopus0 libsasl2-2 libunwind8 libdw1 libelf1 libudev1 libssl3 libstdc++6)
 
 # Prints "<url> <file>" per package; apt-get lists nothing for files already in the current
 # directory, so this runs in an empty one.
@@ -163,7 +173,7 @@ rig_prepare_base() {
 rig_copy_with_libs() {
     local bin=$1 root=$2 tree=$3 lib out
     local -a libs
-    out=$(LD_LIBRARY_PATH=$tree/usr/lib/x86_64-linux-gnu ldd "$bin") || rig_die "ldd $bin failed"
+    out=$(LD_LIBRARY_PATH=$tree/usr/lib/x86_64-linux-gnu:$tree/lib/x86_64-linux-gnu ldd "$bin") || rig_die "ldd $bin failed"
     if grep -q 'not found' <<<"$out"; then
         rig_die "missing libraries for $bin: $(grep 'not found' <<<"$out" | tr -s ' \t\n' ' ')"
     fi
@@ -198,7 +208,7 @@ rig_build_base() {
     cp /usr/bin/flock "$root/bin/flock"
 
     local b
-    for b in xl xenstored xenconsoled xen-init-dom0 xenctx libxl-save-helper; do
+    for b in xl xenstored oxenstored xenconsoled xen-init-dom0 xenctx libxl-save-helper; do
         rig_copy_with_libs "$tree$xbin/$b" "$root" "$tree"
         cp "$tree$xbin/$b" "$root$xbin/$b"
         ln -s "$xbin/$b" "$root/usr/sbin/$b"
@@ -214,6 +224,9 @@ rig_build_base() {
     cp -L /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
 
     cp -a "$tree/etc/xen/scripts" "$root/etc/xen/"
+    # oxenstored dies at start without it (Unix_error EPERM "setrlimit"); its quotas are the
+    # ones a Debian dom0 runs with, on purpose.
+    cp "$tree/etc/xen/oxenstored.conf" "$root/etc/xen/"
     # dom0_mem is fixed on Xen's command line: never balloon dom0.
     printf 'autoballoon="off"\n' >"$root/etc/xen/xl.conf"
 
@@ -226,7 +239,19 @@ rig_build_base() {
     printf '%s\n' "${RIG_DOM0_MODULES[@]}" >"$root/lib/modules/rig/load-order"
 
     (cd "$root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet | gzip -6) >"$base/dom0.cpio.gz"
-    rm -rf "$root"
+
+    # The device model libxl starts for a qdisk disk: what it adds to dom0's tree goes into a
+    # cpio of its own (new directories included), unpacked over dom0.cpio.gz when needed.
+    (cd "$root" && find . | LC_ALL=C sort) >"$base/dom0.files"
+    local qemu=/usr/libexec/xen-qemu-system-i386
+    mkdir -p "$root/usr/libexec"
+    rig_copy_with_libs "$tree$qemu" "$root" "$tree"
+    cp "$tree$qemu" "$root$qemu"
+    mkdir -p "$root/usr/share/qemu"
+    cp -a "$tree/usr/share/qemu/keymaps" "$root/usr/share/qemu/"
+    (cd "$root" && find . | LC_ALL=C sort | comm -13 "$base/dom0.files" - |
+        cpio -o -H newc -R 0:0 --quiet | gzip -6) >"$base/qemu.cpio.gz"
+    rm -rf "$root" "$base/dom0.files"
 
     mkdir -p "$base/domu"
     cp "$tree/bin/busybox" "$base/domu/"
