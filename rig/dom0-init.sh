@@ -11,6 +11,9 @@
 #   /rig/run/<N>/control   "shutdown", "reboot" or "net" if the run has that directive (else
 #                          absent)
 #   /rig/run/<N>/fault     the @fault=<name> of the run, if any (see fault_* below)
+#   /rig/run/<N>/nodhcp    present for a @nodhcp run: udhcpd is stopped while it runs
+#   /rig/run/<N>/qdisk     present if the run has a backendtype=qdisk disk (see qdisk_watch)
+#   /rig/xenstored         "oxenstored" or "xenstored" (the C one), from --xenstored
 #   /rig/evtchn-flood      rig/evtchn-flood.c, built by the host (if a run floods)
 #   /rig/xl-opts           options for xl itself (-vvv or empty)
 #   /rig/run-timeout       seconds after which a guest is destroyed (0: never)
@@ -54,8 +57,22 @@ mount -t xenfs xenfs /proc/xen || die "mount xenfs"
 mkdir -p /run/xen /run/xenstored /var/log/xen/console /var/lib/xen /var/lib/xenstored /var/lock
 
 # --entry-size: xenstored's default per-node limit for a domU (2048 bytes) is below the largest
-# value the protocol can carry, which the guest's self-test writes.
-xenstored --pid-file=/run/xenstored.pid --entry-size 8192 || die "xenstored"
+# value the protocol can carry, which the guest's self-test writes. oxenstored runs with
+# Debian's oxenstored.conf as it is (quota-maxsize 2048 among others): its limits are part of
+# what a guest meets on such a dom0.
+xs=$(cat /rig/xenstored 2>/dev/null) || xs=xenstored
+case $xs in
+oxenstored) oxenstored --pid-file /run/xenstored.pid || die "oxenstored" ;;
+*) xenstored --pid-file=/run/xenstored.pid --entry-size 8192 || die "xenstored" ;;
+esac
+# oxenstored forks before it listens: xen-init-dom0 must not race it to the socket.
+i=0
+until [ -S /run/xenstored/socket ]; do
+    i=$((i + 1))
+    [ "$i" -lt 200 ] || die "$xs: no /run/xenstored/socket after 10 s"
+    sleep 0.05
+done
+say "xenstored: $xs"
 xen-init-dom0 >/dev/null || die "xen-init-dom0"
 xenconsoled --log=guest --log-dir=/var/log/xen/console || die "xenconsoled"
 
@@ -75,6 +92,7 @@ interface xenbr0
 start 169.254.0.10
 end 169.254.0.99
 lease_file /run/udhcpd.leases
+pidfile /run/udhcpd.pid
 option subnet 255.255.0.0
 option router 169.254.0.1
 option lease 3600
@@ -178,13 +196,16 @@ net_checks() {
 # acked" line (acked.1, left by the console reader), blk-detach: `xl block-detach` of that
 # disk while blkfill writes; at the third, destroy-blkfill: `xl destroy` (some writes are
 # acknowledged, more are in flight); once xl created the domain, paused (created, left by the
-# xl log reader), garbage-keys and evtchn-flood: their keys and fake backends, then unpause.
+# xl log reader), garbage-keys and evtchn-flood: their keys and fake backends, then unpause;
+# at the guest's "ok 5 ..." line (ok.5), shutdown-mid-tests: `xl shutdown` while the self-tests
+# still run.
 fault_background() {
     exec 8<>/run/rig-tick
     case $1 in
     blk-detach) mark=acked.1 ;;
     destroy-blkfill) mark=acked.3 ;;
     garbage-keys | evtchn-flood) mark=created ;;
+    shutdown-mid-tests) mark=ok.5 ;;
     *) return ;;
     esac
     ctl_wait "$d/$mark"
@@ -243,7 +264,67 @@ fault_background() {
         fake_vbd xvdd flood sectors=2048 sector-size=512 info=0
         unpause
         ;;
+    shutdown-mid-tests)
+        # Not a control run: the guest has no `stay`, no "control: ready" comes; it must see
+        # the request between two tests, stop them and power off within the bound. xl shutdown
+        # waits up to 60 s for the guest to acknowledge (empty control/shutdown): in the
+        # background, so that the bound is the rig's.
+        ctl_log "fault: at 'ok 5': xl shutdown $name"
+        uptime_cs
+        since=$CS
+        (
+            xl shutdown "$name" >>"$d/control.log" 2>&1
+            echo $? >"$d/shutdown.rc"
+        ) &
+        xl_shutdown=$!
+        ctl_wait "$d/down.1"
+        case $? in
+        1) ctl_fail "xl create ended without the domain shutting down after xl shutdown"; return ;;
+        2)
+            ctl_fail "the guest ignored xl shutdown in the middle of its tests: still running $ctl_timeout s later" destroy
+            wait "$xl_shutdown"
+            return
+            ;;
+        esac
+        uptime_cs
+        ctl_log "fault: domain down $(secs $((CS - since))) s after xl shutdown"
+        down=$(secs $((CS - since)))
+        wait "$xl_shutdown"
+        rc=$(cat "$d/shutdown.rc")
+        # Non-zero: the guest went down without acknowledging the request (or xl failed).
+        if [ "$rc" != 0 ]; then
+            ctl_fail "fault: xl shutdown $name exited $rc (no acknowledgement from the guest?)"
+            return
+        fi
+        echo "ok: xl shutdown at 'ok 5' -> down $down s" >>"$d/control.log"
+        ;;
     esac
+}
+
+# fault_wait <marker> <what>: waits (ctl_wait) for the console reader's marker of a guest
+# line; logs how long it took since $since, or fails the run.
+fault_wait() {
+    ctl_wait "$d/$1"
+    case $? in
+    1) ctl_fail "fault: the domain ended before '$2'"; return 1 ;;
+    2) ctl_fail "fault: no '$2' within $ctl_timeout s"; return 1 ;;
+    esac
+    uptime_cs
+    ctl_log "fault: guest: '$2' $(secs $((CS - since))) s later"
+}
+
+# fault_xl <xl args>: a bounded xl device command; logs its duration, or fails the run. Sets
+# $since (for fault_wait) to the moment it was started.
+fault_xl() {
+    ctl_log "fault: xl $*"
+    uptime_cs
+    since=$CS
+    if ! timeout 60 xl "$@" >>"$d/control.log" 2>&1; then
+        ctl_fail "fault: xl $* failed"
+        return 1
+    fi
+    uptime_cs
+    ctl_log "fault: xl $1 done in $(secs $((CS - since))) s"
 }
 
 unpause() {
@@ -304,9 +385,37 @@ fake_vbd() {
 }
 
 # At "control: ready", before the controller's xl shutdown. vif-detach: `xl network-detach`
-# while dom0 streams into the guest's TCP echo and pings it; evtchn-flood: the flood's result.
+# while dom0 streams into the guest's TCP echo and pings it; evtchn-flood: the flood's result;
+# blk-attach / vif-attach: a device added to the running guest, which must find it (by its
+# watch on device/), use it, and let it go again when it is removed.
 fault_at_ready() {
     case $1 in
+    blk-attach)
+        img=/rig/attach-xvdd.img
+        rm -f "$img"
+        truncate -s 8M "$img"
+        fault_xl block-attach "$name" "format=raw,vdev=xvdd,access=ro,target=$img" ||
+            return 1
+        fault_wait dev.vbd.51760.added "device: vbd/51760 added" || return 1
+        fault_wait attached.xvdd "blk: xvdd attached: ..." || return 1
+        ctl_log "fault: guest: $(cat "$d/attached.xvdd")"
+        fault_xl block-detach "$name" xvdd || return 1
+        fault_wait dev.vbd.51760.removed "device: vbd/51760 removed" || return 1
+        rm -f "$img"
+        ;;
+    vif-attach)
+        fault_xl network-attach "$name" bridge=xenbr0 || return 1
+        fault_wait vif-added "device: vif/<n> added" || return 1
+        read -r vif <"$d/vif-added"
+        fault_wait net-ip "net: up <ip>/<len>" || return 1
+        ip=$(cat "$d/net-ip")
+        out=$(ping -c 5 -i 0.2 -W 2 "$ip" 2>&1)
+        loss=$(echo "$out" | sed -n 's/.* \([0-9]*\)% packet loss.*/\1/p')
+        ctl_log "fault: ping $ip (vif $vif): ${loss:-?}% loss of 5"
+        [ "$loss" = 0 ] || { ctl_fail "fault: ping $ip: ${loss:-no}% loss"; return 1; }
+        fault_xl network-detach "$name" "$vif" || return 1
+        fault_wait "dev.vif.$vif.removed" "device: vif/$vif removed" || return 1
+        ;;
     vif-detach)
         ctl_wait "$d/net-ip"
         ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "fault: no 'net: up' line"; return 1; }
@@ -453,6 +562,51 @@ disks_after() {
     done <"$d/disks"
 }
 
+# A run with a qdisk disk: libxl starts QEMU as the domain's device model and QEMU serves the
+# disk, its nodes under backend/qdisk/<domid>. Shows that it really did, in qdisk.log: QEMU's
+# pid, size and command line, the backend's nodes once QEMU has taken them up (no state 1,
+# Initialising, left), and the states once all are Connected (4) or the bound passes. Polls
+# once a second (an exec each, ~80 ms under TCG), for the first --control-timeout seconds.
+qdisk_watch() {
+    exec 8<>/run/rig-tick
+    ctl_wait "$d/created" || return
+    uptime_cs
+    since=$CS
+    deadline=$((CS + ctl_timeout * 100))
+    dom=$(xl domid "$name" 2>/dev/null) || { echo "no domain $name" >>"$d/qdisk.log"; return; }
+    be=/local/domain/0/backend/qdisk/$dom
+    taken=""
+    while :; do
+        nodes=$(xenstore-ls -f "$be" 2>/dev/null)
+        states=$(echo "$nodes" | sed -n 's|^'"$be"'/\([0-9]*\)/state = "\([0-9]*\)"$|\1=\2|p' | tr '\n' ' ')
+        uptime_cs
+        if [ -z "$taken" ] && [ -n "$states" ] && [ "${states#*=1 }" = "$states" ]; then
+            taken=1
+            pid=$(pidof xen-qemu-system-i386)
+            {
+                echo "backend $be up $(secs $((CS - since))) s after creation: ${states% }"
+                for p in $pid; do
+                    echo "qemu pid $p $(grep VmRSS /proc/"$p"/status | tr -s ' \t' ' '):" \
+                        "$(tr '\0' ' ' </proc/"$p"/cmdline)"
+                done
+                [ -n "$pid" ] || echo "no xen-qemu-system-i386 process"
+                echo "$nodes" | sed 's/^/node: /'
+            } >>"$d/qdisk.log"
+        fi
+        case " $states" in *=[0-35-9]\ *) ;; " "?*)
+            echo "all connected $(secs $((CS - since))) s after creation: ${states% }" >>"$d/qdisk.log"
+            return
+            ;;
+        esac
+        if [ "$CS" -ge "$deadline" ] || [ -e "$d/xl.rc" ] || [ -e "$d/down.1" ]; then
+            echo "states $(secs $((CS - since))) s after creation: ${states:-none}" >>"$d/qdisk.log"
+            return
+        fi
+        # shellcheck disable=SC3045 # busybox ash has read -t
+        read -r -t 1 _ <&8
+    done
+}
+
 run_timeout=$(cat /rig/run-timeout)
 ctl_timeout=$(cat /rig/control-timeout)
 mkfifo /run/rig-tick
@@ -484,6 +638,19 @@ while [ -d "/rig/run/$n" ]; do
                     f = dir "/acked"; print w[2], w[5], w[7] >f; close(f)
                     f = dir "/acked." ++acked; printf "" >f; close(f)
                 }
+                # ok.<k>: the k-th self-test passed (@fault=shutdown-mid-tests acts at one).
+                if (line ~ /^ok [0-9]+ /) { split(line, w, " "); f = dir "/ok." w[2]; printf "" >f; close(f) }
+                # dev.<vbd|vif>.<id>.<added|removed>, and vif-added (the id) for the hot-attach
+                # faults; attached.<vdev>: the line describing a disk the guest attached.
+                if (match(line, /device: (vbd|vif)\/[0-9]+ (added|removed)/)) {
+                    split(substr(line, RSTART, RLENGTH), w, "[ /]")
+                    f = dir "/dev." w[2] "." w[3] "." w[4]; printf "" >f; close(f)
+                    if (w[2] == "vif" && w[4] == "added") { f = dir "/vif-added"; print w[3] >f; close(f) }
+                }
+                if (match(line, /blk: [a-z0-9]+ attached: /)) {
+                    split(substr(line, RSTART), w, " ")
+                    f = dir "/attached." w[2]; print line >f; close(f)
+                }
                 if (line ~ /^net: up /) {
                     split(line, w, " "); split(w[3], a, "/")
                     f = dir "/net-ip"; print a[1] >f; close(f)
@@ -498,6 +665,24 @@ while [ -d "/rig/run/$n" ]; do
     set --
     while IFS= read -r a; do set -- "$@" "$a"; done <"$d/args"
     say "run $n begin: $(cat "$d/label")"
+    # @nodhcp: the guest finds the bridge without a DHCP server (its lease file stays: the
+    # server answers the next run as before).
+    nodhcp=""
+    if [ -e "$d/nodhcp" ] && pid=$(cat /run/udhcpd.pid 2>/dev/null) && kill "$pid" 2>/dev/null; then
+        i=0
+        while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 40 ]; do
+            sleep 0.05
+            i=$((i + 1))
+        done
+        if kill -0 "$pid" 2>/dev/null; then
+            say "dhcp: udhcpd (pid $pid) still running after 2 s"
+        else
+            nodhcp=1
+            say "dhcp: udhcpd stopped for this run (@nodhcp)"
+        fi
+    elif [ -e "$d/nodhcp" ]; then
+        say "dhcp: no udhcpd to stop"
+    fi
     disks_before
     read -r t0 _ </proc/uptime
     uptime_cs
@@ -512,6 +697,11 @@ while [ -d "/rig/run/$n" ]; do
     if [ -n "$fault" ]; then
         fault_background "$fault" &
         faulter=$!
+    fi
+    qdisk=""
+    if [ -e "$d/qdisk" ]; then
+        qdisk_watch &
+        qdisk=$!
     fi
     controller=""
     if [ -e "$d/control" ]; then
@@ -547,6 +737,7 @@ while [ -d "/rig/run/$n" ]; do
     [ -z "$watchdog" ] || kill "$watchdog" 2>/dev/null
     [ -z "$controller" ] || wait "$controller"
     [ -z "$faulter" ] || wait "$faulter"
+    [ -z "$qdisk" ] || wait "$qdisk"
     read -r t1 _ </proc/uptime
 
     # A preserved domain (xen-rig.sh sets on_crash="preserve"): dump its vCPUs for debugging
@@ -588,9 +779,19 @@ while [ -d "/rig/run/$n" ]; do
     [ ! -e "$d/destroyed" ] || code=destroyed reasons="$reasons${reasons:+,}destroyed"
     [ ! -e "$d/timed-out" ] || code=timeout reasons="$reasons${reasons:+,}run-timeout"
     sed 's/^/rig: xl: /' "$d/xl.log"
+    # QEMU's own log, when libxl started it (xl rotates the file: each run has its own).
+    [ ! -e "$d/qdisk.log" ] || sed 's/^/rig: qdisk: /' "$d/qdisk.log"
+    for f in /var/log/xen/qemu-dm-*.log; do
+        [ -e "$f" ] || continue
+        sed "s/^/rig: qemu-dm: /" "$f"
+        rm -f "$f"*
+    done
     disks_after
     fault_after "$fault"
     dump_dmesg
+    if [ -n "$nodhcp" ]; then
+        if udhcpd /etc/udhcpd.conf; then say "dhcp: udhcpd restarted"; else say "dhcp: udhcpd failed to restart"; fi
+    fi
     say "run $n end: xl exit=$rc reason=$(reason_name "$code") seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }') reasons=${reasons:-none}"
     n=$((n + 1))
 done

@@ -5,7 +5,8 @@
 #
 #   rig/xen-rig.sh [--timeout SECONDS] [--run-timeout SECONDS] [--work DIR] [--disk-mb MIB]
 #                  [--expect-bulk] [--expect-fatal TEXT] [--fast-hotplug] [--verbose]
-#                  [--xl-verbose] [--control-timeout SECONDS] [--log FILE] IMAGE CFG [RUN ...]
+#                  [--xl-verbose] [--control-timeout SECONDS] [--log FILE]
+#                  [--xenstored oxenstored|cxenstored] IMAGE CFG [RUN ...]
 #
 # RUN is a space-separated list of xl key=value overrides, e.g. 'memory=32' or
 # 'extra="log=debug bogus=1"'. No RUN means one run without overrides. A RUN may start with a
@@ -23,9 +24,12 @@
 # guest's "blksum <dev> ... sha256=<hex>" / "blkfill <dev> done sectors=<n> seed=<u64>" line
 # must match the disk before the run / the pattern (rig/blkfill-pattern.py) after it.
 # @fault=<name> (blk-detach, vif-detach, garbage-keys, evtchn-flood, grant-exhaust,
-# destroy-blkfill): dom0 injects that fault while the guest runs; the run passes if the guest
-# printed the fault's error line and otherwise ended as a @shutdown run (destroy-blkfill: the
-# writes the guest logged as acknowledged are on the disk). See rig/README.md.
+# destroy-blkfill, blk-attach, vif-attach, shutdown-mid-tests): dom0 injects that fault while
+# the guest runs; the run passes if the guest printed the fault's lines and otherwise ended as a
+# @shutdown run (destroy-blkfill: the writes the guest logged as acknowledged are on the disk).
+# @nodhcp: dom0's DHCP server is stopped during the run (with `stay` and no other directive, the
+# run is a @shutdown run). A disk with backendtype=qdisk is served by QEMU in dom0 (added to
+# the initramfs only then). See rig/README.md.
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
 # verified console-bulk block. --expect-fatal TEXT: every run must instead crash (reason crash)
@@ -36,7 +40,9 @@
 # cache's last-run.log may be another session's by the time this one ends). The cache is
 # $RIG_WORK if set, else target/rig; --work overrides both.
 # --fast-hotplug replaces Xen's bash block/vif-bridge scripts in dom0 by rig/hotplug/ (same
-# result, ~4 s less per run with a disk and a vif).
+# result, ~4 s less per run with a disk and a vif). --xenstored picks dom0's xenstore daemon:
+# cxenstored (default, the C xenstored, --entry-size 8192) or oxenstored (the OCaml one, with
+# Debian's oxenstored.conf and its quotas).
 # Exit status: 0 all runs passed, 1 a run failed or is missing, 2 rig/setup error, 3 timeout.
 set -euo pipefail
 
@@ -46,7 +52,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,39s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,46s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -61,7 +67,10 @@ expect_fatal=()
 fast_hotplug=""
 control_timeout=20
 # @fault=<name>: see rig/README.md, "Fault injection".
-FAULTS="blk-detach vif-detach garbage-keys evtchn-flood grant-exhaust destroy-blkfill"
+FAULTS="blk-detach vif-detach garbage-keys evtchn-flood grant-exhaust destroy-blkfill blk-attach
+vif-attach shutdown-mid-tests"
+FAULTS=${FAULTS//$'\n'/ }
+xenstored=cxenstored
 log_copy=""
 while (($#)); do
     case $1 in
@@ -76,6 +85,7 @@ while (($#)); do
     --xl-verbose) xl_opts=-vvv; shift ;;
     --control-timeout) control_timeout=${2:?}; shift 2 ;;
     --log) log_copy=${2:?}; shift 2 ;;
+    --xenstored) xenstored=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     --) shift; break ;;
     -*) rig_log "unknown option $1"; usage ;;
@@ -92,6 +102,8 @@ runs=("$@")
 [[ $timeout_s =~ ^[0-9]+$ && $run_timeout =~ ^[0-9]+$ && $disk_mb =~ ^[0-9]+$ &&
     $control_timeout =~ ^[1-9][0-9]*$ ]] ||
     rig_die "--timeout, --run-timeout, --disk-mb and --control-timeout take whole numbers"
+[[ $xenstored == oxenstored || $xenstored == cxenstored ]] ||
+    rig_die "--xenstored takes oxenstored or cxenstored, not '$xenstored'"
 
 # Resolves a path from the cfg the way a person reading it would: relative to the cfg's
 # directory first, then to the current directory.
@@ -165,9 +177,13 @@ rewrite_disk_list() {
 declare -A cfg_disk_lines=()
 cfg_elems=()
 cfg_map=()
+cfg_extra=""
 lineno=0
 while IFS= read -r line || [[ -n $line ]]; do
     lineno=$((lineno + 1))
+    if [[ $line =~ ^[[:space:]]*extra[[:space:]]*=[[:space:]]*[\"\']([^\"\']*) ]]; then
+        cfg_extra=${BASH_REMATCH[1]}
+    fi
     if [[ $line =~ ^[[:space:]]*disk[[:space:]]*= ]]; then
         [[ $line == *']'* ]] || rig_die "$cfg: the disk = [...] list must be on one line"
         rewrite_disk_list "$line"
@@ -220,6 +236,8 @@ run_labels=()
 run_directives=()
 run_disks=()
 run_faults=()
+run_nodhcp=()
+run_qdisk=()
 declare -A images=()
 image_files=()
 for i in "${!runs[@]}"; do
@@ -228,6 +246,8 @@ for i in "${!runs[@]}"; do
     name=""
     control=""
     fault=""
+    nodhcp=""
+    extra=$cfg_extra
     label=""
     directives=""
     declare -A run_images=()
@@ -246,6 +266,7 @@ for i in "${!runs[@]}"; do
                 [[ -z $control ]] || rig_die "run $n: more than one of @shutdown/@reboot/@net"
                 control=${a#@}
                 ;;
+            @nodhcp) nodhcp=1 ;;
             @image=*)
                 spec=${a#@image=}
                 [[ $spec =~ ^([a-z][a-z0-9]*):(.+)$ ]] ||
@@ -268,13 +289,14 @@ for i in "${!runs[@]}"; do
                 fault=${a#@fault=}
                 [[ " $FAULTS " == *" $fault "* ]] || rig_die "run $n: unknown fault '$fault' ($FAULTS)"
                 ;;
-            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @image=<vdev>:<path>, @fault=<name>)" ;;
+            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @nodhcp, @image=<vdev>:<path>, @fault=<name>)" ;;
             esac
             continue
         fi
         label+="${label:+ }$a"
         [[ $a =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || rig_die "run $n: '$a' is not key=value"
         if [[ $a =~ ^name=[\"\']?([^\"\']*) ]]; then name=${BASH_REMATCH[1]}; fi
+        if [[ $a =~ ^extra=[\"\']?([^\"\']*) ]]; then extra=${BASH_REMATCH[1]}; fi
         if [[ $a == disk=* ]]; then
             rewrite_disk_list "$a"
             a=$REPLY
@@ -315,12 +337,31 @@ for i in "${!runs[@]}"; do
             disklist+="$m scratch $disk_mb"$'\n'
         fi
     done
+    # vif-attach adds the guest's only vif while it runs: it boots without one (the last
+    # assignment wins).
+    [[ $fault != vif-attach ]] || arglist+=("vif=[]")
     out_args=""
     for a in "${arglist[@]}"; do out_args+=$a$'\n'; done
     unset run_images
-    # A fault run but destroy-blkfill ends as a @shutdown run does (or as its @net run).
-    if [[ -n $fault && $fault != destroy-blkfill && -z $control ]]; then control=shutdown; fi
+    qdisk=""
+    for e in "${elems[@]}"; do [[ $e != *backendtype=qdisk* ]] || qdisk=1; done
+    # A fault run but destroy-blkfill and shutdown-mid-tests (the toolstack acts before the
+    # guest's tests end) ends as a @shutdown run does (or as its @net run).
+    if [[ -n $fault && -z $control && " destroy-blkfill shutdown-mid-tests " != *" $fault "* ]]; then
+        control=shutdown
+    fi
+    # Without DHCP the guest has no address dom0 could check; one that stays up (and so waits
+    # for the toolstack) is shut down at "control: ready".
+    if [[ -n $nodhcp ]]; then
+        [[ $control != net ]] || rig_die "run $n: @nodhcp and @net do not go together (no address to check)"
+        [[ -n $control || " $extra " != *" stay "* ]] || control=shutdown
+    fi
+    if [[ $fault == shutdown-mid-tests && " $extra " == *" stay "* ]]; then
+        rig_die "run $n: @fault=shutdown-mid-tests is for a guest without 'stay' (it powers off by itself)"
+    fi
     run_faults+=("$fault")
+    run_nodhcp+=("$nodhcp")
+    run_qdisk+=("$qdisk")
     run_args+=("$out_args")
     run_names+=("$name")
     run_controls+=("$control")
@@ -329,6 +370,8 @@ for i in "${!runs[@]}"; do
     run_disks+=("$disklist")
 done
 controls="${run_controls[*]}"
+any_qdisk=""
+[[ -z ${run_qdisk[*]// /} ]] || any_qdisk=1
 ((${#expect_fatal[@]} == 0)) || [[ -z ${controls// /} ]] ||
     rig_die "--expect-fatal and @shutdown/@reboot runs do not go together"
 
@@ -365,6 +408,7 @@ cp "$image" "$stage/rig/guest/kernel"
 printf '%s\n' "$xl_opts" >"$stage/rig/xl-opts"
 printf '%s\n' "$run_timeout" >"$stage/rig/run-timeout"
 printf '%s\n' "$control_timeout" >"$stage/rig/control-timeout"
+if [[ $xenstored == oxenstored ]]; then echo oxenstored; else echo xenstored; fi >"$stage/rig/xenstored"
 [[ -z $fast_hotplug ]] || cp -r "$RIG_DIR/hotplug" "$stage/rig/hotplug"
 # dom0's tool for @fault=evtchn-flood, against the Xen libraries of the host's libxen-dev
 # (the same 4.17 as dom0's).
@@ -439,6 +483,8 @@ for i in "${!runs[@]}"; do
     fi
     [[ -z ${run_controls[$i]} ]] || printf '%s\n' "${run_controls[$i]}" >"$d/control"
     [[ -z ${run_faults[$i]} ]] || printf '%s\n' "${run_faults[$i]}" >"$d/fault"
+    [[ -z ${run_nodhcp[$i]} ]] || : >"$d/nodhcp"
+    [[ -z ${run_qdisk[$i]} ]] || : >"$d/qdisk"
     printf '%s' "${run_args[$i]}" >"$d/args"
     printf '%s' "${run_disks[$i]}" >"$d/disks"
     name=${run_names[$i]:-$base_name}
@@ -453,6 +499,12 @@ initrd=$out/initrd
 cp "$RIG_BASE/dom0.cpio.gz" "$initrd"
 pad=$((($(stat -c %s "$initrd") + 3) / 4 * 4 - $(stat -c %s "$initrd")))
 head -c "$pad" /dev/zero >>"$initrd"
+# QEMU (~45 MB unpacked) only for an invocation that has a qdisk run: it would slow every boot.
+if [[ -n $any_qdisk ]]; then
+    cat "$RIG_BASE/qemu.cpio.gz" >>"$initrd"
+    pad=$((($(stat -c %s "$initrd") + 3) / 4 * 4 - $(stat -c %s "$initrd")))
+    head -c "$pad" /dev/zero >>"$initrd"
+fi
 (cd "$stage" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >>"$initrd"
 
 # ---------------------------------------------------------------------------------------------
@@ -462,6 +514,8 @@ head -c "$pad" /dev/zero >>"$initrd"
 # (NOTES.md: too small a root panics "Initramfs unpacking failed"). So 4x their size more for
 # dom0, and for QEMU.
 extra_mb=$((4 * ((image_bytes + 1048575) / 1048576)))
+# QEMU as a device model: its files in dom0's root, and its own memory per domain.
+[[ -z $any_qdisk ]] || extra_mb=$((extra_mb + 256))
 dom0_mb=$((512 + extra_mb))
 xen_cmdline="console=com1 com1=115200,8n1 dom0_mem=${dom0_mb}M,max:${dom0_mb}M loglvl=all guest_loglvl=all console_timestamps=boot bootscrub=0 ${RIG_XEN_ARGS:-}"
 dom0_cmdline="console=hvc0 earlyprintk=xen rdinit=/init quiet ${RIG_DOM0_ARGS:-}"
@@ -637,6 +691,19 @@ for i in "${!runs[@]}"; do
             evtchn-flood) want='blksum xvdd: .*timed out' ;;
             grant-exhaust) want='device/vbd/[0-9]+: .*no free grant reference .*using requests of 11 pages' ;;
             destroy-blkfill) want="" ;;
+            blk-attach)
+                want='device: vbd/51760 added|blk: xvdd attached: sectors=16384 sector_size=512 mode=ro|device: vbd/51760 removed'
+                ;;
+            vif-attach) want='device: vif/[0-9]+ added|net: up [0-9.]+/|device: vif/[0-9]+ removed' ;;
+            shutdown-mid-tests)
+                want='^selftest: stopped by the toolstack \(poweroff\)|^control: shutdown poweroff'
+                # Not a control run: dom0's fault actor reports the timing (or why not).
+                if ok=$(grep -m 1 '^rig: control: ok: ' "$f"); then
+                    echo "rig: run $n: control: ${ok#rig: control: ok: }"
+                else
+                    grep -q '^rig: control: FAILED: ' "$f" || why+=("fault $fault: no result from dom0")
+                fi
+                ;;
             esac
             # Each |-separated pattern must match a line of its own.
             IFS='|' read -ra wants <<<"$want"
@@ -665,6 +732,18 @@ for i in "${!runs[@]}"; do
                 fi
             fi
         fi
+        # QEMU served the run's qdisk disks: dom0 saw its backend nodes (qdisk_watch).
+        if [[ -n ${run_qdisk[$i]} ]]; then
+            sed -n -e "s/^rig: qdisk: \(backend .*\|all connected .*\|states .*\)$/rig: run $n: qdisk: \1/p" \
+                -e "s/^rig: qdisk: \(qemu pid [0-9]* VmRSS: [0-9]* kB\).*/rig: run $n: qdisk: \1/p" "$f"
+            grep -q '^rig: qdisk: backend .* up ' "$f" ||
+                why+=("qdisk: dom0 saw no backend nodes under /local/domain/0/backend/qdisk ($(sed -n 's/^rig: qdisk: //p' "$f" | tail -n 1))")
+            grep -q '^rig: qdisk: qemu pid ' "$f" || why+=("qdisk: no xen-qemu-system-i386 process in dom0")
+        fi
+        if [[ -n ${run_nodhcp[$i]} ]]; then
+            grep -q '^rig: dhcp: udhcpd stopped for this run' "$f" ||
+                why+=("@nodhcp: $(grep -m 1 '^rig: dhcp: ' "$f" || echo "dom0 did not stop udhcpd")")
+        fi
         # The console integrity block is optional; a broken one fails the run.
         if ! bulk=$(python3 "$RIG_DIR/check-console.py" <<<"$guest" 2>&1); then
             why+=("console check: $(tr '\n' ' ' <<<"$bulk")")
@@ -685,6 +764,7 @@ for i in "${!runs[@]}"; do
     fi
 done
 
+sed -n 's/^rig: \(xenstored: .*\)$/rig: \1/p' "$log" | head -n 1
 timing() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 dom0_ready=$(sed -n 's/^rig: dom0 ready: \([0-9.]*\) s$/\1/p' "$log")
 echo "rig: time: total $(timing "$t_start" "$t_end") s (host prepare $(timing "$t_start" "$t_qemu") s, qemu $(timing "$t_qemu" "$t_end") s, dom0 uptime at ready ${dom0_ready:-?} s)"
