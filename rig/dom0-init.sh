@@ -515,7 +515,8 @@ control_run() {
         timings="$timings${timings:+, }ready $(secs $((CS - since))) s"
         # The guest publishes its self-test result for the toolstack: read it as a user would.
         # (The Linux stand-in has no way to publish it: a missing key is reported, not fatal.)
-        result=$(xenstore-read "/local/domain/$(xl domid "$name")/data/selftest" 2>&1) ||
+        read -r dom <"$d/created"
+        result=$(xenstore-read "/local/domain/$dom/data/selftest" 2>&1) ||
             result="unreadable: $result"
         ctl_log "data/selftest (boot $b): $result"
         failed=""
@@ -588,11 +589,11 @@ disks_after() {
 # once a second (an exec each, ~80 ms under TCG), for the first --control-timeout seconds.
 qdisk_watch() {
     exec 8<>/run/rig-tick
-    ctl_wait "$d/created" || return
+    ctl_wait "$d/created" || { echo "the domain was never created" >>"$d/qdisk.log"; return; }
     uptime_cs
     since=$CS
     deadline=$((CS + ctl_timeout * 100))
-    dom=$(xl domid "$name" 2>/dev/null) || { echo "no domain $name" >>"$d/qdisk.log"; return; }
+    read -r dom <"$d/created"
     be=/local/domain/0/backend/qdisk/$dom
     taken=""
     while :; do
@@ -601,14 +602,16 @@ qdisk_watch() {
         uptime_cs
         if [ -z "$taken" ] && [ -n "$states" ] && [ "${states#*=1 }" = "$states" ]; then
             taken=1
-            pid=$(pidof xen-qemu-system-i386)
+            # libxl records the device model's pid.
+            pid=$(xenstore-read "/local/domain/$dom/image/device-model-pid" 2>/dev/null)
             {
                 echo "backend $be up $(secs $((CS - since))) s after creation: ${states% }"
-                for p in $pid; do
-                    echo "qemu pid $p $(grep VmRSS /proc/"$p"/status | tr -s ' \t' ' '):" \
-                        "$(tr '\0' ' ' </proc/"$p"/cmdline)"
-                done
-                [ -n "$pid" ] || echo "no xen-qemu-system-i386 process"
+                if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
+                    echo "qemu pid $pid $(grep VmRSS /proc/"$pid"/status | tr -s ' \t' ' '):" \
+                        "$(tr '\0' ' ' </proc/"$pid"/cmdline)"
+                else
+                    echo "no device model process (image/device-model-pid '$pid')"
+                fi
                 echo "$nodes" | sed 's/^/node: /'
             } >>"$d/qdisk.log"
         fi
@@ -719,7 +722,8 @@ while [ -d "/rig/run/$n" ]; do
     fi
     qdisk=""
     if [ -e "$d/qdisk" ]; then
-        qdisk_watch &
+        # (Its stderr off the console, which carries the guest's lines.)
+        qdisk_watch 2>>"$d/qdisk.log" &
         qdisk=$!
     fi
     controller=""
@@ -748,7 +752,13 @@ while [ -d "/rig/run/$n" ]; do
             echo "[$up] $l" >>"$d/xl.log"
             case $l in
             *"has shut down, reason code"*) k=$((k + 1)) && : >"$d/down.$k" ;;
-            *"Waiting for domain"*) : >"$d/created" ;;
+            *"Waiting for domain"*)
+                # "Waiting for domain <name> (domid <n>) to die": the domid, for whoever waits
+                # on it, without another xl (each one more exec, and under oxenstored xl
+                # itself aborted now and then: "malloc(): corrupted top size").
+                id=${l##*(domid }
+                echo "${id%%)*}" >"$d/created"
+                ;;
             esac
         done
     }
