@@ -602,16 +602,21 @@ qdisk_watch() {
         uptime_cs
         if [ -z "$taken" ] && [ -n "$states" ] && [ "${states#*=1 }" = "$states" ]; then
             taken=1
-            # libxl records the device model's pid.
+            # libxl records the device model's pid; the QEMU processes running are those
+            # whose command line names the binary (one grep, no fork per process).
             pid=$(xenstore-read "/local/domain/$dom/image/device-model-pid" 2>/dev/null)
             {
                 echo "backend $be up $(secs $((CS - since))) s after creation: ${states% }"
-                if [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ]; then
-                    echo "qemu pid $pid $(grep VmRSS /proc/"$pid"/status | tr -s ' \t' ' '):" \
-                        "$(tr '\0' ' ' </proc/"$pid"/cmdline)"
-                else
-                    echo "no device model process (image/device-model-pid '$pid')"
-                fi
+                found=""
+                # shellcheck disable=SC2013 # file names without blanks
+                for f in $(grep -l 'xen-qemu-system-i38[6]' /proc/[0-9]*/cmdline 2>/dev/null); do
+                    p=${f#/proc/}
+                    p=${p%/cmdline}
+                    found=1
+                    echo "qemu pid $p $(grep VmRSS /proc/"$p"/status | tr -s ' \t' ' '):" \
+                        "$(tr '\0' ' ' <"$f")"
+                done
+                [ -n "$found" ] || echo "no xen-qemu-system-i386 process (libxl's image/device-model-pid: '$pid')"
                 echo "$nodes" | sed 's/^/node: /'
             } >>"$d/qdisk.log"
         fi

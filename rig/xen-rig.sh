@@ -741,6 +741,11 @@ for i in "${!runs[@]}"; do
             grep -q '^rig: qdisk: backend .* up ' "$f" ||
                 why+=("qdisk: dom0 saw no backend nodes under /local/domain/0/backend/qdisk ($(sed -n 's/^rig: qdisk: //p' "$f" | tail -n 1))")
             grep -q '^rig: qdisk: qemu pid ' "$f" || why+=("qdisk: no xen-qemu-system-i386 process in dom0")
+            # QEMU's own complaints (its log, after the run): a device it could not create, or
+            # its death, is dom0's failure, whatever the guest did next.
+            sed -n "s/^rig: qemu-dm: /rig: run $n: qemu-dm: /p" "$f" | head -n 5
+            qemu_err=$(grep -m 1 -E '^rig: qemu-dm: .*(failed|malloc\(\)|corrupted|Segmentation|Aborted|assert)' "$f" || true)
+            [[ -z $qemu_err ]] || why+=("qdisk: QEMU: ${qemu_err#rig: qemu-dm: }")
         fi
         if [[ -n ${run_nodhcp[$i]} ]]; then
             grep -q '^rig: dhcp: udhcpd stopped for this run' "$f" ||
