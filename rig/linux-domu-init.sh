@@ -6,7 +6,9 @@
 # the rig see each kind of failure; rigtest=nobulk leaves out the console-bulk block;
 # rigtest=blksum|blkfill-fake [blkdev=xvdb] [blkseed=N] print the project's blk app lines;
 # rigtest=blkbench [blkreads=N] prints the project guest's block benchmark rows (bench: ...)
-# measured on xvdb.
+# measured on xvdb; rigtest=hotplug (implies stay) reports devices added and removed while it
+# waits (for @fault=blk-attach/vif-attach); rigtest=slowtests prints numbered ok lines slowly
+# and stops at xl shutdown (for @fault=shutdown-mid-tests).
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -22,7 +24,7 @@ blkreads=2048
 read -r cmdline </proc/cmdline
 for w in $cmdline; do
     case $w in
-    rigtest=*) mode=${w#rigtest=} ;; stay) mode=stay ;;
+    rigtest=*) mode=${w#rigtest=} ;; stay) [ -n "$mode" ] || mode=stay ;;
     blkdev=*) blkdev=${w#blkdev=} ;; blkseed=*) blkseed=${w#blkseed=} ;;
     blkreads=[1-9]*) blkreads=${w#blkreads=} ;;
     esac
@@ -223,6 +225,63 @@ esac
 
 [ "$mode" = nobulk ] || cat /bulk.txt
 
+# The project guest's lines for a device the toolstack adds or removes while it runs: a poll of
+# xenbus's devices (the kernel's frontends do the work), each added disk described once its
+# block device exists, an added vif given a fixed link-local address.
+hotplug_monitor() {
+    old=$(cd /sys/bus/xen/devices && echo vbd-* vif-*)
+    while :; do
+        new=$(cd /sys/bus/xen/devices && echo vbd-* vif-*)
+        for dev in $new; do
+            case " $old " in *" $dev "*) continue ;; esac
+            [ -e "/sys/bus/xen/devices/$dev" ] || continue
+            echo "device: ${dev%-*}/${dev#*-} added"
+            case $dev in
+            vbd-*)
+                letters=abcdefghijklmnop
+                i=$(((${dev#vbd-} - 51712) / 16))
+                blk=xvd$(echo "$letters" | cut -c$((i + 1)))
+                if wait_for "/sys/block/$blk/size"; then
+                    m=rw
+                    [ "$(cat "/sys/block/$blk/ro")" = 0 ] || m=ro
+                    echo "blk: $blk attached: sectors=$(cat "/sys/block/$blk/size") sector_size=512 mode=$m"
+                fi
+                ;;
+            vif-*)
+                if wait_for /sys/class/net/eth0 && ip addr add 169.254.0.3/16 dev eth0 &&
+                    ip link set eth0 up; then
+                    echo "net: up 169.254.0.3/16 (fixed, rigtest=hotplug)"
+                fi
+                ;;
+            esac
+        done
+        for dev in $old; do
+            case " $new " in *" $dev "*) ;; *) echo "device: ${dev%-*}/${dev#*-} removed" ;; esac
+        done
+        old=$new
+        sleep 0.2
+    done
+}
+
+# Numbered tests at 0.3 s each; xl shutdown (USR2, see below) stops them between two.
+if [ "$mode" = slowtests ]; then
+    stopped=""
+    trap 'stopped=1' USR2
+    i=1
+    while [ "$i" -le 30 ] && [ -z "$stopped" ]; do
+        ok "$i slow::t$i"
+        sleep 0.3 &
+        wait $!
+        i=$((i + 1))
+    done
+    if [ -n "$stopped" ]; then
+        echo "selftest: stopped by the toolstack (poweroff) after $((i - 1)) tests"
+        echo "$pass passed, $fail failed, $skip skipped"
+        echo "control: shutdown poweroff"
+        poweroff -f
+    fi
+fi
+
 case $mode in
 fail) notok "injected failure (rigtest=fail)" ;;
 crash) echo "crashing on purpose"; echo c >/proc/sysrq-trigger ;;
@@ -234,7 +293,8 @@ echo "linux-domu: uptime $(cut -d' ' -f1 /proc/uptime) s"
 echo "$pass passed, $fail failed, $skip skipped"
 
 case $mode in
-stay | deaf)
+stay | deaf | hotplug)
+    [ "$mode" != hotplug ] || hotplug_monitor &
     # xl shutdown/reboot writes control/shutdown; the kernel's xenbus handler runs
     # /sbin/poweroff or /sbin/reboot (orderly_poweroff/orderly_reboot), and busybox's, finding
     # no -f, signals PID 1 (this script): USR2 poweroff, USR1 halt, TERM reboot. So the request
