@@ -596,10 +596,12 @@ qdisk_watch() {
     read -r dom <"$d/created"
     be=/local/domain/0/backend/qdisk/$dom
     taken=""
+    last=""
     while :; do
         nodes=$(xenstore-ls -f "$be" 2>/dev/null)
         states=$(echo "$nodes" | sed -n 's|^'"$be"'/\([0-9]*\)/state = "\([0-9]*\)"$|\1=\2|p' | tr '\n' ' ')
         uptime_cs
+        [ -z "$states" ] || last="${states% } at $(secs $((CS - since))) s"
         if [ -z "$taken" ] && [ -n "$states" ] && [ "${states#*=1 }" = "$states" ]; then
             taken=1
             # libxl records the device model's pid; the QEMU processes running are those
@@ -626,7 +628,9 @@ qdisk_watch() {
             ;;
         esac
         if [ "$CS" -ge "$deadline" ] || [ -e "$d/xl.rc" ] || [ -e "$d/down.1" ]; then
-            echo "states $(secs $((CS - since))) s after creation: ${states:-none}" >>"$d/qdisk.log"
+            # (Polled once a second: a guest that closes and reopens its disks may be Connected
+            # between two samples only.)
+            echo "states $(secs $((CS - since))) s after creation: ${states:-none} (last seen: ${last:-none})" >>"$d/qdisk.log"
             return
         fi
         # shellcheck disable=SC3045 # busybox ash has read -t
