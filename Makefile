@@ -168,9 +168,10 @@ test-xen-other: build target/blk-random.img target/blk-zero.img
 # destroy in the middle of app=blkfill. Each run passes if the guest printed the fault's error
 # line, still closed with 0 failed and powered off (destroy: the acknowledged writes are on
 # the disk). 1-4 minutes. --control-timeout: creating a domain with two disks and a vif took
-# 25 s on a loaded host.
+# 25 s on a loaded host. --disk-mb 128: the fill that xl destroy interrupts must outlast
+# xl's start-up.
 faults: build
-	rig/xen-rig.sh --fast-hotplug --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
+	rig/xen-rig.sh --fast-hotplug --disk-mb 128 --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
 	    '@fault=blk-detach extra="log=warn tests=boot:: app=blkfill dev=xvdb seed=7 stay" $(SCRATCH) vif=[]' \
 	    '@fault=vif-detach extra="log=warn tests=boot:: stay" $(NET) disk=[]' \
 	    '@fault=garbage-keys extra="log=warn tests=blk:: app=blksum stay $(DISK_ROLES)" $(DEVICES)' \
