@@ -129,20 +129,23 @@ test-xen: build target/blk-random.img target/blk-zero.img
 
 # The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
-# network checks), and app=blksum; then the deliberate page fault and stack overflow (ring 0
-# here: the native IDT reports them, the #DF on its own stack).
+# network checks), app=blksum, on a bridge without DHCP, and under a name of its own; then the
+# deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
+# on its own stack).
 test-xen-pvh: build target/blk-random.img
 	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
-	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"'
+	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
+	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'
 
 # Other backends and toolstack operations, in one boot of the rig with oxenstored (the OCaml
 # xenstored, Debian's quotas) as dom0's xenstore (rig/README.md): the suite with a scratch disk,
-# a read-only disk and a vif on blkback, then with the scratch disk on QEMU's qdisk; app=blksum and
+# a read-only disk and a vif on blkback, then with the scratch disk on QEMU's qdisk (at
+# log=info, whose blkfront lines say what was negotiated with QEMU); app=blksum and
 # app=blkfill on qdisk; a bridge without DHCP; a domain name of the run's own; a disk and a vif
 # attached to the running guest and detached again; xl shutdown in the middle of the
 # self-tests. --fast-hotplug: the standard scripts are test-xen's business (qdisk uses none).
@@ -152,7 +155,7 @@ test-xen-other: build target/blk-random.img target/blk-zero.img
 	rig/xen-rig.sh --xenstored oxenstored --fast-hotplug --timeout 600 --control-timeout 90 \
 	    $(IMAGE) xen.cfg \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
-	    '@net extra="log=warn stay $(DISK_ROLES)" $(QDISK_DEVICES)' \
+	    '@net extra="log=info stay $(DISK_ROLES)" $(QDISK_DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb" disk=["format=raw,vdev=xvdb,access=rw,backendtype=qdisk,target=scratch"]' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42" disk=["format=raw,vdev=xvdb,access=rw,backendtype=qdisk,target=scratch"]' \
 	    '@nodhcp extra="log=warn stay" $(NET)' \
