@@ -112,7 +112,9 @@ test-native: build
 # 2-level event ABI, `xl shutdown` of a guest that stays up (with disks and a vif for the
 # frontend, block and network tests, and dom0's network checks of @net), `xl reboot`, app=blksum on
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
-# the pattern); then a deliberate page fault, which must crash the domain after the dump.
+# the pattern), and xen.cfg as it is with a user's root and data disk (xvda, xvdb), which must
+# come out byte-identical (@intact); then a deliberate page fault, which must crash the
+# domain after the dump.
 # --control-timeout: dom0's hotplug scripts for two disks and a vif alone can take 20 s on a
 # loaded host, before the guest even starts.
 test-xen: build target/blk-random.img target/blk-zero.img
@@ -122,7 +124,8 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
-	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"'
+	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
+	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img'
 	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh

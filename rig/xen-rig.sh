@@ -28,7 +28,8 @@
 # the guest runs; the run passes if the guest printed the fault's lines and otherwise ended as a
 # @shutdown run (destroy-blkfill: the writes the guest logged as acknowledged are on the disk).
 # @nodhcp: dom0's DHCP server is stopped during the run (with `stay` and no other directive, the
-# run is a @shutdown run). A disk with backendtype=qdisk is served by QEMU in dom0 (added to
+# run is a @shutdown run). @intact: every disk of the run must hold after it exactly what it
+# held before (a boot that was given no disk to write). A disk with backendtype=qdisk is served by QEMU in dom0 (added to
 # the initramfs only then). See rig/README.md.
 # --timeout bounds the whole QEMU boot (default 300 s); --run-timeout, if given, destroys a
 # guest that runs longer so the remaining runs still happen. --expect-bulk fails a run without a
@@ -237,6 +238,7 @@ run_directives=()
 run_disks=()
 run_faults=()
 run_nodhcp=()
+run_intact=()
 run_qdisk=()
 declare -A images=()
 image_files=()
@@ -247,6 +249,7 @@ for i in "${!runs[@]}"; do
     control=""
     fault=""
     nodhcp=""
+    intact=""
     extra=$cfg_extra
     label=""
     directives=""
@@ -267,6 +270,7 @@ for i in "${!runs[@]}"; do
                 control=${a#@}
                 ;;
             @nodhcp) nodhcp=1 ;;
+            @intact) intact=1 ;;
             @image=*)
                 spec=${a#@image=}
                 [[ $spec =~ ^([a-z][a-z0-9]*):(.+)$ ]] ||
@@ -289,7 +293,7 @@ for i in "${!runs[@]}"; do
                 fault=${a#@fault=}
                 [[ " $FAULTS " == *" $fault "* ]] || rig_die "run $n: unknown fault '$fault' ($FAULTS)"
                 ;;
-            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @nodhcp, @image=<vdev>:<path>, @fault=<name>)" ;;
+            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @nodhcp, @intact, @image=<vdev>:<path>, @fault=<name>)" ;;
             esac
             continue
         fi
@@ -361,6 +365,7 @@ for i in "${!runs[@]}"; do
     fi
     run_faults+=("$fault")
     run_nodhcp+=("$nodhcp")
+    run_intact+=("$intact")
     run_qdisk+=("$qdisk")
     run_args+=("$out_args")
     run_names+=("$name")
@@ -746,6 +751,23 @@ for i in "${!runs[@]}"; do
             sed -n "s/^rig: qemu-dm: /rig: run $n: qemu-dm: /p" "$f" | head -n 5
             qemu_err=$(grep -m 1 -E '^rig: qemu-dm: .*(failed|malloc\(\)|corrupted|Segmentation|Aborted|assert)' "$f" || true)
             [[ -z $qemu_err ]] || why+=("qdisk: QEMU: ${qemu_err#rig: qemu-dm: }")
+        fi
+        # @intact: the guest was named no disk to write, so none may have changed.
+        if [[ -n ${run_intact[$i]} ]]; then
+            ndisk=0 changed=0
+            while read -r dev size sum; do
+                ndisk=$((ndisk + 1))
+                after=$(sed -n "s/^rig: disk $dev after size=\([0-9]*\) sha256=\([0-9a-f]*\)$/\1 \2/p" "$f" | tail -n 1)
+                if [[ $after != "$size $sum" ]]; then
+                    changed=$((changed + 1))
+                    why+=("@intact: disk $dev was size=$size sha256=$sum before the run, ${after:-unknown} after")
+                fi
+            done < <(sed -n 's/^rig: disk \([a-z0-9]*\) before size=\([0-9]*\) sha256=\([0-9a-f]*\)$/\1 \2 \3/p' "$f")
+            if ((ndisk == 0)); then
+                why+=("@intact: the run has no disk")
+            elif ((changed == 0)); then
+                echo "rig: run $n: @intact: $ndisk disk(s) unchanged"
+            fi
         fi
         if [[ -n ${run_nodhcp[$i]} ]]; then
             grep -q '^rig: dhcp: udhcpd stopped for this run' "$f" ||
