@@ -253,11 +253,12 @@ impl DeviceList {
             return Scope::Nothing;
         };
         let Some(id) = parts.next() else { return Scope::Class(class.clone()) };
-        let below = parts.next().is_some();
-        let known = parse_u64(id.as_bytes())
-            .and_then(|n| u32::try_from(n).ok())
-            .is_some_and(|id| self.contains(class, id));
-        if below && known {
+        // A name that is no device id is no device (a listing skips it, with a warning):
+        // relisting for each of its events would only repeat that warning.
+        let Some(id) = parse_u64(id.as_bytes()).and_then(|n| u32::try_from(n).ok()) else {
+            return Scope::Nothing;
+        };
+        if parts.next().is_some() && self.contains(class, id) {
             Scope::Nothing
         } else {
             Scope::Class(class.clone())

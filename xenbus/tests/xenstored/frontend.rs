@@ -236,7 +236,13 @@ fn device_list_follows_the_toolstack() {
     }
     let absolute = "/local/domain/7/device/vif/0/tx-ring-ref";
     assert_eq!(list.on_event(&mut xs, absolute).unwrap(), []);
-    assert_eq!(directories(&fake), before, "events below known devices relist nothing");
+    fake.lock().unwrap().set("device/vif/junk/backend", b"/x");
+    assert_eq!(list.on_event(&mut xs, "device/vif/junk/backend").unwrap(), []);
+    assert_eq!(
+        directories(&fake),
+        before,
+        "events below known devices, or no device, relist nothing"
+    );
 
     // A key of a device not yet known relists its class, wherever the event points.
     fake.lock().unwrap().set("device/vbd/51760/backend", b"/local/domain/0/backend/qdisk/1/51760");
