@@ -33,6 +33,12 @@ pub const DEFAULT_TIMEOUT_NS: u64 = 5_000_000_000;
 /// xenstored that floods us must not exhaust the heap.
 pub const MAX_QUEUED_EVENTS: usize = 1024;
 
+/// Events of one watch kept at most; past it the oldest of that watch goes. A backend that
+/// writes its own node in a loop then cannot crowd out another watch's events (the
+/// toolstack's `control/shutdown`), and the newest event of the flooded watch is still
+/// there: a handler reads the store's present state, so what it loses is repetition.
+pub const MAX_QUEUED_PER_WATCH: usize = 64;
+
 /// The side effects the client needs from the guest.
 pub trait Transport {
     /// Signals xenstored's event channel: there are new requests, or room for replies.
@@ -564,15 +570,35 @@ impl<T: Transport> Xenstore<T> {
 
     fn queue_event(&mut self, payload: &[u8]) {
         match parse_watch_event(payload) {
-            Ok(event) if self.events.len() < MAX_QUEUED_EVENTS => self.events.push_back(event),
             Ok(event) => {
-                self.stats.dropped_events += 1;
-                warn!("xenstore: event queue full, dropped event for {}", event.path);
+                let same = self.events.iter().filter(|e| e.token == event.token).count();
+                if same >= MAX_QUEUED_PER_WATCH {
+                    if let Some(i) = self.events.iter().position(|e| e.token == event.token) {
+                        self.events.remove(i);
+                    }
+                } else if self.events.len() >= MAX_QUEUED_EVENTS {
+                    self.note_dropped_event(&event, "the event queue is full");
+                    return;
+                }
+                if same >= MAX_QUEUED_PER_WATCH {
+                    self.note_dropped_event(&event, "too many queued for its watch: the oldest");
+                }
+                self.events.push_back(event);
             }
             Err(e) => {
                 self.stats.bad_events += 1;
                 warn!("xenstore: dropped malformed watch event: {e}");
             }
+        }
+    }
+
+    /// Counts a dropped event and says so, at the 1st, 2nd, 4th, 8th... drop: a flood must
+    /// not become a flood of log lines.
+    fn note_dropped_event(&mut self, event: &WatchEvent, why: &str) {
+        self.stats.dropped_events += 1;
+        let n = self.stats.dropped_events;
+        if n.is_power_of_two() {
+            warn!("xenstore: dropped a watch event ({why}; {n} so far), latest for {}", event.path);
         }
     }
 

@@ -2,8 +2,9 @@
 //! client stays usable unless the byte stream itself is lost.
 
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
-use xenbus::client::MAX_QUEUED_EVENTS;
+use xenbus::client::{MAX_QUEUED_EVENTS, MAX_QUEUED_PER_WATCH};
 use xenbus::wire::interface::{RSP_CONS, RSP_PROD};
 use xenbus::{Error, Protocol, Store, XsError, XsType};
 
@@ -155,9 +156,50 @@ fn an_event_flood_is_bounded() {
         fake.lock().unwrap().inject(&flood);
     }
     xs.write("k", b"v").unwrap();
-    assert_eq!(xs.pending_events(), MAX_QUEUED_EVENTS);
-    assert_eq!(xs.stats().dropped_events, 10);
+    assert_eq!(xs.pending_events(), MAX_QUEUED_PER_WATCH);
+    assert_eq!(xs.stats().dropped_events, (MAX_QUEUED_EVENTS + 10 - MAX_QUEUED_PER_WATCH) as u64);
     assert_eq!(xs.dispatch_watches(), 0);
+    // Many watches flooding at once still fill the queue only to its bound.
+    for i in 0..MAX_QUEUED_EVENTS / MAX_QUEUED_PER_WATCH + 4 {
+        let payload = format!("p\0t{i}\0");
+        for _ in 0..MAX_QUEUED_PER_WATCH {
+            fake.lock().unwrap().inject(&msg(XsType::WatchEvent as u32, 0, 0, payload.as_bytes()));
+        }
+    }
+    xs.write("k", b"v").unwrap();
+    assert_eq!(xs.pending_events(), MAX_QUEUED_EVENTS);
+}
+
+/// A backend writing its own node in a loop floods its watch: the flood keeps its newest
+/// events and the toolstack's request behind it still reaches its handler.
+#[test]
+fn a_flooded_watch_does_not_crowd_out_another() {
+    let (mut xs, fake) = setup();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    for (path, token) in [("backend/state", "flood"), ("control/shutdown", "control")] {
+        let seen = seen.clone();
+        xs.watch(path, token, Box::new(move |_, e| seen.lock().unwrap().push(e.path.clone())))
+            .unwrap();
+    }
+    xs.dispatch_watches();
+    seen.lock().unwrap().clear();
+    for i in 0..5 * MAX_QUEUED_EVENTS {
+        let payload = format!("backend/state/{i}\0flood\0");
+        fake.lock().unwrap().inject(&msg(XsType::WatchEvent as u32, 0, 0, payload.as_bytes()));
+    }
+    fake.lock().unwrap().inject(&msg(
+        XsType::WatchEvent as u32,
+        0,
+        0,
+        b"control/shutdown\0control\0",
+    ));
+    xs.write("k", b"v").unwrap();
+    xs.dispatch_watches();
+    let seen = seen.lock().unwrap();
+    assert!(seen.iter().any(|p| p == "control/shutdown"), "the control event was lost");
+    assert_eq!(seen.len(), MAX_QUEUED_PER_WATCH + 1);
+    let last = format!("backend/state/{}", 5 * MAX_QUEUED_EVENTS - 1);
+    assert!(seen.contains(&last), "the flood's newest event was dropped");
 }
 
 #[test]
