@@ -164,10 +164,10 @@ enum Spare<P> {
 }
 
 impl<P: Page> Spare<P> {
-    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
+    fn page_mut(&mut self) -> &mut P {
         match self {
-            Spare::Granted(g) => g.page.bytes_mut(),
-            Spare::Bare(p) => p.bytes_mut(),
+            Spare::Granted(g) => &mut g.page,
+            Spare::Bare(p) => p,
         }
     }
 }
@@ -648,14 +648,14 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 return Err(BlkError::NoMemory);
             };
             let n = (len - start).min(PAGE_SIZE);
-            let bytes = spare.bytes_mut();
+            let page = spare.page_mut();
             match self.requests.get(&id) {
                 Some(p) if write => {
                     let at = offset + start;
-                    bytes[..n].copy_from_slice(&p.buf[at..at + n]);
-                    bytes[n..].fill(0);
+                    page.write(0, &p.buf[at..at + n]);
+                    page.fill_from(n, 0);
                 }
-                _ => bytes.fill(0),
+                _ => page.fill_from(0, 0),
             }
             match self.grant_filled(spare, write) {
                 Ok(g) => segs.push(g),
@@ -680,11 +680,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 self.release(pages);
                 return Err(BlkError::NoMemory);
             };
-            let bytes = spare.bytes_mut();
-            bytes.fill(0);
+            let mut bytes = [0u8; PAGE_SIZE];
             for (at, d) in bytes.chunks_exact_mut(8).zip(chunk) {
                 at.copy_from_slice(&d.to_bytes());
             }
+            spare.page_mut().write(0, &bytes);
             match self.grant_filled(spare, true) {
                 Ok(g) => pages.push(g),
                 Err(e) => {
@@ -843,7 +843,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                     for (chunk, page) in
                         p.buf[offset..offset + len].chunks_mut(PAGE_SIZE).zip(&pages)
                     {
-                        chunk.copy_from_slice(&page.page().bytes()[..chunk.len()]);
+                        page.page().read(0, chunk);
                     }
                 }
                 Ok(()) => {}

@@ -27,17 +27,13 @@ impl GuestPage {
     }
 }
 
-impl grant::Page for GuestPage {
-    fn bytes(&self) -> &[u8; 4096] {
-        // SAFETY: the frame belongs to this value alone and is direct-mapped; drivers read
-        // it only while no grant lets the backend write it (before granting, after the
-        // grant ended), or, for a persistent grant, accept that the backend may.
-        unsafe { &*(pfn_to_virt(self.pfn) as *const [u8; 4096]) }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8; 4096] {
-        // SAFETY: as for `bytes`, and `&mut self` makes the access exclusive in this domain.
-        unsafe { &mut *(pfn_to_virt(self.pfn) as *mut [u8; 4096]) }
+// SAFETY: the frame belongs to this value alone (from the frame allocator, returned only by
+// `free`) and stays direct-mapped, page-aligned; nothing in this kernel makes a reference to
+// a driver's page: drivers reach it only through the trait's volatile accessors.
+unsafe impl grant::Page for GuestPage {
+    fn base(&self) -> core::ptr::NonNull<u8> {
+        core::ptr::NonNull::new(pfn_to_virt(self.pfn) as *mut u8)
+            .expect("the direct map does not start at 0")
     }
 
     /// The machine frame the backend is granted.

@@ -132,7 +132,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
                 break;
             };
             // Nothing of ours for the backend to read in a page it may read.
-            page.bytes_mut().fill(0);
+            page.fill_from(0, 0);
             let g = match self.grant(page, false) {
                 Ok(g) => g,
                 Err(e) => {
@@ -197,7 +197,9 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
                 if asm.slots > MAX_RX_SLOTS || asm.data.len() + range.len() > MAX_RX_FRAME {
                     Err(Discard::TooLong)
                 } else {
-                    asm.data.extend_from_slice(&page.bytes()[range]);
+                    let at = asm.data.len();
+                    asm.data.resize(at + range.len(), 0);
+                    page.read(range.start, &mut asm.data[at..]);
                     Ok(())
                 }
             }

@@ -84,9 +84,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
                 self.release_all(bufs);
                 return Err(NetError::NoMemory);
             };
-            let bytes = page.bytes_mut();
-            bytes[..chunk.len()].copy_from_slice(chunk);
-            bytes[chunk.len()..].fill(0);
+            page.write(0, chunk);
+            page.fill_from(chunk.len(), 0);
             match self.grant(page, true) {
                 Ok(g) => bufs.push(g),
                 Err(e) => {

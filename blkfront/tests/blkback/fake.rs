@@ -110,16 +110,12 @@ impl Drop for Mem {
 /// A bounce page as the guest would hand it out.
 pub struct TestPage(Rc<Mem>);
 
-impl Page for TestPage {
-    fn bytes(&self) -> &[u8; PAGE_SIZE] {
-        // SAFETY: the page is live while `self` holds it; the backend writes it only while
-        // the driver is not running (single thread), so no access overlaps this borrow.
-        unsafe { &*self.0 .0.as_ptr().cast::<[u8; PAGE_SIZE]>() }
-    }
-
-    fn bytes_mut(&mut self) -> &mut [u8; PAGE_SIZE] {
-        // SAFETY: as in `bytes`.
-        unsafe { &mut *self.0 .0.as_ptr().cast::<[u8; PAGE_SIZE]>() }
+// SAFETY: the page is live while `self` holds it (the `Rc` keeps the allocation); the
+// fake backend writes it only while the driver is not running (one thread), and the driver
+// reaches it only through the trait's accessors.
+unsafe impl Page for TestPage {
+    fn base(&self) -> core::ptr::NonNull<u8> {
+        self.0 .0
     }
 
     fn frame(&self) -> u64 {
