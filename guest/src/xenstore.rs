@@ -3,7 +3,7 @@
 //! events are handled by whoever uses the client (a blocking call, or `service`).
 
 use crate::{evtchn, pvops, time};
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use events::Port;
 use ring::byte::{Consumer, Producer};
 use xenbus::wire::interface::{REQ_RING, RSP_RING};
@@ -63,19 +63,26 @@ pub fn with<R>(f: impl FnOnce(&mut Xenstore<Channel>) -> R) -> Option<R> {
     CLIENT.lock().as_mut().map(f)
 }
 
-/// Takes in what xenstored sent and runs the watch handlers it triggered.
+/// Set when a poll stopped at its budget with more in the reply ring: no event will say so.
+static UNREAD: AtomicBool = AtomicBool::new(false);
+
+/// Takes in what xenstored sent (a bounded amount a call) and runs the watch handlers it
+/// triggered.
 pub fn service() {
-    if evtchn::take_fired(port()) || with(|xs| xs.pending_events() > 0) == Some(true) {
+    let more = UNREAD.swap(false, Ordering::SeqCst);
+    if evtchn::take_fired(port()) || more || with(|xs| xs.pending_events() > 0) == Some(true) {
         with(|xs| {
             if let Err(e) = xs.poll() {
                 log::error!("xenstore: {e}");
             }
             xs.dispatch_watches();
+            UNREAD.store(xs.has_unread(), Ordering::SeqCst);
         });
     }
 }
 
-/// Whether there is something for `service` to do.
+/// Whether there is something for `service` to do. (Read without the client's lock: a
+/// blocking call holds it while it waits, and its waits may ask.)
 pub fn signalled() -> bool {
-    evtchn::has_fired(port())
+    evtchn::has_fired(port()) || UNREAD.load(Ordering::SeqCst)
 }

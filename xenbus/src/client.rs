@@ -39,6 +39,11 @@ pub const MAX_QUEUED_EVENTS: usize = 1024;
 /// there: a handler reads the store's present state, so what it loses is repetition.
 pub const MAX_QUEUED_PER_WATCH: usize = 64;
 
+/// Reply-ring bytes one [`Xenstore::poll`] takes in at most: a xenstored that writes without
+/// pause must not keep the vCPU in the client. What is left waits for the next poll
+/// ([`Xenstore::has_unread`]), which the client's own waits do not sleep through.
+pub const MAX_BYTES_PER_POLL: usize = 64 * 1024;
+
 /// The side effects the client needs from the guest.
 pub trait Transport {
     /// Signals xenstored's event channel: there are new requests, or room for replies.
@@ -194,6 +199,12 @@ pub struct Xenstore<T: Transport> {
     next_watch_id: u64,
     events: VecDeque<WatchEvent>,
     dispatching: bool,
+    /// Reply-ring bytes one poll takes in at most.
+    poll_budget: usize,
+    /// Reply-ring bytes the current poll may still take in.
+    budget: usize,
+    /// The last poll stopped at its budget: the ring may hold more.
+    unread: bool,
     broken: Option<Error>,
     stats: Stats,
 }
@@ -218,6 +229,9 @@ impl<T: Transport> Xenstore<T> {
             next_watch_id: 0,
             events: VecDeque::new(),
             dispatching: false,
+            poll_budget: MAX_BYTES_PER_POLL,
+            budget: 0,
+            unread: false,
             broken: None,
             stats: Stats::default(),
         }
@@ -297,6 +311,10 @@ impl<T: Transport> Xenstore<T> {
     /// Blocks until xenstored signals or `deadline_ns` passes ([`Error::Timeout`]). The
     /// caller polls afterwards.
     pub fn wait(&mut self, deadline_ns: u64) -> Result<(), Error> {
+        // Nothing to wait for: the last poll left messages in the ring.
+        if self.unread {
+            return Ok(());
+        }
         if self.transport.now_ns() >= deadline_ns {
             return Err(Error::Timeout);
         }
@@ -359,6 +377,17 @@ impl<T: Transport> Xenstore<T> {
     }
 
     /// Watch events received and not yet dispatched.
+    /// Sets how many reply-ring bytes one poll takes in at most (at least 1; default
+    /// [`MAX_BYTES_PER_POLL`]).
+    pub fn set_poll_budget(&mut self, bytes: usize) {
+        self.poll_budget = bytes.max(1);
+    }
+
+    /// Whether the last poll stopped at its budget with more possibly waiting.
+    pub fn has_unread(&self) -> bool {
+        self.unread
+    }
+
     pub fn pending_events(&self) -> usize {
         self.events.len()
     }
@@ -470,6 +499,8 @@ impl<T: Transport> Xenstore<T> {
 
     fn pump(&mut self) -> Result<(), Error> {
         let mut moved = false;
+        self.budget = self.poll_budget;
+        self.unread = false;
         loop {
             let sent = self.flush()?;
             let received = self.receive()?;
@@ -477,6 +508,10 @@ impl<T: Transport> Xenstore<T> {
                 break;
             }
             moved = true;
+            if self.budget == 0 {
+                self.unread = true;
+                break;
+            }
         }
         // xenstored waits for a kick both for new requests and for room to write replies.
         if moved {
@@ -506,11 +541,13 @@ impl<T: Transport> Xenstore<T> {
             let inc = &mut self.incoming;
             match &mut inc.body {
                 None => {
-                    let n = self.rsp.read(&mut inc.header[inc.have..])?;
+                    let want = (XsdSockmsg::SIZE - inc.have).min(self.budget);
+                    let n = self.rsp.read(&mut inc.header[inc.have..inc.have + want])?;
                     if n == 0 {
                         return Ok(received);
                     }
                     received = true;
+                    self.budget -= n;
                     inc.have += n;
                     if inc.have == XsdSockmsg::SIZE {
                         inc.have = 0;
@@ -524,11 +561,14 @@ impl<T: Transport> Xenstore<T> {
                 }
                 Some(body) => {
                     if body.filled < body.payload.len() {
-                        let n = self.rsp.read(&mut body.payload[body.filled..])?;
+                        let want = (body.payload.len() - body.filled).min(self.budget);
+                        let n =
+                            self.rsp.read(&mut body.payload[body.filled..body.filled + want])?;
                         if n == 0 {
                             return Ok(received);
                         }
                         received = true;
+                        self.budget -= n;
                         body.filled += n;
                     }
                     if body.filled == body.payload.len() {

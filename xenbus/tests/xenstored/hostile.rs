@@ -227,3 +227,37 @@ fn values_that_do_not_parse() {
     fake.lock().unwrap().set("state", b"4294967300");
     assert_eq!(xs.read_state("state"), Err(Error::BadValue));
 }
+
+/// A xenstored that writes without pause must not keep the vCPU in the client: one poll
+/// takes in a bounded amount and says more may wait; the client's own waits do not sleep
+/// through what is left, and the next polls take it in.
+#[test]
+fn one_poll_takes_in_a_bounded_amount() {
+    let (mut xs, fake) = setup();
+    xs.set_poll_budget(100);
+    let event = msg(XsType::WatchEvent as u32, 0, 0, b"p\0t\0");
+    for _ in 0..40 {
+        fake.lock().unwrap().inject(&event);
+    }
+    // One round of the fake fills the reply ring (1 KiB) with what it has.
+    fake.lock().unwrap().step();
+    let cons = |fake: &Arc<Mutex<crate::fake::Fake>>| {
+        fake.lock().unwrap().page.index(RSP_CONS).load(Ordering::Acquire)
+    };
+    let before = cons(&fake);
+    xs.poll().unwrap();
+    assert!(cons(&fake).wrapping_sub(before) <= 100, "one poll took in more than its budget");
+    assert!(xs.has_unread());
+    // A wait returns at once: there is something to take in.
+    assert_eq!(xs.wait(u64::MAX), Ok(()));
+    let mut polls = 1;
+    while xs.has_unread() || fake.lock().unwrap().step() {
+        xs.poll().unwrap();
+        polls += 1;
+        assert!(polls < 1000);
+    }
+    assert!(polls >= 40 * event.len() / 100, "{polls} polls");
+    assert_eq!(xs.pending_events() as u64 + xs.stats().dropped_events, 40);
+    fake.lock().unwrap().set("k", b"v");
+    assert_eq!(xs.read("k").unwrap(), b"v");
+}
