@@ -304,7 +304,12 @@ fault_background() {
             return
         fi
         rc=$(cat "$d/shutdown.rc")
-        # Non-zero: the guest went down without acknowledging the request (or xl failed).
+        # Non-zero: the guest went down without acknowledging the request (or xl failed). A
+        # SIGABRT or SIGSEGV is dom0's xl dying (see control_run), not the guest's doing: the
+        # domain went down as asked.
+        case $rc in
+        134 | 139) ctl_log "fault: xl shutdown $name died (exit $rc) after the domain went down" && rc=0 ;;
+        esac
         if [ "$rc" != 0 ]; then
             ctl_fail "fault: xl shutdown $name exited $rc (no acknowledgement from the guest?)"
             return
@@ -528,16 +533,22 @@ control_run() {
         ctl_log "xl $cmd $name"
         uptime_cs
         since=$CS
-        if ! xl "$cmd" "$name" >>"$d/control.log" 2>&1; then
-            ctl_fail "xl $cmd $name failed" destroy
-            return
+        # dom0's own xl has died now and then in this rig (`malloc(): corrupted top size`,
+        # `Aborted`) after writing the request: whether the guest acts on it decides, as it
+        # would for a toolstack that wrote control/shutdown itself.
+        xl_said=""
+        xl "$cmd" "$name" >>"$d/control.log" 2>&1
+        xl_rc=$?
+        if [ "$xl_rc" -ne 0 ]; then
+            ctl_log "xl $cmd $name exited $xl_rc: waiting for the domain to go down all the same"
+            xl_said=" (xl $cmd exited $xl_rc)"
         fi
         # down.<b>: xl's b-th "has shut down" line (written by the xl log reader below).
         ctl_wait "$d/down.$b"
         case $? in
-        1) ctl_fail "xl create ended without the domain shutting down after xl $cmd"; return ;;
+        1) ctl_fail "xl create ended without the domain shutting down after xl $cmd$xl_said"; return ;;
         2)
-            ctl_fail "the guest ignored xl $cmd: still running $ctl_timeout s later" destroy
+            ctl_fail "the guest ignored xl $cmd$xl_said: still running $ctl_timeout s later" destroy
             return
             ;;
         esac
@@ -643,6 +654,10 @@ run_timeout=$(cat /rig/run-timeout)
 ctl_timeout=$(cat /rig/control-timeout)
 mkfifo /run/rig-tick
 say "dom0 ready: $(cut -d' ' -f1 /proc/uptime) s"
+# dom0's programs (xl, QEMU) died now and then with heap corruption while QEMU 7.2's TCG (the
+# first to emulate AVX/AVX2, which glibc picks for its string functions) offered them;
+# xen-rig.sh now turns them off: say what dom0 got.
+say "dom0 cpu: $(grep -m 1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx|avx2|avx512f|erms|fsrm' | tr '\n' ' ')"
 dump_dmesg >/dev/null
 
 n=1

@@ -527,7 +527,10 @@ dom0_mb=$((512 + extra_mb))
 xen_cmdline="console=com1 com1=115200,8n1 dom0_mem=${dom0_mb}M,max:${dom0_mb}M loglvl=all guest_loglvl=all console_timestamps=boot bootscrub=0 ${RIG_XEN_ARGS:-}"
 dom0_cmdline="console=hvc0 earlyprintk=xen rdinit=/init quiet ${RIG_DOM0_ARGS:-}"
 # shellcheck disable=SC2054 # the commas belong to -cpu and -initrd
-qemu=(qemu-system-x86_64 -accel tcg -cpu max,-smap,-smep -m $((2048 + extra_mb)) -smp 2
+# -avx,-avx2: dom0's xl and QEMU died now and then with heap corruption (`malloc(): corrupted
+# top size`) with them on; QEMU 7.2 is the first TCG to emulate them, and glibc uses them for
+# memcpy and friends (a suspicion, not a proof: dom0 prints what it got as `rig: dom0 cpu:`).
+qemu=(qemu-system-x86_64 -accel tcg -cpu max,-smap,-smep,-avx,-avx2 -m $((2048 + extra_mb)) -smp 2
     -display none -monitor none -nic none -no-reboot -serial stdio
     -kernel "$RIG_BASE/xen" -append "$xen_cmdline"
     -initrd "$RIG_BASE/vmlinux $dom0_cmdline,$initrd")
