@@ -616,12 +616,10 @@ impl<T: Transport> Xenstore<T> {
                     if let Some(i) = self.events.iter().position(|e| e.token == event.token) {
                         self.events.remove(i);
                     }
+                    self.note_dropped_event(&event, "too many queued for its watch: the oldest");
                 } else if self.events.len() >= MAX_QUEUED_EVENTS {
                     self.note_dropped_event(&event, "the event queue is full");
                     return;
-                }
-                if same >= MAX_QUEUED_PER_WATCH {
-                    self.note_dropped_event(&event, "too many queued for its watch: the oldest");
                 }
                 self.events.push_back(event);
             }
