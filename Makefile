@@ -63,6 +63,7 @@ test: test-host test-native test-xen test-xen-other faults
 
 test-host: deps lint
 	$(CARGO) test --workspace
+	rig/test-netbench.sh
 
 lint: deps
 	$(CARGO) fmt --all -- --check
