@@ -1,7 +1,13 @@
-//! What the guest answers on the network: UDP and TCP echo on port 7 (RFC 862) and HTTP on
-//! port 80, whose every path shows the status page. ICMP echo replies are smoltcp's own.
+//! What the guest answers on the network: UDP and TCP echo on port 7 (RFC 862), HTTP on
+//! port 80, whose every path shows the status page, and the far end of the network
+//! benchmarks that dom0 runs (`rig/netbench.c`): a sink on port 5001 that replies with the
+//! byte count it received, and a source on port 5002 that sends as many zeros as asked.
+//! ICMP echo replies are smoltcp's own.
 
-use super::wire::{parse_http_request, HttpRequest, MAX_REQUEST_HEAD};
+use super::wire::{
+    parse_http_request, parse_source_request, HttpRequest, SourceRequest, MAX_REQUEST_HEAD,
+    MAX_SOURCE_REQUEST,
+};
 use alloc::string::String;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -10,6 +16,13 @@ use smoltcp::socket::{tcp, udp};
 
 const ECHO_PORT: u16 = 7;
 const HTTP_PORT: u16 = 80;
+const SINK_PORT: u16 = 5001;
+const SOURCE_PORT: u16 = 5002;
+/// The benchmark sockets' bulk direction: a window of this size keeps the vif busy while
+/// the guest is between two polls (smoltcp scales the window to it).
+const BULK_BUFFER: usize = 256 * 1024;
+/// Their other direction carries a count line at most.
+const LINE_BUFFER: usize = 64;
 /// Connections served at once, per TCP service: each has its own listening socket.
 const CONNECTIONS: usize = 2;
 /// Each TCP socket's buffers, each way: a window large enough to keep dom0's bridge busy.
@@ -23,17 +36,37 @@ struct Http {
     sent: usize,
 }
 
+/// The benchmark sink's connection: bytes counted so far, and whether the count went back.
+struct Sink {
+    handle: SocketHandle,
+    received: u64,
+    replied: bool,
+}
+
+/// The benchmark source's connection.
+enum Source {
+    /// The request line so far.
+    Reading(Vec<u8>),
+    /// Zeros left to queue, of how many asked.
+    Sending { asked: u64, left: u64 },
+    /// Everything queued (or the request refused): the socket is closing.
+    Done,
+}
+
 pub struct Services {
     udp_echo: SocketHandle,
     tcp_echo: [SocketHandle; CONNECTIONS],
     http: [Http; CONNECTIONS],
+    sink: Sink,
+    source: (SocketHandle, Source),
 }
 
 fn tcp_socket() -> tcp::Socket<'static> {
-    tcp::Socket::new(
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-        tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
-    )
+    tcp_socket_of(TCP_BUFFER, TCP_BUFFER)
+}
+
+fn tcp_socket_of(rx: usize, tx: usize) -> tcp::Socket<'static> {
+    tcp::Socket::new(tcp::SocketBuffer::new(vec![0; rx]), tcp::SocketBuffer::new(vec![0; tx]))
 }
 
 impl Services {
@@ -50,7 +83,14 @@ impl Services {
             response: Vec::new(),
             sent: 0,
         });
-        Services { udp_echo, tcp_echo, http }
+        let sink = Sink {
+            handle: sockets.add(tcp_socket_of(BULK_BUFFER, LINE_BUFFER)),
+            received: 0,
+            replied: false,
+        };
+        let source =
+            (sockets.add(tcp_socket_of(LINE_BUFFER, BULK_BUFFER)), Source::Reading(Vec::new()));
+        Services { udp_echo, tcp_echo, http, sink, source }
     }
 
     /// Moves every service along after the interface polled. `status` renders the page.
@@ -62,6 +102,8 @@ impl Services {
         for http in &mut self.http {
             http.serve(sockets.get_mut(http.handle), &status);
         }
+        self.sink.serve(sockets.get_mut(self.sink.handle));
+        self.source.1.serve(sockets.get_mut(self.source.0));
     }
 }
 
@@ -142,6 +184,105 @@ impl Http {
         if self.sent == self.response.len() {
             // Connection: close; the socket listens again once the close completes.
             socket.close();
+        }
+    }
+}
+
+/// Listens on `port` (ours: cannot fail); a peer that stops acknowledging for a minute loses
+/// the connection, so one dead client cannot hold the benchmark port for ever.
+fn listen_bounded(socket: &mut tcp::Socket, port: u16) {
+    socket.set_timeout(Some(smoltcp::time::Duration::from_secs(60)));
+    let _ = socket.listen(port);
+}
+
+/// Who is connected, for the far end's log line.
+fn peer(socket: &tcp::Socket) -> alloc::string::String {
+    socket.remote_endpoint().map_or_else(|| "?".into(), |e| alloc::format!("{}", e.addr))
+}
+
+impl Sink {
+    /// Counts what arrives without copying it; once the peer has closed and everything is
+    /// counted, replies `<count>\n` and closes. The count is the far end's half of the
+    /// benchmark's evidence: dom0 compares it with what it sent.
+    fn serve(&mut self, socket: &mut tcp::Socket) {
+        if !socket.is_open() {
+            self.received = 0;
+            self.replied = false;
+            listen_bounded(socket, SINK_PORT);
+            return;
+        }
+        if connecting(socket) || self.replied {
+            return;
+        }
+        while let Ok(n @ 1..) = socket.recv(|b| (b.len(), b.len())) {
+            self.received += n as u64;
+        }
+        if !socket.may_recv() && socket.recv_queue() == 0 {
+            let line = alloc::format!("{}\n", self.received);
+            // A fresh connection's send buffer (LINE_BUFFER) holds the line.
+            let _ = socket.send_slice(line.as_bytes());
+            socket.close();
+            self.replied = true;
+            crate::println!(
+                "netbench: sink: received {} bytes from {}",
+                self.received,
+                peer(socket)
+            );
+        }
+    }
+}
+
+impl Source {
+    /// Reads the request line, then keeps the send buffer full of zeros until the count is
+    /// queued, and closes (the FIN follows the last byte).
+    fn serve(&mut self, socket: &mut tcp::Socket) {
+        if !socket.is_open() {
+            *self = Source::Reading(Vec::new());
+            listen_bounded(socket, SOURCE_PORT);
+            return;
+        }
+        if connecting(socket) {
+            return;
+        }
+        if let Source::Reading(request) = self {
+            let mut buf = [0u8; MAX_SOURCE_REQUEST];
+            while let Ok(n @ 1..) = socket.recv_slice(&mut buf) {
+                let keep = n.min(MAX_SOURCE_REQUEST - request.len());
+                request.extend_from_slice(&buf[..keep]);
+            }
+            *self = match parse_source_request(request) {
+                SourceRequest::Incomplete if socket.may_recv() => return,
+                SourceRequest::Incomplete => {
+                    socket.close();
+                    Source::Done
+                }
+                SourceRequest::Bad(why) => {
+                    crate::println!(
+                        "netbench: source: refused request from {}: {why}",
+                        peer(socket)
+                    );
+                    socket.abort();
+                    Source::Done
+                }
+                SourceRequest::Bytes(n) => Source::Sending { asked: n, left: n },
+            };
+        }
+        let Source::Sending { asked, left } = self else { return };
+        while *left > 0 {
+            let want = usize::try_from(*left).unwrap_or(usize::MAX);
+            match socket.send(|b| {
+                let n = b.len().min(want);
+                b[..n].fill(0);
+                (n, n)
+            }) {
+                Ok(n @ 1..) => *left -= n as u64,
+                _ => break,
+            }
+        }
+        if *left == 0 {
+            socket.close();
+            crate::println!("netbench: source: sent {asked} bytes to {}", peer(socket));
+            *self = Source::Done;
         }
     }
 }

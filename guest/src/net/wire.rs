@@ -90,6 +90,46 @@ pub fn parse_http_request(buf: &[u8]) -> HttpRequest<'_> {
     }
 }
 
+/// The largest transfer the benchmark source (port 5002) sends on one request: a client
+/// cannot keep it busy for longer than a benchmark needs.
+pub const MAX_SOURCE_BYTES: u64 = 1 << 30;
+/// The longest request line the source reads: 20 digits and the newline, with room to spare.
+pub const MAX_SOURCE_REQUEST: usize = 32;
+
+/// What a client of the benchmark source asked for so far: `<decimal byte count>\n`
+/// (`rig/netbench.c` speaks the same protocol, as client and as the Linux peer's far end).
+#[derive(Debug, PartialEq, Eq)]
+pub enum SourceRequest {
+    /// No newline yet.
+    Incomplete,
+    /// Send this many bytes, then close.
+    Bytes(u64),
+    /// Not a count, zero, above [`MAX_SOURCE_BYTES`], or no newline within
+    /// [`MAX_SOURCE_REQUEST`] bytes: close without sending.
+    Bad(&'static str),
+}
+
+pub fn parse_source_request(buf: &[u8]) -> SourceRequest {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return if buf.len() >= MAX_SOURCE_REQUEST {
+            SourceRequest::Bad("no newline within 32 bytes")
+        } else {
+            SourceRequest::Incomplete
+        };
+    };
+    let digits = &buf[..end];
+    if digits.is_empty() || digits.len() > 20 || !digits.iter().all(u8::is_ascii_digit) {
+        return SourceRequest::Bad("not a decimal count");
+    }
+    let n =
+        digits.iter().fold(0u64, |n, &d| n.saturating_mul(10).saturating_add(u64::from(d - b'0')));
+    match n {
+        0 => SourceRequest::Bad("zero bytes"),
+        n if n > MAX_SOURCE_BYTES => SourceRequest::Bad("more than 1 GiB"),
+        n => SourceRequest::Bytes(n),
+    }
+}
+
 /// `aa:bb:cc:dd:ee:ff`.
 pub struct Mac(pub [u8; 6]);
 
@@ -181,5 +221,28 @@ mod tests {
     #[test]
     fn macs_print_as_usual() {
         assert_eq!(Mac([0, 0x16, 0x3e, 0xa, 0xbc, 0xff]).to_string(), "00:16:3e:0a:bc:ff");
+    }
+
+    #[test]
+    fn source_requests_are_counts_up_to_a_gib() {
+        use SourceRequest::*;
+        assert_eq!(parse_source_request(b""), Incomplete);
+        assert_eq!(parse_source_request(b"3355"), Incomplete);
+        assert_eq!(parse_source_request(b"33554432\n"), Bytes(33554432));
+        assert_eq!(parse_source_request(b"1\nextra"), Bytes(1));
+        assert_eq!(parse_source_request(b"1073741824\n"), Bytes(1 << 30));
+        for bad in [
+            &b"1073741825\n"[..],
+            b"0\n",
+            b"\n",
+            b"-5\n",
+            b"12a\n",
+            b" 12\n",
+            b"99999999999999999999999\n",
+            b"18446744073709551616\n",
+            &[b'1'; 32],
+        ] {
+            assert!(matches!(parse_source_request(bad), Bad(_)), "{bad:?}");
+        }
     }
 }
