@@ -8,8 +8,12 @@
 #   /rig/run/<N>/args      xl key=value overrides, one per line
 #   /rig/run/<N>/name      the domain's name (for xenconsoled's guest-<name>.log)
 #   /rig/run/<N>/label     the RUN string as given, for the markers
-#   /rig/run/<N>/control   "shutdown", "reboot" or "net" if the run has that directive (else
-#                          absent)
+#   /rig/run/<N>/control   "shutdown", "reboot", "net" or "bench" if the run has that
+#                          directive (else absent)
+#   /rig/run/<N>/ours      present unless the run boots the peer (--peer): /rig/guest's symbols
+#                          are for this run's kernel
+#   /rig/netbench          rig/netbench.c, static, if a run is @net or @bench
+#   /rig/bench-bytes       bytes netbench moves each way in a @bench run
 #   /rig/run/<N>/fault     the @fault=<name> of the run, if any (see fault_* below)
 #   /rig/run/<N>/nodhcp    present for a @nodhcp run: udhcpd is stopped while it runs
 #   /rig/run/<N>/qdisk     present if the run has a backendtype=qdisk disk (see qdisk_watch)
@@ -99,10 +103,6 @@ option lease 3600
 EOF
 : >/run/udhcpd.leases
 udhcpd /etc/udhcpd.conf || die "udhcpd"
-# The network benchmarks' peers (bench=net, and the Linux domU's rigtest=netbench): a TCP sink
-# on 5001 and a source of 4 MiB of zeros on 5002, one connection at a time, for ever.
-(while :; do nc -l -p 5001 </dev/null >/dev/null 2>&1; done) &
-(while :; do dd if=/dev/zero bs=65536 count=64 2>/dev/null | nc -l -p 5002 >/dev/null 2>&1; done) &
 
 reason_name() {
     # libxl_shutdown_reason / SHUTDOWN_* codes as printed by xl.
@@ -186,6 +186,54 @@ net_checks() {
         return 1
     fi
     rm -f /run/echo.*
+    # The benchmark sink and source (what @bench measures through), briefly: the byte counts
+    # must agree at both ends.
+    for step in "send 5001" "recv 5002"; do
+        # shellcheck disable=SC2086 # a word list on purpose
+        set -- $step
+        if out=$(timeout 60 /rig/netbench "$1" "$ip" "$2" 1048576 2>&1); then
+            ctl_log "net: netbench $1 $ip:$2: $out"
+        else
+            ctl_fail "netbench $1 $ip:$2: $(echo "$out" | tr '\n' ' ')"
+            return 1
+        fi
+    done
+}
+
+# A bench run's measurements from dom0, the same for our guest and the Linux peer (which are
+# only the far end): the round trip of 21 pings at 0.2 s, then --bench-mib MiB through
+# rig/netbench each way: dom0 to the guest's sink (net_tcp_recv: the guest receives) and from
+# its source (net_tcp_send: the guest sends). Each gives one "bench: <row> ..." line (a failed
+# one "bench: <row> - - <why>" and a FAILED line).
+bench_net() {
+    ctl_wait "$d/net-ip"
+    ip=$(cat "$d/net-ip" 2>/dev/null) || { ctl_fail "no 'net: up' line within $ctl_timeout s"; return 1; }
+    bytes=$(cat /rig/bench-bytes)
+    bench_rc=0
+    rtts=$(ping -c 21 -i 0.2 -W 2 "$ip" 2>&1 | sed -n 's/.* time=\([0-9.]*\) ms$/\1/p' | sort -n)
+    got=$(echo "$rtts" | grep -c .)
+    if [ "$got" = 21 ]; then
+        ctl_log "bench: net_ping_rtt $(echo "$rtts" | awk 'NR == 11 { m = $1 } NR == 1 { lo = $1 } { hi = $1 }
+            END { printf "%.1f us/rtt median of 21 pings from dom0 (busybox ping -c 21 -i 0.2), min %.1f max %.1f", m * 1000, lo * 1000, hi * 1000 }')"
+    else
+        ctl_log "bench: net_ping_rtt - - $got of 21 pings from dom0 answered"
+        ctl_fail "bench: ping $ip: $got of 21 answered"
+        bench_rc=1
+    fi
+    for step in "net_tcp_recv send 5001 dom0->guest" "net_tcp_send recv 5002 guest->dom0"; do
+        # shellcheck disable=SC2086 # a word list on purpose
+        set -- $step
+        if out=$(timeout 600 /rig/netbench "$2" "$ip" "$3" "$bytes" 2>&1); then
+            mib=$(echo "$out" | sed -n 's/.* mib_s=\([0-9.]*\).*/\1/p')
+            ctl_log "bench: $1 $mib MiB/s $4 over TCP, timed in dom0 by rig/netbench: $out"
+        else
+            out=$(echo "$out" | tr '\n' ' ')
+            ctl_log "bench: $1 - - netbench $2 $ip:$3: $out"
+            ctl_fail "bench: netbench $2 $ip:$3: $out"
+            bench_rc=1
+        fi
+    done
+    return $bench_rc
 }
 
 # Fault injection (@fault=<name>): dom0 breaks something while the guest runs; the host checks
@@ -527,6 +575,7 @@ control_run() {
         ctl_log "data/selftest (boot $b): $result"
         failed=""
         if [ "$1" = net ] && ! net_checks; then failed=1; fi
+        if [ "$1" = bench ] && ! bench_net; then failed=1; fi
         if [ -n "$fault" ] && ! fault_at_ready "$fault"; then failed=1; fi
         cmd=shutdown
         [ "$b" -eq "$boots" ] || cmd=reboot
@@ -802,7 +851,7 @@ while [ -d "/rig/run/$n" ]; do
     if id=$(xl domid "$name" 2>/dev/null); then
         echo "domain $name ($id) was preserved; its vCPU state:" >"$d/xenctx.log"
         syms=""
-        [ ! -s /rig/guest/System.map ] || syms="-s /rig/guest/System.map"
+        [ ! -e "$d/ours" ] || [ ! -s /rig/guest/System.map ] || syms="-s /rig/guest/System.map"
         # shellcheck disable=SC2086 # $syms is empty or two words
         xenctx -a -C $syms "$id" >>"$d/xenctx.log" 2>&1
         xl destroy "$id" >>"$d/xl.log" 2>&1

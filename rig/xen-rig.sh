@@ -6,7 +6,8 @@
 #   rig/xen-rig.sh [--timeout SECONDS] [--run-timeout SECONDS] [--work DIR] [--disk-mb MIB]
 #                  [--expect-bulk] [--expect-fatal TEXT] [--fast-hotplug] [--verbose]
 #                  [--xl-verbose] [--control-timeout SECONDS] [--log FILE]
-#                  [--xenstored oxenstored|cxenstored] IMAGE CFG [RUN ...]
+#                  [--xenstored oxenstored|cxenstored] [--peer IMAGE2 CFG2] [--bench-mib MIB]
+#                  IMAGE CFG [RUN ...]
 #
 # RUN is a space-separated list of xl key=value overrides, e.g. 'memory=32' or
 # 'extra="log=debug bogus=1"'. No RUN means one run without overrides. A RUN may start with a
@@ -44,6 +45,12 @@
 # result, ~4 s less per run with a disk and a vif). --xenstored picks dom0's xenstore daemon:
 # cxenstored (default, the C xenstored, --entry-size 8192) or oxenstored (the OCaml one, with
 # Debian's oxenstored.conf and its quotas).
+# --peer IMAGE2 CFG2: a second guest (the Linux PV domU peer) for the runs marked @peer, in the
+# same boot: e.g. ours, the peer, ours, the peer... @bench: as @net, but at "control: ready"
+# dom0 measures the guest's network with its own tools, the same for either guest: busybox
+# ping -c 21 -i 0.2, and rig/netbench (static C, CLOCK_MONOTONIC, byte counts at both ends)
+# moving --bench-mib MiB (default 32) to the guest's sink on port 5001 and from its source on
+# 5002; it prints "bench: net_<row> <value> <unit> <detail>" lines (control.log).
 # Exit status: 0 all runs passed, 1 a run failed or is missing, 2 rig/setup error, 3 timeout.
 set -euo pipefail
 
@@ -53,7 +60,7 @@ REPO_DIR=$(dirname "$RIG_DIR")
 . "$RIG_DIR/common.sh"
 
 usage() {
-    sed -n '6,46s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+    sed -n '6,55s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
     exit 2
 }
 
@@ -73,6 +80,9 @@ vif-attach shutdown-mid-tests"
 FAULTS=${FAULTS//$'\n'/ }
 xenstored=cxenstored
 log_copy=""
+peer_image=""
+peer_cfg=""
+bench_mib=32
 while (($#)); do
     case $1 in
     --timeout) timeout_s=${2:?}; shift 2 ;;
@@ -87,6 +97,8 @@ while (($#)); do
     --control-timeout) control_timeout=${2:?}; shift 2 ;;
     --log) log_copy=${2:?}; shift 2 ;;
     --xenstored) xenstored=${2:?}; shift 2 ;;
+    --peer) peer_image=${2:?} peer_cfg=${3:?}; shift 3 ;;
+    --bench-mib) bench_mib=${2:?}; shift 2 ;;
     -h | --help) usage ;;
     --) shift; break ;;
     -*) rig_log "unknown option $1"; usage ;;
@@ -100,9 +112,14 @@ runs=("$@")
 ((${#runs[@]})) || runs=("")
 [[ -f $image ]] || rig_die "no guest image $image"
 [[ -f $cfg ]] || rig_die "no xl config $cfg"
+if [[ -n $peer_image ]]; then
+    [[ -f $peer_image ]] || rig_die "no peer image $peer_image"
+    [[ -f $peer_cfg ]] || rig_die "no peer xl config $peer_cfg"
+fi
 [[ $timeout_s =~ ^[0-9]+$ && $run_timeout =~ ^[0-9]+$ && $disk_mb =~ ^[0-9]+$ &&
-    $control_timeout =~ ^[1-9][0-9]*$ ]] ||
-    rig_die "--timeout, --run-timeout, --disk-mb and --control-timeout take whole numbers"
+    $control_timeout =~ ^[1-9][0-9]*$ && $bench_mib =~ ^[1-9][0-9]*$ ]] ||
+    rig_die "--timeout, --run-timeout, --disk-mb, --control-timeout and --bench-mib take whole numbers"
+((bench_mib <= 1024)) || rig_die "--bench-mib: at most 1024"
 [[ $xenstored == oxenstored || $xenstored == cxenstored ]] ||
     rig_die "--xenstored takes oxenstored or cxenstored, not '$xenstored'"
 
@@ -172,27 +189,45 @@ rewrite_disk_list() {
     REPLY=$result$rest
 }
 
-# The cfg's disk lines, rewritten up front: a RUN's @image may have to extend the cfg's list.
-# cfg_disk_lines[<line number>] holds the rewritten line; cfg_elems/cfg_map the last list (the
-# one xl uses).
-declare -A cfg_disk_lines=()
-cfg_elems=()
-cfg_map=()
-cfg_extra=""
-lineno=0
-while IFS= read -r line || [[ -n $line ]]; do
-    lineno=$((lineno + 1))
-    if [[ $line =~ ^[[:space:]]*extra[[:space:]]*=[[:space:]]*[\"\']([^\"\']*) ]]; then
-        cfg_extra=${BASH_REMATCH[1]}
-    fi
-    if [[ $line =~ ^[[:space:]]*disk[[:space:]]*= ]]; then
-        [[ $line == *']'* ]] || rig_die "$cfg: the disk = [...] list must be on one line"
-        rewrite_disk_list "$line"
-        cfg_disk_lines[$lineno]=$REPLY
-        cfg_elems=("${DISK_ELEMS[@]}")
-        cfg_map=("${DISK_MAP[@]}")
-    fi
-done <"$cfg"
+# A cfg's disk lines, rewritten up front: a RUN's @image may have to extend the cfg's list.
+# parse_cfg CFG sets CFG_DISK_LINES[<line number>] (the rewritten line), CFG_ELEMS/CFG_MAP (the
+# last list: the one xl uses) and CFG_EXTRA (its extra=). Called for the cfg, then the peer's.
+parse_cfg() {
+    local lineno=0 line
+    CFG_DISK_LINES=()
+    CFG_ELEMS=()
+    CFG_MAP=()
+    CFG_EXTRA=""
+    while IFS= read -r line || [[ -n $line ]]; do
+        lineno=$((lineno + 1))
+        if [[ $line =~ ^[[:space:]]*extra[[:space:]]*=[[:space:]]*[\"\']([^\"\']*) ]]; then
+            CFG_EXTRA=${BASH_REMATCH[1]}
+        fi
+        if [[ $line =~ ^[[:space:]]*disk[[:space:]]*= ]]; then
+            [[ $line == *']'* ]] || rig_die "$1: the disk = [...] list must be on one line"
+            rewrite_disk_list "$line"
+            CFG_DISK_LINES[$lineno]=$REPLY
+            CFG_ELEMS=("${DISK_ELEMS[@]}")
+            CFG_MAP=("${DISK_MAP[@]}")
+        fi
+    done <"$1"
+}
+declare -A CFG_DISK_LINES=() cfg_disk_lines=() peer_disk_lines=()
+parse_cfg "$cfg"
+for k in "${!CFG_DISK_LINES[@]}"; do cfg_disk_lines[$k]=${CFG_DISK_LINES[$k]}; done
+cfg_elems=("${CFG_ELEMS[@]}")
+cfg_map=("${CFG_MAP[@]}")
+cfg_extra=$CFG_EXTRA
+peer_elems=()
+peer_map=()
+peer_extra=""
+if [[ -n $peer_image ]]; then
+    parse_cfg "$peer_cfg"
+    for k in "${!CFG_DISK_LINES[@]}"; do peer_disk_lines[$k]=${CFG_DISK_LINES[$k]}; done
+    peer_elems=("${CFG_ELEMS[@]}")
+    peer_map=("${CFG_MAP[@]}")
+    peer_extra=$CFG_EXTRA
+fi
 
 # Splits a RUN string into xl key=value arguments on blanks outside quotes and brackets, keeping
 # the quotes: xl appends each argument to the config text as a line of its own.
@@ -240,6 +275,7 @@ run_faults=()
 run_nodhcp=()
 run_intact=()
 run_qdisk=()
+run_peer=()
 declare -A images=()
 image_files=()
 for i in "${!runs[@]}"; do
@@ -250,6 +286,7 @@ for i in "${!runs[@]}"; do
     fault=""
     nodhcp=""
     intact=""
+    peer=""
     extra=$cfg_extra
     label=""
     directives=""
@@ -265,9 +302,18 @@ for i in "${!runs[@]}"; do
             [[ -z $label ]] || rig_die "run $n: the directive '$a' must come before the overrides"
             directives+="${directives:+ }$a"
             case $a in
-            @shutdown | @reboot | @net)
-                [[ -z $control ]] || rig_die "run $n: more than one of @shutdown/@reboot/@net"
+            @shutdown | @reboot | @net | @bench)
+                [[ -z $control ]] || rig_die "run $n: more than one of @shutdown/@reboot/@net/@bench"
                 control=${a#@}
+                ;;
+            @peer)
+                [[ -n $peer_image ]] || rig_die "run $n: @peer without --peer IMAGE CFG"
+                [[ -z $peer ]] || rig_die "run $n: @peer twice"
+                [[ ${#image_order[@]} -eq 0 ]] || rig_die "run $n: @peer must come before @image"
+                peer=1
+                extra=$peer_extra
+                elems=("${peer_elems[@]}")
+                map=("${peer_map[@]}")
                 ;;
             @nodhcp) nodhcp=1 ;;
             @intact) intact=1 ;;
@@ -293,7 +339,7 @@ for i in "${!runs[@]}"; do
                 fault=${a#@fault=}
                 [[ " $FAULTS " == *" $fault "* ]] || rig_die "run $n: unknown fault '$fault' ($FAULTS)"
                 ;;
-            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @nodhcp, @intact, @image=<vdev>:<path>, @fault=<name>)" ;;
+            *) rig_die "run $n: unknown directive '$a' (@shutdown, @reboot, @net, @bench, @peer, @nodhcp, @intact, @image=<vdev>:<path>, @fault=<name>)" ;;
             esac
             continue
         fi
@@ -357,7 +403,8 @@ for i in "${!runs[@]}"; do
     # Without DHCP the guest has no address dom0 could check; one that stays up (and so waits
     # for the toolstack) is shut down at "control: ready".
     if [[ -n $nodhcp ]]; then
-        [[ $control != net ]] || rig_die "run $n: @nodhcp and @net do not go together (no address to check)"
+        [[ $control != net && $control != bench ]] ||
+            rig_die "run $n: @nodhcp and @$control do not go together (no address to reach)"
         [[ -n $control || " $extra " != *" stay "* ]] || control=shutdown
     fi
     if [[ $fault == shutdown-mid-tests && " $extra " == *" stay "* ]]; then
@@ -367,6 +414,7 @@ for i in "${!runs[@]}"; do
     run_nodhcp+=("$nodhcp")
     run_intact+=("$intact")
     run_qdisk+=("$qdisk")
+    run_peer+=("$peer")
     run_args+=("$out_args")
     run_names+=("$name")
     run_controls+=("$control")
@@ -421,6 +469,14 @@ if [[ " ${run_faults[*]} " == *" evtchn-flood "* ]]; then
     gcc -O2 -Wall -o "$stage/rig/evtchn-flood" "$RIG_DIR/evtchn-flood.c" -lxenctrl -lxenevtchn ||
         rig_die "cannot build rig/evtchn-flood.c (needs gcc and libxen-dev)"
 fi
+# dom0's side of the network checks (@net: a short transfer each way, through the guest's
+# benchmark sink and source) and of the network benchmarks (@bench): rig/netbench.c, static
+# (dom0's busybox root has no compiler and only the libraries xl needs).
+if [[ " ${run_controls[*]} " == *" net "* || " ${run_controls[*]} " == *" bench "* ]]; then
+    gcc -static -O2 -Wall -Wextra -Werror -o "$stage/rig/netbench" "$RIG_DIR/netbench.c" ||
+        rig_die "cannot build rig/netbench.c (needs gcc and libc6-dev)"
+fi
+printf '%s\n' "$((bench_mib << 20))" >"$stage/rig/bench-bytes"
 # Symbols for the crash dump (xenctx -s); optional: binutils is not part of a base system.
 if command -v nm >/dev/null; then
     nm -n "$image" >"$stage/rig/guest/System.map" 2>/dev/null || : >"$stage/rig/guest/System.map"
@@ -428,37 +484,53 @@ fi
 
 # The cfg as dom0 sees it: kernel/ramdisk/disk paths replaced, plus lifecycle defaults: a guest
 # that reboots must not be restarted forever, and a crashed one is kept (xl -F still returns) so
-# dom0 can dump its vCPU state before destroying it.
-base_name=""
-have_kernel=""
-lineno=0
-{
-    while IFS= read -r line || [[ -n $line ]]; do
-        lineno=$((lineno + 1))
-        if [[ $line =~ ^[[:space:]]*kernel[[:space:]]*= ]]; then
-            line='kernel = "/rig/guest/kernel"'
-            have_kernel=1
-        elif [[ $line =~ ^[[:space:]]*ramdisk[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
-            src=$(resolve_cfg_path "${BASH_REMATCH[1]}")
-            [[ -f $src ]] || rig_die "ramdisk $src (from $cfg) not found"
-            cp "$src" "$stage/rig/guest/ramdisk"
-            line='ramdisk = "/rig/guest/ramdisk"'
-        elif [[ -n ${cfg_disk_lines[$lineno]:-} ]]; then
-            line=${cfg_disk_lines[$lineno]}
-        elif [[ $line =~ ^[[:space:]]*name[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
-            base_name=${BASH_REMATCH[1]}
-        fi
-        printf '%s\n' "$line"
-    done <"$cfg"
-    [[ -n $have_kernel ]] || echo 'kernel = "/rig/guest/kernel"'
-    cat <<'EOF'
+# dom0 can dump its vCPU state before destroying it. stage_cfg CFG DIR: DIR is guest or peer
+# (its kernel and ramdisk go to /rig/DIR/, the cfg to /rig/DIR.cfg); the disk lines are taken
+# from CFG_DISK_LINES; sets BASE_NAME to the cfg's name.
+stage_cfg() {
+    local c=$1 dir=$2 lineno=0 line src have_kernel=""
+    BASE_NAME=""
+    {
+        while IFS= read -r line || [[ -n $line ]]; do
+            lineno=$((lineno + 1))
+            if [[ $line =~ ^[[:space:]]*kernel[[:space:]]*= ]]; then
+                line="kernel = \"/rig/$dir/kernel\""
+                have_kernel=1
+            elif [[ $line =~ ^[[:space:]]*ramdisk[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
+                src=$(cfg=$c resolve_cfg_path "${BASH_REMATCH[1]}")
+                [[ -f $src ]] || rig_die "ramdisk $src (from $c) not found"
+                cp "$src" "$stage/rig/$dir/ramdisk"
+                line="ramdisk = \"/rig/$dir/ramdisk\""
+            elif [[ -n ${CFG_DISK_LINES[$lineno]:-} ]]; then
+                line=${CFG_DISK_LINES[$lineno]}
+            elif [[ $line =~ ^[[:space:]]*name[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
+                BASE_NAME=${BASH_REMATCH[1]}
+            fi
+            printf '%s\n' "$line"
+        done <"$c"
+        [[ -n $have_kernel ]] || echo "kernel = \"/rig/$dir/kernel\""
+        cat <<'EOF2'
 # added by xen-rig.sh
 on_poweroff = "destroy"
 on_reboot = "preserve"
 on_watchdog = "destroy"
 on_crash = "preserve"
-EOF
-} >"$stage/rig/guest.cfg"
+EOF2
+    } >"$stage/rig/$dir.cfg"
+}
+CFG_DISK_LINES=()
+for k in "${!cfg_disk_lines[@]}"; do CFG_DISK_LINES[$k]=${cfg_disk_lines[$k]}; done
+stage_cfg "$cfg" guest
+base_name=$BASE_NAME
+peer_name=""
+if [[ -n $peer_image ]]; then
+    mkdir -p "$stage/rig/peer"
+    cp "$peer_image" "$stage/rig/peer/kernel"
+    CFG_DISK_LINES=()
+    for k in "${!peer_disk_lines[@]}"; do CFG_DISK_LINES[$k]=${peer_disk_lines[$k]}; done
+    stage_cfg "$peer_cfg" peer
+    peer_name=$BASE_NAME
+fi
 
 # The @image files (dom0 copies one afresh before each run that uses it) and the sha256 of a
 # scratch disk (zeros; dom0 would need seconds of TCG time for what the host does in 0.1 s).
@@ -479,21 +551,30 @@ for i in "${!runs[@]}"; do
     mkdir -p "$d"
     # Other runs preserve a domain that reboots, as one that crashes, for dom0 to dump its
     # vCPUs: nothing asked for the reboot, so it is a triple fault (PVH) or a bug.
+    which=guest
+    [[ -z ${run_peer[$i]} ]] || which=peer
     if [[ ${run_controls[$i]} == reboot ]]; then
         # The one reboot this run is about must restart the domain (xl create -F then waits on
         # the new domain); the controller in dom0 bounds it to one.
-        sed 's/^on_reboot = "preserve"$/on_reboot = "restart"/' "$stage/rig/guest.cfg" >"$d/cfg"
+        sed 's/^on_reboot = "preserve"$/on_reboot = "restart"/' "$stage/rig/$which.cfg" >"$d/cfg"
     else
-        cp "$stage/rig/guest.cfg" "$d/cfg"
+        cp "$stage/rig/$which.cfg" "$d/cfg"
     fi
+    # The symbols for a crash dump of this run's kernel (the peer's are not at hand).
+    [[ -n ${run_peer[$i]} ]] || : >"$d/ours"
     [[ -z ${run_controls[$i]} ]] || printf '%s\n' "${run_controls[$i]}" >"$d/control"
     [[ -z ${run_faults[$i]} ]] || printf '%s\n' "${run_faults[$i]}" >"$d/fault"
     [[ -z ${run_nodhcp[$i]} ]] || : >"$d/nodhcp"
     [[ -z ${run_qdisk[$i]} ]] || : >"$d/qdisk"
     printf '%s' "${run_args[$i]}" >"$d/args"
     printf '%s' "${run_disks[$i]}" >"$d/disks"
-    name=${run_names[$i]:-$base_name}
-    [[ -n $name ]] || rig_die "$cfg has no name = \"...\""
+    if [[ -n ${run_peer[$i]} ]]; then
+        name=${run_names[$i]:-$peer_name}
+        [[ -n $name ]] || rig_die "$peer_cfg has no name = \"...\""
+    else
+        name=${run_names[$i]:-$base_name}
+        [[ -n $name ]] || rig_die "$cfg has no name = \"...\""
+    fi
     printf '%s\n' "$name" >"$d/name"
     printf '%s\n' "${runs[$i]}" >"$d/label"
 done
@@ -633,8 +714,11 @@ for i in "${!runs[@]}"; do
                 echo "rig: run $n: control: $ctl_result"
             fi
             sed -n "s/^rig: control: \[[0-9.]*\] \(net: [a-z].*\)/rig: run $n: \1/p" "$f"
-            [[ $control != net ]] || grep -q '^rig: control: \[[0-9.]*\] net: http' "$f" ||
+            [[ $control != net ]] || grep -q '^rig: control: \[[0-9.]*\] net: netbench recv' "$f" ||
                 why+=("net: the checks from dom0 did not all run")
+            sed -n "s/^rig: control: \[[0-9.]*\] \(bench: net_.*\)/rig: run $n: dom0 \1/p" "$f"
+            [[ $control != bench ]] || grep -q '^rig: control: \[[0-9.]*\] bench: net_tcp_recv ' "$f" ||
+                why+=("bench: dom0's network measurements did not all run")
             if [[ $control == reboot ]]; then
                 boots=2 want_reasons=reboot,poweroff want_shut="reboot poweroff"
             else
