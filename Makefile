@@ -64,6 +64,7 @@ test: test-host test-native test-xen test-xen-other faults
 test-host: deps lint
 	$(CARGO) test --workspace
 	rig/test-netbench.sh
+	python3 rig/test_bench.py
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Draws the guest's benchmark logs (format: benchlog.py) as one SVG, with the standard
-library only.
+"""Draws benchmark logs (format: benchlog.py) as one SVG, with the standard library only.
 
 The pv_ops rows come first: per op, one bar per platform and way of reaching it (bare
-instruction, indirect call, patched site), labelled with ns and the ratio to the bare
-instruction. Every other benchmark follows as a group of bars, one per boot (platform,
-event ABI). Bars are scaled within their group: lengths compare columns of one benchmark,
-never two benchmarks.
+instruction, indirect call, patched site), labelled with the median ns and the ratio to the
+bare instruction. Every other benchmark follows as a group of bars, one per column (platform,
+event ABI, variant): the bar is the median, the whisker spans min to max, the label says
+`median (min-max) unit` and how many samples failed, and the group's heading has the ratio
+ours/peer against each Linux peer (above 1.00x: ours is faster). Bars are scaled within their
+group: lengths compare columns of one benchmark, never two benchmarks.
 
     bench-plot.py [-o OUT.svg] LOG [LOG ...]     (default output: docs/bench.svg)
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import benchlog
 
-WIDTH = 900
+WIDTH = 1000
 LABEL_X = 250  # labels end here (right-aligned)
 BAR_X = 260
 BAR_MAX = 470
@@ -44,13 +45,27 @@ class Svg:
         self.text(10, self.y, s, weight="bold", size=size)
         self.y += 6
 
-    def bar(self, label, fraction, colour, value_text):
+    def bar(self, label, fraction, colour, value_text, spread=None):
+        """A bar of BAR_MAX * fraction, and with spread (min, max as fractions) a whisker."""
         y = self.y
         self.text(LABEL_X, y + BAR_H - 3, label, anchor="end")
         width = max(1.0, BAR_MAX * fraction)
-        self.parts.append(
-            f"<rect x='{BAR_X}' y='{y}' width='{width:.1f}' height='{BAR_H}' fill='{colour}'/>")
-        self.text(BAR_X + width + 6, y + BAR_H - 3, value_text)
+        self.parts.append(f"<rect class='bar' x='{BAR_X}' y='{y}' width='{width:.1f}' "
+                          f"height='{BAR_H}' fill='{colour}'/>")
+        end = BAR_X + width
+        if spread:
+            lo, hi = (BAR_X + BAR_MAX * f for f in spread)
+            mid, top, bottom = y + BAR_H / 2, y + 3, y + BAR_H - 3
+            self.parts.append(
+                f"<path class='whisker' d='M{lo:.1f},{mid} H{hi:.1f} M{lo:.1f},{top} "
+                f"V{bottom} M{hi:.1f},{top} V{bottom}' stroke='black' fill='none'/>")
+            end = max(end, hi)
+        self.text(end + 6, y + BAR_H - 3, value_text)
+        self.y += STEP
+
+    def no_bar(self, label, text):
+        self.text(LABEL_X, self.y + BAR_H - 3, label, anchor="end")
+        self.text(BAR_X + 6, self.y + BAR_H - 3, text)
         self.y += STEP
 
     def render(self):
@@ -72,43 +87,62 @@ def pvops_section(svg, cols):
             groups.append((label, unit))
     for label, unit in groups:
         mine = [(via, cells) for op_label, via, _, cells in rows if op_label == label]
-        bars = [(f"{col['name']}, {via}", via, cells[i])
+        bars = [(f"{col.name}, {via}", via, cells[i])
                 for i, col in enumerate(cols) for via, cells in mine if cells[i]]
-        top = max(ns for _, _, (ns, _) in bars)
+        top = max(row.high() for _, _, (_, _, row) in bars)
         svg.y += GROUP_GAP
         svg.text(10, svg.y + 2, f"{label} ({unit})", weight="bold")
         svg.y += 8
-        for name, via, (ns, ratio) in bars:
+        for name, via, (ns, ratio, row) in bars:
             ratio_text = f"  ({ratio:.2f}x)" if ratio else ""
-            svg.bar(name, ns / top, VIA_COLOURS[via], f"{ns:.1f} ns{ratio_text}")
+            svg.bar(name, ns / top, VIA_COLOURS[via], f"{spread_text(row)} ns{ratio_text}",
+                    (row.low() / top, row.high() / top))
 
 
 def other_section(svg, cols):
-    names = []
-    for c in cols:
-        names += [n for n in c["rows"] if not benchlog.is_pvops(n) and n not in names]
-    measured = [n for n in names if any(benchlog.value(c, n) for c in cols)]
-    if not measured:
+    names = [n for n in benchlog.row_names(cols)
+             if any(c.rows.get(n) and c.rows[n].values for c in cols)]
+    if not names:
         return
-    svg.heading("Other benchmarks: bars scaled within each benchmark")
+    ours, peers = benchlog.ours_and_peers(cols)
+    svg.heading("Other benchmarks: bars are medians scaled within each benchmark, "
+                "whiskers min to max")
     svg.y += 4
     x = 10
     for i, c in enumerate(cols):
-        colour = COLUMN_COLOURS[i % len(COLUMN_COLOURS)]
-        svg.parts.append(f"<rect x='{x}' y='{svg.y}' width='12' height='12' fill='{colour}'/>")
-        svg.text(x + 16, svg.y + 10, c["name"])
-        x += 30 + 7 * len(c["name"])
+        if x > WIDTH - 200:
+            x, svg.y = 10, svg.y + 18
+        svg.parts.append(f"<rect x='{x}' y='{svg.y}' width='12' height='12' "
+                         f"fill='{colour(i)}'/>")
+        svg.text(x + 16, svg.y + 10, f"{c.name} (n={c.n})")
+        x += 40 + 7 * len(f"{c.name} (n={c.n})")
     svg.y += 12
-    for n in measured:
-        values = [(i, c, benchlog.value(c, n)) for i, c in enumerate(cols)]
-        values = [(i, c, v) for i, c, v in values if v]
-        unit = values[0][1]["rows"][n][1]
-        top = max(v for _, _, v in values)
+    for n in names:
+        present = [(i, c, c.rows[n]) for i, c in enumerate(cols) if n in c.rows]
+        unit = next(r.unit for _, _, r in present if r.values)
+        top = max(r.high() for _, _, r in present if r.values)
+        ratios = [(p.name, benchlog.row_ratio(ours, p, n)) for p in peers] if ours else []
+        ratios = ", ".join(f"ours/{name} {x:.2f}x" for name, x in ratios if x is not None)
         svg.y += GROUP_GAP
-        svg.text(10, svg.y + 2, f"{n} ({unit})", weight="bold")
+        svg.text(10, svg.y + 2, f"{n} ({unit})" + (f" — {ratios}" if ratios else ""),
+                 weight="bold")
         svg.y += 8
-        for i, c, v in values:
-            svg.bar(c["name"], v / top, COLUMN_COLOURS[i % len(COLUMN_COLOURS)], f"{v:.1f} {unit}")
+        for i, c, r in present:
+            failed = f" [{len(r.failures)} failed: {r.failures[0][1]}]" if r.failures else ""
+            if not r.values:
+                svg.no_bar(c.name, "-" + failed)
+                continue
+            svg.bar(c.name, r.median() / top, colour(i), f"{spread_text(r)} {unit}{failed}",
+                    (r.low() / top, r.high() / top))
+
+
+def spread_text(row):
+    mid, lo, hi = row.median(), row.low(), row.high()
+    return f"{mid:.1f}" if lo == hi else f"{mid:.1f} ({lo:.1f}-{hi:.1f})"
+
+
+def colour(i):
+    return COLUMN_COLOURS[i % len(COLUMN_COLOURS)]
 
 
 def main():
@@ -126,7 +160,7 @@ def main():
     other_section(svg, cols)
     out = Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(svg.render())
+    out.write_text(svg.render(), encoding="utf-8")
     print(f"bench-plot: wrote {out}")
     return 0
 
