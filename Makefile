@@ -155,8 +155,10 @@ test-xen-pvh: build target/blk-random.img
 # attached to the running guest and detached again; xl shutdown in the middle of the
 # self-tests. --fast-hotplug: the standard scripts are test-xen's business (qdisk uses none).
 # --control-timeout: the suite with two disks and a vif took 59 s to "control: ready" with
-# another rig running.
+# another rig running. First, on the host, the Linux peer's fio rows (make bench) against a
+# file (rig/test-linux-bench.sh).
 test-xen-other: build target/blk-random.img target/blk-zero.img
+	rig/test-linux-bench.sh
 	rig/xen-rig.sh --xenstored oxenstored --fast-hotplug --timeout 600 --control-timeout 90 \
 	    $(IMAGE) xen.cfg \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \

@@ -5,10 +5,13 @@
 # Kernel command line (xl's extra=) switches: rigtest=fail|crash|hang|noclose|reboot to make
 # the rig see each kind of failure; rigtest=nobulk leaves out the console-bulk block;
 # rigtest=blksum|blkfill-fake [blkdev=xvdb] [blkseed=N] print the project's blk app lines;
-# rigtest=blkbench [blkreads=N] prints the project guest's block benchmark rows (bench: ...)
-# measured on xvdb; rigtest=hotplug (implies stay) reports devices added and removed while it
-# waits (for @fault=blk-attach/vif-attach); rigtest=slowtests prints numbered ok lines slowly
-# and stops at xl shutdown (for @fault=shutdown-mid-tests).
+# rigtest=blkbench prints the project guest's block benchmark rows (bench: ...), measured on xvdb
+# with fio; rigtest=bench (implies stay) prints them too (if there is an xvdb), then serves as the
+# far end of dom0's network benchmarks (rig/netbench serve on 169.254.0.2); blkfront_indirect=N
+# loads blkfront with max_indirect_segments=N (the rows' variant=indirectN); rigtest=hotplug
+# (implies stay) reports devices added and removed while it waits (for @fault=blk-attach/
+# vif-attach); rigtest=slowtests prints numbered ok lines slowly and stops at xl shutdown (for
+# @fault=shutdown-mid-tests).
 /bin/busybox mkdir -p /proc /sys /dev /usr/bin /usr/sbin /sbin
 /bin/busybox --install -s
 mount -t proc proc /proc
@@ -20,13 +23,13 @@ dmesg -n 1
 mode=""
 blkdev=xvdb
 blkseed=0
-blkreads=2048
+blk_indirect=""
 read -r cmdline </proc/cmdline
 for w in $cmdline; do
     case $w in
     rigtest=*) mode=${w#rigtest=} ;; stay) [ -n "$mode" ] || mode=stay ;;
     blkdev=*) blkdev=${w#blkdev=} ;; blkseed=*) blkseed=${w#blkseed=} ;;
-    blkreads=[1-9]*) blkreads=${w#blkreads=} ;;
+    blkfront_indirect=[1-9]*) blk_indirect=${w#blkfront_indirect=} ;;
     esac
 done
 
@@ -48,7 +51,8 @@ wait_for() {
 # True if a glob matched something.
 exists() { [ -e "$1" ]; }
 
-insmod /lib/modules/xen-blkfront.ko
+# shellcheck disable=SC2086 # no parameter at all without blkfront_indirect=
+insmod /lib/modules/xen-blkfront.ko ${blk_indirect:+max_indirect_segments=$blk_indirect}
 insmod /lib/modules/xen-netfront.ko
 
 # xvda is vbd-51712 (major 202, minor 0); a run may give only other disks (e.g. just xvdb).
@@ -79,113 +83,154 @@ else
     skipped "net: no vif configured"
 fi
 
-# Wall clock in microseconds: busybox date has no %N and /proc/uptime only 10 ms steps, but
-# busybox adjtimex prints time.tv_sec and time.tv_usec (one fork+exec per reading).
-now_us() {
-    t=$(adjtimex)
-    s=${t#*tv_sec:} u=${t#*tv_usec:}
-    set -- ${s%%time.tv_usec*} ${u%%return*}
-    u=${2#"${2%%[!0]*}"}
-    echo $(($1 * 1000000 + ${u:-0}))
-}
-# Prints a bench row: name, amount (MiB or requests), start/end in us, unit, detail.
-bench_row() {
-    awk -v n="$1" -v a="$2" -v t0="$3" -v t1="$4" -v unit="$5" -v d="$6" \
-        'BEGIN { s = (t1 - t0) / 1e6; if (s <= 0) s = 1e-6; printf "bench: %s %.1f %s %s\n", n, a / s, unit, d }'
-}
-# The project guest's blk_* benchmarks (guest/src/bench.rs) with busybox tools on /dev/xvdb, in
-# The project guest's net_* benchmarks against the rig's dom0 (169.254.0.1): the median of 21
-# pings, and 4 MiB of zeros over TCP to dom0's sink on port 5001 and from its source on 5002
-# (see dom0-init.sh), one busybox nc each (its fork+exec is in the figure).
-netbench() {
-    dom0=169.254.0.1
-    echo "bench: begin platform=linux-pv evtchn=linux"
-    rtts=$(ping -c 21 -i 0.2 "$dom0" | sed -n 's/.* time=\([0-9.]*\) ms$/\1/p' | sort -n)
-    if [ "$(echo "$rtts" | grep -c .)" = 21 ]; then
-        median=$(echo "$rtts" | sed -n 11p)
-        echo "bench: net_ping_rtt $(awk -v m="$median" 'BEGIN { printf "%.1f", m * 1000 }') us/rtt median of 21 pings to $dom0 (busybox ping)"
-    else
-        echo "bench: net_ping_rtt - - ping failed"
+# BEGIN blk rows: rig/test-linux-bench.sh runs the functions from here to "END blk rows" on the
+# host (busybox sh, the same fio tree), so keep them free of anything only the domU has.
+#
+# The project guest's blk_* rows (guest/src/bench.rs), same names, units and order, each one fio
+# process (Debian's, see linux-domu.sh) with libaio and O_DIRECT on DEV. fio's figures cover the
+# job's I/O only, not its start (exec, ld.so, parsing, opening the disk), as the guest's cover
+# only its requests. Fields of fio's terse output (--terse-version=3, 1-based) used here:
+#   5 the job's error (an errno), 6-9 read KiB, KiB/s, IOPS, runtime in ms, 47-50 the same for
+#   writes, 93-98 the share of I/Os submitted with 1, 2, 4, 8, 16, 32 in flight (the normal
+#   output's "IO depths" histogram).
+
+# blk_fio NAME DEV OPTION...: one fio job; sets blk_terse to its terse line, or prints NAME's
+# failure row and returns 1.
+blk_fio() {
+    local name=$1 dev=$2 err=${TMPDIR:-/tmp}/fio.err status why
+    shift 2
+    # gtod_reduce: fio reads the clock at the start and end of the job, as the guest does, not
+    # several times per I/O for latency figures no row reports.
+    blk_terse=$(fio --name="$name" --ioengine=libaio --direct=1 --filename="$dev" --gtod_reduce=1 \
+        --output-format=terse --terse-version=3 "$@" 2>"$err")
+    status=$?
+    if [ $status -ne 0 ]; then
+        why=$(sed -n '/[^ ]/{p;q}' "$err")
+        echo "bench: $name - - fio exit $status: ${why:-no message}"
+        return 1
     fi
-    t0=$(now_us)
-    dd if=/dev/zero bs=65536 count=64 2>/dev/null | nc "$dom0" 5001 >/dev/null
-    t1=$(now_us)
-    bench_row net_tcp_send 4 "$t0" "$t1" MiB/s "4 MiB over TCP to $dom0:5001, busybox dd | nc"
-    # nc half-closes at the end of its input, and dom0's source then stops: its input is a
-    # FIFO held open here that never carries anything.
-    mkfifo /tmp/hold && exec 3<>/tmp/hold
-    t0=$(now_us)
-    n=$(nc "$dom0" 5002 <&3 | wc -c)
-    t1=$(now_us)
-    if [ "$n" = 4194304 ]; then
-        bench_row net_tcp_recv 4 "$t0" "$t1" MiB/s "4 MiB over TCP from $dom0:5002, busybox nc | wc"
-    else
-        echo "bench: net_tcp_recv - - got $n of 4194304 bytes"
+    blk_terse=$(echo "$blk_terse" | grep '^3;')
+    if [ -z "$blk_terse" ] || [ "$(blk_field 5)" != 0 ]; then
+        echo "bench: $name - - fio: no terse line, or error $(blk_field 5)"
+        return 1
     fi
-    echo "bench: end"
 }
-# The project guest's blk_* benchmarks (guest/src/bench.rs) with busybox tools on /dev/xvdb, in
-# the same order: sequential reads of the fresh scratch disk, sequential writes (+ flush), then
-# 4 KiB reads at random places within the first 8 MiB, blkreads=N of them (default 2048, as the
-# guest; rounded down to a multiple of 32).
-blkbench() {
-    dev=/dev/xvdb
-    echo "bench: begin platform=linux-pv evtchn=linux"
+
+# blk_field N: field N of blk_terse.
+blk_field() { echo "$blk_terse" | cut -d';' -f"$1"; }
+
+# blk_seq NAME DEV read|write KIB OPTION...: 64 MiB from sector 0 in KIB KiB requests, one at a
+# time (MiB/s).
+blk_seq() {
+    local name=$1 dev=$2 op=$3 kib=$4 f=6 extra=""
+    shift 4
+    blk_fio "$name" "$dev" --rw="$op" --bs="${kib}k" --size=64m --iodepth=1 "$@" || return 1
+    if [ "$op" = write ]; then
+        f=47 extra=", end_fsync=1 (the flush inside the time, as the guest's)"
+    fi
+    if [ "$(blk_field $f)" != 65536 ]; then
+        echo "bench: $name - - fio moved $(blk_field $f) of 65536 KiB"
+        return 1
+    fi
+    awk -v n="$name" -v bw="$(blk_field $((f + 1)))" -v ms="$(blk_field $((f + 3)))" -v kib="$kib" \
+        -v v="$blk_fio_version" -v x="$extra" 'BEGIN {
+            printf "bench: %s %.1f MiB/s %d x %d KiB, %s libaio iodepth=1, O_DIRECT%s, %d ms\n",
+                n, bw / 1024, 65536 / kib, kib, v, x, ms }'
+}
+
+# blk_rand NAME DEV IOLOG OFFSETS DEPTH: the guest's random 4 KiB reads, replayed from IOLOG
+# (rig/blk-offsets.py; OFFSETS holds its fingerprint line) with DEPTH in flight (IOPS).
+blk_rand() {
+    local name=$1 dev=$2 iolog=$3 offsets=$4 qd=$5 n at
+    n=$(grep -c ' read ' "$iolog")
+    # At the end of a log fio stops without reaping the reads still in flight (it sets
+    # td->done, and td_io_getevents then returns nothing): the last DEPTH - 1 would be neither
+    # counted nor timed. The log has no trailing close, and number_ios makes fio stop on the
+    # count instead, after the normal wait for what is in flight.
+    blk_fio "$name" "$dev" --read_iolog="$iolog" --number_ios="$n" --iodepth="$qd" || return 1
+    if [ "$(blk_field 6)" != $((n * 4)) ]; then
+        echo "bench: $name - - fio read $(blk_field 6) of $((n * 4)) KiB"
+        return 1
+    fi
+    case $qd in 1) at=93 ;; 2) at=94 ;; 4) at=95 ;; 8) at=96 ;; 16) at=97 ;; *) at=98 ;; esac
+    awk -v n="$name" -v iops="$(blk_field 8)" -v ms="$(blk_field 9)" -v reads="$n" -v qd="$qd" \
+        -v at="$(blk_field $at)" -v file="$iolog" -v v="$blk_fio_version" -v o="$(cat "$offsets")" '
+        BEGIN {
+            printf "bench: %s %.1f IOPS %d x 4 KiB replayed from %s, %s libaio iodepth=%d", n, iops,
+                reads, file, v, qd
+            printf " (%s submitted at depth %d), O_DIRECT, %d ms; %s\n", at, qd, ms, o
+        }'
+}
+
+# blk_verify DEV: 16 MiB written in 64 KiB blocks, each with a header holding its offset and a
+# crc32c of the block, then read back and checked by fio (MiB verified).
+blk_verify() {
+    local dev=$1 kib
+    # verify_state_save=0: no local-blk_verify-0-verify.state left in the working directory.
+    blk_fio blk_verify "$dev" --rw=write --bs=64k --size=16m --iodepth=1 --verify=crc32c \
+        --do_verify=1 --verify_state_save=0 || return 1
+    kib=$(blk_field 6)
+    if [ "$kib" != 16384 ]; then
+        echo "bench: blk_verify - - fio verified $kib of 16384 KiB"
+        return 1
+    fi
+    echo "bench: blk_verify 16.0 MiB 256 x 64 KiB written with a crc32c header each, read back" \
+        "and checked, $blk_fio_version libaio iodepth=1, O_DIRECT"
+}
+
+# blk_bench DEV IOLOG OFFSETS VARIANT: the rows, in a bench block; returns 1 if one failed.
+blk_bench() {
+    local dev=$1 iolog=$2 offsets=$3 failed=0 op kib tag
+    blk_fio_version=$(fio --version)
+    echo "bench: begin platform=linux-pv evtchn=linux variant=$4"
+    # Sequential reads first, of the fresh scratch disk (zeros), as the guest does.
     for op in read write; do
         for kib in 4 64 1024; do
             case $kib in 1024) tag=1m ;; *) tag=${kib}k ;; esac
-            count=$((8192 / kib))
-            t0=$(now_us)
-            if [ $op = read ]; then
-                dd if=$dev of=/dev/null bs=$((kib * 1024)) count=$count iflag=direct 2>/dev/null
-            else
-                dd if=/dev/zero of=$dev bs=$((kib * 1024)) count=$count oflag=direct conv=fsync 2>/dev/null
-            fi
-            r=$?
-            t1=$(now_us)
-            if [ $r -eq 0 ]; then
-                d="$count x $kib KiB, one busybox dd, O_DIRECT"
-                [ $op = write ] && d="$d, zeros, fsync (flush) at the end"
-                bench_row "blk_seq_${op}_$tag" 8 "$t0" "$t1" MiB/s "$d"
-            else
-                echo "bench: blk_seq_${op}_$tag - - dd failed"
-            fi
+            if [ $op = write ]; then set -- --end_fsync=1; else set --; fi
+            blk_seq "blk_seq_${op}_$tag" "$dev" $op $kib "$@" || failed=1
         done
     done
-    # 4 KiB O_DIRECT reads within the first 8 MiB: 32 runs of N/32 consecutive blocks, each run
-    # from a random start and read by one dd, so the figure is the disk path's, not a fork+exec
-    # per read (under TCG ~60 forks/s: that, not the disk, would be measured). QD1 reads the
-    # runs one after another, QD32 all at once.
-    run=$((blkreads / 32))
-    n=$((run * 32))
-    awk -v run="$run" 'BEGIN { srand(1234); for (i = 0; i < 32; i++) print int(rand() * (2048 - run)) }' >/tmp/rq
-    r=0
-    t0=$(now_us)
-    while read -r b; do
-        dd if=$dev of=/dev/null bs=4096 count=$run skip="$b" iflag=direct 2>/dev/null || { r=1; break; }
-    done </tmp/rq
-    t1=$(now_us)
-    if [ $r -eq 0 ]; then
-        bench_row blk_rand_read_4k_qd1 "$n" "$t0" "$t1" IOPS "$n reads (guest 2048): 32 runs of $run consecutive 4 KiB reads from random starts, one dd each, O_DIRECT"
-    else
-        echo "bench: blk_rand_read_4k_qd1 - - dd failed"
-    fi
-    t0=$(now_us)
-    pids=""
-    while read -r b; do
-        dd if=$dev of=/dev/null bs=4096 count=$run skip="$b" iflag=direct 2>/dev/null &
-        pids="$pids $!"
-    done </tmp/rq
-    r=0
-    for p in $pids; do wait "$p" || { echo "blkbench: dd pid $p: status $?"; r=1; }; done
-    t1=$(now_us)
-    if [ $r -eq 0 ]; then
-        bench_row blk_rand_read_4k_qd32 "$n" "$t0" "$t1" IOPS "$n reads (guest 2048): the same 32 runs by 32 dd at once, O_DIRECT, $(nproc) vcpu(s)"
-    else
-        echo "bench: blk_rand_read_4k_qd32 - - dd failed"
-    fi
+    blk_rand blk_rand_read_4k_qd1 "$dev" "$iolog" "$offsets" 1 || failed=1
+    blk_rand blk_rand_read_4k_qd32 "$dev" "$iolog" "$offsets" 32 || failed=1
+    blk_verify "$dev" || failed=1
     echo "bench: end"
-    rm -f /tmp/rq
+    rm -f "${TMPDIR:-/tmp}/fio.err"
+    return $failed
+}
+# END blk rows
+
+# What blkfront negotiated for disk $1 (its request limits, and the features it logged at
+# connect), so that a log says what the Linux rows ran with.
+blk_report() {
+    local q=/sys/block/$1/queue line k features
+    echo "blkfront: max_indirect_segments=$(cat /sys/module/xen_blkfront/parameters/max_indirect_segments)"
+    line="blk: $1"
+    for k in max_segments max_segment_size max_hw_sectors_kb max_sectors_kb nr_requests; do
+        [ ! -r "$q/$k" ] || line="$line $k=$(cat "$q/$k")"
+    done
+    features=$(dmesg | sed -n "s/.*blkfront: $1: //p" | tail -n 1)
+    echo "$line${features:+ ($features)}"
+}
+
+# rigtest=bench: the far end of dom0's network benchmarks (rig/netbench serve) at the fixed
+# address dom0 reads from the "net: up" line (the net: test above may have set it already).
+bench_far_end() {
+    local i=0
+    wait_for /sys/class/net/eth0 || return 1
+    ip addr show dev eth0 | grep -q 'inet 169\.254\.0\.2/16' ||
+        ip addr add 169.254.0.2/16 dev eth0 || return 1
+    ip link set eth0 up || return 1
+    /bin/netbench serve >/dev/hvc0 2>&1 &
+    # dom0 connects once it reads "net: up", so both ports must listen by then (/proc/net/tcp:
+    # 1389 and 138A are 5001 and 5002, 0A is LISTEN).
+    until grep -q ':1389 00000000:0000 0A' /proc/net/tcp &&
+        grep -q ':138A 00000000:0000 0A' /proc/net/tcp; do
+        [ $i -lt 100 ] || return 1
+        sleep 0.1
+        i=$((i + 1))
+    done
+    echo "net: up 169.254.0.2/16 (fixed, rigtest=bench)"
 }
 
 # Stand-ins for the project guest's app=blksum / app=blkfill lines, to test the rig's checks:
@@ -205,20 +250,28 @@ blksum | blkfill-fake)
         notok "$mode: no /dev/$blkdev"
     fi
     ;;
-netbench)
-    if wait_for /sys/class/net/eth0 && ip link show eth0 | grep -q ',UP'; then
-        netbench
-        ok "netbench eth0"
+blkbench | bench)
+    # xvdb is vbd-51728; rigtest=bench runs without one too (a network-only round).
+    if [ "$mode" = bench ] && ! exists /sys/bus/xen/devices/vbd-51728; then
+        skipped "blkbench: no xvdb configured"
+    elif wait_for /dev/xvdb && [ "$(cat /sys/block/xvdb/size)" -ge 131072 ]; then
+        variant=default
+        [ -z "$blk_indirect" ] || variant=indirect$blk_indirect
+        blk_report xvdb
+        if blk_bench /dev/xvdb /bench/rand.iolog /bench/rand.offsets "$variant"; then
+            ok "blkbench xvdb"
+        else
+            notok "blkbench xvdb: a row failed"
+        fi
     else
-        notok "netbench: no eth0 up"
+        notok "blkbench: no /dev/xvdb of at least 64 MiB"
     fi
-    ;;
-blkbench)
-    if wait_for /dev/xvdb && [ "$(cat /sys/block/xvdb/size)" -ge 16384 ]; then
-        blkbench
-        ok "blkbench xvdb"
-    else
-        notok "blkbench: no /dev/xvdb of at least 8 MiB"
+    if [ "$mode" = bench ]; then
+        if exists /sys/bus/xen/devices/vif-* && bench_far_end; then
+            ok "netbench: serving on 169.254.0.2, ports 5001 (sink) and 5002 (source)"
+        else
+            notok "netbench: no far end for dom0's network benchmarks"
+        fi
     fi
     ;;
 esac
@@ -293,7 +346,7 @@ echo "linux-domu: uptime $(cut -d' ' -f1 /proc/uptime) s"
 echo "$pass passed, $fail failed, $skip skipped"
 
 case $mode in
-stay | deaf | hotplug)
+stay | deaf | hotplug | bench)
     [ "$mode" != hotplug ] || hotplug_monitor &
     # xl shutdown/reboot writes control/shutdown; the kernel's xenbus handler runs
     # /sbin/poweroff or /sbin/reboot (orderly_poweroff/orderly_reboot), and busybox's, finding

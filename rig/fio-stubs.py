@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""Builds one stub library that stands in for every library of fio's we do not ship.
+
+    rig/fio-stubs.py FIO_BINARY OUT_DIR REAL_LIB...
+
+Debian's fio is linked (BIND_NOW, versioned symbols) against the libraries of every engine it
+was built with: librados, librbd, libgfapi, libnbd, libibverbs, librdmacm, libpmem, libpmemblk,
+~80 MB with their dependencies. The rig's Linux domU runs fio with libaio only, so the
+libraries that are not REAL_LIBs (the ones shipped: libaio, libnuma, zlib, libm, libc) are
+replaced by OUT_DIR/libfio-stubs.so, which defines each symbol fio takes from them as a function
+that says which one was called and aborts. It carries the symbol versions fio asks for (ld.so
+refuses to start fio if a needed version is missing), and OUT_DIR gets each replaced soname as
+a symlink to it: ld.so opens the one file once and answers to all the names.
+"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+
+def die(msg):
+    sys.exit(f"fio-stubs: error: {msg}")
+
+
+def run(*cmd):
+    try:
+        return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        die(f"{' '.join(cmd)}: {getattr(e, 'stderr', '') or e}")
+
+
+def dynamic_tags(path, tag):
+    """Values of one dynamic-section tag, e.g. NEEDED -> ["libc.so.6", ...]."""
+    return re.findall(rf"\({tag}\)\s+.*?\[(.*?)\]", run("readelf", "-dW", path))
+
+
+def undefined_symbols(binary):
+    """(name, version or None) of each strong undefined dynamic symbol."""
+    syms = set()
+    for line in run("nm", "-D", "--undefined-only", binary).splitlines():
+        fields = line.split()
+        # Weak references (w, v) may stay unresolved: ld.so leaves them null.
+        if len(fields) != 2 or fields[0] != "U":
+            continue
+        name, _, version = fields[1].partition("@")
+        syms.add((name, version.lstrip("@") or None))
+    return syms
+
+
+def version_files(binary):
+    """Version name -> the soname fio requires it from (readelf's .gnu.version_r)."""
+    owner, current = {}, None
+    for line in run("readelf", "-VW", binary).splitlines():
+        m = re.search(r"Version: \d+\s+File: (\S+)", line)
+        if m:
+            current = m.group(1)
+            continue
+        m = re.search(r"Name: (\S+)\s+Flags:", line)
+        if m and current:
+            owner[m.group(1)] = current
+    return owner
+
+
+def defined_symbols(lib):
+    """(name, version or None) of each dynamic symbol the library defines."""
+    syms = set()
+    for line in run("nm", "-D", "--defined-only", lib).splitlines():
+        fields = line.split()
+        if len(fields) != 3:
+            continue
+        name, _, version = fields[2].partition("@")
+        syms.add((name, version.lstrip("@") or None))
+    return syms
+
+
+def copy_relocated(binary):
+    """Symbols fio copies into itself at load time (data objects, which a stub cannot be)."""
+    out = run("readelf", "-rW", binary)
+    return {m.group(1).split("@")[0] for m in re.finditer(r"R_X86_64_COPY\s+\S+\s+(\S+)", out)}
+
+
+def main():
+    if len(sys.argv) < 4:
+        die("usage: fio-stubs.py FIO_BINARY OUT_DIR REAL_LIB...")
+    fio, out_dir, real_libs = sys.argv[1], sys.argv[2], sys.argv[3:]
+
+    real_sonames, real_defs = set(), set()
+    for lib in real_libs:
+        sonames = dynamic_tags(lib, "SONAME")
+        if not sonames:
+            die(f"{lib} has no SONAME")
+        real_sonames.update(sonames)
+        real_defs |= defined_symbols(lib)
+    real_names = {n for n, _ in real_defs}
+    needed = dynamic_tags(fio, "NEEDED")
+    stubbed_sonames = [s for s in needed if s not in real_sonames]
+    owner = version_files(fio)
+
+    # version (None: unversioned) -> names
+    nodes = {}
+    for name, version in sorted(undefined_symbols(fio), key=lambda s: (s[1] or "", s[0])):
+        if version is not None:
+            soname = owner.get(version)
+            if soname is None:
+                die(f"{name}@{version}: fio's version needs do not name its library")
+            if soname in real_sonames:
+                if (name, version) not in real_defs:
+                    die(f"{name}@{version}: {soname} is shipped but does not define it")
+                continue
+            if version.startswith("GLIBC_"):
+                die(f"{name}@{version} would be stubbed: pass libc and libm as REAL_LIBs")
+        elif name in real_names:
+            continue
+        nodes.setdefault(version, []).append(name)
+
+    stubs = [n for names in nodes.values() for n in names]
+    if not stubs:
+        die("nothing to stub: fio needs only the REAL_LIBs")
+    if len(set(stubs)) != len(stubs):
+        die("a symbol is needed at two versions; that needs .symver, which this does not do")
+    data = copy_relocated(fio) & set(stubs)
+    if data:
+        die(f"data objects cannot be stubbed with functions: {' '.join(sorted(data))}")
+
+    c = [
+        "/* Generated by rig/fio-stubs.py: fio's engine libraries the initramfs leaves out. */",
+        "#include <stdlib.h>",
+        "#include <string.h>",
+        "#include <unistd.h>",
+        "",
+        "static void fio_stub_called(const char *name)",
+        "{",
+        '    static const char pre[] = "fio stub: ";',
+        "    static const char post[] =",
+        "        \" called (this engine's library is not in the rig's initramfs)\\n\";",
+        "    (void)!write(2, pre, sizeof(pre) - 1);",
+        "    (void)!write(2, name, strlen(name));",
+        "    (void)!write(2, post, sizeof(post) - 1);",
+        "    abort();",
+        "}",
+        "",
+    ]
+    c += [f'void {n}(void) {{ fio_stub_called("{n}"); }}' for n in stubs]
+
+    # One node per version fio asks for, and one more for the unversioned names (librados and
+    # librbd export no versions), which also hides everything else.
+    script = [
+        f"{v} {{\n  global:\n" + "".join(f"    {n};\n" for n in nodes[v]) + "};\n"
+        for v in sorted(v for v in nodes if v is not None)
+    ]
+    script.append(
+        "FIO_STUBS {\n  global:\n" + "".join(f"    {n};\n" for n in nodes.get(None, []))
+        + "  local: *;\n};\n"
+    )
+
+    os.makedirs(out_dir, exist_ok=True)
+    lib = os.path.join(out_dir, "libfio-stubs.so")
+    with tempfile.TemporaryDirectory() as tmp:
+        src, ver = os.path.join(tmp, "fio-stubs.c"), os.path.join(tmp, "fio-stubs.map")
+        with open(src, "w") as f:
+            f.write("\n".join(c) + "\n")
+        with open(ver, "w") as f:
+            f.write("".join(script))
+        run("gcc", "-shared", "-fPIC", "-O2", "-Wall", "-Wextra", "-Werror",
+            "-Wl,-soname,libfio-stubs.so", f"-Wl,--version-script={ver}", "-o", lib, src)
+    for soname in stubbed_sonames:
+        link = os.path.join(out_dir, soname)
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink("libfio-stubs.so", link)
+    versions = " ".join(sorted(v or "(unversioned)" for v in nodes))
+    print(f"fio-stubs: {len(stubs)} symbols of {' '.join(stubbed_sonames)}; versions {versions}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
