@@ -153,14 +153,16 @@ test-xen-pvh: build target/blk-random.img
 # log=info, whose blkfront lines say what was negotiated with QEMU); app=blksum and
 # app=blkfill on qdisk; a bridge without DHCP; a domain name of the run's own; a disk and a vif
 # attached to the running guest and detached again; xl shutdown in the middle of the
-# self-tests. --fast-hotplug: the standard scripts are test-xen's business (qdisk uses none).
+# self-tests; make bench's machinery: a @bench run (dom0 measures the network through the
+# guest's sink and source) and a run of the Linux peer (--peer) in the same boot.
+# --fast-hotplug: the standard scripts are test-xen's business (qdisk uses none).
 # --control-timeout: the suite with two disks and a vif took 59 s to "control: ready" with
 # another rig running. First, on the host, the Linux peer's fio rows (make bench) against a
 # file (rig/test-linux-bench.sh).
 test-xen-other: build target/blk-random.img target/blk-zero.img
 	rig/test-linux-bench.sh
 	rig/xen-rig.sh --xenstored oxenstored --fast-hotplug --timeout 600 --control-timeout 90 \
-	    $(IMAGE) xen.cfg \
+	    --peer $(RIG_WORK)/linux-domu/vmlinux $(RIG_WORK)/linux-domu/linux-domu.cfg $(IMAGE) xen.cfg \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@net extra="log=info stay $(DISK_ROLES)" $(QDISK_DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb" disk=["format=raw,vdev=xvdb,access=rw,backendtype=qdisk,target=scratch"]' \
@@ -169,7 +171,9 @@ test-xen-other: build target/blk-random.img target/blk-zero.img
 	    '@shutdown name="rig-other-name-'"$$$$"'" extra="log=warn stay"' \
 	    '@fault=blk-attach extra="log=warn tests=boot:: stay"' \
 	    '@fault=vif-attach extra="log=warn tests=boot:: stay"' \
-	    '@fault=shutdown-mid-tests extra="log=warn"'
+	    '@fault=shutdown-mid-tests extra="log=warn"' \
+	    '@bench extra="log=warn tests=none bench=null_ stay" $(NET)' \
+	    '@peer @shutdown extra="quiet loglevel=1 rigtest=stay" vif=[]'
 
 # Fault injection, in one boot of the rig (rig/README.md, "Fault injection"): from dom0 while
 # the guest runs, xl block-detach in the middle of a fill, xl network-detach while traffic
