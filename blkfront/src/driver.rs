@@ -37,7 +37,7 @@
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantError, Granted, PagePool, PoolStats, Settled, Spare};
 use log::warn;
 use ring::shared::{FrontRing, RingError};
 use xenbus::frontend::Device;
@@ -61,9 +61,13 @@ const _: () =
 
 /// Bounce pages we keep granted for a backend that keeps them mapped (persistent grants):
 /// 1056 (4.1 MiB), what Linux's blkback keeps per ring by default (`max_pgrants`). Pages a
-/// backend holds beyond that are quarantined, so a backend that keeps everything cannot
-/// make us pin ever more memory for it.
+/// backend holds beyond that are quarantined.
 pub const MAX_PERSISTENT_GRANTS: usize = 1056;
+
+/// Pages a backend may hold against the protocol (past their request, beyond the persistent
+/// grants) before the device is marked broken: so a backend that keeps everything cannot
+/// make us pin ever more memory for it. A correct backend holds none.
+pub const MAX_QUARANTINED: usize = 32;
 
 /// Identifies a submitted [`Request`] and its [`Completion`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -147,47 +151,6 @@ struct InFlight<P> {
     indirect: Vec<Granted<P>>,
 }
 
-/// A bounce page and its grant to the backend.
-struct Granted<P> {
-    page: P,
-    gref: GrantRef,
-    /// The grant lasts as long as the connection: the page goes back to
-    /// [`Blkfront::persistent`] after each use, still granted.
-    persistent: bool,
-}
-
-/// A page for a ring request, before it is filled: one still granted from an earlier use
-/// (persistent), or one of ours alone that is granted once filled.
-enum Spare<P> {
-    Granted(Granted<P>),
-    Bare(P),
-}
-
-impl<P: Page> Spare<P> {
-    fn page_mut(&mut self) -> &mut P {
-        match self {
-            Spare::Granted(g) => &mut g.page,
-            Spare::Bare(p) => p,
-        }
-    }
-}
-
-/// A page once its ring request is answered: the backend can no longer write it (grant
-/// ended), or can, as the persistent page it is.
-enum Answered<P> {
-    Ended(P),
-    Persistent(Granted<P>),
-}
-
-impl<P: Page> Answered<P> {
-    fn page(&self) -> &P {
-        match self {
-            Answered::Ended(p) => p,
-            Answered::Persistent(g) => &g.page,
-        }
-    }
-}
-
 struct Slot<P> {
     generation: u32,
     busy: Option<InFlight<P>>,
@@ -199,7 +162,6 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     pub(crate) evtchn: E,
     ring: P::Ring,
     pub(crate) port: u32,
-    pub(crate) backend: DomId,
     /// `blkif_vdev_t` of our requests: the device id, truncated as Linux does (backends
     /// ignore it).
     pub(crate) handle: u16,
@@ -220,12 +182,8 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     /// Requests with ring requests still to issue, oldest first.
     queue: VecDeque<u64>,
     completions: VecDeque<Completion>,
-    /// Bounce pages ready for reuse: no grant, ours alone.
-    pool: Vec<P::Page>,
-    /// Persistent bounce pages ready for reuse, still granted.
-    persistent: Vec<Granted<P::Page>>,
-    /// Pages whose grant the backend would not let go of, with that grant.
-    quarantine: Vec<Granted<P::Page>>,
+    /// Bounce and indirect pages: ready for reuse (bare or persistent), or quarantined.
+    pool: PagePool<P::Page>,
     next_request: u64,
     pub(crate) timeout_ns: u64,
     stats: Stats,
@@ -256,7 +214,6 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             evtchn,
             ring,
             port,
-            backend,
             handle,
             info,
             device,
@@ -269,9 +226,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             requests: BTreeMap::new(),
             queue: VecDeque::new(),
             completions: VecDeque::new(),
-            pool: Vec::new(),
-            persistent: Vec::new(),
-            quarantine: Vec::new(),
+            pool: PagePool::new(backend, MAX_PERSISTENT_GRANTS, MAX_QUARANTINED),
             next_request: 0,
             timeout_ns: crate::handshake::DEFAULT_TIMEOUT_NS,
             stats: Stats::default(),
@@ -293,7 +248,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        let PoolStats { quarantined, persistent_grants } = self.pool.stats();
+        Stats { quarantined, persistent_grants, ..self.stats }
     }
 
     /// How long the blocking calls of [`crate::BlockDevice`] wait for a completion.
@@ -326,7 +282,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
 
     /// Pages kept out of use because the backend held their grant.
     pub fn quarantined(&self) -> usize {
-        self.quarantine.len()
+        self.pool.quarantined()
     }
 
     /// Checks `request` against the disk, queues it and puts as much of it on the ring as
@@ -401,11 +357,20 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             self.fail_all(BlkError::BackendClosed);
         }
         if self.stopped.is_none() {
-            self.retry_quarantine();
+            self.pool.retry_quarantine(&mut self.pages);
             if let Err(e) = self.drain() {
                 warn!("blkfront: {e}: device unusable");
                 self.fail_all(BlkError::Broken);
             }
+        }
+        if self.stopped.is_none() && self.pool.over_cap() {
+            warn!(
+                "blkfront: {}: the backend holds {} pages past their requests (at most {}): device marked broken",
+                self.device.path,
+                self.pool.quarantined(),
+                self.pool.max_quarantined()
+            );
+            self.fail_all(BlkError::Broken);
         }
         self.completions.len()
     }
@@ -648,7 +613,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 return Err(BlkError::NoMemory);
             };
             let n = (len - start).min(PAGE_SIZE);
-            let page = spare.page_mut();
+            let page = spare.page();
             match self.requests.get(&id) {
                 Some(p) if write => {
                     let at = offset + start;
@@ -684,7 +649,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             for (at, d) in bytes.chunks_exact_mut(8).zip(chunk) {
                 at.copy_from_slice(&d.to_bytes());
             }
-            spare.page_mut().write(0, &bytes);
+            spare.page().write(0, &bytes);
             match self.grant_filled(spare, true) {
                 Ok(g) => pages.push(g),
                 Err(e) => {
@@ -696,13 +661,10 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         Ok(pages)
     }
 
-    /// A page to fill for the backend: a free persistent page, else one from the pool or
-    /// the guest.
+    /// A page for a ring request: a persistent one if there is one, else one of ours, else
+    /// one from the guest.
     fn spare_page(&mut self) -> Option<Spare<P::Page>> {
-        if let Some(g) = self.persistent.pop() {
-            return Some(Spare::Granted(g));
-        }
-        self.pool.pop().or_else(|| self.pages.alloc_page()).map(Spare::Bare)
+        self.pool.take_spare(&mut self.pages)
     }
 
     /// Grants a filled page to the backend, read-only if it only reads it (but writable
@@ -713,76 +675,28 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         spare: Spare<P::Page>,
         readonly: bool,
     ) -> Result<Granted<P::Page>, BlkError> {
-        let page = match spare {
-            Spare::Granted(g) => return Ok(g),
-            Spare::Bare(page) => page,
-        };
         let readonly = readonly && !self.persistent_grants;
-        match self.pages.grant(page.frame(), self.backend, readonly) {
-            Ok(gref) => Ok(Granted { page, gref, persistent: false }),
-            Err(e) => {
-                self.pool.push(page);
-                Err(BlkError::Grant(e))
-            }
-        }
+        self.pool.grant(&mut self.pages, spare, readonly).map_err(BlkError::Grant)
     }
 
     /// Takes back the pages of `segs` for reuse (see [`settle`](Self::settle)).
     fn release(&mut self, segs: impl IntoIterator<Item = Granted<P::Page>>) {
         for g in segs {
-            if let Some(answered) = self.settle(g) {
-                self.recycle(answered);
-            }
+            let settled = self.settle(g);
+            self.pool.recycle(settled);
         }
     }
 
     /// `g` after its request: persistent if it was, or if the backend still maps it and
     /// offered persistent grants (while we keep fewer than [`MAX_PERSISTENT_GRANTS`]);
-    /// else its grant ends, or, if the backend will not let go of it, it is quarantined
-    /// (`None`).
-    fn settle(&mut self, mut g: Granted<P::Page>) -> Option<Answered<P::Page>> {
-        if g.persistent {
-            return Some(Answered::Persistent(g));
+    /// else its grant ends, or, if the backend will not let go of it, it is quarantined.
+    fn settle(&mut self, g: Granted<P::Page>) -> Settled<P::Page> {
+        let gref = g.gref;
+        let settled = self.pool.settle(&mut self.pages, g, self.persistent_grants);
+        if let Settled::Held = settled {
+            warn!("blkfront: backend still holds grant {}: page quarantined", gref.0);
         }
-        let room = self.stats.persistent_grants < MAX_PERSISTENT_GRANTS as u64;
-        match self.pages.end_grant(g.gref) {
-            Err(GrantError::InUse(_)) if self.persistent_grants && room => {
-                self.stats.persistent_grants += 1;
-                g.persistent = true;
-                Some(Answered::Persistent(g))
-            }
-            Err(GrantError::InUse(_)) => {
-                warn!("blkfront: backend still holds grant {}: page quarantined", g.gref.0);
-                self.stats.quarantined += 1;
-                self.quarantine.push(g);
-                None
-            }
-            Ok(()) => Some(Answered::Ended(g.page)),
-            Err(e) => {
-                // The reference is not granted: the backend has no access to the page.
-                warn!("blkfront: ending grant {}: {e}", g.gref.0);
-                Some(Answered::Ended(g.page))
-            }
-        }
-    }
-
-    /// Puts a page whose request is done where the next request finds it.
-    fn recycle(&mut self, answered: Answered<P::Page>) {
-        match answered {
-            Answered::Ended(page) => self.pool.push(page),
-            Answered::Persistent(g) => self.persistent.push(g),
-        }
-    }
-
-    /// Quarantined pages whose grant the backend has let go of return to the pool.
-    fn retry_quarantine(&mut self) {
-        for g in core::mem::take(&mut self.quarantine) {
-            match self.pages.end_grant(g.gref) {
-                Err(GrantError::InUse(_)) => self.quarantine.push(g),
-                // Ended now, or not granted any more: ours again either way.
-                Ok(()) | Err(_) => self.pool.push(g.page),
-            }
-        }
+        settled
     }
 
     /// One response, copied out of the ring: matched to its slot through the id we gave
@@ -829,8 +743,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         let mut held = false;
         for g in segs {
             match self.settle(g) {
-                Some(page) => pages.push(page),
-                None => held = true,
+                Settled::Held => held = true,
+                page => pages.push(page),
             }
         }
         let result = match result {
@@ -840,10 +754,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         if let Some(p) = self.requests.get_mut(&request) {
             match result {
                 Ok(()) if op == Op::Read => {
-                    for (chunk, page) in
-                        p.buf[offset..offset + len].chunks_mut(PAGE_SIZE).zip(&pages)
+                    for (chunk, page) in p.buf[offset..offset + len]
+                        .chunks_mut(PAGE_SIZE)
+                        .zip(pages.iter().filter_map(Settled::page))
                     {
-                        page.page().read(0, chunk);
+                        page.read(0, chunk);
                     }
                 }
                 Ok(()) => {}
@@ -854,7 +769,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             p.done += 1;
         }
         for page in pages {
-            self.recycle(page);
+            self.pool.recycle(page);
         }
         self.release(indirect);
         self.finish_if_done(request);
@@ -901,16 +816,10 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     pub(crate) fn shut_down(mut self) -> Vec<Completion> {
         self.fail_all(BlkError::NotConnected);
         // Every page is back from the slots. The backend, disconnected, should have
-        // unmapped the persistent ones: their grants end now, or they are quarantined.
-        self.persistent_grants = false;
-        let kept = core::mem::take(&mut self.persistent);
-        self.release(kept.into_iter().map(|g| Granted { persistent: false, ..g }));
-        self.retry_quarantine();
-        if !self.quarantine.is_empty() {
-            warn!("blkfront: leaking {} pages the backend still holds", self.quarantine.len());
-        }
-        for page in core::mem::take(&mut self.pool) {
-            self.pages.free_page(page);
+        // unmapped the persistent ones: their grants end now, or they stay held.
+        let leaked = self.pool.shut_down(&mut self.pages);
+        if leaked > 0 {
+            warn!("blkfront: leaking {leaked} pages the backend still holds");
         }
         self.pages.free_ring(self.ring);
         self.evtchn.close(self.port);

@@ -2,7 +2,7 @@
 //! an event channel. The guest implements these with its frame allocator, grant table and
 //! event channels; the host tests with fakes that play the backend.
 
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantRef};
 use ring::shared::FrontRing;
 
 use crate::abi::{BlkifRequest, BlkifResponse};
@@ -26,28 +26,10 @@ pub trait SharedRing {
     fn grant_refs(&self) -> &[GrantRef];
 }
 
-/// Pages and grants.
-pub trait Pages {
-    type Page: Page;
+/// Pages and grants: the data pages' side is every driver's ([`grant::Grants`], which the
+/// guest implements once), the ring is this driver's.
+pub trait Pages: grant::Grants {
     type Ring: SharedRing;
-
-    /// A page of any content (the driver overwrites all of it before granting), or `None`
-    /// when memory is short.
-    fn alloc_page(&mut self) -> Option<Self::Page>;
-
-    /// Takes back a page the driver no longer needs. Its grant, if it had one, has ended.
-    fn free_page(&mut self, page: Self::Page);
-
-    /// Grants `domid` access to `frame`: read-only when the backend only reads the page (a
-    /// write to disk), writable when it fills it (a read from disk). The guest's
-    /// [`grant::GrantTable::grant_access`] does exactly this.
-    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError>;
-
-    /// Revokes a grant made by [`grant`](Self::grant) ([`grant::GrantTable::end_access`]).
-    /// [`GrantError::InUse`] means the backend still has the page mapped: the grant stays,
-    /// and the driver keeps the page out of use and retries later. Any other error means
-    /// the reference is not granted (any more), so the page is the driver's again.
-    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError>;
 
     /// Allocates and zeroes `1 << order` pages for the shared ring, contiguous in our
     /// address space (the ring is one array across them; the frames behind them need not be

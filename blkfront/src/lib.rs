@@ -61,6 +61,7 @@ pub mod info;
 pub use block::BlockDevice;
 pub use driver::{
     Blkfront, Completion, Request, RequestId, Stats, MAX_INDIRECT_SEGMENTS, MAX_PERSISTENT_GRANTS,
+    MAX_QUARANTINED,
 };
 pub use env::{EventChannel, Page, Pages, SharedRing, Timeout};
 pub use handshake::RING_PAGE_ORDER;
@@ -87,7 +88,8 @@ pub enum BlkError {
     Misaligned,
     /// The device is not connected (closed, or never was).
     NotConnected,
-    /// The backend corrupted the ring; every request failed and the device is unusable.
+    /// The backend corrupted the ring, or holds more pages past their requests than
+    /// [`MAX_QUARANTINED`]: every request failed and the device is unusable.
     Broken,
     /// The backend answered this request with a response that cannot be right (wrong
     /// operation, unknown status). The driver goes on serving the others.
@@ -122,7 +124,9 @@ impl fmt::Display for BlkError {
                 f.write_str("blkfront: empty or not a multiple of the logical sector size")
             }
             BlkError::NotConnected => f.write_str("blkfront: device not connected"),
-            BlkError::Broken => f.write_str("blkfront: backend corrupted the ring"),
+            BlkError::Broken => f.write_str(
+                "blkfront: the backend broke the protocol (its ring, or pages it keeps)",
+            ),
             BlkError::BadResponse => f.write_str("blkfront: malformed response from the backend"),
             BlkError::Timeout => f.write_str("blkfront: timed out"),
             BlkError::NoMemory => f.write_str("blkfront: out of pages"),

@@ -4,17 +4,21 @@
 //! references from a fixed pool, catching exhaustion and double frees; [`table`] is the
 //! table itself, shared with Xen, in which references become grants; [`ops`] issues the
 //! grant-table hypercalls that size the table and copy between grants; [`Page`] is what a
-//! driver grants.
+//! driver grants, and [`pool`] the life of every driver's granted pages.
 #![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
 
 pub mod abi;
 pub mod ops;
 mod page;
+pub mod pool;
 pub mod refs;
 pub mod table;
 
 pub use abi::{DomId, GrantRef};
 pub use page::{Page, PAGE_SIZE};
+pub use pool::{Granted, Grants, PagePool, PoolStats, Settled, Spare};
 pub use refs::{RefAllocator, RefError};
 pub use table::{GrantTable, MAX_FRAMES};
 

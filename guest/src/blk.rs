@@ -2,7 +2,7 @@
 //! event channels from [`crate::frontend`] — and connecting the disks the toolstack gave us.
 
 use crate::arch::pfn_to_virt;
-use crate::frontend::{self, GuestPage, RingError};
+use crate::frontend::{self, GuestPages, RingError};
 use crate::{evtchn, time, xenstore};
 use alloc::format;
 use alloc::string::String;
@@ -13,7 +13,7 @@ use blkfront::{BlkError, Blkfront, Timeout};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use events::Port;
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantRef};
 use ring::shared::FrontRing;
 
 pub use crate::vdev::name;
@@ -35,27 +35,8 @@ impl blkfront::SharedRing for GuestRing {
     }
 }
 
-pub struct GuestPages;
-
 impl blkfront::Pages for GuestPages {
-    type Page = GuestPage;
     type Ring = GuestRing;
-
-    fn alloc_page(&mut self) -> Option<GuestPage> {
-        GuestPage::alloc()
-    }
-
-    fn free_page(&mut self, page: GuestPage) {
-        page.free()
-    }
-
-    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
-        frontend::grant(frame, domid, readonly)
-    }
-
-    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError> {
-        frontend::end_grant(gref)
-    }
 
     fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<GuestRing, BlkError> {
         // Beyond 16 pages (order 4, blkback's usual limit) is not worth the memory.

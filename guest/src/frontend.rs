@@ -42,12 +42,28 @@ unsafe impl grant::Page for GuestPage {
     }
 }
 
-pub fn grant(frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
-    gnttab::grant_access(domid, frame, readonly)
-}
+/// The drivers' data pages and their grants: one implementation for every driver, whose
+/// environment types add their rings (`blk::GuestRing`, `net::stack::NetRing`).
+pub struct GuestPages;
 
-pub fn end_grant(gref: GrantRef) -> Result<(), GrantError> {
-    gnttab::end_access(gref)
+impl grant::Grants for GuestPages {
+    type Page = GuestPage;
+
+    fn alloc_page(&mut self) -> Option<GuestPage> {
+        GuestPage::alloc()
+    }
+
+    fn free_page(&mut self, page: GuestPage) {
+        page.free()
+    }
+
+    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
+        gnttab::grant_access(domid, frame, readonly)
+    }
+
+    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError> {
+        gnttab::end_access(gref)
+    }
 }
 
 /// `pages` zeroed pages, contiguous in our address space, each granted writable to

@@ -10,13 +10,13 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantError, Granted, PagePool, Settled, Spare};
 use log::warn;
 use ring::shared::FrontRing;
 use xenbus::frontend::Device;
 
 use crate::abi::{NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse};
-use crate::env::{EventChannel, Page, Pages, SharedRing};
+use crate::env::{EventChannel, Pages, SharedRing};
 use crate::handshake::Features;
 use crate::rx::Assembly;
 use crate::tx::TxSlot;
@@ -65,11 +65,10 @@ pub struct Stats {
     pub quarantined: u64,
 }
 
-/// A page and its grant to the backend.
-pub(crate) struct Granted<P> {
-    pub page: P,
-    pub gref: GrantRef,
-}
+/// Pages a backend may hold against the protocol (a netif backend holds nothing past its
+/// response) before the device is marked broken: a backend that keeps everything cannot
+/// make us pin ever more memory for it.
+pub const MAX_QUARANTINED: usize = 32;
 
 /// Receive slots taken per [`Netfront::poll`] at most: a ring's worth, so that a backend
 /// that keeps producing cannot keep one poll going forever.
@@ -86,7 +85,6 @@ pub struct Netfront<P: Pages, E: EventChannel> {
     pub(crate) tx_ring: P::Ring<NetifTxRequest, NetifTxResponse>,
     pub(crate) rx_ring: P::Ring<NetifRxRequest, NetifRxResponse>,
     pub(crate) ports: Ports,
-    pub(crate) backend: DomId,
     pub(crate) device: Device,
     pub(crate) mac: [u8; 6],
     pub(crate) features: Features,
@@ -106,10 +104,8 @@ pub struct Netfront<P: Pages, E: EventChannel> {
     pub(crate) ready: VecDeque<Vec<u8>>,
     /// The last poll stopped with responses left on a ring.
     pub(crate) more: bool,
-    /// Pages ready for reuse: no grant, ours alone.
-    pub(crate) pool: Vec<P::Page>,
-    /// Pages whose grant the backend would not let go of, with that grant.
-    quarantine: Vec<Granted<P::Page>>,
+    /// Pages ready for reuse (no grant, ours alone), and those quarantined.
+    pub(crate) pool: PagePool<P::Page>,
     /// Where smoltcp writes a frame before it is copied into granted pages.
     pub(crate) tx_scratch: Vec<u8>,
     pub(crate) stats: Stats,
@@ -138,7 +134,6 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             tx_ring,
             rx_ring,
             ports,
-            backend,
             device,
             mac,
             features,
@@ -153,8 +148,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             rx_partial: None,
             ready: VecDeque::new(),
             more: false,
-            pool: Vec::new(),
-            quarantine: Vec::new(),
+            pool: PagePool::new(backend, 0, MAX_QUARANTINED),
             tx_scratch: Vec::new(),
             stats: Stats::default(),
         }
@@ -182,7 +176,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     }
 
     pub fn stats(&self) -> Stats {
-        self.stats
+        Stats { quarantined: self.pool.stats().quarantined, ..self.stats }
     }
 
     /// Whether a ring broke (see [`poll`](Self::poll)).
@@ -207,7 +201,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
 
     /// Pages kept out of use because the backend held their grant.
     pub fn quarantined(&self) -> usize {
-        self.quarantine.len()
+        self.pool.quarantined()
     }
 
     /// Whether there is work without waiting for an event: frames to receive, or responses
@@ -227,7 +221,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// [`crate::NetError::Broken`].
     pub fn poll(&mut self) -> usize {
         if !self.broken {
-            self.retry_quarantine();
+            self.pool.retry_quarantine(&mut self.pages);
             let polled = self.drain_tx().and_then(|()| self.drain_rx(RX_BUDGET));
             match polled {
                 Ok(more) => self.more = more,
@@ -236,6 +230,15 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
                     self.fail_all();
                 }
             }
+        }
+        if !self.broken && self.pool.over_cap() {
+            warn!(
+                "netfront: {}: the backend holds {} pages past their responses (at most {}): device marked broken",
+                self.device.path,
+                self.pool.quarantined(),
+                self.pool.max_quarantined()
+            );
+            self.fail_all();
         }
         self.ready.len()
     }
@@ -258,7 +261,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
 
     /// A page for the driver to fill: from the pool, else from the guest.
     pub(crate) fn take_page(&mut self) -> Option<P::Page> {
-        self.pool.pop().or_else(|| self.pages.alloc_page())
+        self.pool.take_bare(&mut self.pages)
     }
 
     /// Grants `page` to the backend, or puts it back in the pool.
@@ -267,50 +270,24 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         page: P::Page,
         readonly: bool,
     ) -> Result<Granted<P::Page>, GrantError> {
-        match self.pages.grant(page.frame(), self.backend, readonly) {
-            Ok(gref) => Ok(Granted { page, gref }),
-            Err(e) => {
-                self.pool.push(page);
-                Err(e)
-            }
-        }
+        self.pool.grant(&mut self.pages, Spare::Bare(page), readonly)
     }
 
     /// Ends `g`'s grant and takes its page back into the pool.
     pub(crate) fn release(&mut self, g: Granted<P::Page>) {
-        if let Some(page) = self.end_or_quarantine(g) {
-            self.pool.push(page);
-        }
+        let settled = self.settle(g);
+        self.pool.recycle(settled);
     }
 
-    /// Ends `g`'s grant and hands its page back, or quarantines it (`None`) if the backend
-    /// still holds the grant.
-    pub(crate) fn end_or_quarantine(&mut self, g: Granted<P::Page>) -> Option<P::Page> {
-        match self.pages.end_grant(g.gref) {
-            Ok(()) => Some(g.page),
-            Err(GrantError::InUse(_)) => {
-                warn!("netfront: backend still holds grant {}: page quarantined", g.gref.0);
-                self.stats.quarantined += 1;
-                self.quarantine.push(g);
-                None
-            }
-            Err(e) => {
-                // The reference is not granted: the backend has no access to the page.
-                warn!("netfront: ending grant {}: {e}", g.gref.0);
-                Some(g.page)
-            }
+    /// Ends `g`'s grant: the page is ours again, unless the backend still holds the grant
+    /// and it is quarantined.
+    pub(crate) fn settle(&mut self, g: Granted<P::Page>) -> Settled<P::Page> {
+        let gref = g.gref;
+        let settled = self.pool.settle(&mut self.pages, g, false);
+        if let Settled::Held = settled {
+            warn!("netfront: backend still holds grant {}: page quarantined", gref.0);
         }
-    }
-
-    /// Quarantined pages whose grant the backend has let go of return to the pool.
-    fn retry_quarantine(&mut self) {
-        for g in core::mem::take(&mut self.quarantine) {
-            match self.pages.end_grant(g.gref) {
-                Err(GrantError::InUse(_)) => self.quarantine.push(g),
-                // Ended now, or not granted any more: ours again either way.
-                Ok(()) | Err(_) => self.pool.push(g.page),
-            }
-        }
+        settled
     }
 
     /// Takes in transmit acknowledgements outside [`poll`](Self::poll), when the ring
@@ -343,12 +320,9 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// [`Page`]).
     pub(crate) fn shut_down(mut self) {
         self.fail_all();
-        self.retry_quarantine();
-        if !self.quarantine.is_empty() {
-            warn!("netfront: leaking {} pages the backend still holds", self.quarantine.len());
-        }
-        for page in core::mem::take(&mut self.pool) {
-            self.pages.free_page(page);
+        let leaked = self.pool.shut_down(&mut self.pages);
+        if leaked > 0 {
+            warn!("netfront: leaking {leaked} pages the backend still holds");
         }
         self.pages.free_ring(self.tx_ring);
         self.pages.free_ring(self.rx_ring);

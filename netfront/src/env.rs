@@ -8,7 +8,7 @@
 //! pages) and the event channel, which needs no blocking wait and no clock: nothing in this
 //! driver blocks, and smoltcp gets its timestamps from its caller.
 
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantRef};
 use ring::shared::{FrontRing, Pod};
 
 use crate::NetError;
@@ -29,29 +29,11 @@ pub trait SharedRing<Req: Pod, Rsp: Pod> {
     fn grant_ref(&self) -> GrantRef;
 }
 
-/// Pages and grants.
-pub trait Pages {
-    type Page: Page;
+/// Pages and grants: the data pages' side is every driver's ([`grant::Grants`], which the
+/// guest implements once), the rings are this driver's.
+pub trait Pages: grant::Grants {
     /// Both rings are this type, one instance per slot layout.
     type Ring<Req: Pod, Rsp: Pod>: SharedRing<Req, Rsp>;
-
-    /// A page of any content (the driver overwrites all of it before granting), or `None`
-    /// when memory is short.
-    fn alloc_page(&mut self) -> Option<Self::Page>;
-
-    /// Takes back a page the driver no longer needs. Its grant, if it had one, has ended.
-    fn free_page(&mut self, page: Self::Page);
-
-    /// Grants `domid` access to `frame`: read-only for a transmit page (the backend only
-    /// reads it), writable for a receive buffer (the backend copies the frame into it).
-    /// The guest's [`grant::GrantTable::grant_access`] does exactly this.
-    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError>;
-
-    /// Revokes a grant made by [`grant`](Self::grant) ([`grant::GrantTable::end_access`]).
-    /// [`GrantError::InUse`] means the backend still has the page mapped: the grant stays,
-    /// and the driver keeps the page out of use and retries later. Any other error means
-    /// the reference is not granted (any more), so the page is the driver's again.
-    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError>;
 
     /// Allocates and zeroes one page, builds the [`FrontRing`] over it
     /// (`FrontRing::new(base, 1)`, the only `unsafe` step, which is the guest's) and grants

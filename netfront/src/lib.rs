@@ -70,7 +70,7 @@ mod rx;
 mod tx;
 
 pub use device::{NetRxToken, NetTxToken};
-pub use driver::{Netfront, Ports, Stats, MTU};
+pub use driver::{Netfront, Ports, Stats, MAX_QUARANTINED, MTU};
 pub use env::{EventChannel, Page, Pages, SharedRing};
 pub use handshake::Features;
 

@@ -24,10 +24,11 @@ use crate::abi::{
     RSP_ERROR,
 };
 use crate::csum::{self, CsumError};
-use crate::driver::{Granted, RX_QUEUE};
+use crate::driver::RX_QUEUE;
 use crate::env::{EventChannel, Page, Pages, PAGE_SIZE};
 use crate::tx::ETH_HEADER;
 use crate::Netfront;
+use grant::{Granted, Settled};
 
 /// The largest frame we join: what an IPv4 or IPv6 packet's 16-bit length allows.
 const MAX_RX_FRAME: usize = 0xffff;
@@ -188,11 +189,12 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         }
         // End the grant before reading the page: afterwards the backend can no longer
         // change what we copy.
-        let page = buf.and_then(|b| self.end_or_quarantine(b));
+        let settled = buf.map(|b| self.settle(b));
         let asm = self.rx_partial.get_or_insert_with(|| Assembly::new(flags));
         asm.slots += 1;
         asm.more_data = flags.contains(RxFlags::MORE_DATA);
-        let outcome = match (claim, &page) {
+        let page = settled.as_ref().and_then(Settled::page);
+        let outcome = match (claim, page) {
             (Ok(range), Some(page)) => {
                 if asm.slots > MAX_RX_SLOTS || asm.data.len() + range.len() > MAX_RX_FRAME {
                     Err(Discard::TooLong)
@@ -211,8 +213,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             // Nothing more of a dropped frame is kept.
             asm.data = Vec::new();
         }
-        if let Some(page) = page {
-            self.pool.push(page);
+        if let Some(settled) = settled {
+            self.pool.recycle(settled);
         }
     }
 

@@ -13,9 +13,9 @@ use ring::shared::RingError;
 
 use crate::abi::{NetifTxRequest, NetifTxResponse, TxFlags, MAX_TX_SIZE, RSP_DROPPED, RSP_ERROR};
 use crate::abi::{NR_SLOTS_MIN, RSP_OKAY};
-use crate::driver::Granted;
 use crate::env::{EventChannel, Page, Pages, PAGE_SIZE};
 use crate::{NetError, Netfront};
+use grant::Granted;
 
 /// The shortest frame the backend takes: an Ethernet header (netback refuses less).
 pub(crate) const ETH_HEADER: usize = 14;

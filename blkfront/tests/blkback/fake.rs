@@ -15,7 +15,7 @@ use blkfront::abi::{
 };
 use blkfront::env::PAGE_SIZE;
 use blkfront::{BlkError, Blkfront, EventChannel, Page, Pages, SharedRing, Timeout};
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantError, GrantRef, Grants};
 use ring::shared::{ring_size, FrontRing, HEADER_SIZE};
 
 use crate::xenstored::{self, Client, Fake, Idle};
@@ -503,9 +503,8 @@ impl World {
 
 pub struct TestPages(pub Shared);
 
-impl Pages for TestPages {
+impl Grants for TestPages {
     type Page = TestPage;
-    type Ring = TestRing;
 
     fn alloc_page(&mut self) -> Option<TestPage> {
         let mut w = self.0.borrow_mut();
@@ -548,6 +547,10 @@ impl Pages for TestPages {
         }
         w.grants.remove(&gref.0).map(drop).ok_or(GrantError::NotGranted(gref))
     }
+}
+
+impl Pages for TestPages {
+    type Ring = TestRing;
 
     /// `1 << order` contiguous pages, one grant each, as the guest builds a ring.
     fn alloc_ring(&mut self, backend: DomId, order: u32) -> Result<TestRing, BlkError> {

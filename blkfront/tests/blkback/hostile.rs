@@ -3,7 +3,7 @@
 //! serving the rest, never panic, and never touch another request's pages.
 
 use blkfront::abi::{BlkifResponse, Op, Status};
-use blkfront::{BlkError, BlockDevice, Request, RequestId};
+use blkfront::{BlkError, BlockDevice, Request, RequestId, MAX_QUARANTINED};
 
 use crate::fake::{pattern, Driver, Rig, Taken};
 
@@ -141,4 +141,27 @@ fn a_grant_the_backend_keeps_quarantines_its_page() {
     blk.poll();
     assert_eq!(blk.quarantined(), 0);
     assert!(!rig.w().grants.contains_key(&gref));
+}
+
+#[test]
+fn a_backend_that_keeps_every_grant_breaks_the_device_at_the_cap() {
+    let (rig, mut blk) = Rig::connected(&[]);
+    let mut answered = 0;
+    while blk.stopped().is_none() {
+        assert!(answered <= MAX_QUARANTINED, "still taking requests after {answered} held pages");
+        let (_, taken) = reads(&rig, &mut blk, 1);
+        let all: Vec<u32> = rig.w().grants.keys().copied().collect();
+        rig.w().held.extend(all);
+        answer(&rig, &taken[0], |_| {});
+        blk.poll();
+        answered += 1;
+    }
+    // One page past the cap, and no more: the device takes nothing new.
+    assert_eq!(blk.stopped(), Some(BlkError::Broken));
+    assert_eq!((answered, blk.quarantined()), (MAX_QUARANTINED + 1, MAX_QUARANTINED + 1));
+    let grants = rig.w().grants.len();
+    let mut buf = vec![0; 4096];
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Broken));
+    assert_eq!(blk.submit(Request::Read { sector: 0, len: 4096 }), Err(BlkError::Broken));
+    assert_eq!(rig.w().grants.len(), grants, "nothing more granted to that backend");
 }

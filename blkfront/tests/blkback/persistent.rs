@@ -100,6 +100,9 @@ fn pages_a_backend_holds_beyond_the_limit_are_quarantined() {
     assert_eq!(s.persistent_grants, MAX_PERSISTENT_GRANTS as u64);
     assert_eq!(s.quarantined, 8 * 257 - MAX_PERSISTENT_GRANTS as u64);
     assert_eq!(blk.quarantined(), 8 * 257 - MAX_PERSISTENT_GRANTS);
+    // Far past what a backend may hold against the protocol: the device is broken.
+    let mut buf = [0; 512];
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Broken));
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use super::services::Services;
 use super::wire::{self, Mac};
 use crate::arch::pfn_to_virt;
-use crate::frontend::{self, GuestPage, RingError};
+use crate::frontend::{self, GuestPages, RingError};
 use crate::{evtchn, println, pvops, time, xenstore};
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -12,7 +12,7 @@ use alloc::{format, vec};
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use events::Port;
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantRef};
 use netfront::{NetError, NetRxToken, NetTxToken, Netfront, Ports};
 use ring::shared::{FrontRing, Pod};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -41,27 +41,8 @@ impl<Req: Pod, Rsp: Pod> netfront::SharedRing<Req, Rsp> for NetRing<Req, Rsp> {
     }
 }
 
-pub struct NetPages;
-
-impl netfront::Pages for NetPages {
-    type Page = GuestPage;
+impl netfront::Pages for GuestPages {
     type Ring<Req: Pod, Rsp: Pod> = NetRing<Req, Rsp>;
-
-    fn alloc_page(&mut self) -> Option<GuestPage> {
-        GuestPage::alloc()
-    }
-
-    fn free_page(&mut self, page: GuestPage) {
-        page.free()
-    }
-
-    fn grant(&mut self, frame: u64, domid: DomId, readonly: bool) -> Result<GrantRef, GrantError> {
-        frontend::grant(frame, domid, readonly)
-    }
-
-    fn end_grant(&mut self, gref: GrantRef) -> Result<(), GrantError> {
-        frontend::end_grant(gref)
-    }
 
     fn alloc_ring<Req: Pod, Rsp: Pod>(
         &mut self,
@@ -99,7 +80,7 @@ impl netfront::EventChannel for NetEvents {
     }
 }
 
-pub type Vif = Netfront<NetPages, NetEvents>;
+pub type Vif = Netfront<GuestPages, NetEvents>;
 
 /// The vif as smoltcp's device, noting who made itself known through ARP on the way in.
 pub struct Nic {
@@ -131,7 +112,7 @@ impl RxToken for WatchedRx<'_> {
 
 impl Device for Nic {
     type RxToken<'a> = WatchedRx<'a>;
-    type TxToken<'a> = NetTxToken<'a, NetPages, NetEvents>;
+    type TxToken<'a> = NetTxToken<'a, GuestPages, NetEvents>;
 
     fn receive(&mut self, now: Instant) -> Option<(WatchedRx<'_>, Self::TxToken<'_>)> {
         let (rx, tx) = self.vif.receive(now)?;
@@ -196,7 +177,7 @@ pub fn start() -> Result<bool, NetError> {
 /// goes on in the background, whenever the network is polled: nothing waits for it here.
 /// Prints `net: up <ip>/<len> gw <ip> mac <mac>` once configured.
 pub fn start_on(id: u32) -> Result<(), NetError> {
-    let vif = xenstore::with(|xs| Vif::connect(xs, id, NetPages, NetEvents, TIMEOUT_NS))
+    let vif = xenstore::with(|xs| Vif::connect(xs, id, GuestPages, NetEvents, TIMEOUT_NS))
         .unwrap_or(Err(NetError::Xenstore(xenbus::Error::Timeout)))?;
     *PORTS.lock() = Some(vif.ports());
     CLOSING.store(false, Ordering::SeqCst);

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use grant::{DomId, GrantError, GrantRef};
+use grant::{DomId, GrantError, GrantRef, Grants};
 use netfront::abi::{
     NetifExtraInfo, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, RxFlags,
     TxFlags, RSP_OKAY,
@@ -482,9 +482,8 @@ impl World {
 
 pub struct TestPages(pub Shared);
 
-impl Pages for TestPages {
+impl Grants for TestPages {
     type Page = TestPage;
-    type Ring<Req: Pod, Rsp: Pod> = TestRing<Req, Rsp>;
 
     fn alloc_page(&mut self) -> Option<TestPage> {
         let mut w = self.0.borrow_mut();
@@ -523,6 +522,10 @@ impl Pages for TestPages {
         }
         w.grants.remove(&gref.0).map(drop).ok_or(GrantError::NotGranted(gref))
     }
+}
+
+impl Pages for TestPages {
+    type Ring<Req: Pod, Rsp: Pod> = TestRing<Req, Rsp>;
 
     fn alloc_ring<Req: Pod, Rsp: Pod>(
         &mut self,

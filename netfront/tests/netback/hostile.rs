@@ -7,7 +7,7 @@ use netfront::abi::{
     Extra, NetifExtraInfo, NetifRxRequest, NetifTxResponse, RxFlags, RSP_DROPPED, RSP_ERROR,
     RSP_NULL, RSP_OKAY,
 };
-use netfront::NetError;
+use netfront::{NetError, MAX_QUARANTINED};
 
 use crate::fake::{frame, Driver, Rig, RxFrame, RING_SIZE};
 use crate::rx::rsp;
@@ -288,4 +288,23 @@ fn a_tx_page_the_backend_keeps_is_quarantined() {
     rig.w().held.clear();
     net.poll();
     assert_eq!(net.quarantined(), 0);
+}
+
+#[test]
+fn a_backend_that_keeps_every_rx_buffer_breaks_the_device_at_the_cap() {
+    let (rig, mut net) = Rig::connected(&[]);
+    let mut answered = 0;
+    while !net.is_broken() {
+        assert!(answered <= MAX_QUARANTINED, "still receiving after {answered} held pages");
+        let req = fill(&rig, &frame(60, answered as u8));
+        rig.w().held.insert(req.gref.0);
+        answer(&rig, req.id, 0, RxFlags::empty(), 60);
+        net.poll();
+        answered += 1;
+    }
+    assert_eq!((answered, net.quarantined()), (MAX_QUARANTINED + 1, MAX_QUARANTINED + 1));
+    let grants = rig.w().grants.len();
+    assert_eq!(net.send(&frame(60, 1)), Err(NetError::Broken));
+    net.poll();
+    assert_eq!(rig.w().grants.len(), grants, "nothing more granted to that backend");
 }
