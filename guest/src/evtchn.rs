@@ -169,33 +169,56 @@ pub fn bind(port: Port, handler: Handler, ctx: usize) -> Result<(), Error> {
 /// Ports that fired since their owner last took the news, for drivers that do their work
 /// outside the upcall: the handler only records, the driver polls its rings when it looks.
 static FIRED: [AtomicU64; PORTS / 64] = [const { AtomicU64::new(0) }; PORTS / 64];
+/// Of those, the ports the handler masked (all of them, but for a race with [`close`]).
+static THROTTLED: [AtomicU64; PORTS / 64] = [const { AtomicU64::new(0) }; PORTS / 64];
 
-fn fired_bit(port: Port) -> Option<(&'static AtomicU64, u64)> {
-    FIRED.get(port.0 as usize / 64).map(|w| (w, 1 << (port.0 % 64)))
+fn fired_bit(port: Port) -> Option<(&'static AtomicU64, &'static AtomicU64, u64)> {
+    let i = port.0 as usize / 64;
+    Some((FIRED.get(i)?, THROTTLED.get(i)?, 1 << (port.0 % 64)))
 }
 
+/// Records that `port` fired and masks it until its owner takes the news: a backend that
+/// notifies without pause then costs one upcall per look of its driver, not one per
+/// notification (Linux's lateeoi). Events that come meanwhile stay pending, and unmasking
+/// delivers them.
 fn record_fired(port: Port, _: usize) {
-    if let Some((word, bit)) = fired_bit(port) {
-        word.fetch_or(bit, Ordering::SeqCst);
+    if let Some((fired, throttled, bit)) = fired_bit(port) {
+        if mask(port).is_ok() {
+            throttled.fetch_or(bit, Ordering::SeqCst);
+        }
+        fired.fetch_or(bit, Ordering::SeqCst);
     }
 }
 
 /// Binds `port` to a handler that only records that it fired (see [`take_fired`]).
 pub fn bind_recording(port: Port) -> Result<(), Error> {
-    if fired_bit(port).is_none() {
+    let Some((fired, throttled, bit)) = fired_bit(port) else {
         return Err(Error::BadPort(port));
-    }
+    };
+    // A port number can come back after a close: nothing of its last owner carries over.
+    fired.fetch_and(!bit, Ordering::SeqCst);
+    throttled.fetch_and(!bit, Ordering::SeqCst);
     bind(port, record_fired, 0)
 }
 
-/// Whether `port` fired since the last [`take_fired`], forgetting it.
+/// Whether `port` fired since the last [`take_fired`], forgetting it, and letting it fire
+/// again (see [`record_fired`]).
 pub fn take_fired(port: Port) -> bool {
-    fired_bit(port).is_some_and(|(word, bit)| word.fetch_and(!bit, Ordering::SeqCst) & bit != 0)
+    let Some((fired, throttled, bit)) = fired_bit(port) else { return false };
+    if fired.fetch_and(!bit, Ordering::SeqCst) & bit == 0 {
+        return false;
+    }
+    if throttled.fetch_and(!bit, Ordering::SeqCst) & bit != 0 {
+        if let Err(e) = unmask(port) {
+            log::error!("event channel {}: cannot unmask it: {e}", port.0);
+        }
+    }
+    true
 }
 
 /// Whether `port` fired since the last [`take_fired`].
 pub fn has_fired(port: Port) -> bool {
-    fired_bit(port).is_some_and(|(word, bit)| word.load(Ordering::SeqCst) & bit != 0)
+    fired_bit(port).is_some_and(|(fired, _, bit)| fired.load(Ordering::SeqCst) & bit != 0)
 }
 
 /// Binds a virtual IRQ of vcpu 0 to a new port with `handler`.
