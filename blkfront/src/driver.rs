@@ -40,6 +40,7 @@ use alloc::vec::Vec;
 use grant::{DomId, GrantError, Granted, PagePool, PoolStats, Settled, Spare};
 use log::warn;
 use ring::shared::{FrontRing, RingError};
+use ring::slots::SlotTable;
 use xenbus::frontend::Device;
 
 use crate::abi::{
@@ -151,11 +152,6 @@ struct InFlight<P> {
     indirect: Vec<Granted<P>>,
 }
 
-struct Slot<P> {
-    generation: u32,
-    busy: Option<InFlight<P>>,
-}
-
 /// A connected block device.
 pub struct Blkfront<P: Pages, E: EventChannel> {
     pub(crate) pages: P,
@@ -176,8 +172,8 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     /// Why nothing more goes on the ring: it is corrupt ([`BlkError::Broken`]) or the
     /// backend is closing ([`BlkError::BackendClosed`]). Every request fails with it.
     stopped: Option<BlkError>,
-    slots: Vec<Slot<P::Page>>,
-    free_slots: Vec<u32>,
+    /// Ring requests in flight, by their id.
+    slots: SlotTable<InFlight<P::Page>>,
     requests: BTreeMap<u64, Pending>,
     /// Requests with ring requests still to issue, oldest first.
     queue: VecDeque<u64>,
@@ -220,9 +216,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             max_segments,
             persistent_grants: info.features.persistent,
             stopped: None,
-            slots: (0..size).map(|_| Slot { generation: 0, busy: None }).collect(),
-            // Reversed so slots are handed out from index 0 up: easier to read in traces.
-            free_slots: (0..size).rev().collect(),
+            slots: SlotTable::new(size as usize, 64),
             requests: BTreeMap::new(),
             queue: VecDeque::new(),
             completions: VecDeque::new(),
@@ -272,7 +266,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
 
     /// Ring requests in flight.
     pub fn in_flight(&self) -> usize {
-        self.slots.len() - self.free_slots.len()
+        self.slots.in_use()
     }
 
     /// Submitted requests not completed yet (in flight or queued).
@@ -456,11 +450,14 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     fn issue(&mut self) {
         let mut pushed = false;
         while let Some(&id) = self.queue.front() {
-            let Some(slot) = self.free_slots.pop() else { break };
-            match self.issue_part(id, slot) {
-                Ok(()) => pushed = true,
+            let Some(slot) = self.slots.reserve() else { break };
+            match self.issue_part(id, slot.id()) {
+                Ok(flight) => {
+                    self.slots.fill(slot, flight);
+                    pushed = true;
+                }
                 Err(e) => {
-                    self.free_slots.push(slot);
+                    self.slots.cancel(slot);
                     let short =
                         matches!(e, BlkError::NoMemory | BlkError::Grant(GrantError::Exhausted));
                     if short && self.in_flight() > 0 {
@@ -512,15 +509,14 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         true
     }
 
-    /// Builds the next ring request of `id` in `slot` and pushes it.
-    fn issue_part(&mut self, id: u64, slot: u32) -> Result<(), BlkError> {
+    /// Builds the next ring request of `id`, with `ring_id` (its slot's), and pushes it;
+    /// returns what its slot holds until the response.
+    fn issue_part(&mut self, id: u64, ring_id: u64) -> Result<InFlight<P::Page>, BlkError> {
         // Queued ids always name a live request; were one missing, fail it, not panic.
         let p = self.requests.get(&id).ok_or(BlkError::NotConnected)?;
         let (kind, sector, part) = (p.kind, p.sector, p.issued);
         let offset = part * self.part_bytes();
         let len = p.buf.len().saturating_sub(offset).min(self.part_bytes());
-        let generation = self.slots[slot as usize].generation;
-        let ring_id = (u64::from(generation) << 32) | u64::from(slot);
         let (op, segs) = match kind {
             Kind::Read => (Op::Read, self.prepare_pages(id, offset, len, false)?),
             Kind::Write => (Op::Write, self.prepare_pages(id, offset, len, true)?),
@@ -588,12 +584,10 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             self.release(indirect);
             return Err(BlkError::NotConnected);
         }
-        let flight = InFlight { request: id, op, offset, len, segs, indirect };
-        self.slots[slot as usize].busy = Some(flight);
         if let Some(p) = self.requests.get_mut(&id) {
             p.issued += 1;
         }
-        Ok(())
+        Ok(InFlight { request: id, op, offset, len, segs, indirect })
     }
 
     /// Bounce pages for `len` bytes at `offset` of request `id`'s buffer, granted to the
@@ -702,20 +696,12 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// One response, copied out of the ring: matched to its slot through the id we gave
     /// it, checked, and the slot's request completed.
     fn handle_response(&mut self, rsp: BlkifResponse) {
-        // The id is the backend's claim: index and generation must name a busy slot.
-        let index = (rsp.id & u64::from(u32::MAX)) as usize;
-        let generation = (rsp.id >> 32) as u32;
-        let slot = match self.slots.get_mut(index) {
-            Some(s) if s.generation == generation && s.busy.is_some() => s,
-            _ => {
-                self.stats.unknown_responses += 1;
-                warn!("blkfront: dropped response with unknown id {:#x}", rsp.id);
-                return;
-            }
+        // The id is the backend's claim: it must name a ring request in flight.
+        let Some(flight) = self.slots.take(rsp.id) else {
+            self.stats.unknown_responses += 1;
+            warn!("blkfront: dropped response with unknown id {:#x}", rsp.id);
+            return;
         };
-        let Some(flight) = slot.busy.take() else { return };
-        slot.generation = slot.generation.wrapping_add(1);
-        self.free_slots.push(index as u32);
 
         let result = if rsp.operation != flight.op as u8 {
             Err(BlkError::BadResponse)
@@ -794,13 +780,9 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     fn fail_all(&mut self, error: BlkError) {
         self.stopped = Some(error);
         self.queue.clear();
-        for i in 0..self.slots.len() {
-            if let Some(flight) = self.slots[i].busy.take() {
-                self.slots[i].generation = self.slots[i].generation.wrapping_add(1);
-                self.free_slots.push(i as u32);
-                self.release(flight.segs);
-                self.release(flight.indirect);
-            }
+        for flight in self.slots.take_all() {
+            self.release(flight.segs);
+            self.release(flight.indirect);
         }
         for (id, p) in core::mem::take(&mut self.requests) {
             if !p.abandoned {

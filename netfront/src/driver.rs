@@ -19,7 +19,8 @@ use crate::abi::{NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxRespons
 use crate::env::{EventChannel, Pages, SharedRing};
 use crate::handshake::Features;
 use crate::rx::Assembly;
-use crate::tx::TxSlot;
+use crate::tx::InFlight;
+use ring::slots::SlotTable;
 
 /// The largest frame smoltcp is told to send: an Ethernet header and a 1500-byte payload,
 /// no frame check sequence (the backend's bridge adds none either).
@@ -90,9 +91,8 @@ pub struct Netfront<P: Pages, E: EventChannel> {
     pub(crate) features: Features,
     /// A ring is corrupt: nothing more goes on either.
     pub(crate) broken: bool,
-    /// Transmit requests in flight, by the index part of their id.
-    pub(crate) tx: Vec<TxSlot<P::Page>>,
-    pub(crate) tx_free: Vec<u16>,
+    /// Transmit requests in flight, by their id.
+    pub(crate) tx: SlotTable<InFlight<P::Page>>,
     /// Receive buffers posted, by ring position modulo the ring size.
     pub(crate) rx: Vec<Option<Granted<P::Page>>>,
     /// Receive requests pushed and responses taken, as free-running ring positions: they
@@ -138,10 +138,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             mac,
             features,
             broken: false,
-            tx: (0..tx_size).map(|_| TxSlot::default()).collect(),
-            // Reversed so slots are handed out from index 0 up: easier to read in traces.
-            // Index < ring size <= 2^16 / 2^8 (one page holds 256 slots): fits u16.
-            tx_free: (0..tx_size as u16).rev().collect(),
+            tx: SlotTable::new(tx_size, 16),
             rx: (0..rx_size).map(|_| None).collect(),
             rx_prod: 0,
             rx_cons: 0,
@@ -186,7 +183,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
 
     /// Transmit requests in flight (one per page of each frame sent and not acknowledged).
     pub fn tx_in_flight(&self) -> usize {
-        self.tx.len() - self.tx_free.len()
+        self.tx.in_use()
     }
 
     /// Receive buffers posted to the backend.

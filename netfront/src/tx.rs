@@ -2,9 +2,9 @@
 //! (`NETTXF_more_data` on all but the last; the first request's size is the whole frame's,
 //! as netif.h says), and each page stays with its request until the backend answers it.
 //!
-//! A request's id is the index of its slot in our table plus a generation that changes
-//! each time the slot is reused (`generation * ring size + index`, 16 bits), so a response
-//! naming a free slot, or a previous use of it, is recognised as bogus and touches nothing.
+//! A request's id names its slot in the transmit table and the use of that slot, in 16 bits
+//! (`ring::slots`): a response naming a free slot, or a previous use of it, is recognised
+//! as bogus and touches nothing.
 
 use alloc::vec::Vec;
 
@@ -23,35 +23,12 @@ pub(crate) const ETH_HEADER: usize = 14;
 // The longest frame spans 16 pages, within the slots every backend must accept.
 const _: () = assert!(MAX_TX_SIZE.div_ceil(PAGE_SIZE) <= NR_SLOTS_MIN);
 
-/// One entry of the transmit table.
-pub(crate) struct TxSlot<P> {
-    generation: u16,
-    busy: Option<InFlight<P>>,
-}
-
-impl<P> Default for TxSlot<P> {
-    fn default() -> Self {
-        TxSlot { generation: 0, busy: None }
-    }
-}
-
-/// A transmit request awaiting its response.
-struct InFlight<P> {
+/// A transmit request awaiting its response, in its slot of the transmit table.
+pub(crate) struct InFlight<P> {
     buf: Granted<P>,
     /// The frame's length, on the frame's first request only: that response accounts for
     /// the frame.
     frame_len: Option<usize>,
-}
-
-impl<P> TxSlot<P> {
-    /// Frees the slot and hands back its page; the next use of the slot gets a new
-    /// generation, out of `generations`.
-    pub(crate) fn take(&mut self, generations: usize) -> Option<Granted<P>> {
-        let flight = self.busy.take()?;
-        // `generations` <= 2^16 (ring size >= 1): the remainder fits u16.
-        self.generation = ((usize::from(self.generation) + 1) % generations) as u16;
-        Some(flight.buf)
-    }
 }
 
 impl<P: Pages, E: EventChannel> Netfront<P, E> {
@@ -98,22 +75,23 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         for (i, buf) in bufs.into_iter().enumerate() {
             // `has_tx_room` saw `slots` free table entries and ring slots, and nothing has
             // taken any since: neither the pop nor the push can fail.
-            let Some(index) = self.tx_free.pop() else {
+            let Some(slot) = self.tx.reserve() else {
                 self.release(buf);
                 continue;
             };
             // Sizes fit u16: the frame is at most MAX_TX_SIZE (0xffff) bytes.
             let size = if i == 0 { len } else { (len - i * PAGE_SIZE).min(PAGE_SIZE) } as u16;
             let flags = if i < last { TxFlags::MORE_DATA } else { TxFlags::empty() };
-            let id = self.tx_id(index);
+            // The table makes 16-bit ids.
+            let id = slot.id() as u16;
             let req = NetifTxRequest { gref: buf.gref, offset: 0, flags: flags.bits(), id, size };
             if self.tx_front().push_request(req).is_err() {
-                self.tx_free.push(index);
+                self.tx.cancel(slot);
                 self.release(buf);
                 continue;
             }
             let frame_len = (i == 0).then_some(len);
-            self.tx[usize::from(index)].busy = Some(InFlight { buf, frame_len });
+            self.tx.fill(slot, InFlight { buf, frame_len });
         }
         if self.tx_front().commit_requests() {
             self.evtchn.notify(self.ports.tx);
@@ -124,9 +102,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// Whether a frame of `slots` pages fits on the ring now, after taking in
     /// acknowledgements if it did not.
     pub(crate) fn has_tx_room(&mut self, slots: usize) -> bool {
-        let fits = |n: &mut Self| {
-            n.tx_free.len() >= slots && n.tx_front().free_requests() as usize >= slots
-        };
+        let fits =
+            |n: &mut Self| n.tx.free() >= slots && n.tx_front().free_requests() as usize >= slots;
         if self.broken {
             return false;
         }
@@ -150,18 +127,9 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         }
     }
 
-    /// Transmit slots in flight are freed as the table is: for teardown.
+    /// Every transmit in flight, its slot freed: for teardown.
     pub(crate) fn take_all_tx(&mut self) -> Vec<Granted<P::Page>> {
-        let generations = self.tx_generations();
-        let mut out = Vec::new();
-        for i in 0..self.tx.len() {
-            if let Some(g) = self.tx[i].take(generations) {
-                // Index < ring size <= 2^16: fits u16.
-                self.tx_free.push(i as u16);
-                out.push(g);
-            }
-        }
-        out
+        self.tx.take_all().into_iter().map(|f| f.buf).collect()
     }
 
     fn release_all(&mut self, bufs: Vec<Granted<P::Page>>) {
@@ -170,34 +138,15 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         }
     }
 
-    /// Generations an id can tell apart: as many as fit beside the index in 16 bits.
-    fn tx_generations(&self) -> usize {
-        (1 << 16) / self.tx.len()
-    }
-
-    fn tx_id(&self, index: u16) -> u16 {
-        let generation = usize::from(self.tx[usize::from(index)].generation);
-        // generation < 2^16 / size and index < size: the id fits 16 bits.
-        (generation * self.tx.len() + usize::from(index)) as u16
-    }
-
     /// One response, copied out of the ring: matched to its slot through the id we gave
     /// the request, its page taken back, its frame counted.
     fn complete_tx(&mut self, rsp: NetifTxResponse) {
-        // The id is the backend's claim: index and generation must name a busy slot.
-        let size = self.tx.len();
-        let (index, generation) = (usize::from(rsp.id) % size, usize::from(rsp.id) / size);
-        let generations = self.tx_generations();
-        let slot = &mut self.tx[index];
-        if usize::from(slot.generation) != generation || slot.busy.is_none() {
+        // The id is the backend's claim: it must name a request in flight.
+        let Some(InFlight { buf, frame_len }) = self.tx.take(u64::from(rsp.id)) else {
             self.stats.tx_bad_responses += 1;
             debug!("netfront: dropped tx response with unknown id {:#x}", rsp.id);
             return;
-        }
-        let frame_len = slot.busy.as_ref().and_then(|f| f.frame_len);
-        let Some(buf) = slot.take(generations) else { return };
-        // Index < ring size <= 2^16: fits u16.
-        self.tx_free.push(index as u16);
+        };
         self.release(buf);
         match rsp.status {
             RSP_OKAY => {

@@ -1,13 +1,17 @@
 //! The two shared-memory ring protocols Xen frontends speak, each implemented once:
 //! the byte ring of the console and xenstore pages ([`byte`]) and the request/response
-//! ring of `io/ring.h` ([`shared`]) that blkfront and netfront use.
+//! ring of `io/ring.h` ([`shared`]) that blkfront and netfront use, with the table of their
+//! requests in flight ([`slots`]).
 //!
 //! The other side of every ring is another domain that may be buggy or hostile: indices it
 //! publishes are validated before use and data it writes is copied out exactly once.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod byte;
 pub mod shared;
+pub mod slots;
 
 /// Declares a `#[repr(int)]` enum of the values an ABI field may hold, with a
 /// `TryFrom<int>` whose error is the unknown value as received: values the other side
