@@ -393,12 +393,13 @@ fn watch_backend(device: xenbus::frontend::Device) {
     }
 }
 
-/// Once the backend is closing: the vif's side of the close, so that the toolstack's
-/// detach completes, and the network is gone; the rest of the guest goes on without it.
-fn detach(stack: Stack) {
+/// Once the backend is closing, or broke the protocol (netfront stopped the device): the
+/// vif's side of the close, so that the toolstack's detach completes, and the network is
+/// gone; the rest of the guest goes on without it.
+fn detach(stack: Stack, why: &str) {
     let vif = stack.nic.vif;
     *PORTS.lock() = None;
-    log::error!("net: {}: the backend is closing: network down", vif.device().path);
+    log::error!("net: {}: {why}: network down", vif.device().path);
     let closed = xenstore::with(|xs| {
         if let Err(e) = xs.unwatch(WATCH_TOKEN) {
             log::warn!("net: unwatching the backend: {e}");
@@ -415,10 +416,16 @@ fn detach(stack: Stack) {
 /// Runs the stack until it has nothing more to do right now (bounded).
 pub fn poll() {
     let mut guard = STACK.lock();
-    if CLOSING.load(Ordering::SeqCst) {
+    let broken = guard.as_ref().is_some_and(|s| s.nic.vif.is_broken());
+    if CLOSING.load(Ordering::SeqCst) || broken {
         if let Some(stack) = guard.take() {
             drop(guard);
-            detach(stack);
+            let why = if broken {
+                "the backend broke the protocol (netfront stopped the device)"
+            } else {
+                "the backend is closing"
+            };
+            detach(stack, why);
         }
         return;
     }
