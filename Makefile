@@ -77,7 +77,7 @@ lint: deps
 # `cargo fuzz run --sanitizer none --features libfuzzer <target> <file>` replays it. The
 # corpus grows in fuzz/corpus/<target>/. (test-host runs every target briefly too.)
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := cmdline console xenstore blkfront netfront
+FUZZ_TARGETS := cmdline console xenstore blkfront netfront netwire
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
 	@# libfuzzer-sys builds libFuzzer, which is C++.

@@ -1,6 +1,6 @@
 //! Fuzz targets for every parser of data the other side of a Xen interface controls:
 //! xenstore replies and watch events, the blkfront and netfront ring consumers, the console
-//! ring, and the kernel command line.
+//! ring, the kernel command line, and what the guest's network code reads off the wire.
 //!
 //! Each target ([`targets`]) is one `fn(&[u8])` that reads its input as a script of what a
 //! hostile peer does and drives the real driver code through it. A target fails if it

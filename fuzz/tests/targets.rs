@@ -25,7 +25,7 @@ fn brief(name: &str) {
 #[test]
 fn every_target_is_tested_here() {
     let names: Vec<&str> = ALL.iter().map(|t| t.name).collect();
-    assert_eq!(names, ["cmdline", "console", "xenstore", "blkfront", "netfront"]);
+    assert_eq!(names, ["cmdline", "console", "xenstore", "blkfront", "netfront", "netwire"]);
 }
 
 #[test]
@@ -51,4 +51,9 @@ fn blkfront() {
 #[test]
 fn netfront() {
     brief("netfront");
+}
+
+#[test]
+fn netwire() {
+    brief("netwire");
 }

@@ -5,6 +5,7 @@ pub mod blkfront;
 pub mod cmdline;
 pub mod console;
 pub mod netfront;
+pub mod netwire;
 pub mod xenstore;
 
 pub struct Target {
@@ -20,4 +21,5 @@ pub const ALL: &[Target] = &[
     Target { name: "xenstore", run: xenstore::run, seeds: xenstore::seeds },
     Target { name: "blkfront", run: blkfront::run, seeds: blkfront::seeds },
     Target { name: "netfront", run: netfront::run, seeds: netfront::seeds },
+    Target { name: "netwire", run: netwire::run, seeds: netwire::seeds },
 ];
