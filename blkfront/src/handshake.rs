@@ -24,12 +24,13 @@
 //! and Linux's blkfront reads them at that point too.
 
 use alloc::format;
+use alloc::string::String;
 use alloc::vec::Vec;
 
 use grant::{DomId, GrantRef};
 use log::warn;
 use xenbus::frontend::{self, Device};
-use xenbus::{Store, Transaction, Transport, XenbusState, Xenstore};
+use xenbus::{Transport, XenbusState, Xenstore};
 
 use crate::driver::Completion;
 use crate::env::{EventChannel, Pages, SharedRing};
@@ -88,10 +89,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         let info = match connected {
             Ok(info) => info,
             Err(e) => {
-                warn!("blkfront: {}: handshake failed: {e}", device.path);
-                if let Err(e) = device.set_state(xs, Closing) {
-                    warn!("blkfront: {}: cannot set Closing: {e}", device.path);
-                }
+                device.abandon(xs, "blkfront", &e);
                 evtchn.close(port);
                 pages.free_ring(ring);
                 return Err(e);
@@ -160,45 +158,29 @@ fn publish<T: Transport>(
     port: u32,
     timeout_ns: u64,
 ) -> Result<(), BlkError> {
-    use XenbusState::*;
-    let path = &device.path;
-    xs.transaction(|tx| {
-        write_ring_refs(tx, path, order, refs)?;
-        tx.write(&format!("{path}/event-channel"), format!("{port}").as_bytes())?;
-        tx.write(&format!("{path}/protocol"), PROTOCOL.as_bytes())?;
-        // Used only if the backend offers it too, which it says once connected.
-        tx.write(&format!("{path}/feature-persistent"), b"1")
-    })?;
-    device.set_state(xs, Initialised)?;
-    // Unknown: the backend's node is gone (unplugged).
-    let state = device.wait_for_backend(xs, timeout_ns, |s| {
-        matches!(s, Connected | Closing | Closed | Unknown)
-    })?;
-    if state != Connected {
-        return Err(BlkError::BackendClosed);
+    let mut keys = ring_ref_keys(order, refs)?;
+    keys.push(("event-channel".into(), format!("{port}")));
+    keys.push(("protocol".into(), PROTOCOL.into()));
+    // Used only if the backend offers it too, which it says once connected.
+    keys.push(("feature-persistent".into(), "1".into()));
+    match device.publish(xs, &keys, XenbusState::Initialised, timeout_ns)? {
+        XenbusState::Connected => Ok(()),
+        _ => Err(BlkError::BackendClosed),
     }
-    Ok(())
 }
 
 /// `ring-ref` for a one-page ring, as every backend understands (and as Linux's blkfront
 /// writes it); `ring-page-order` and `ring-ref0..N` for a ring of `1 << order` pages. A
 /// guest that granted a different number of pages than asked for is refused: the backend
 /// would map the wrong ring.
-fn write_ring_refs<T: Transport>(
-    tx: &mut Transaction<'_, T>,
-    path: &str,
-    order: u32,
-    refs: &[GrantRef],
-) -> Result<(), xenbus::Error> {
+fn ring_ref_keys(order: u32, refs: &[GrantRef]) -> Result<Vec<(String, String)>, xenbus::Error> {
     if refs.len() != 1 << order {
         return Err(xenbus::Error::InvalidArgument);
     }
     if let [r] = refs {
-        return tx.write(&format!("{path}/ring-ref"), format!("{}", r.0).as_bytes());
+        return Ok(alloc::vec![("ring-ref".into(), format!("{}", r.0))]);
     }
-    tx.write(&format!("{path}/ring-page-order"), format!("{order}").as_bytes())?;
-    for (i, r) in refs.iter().enumerate() {
-        tx.write(&format!("{path}/ring-ref{i}"), format!("{}", r.0).as_bytes())?;
-    }
-    Ok(())
+    let mut keys = alloc::vec![("ring-page-order".into(), format!("{order}"))];
+    keys.extend(refs.iter().enumerate().map(|(i, r)| (format!("ring-ref{i}"), format!("{}", r.0))));
+    Ok(keys)
 }

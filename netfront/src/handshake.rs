@@ -107,10 +107,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         };
         let refs = (tx_ring.grant_ref().0, rx_ring.grant_ref().0);
         if let Err(e) = publish(xs, &device, refs, ports, timeout_ns) {
-            warn!("netfront: {}: handshake failed: {e}", device.path);
-            if let Err(e) = device.set_state(xs, Closing) {
-                warn!("netfront: {}: cannot set Closing: {e}", device.path);
-            }
+            device.abandon(xs, "netfront", &e);
             close_ports(&mut evtchn, ports);
             pages.free_ring(tx_ring);
             pages.free_ring(rx_ring);
@@ -184,32 +181,21 @@ fn publish<T: Transport>(
     ports: Ports,
     timeout_ns: u64,
 ) -> Result<(), NetError> {
-    use XenbusState::*;
-    let path = &device.path;
-    let mut keys: Vec<(&str, String)> =
-        alloc::vec![("tx-ring-ref", format!("{tx_ref}")), ("rx-ring-ref", format!("{rx_ref}"))];
+    let mut keys: Vec<(String, String)> = alloc::vec![
+        ("tx-ring-ref".into(), format!("{tx_ref}")),
+        ("rx-ring-ref".into(), format!("{rx_ref}")),
+    ];
     if ports.tx == ports.rx {
-        keys.push(("event-channel", format!("{}", ports.tx)));
+        keys.push(("event-channel".into(), format!("{}", ports.tx)));
     } else {
-        keys.push(("event-channel-tx", format!("{}", ports.tx)));
-        keys.push(("event-channel-rx", format!("{}", ports.rx)));
+        keys.push(("event-channel-tx".into(), format!("{}", ports.tx)));
+        keys.push(("event-channel-rx".into(), format!("{}", ports.rx)));
     }
-    keys.extend(FRONTEND_FEATURES.iter().map(|&(k, v)| (k, String::from(v))));
-    xs.transaction(|tx| {
-        for (key, value) in &keys {
-            tx.write(&format!("{path}/{key}"), value.as_bytes())?;
-        }
-        Ok(())
-    })?;
-    device.set_state(xs, Connected)?;
-    // Unknown: the backend's node is gone (unplugged).
-    let state = device.wait_for_backend(xs, timeout_ns, |s| {
-        matches!(s, Connected | Closing | Closed | Unknown)
-    })?;
-    if state != Connected {
-        return Err(NetError::BackendClosed);
+    keys.extend(FRONTEND_FEATURES.iter().map(|&(k, v)| (k.into(), v.into())));
+    match device.publish(xs, &keys, XenbusState::Connected, timeout_ns)? {
+        XenbusState::Connected => Ok(()),
+        _ => Err(NetError::BackendClosed),
     }
-    Ok(())
 }
 
 /// The MAC address the toolstack wrote in our directory.

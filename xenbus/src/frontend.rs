@@ -332,6 +332,46 @@ impl Device {
         })
     }
 
+    /// The handshake's middle, every frontend's: writes `keys` (names under our directory,
+    /// and their values) in one transaction, says `state` (Initialised or Connected, as the
+    /// protocol has it), and waits for the backend to connect. Returns the state the backend
+    /// ended in: Connected, or Closing, Closed or Unknown (its node gone: unplugged), which
+    /// refuse the connection.
+    pub fn publish<T: Transport>(
+        &self,
+        xs: &mut Xenstore<T>,
+        keys: &[(String, String)],
+        state: XenbusState,
+        timeout_ns: u64,
+    ) -> Result<XenbusState, Error> {
+        use XenbusState::*;
+        let path = &self.path;
+        xs.transaction(|tx| {
+            for (key, value) in keys {
+                tx.write(&format!("{path}/{key}"), value.as_bytes())?;
+            }
+            Ok(())
+        })?;
+        self.set_state(xs, state)?;
+        self.wait_for_backend(xs, timeout_ns, |s| {
+            matches!(s, Connected | Closing | Closed | Unknown)
+        })
+    }
+
+    /// A handshake that failed after we published something: says Closing, so that the
+    /// backend lets go of what it mapped, and logs the failure (`driver`: whose, for the line).
+    pub fn abandon<T: Transport>(
+        &self,
+        xs: &mut Xenstore<T>,
+        driver: &str,
+        why: &dyn core::fmt::Display,
+    ) {
+        warn!("{driver}: {}: handshake failed: {why}", self.path);
+        if let Err(e) = self.set_state(xs, XenbusState::Closing) {
+            warn!("{driver}: {}: cannot set Closing: {e}", self.path);
+        }
+    }
+
     /// Closes the connection: Closing, then (once the backend follows) Closed, until the
     /// backend is Closed too or gone. Each wait gets `timeout_ns`.
     ///
