@@ -687,8 +687,9 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     fn settle(&mut self, g: Granted<P::Page>) -> Settled<P::Page> {
         let gref = g.gref;
         let settled = self.pool.settle(&mut self.pages, g, self.persistent_grants);
-        if let Settled::Held = settled {
-            warn!("blkfront: backend still holds grant {}: page quarantined", gref.0);
+        let n = self.pool.stats().quarantined;
+        if matches!(settled, Settled::Held) && n.is_power_of_two() {
+            warn!("blkfront: backend still holds grant {}: page quarantined ({n} so far)", gref.0);
         }
         settled
     }
@@ -699,7 +700,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         // The id is the backend's claim: it must name a ring request in flight.
         let Some(flight) = self.slots.take(rsp.id) else {
             self.stats.unknown_responses += 1;
-            warn!("blkfront: dropped response with unknown id {:#x}", rsp.id);
+            let n = self.stats.unknown_responses;
+            // At the 1st, 2nd, 4th... only: a flood of them must not become one of lines.
+            if n.is_power_of_two() {
+                warn!("blkfront: dropped response with unknown id {:#x} ({n} so far)", rsp.id);
+            }
             return;
         };
 
@@ -715,10 +720,13 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         };
         if result == Err(BlkError::BadResponse) {
             self.stats.bad_responses += 1;
-            warn!(
-                "blkfront: bad response to {:?} (op {}, status {}): request failed",
-                flight.op, rsp.operation, rsp.status
-            );
+            let n = self.stats.bad_responses;
+            if n.is_power_of_two() {
+                warn!(
+                    "blkfront: bad response to {:?} (op {}, status {}): request failed ({n} so far)",
+                    flight.op, rsp.operation, rsp.status
+                );
+            }
         }
         let InFlight { request, op, offset, len, segs, indirect } = flight;
         // End the data grants before reading the pages: once a grant has ended the backend

@@ -162,7 +162,13 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             }
             status => {
                 self.stats.tx_bad_responses += 1;
-                warn!("netfront: tx response {:#x} with status {status}", rsp.id);
+                let n = self.stats.tx_bad_responses;
+                if n.is_power_of_two() {
+                    warn!(
+                        "netfront: tx response {:#x} with status {status} ({n} bad so far)",
+                        rsp.id
+                    );
+                }
             }
         }
     }
