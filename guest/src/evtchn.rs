@@ -169,7 +169,7 @@ pub fn bind(port: Port, handler: Handler, ctx: usize) -> Result<(), Error> {
 /// Ports that fired since their owner last took the news, for drivers that do their work
 /// outside the upcall: the handler only records, the driver polls its rings when it looks.
 static FIRED: [AtomicU64; PORTS / 64] = [const { AtomicU64::new(0) }; PORTS / 64];
-/// Of those, the ports the handler masked (all of them, but for a race with [`close`]).
+/// Of those, the ports the handler masked ([`bind_throttled`] ones).
 static THROTTLED: [AtomicU64; PORTS / 64] = [const { AtomicU64::new(0) }; PORTS / 64];
 
 fn fired_bit(port: Port) -> Option<(&'static AtomicU64, &'static AtomicU64, u64)> {
@@ -177,28 +177,41 @@ fn fired_bit(port: Port) -> Option<(&'static AtomicU64, &'static AtomicU64, u64)
     Some((FIRED.get(i)?, THROTTLED.get(i)?, 1 << (port.0 % 64)))
 }
 
-/// Records that `port` fired and masks it until its owner takes the news: a backend that
-/// notifies without pause then costs one upcall per look of its driver, not one per
-/// notification (Linux's lateeoi). Events that come meanwhile stay pending, and unmasking
-/// delivers them.
-fn record_fired(port: Port, _: usize) {
+/// The handler's context for a port bound with [`bind_throttled`].
+const THROTTLE: usize = 1;
+
+/// Records that `port` fired; a throttled port is also masked until its owner takes the
+/// news: a backend that notifies without pause then costs one upcall per look of its
+/// driver, not one per notification (Linux's lateeoi). Events that come meanwhile stay
+/// pending, and unmasking delivers them.
+fn record_fired(port: Port, ctx: usize) {
     if let Some((fired, throttled, bit)) = fired_bit(port) {
-        if mask(port).is_ok() {
+        if ctx == THROTTLE && mask(port).is_ok() {
             throttled.fetch_or(bit, Ordering::SeqCst);
         }
         fired.fetch_or(bit, Ordering::SeqCst);
     }
 }
 
-/// Binds `port` to a handler that only records that it fired (see [`take_fired`]).
+/// Binds `port` to a handler that only records that it fired (see [`take_fired`]): for
+/// xenstore's port, whose other end is the toolstack.
 pub fn bind_recording(port: Port) -> Result<(), Error> {
+    bind_recorded(port, 0)
+}
+
+/// [`bind_recording`], throttled (see [`record_fired`]): for a backend's port.
+pub fn bind_throttled(port: Port) -> Result<(), Error> {
+    bind_recorded(port, THROTTLE)
+}
+
+fn bind_recorded(port: Port, ctx: usize) -> Result<(), Error> {
     let Some((fired, throttled, bit)) = fired_bit(port) else {
         return Err(Error::BadPort(port));
     };
     // A port number can come back after a close: nothing of its last owner carries over.
     fired.fetch_and(!bit, Ordering::SeqCst);
     throttled.fetch_and(!bit, Ordering::SeqCst);
-    bind(port, record_fired, 0)
+    bind(port, record_fired, ctx)
 }
 
 /// Whether `port` fired since the last [`take_fired`], forgetting it, and letting it fire

@@ -104,10 +104,11 @@ pub fn release_ring_pages(first_pfn: u64, refs: &[GrantRef]) {
 }
 
 /// A port `remote` may connect to, bound so that [`evtchn::take_fired`] tells whether it
-/// fired; `None` if Xen or the handler table has no room.
+/// fired, and throttled (a flood costs one upcall per look); `None` if Xen or the handler
+/// table has no room.
 pub fn alloc_port(remote: DomId) -> Option<u32> {
     let port = hypercall::ops::evtchn_alloc_unbound(remote.0).ok()?;
-    if evtchn::bind_recording(Port(port)).is_err() {
+    if evtchn::bind_throttled(Port(port)).is_err() {
         let _ = hypercall::ops::evtchn_close(port);
         return None;
     }
