@@ -220,7 +220,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             requests: BTreeMap::new(),
             queue: VecDeque::new(),
             completions: VecDeque::new(),
-            pool: PagePool::new(backend, MAX_PERSISTENT_GRANTS, MAX_QUARANTINED),
+            pool: PagePool::new("blkfront", backend, MAX_PERSISTENT_GRANTS, MAX_QUARANTINED),
             next_request: 0,
             timeout_ns: crate::handshake::DEFAULT_TIMEOUT_NS,
             stats: Stats::default(),
@@ -357,13 +357,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 self.fail_all(BlkError::Broken);
             }
         }
-        if self.stopped.is_none() && self.pool.over_cap() {
-            warn!(
-                "blkfront: {}: the backend holds {} pages past their requests (at most {}): device marked broken",
-                self.device.path,
-                self.pool.quarantined(),
-                self.pool.max_quarantined()
-            );
+        if self.stopped.is_none() && self.pool.check_cap(&self.device.path) {
             self.fail_all(BlkError::Broken);
         }
         self.completions.len()
@@ -685,13 +679,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// offered persistent grants (while we keep fewer than [`MAX_PERSISTENT_GRANTS`]);
     /// else its grant ends, or, if the backend will not let go of it, it is quarantined.
     fn settle(&mut self, g: Granted<P::Page>) -> Settled<P::Page> {
-        let gref = g.gref;
-        let settled = self.pool.settle(&mut self.pages, g, self.persistent_grants);
-        let n = self.pool.stats().quarantined;
-        if matches!(settled, Settled::Held) && n.is_power_of_two() {
-            warn!("blkfront: backend still holds grant {}: page quarantined ({n} so far)", gref.0);
-        }
-        settled
+        self.pool.settle(&mut self.pages, g, self.persistent_grants)
     }
 
     /// One response, copied out of the ring: matched to its slot through the id we gave
@@ -807,10 +795,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         self.fail_all(BlkError::NotConnected);
         // Every page is back from the slots. The backend, disconnected, should have
         // unmapped the persistent ones: their grants end now, or they stay held.
-        let leaked = self.pool.shut_down(&mut self.pages);
-        if leaked > 0 {
-            warn!("blkfront: leaking {leaked} pages the backend still holds");
-        }
+        self.pool.shut_down(&mut self.pages);
         self.pages.free_ring(self.ring);
         self.evtchn.close(self.port);
         self.completions.into()

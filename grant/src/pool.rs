@@ -13,6 +13,8 @@
 
 use alloc::vec::Vec;
 
+use log::warn;
+
 use crate::{DomId, GrantError, GrantRef, Page};
 
 /// What a driver needs from the guest for its data pages: memory to fill and grants to
@@ -100,6 +102,8 @@ pub struct PoolStats {
 /// One device's data pages: bare ones ready for reuse, persistent ones ready for reuse
 /// still granted, and the quarantine.
 pub struct PagePool<P> {
+    /// Whose pages, for the log lines (`blkfront`, `netfront`).
+    driver: &'static str,
     backend: DomId,
     bare: Vec<P>,
     persistent: Vec<Granted<P>>,
@@ -111,10 +115,16 @@ pub struct PagePool<P> {
 }
 
 impl<P: Page> PagePool<P> {
-    /// A pool for pages granted to `backend`: up to `max_persistent` kept mapped by
+    /// `driver`'s pool for pages granted to `backend`: up to `max_persistent` kept mapped by
     /// agreement, up to `max_quarantined` held against it before [`over_cap`](Self::over_cap).
-    pub fn new(backend: DomId, max_persistent: usize, max_quarantined: usize) -> Self {
+    pub fn new(
+        driver: &'static str,
+        backend: DomId,
+        max_persistent: usize,
+        max_quarantined: usize,
+    ) -> Self {
         PagePool {
+            driver,
             backend,
             bare: Vec::new(),
             persistent: Vec::new(),
@@ -140,9 +150,18 @@ impl<P: Page> PagePool<P> {
         self.quarantine.len() > self.max_quarantined
     }
 
-    /// The cap [`over_cap`](Self::over_cap) compares with.
-    pub fn max_quarantined(&self) -> usize {
-        self.max_quarantined
+    /// [`over_cap`](Self::over_cap), saying so for the device at `path`.
+    pub fn check_cap(&self, path: &str) -> bool {
+        let over = self.over_cap();
+        if over {
+            warn!(
+                "{}: {path}: the backend holds {} pages past their requests (at most {}): device marked broken",
+                self.driver,
+                self.quarantine.len(),
+                self.max_quarantined
+            );
+        }
+        over
     }
 
     /// A page with no grant: from the pool, else from the guest.
@@ -201,11 +220,23 @@ impl<P: Page> PagePool<P> {
             }
             Err(GrantError::InUse(_)) => {
                 self.stats.quarantined += 1;
+                let n = self.stats.quarantined;
+                // At the 1st, 2nd, 4th... only: a flood of them must not become one of lines.
+                if n.is_power_of_two() {
+                    warn!(
+                        "{}: backend still holds grant {}: page quarantined ({n} so far)",
+                        self.driver, g.gref.0
+                    );
+                }
                 self.quarantine.push(g);
                 Settled::Held
             }
-            // Ended now, or the reference is not granted: the backend cannot reach the page.
-            Ok(()) | Err(_) => Settled::Ended(g.page),
+            Ok(()) => Settled::Ended(g.page),
+            Err(e) => {
+                // The reference is not granted: the backend cannot reach the page.
+                warn!("{}: ending grant {}: {e}", self.driver, g.gref.0);
+                Settled::Ended(g.page)
+            }
         }
     }
 
@@ -251,7 +282,11 @@ impl<P: Page> PagePool<P> {
         for page in self.bare {
             grants.free_page(page);
         }
-        self.quarantine.len()
+        let leaked = self.quarantine.len();
+        if leaked > 0 {
+            warn!("{}: leaking {leaked} pages the backend still holds", self.driver);
+        }
+        leaked
     }
 }
 
@@ -318,7 +353,7 @@ mod tests {
 
     #[test]
     fn pages_are_reused_once_their_grant_ended() {
-        let (mut t, mut pool) = (Table::default(), PagePool::new(DomId(0), 0, 4));
+        let (mut t, mut pool) = (Table::default(), PagePool::new("test", DomId(0), 0, 4));
         for _ in 0..10 {
             let g = granted(&mut pool, &mut t);
             pool.release(&mut t, g, false);
@@ -330,7 +365,7 @@ mod tests {
 
     #[test]
     fn held_pages_are_quarantined_until_let_go_and_counted_against_the_cap() {
-        let (mut t, mut pool) = (Table::default(), PagePool::new(DomId(0), 0, 2));
+        let (mut t, mut pool) = (Table::default(), PagePool::new("test", DomId(0), 0, 2));
         for i in 0..3 {
             let g = granted(&mut pool, &mut t);
             t.held.insert(g.gref.0);
@@ -348,7 +383,7 @@ mod tests {
 
     #[test]
     fn persistent_pages_up_to_the_limit_then_quarantine() {
-        let (mut t, mut pool) = (Table::default(), PagePool::new(DomId(0), 2, 8));
+        let (mut t, mut pool) = (Table::default(), PagePool::new("test", DomId(0), 2, 8));
         let gs: Vec<_> = (0..3).map(|_| granted(&mut pool, &mut t)).collect();
         t.held.extend(t.grants.keys().copied());
         let settled: Vec<_> = gs.into_iter().map(|g| pool.settle(&mut t, g, true)).collect();
@@ -367,7 +402,7 @@ mod tests {
 
     #[test]
     fn shut_down_leaks_only_what_the_backend_still_holds() {
-        let (mut t, mut pool) = (Table::default(), PagePool::new(DomId(0), 4, 8));
+        let (mut t, mut pool) = (Table::default(), PagePool::new("test", DomId(0), 4, 8));
         let a = granted(&mut pool, &mut t);
         let b = granted(&mut pool, &mut t);
         t.held.insert(a.gref.0);

@@ -145,7 +145,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             rx_partial: None,
             ready: VecDeque::new(),
             more: false,
-            pool: PagePool::new(backend, 0, MAX_QUARANTINED),
+            pool: PagePool::new("netfront", backend, 0, MAX_QUARANTINED),
             tx_scratch: Vec::new(),
             stats: Stats::default(),
         }
@@ -228,13 +228,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
                 }
             }
         }
-        if !self.broken && self.pool.over_cap() {
-            warn!(
-                "netfront: {}: the backend holds {} pages past their responses (at most {}): device marked broken",
-                self.device.path,
-                self.pool.quarantined(),
-                self.pool.max_quarantined()
-            );
+        if !self.broken && self.pool.check_cap(&self.device.path) {
             self.fail_all();
         }
         self.ready.len()
@@ -272,21 +266,13 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
 
     /// Ends `g`'s grant and takes its page back into the pool.
     pub(crate) fn release(&mut self, g: Granted<P::Page>) {
-        let settled = self.settle(g);
-        self.pool.recycle(settled);
+        self.pool.release(&mut self.pages, g, false);
     }
 
     /// Ends `g`'s grant: the page is ours again, unless the backend still holds the grant
-    /// and it is quarantined.
+    /// and it is quarantined. (A netif backend keeps nothing mapped across requests.)
     pub(crate) fn settle(&mut self, g: Granted<P::Page>) -> Settled<P::Page> {
-        let gref = g.gref;
-        let settled = self.pool.settle(&mut self.pages, g, false);
-        let n = self.pool.stats().quarantined;
-        // At the 1st, 2nd, 4th... only: a flood of them must not become one of lines.
-        if matches!(settled, Settled::Held) && n.is_power_of_two() {
-            warn!("netfront: backend still holds grant {}: page quarantined ({n} so far)", gref.0);
-        }
-        settled
+        self.pool.settle(&mut self.pages, g, false)
     }
 
     /// Takes in transmit acknowledgements outside [`poll`](Self::poll), when the ring
@@ -319,10 +305,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// [`Page`]).
     pub(crate) fn shut_down(mut self) {
         self.fail_all();
-        let leaked = self.pool.shut_down(&mut self.pages);
-        if leaked > 0 {
-            warn!("netfront: leaking {leaked} pages the backend still holds");
-        }
+        self.pool.shut_down(&mut self.pages);
         self.pages.free_ring(self.tx_ring);
         self.pages.free_ring(self.rx_ring);
         self.evtchn.close(self.ports.tx);
