@@ -95,7 +95,7 @@ def pvops_section(svg, cols):
         svg.y += 8
         for name, via, (ns, ratio, row) in bars:
             ratio_text = f"  ({ratio:.2f}x)" if ratio else ""
-            svg.bar(name, ns / top, VIA_COLOURS[via], f"{spread_text(row)} ns{ratio_text}",
+            svg.bar(name, ns / top, VIA_COLOURS[via], f"{row.spread()} ns{ratio_text}",
                     (row.low() / top, row.high() / top))
 
 
@@ -132,13 +132,8 @@ def other_section(svg, cols):
             if not r.values:
                 svg.no_bar(c.name, "-" + failed)
                 continue
-            svg.bar(c.name, r.median() / top, colour(i), f"{spread_text(r)} {unit}{failed}",
+            svg.bar(c.name, r.median() / top, colour(i), f"{r.spread()} {unit}{failed}",
                     (r.low() / top, r.high() / top))
-
-
-def spread_text(row):
-    mid, lo, hi = row.median(), row.low(), row.high()
-    return f"{mid:.1f}" if lo == hi else f"{mid:.1f} ({lo:.1f}-{hi:.1f})"
 
 
 def colour(i):

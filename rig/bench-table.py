@@ -49,8 +49,7 @@ def cell(row, col_n):
     missing without having failed (a run cut short), how many there are."""
     if row is None:
         return "-"
-    lo, mid, hi = row.low(), row.median(), row.high()
-    text = "-" if mid is None else f"{mid:.1f}" if lo == hi else f"{mid:.1f} ({lo:.1f}-{hi:.1f})"
+    text = row.spread()
     if row.failures:
         reason = row.failures[0][1]
         if not row.values:

@@ -75,6 +75,14 @@ class Row:
     def high(self):
         return max(self.values) if self.values else None
 
+    def spread(self):
+        """`median (min-max)`, just the median when they agree, `-` when nothing measured:
+        how the table and the plot both show a cell."""
+        lo, mid, hi = self.low(), self.median(), self.high()
+        if mid is None:
+            return "-"
+        return f"{mid:.1f}" if lo == hi else f"{mid:.1f} ({lo:.1f}-{hi:.1f})"
+
 
 @dataclass
 class Column:
