@@ -190,44 +190,35 @@ rewrite_disk_list() {
 }
 
 # A cfg's disk lines, rewritten up front: a RUN's @image may have to extend the cfg's list.
-# parse_cfg CFG sets CFG_DISK_LINES[<line number>] (the rewritten line), CFG_ELEMS/CFG_MAP (the
-# last list: the one xl uses) and CFG_EXTRA (its extra=). Called for the cfg, then the peer's.
+# parse_cfg CFG PREFIX sets <PREFIX>_disk_lines[<line number>] (the rewritten line, an
+# associative array declared by the caller), <PREFIX>_elems/<PREFIX>_map (the last list: the
+# one xl uses) and <PREFIX>_extra (its extra=). Called for the cfg (cfg_*), then the peer's
+# (peer_*).
+# shellcheck disable=SC2034 # the namerefs set the caller's variables
 parse_cfg() {
+    local -n lines=${2}_disk_lines elems_out=${2}_elems map_out=${2}_map extra_out=${2}_extra
     local lineno=0 line
-    CFG_DISK_LINES=()
-    CFG_ELEMS=()
-    CFG_MAP=()
-    CFG_EXTRA=""
     while IFS= read -r line || [[ -n $line ]]; do
         lineno=$((lineno + 1))
         if [[ $line =~ ^[[:space:]]*extra[[:space:]]*=[[:space:]]*[\"\']([^\"\']*) ]]; then
-            CFG_EXTRA=${BASH_REMATCH[1]}
+            extra_out=${BASH_REMATCH[1]}
         fi
         if [[ $line =~ ^[[:space:]]*disk[[:space:]]*= ]]; then
             [[ $line == *']'* ]] || rig_die "$1: the disk = [...] list must be on one line"
             rewrite_disk_list "$line"
-            CFG_DISK_LINES[$lineno]=$REPLY
-            CFG_ELEMS=("${DISK_ELEMS[@]}")
-            CFG_MAP=("${DISK_MAP[@]}")
+            # shellcheck disable=SC2004 # an associative array: the key is the number's text
+            lines[$lineno]=$REPLY
+            elems_out=("${DISK_ELEMS[@]}")
+            map_out=("${DISK_MAP[@]}")
         fi
     done <"$1"
 }
-declare -A CFG_DISK_LINES=() cfg_disk_lines=() peer_disk_lines=()
-parse_cfg "$cfg"
-for k in "${!CFG_DISK_LINES[@]}"; do cfg_disk_lines[$k]=${CFG_DISK_LINES[$k]}; done
-cfg_elems=("${CFG_ELEMS[@]}")
-cfg_map=("${CFG_MAP[@]}")
-cfg_extra=$CFG_EXTRA
-peer_elems=()
-peer_map=()
-peer_extra=""
-if [[ -n $peer_image ]]; then
-    parse_cfg "$peer_cfg"
-    for k in "${!CFG_DISK_LINES[@]}"; do peer_disk_lines[$k]=${CFG_DISK_LINES[$k]}; done
-    peer_elems=("${CFG_ELEMS[@]}")
-    peer_map=("${CFG_MAP[@]}")
-    peer_extra=$CFG_EXTRA
-fi
+# shellcheck disable=SC2034 # set and read through parse_cfg's and stage_cfg's namerefs
+declare -A cfg_disk_lines=() peer_disk_lines=()
+cfg_elems=() cfg_map=() cfg_extra=""
+peer_elems=() peer_map=() peer_extra=""
+parse_cfg "$cfg" cfg
+[[ -z $peer_image ]] || parse_cfg "$peer_cfg" peer
 
 # Splits a RUN string into xl key=value arguments on blanks outside quotes and brackets, keeping
 # the quotes: xl appends each argument to the config text as a line of its own.
@@ -484,11 +475,12 @@ fi
 
 # The cfg as dom0 sees it: kernel/ramdisk/disk paths replaced, plus lifecycle defaults: a guest
 # that reboots must not be restarted forever, and a crashed one is kept (xl -F still returns) so
-# dom0 can dump its vCPU state before destroying it. stage_cfg CFG DIR: DIR is guest or peer
-# (its kernel and ramdisk go to /rig/DIR/, the cfg to /rig/DIR.cfg); the disk lines are taken
-# from CFG_DISK_LINES; sets BASE_NAME to the cfg's name.
+# dom0 can dump its vCPU state before destroying it. stage_cfg CFG DIR PREFIX: DIR is guest or
+# peer (its kernel and ramdisk go to /rig/DIR/, the cfg to /rig/DIR.cfg); the disk lines are
+# parse_cfg's <PREFIX>_disk_lines; sets BASE_NAME to the cfg's name.
 stage_cfg() {
     local c=$1 dir=$2 lineno=0 line src have_kernel=""
+    local -n disk_lines=${3}_disk_lines
     BASE_NAME=""
     {
         while IFS= read -r line || [[ -n $line ]]; do
@@ -501,8 +493,8 @@ stage_cfg() {
                 [[ -f $src ]] || rig_die "ramdisk $src (from $c) not found"
                 cp "$src" "$stage/rig/$dir/ramdisk"
                 line="ramdisk = \"/rig/$dir/ramdisk\""
-            elif [[ -n ${CFG_DISK_LINES[$lineno]:-} ]]; then
-                line=${CFG_DISK_LINES[$lineno]}
+            elif [[ -n ${disk_lines[$lineno]:-} ]]; then
+                line=${disk_lines[$lineno]}
             elif [[ $line =~ ^[[:space:]]*name[[:space:]]*=[[:space:]]*[\"\']([^\"\']*)[\"\'] ]]; then
                 BASE_NAME=${BASH_REMATCH[1]}
             fi
@@ -518,17 +510,13 @@ on_crash = "preserve"
 EOF2
     } >"$stage/rig/$dir.cfg"
 }
-CFG_DISK_LINES=()
-for k in "${!cfg_disk_lines[@]}"; do CFG_DISK_LINES[$k]=${cfg_disk_lines[$k]}; done
-stage_cfg "$cfg" guest
+stage_cfg "$cfg" guest cfg
 base_name=$BASE_NAME
 peer_name=""
 if [[ -n $peer_image ]]; then
     mkdir -p "$stage/rig/peer"
     cp "$peer_image" "$stage/rig/peer/kernel"
-    CFG_DISK_LINES=()
-    for k in "${!peer_disk_lines[@]}"; do CFG_DISK_LINES[$k]=${peer_disk_lines[$k]}; done
-    stage_cfg "$peer_cfg" peer
+    stage_cfg "$peer_cfg" peer peer
     peer_name=$BASE_NAME
 fi
 
