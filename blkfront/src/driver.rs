@@ -34,6 +34,7 @@
 //! to that backend, filled whole before each use, and never returns to the guest's
 //! allocator until the backend unmapped it.
 
+use crate::DeviceError;
 use alloc::collections::{BTreeMap, VecDeque};
 use alloc::vec::Vec;
 
@@ -48,7 +49,7 @@ use crate::abi::{
     Op, Status, MAX_INDIRECT_PAGES_PER_REQUEST, MAX_SEGMENTS_PER_REQUEST,
     SEGMENTS_PER_INDIRECT_PAGE,
 };
-use crate::env::{EventChannel, Page, Pages, SharedRing, PAGE_SIZE};
+use crate::env::{BlkRing, EventChannel, Page, Pages, SharedRing, PAGE_SIZE};
 use crate::info::{DiskInfo, SECTOR_SIZE};
 use crate::BlkError;
 
@@ -156,7 +157,7 @@ struct InFlight<P> {
 pub struct Blkfront<P: Pages, E: EventChannel> {
     pub(crate) pages: P,
     pub(crate) evtchn: E,
-    ring: P::Ring,
+    ring: BlkRing<P>,
     pub(crate) port: u32,
     /// `blkif_vdev_t` of our requests: the device id, truncated as Linux does (backends
     /// ignore it).
@@ -169,8 +170,8 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
     max_segments: usize,
     /// The backend offers persistent grants: see the module's docs.
     persistent_grants: bool,
-    /// Why nothing more goes on the ring: it is corrupt ([`BlkError::Broken`]) or the
-    /// backend is closing ([`BlkError::BackendClosed`]). Every request fails with it.
+    /// Why nothing more goes on the ring: it is corrupt ([`BlkError::Device(DeviceError::Broken)`]) or the
+    /// backend is closing ([`BlkError::Device(DeviceError::BackendClosed)`]). Every request fails with it.
     stopped: Option<BlkError>,
     /// Ring requests in flight, by their id.
     slots: SlotTable<InFlight<P::Page>>,
@@ -191,7 +192,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     pub(crate) fn new(
         pages: P,
         evtchn: E,
-        mut ring: P::Ring,
+        mut ring: BlkRing<P>,
         port: u32,
         backend: DomId,
         handle: u16,
@@ -258,8 +259,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         self.max_segments
     }
 
-    /// Why the device takes no more requests ([`BlkError::Broken`],
-    /// [`BlkError::BackendClosed`]), if it does not.
+    /// Why the device takes no more requests ([`BlkError::Device(DeviceError::Broken)`],
+    /// [`BlkError::Device(DeviceError::BackendClosed)`]), if it does not.
     pub fn stopped(&self) -> Option<BlkError> {
         self.stopped
     }
@@ -338,8 +339,8 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// [`take_completion`](Self::take_completion). Returns how many are waiting.
     ///
     /// A corrupt ring (the backend's index running ahead of our requests) fails every
-    /// request with [`BlkError::Broken`] and stops the device; a backend that is closing
-    /// ([`EventChannel::backend_closing`]) with [`BlkError::BackendClosed`]: it will answer
+    /// request with [`BlkError::Device(DeviceError::Broken)`] and stops the device; a backend that is closing
+    /// ([`EventChannel::backend_closing`]) with [`BlkError::Device(DeviceError::BackendClosed)`]: it will answer
     /// no more, and the toolstack waits for us to close.
     pub fn poll(&mut self) -> usize {
         if self.stopped.is_none() && self.evtchn.backend_closing() {
@@ -348,17 +349,17 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 self.device.path,
                 self.requests.len()
             );
-            self.fail_all(BlkError::BackendClosed);
+            self.fail_all(BlkError::Device(DeviceError::BackendClosed));
         }
         if self.stopped.is_none() {
             self.pool.retry_quarantine(&mut self.pages);
             if let Err(e) = self.drain() {
                 warn!("blkfront: {e}: device unusable");
-                self.fail_all(BlkError::Broken);
+                self.fail_all(BlkError::Device(DeviceError::Broken));
             }
         }
         if self.stopped.is_none() && self.pool.check_cap(&self.device.path) {
-            self.fail_all(BlkError::Broken);
+            self.fail_all(BlkError::Device(DeviceError::Broken));
         }
         self.completions.len()
     }
@@ -432,7 +433,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
 
     /// Puts queued ring requests on the ring while slots are free, then publishes them.
     ///
-    /// A request that finds no bounce or indirect page ([`BlkError::NoMemory`]) or no
+    /// A request that finds no bounce or indirect page ([`BlkError::Device(DeviceError::NoMemory)`]) or no
     /// grant reference for one ([`GrantError::Exhausted`]) while other ring requests are
     /// in flight waits at the head of the queue: their responses give pages and references
     /// back, and [`poll`](Self::poll) retries it after taking them. Requests behind it wait
@@ -452,8 +453,11 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
                 }
                 Err(e) => {
                     self.slots.cancel(slot);
-                    let short =
-                        matches!(e, BlkError::NoMemory | BlkError::Grant(GrantError::Exhausted));
+                    let short = matches!(
+                        e,
+                        BlkError::Device(DeviceError::NoMemory)
+                            | BlkError::Device(DeviceError::Grant(GrantError::Exhausted))
+                    );
                     if short && self.in_flight() > 0 {
                         // Retried when a response frees pages; nothing went on the ring.
                         break;
@@ -507,7 +511,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// returns what its slot holds until the response.
     fn issue_part(&mut self, id: u64, ring_id: u64) -> Result<InFlight<P::Page>, BlkError> {
         // Queued ids always name a live request; were one missing, fail it, not panic.
-        let p = self.requests.get(&id).ok_or(BlkError::NotConnected)?;
+        let p = self.requests.get(&id).ok_or(BlkError::Device(DeviceError::NotConnected))?;
         let (kind, sector, part) = (p.kind, p.sector, p.issued);
         let offset = part * self.part_bytes();
         let len = p.buf.len().saturating_sub(offset).min(self.part_bytes());
@@ -576,7 +580,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             // its slot until its response is taken). Undo rather than trust that.
             self.release(segs);
             self.release(indirect);
-            return Err(BlkError::NotConnected);
+            return Err(BlkError::Device(DeviceError::NotConnected));
         }
         if let Some(p) = self.requests.get_mut(&id) {
             p.issued += 1;
@@ -598,7 +602,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         for start in (0..len).step_by(PAGE_SIZE) {
             let Some(mut spare) = self.spare_page() else {
                 self.release(segs);
-                return Err(BlkError::NoMemory);
+                return Err(BlkError::Device(DeviceError::NoMemory));
             };
             let n = (len - start).min(PAGE_SIZE);
             let page = spare.page();
@@ -631,7 +635,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         for chunk in descriptors.chunks(SEGMENTS_PER_INDIRECT_PAGE) {
             let Some(mut spare) = self.spare_page() else {
                 self.release(pages);
-                return Err(BlkError::NoMemory);
+                return Err(BlkError::Device(DeviceError::NoMemory));
             };
             let mut bytes = [0u8; PAGE_SIZE];
             for (at, d) in bytes.chunks_exact_mut(8).zip(chunk) {
@@ -664,7 +668,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         readonly: bool,
     ) -> Result<Granted<P::Page>, BlkError> {
         let readonly = readonly && !self.persistent_grants;
-        self.pool.grant(&mut self.pages, spare, readonly).map_err(BlkError::Grant)
+        self.pool.grant(&mut self.pages, spare, readonly).map_err(BlkError::from)
     }
 
     /// Takes back the pages of `segs` for reuse (see [`settle`](Self::settle)).
@@ -792,7 +796,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// gives the pool's pages and the ring back to the guest and closes the event channel.
     /// Quarantined pages the backend still holds are dropped, i.e. leaked (see [`Page`]).
     pub(crate) fn shut_down(mut self) -> Vec<Completion> {
-        self.fail_all(BlkError::NotConnected);
+        self.fail_all(BlkError::Device(DeviceError::NotConnected));
         // Every page is back from the slots. The backend, disconnected, should have
         // unmapped the persistent ones: their grants end now, or they stay held.
         self.pool.shut_down(&mut self.pages);

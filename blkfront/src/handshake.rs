@@ -29,13 +29,13 @@ use alloc::vec::Vec;
 
 use grant::{DomId, GrantRef};
 use log::warn;
-use xenbus::frontend::{self, Device};
+use xenbus::frontend::Device;
 use xenbus::{Transport, XenbusState, Xenstore};
 
 use crate::driver::Completion;
-use crate::env::{EventChannel, Pages, SharedRing};
+use crate::env::{BlkRing, EventChannel, Pages, SharedRing};
 use crate::info::{read_disk_info, read_ring_order};
-use crate::{BlkError, Blkfront};
+use crate::{BlkError, Blkfront, DeviceError};
 
 /// How long each step of the handshake waits, and blocking I/O waits, unless told
 /// otherwise.
@@ -64,12 +64,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         mut evtchn: E,
         timeout_ns: u64,
     ) -> Result<Self, BlkError> {
-        use XenbusState::*;
-        let (device, state) = frontend::attach(xs, "vbd", id, timeout_ns)?;
-        let backend = DomId(device.backend_id);
-        if !matches!(state, InitWait | Initialised | Connected) {
-            return Err(BlkError::BackendClosed);
-        }
+        let (device, backend) = frontend::attach(xs, "vbd", id, timeout_ns)?;
         let ring_order = read_ring_order(xs, &device.backend)?;
 
         let (ring, order) = alloc_ring(&mut pages, backend, ring_order.min(RING_PAGE_ORDER))?;
@@ -77,13 +72,13 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             Ok(port) => port,
             Err(e) => {
                 pages.free_ring(ring);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let connected = (|| {
             publish(xs, &device, order, ring.grant_refs(), port, timeout_ns)?;
             let info = read_disk_info(xs, &device.backend, ring_order)?;
-            device.set_state(xs, Connected)?;
+            device.set_state(xs, XenbusState::Connected)?;
             Ok(info)
         })();
         let info = match connected {
@@ -113,7 +108,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     }
 
     /// Closes the device: the Closing/Closed handshake with the backend (so that it unmaps
-    /// our pages), then every outstanding request fails with [`BlkError::NotConnected`]
+    /// our pages), then every outstanding request fails with [`BlkError::Device(DeviceError::NotConnected)`]
     /// (their completions are returned), the grants end, and the pages, ring and event
     /// channel go back to the guest. The local teardown happens even when the handshake
     /// fails; pages the backend still holds are then leaked, never reused.
@@ -137,14 +132,14 @@ fn alloc_ring<P: Pages>(
     pages: &mut P,
     backend: DomId,
     order: u32,
-) -> Result<(P::Ring, u32), BlkError> {
-    match pages.alloc_ring(backend, order) {
+) -> Result<(BlkRing<P>, u32), BlkError> {
+    match pages.alloc_ring(backend, 1 << order) {
         Ok(ring) => Ok((ring, order)),
-        Err(e @ (BlkError::NotSupported | BlkError::NoMemory)) if order > 0 => {
+        Err(e @ DeviceError::NoMemory) if order > 0 => {
             warn!("blkfront: no ring of {} pages ({e}): using one page", 1u32 << order);
-            Ok((pages.alloc_ring(backend, 0)?, 0))
+            Ok((pages.alloc_ring(backend, 1)?, 0))
         }
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -165,7 +160,7 @@ fn publish<T: Transport>(
     keys.push(("feature-persistent".into(), "1".into()));
     match device.publish(xs, &keys, XenbusState::Initialised, timeout_ns)? {
         XenbusState::Connected => Ok(()),
-        _ => Err(BlkError::BackendClosed),
+        _ => Err(BlkError::Device(DeviceError::BackendClosed)),
     }
 }
 

@@ -1,11 +1,12 @@
 //! What the backend publishes about the disk (`io/blkif.h`, "Backend XenBus Nodes"), read
 //! from its xenstore directory and validated: these are another domain's claims, and a
-//! nonsensical one is refused with [`BlkError::BadBackendValue`] rather than trusted.
+//! nonsensical one is refused with [`BlkError::Device(DeviceError::BadBackendValue)`] rather than trusted.
 //!
 //! Units follow Xen 4.17's blkif.h: `sectors` and every sector number on the ring count
 //! 512-byte sectors whatever `sector-size` says; `sector-size` is the logical block size,
 //! which every transfer must be a multiple of and aligned to.
 
+use crate::DeviceError;
 use log::warn;
 use xenbus::frontend::{read_flag, read_optional};
 use xenbus::Store;
@@ -80,7 +81,10 @@ pub(crate) fn read_ring_order(xs: &mut impl Store, backend: &str) -> Result<u32,
     let order = read_optional(xs, backend, KEY)?.unwrap_or(0);
     match u32::try_from(order) {
         Ok(o) if o <= MAX_RING_PAGE_ORDER => Ok(o),
-        _ => Err(BlkError::BadBackendValue { key: KEY, why: "ring order too large" }),
+        _ => Err(BlkError::Device(DeviceError::BadBackendValue {
+            key: KEY,
+            why: "ring order too large",
+        })),
     }
 }
 
@@ -93,10 +97,10 @@ pub(crate) fn read_disk_info(
 ) -> Result<DiskInfo, BlkError> {
     let sectors = read_required(xs, backend, "sectors")?;
     if sectors.checked_mul(SECTOR_SIZE).is_none() {
-        return Err(BlkError::BadBackendValue {
+        return Err(BlkError::Device(DeviceError::BadBackendValue {
             key: "sectors",
             why: "capacity overflows 64 bits of bytes",
-        });
+        }));
     }
     let sector_size = check_sector_size(read_required(xs, backend, "sector-size")?)?;
     let physical_sector_size = match read_optional(xs, backend, "physical-sector-size")? {
@@ -104,15 +108,19 @@ pub(crate) fn read_disk_info(
         Some(p) => check_physical_sector_size(p, sector_size)?,
     };
     let raw_info = read_required(xs, backend, "info")?;
-    let raw_info = u32::try_from(raw_info)
-        .map_err(|_| BlkError::BadBackendValue { key: "info", why: "not a 32-bit value" })?;
+    let raw_info = u32::try_from(raw_info).map_err(|_| {
+        BlkError::Device(DeviceError::BadBackendValue { key: "info", why: "not a 32-bit value" })
+    })?;
     let flags = VdiskInfo::from_bits_truncate(raw_info);
     if flags.bits() != raw_info {
         warn!("blkfront: {backend}/info {raw_info:#x}: ignoring unknown flags");
     }
     let max_indirect = read_optional(xs, backend, "feature-max-indirect-segments")?.unwrap_or(0);
     let max_indirect_segments = u32::try_from(max_indirect).map_err(|_| {
-        BlkError::BadBackendValue { key: "feature-max-indirect-segments", why: "too large" }
+        BlkError::Device(DeviceError::BadBackendValue {
+            key: "feature-max-indirect-segments",
+            why: "too large",
+        })
     })?;
     let features = Features {
         flush_cache: read_flag(xs, backend, "feature-flush-cache")?,
@@ -131,23 +139,27 @@ fn check_sector_size(v: u64) -> Result<u32, BlkError> {
         Ok(s) if s.is_power_of_two() && u64::from(s) >= SECTOR_SIZE && s <= MAX_SECTOR_SIZE => {
             Ok(s)
         }
-        _ => Err(BlkError::BadBackendValue { key: KEY, why: "not a power of two in 512..=4096" }),
+        _ => Err(BlkError::Device(DeviceError::BadBackendValue {
+            key: KEY,
+            why: "not a power of two in 512..=4096",
+        })),
     }
 }
 
 fn check_physical_sector_size(v: u64, logical: u32) -> Result<u32, BlkError> {
     match u32::try_from(v) {
         Ok(s) if s.is_power_of_two() && s >= logical => Ok(s),
-        _ => Err(BlkError::BadBackendValue {
+        _ => Err(BlkError::Device(DeviceError::BadBackendValue {
             key: "physical-sector-size",
             why: "not a power of two at least sector-size",
-        }),
+        })),
     }
 }
 
 /// A number the backend must have written.
 fn read_required(xs: &mut impl Store, backend: &str, key: &'static str) -> Result<u64, BlkError> {
-    read_optional(xs, backend, key)?.ok_or(BlkError::BadBackendValue { key, why: "missing" })
+    read_optional(xs, backend, key)?
+        .ok_or(BlkError::Device(DeviceError::BadBackendValue { key, why: "missing" }))
 }
 
 #[cfg(test)]
@@ -187,7 +199,7 @@ mod tests {
 
     fn bad(key: &'static str, value: &str) -> &'static str {
         match info(&[(key, value)]) {
-            Err(BlkError::BadBackendValue { key: k, why }) if k == key => why,
+            Err(BlkError::Device(DeviceError::BadBackendValue { key: k, why })) if k == key => why,
             other => panic!("{key}={value}: {other:?}"),
         }
     }
@@ -242,7 +254,7 @@ mod tests {
         m.0.remove("/be/sectors");
         assert_eq!(
             read_disk_info(&mut m, BE, 0),
-            Err(BlkError::BadBackendValue { key: "sectors", why: "missing" })
+            Err(BlkError::Device(DeviceError::BadBackendValue { key: "sectors", why: "missing" }))
         );
     }
 

@@ -46,7 +46,7 @@
 //! bounce pages the driver owns and fills with nothing but the request's data; every value
 //! it writes to xenstore or the ring is validated before use, and a response is matched to
 //! a request only through the driver's own table of outstanding requests.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "test-utils")), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
@@ -55,6 +55,8 @@ pub mod abi;
 mod block;
 mod driver;
 pub mod env;
+#[cfg(feature = "test-utils")]
+pub mod fake;
 mod handshake;
 pub mod info;
 
@@ -63,13 +65,13 @@ pub use driver::{
     Blkfront, Completion, Request, RequestId, Stats, MAX_INDIRECT_SEGMENTS, MAX_PERSISTENT_GRANTS,
     MAX_QUARANTINED,
 };
-pub use env::{EventChannel, Page, Pages, SharedRing, Timeout};
+pub use env::{BlkRing, EventChannel, Page, Pages, SharedRing, Timeout};
 pub use handshake::RING_PAGE_ORDER;
 pub use info::{DiskInfo, Features};
 
 use core::fmt;
 
-use grant::GrantError;
+pub use frontend::DeviceError;
 
 /// Why a block operation, or the connection, failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,31 +88,17 @@ pub enum BlkError {
     /// An empty transfer, or a sector or length that is not a whole number of the disk's
     /// logical sectors ([`DiskInfo::sector_size`]).
     Misaligned,
-    /// The device is not connected (closed, or never was).
-    NotConnected,
-    /// The backend corrupted the ring, or holds more pages past their requests than
-    /// [`MAX_QUARANTINED`]: every request failed and the device is unusable.
-    Broken,
     /// The backend answered this request with a response that cannot be right (wrong
     /// operation, unknown status). The driver goes on serving the others.
     BadResponse,
     /// No completion before the deadline. The request stays owned by the driver (the
     /// backend may still be using its pages) and its late completion is discarded.
     Timeout,
-    /// The guest could not give us a page, and no ring request was in flight whose
-    /// completion could free one (while some are, the request waits for them instead).
-    NoMemory,
-    /// Granting a page to the backend failed.
-    Grant(GrantError),
-    /// The guest could not allocate an event channel.
-    EventChannel,
-    /// A xenstore operation failed during the handshake.
-    Xenstore(xenbus::Error),
-    /// The backend published a value that makes no sense (not a number, out of range...).
-    BadBackendValue { key: &'static str, why: &'static str },
-    /// The backend closed (or vanished) during the handshake, or left Connected while
-    /// connected (the toolstack is detaching the device).
-    BackendClosed,
+    /// What every frontend may fail with: the device broke (a corrupted ring, more pages
+    /// held past their requests than [`MAX_QUARANTINED`]) or closed, the guest ran out of
+    /// pages (and no request in flight could free one), grants or ports, the handshake's
+    /// xenstore or backend values failed.
+    Device(DeviceError),
 }
 
 impl fmt::Display for BlkError {
@@ -123,43 +111,11 @@ impl fmt::Display for BlkError {
             BlkError::Misaligned => {
                 f.write_str("blkfront: empty or not a multiple of the logical sector size")
             }
-            BlkError::NotConnected => f.write_str("blkfront: device not connected"),
-            BlkError::Broken => f.write_str(
-                "blkfront: the backend broke the protocol (its ring, or pages it keeps)",
-            ),
             BlkError::BadResponse => f.write_str("blkfront: malformed response from the backend"),
             BlkError::Timeout => f.write_str("blkfront: timed out"),
-            BlkError::NoMemory => f.write_str("blkfront: out of pages"),
-            BlkError::Grant(e) => write!(f, "blkfront: {e}"),
-            BlkError::EventChannel => f.write_str("blkfront: cannot allocate an event channel"),
-            BlkError::Xenstore(e) => write!(f, "blkfront: {e}"),
-            BlkError::BadBackendValue { key, why } => {
-                write!(f, "blkfront: backend's {key}: {why}")
-            }
-            BlkError::BackendClosed => f.write_str("blkfront: backend closed the device"),
+            BlkError::Device(e) => write!(f, "blkfront: {e}"),
         }
     }
 }
 
-impl From<xenbus::frontend::BackendValueError> for BlkError {
-    fn from(e: xenbus::frontend::BackendValueError) -> Self {
-        match e {
-            xenbus::frontend::BackendValueError::Xenstore(e) => BlkError::Xenstore(e),
-            xenbus::frontend::BackendValueError::Bad { key, why } => {
-                BlkError::BadBackendValue { key, why }
-            }
-        }
-    }
-}
-
-impl From<xenbus::Error> for BlkError {
-    fn from(e: xenbus::Error) -> Self {
-        BlkError::Xenstore(e)
-    }
-}
-
-impl From<GrantError> for BlkError {
-    fn from(e: GrantError) -> Self {
-        BlkError::Grant(e)
-    }
-}
+frontend::wrap_device_error!(BlkError);

@@ -9,22 +9,14 @@
 //! on stable Rust without it, for `cargo test`.
 //!
 //! The fakes the drivers' own tests use (xenstored, blkback, netback) play the peer here too,
-//! included from those tests rather than copied.
+//! from those crates' `test-utils` feature.
 #![allow(clippy::arc_with_non_send_sync)] // the fakes' choice: see xenbus/tests/xenstored
 
 pub mod input;
 pub mod runner;
 pub mod targets;
 
-// The targets use only part of each fake.
-#[path = "../../xenbus/tests/xenstored/fake.rs"]
-#[allow(dead_code)]
-mod xenstored;
-
-#[path = "../../blkfront/tests/blkback/fake.rs"]
-#[allow(dead_code)]
-mod blkback;
-
-#[path = "../../netfront/tests/netback/fake.rs"]
-#[allow(dead_code)]
-mod netback;
+// The drivers' and xenbus's own fakes (their `test-utils` feature).
+use blkfront::fake as blkback;
+use netfront::fake as netback;
+use xenbus::fake as xenstored;

@@ -10,6 +10,8 @@
 extern crate alloc;
 
 pub mod abi;
+#[cfg(feature = "test-utils")]
+pub mod fake;
 pub mod ops;
 mod page;
 pub mod pool;

@@ -1,12 +1,18 @@
-//! What the split drivers (blkfront, netfront) get from this kernel (Xen only): pages from
-//! the frame allocator, granted through the grant table, rings over zeroed granted pages,
-//! event channels whose handler records that they fired, and a watch on the backend's state.
+//! What the split drivers (blkfront, netfront) get from this kernel (Xen only): the
+//! frontend core's environment ([`frontend::Pages`], [`frontend::EventChannel`]),
+//! implemented once for both: pages from the frame allocator, granted through the grant
+//! table, rings over zeroed granted pages, event channels whose handler records that they
+//! fired, and a watch on the backend's state.
 
 use crate::arch::pfn_to_virt;
-use crate::{evtchn, gnttab, mm, pvops, time};
+use crate::{evtchn, gnttab, mm, pvops, time, xenstore};
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use events::Port;
+use frontend::{DeviceError, FrontRing, Pod, Timeout};
 use grant::{DomId, GrantError, GrantRef};
 
 /// A page of ours that a driver fills and grants. Dropping it leaks the frame on purpose:
@@ -42,8 +48,7 @@ unsafe impl grant::Page for GuestPage {
     }
 }
 
-/// The drivers' data pages and their grants: one implementation for every driver, whose
-/// environment types add their rings (`blk::GuestRing`, `net::stack::NetRing`).
+/// The drivers' pages, grants and rings: one implementation for every driver.
 pub struct GuestPages;
 
 impl grant::Grants for GuestPages {
@@ -66,33 +71,64 @@ impl grant::Grants for GuestPages {
     }
 }
 
-/// `pages` zeroed pages, contiguous in our address space, each granted writable to
-/// `backend`: the memory of a shared ring. Returns the first pfn and the references in
-/// page order; on error nothing stays allocated or granted.
-pub fn alloc_ring_pages(backend: DomId, pages: u64) -> Result<(u64, Vec<GrantRef>), RingError> {
-    let pfn = mm::alloc_zeroed_frames(pages).map_err(|_| RingError::NoMemory)?;
-    let mut refs = Vec::new();
-    for i in 0..pages {
-        match gnttab::grant_access(backend, crate::pvops::pfn_to_frame(pfn + i), false) {
-            Ok(gref) => refs.push(gref),
-            Err(e) => {
-                release_ring_pages(pfn, &refs);
-                return Err(RingError::Grant(e));
-            }
-        }
-    }
-    Ok((pfn, refs))
+/// The most pages one ring gets: 16 (order 4, blkback's usual limit); more is not worth
+/// the memory.
+const MAX_RING_PAGES: usize = 16;
+
+/// A shared ring over contiguous zeroed pages, each granted to the backend.
+pub struct GuestRing<Req: Pod, Rsp: Pod> {
+    pfn: u64,
+    front: FrontRing<Req, Rsp>,
+    refs: Vec<GrantRef>,
 }
 
-/// Why [`alloc_ring_pages`] failed.
-pub enum RingError {
-    NoMemory,
-    Grant(GrantError),
+impl<Req: Pod, Rsp: Pod> frontend::SharedRing<Req, Rsp> for GuestRing<Req, Rsp> {
+    fn front(&mut self) -> &mut FrontRing<Req, Rsp> {
+        &mut self.front
+    }
+
+    fn grant_refs(&self) -> &[GrantRef] {
+        &self.refs
+    }
+}
+
+impl frontend::Pages for GuestPages {
+    type Ring<Req: Pod, Rsp: Pod> = GuestRing<Req, Rsp>;
+
+    fn alloc_ring<Req: Pod, Rsp: Pod>(
+        &mut self,
+        backend: DomId,
+        pages: usize,
+    ) -> Result<GuestRing<Req, Rsp>, DeviceError> {
+        if pages == 0 || pages > MAX_RING_PAGES {
+            return Err(DeviceError::NoMemory);
+        }
+        let pfn = mm::alloc_zeroed_frames(pages as u64).map_err(|_| DeviceError::NoMemory)?;
+        let mut refs = Vec::with_capacity(pages);
+        for i in 0..pages as u64 {
+            match gnttab::grant_access(backend, pvops::pfn_to_frame(pfn + i), false) {
+                Ok(gref) => refs.push(gref),
+                Err(e) => {
+                    release_ring_pages(pfn, &refs);
+                    return Err(DeviceError::Grant(e));
+                }
+            }
+        }
+        let va = pfn_to_virt(pfn) as *mut u8;
+        // SAFETY: the zeroed pages are ours for as long as the ring lives (free_ring frees
+        // them only after the backend gave every grant back) and only this ring uses them.
+        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), pages) };
+        Ok(GuestRing { pfn, front, refs })
+    }
+
+    fn free_ring<Req: Pod, Rsp: Pod>(&mut self, ring: GuestRing<Req, Rsp>) {
+        release_ring_pages(ring.pfn, &ring.refs);
+    }
 }
 
 /// Ends the ring pages' grants and frees the pages, or leaks them all if the backend keeps
 /// any page mapped.
-pub fn release_ring_pages(first_pfn: u64, refs: &[GrantRef]) {
+fn release_ring_pages(first_pfn: u64, refs: &[GrantRef]) {
     let ended = refs.iter().filter(|&&r| gnttab::end_access(r).is_ok()).count();
     if ended == refs.len() {
         for i in 0..refs.len() as u64 {
@@ -103,10 +139,59 @@ pub fn release_ring_pages(first_pfn: u64, refs: &[GrantRef]) {
     }
 }
 
+/// A device's event channels, and what the watch on its backend's state saw: one
+/// implementation for every driver.
+pub struct GuestEvents {
+    /// Set by the device's watch once the backend left Connected.
+    closing: Arc<AtomicBool>,
+}
+
+impl GuestEvents {
+    /// Events for a device whose backend watch sets `closing`.
+    pub fn new(closing: Arc<AtomicBool>) -> Self {
+        GuestEvents { closing }
+    }
+}
+
+impl frontend::EventChannel for GuestEvents {
+    fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, DeviceError> {
+        alloc_port(remote).ok_or(DeviceError::EventChannel)
+    }
+
+    fn notify(&mut self, port: u32) {
+        let _ = evtchn::send(Port(port));
+    }
+
+    fn close(&mut self, port: u32) {
+        if let Err(e) = evtchn::close(Port(port)) {
+            log::warn!("closing event channel {port}: {e}");
+        }
+    }
+
+    /// Also wakes for xenstore, whose watch may say the backend is closing: then no
+    /// answer will come, and the driver learns it at its next poll.
+    fn wait(&mut self, port: u32, deadline_ns: u64) -> Result<(), Timeout> {
+        let fired = time::wait_until(
+            || evtchn::take_fired(Port(port)) || xenstore::signalled(),
+            deadline_ns,
+        );
+        fired.then_some(()).ok_or(Timeout)
+    }
+
+    fn now_ns(&self) -> u64 {
+        pvops::clock_ns()
+    }
+
+    fn backend_closing(&mut self) -> bool {
+        xenstore::service();
+        self.closing.load(Ordering::SeqCst)
+    }
+}
+
 /// A port `remote` may connect to, bound so that [`evtchn::take_fired`] tells whether it
 /// fired, and throttled (a flood costs one upcall per look); `None` if Xen or the handler
 /// table has no room.
-pub fn alloc_port(remote: DomId) -> Option<u32> {
+fn alloc_port(remote: DomId) -> Option<u32> {
     let port = hypercall::ops::evtchn_alloc_unbound(remote.0).ok()?;
     if evtchn::bind_throttled(Port(port)).is_err() {
         let _ = hypercall::ops::evtchn_close(port);
@@ -115,23 +200,9 @@ pub fn alloc_port(remote: DomId) -> Option<u32> {
     Some(port)
 }
 
-pub fn notify(port: u32) {
-    let _ = evtchn::send(Port(port));
-}
-
 /// Waits until `port` fired or the clock reaches `deadline_ns`; true if it fired.
 pub fn wait(port: u32, deadline_ns: u64) -> bool {
     time::wait_until(|| evtchn::take_fired(Port(port)), deadline_ns)
-}
-
-pub fn now_ns() -> u64 {
-    pvops::clock_ns()
-}
-
-pub fn close_port(port: u32) {
-    if let Err(e) = evtchn::close(Port(port)) {
-        log::warn!("closing event channel {port}: {e}");
-    }
 }
 
 /// Watches `device`'s backend state under `token`: `on_leave(state)` runs whenever the watch

@@ -215,7 +215,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// A corrupt ring (the backend's index running ahead of our requests) stops the device:
     /// every grant that can end is ended, nothing more is sent or received (frames already
     /// queued can still be taken), and [`send`](Self::send) fails with
-    /// [`crate::NetError::Broken`].
+    /// [`crate::NetError::Device(DeviceError::Broken)`].
     pub fn poll(&mut self) -> usize {
         if !self.broken {
             self.pool.retry_quarantine(&mut self.pages);

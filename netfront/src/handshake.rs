@@ -23,14 +23,14 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use grant::DomId;
+use grant::{DomId, GrantRef};
 use log::warn;
-use xenbus::frontend::{self, read_flag, read_optional, Device};
+use xenbus::frontend::{read_flag, read_optional, Device};
 use xenbus::{Error, Store, Transport, XenbusState, Xenstore, XsError};
 
 use crate::driver::Ports;
-use crate::env::{EventChannel, Pages, SharedRing};
-use crate::{NetError, Netfront};
+use crate::env::{EventChannel, Pages, RxRing, SharedRing, TxRing};
+use crate::{DeviceError, NetError, Netfront};
 
 /// The largest `multi-queue-max-queues` we believe (Linux's netback offers one per dom0
 /// vcpu).
@@ -80,21 +80,16 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         mut evtchn: E,
         timeout_ns: u64,
     ) -> Result<Self, NetError> {
-        use XenbusState::*;
-        let (device, state) = frontend::attach(xs, "vif", id, timeout_ns)?;
-        let backend = DomId(device.backend_id);
-        if !matches!(state, InitWait | Initialised | Connected) {
-            return Err(NetError::BackendClosed);
-        }
+        let (device, backend) = frontend::attach(xs, "vif", id, timeout_ns)?;
         let mac = read_mac(xs, &device.path)?;
         let features = read_features(xs, &device.backend)?;
 
-        let tx_ring = pages.alloc_ring(backend)?;
-        let rx_ring = match pages.alloc_ring(backend) {
+        let tx_ring: TxRing<P> = pages.alloc_ring(backend, 1)?;
+        let rx_ring: RxRing<P> = match pages.alloc_ring(backend, 1) {
             Ok(ring) => ring,
             Err(e) => {
                 pages.free_ring(tx_ring);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let ports = match alloc_ports(&mut evtchn, backend, features.split_event_channels) {
@@ -105,7 +100,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
                 return Err(e);
             }
         };
-        let refs = (tx_ring.grant_ref().0, rx_ring.grant_ref().0);
+        let refs = (tx_ring.grant_refs(), rx_ring.grant_refs());
         if let Err(e) = publish(xs, &device, refs, ports, timeout_ns) {
             device.abandon(xs, "netfront", &e);
             close_ports(&mut evtchn, ports);
@@ -177,10 +172,14 @@ fn close_ports<E: EventChannel>(evtchn: &mut E, ports: Ports) {
 fn publish<T: Transport>(
     xs: &mut Xenstore<T>,
     device: &Device,
-    (tx_ref, rx_ref): (u32, u32),
+    refs: (&[GrantRef], &[GrantRef]),
     ports: Ports,
     timeout_ns: u64,
 ) -> Result<(), NetError> {
+    // One page each: a guest that granted another number would have the backend map the
+    // wrong ring.
+    let ([tx_ref], [rx_ref]) = refs else { return Err(Error::InvalidArgument.into()) };
+    let (tx_ref, rx_ref) = (tx_ref.0, rx_ref.0);
     let mut keys: Vec<(String, String)> = alloc::vec![
         ("tx-ring-ref".into(), format!("{tx_ref}")),
         ("rx-ring-ref".into(), format!("{rx_ref}")),
@@ -194,7 +193,7 @@ fn publish<T: Transport>(
     keys.extend(FRONTEND_FEATURES.iter().map(|&(k, v)| (k.into(), v.into())));
     match device.publish(xs, &keys, XenbusState::Connected, timeout_ns)? {
         XenbusState::Connected => Ok(()),
-        _ => Err(NetError::BackendClosed),
+        _ => Err(NetError::Device(DeviceError::BackendClosed)),
     }
 }
 
@@ -235,13 +234,18 @@ fn format_mac(mac: [u8; 6]) -> String {
 /// Reads and checks the features the backend writes before InitWait.
 fn read_features(xs: &mut impl Store, backend: &str) -> Result<Features, NetError> {
     if !read_flag(xs, backend, "feature-rx-copy")? {
-        return Err(NetError::MissingFeature("feature-rx-copy"));
+        return Err(NetError::Device(DeviceError::MissingFeature("feature-rx-copy")));
     }
     const QUEUES: &str = "multi-queue-max-queues";
     let max_queues = match read_optional(xs, backend, QUEUES)? {
         None => 1,
         Some(n) if (1..=u64::from(MAX_QUEUES)).contains(&n) => n as u32,
-        Some(_) => return Err(NetError::BadBackendValue { key: QUEUES, why: "not in 1..=1024" }),
+        Some(_) => {
+            return Err(NetError::Device(DeviceError::BadBackendValue {
+                key: QUEUES,
+                why: "not in 1..=1024",
+            }))
+        }
     };
     Ok(Features {
         sg: read_flag(xs, backend, "feature-sg")?,

@@ -55,7 +55,7 @@
 //! xenstore or the rings is validated before use, responses are matched to requests only
 //! through the driver's own tables, and a grant is ended before the page behind it is
 //! read or reused.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "test-utils")), no_std)]
 #![forbid(unsafe_code)]
 
 extern crate alloc;
@@ -65,6 +65,8 @@ pub mod csum;
 mod device;
 mod driver;
 pub mod env;
+#[cfg(feature = "test-utils")]
+pub mod fake;
 mod handshake;
 mod rx;
 mod tx;
@@ -76,7 +78,7 @@ pub use handshake::Features;
 
 use core::fmt;
 
-use grant::GrantError;
+pub use frontend::DeviceError;
 
 /// Why a network operation, or the connection, failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,24 +88,13 @@ pub enum NetError {
     /// A frame to send shorter than an Ethernet header, longer than
     /// [`abi::MAX_TX_SIZE`], or longer than a page while the backend lacks `feature-sg`.
     BadLength,
-    /// The backend corrupted a ring; the device is unusable.
-    Broken,
-    /// The guest could not give us a page.
-    NoMemory,
-    /// Granting a page to the backend failed.
-    Grant(GrantError),
-    /// The guest could not allocate an event channel.
-    EventChannel,
-    /// A xenstore operation failed during the handshake.
-    Xenstore(xenbus::Error),
-    /// The backend published a value that makes no sense (not a number, out of range...).
-    BadBackendValue { key: &'static str, why: &'static str },
-    /// The backend lacks a feature we cannot do without (`feature-rx-copy`).
-    MissingFeature(&'static str),
     /// The toolstack's `mac` key is missing or not a unicast `aa:bb:cc:dd:ee:ff`.
     BadMac,
-    /// The backend closed (or vanished) during the handshake.
-    BackendClosed,
+    /// What every frontend may fail with: the device broke (a corrupted ring, more receive
+    /// buffers held than [`MAX_QUARANTINED`]) or closed, the guest ran out of pages, grants
+    /// or ports, the handshake's xenstore or backend values failed, or the backend lacks a
+    /// feature we cannot do without (`feature-rx-copy`).
+    Device(DeviceError),
 }
 
 impl fmt::Display for NetError {
@@ -111,40 +102,10 @@ impl fmt::Display for NetError {
         match self {
             NetError::Busy => f.write_str("netfront: transmit ring full"),
             NetError::BadLength => f.write_str("netfront: frame length not sendable"),
-            NetError::Broken => f.write_str("netfront: backend corrupted a ring"),
-            NetError::NoMemory => f.write_str("netfront: out of pages"),
-            NetError::Grant(e) => write!(f, "netfront: {e}"),
-            NetError::EventChannel => f.write_str("netfront: cannot allocate an event channel"),
-            NetError::Xenstore(e) => write!(f, "netfront: {e}"),
-            NetError::BadBackendValue { key, why } => {
-                write!(f, "netfront: backend's {key}: {why}")
-            }
-            NetError::MissingFeature(key) => write!(f, "netfront: backend lacks {key}"),
             NetError::BadMac => f.write_str("netfront: missing or invalid mac"),
-            NetError::BackendClosed => f.write_str("netfront: backend closed the device"),
+            NetError::Device(e) => write!(f, "netfront: {e}"),
         }
     }
 }
 
-impl From<xenbus::frontend::BackendValueError> for NetError {
-    fn from(e: xenbus::frontend::BackendValueError) -> Self {
-        match e {
-            xenbus::frontend::BackendValueError::Xenstore(e) => NetError::Xenstore(e),
-            xenbus::frontend::BackendValueError::Bad { key, why } => {
-                NetError::BadBackendValue { key, why }
-            }
-        }
-    }
-}
-
-impl From<xenbus::Error> for NetError {
-    fn from(e: xenbus::Error) -> Self {
-        NetError::Xenstore(e)
-    }
-}
-
-impl From<GrantError> for NetError {
-    fn from(e: GrantError) -> Self {
-        NetError::Grant(e)
-    }
-}
+frontend::wrap_device_error!(NetError);

@@ -6,6 +6,7 @@
 //! (`ring::slots`): a response naming a free slot, or a previous use of it, is recognised
 //! as bogus and touches nothing.
 
+use crate::DeviceError;
 use alloc::vec::Vec;
 
 use log::{debug, warn};
@@ -38,7 +39,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// ring unless all of it does.
     pub fn send(&mut self, frame: &[u8]) -> Result<(), NetError> {
         if self.broken {
-            return Err(NetError::Broken);
+            return Err(NetError::Device(DeviceError::Broken));
         }
         let len = frame.len();
         if !(ETH_HEADER..=MAX_TX_SIZE).contains(&len) {
@@ -50,7 +51,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         }
         if !self.has_tx_room(slots) {
             if self.broken {
-                return Err(NetError::Broken);
+                return Err(NetError::Device(DeviceError::Broken));
             }
             self.stats.tx_busy += 1;
             return Err(NetError::Busy);
@@ -59,7 +60,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         for chunk in frame.chunks(PAGE_SIZE) {
             let Some(mut page) = self.take_page() else {
                 self.release_all(bufs);
-                return Err(NetError::NoMemory);
+                return Err(NetError::Device(DeviceError::NoMemory));
             };
             page.write(0, chunk);
             page.fill_from(chunk.len(), 0);
@@ -67,7 +68,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
                 Ok(g) => bufs.push(g),
                 Err(e) => {
                     self.release_all(bufs);
-                    return Err(NetError::Grant(e));
+                    return Err(NetError::Device(DeviceError::Grant(e)));
                 }
             }
         }

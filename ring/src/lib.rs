@@ -10,6 +10,8 @@
 extern crate alloc;
 
 pub mod byte;
+#[cfg(feature = "test-utils")]
+pub mod fake;
 pub mod shared;
 pub mod slots;
 

@@ -106,6 +106,13 @@ pub const fn ring_size<Req: Pod, Rsp: Pod>(pages: usize) -> u32 {
     }
 }
 
+/// Bytes per slot of a ring of these request and response types: the size of
+/// `union __name##_sring_entry`. A backend (or a test's fake of one) finds slot `i` at
+/// `HEADER_SIZE + (i % ring_size) * slot_size`.
+pub const fn slot_size<Req: Pod, Rsp: Pod>() -> usize {
+    size_of::<Entry<Req, Rsp>>()
+}
+
 /// `struct __name##_sring` up to its `ring[]` array. Every field is atomic because the backend
 /// may write any of them at any time; we never form a reference to non-atomic shared bytes.
 #[repr(C)]

@@ -7,13 +7,21 @@
 //! - [`store`]: the typed operations ([`Store`]), shared by plain requests and transactions.
 //! - [`frontend`]: device discovery and the XenbusState handshake of a frontend.
 //! - [`control`]: the toolstack's shutdown requests and the features we advertise.
-#![cfg_attr(not(test), no_std)]
-#![forbid(unsafe_code)]
+//! - `fake` (feature `test-utils`): a fake xenstored, with knobs for misbehaving, for the
+//!   host tests of this crate, of the drivers and of the fuzz targets.
+#![cfg_attr(not(any(test, feature = "test-utils")), no_std)]
+// The fake xenstored (feature `test-utils`, never in the guest) hands the client its ends of
+// the page's rings, the one `unsafe` step: everything else here is safe code.
+#![cfg_attr(not(feature = "test-utils"), forbid(unsafe_code))]
+#![cfg_attr(feature = "test-utils", deny(unsafe_code))]
 
 extern crate alloc;
 
 pub mod client;
 pub mod control;
+#[cfg(feature = "test-utils")]
+#[allow(unsafe_code)]
+pub mod fake;
 pub mod frontend;
 pub mod state;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Connecting and closing through xenstore, and refusing what a backend must not claim.
 
 use blkfront::abi::{Op, VdiskInfo};
+use blkfront::DeviceError;
 use blkfront::{BlkError, BlockDevice, Features, Request};
 
 use crate::fake::{backend_path, frontend_path, Rig, PORT};
@@ -41,7 +42,7 @@ fn handshake_reaches_connected_with_features() {
     assert_eq!(rig.store_get(&format!("{fe}/protocol")).as_deref(), Some("x86_64-abi"));
     // The ring-ref names the one grant that exists: the ring page, writable, to dom0.
     let ring_ref: u32 = rig.store_get(&format!("{fe}/ring-ref")).unwrap().parse().unwrap();
-    assert_eq!(rig.w().grants.keys().copied().collect::<Vec<_>>(), [ring_ref]);
+    assert_eq!(rig.w().table.grants.keys().copied().collect::<Vec<_>>(), [ring_ref]);
 }
 
 #[test]
@@ -66,8 +67,8 @@ fn refused(extra: &[(&str, &str)]) -> BlkError {
     let err = rig.connect().err().expect("handshake should fail");
     // Everything handed back, nothing left granted or allocated, and the backend told.
     let w = rig.w();
-    assert!(w.ring_freed && w.port_closed);
-    assert!(w.grants.is_empty());
+    assert!((w.table.rings_freed > 0) && w.ports.is_closed(PORT));
+    assert!(w.table.grants.is_empty());
     assert_eq!(w.pages_out(), 0);
     drop(w);
     assert_eq!(rig.store_get(&format!("{}/state", frontend_path())).as_deref(), Some("5"));
@@ -77,7 +78,9 @@ fn refused(extra: &[(&str, &str)]) -> BlkError {
 #[test]
 fn bad_backend_values_are_errors() {
     let bad = |key, value| match refused(&[(key, value)]) {
-        BlkError::BadBackendValue { key: k, .. } => assert_eq!(k, key, "{key}={value}"),
+        BlkError::Device(DeviceError::BadBackendValue { key: k, .. }) => {
+            assert_eq!(k, key, "{key}={value}")
+        }
         e => panic!("{key}={value}: {e:?}"),
     };
     bad("sectors", "abc");
@@ -104,8 +107,11 @@ fn backend_that_never_connects_times_out() {
         s.on_idle = None;
         s.set(&format!("{}/state", backend_path()), b"2");
     }
-    assert_eq!(rig.connect().err(), Some(BlkError::Xenstore(xenbus::Error::Timeout)));
-    assert!(rig.w().ring_freed);
+    assert_eq!(
+        rig.connect().err(),
+        Some(BlkError::Device(DeviceError::Xenstore(xenbus::Error::Timeout)))
+    );
+    assert!(rig.w().table.rings_freed > 0);
 }
 
 #[test]
@@ -118,7 +124,10 @@ fn a_closed_backend_that_never_comes_back_is_an_error() {
     }
     // We go through Closed and Initialising again; a backend that stays Closed never
     // offers a new handshake.
-    assert_eq!(rig.connect().err(), Some(BlkError::Xenstore(xenbus::Error::Timeout)));
+    assert_eq!(
+        rig.connect().err(),
+        Some(BlkError::Device(DeviceError::Xenstore(xenbus::Error::Timeout)))
+    );
     let store = rig.store.lock().unwrap();
     let ours = store.get(&format!("{}/state", frontend_path()));
     assert_eq!(ours.map(|v| v.to_vec()), Some(b"1".to_vec()), "left Initialising for the next try");
@@ -128,7 +137,10 @@ fn a_closed_backend_that_never_comes_back_is_an_error() {
 fn missing_device_times_out() {
     let mut rig = Rig::new(&[]);
     rig.store.lock().unwrap().remove(&frontend_path());
-    assert_eq!(rig.connect().err(), Some(BlkError::Xenstore(xenbus::Error::Timeout)));
+    assert_eq!(
+        rig.connect().err(),
+        Some(BlkError::Device(DeviceError::Xenstore(xenbus::Error::Timeout)))
+    );
 }
 
 #[test]
@@ -144,15 +156,18 @@ fn close_fails_outstanding_requests_and_returns_everything() {
     assert_eq!(result, Ok(()));
     assert_eq!(
         failed.iter().map(|c| (c.id, c.result)).collect::<Vec<_>>(),
-        [(a, Err(BlkError::NotConnected)), (b, Err(BlkError::NotConnected))]
+        [
+            (a, Err(BlkError::Device(DeviceError::NotConnected))),
+            (b, Err(BlkError::Device(DeviceError::NotConnected)))
+        ]
     );
     let fe = frontend_path();
     assert_eq!(rig.store_get(&format!("{fe}/state")).as_deref(), Some("6"));
     assert_eq!(rig.store_get(&format!("{}/state", backend_path())).as_deref(), Some("6"));
     let w = rig.w();
-    assert!(w.grants.is_empty(), "every grant ended");
+    assert!(w.table.grants.is_empty(), "every grant ended");
     assert_eq!(w.pages_out(), 0, "every page returned");
-    assert!(w.ring_freed && w.port_closed);
+    assert!((w.table.rings_freed > 0) && w.ports.is_closed(PORT));
     // The write never reached the disk.
     assert!(w.requests.iter().all(|r| r.operation == Op::Read as u8));
 }
@@ -169,21 +184,32 @@ fn detach_in_the_middle_of_io_fails_requests_and_closes() {
     assert_eq!(blk.in_flight(), 1);
     let be_state = format!("{}/state", backend_path());
     rig.store.lock().unwrap().set(&be_state, b"5");
-    rig.w().backend_closing = true;
+    rig.w().ports.backend_closing = true;
     let mut buf = vec![0; 4096];
-    assert_eq!(blk.read(0, &mut buf), Err(BlkError::BackendClosed));
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Device(DeviceError::BackendClosed)));
     let c = blk.take_completion_of(a).expect("the write failed too");
-    assert_eq!((c.result, c.data), (Err(BlkError::BackendClosed), vec![7; 8192]));
-    assert_eq!(blk.submit(Request::Flush).err(), Some(BlkError::BackendClosed));
-    assert_eq!(blk.stopped(), Some(BlkError::BackendClosed));
+    assert_eq!(
+        (c.result, c.data),
+        (Err(BlkError::Device(DeviceError::BackendClosed)), vec![7; 8192])
+    );
+    assert_eq!(
+        blk.submit(Request::Flush).err(),
+        Some(BlkError::Device(DeviceError::BackendClosed))
+    );
+    assert_eq!(blk.stopped(), Some(BlkError::Device(DeviceError::BackendClosed)));
     assert_eq!((blk.in_flight(), blk.outstanding()), (0, 0));
-    assert_eq!(rig.w().grants.len(), 1, "only the ring's grant is left");
+    assert_eq!(rig.w().table.grants.len(), 1, "only the ring's grant is left");
     let (result, failed) = blk.close(&mut rig.xs, SECOND);
     assert_eq!(result, Ok(()));
     assert!(failed.is_empty());
     assert_eq!(rig.store_get(&format!("{}/state", frontend_path())).as_deref(), Some("6"));
     assert_eq!(rig.store_get(&be_state).as_deref(), Some("6"));
     let w = rig.w();
-    assert!(w.grants.is_empty() && w.pages_out() == 0 && w.ring_freed && w.port_closed);
+    assert!(
+        w.table.grants.is_empty()
+            && w.pages_out() == 0
+            && (w.table.rings_freed > 0)
+            && w.ports.is_closed(PORT)
+    );
     assert_ne!(w.disk[..8192], [7; 8192][..], "the held write never reached the disk");
 }

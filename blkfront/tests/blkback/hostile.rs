@@ -3,6 +3,7 @@
 //! serving the rest, never panic, and never touch another request's pages.
 
 use blkfront::abi::{BlkifResponse, Op, Status};
+use blkfront::DeviceError;
 use blkfront::{BlkError, BlockDevice, Request, RequestId, MAX_QUARANTINED};
 
 use crate::fake::{pattern, Driver, Rig, Taken};
@@ -30,14 +31,14 @@ fn answer(rig: &Rig, t: &Taken, edit: impl FnOnce(&mut BlkifResponse)) {
 fn unknown_ids_touch_nothing() {
     let (rig, mut blk) = Rig::connected(&[]);
     let (ids, taken) = reads(&rig, &mut blk, 6);
-    let grants_before = rig.w().grants.len();
+    let grants_before = rig.w().table.grants.len();
     // A slot index beyond the table; a busy slot with the wrong generation; a free slot.
     for bogus in [1000, taken[0].req.id + (1 << 32), 10] {
         answer(&rig, &taken[1], |r| r.id = bogus);
     }
     assert_eq!(blk.poll(), 0);
     assert_eq!(blk.stats().unknown_responses, 3);
-    assert_eq!(rig.w().grants.len(), grants_before, "no grant ended for a bogus id");
+    assert_eq!(rig.w().table.grants.len(), grants_before, "no grant ended for a bogus id");
     assert_eq!(blk.in_flight(), 6);
     // The real answers still complete their requests, with the right data.
     answer(&rig, &taken[1], |_| {});
@@ -62,7 +63,7 @@ fn a_duplicate_response_is_dropped() {
     assert_eq!(blk.take_completion_of(ids[0]).map(|c| c.result), Some(Ok(())));
     assert_eq!(blk.take_completion_of(ids[1]).map(|c| c.result), Some(Ok(())));
     // The third request's pages are still granted: the duplicate did not free them.
-    assert_eq!((blk.in_flight(), rig.w().grants.len()), (1, 2));
+    assert_eq!((blk.in_flight(), rig.w().table.grants.len()), (1, 2));
     // The device goes on.
     let mut buf = [0; 512];
     blk.read(64, &mut buf).unwrap();
@@ -93,7 +94,7 @@ fn a_bad_response_fails_only_its_request() {
     );
     assert_eq!(blk.stats().bad_responses, 2);
     // Every page came back: only the ring is granted.
-    assert_eq!(rig.w().grants.len(), 1);
+    assert_eq!(rig.w().table.grants.len(), 1);
     // A lying backend through the blocking interface.
     rig.w().tamper = Some(Box::new(|_, r| r.status = Status::Error as i16));
     assert_eq!(blk.write(0, &[5; 4096]), Err(BlkError::Io));
@@ -108,12 +109,15 @@ fn a_runaway_rsp_prod_breaks_the_device() {
     rig.w().set_rsp_prod(100);
     assert_eq!(blk.poll(), 3);
     for id in ids {
-        assert_eq!(blk.take_completion_of(id).map(|c| c.result), Some(Err(BlkError::Broken)));
+        assert_eq!(
+            blk.take_completion_of(id).map(|c| c.result),
+            Some(Err(BlkError::Device(DeviceError::Broken)))
+        );
     }
-    assert_eq!(rig.w().grants.len(), 1, "the failed requests' grants ended");
-    assert_eq!(blk.submit(Request::Flush), Err(BlkError::Broken));
+    assert_eq!(rig.w().table.grants.len(), 1, "the failed requests' grants ended");
+    assert_eq!(blk.submit(Request::Flush), Err(BlkError::Device(DeviceError::Broken)));
     let mut buf = [0; 512];
-    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Broken));
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Device(DeviceError::Broken)));
     assert_eq!(blk.poll(), 0);
 }
 
@@ -122,7 +126,7 @@ fn a_grant_the_backend_keeps_quarantines_its_page() {
     let (rig, mut blk) = Rig::connected(&[]);
     let (ids, taken) = reads(&rig, &mut blk, 1);
     let gref = taken[0].req.seg[0].gref.0;
-    rig.w().held.insert(gref);
+    rig.w().table.held.insert(gref);
     answer(&rig, &taken[0], |_| {});
     assert_eq!(blk.poll(), 1);
     // The backend could still be writing the page: the read fails rather than return it.
@@ -135,12 +139,12 @@ fn a_grant_the_backend_keeps_quarantines_its_page() {
     for s in 0..8 {
         blk.read(s * 128, &mut buf).unwrap();
     }
-    assert!(rig.w().grants.contains_key(&gref));
+    assert!(rig.w().table.grants.contains_key(&gref));
     // Once the backend lets go, the page comes back into use.
-    rig.w().held.clear();
+    rig.w().table.held.clear();
     blk.poll();
     assert_eq!(blk.quarantined(), 0);
-    assert!(!rig.w().grants.contains_key(&gref));
+    assert!(!rig.w().table.grants.contains_key(&gref));
 }
 
 #[test]
@@ -150,18 +154,21 @@ fn a_backend_that_keeps_every_grant_breaks_the_device_at_the_cap() {
     while blk.stopped().is_none() {
         assert!(answered <= MAX_QUARANTINED, "still taking requests after {answered} held pages");
         let (_, taken) = reads(&rig, &mut blk, 1);
-        let all: Vec<u32> = rig.w().grants.keys().copied().collect();
-        rig.w().held.extend(all);
+        let all: Vec<u32> = rig.w().table.grants.keys().copied().collect();
+        rig.w().table.held.extend(all);
         answer(&rig, &taken[0], |_| {});
         blk.poll();
         answered += 1;
     }
     // One page past the cap, and no more: the device takes nothing new.
-    assert_eq!(blk.stopped(), Some(BlkError::Broken));
+    assert_eq!(blk.stopped(), Some(BlkError::Device(DeviceError::Broken)));
     assert_eq!((answered, blk.quarantined()), (MAX_QUARANTINED + 1, MAX_QUARANTINED + 1));
-    let grants = rig.w().grants.len();
+    let grants = rig.w().table.grants.len();
     let mut buf = vec![0; 4096];
-    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Broken));
-    assert_eq!(blk.submit(Request::Read { sector: 0, len: 4096 }), Err(BlkError::Broken));
-    assert_eq!(rig.w().grants.len(), grants, "nothing more granted to that backend");
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Device(DeviceError::Broken)));
+    assert_eq!(
+        blk.submit(Request::Read { sector: 0, len: 4096 }),
+        Err(BlkError::Device(DeviceError::Broken))
+    );
+    assert_eq!(rig.w().table.grants.len(), grants, "nothing more granted to that backend");
 }

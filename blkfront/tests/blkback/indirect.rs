@@ -2,6 +2,7 @@
 //! segments lie in granted pages, used only when the backend offers them.
 
 use blkfront::abi::{Op, MAX_SEGMENTS_PER_REQUEST};
+use blkfront::DeviceError;
 use blkfront::{BlkError, BlockDevice, Request, MAX_INDIRECT_SEGMENTS};
 
 use crate::fake::{frontend_path, pattern, round_trips, Rig};
@@ -71,7 +72,7 @@ fn large_transfers_use_indirect_requests_when_offered() {
     assert_eq!(shapes(&rig), [(RD, 11), (IND, 12)]);
     let w = rig.w();
     assert_eq!(w.exposed, 0, "an indirect or data page held more than its request's");
-    assert_eq!(w.grants.len(), 1, "data and indirect pages all ended");
+    assert_eq!(w.table.grants.len(), 1, "data and indirect pages all ended");
     assert_eq!(blk.stats(), Default::default());
 }
 
@@ -83,7 +84,7 @@ fn round_trips_with_indirect_requests() {
     let w = rig.w();
     assert!(w.indirect.iter().all(|(r, s)| r.nr_segments as usize == s.len()));
     assert!(w.indirect.iter().any(|(r, _)| r.nr_segments as usize == MAX_INDIRECT_SEGMENTS));
-    assert_eq!(w.grants.len(), 1);
+    assert_eq!(w.table.grants.len(), 1);
 }
 
 #[test]
@@ -127,7 +128,7 @@ fn an_indirect_request_is_answered_with_its_indirect_op() {
     // The backend wrote it, then lied about what it did.
     assert_eq!(blk.write(0, &vec![9; 64 * KIB]), Err(BlkError::BadResponse));
     assert_eq!(blk.stats().bad_responses, 3);
-    assert_eq!(rig.w().grants.len(), 1, "every data and indirect page came back");
+    assert_eq!(rig.w().table.grants.len(), 1, "every data and indirect page came back");
     rig.w().tamper = None;
     blk.read(0, &mut buf).unwrap();
     assert_eq!(buf, vec![9; 64 * KIB]);
@@ -141,8 +142,8 @@ fn an_indirect_page_the_backend_keeps_is_quarantined() {
     let id = blk.submit(Request::Read { sector: 0, len: 64 * KIB }).unwrap();
     let taken = rig.w().take_requests();
     let page = taken[0].indirect.indirect_grefs[0].0;
-    assert!(rig.w().grants[&page].readonly, "indirect pages are granted read-only");
-    rig.w().held.insert(page);
+    assert!(rig.w().table.grants[&page].readonly, "indirect pages are granted read-only");
+    rig.w().table.held.insert(page);
     {
         let mut w = rig.w();
         let rsp = w.answer(&taken[0]);
@@ -155,28 +156,28 @@ fn an_indirect_page_the_backend_keeps_is_quarantined() {
     assert_eq!((c.result, c.data), (Ok(()), pattern(0, 64 * KIB)));
     assert_eq!((blk.quarantined(), blk.stats().quarantined), (1, 1));
     // The 16 data pages came back; the indirect page stays granted and out of use.
-    assert_eq!(rig.w().grants.len(), 2);
+    assert_eq!(rig.w().table.grants.len(), 2);
     let mut buf = vec![0; 1024 * KIB];
     for s in 0..2 {
         blk.read(s * 2048, &mut buf).unwrap();
     }
-    assert!(rig.w().grants.contains_key(&page));
-    rig.w().held.clear();
+    assert!(rig.w().table.grants.contains_key(&page));
+    rig.w().table.held.clear();
     blk.poll();
     assert_eq!(blk.quarantined(), 0);
-    assert_eq!(rig.w().grants.len(), 1);
+    assert_eq!(rig.w().table.grants.len(), 1);
 }
 
 #[test]
 fn no_page_for_the_segment_list_gives_way_to_direct_requests() {
     let (rig, mut blk) = Rig::connected(&[OFFER]);
-    rig.w().page_limit = 1 + 12; // the ring and 12 data pages, no indirect page
+    rig.w().table.page_limit = 1 + 12; // the ring and 12 data pages, no indirect page
     let mut buf = vec![0; 12 * 4096];
     blk.read(0, &mut buf).unwrap();
     assert_eq!(buf, pattern(0, 12 * 4096));
     assert_eq!(blk.max_segments(), 11);
     let w = rig.w();
-    assert_eq!(w.grants.len(), 1, "the data pages' grants ended");
+    assert_eq!(w.table.grants.len(), 1, "the data pages' grants ended");
     let sizes: Vec<_> = w.requests.iter().map(|r| (r.operation, r.nr_segments)).collect();
     assert_eq!(sizes, [(Op::Read as u8, 11), (Op::Read as u8, 1)]);
     assert!(w.indirect.is_empty());
@@ -188,7 +189,7 @@ fn no_page_for_the_segment_list_gives_way_to_direct_requests() {
 #[test]
 fn too_few_grant_references_for_an_indirect_request() {
     let (rig, mut blk) = Rig::connected(&[OFFER]);
-    rig.w().grant_limit = 1 + 40;
+    rig.w().table.grant_limit = 1 + 40;
     let data: Vec<u8> = (0..1024 * KIB).map(|i| (i / 4096) as u8 ^ i as u8).collect();
     blk.write(64, &data).unwrap();
     assert_eq!(blk.max_segments(), 11);
@@ -197,7 +198,7 @@ fn too_few_grant_references_for_an_indirect_request() {
     assert!(back == data);
     let w = rig.w();
     assert!(w.requests.iter().all(|r| r.operation != Op::Indirect as u8 && r.nr_segments <= 11));
-    assert_eq!(w.grants.len(), 1);
+    assert_eq!(w.table.grants.len(), 1);
 }
 
 #[test]
@@ -205,15 +206,15 @@ fn close_ends_indirect_grants_in_flight() {
     let (mut rig, mut blk) = Rig::connected(&[OFFER]);
     rig.w().hold = true;
     let id = blk.submit(Request::Write { sector: 0, data: vec![7; 512 * KIB] }).unwrap();
-    assert_eq!(rig.w().grants.len(), 1 + 128 + 1);
+    assert_eq!(rig.w().table.grants.len(), 1 + 128 + 1);
     let (result, failed) = blk.close(&mut rig.xs, SECOND);
     assert_eq!(result, Ok(()));
     assert_eq!(
         failed.iter().map(|c| (c.id, c.result)).collect::<Vec<_>>(),
-        [(id, Err(BlkError::NotConnected))]
+        [(id, Err(BlkError::Device(DeviceError::NotConnected)))]
     );
     let w = rig.w();
-    assert!(w.grants.is_empty());
+    assert!(w.table.grants.is_empty());
     assert_eq!(w.pages_out(), 0);
     drop(w);
     assert_eq!(rig.store_get(&format!("{}/state", frontend_path())).as_deref(), Some("6"));

@@ -1,6 +1,7 @@
 //! Reads, writes, flushes and discards against an honest backend.
 
 use blkfront::abi::{Op, MAX_SEGMENTS_PER_REQUEST};
+use blkfront::DeviceError;
 use blkfront::{BlkError, BlockDevice, Completion, Request};
 
 use crate::fake::{pattern, round_trips, Rig, RING_SIZE};
@@ -43,7 +44,7 @@ fn round_trips_at_many_offsets_and_lengths() {
     assert!(w.requests.iter().all(|r| r.nr_segments as usize <= MAX_SEGMENTS_PER_REQUEST));
     assert!(w.requests.iter().any(|r| r.nr_segments as usize == MAX_SEGMENTS_PER_REQUEST));
     // Only the ring stays granted between requests; pages are reused, not hoarded.
-    assert_eq!(w.grants.len(), 1);
+    assert_eq!(w.table.grants.len(), 1);
     assert!(w.pages_out() <= 1 + RING_SIZE as usize * MAX_SEGMENTS_PER_REQUEST);
     assert_eq!(blk.stats(), Default::default());
 }
@@ -186,12 +187,12 @@ fn a_silent_backend_times_out_and_the_late_answer_is_dropped() {
     assert_eq!(blk.read(0, &mut buf), Err(BlkError::Timeout));
     // Still owned by the driver: its pages stay granted until the backend answers.
     assert_eq!(blk.in_flight(), 1);
-    assert_eq!(rig.w().grants.len(), 3);
+    assert_eq!(rig.w().table.grants.len(), 3);
     rig.w().hold = false;
     rig.w().serve();
     assert_eq!(blk.poll(), 0, "no completion for an abandoned request");
     assert_eq!((blk.in_flight(), blk.outstanding()), (0, 0));
-    assert_eq!(rig.w().grants.len(), 1);
+    assert_eq!(rig.w().table.grants.len(), 1);
     blk.read(0, &mut buf).unwrap();
     assert_eq!(buf, pattern(0, 8192));
 }
@@ -199,10 +200,10 @@ fn a_silent_backend_times_out_and_the_late_answer_is_dropped() {
 #[test]
 fn out_of_pages_fails_the_request_not_the_device() {
     let (rig, mut blk) = Rig::connected(&[]);
-    rig.w().page_limit = 3; // the ring and two pages
+    rig.w().table.page_limit = 3; // the ring and two pages
     let mut buf = vec![0; 3 * 4096];
-    assert_eq!(blk.read(0, &mut buf), Err(BlkError::NoMemory));
-    assert_eq!(rig.w().grants.len(), 1);
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Device(DeviceError::NoMemory)));
+    assert_eq!(rig.w().table.grants.len(), 1);
     blk.read(0, &mut buf[..8192]).unwrap();
     assert_eq!(buf[..8192], pattern(0, 8192)[..]);
 }
@@ -227,9 +228,9 @@ fn complete_all(rig: &Rig, blk: &mut crate::fake::Driver, n: usize) -> Vec<Compl
 #[test]
 fn short_of_pages_requests_wait_for_those_in_flight() {
     let (rig, mut blk) = Rig::connected(&[]);
-    rig.w().page_limit = 1 + MAX_SEGMENTS_PER_REQUEST; // the ring and one full request
-                                                       // 63 pages in all, at ascending places; 15 and 22 pages take two ring requests each,
-                                                       // the second of which waits for the first's pages.
+    rig.w().table.page_limit = 1 + MAX_SEGMENTS_PER_REQUEST; // the ring and one full request
+                                                             // 63 pages in all, at ascending places; 15 and 22 pages take two ring requests each,
+                                                             // the second of which waits for the first's pages.
     let pages = [3usize, 5, 11, 2, 15, 1, 22, 4];
     let mut at = 0;
     let spans: Vec<(u64, usize)> = pages
@@ -274,14 +275,14 @@ fn short_of_pages_requests_wait_for_those_in_flight() {
     let half = sectors.len() / 2;
     assert!(sectors[..half].is_sorted() && sectors[half..].is_sorted(), "{sectors:?}");
     assert!(w.pages_out() <= 1 + MAX_SEGMENTS_PER_REQUEST);
-    assert_eq!(w.grants.len(), 1);
+    assert_eq!(w.table.grants.len(), 1);
     assert_eq!(w.exposed, 0);
 }
 
 #[test]
 fn a_request_larger_than_all_pages_fails_once_nothing_is_in_flight() {
     let (rig, mut blk) = Rig::connected(&[]);
-    rig.w().page_limit = 3; // the ring and two pages
+    rig.w().table.page_limit = 3; // the ring and two pages
     let small = blk.submit(Request::Read { sector: 0, len: 8192 }).unwrap();
     let big = blk.submit(Request::Read { sector: 0, len: 3 * 4096 }).unwrap();
     // The big one waits: the small one's pages may be enough.
@@ -290,7 +291,7 @@ fn a_request_larger_than_all_pages_fails_once_nothing_is_in_flight() {
     assert_eq!((done[0].id, done[0].result), (small, Ok(())));
     assert_eq!(done[0].data, pattern(0, 8192));
     // They were not: with nothing left in flight it fails instead of waiting forever.
-    assert_eq!((done[1].id, done[1].result), (big, Err(BlkError::NoMemory)));
+    assert_eq!((done[1].id, done[1].result), (big, Err(BlkError::Device(DeviceError::NoMemory))));
     assert_eq!((blk.in_flight(), blk.outstanding()), (0, 0));
-    assert_eq!(rig.w().grants.len(), 1);
+    assert_eq!(rig.w().table.grants.len(), 1);
 }

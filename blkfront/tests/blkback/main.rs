@@ -7,12 +7,8 @@
 //! or when a test tells it to.
 #![allow(clippy::arc_with_non_send_sync)]
 
-// xenbus's fake xenstored, shared rather than copied. These tests use only part of it.
-#[path = "../../../xenbus/tests/xenstored/fake.rs"]
-#[allow(dead_code)]
-mod xenstored;
+use blkfront::fake;
 
-mod fake;
 mod handshake;
 mod hostile;
 mod indirect;

@@ -10,7 +10,7 @@ const SECOND: u64 = 1_000_000_000;
 /// A rig whose guest grants rings of up to `limit` order, backend offering `offer`.
 fn rig_with(limit: u32, offer: Option<u32>) -> Rig {
     let rig = Rig::new(&[]);
-    rig.w().ring_order_limit = limit;
+    rig.w().table.max_ring_pages = 1 << limit;
     rig.w().offer_ring_order = offer;
     rig
 }
@@ -24,7 +24,7 @@ fn a_four_page_ring_is_negotiated_and_filled() {
     let mut rig = rig_with(4, Some(4));
     let mut blk = rig.connect().unwrap();
     assert_eq!(RING_PAGE_ORDER, 2);
-    assert_eq!(rig.w().ring_orders, [2]);
+    assert_eq!(rig.w().table.ring_requests, [4]);
     assert_eq!(key(&rig, "ring-page-order").as_deref(), Some("2"));
     assert_eq!(key(&rig, "ring-ref"), None);
     let refs: Vec<u32> =
@@ -32,8 +32,8 @@ fn a_four_page_ring_is_negotiated_and_filled() {
     assert_eq!(key(&rig, "ring-ref4"), None);
     {
         let w = rig.w();
-        assert_eq!(w.grants.keys().copied().collect::<Vec<_>>(), refs);
-        assert!(w.grants.values().all(|g| !g.readonly));
+        assert_eq!(w.table.grants.keys().copied().collect::<Vec<_>>(), refs);
+        assert!(w.table.grants.values().all(|g| !g.readonly));
     }
     {
         // ring-page-order, 4 refs, event-channel, protocol and feature-persistent in one
@@ -70,7 +70,7 @@ fn a_four_page_ring_is_negotiated_and_filled() {
     let (result, failed) = blk.close(&mut rig.xs, SECOND);
     assert_eq!((result, failed.len()), (Ok(()), 0));
     let w = rig.w();
-    assert!(w.ring_freed && w.grants.is_empty());
+    assert!((w.table.rings_freed > 0) && w.table.grants.is_empty());
     assert_eq!(w.pages_out(), 0);
 }
 
@@ -78,7 +78,7 @@ fn a_four_page_ring_is_negotiated_and_filled() {
 fn the_ring_is_no_larger_than_the_backend_offers() {
     let mut rig = rig_with(4, Some(1));
     let mut blk = rig.connect().unwrap();
-    assert_eq!(rig.w().ring_orders, [1]);
+    assert_eq!(rig.w().table.ring_requests, [2]);
     assert_eq!(key(&rig, "ring-page-order").as_deref(), Some("1"));
     assert!(key(&rig, "ring-ref1").is_some() && key(&rig, "ring-ref2").is_none());
     rig.w().hold = true;
@@ -89,7 +89,7 @@ fn the_ring_is_no_larger_than_the_backend_offers() {
     // No offer at all: one page, the classic `ring-ref`.
     let mut rig = rig_with(4, None);
     let mut blk = rig.connect().unwrap();
-    assert_eq!(rig.w().ring_orders, [0]);
+    assert_eq!(rig.w().table.ring_requests, [1]);
     assert_eq!(key(&rig, "ring-page-order"), None);
     assert!(key(&rig, "ring-ref").is_some() && key(&rig, "ring-ref0").is_none());
     let mut buf = [0; 512];
@@ -102,13 +102,13 @@ fn a_guest_without_multi_page_rings_falls_back_to_one_page() {
     // alloc_ring refuses the order (NotSupported), or has no room for it (NoMemory).
     for (limit, pages) in [(0, usize::MAX), (4, 2)] {
         let mut rig = rig_with(limit, Some(4));
-        rig.w().page_limit = pages;
+        rig.w().table.page_limit = pages;
         let mut blk = rig.connect().unwrap();
-        rig.w().page_limit = usize::MAX;
-        assert_eq!(rig.w().ring_orders, [2, 0]);
+        rig.w().table.page_limit = usize::MAX;
+        assert_eq!(rig.w().table.ring_requests, [4, 1]);
         assert_eq!(key(&rig, "ring-page-order"), None);
         let ring_ref: u32 = key(&rig, "ring-ref").unwrap().parse().unwrap();
-        assert_eq!(rig.w().grants.keys().copied().collect::<Vec<_>>(), [ring_ref]);
+        assert_eq!(rig.w().table.grants.keys().copied().collect::<Vec<_>>(), [ring_ref]);
         rig.w().hold = true;
         for i in 0..40 {
             blk.submit(Request::Read { sector: i * 8, len: 512 }).unwrap();

@@ -2,6 +2,7 @@
 //! keeps mapped keep their (writable) grant across requests, up to
 //! [`MAX_PERSISTENT_GRANTS`]; the rest are granted per request, writable too.
 
+use blkfront::DeviceError;
 use blkfront::{BlkError, BlockDevice, Request, MAX_PERSISTENT_GRANTS};
 
 use crate::fake::{frontend_path, round_trips, Rig, MAX_PGRANTS};
@@ -23,9 +24,9 @@ fn pages_keep_their_grants_across_requests() {
     // One request at a time of at most 11 pages: 11 pages, granted once each, all still
     // granted, writable, and mapped by the backend; nothing was mapped per request.
     assert_eq!(blk.stats().persistent_grants, 11);
-    assert_eq!(w.grants.len(), 1 + 11, "the ring's grant and the persistent pages'");
-    assert!(w.grants.values().all(|g| !g.readonly));
-    assert_eq!(w.held.len(), 11);
+    assert_eq!(w.table.grants.len(), 1 + 11, "the ring's grant and the persistent pages'");
+    assert!(w.table.grants.values().all(|g| !g.readonly));
+    assert_eq!(w.table.held.len(), 11);
     assert_eq!(w.transient_maps, 0);
 }
 
@@ -37,7 +38,7 @@ fn indirect_pages_are_persistent_too() {
     // 256 data pages and one indirect page at most at a time.
     assert_eq!(blk.stats().persistent_grants, 257);
     assert_eq!(w.transient_maps, 0);
-    assert!(w.grants.values().all(|g| !g.readonly));
+    assert!(w.table.grants.values().all(|g| !g.readonly));
 }
 
 #[test]
@@ -60,7 +61,7 @@ fn beyond_the_limit_pages_are_granted_per_request() {
         assert_eq!(blk.stats().persistent_grants, MAX_PGRANTS as u64);
         assert_eq!(w.transient_maps, 8 * 257 - MAX_PGRANTS);
         // Only the persistent pages (and the ring) stay granted.
-        assert_eq!(w.grants.len(), 1 + MAX_PGRANTS);
+        assert_eq!(w.table.grants.len(), 1 + MAX_PGRANTS);
         assert_eq!(blk.stats().quarantined, 0);
         for i in 0..8 {
             assert!(w.disk[i * 1024 * 1024..][..1024 * 1024].iter().all(|&b| b == i as u8 + 1));
@@ -82,8 +83,8 @@ fn pages_a_backend_holds_beyond_the_limit_are_quarantined() {
     {
         let mut w = rig.w();
         let taken = w.take_requests();
-        let all: Vec<u32> = w.grants.keys().copied().collect();
-        w.held.extend(all);
+        let all: Vec<u32> = w.table.grants.keys().copied().collect();
+        w.table.held.extend(all);
         for t in &taken {
             let rsp = w.answer(t);
             w.respond(rsp);
@@ -102,7 +103,7 @@ fn pages_a_backend_holds_beyond_the_limit_are_quarantined() {
     assert_eq!(blk.quarantined(), 8 * 257 - MAX_PERSISTENT_GRANTS);
     // Far past what a backend may hold against the protocol: the device is broken.
     let mut buf = [0; 512];
-    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Broken));
+    assert_eq!(blk.read(0, &mut buf), Err(BlkError::Device(DeviceError::Broken)));
 }
 
 #[test]
@@ -112,7 +113,7 @@ fn not_used_unless_the_backend_offers_it() {
     let w = rig.w();
     assert!(!w.persistent);
     assert_eq!(blk.stats().persistent_grants, 0);
-    assert_eq!(w.grants.len(), 1, "every data grant ended after its request");
+    assert_eq!(w.table.grants.len(), 1, "every data grant ended after its request");
 }
 
 #[test]
@@ -122,7 +123,7 @@ fn close_ends_persistent_grants_and_frees_the_pages() {
     let (result, failed) = blk.close(&mut rig.xs, SECOND);
     assert_eq!((result, failed.len()), (Ok(()), 0));
     let w = rig.w();
-    assert!(w.grants.is_empty(), "every grant ended");
+    assert!(w.table.grants.is_empty(), "every grant ended");
     assert_eq!(w.pages_out(), 0, "every page returned");
 }
 
@@ -135,9 +136,9 @@ fn pages_a_backend_keeps_mapped_after_closing_are_leaked_not_freed() {
     assert_eq!(result, Ok(()));
     let w = rig.w();
     // The two persistent pages stay granted and out of the allocator's hands.
-    assert_eq!(w.grants.len(), 2);
+    assert_eq!(w.table.grants.len(), 2);
     assert_eq!(w.pages_out(), 2);
-    assert!(w.grants.keys().all(|r| w.held.contains(r)));
+    assert!(w.table.grants.keys().all(|r| w.table.held.contains(r)));
 }
 
 #[test]

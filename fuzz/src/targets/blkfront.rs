@@ -118,9 +118,9 @@ pub fn run(data: &[u8]) {
             // The backend keeps a request's pages mapped.
             8 if !taken.is_empty() => {
                 let t = &taken[usize::from(input.u8()) % taken.len()];
-                rig.w().held.insert(t.req.seg[0].gref.0);
+                rig.w().table.held.insert(t.req.seg[0].gref.0);
             }
-            9 => rig.w().held.clear(),
+            9 => rig.w().table.held.clear(),
             // An honest stretch: the backend answers what is on the ring.
             10 => {
                 let mut w = rig.w();

@@ -87,7 +87,7 @@ pub fn run(data: &[u8]) {
                 let offset = usize::from(input.u16() % PAGE);
                 let data = input.chunk();
                 let mut w = rig.w();
-                if w.grants.contains_key(&req.gref.0) {
+                if w.table.grants.contains_key(&req.gref.0) {
                     let n = data.len().min(usize::from(PAGE) - offset);
                     w.write_rx(req.gref, offset, &data[..n]);
                 }
@@ -124,7 +124,7 @@ pub fn run(data: &[u8]) {
             // The backend keeps a buffer's page mapped.
             12 if !rx_taken.is_empty() => {
                 let req = rx_taken[usize::from(input.u8()) % rx_taken.len()];
-                rig.w().held.insert(req.gref.0);
+                rig.w().table.held.insert(req.gref.0);
             }
             // An honest stretch: a frame delivered and transmits answered. Only before any
             // lie: the fake netback serves requests by grants it expects to exist, and a lie

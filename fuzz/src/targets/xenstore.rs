@@ -87,7 +87,7 @@ pub fn run(data: &[u8]) {
                 let index = if input.bool() { RSP_PROD } else { RSP_CONS };
                 let delta = i32::from(input.u16() as i16) as u32;
                 let f = fake.lock().unwrap();
-                let i = f.page.index(index);
+                let i = f.page.word(index);
                 i.store(i.load(Ordering::Relaxed).wrapping_add(delta), Ordering::Release);
                 drop(f);
                 // Before xenstored runs again: it would trip over indices it did not write.

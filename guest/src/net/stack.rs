@@ -3,18 +3,14 @@
 
 use super::services::Services;
 use super::wire::{self, Mac};
-use crate::arch::pfn_to_virt;
-use crate::frontend::{self, GuestPages, RingError};
+use crate::frontend::{self, GuestEvents, GuestPages};
 use crate::{evtchn, println, pvops, time, xenstore};
 use alloc::string::String;
 use alloc::vec::Vec;
 use alloc::{format, vec};
-use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use events::Port;
-use grant::{DomId, GrantRef};
-use netfront::{NetError, NetRxToken, NetTxToken, Netfront, Ports};
-use ring::shared::{FrontRing, Pod};
+use netfront::{DeviceError, NetError, NetRxToken, NetTxToken, Netfront, Ports};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{Device, DeviceCapabilities, RxToken};
 use smoltcp::socket::{dhcpv4, icmp, tcp};
@@ -24,63 +20,7 @@ use smoltcp::wire::{
     Ipv4Address, Ipv4Cidr,
 };
 
-/// One ring page, granted to the backend.
-pub struct NetRing<Req: Pod, Rsp: Pod> {
-    pfn: u64,
-    front: FrontRing<Req, Rsp>,
-    gref: GrantRef,
-}
-
-impl<Req: Pod, Rsp: Pod> netfront::SharedRing<Req, Rsp> for NetRing<Req, Rsp> {
-    fn front(&mut self) -> &mut FrontRing<Req, Rsp> {
-        &mut self.front
-    }
-
-    fn grant_ref(&self) -> GrantRef {
-        self.gref
-    }
-}
-
-impl netfront::Pages for GuestPages {
-    type Ring<Req: Pod, Rsp: Pod> = NetRing<Req, Rsp>;
-
-    fn alloc_ring<Req: Pod, Rsp: Pod>(
-        &mut self,
-        backend: DomId,
-    ) -> Result<NetRing<Req, Rsp>, NetError> {
-        let (pfn, refs) = frontend::alloc_ring_pages(backend, 1).map_err(|e| match e {
-            RingError::NoMemory => NetError::NoMemory,
-            RingError::Grant(e) => NetError::Grant(e),
-        })?;
-        let va = pfn_to_virt(pfn) as *mut u8;
-        // SAFETY: the zeroed page is ours for as long as the ring lives (free_ring frees it
-        // only after the backend gave its grant back) and only this ring uses it.
-        let front = unsafe { FrontRing::new(NonNull::new_unchecked(va), 1) };
-        Ok(NetRing { pfn, front, gref: refs[0] })
-    }
-
-    fn free_ring<Req: Pod, Rsp: Pod>(&mut self, ring: NetRing<Req, Rsp>) {
-        frontend::release_ring_pages(ring.pfn, &[ring.gref]);
-    }
-}
-
-pub struct NetEvents;
-
-impl netfront::EventChannel for NetEvents {
-    fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, NetError> {
-        frontend::alloc_port(remote).ok_or(NetError::EventChannel)
-    }
-
-    fn notify(&mut self, port: u32) {
-        frontend::notify(port)
-    }
-
-    fn close(&mut self, port: u32) {
-        frontend::close_port(port)
-    }
-}
-
-pub type Vif = Netfront<GuestPages, NetEvents>;
+pub type Vif = Netfront<GuestPages, GuestEvents>;
 
 /// The vif as smoltcp's device, noting who made itself known through ARP on the way in.
 pub struct Nic {
@@ -112,7 +52,7 @@ impl RxToken for WatchedRx<'_> {
 
 impl Device for Nic {
     type RxToken<'a> = WatchedRx<'a>;
-    type TxToken<'a> = NetTxToken<'a, GuestPages, NetEvents>;
+    type TxToken<'a> = NetTxToken<'a, GuestPages, GuestEvents>;
 
     fn receive(&mut self, now: Instant) -> Option<(WatchedRx<'_>, Self::TxToken<'_>)> {
         let (rx, tx) = self.vif.receive(now)?;
@@ -177,8 +117,11 @@ pub fn start() -> Result<bool, NetError> {
 /// goes on in the background, whenever the network is polled: nothing waits for it here.
 /// Prints `net: up <ip>/<len> gw <ip> mac <mac>` once configured.
 pub fn start_on(id: u32) -> Result<(), NetError> {
-    let vif = xenstore::with(|xs| Vif::connect(xs, id, GuestPages, NetEvents, TIMEOUT_NS))
-        .unwrap_or(Err(NetError::Xenstore(xenbus::Error::Timeout)))?;
+    // netfront never blocks, so never asks its events whether the backend is closing: the
+    // stack's own watch (`watch_backend`, `CLOSING`) detaches the vif instead.
+    let events = GuestEvents::new(alloc::sync::Arc::new(AtomicBool::new(false)));
+    let vif = xenstore::with(|xs| Vif::connect(xs, id, GuestPages, events, TIMEOUT_NS))
+        .unwrap_or(Err(NetError::Device(DeviceError::Xenstore(xenbus::Error::Timeout))))?;
     *PORTS.lock() = Some(vif.ports());
     CLOSING.store(false, Ordering::SeqCst);
     *BAD_LEASE.lock() = None;

@@ -3,6 +3,7 @@ use crate::blk::{self, Disk};
 use alloc::format;
 use alloc::vec;
 use alloc::vec::Vec;
+use blkfront::DeviceError;
 use blkfront::{BlkError, BlockDevice, Request};
 
 pub const TESTS: &[Test] = &[
@@ -48,7 +49,10 @@ fn with_disk(role: Role, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
         Ok(d) => d,
         // The backend's fault, not ours: the driver refused the device as it should, and
         // the tests that need it cannot run.
-        Err(e @ (BlkError::BadBackendValue { .. } | BlkError::BackendClosed)) => {
+        Err(
+            e @ (BlkError::Device(DeviceError::BadBackendValue { .. })
+            | BlkError::Device(DeviceError::BackendClosed)),
+        ) => {
             log::error!("{}: {e}: device refused", blk::name(id));
             return Outcome::Skip("the backend's disk was refused (see the ERROR line)");
         }
@@ -62,7 +66,7 @@ fn with_disk(role: Role, f: impl FnOnce(&mut Disk) -> Outcome) -> Outcome {
     let outcome = match (f(&mut disk), disk.stopped()) {
         // Taken away in the middle of the test (xl block-detach): the driver failed what
         // was left, as it should, and the test cannot tell more.
-        (Outcome::Fail(why), Some(e @ BlkError::BackendClosed)) => {
+        (Outcome::Fail(why), Some(e @ BlkError::Device(DeviceError::BackendClosed))) => {
             log::error!("{}: {e} during the test: {why}", blk::name(id));
             Outcome::Skip("the backend closed the disk during the test (see the ERROR line)")
         }

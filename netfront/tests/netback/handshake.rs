@@ -1,5 +1,6 @@
 //! Connecting and closing through xenstore, and refusing what must be refused.
 
+use netfront::DeviceError;
 use netfront::{Features, NetError, Ports};
 
 use crate::fake::{backend_path, frontend_path, Rig, MAC_BYTES, PORT, RING_SIZE};
@@ -46,14 +47,14 @@ fn handshake_publishes_rings_and_features_and_fills_the_rx_ring() {
     let tx: u32 = key(&rig, "tx-ring-ref").unwrap().parse().unwrap();
     let rx: u32 = key(&rig, "rx-ring-ref").unwrap().parse().unwrap();
     assert_ne!(tx, rx);
-    assert!(!w.grants[&tx].readonly && !w.grants[&rx].readonly);
+    assert!(!w.table.grants[&tx].readonly && !w.table.grants[&rx].readonly);
     // Every receive slot holds a posted, zeroed, writable buffer; the backend was told.
     assert_eq!(net.rx_posted(), RING_SIZE);
     assert_eq!(w.rx_available() as usize, RING_SIZE);
-    assert_eq!(w.grants.len(), 2 + RING_SIZE);
+    assert_eq!(w.table.grants.len(), 2 + RING_SIZE);
     assert_eq!(w.pages_out(), 2 + RING_SIZE);
-    assert_eq!(w.notifies.get(&(PORT + 1)), Some(&1));
-    assert_eq!(w.notifies.get(&PORT), None);
+    assert_eq!(w.ports.notifies.get(&(PORT + 1)), Some(&1));
+    assert_eq!(w.ports.notifies.get(&PORT), None);
     assert_eq!(net.stats(), Default::default());
 }
 
@@ -64,13 +65,13 @@ fn one_event_channel_without_split_channels() {
     assert_eq!(key(&rig, "event-channel").as_deref(), Some("7"));
     assert_eq!(key(&rig, "event-channel-tx"), None);
     assert!(!net.features().split_event_channels);
-    assert_eq!(rig.notifies(PORT), 1);
+    assert_eq!(rig.w().ports.notifies(PORT), 1);
 }
 
 #[test]
 fn one_event_channel_when_the_guest_has_only_one() {
     let mut rig = Rig::new(&[]);
-    rig.w().port_limit = 1;
+    rig.w().ports.limit = 1;
     let net = rig.connect().unwrap();
     assert_eq!(net.ports(), Ports { tx: PORT, rx: PORT });
     assert_eq!(key(&rig, "event-channel").as_deref(), Some("7"));
@@ -96,11 +97,11 @@ fn keys_are_written_in_one_transaction() {
 fn refused(rig: &mut Rig) -> NetError {
     let err = rig.connect().err().expect("handshake should fail");
     let w = rig.w();
-    assert!(w.grants.is_empty(), "nothing left granted");
+    assert!(w.table.grants.is_empty(), "nothing left granted");
     assert_eq!(w.pages_out(), 0, "nothing left allocated");
-    let mut closed = w.ports_closed.clone();
+    let mut closed = w.ports.closed.clone();
     closed.sort();
-    assert_eq!(closed, w.ports, "every port closed");
+    assert_eq!(closed, w.ports.allocated, "every port closed");
     err
 }
 
@@ -109,10 +110,10 @@ fn a_backend_without_rx_copy_is_refused() {
     for value in ["-", "0"] {
         let mut rig = Rig::new(&[("feature-rx-copy", value)]);
         let e = refused(&mut rig);
-        assert_eq!(e, NetError::MissingFeature("feature-rx-copy"));
+        assert_eq!(e, NetError::Device(DeviceError::MissingFeature("feature-rx-copy")));
         assert!(e.to_string().contains("feature-rx-copy"), "{e}");
         // Refused before anything was set up or published.
-        assert_eq!(rig.w().ports, Vec::<u32>::new());
+        assert_eq!(rig.w().ports.allocated, Vec::<u32>::new());
         assert_eq!(key(&rig, "tx-ring-ref"), None);
     }
 }
@@ -146,7 +147,9 @@ fn bad_backend_values_are_refused() {
     ] {
         let mut rig = Rig::new(&[(k, v)]);
         match refused(&mut rig) {
-            NetError::BadBackendValue { key, .. } => assert_eq!(key, k, "{k}={v}"),
+            NetError::Device(DeviceError::BadBackendValue { key, .. }) => {
+                assert_eq!(key, k, "{k}={v}")
+            }
             e => panic!("{k}={v}: {e:?}"),
         }
     }
@@ -156,7 +159,7 @@ fn bad_backend_values_are_refused() {
 fn a_backend_that_closes_instead_of_connecting_is_refused() {
     let mut rig = Rig::new(&[]);
     rig.w().refuse_connect = true;
-    assert_eq!(refused(&mut rig), NetError::BackendClosed);
+    assert_eq!(refused(&mut rig), NetError::Device(DeviceError::BackendClosed));
     assert_eq!(key(&rig, "state").as_deref(), Some("5"));
 }
 
@@ -172,15 +175,15 @@ fn a_backend_that_never_connects_times_out() {
         }
         s.set(&format!("{}/state", backend_path()), b"2");
     }
-    assert_eq!(refused(&mut rig), NetError::Xenstore(xenbus::Error::Timeout));
+    assert_eq!(refused(&mut rig), NetError::Device(DeviceError::Xenstore(xenbus::Error::Timeout)));
 }
 
 #[test]
 fn running_out_of_memory_for_the_rings_is_refused() {
     for limit in [0, 1] {
         let mut rig = Rig::new(&[]);
-        rig.w().page_limit = limit;
-        assert_eq!(refused(&mut rig), NetError::NoMemory);
+        rig.w().table.page_limit = limit;
+        assert_eq!(refused(&mut rig), NetError::Device(DeviceError::NoMemory));
     }
 }
 
@@ -189,7 +192,7 @@ fn close_returns_everything() {
     let (mut rig, mut net) = Rig::connected(&[]);
     // Some traffic, and a frame left in flight.
     net.send(&crate::fake::frame(100, 1)).unwrap();
-    rig.serve();
+    rig.w().serve();
     net.poll();
     rig.w().hold_tx = true;
     net.send(&crate::fake::frame(5000, 2)).unwrap();
@@ -198,10 +201,10 @@ fn close_returns_everything() {
     assert_eq!(key(&rig, "state").as_deref(), Some("6"));
     assert_eq!(rig.store_get(&format!("{}/state", backend_path())).as_deref(), Some("6"));
     let w = rig.w();
-    assert!(w.grants.is_empty(), "every grant ended");
+    assert!(w.table.grants.is_empty(), "every grant ended");
     assert_eq!(w.pages_out(), 0, "every page returned");
-    assert_eq!(w.rings_freed, 2);
-    assert_eq!(w.ports_closed, [PORT, PORT + 1]);
+    assert_eq!(w.table.rings_freed, 2);
+    assert_eq!(w.ports.closed, [PORT, PORT + 1]);
 }
 
 #[test]
@@ -209,11 +212,11 @@ fn reconnecting_after_close_works() {
     let (mut rig, net) = Rig::connected(&[]);
     net.close(&mut rig.xs, SECOND).unwrap();
     // The ports start over in the fake.
-    rig.w().ports.clear();
-    rig.w().ports_closed.clear();
+    rig.w().ports.allocated.clear();
+    rig.w().ports.closed.clear();
     let mut net = rig.connect().expect("second handshake");
     assert_eq!(net.rx_posted(), RING_SIZE);
     net.send(&crate::fake::frame(60, 3)).unwrap();
-    rig.serve();
+    rig.w().serve();
     assert_eq!(rig.w().sent.pop_front(), Some(crate::fake::frame(60, 3)));
 }

@@ -7,6 +7,7 @@ use netfront::abi::{
     Extra, NetifExtraInfo, NetifRxRequest, NetifTxResponse, RxFlags, RSP_DROPPED, RSP_ERROR,
     RSP_NULL, RSP_OKAY,
 };
+use netfront::DeviceError;
 use netfront::{NetError, MAX_QUARANTINED};
 
 use crate::fake::{frame, Driver, Rig, RxFrame, RING_SIZE};
@@ -29,11 +30,11 @@ fn answer(rig: &Rig, id: u16, offset: u16, flags: RxFlags, status: i16) {
 
 /// After the test's lies, an honest frame still arrives and every buffer is posted again.
 fn still_works(rig: &Rig, net: &mut Driver) {
-    rig.deliver(RxFrame { chunk: 1000, ..RxFrame::new(frame(3000, 0x5a)) });
+    rig.w().deliver(RxFrame { chunk: 1000, ..RxFrame::new(frame(3000, 0x5a)) });
     net.poll();
     assert_eq!(net.recv(), Some(frame(3000, 0x5a)));
     assert_eq!(net.rx_posted(), RING_SIZE);
-    assert_eq!(rig.w().grants.len() - net.quarantined(), 2 + RING_SIZE);
+    assert_eq!(rig.w().table.grants.len() - net.quarantined(), 2 + RING_SIZE);
 }
 
 #[test]
@@ -110,7 +111,7 @@ fn unknown_extra_info_drops_the_frame() {
     let bad = NetifExtraInfo { ty: 0, flags: 0, u: [0; 3] };
     let worse = NetifExtraInfo { ty: 9, flags: 0, u: [0; 3] };
     for x in [bad, worse] {
-        rig.deliver(RxFrame { extras: vec![x], ..RxFrame::new(frame(60, 1)) });
+        rig.w().deliver(RxFrame { extras: vec![x], ..RxFrame::new(frame(60, 1)) });
     }
     assert_eq!(net.poll(), 0);
     let s = net.stats();
@@ -125,7 +126,7 @@ fn an_endless_extra_info_chain_is_bounded() {
     let last = NetifExtraInfo::new(Extra::Hash { ty: 1, algorithm: 1, value: [0; 4] }, false);
     let mut extras = vec![more; 100];
     extras.push(last);
-    rig.deliver(RxFrame { extras, ..RxFrame::new(frame(60, 1)) });
+    rig.w().deliver(RxFrame { extras, ..RxFrame::new(frame(60, 1)) });
     // A poll takes at most a ring's worth of slots, whatever the backend publishes.
     net.poll();
     assert_eq!(net.recv(), None);
@@ -156,14 +157,14 @@ fn a_frame_that_never_ends_is_taken_poll_by_poll() {
 #[test]
 fn a_runaway_rx_rsp_prod_breaks_the_device() {
     let (rig, mut net) = Rig::connected(&[]);
-    rig.deliver(RxFrame::new(frame(60, 1)));
+    rig.w().deliver(RxFrame::new(frame(60, 1)));
     rig.w().set_rx_rsp_prod(RING_SIZE as u32 + 2);
     assert_eq!(net.poll(), 0);
     assert!(net.is_broken());
     // Every buffer's grant ended; only the rings stay granted.
-    assert_eq!(rig.w().grants.len(), 2);
+    assert_eq!(rig.w().table.grants.len(), 2);
     assert_eq!(net.rx_posted(), 0);
-    assert_eq!(net.send(&frame(60, 1)), Err(NetError::Broken));
+    assert_eq!(net.send(&frame(60, 1)), Err(NetError::Device(DeviceError::Broken)));
     assert_eq!(net.recv(), None);
 }
 
@@ -176,15 +177,15 @@ fn a_runaway_tx_rsp_prod_breaks_the_device() {
     assert_eq!(net.poll(), 0);
     assert!(net.is_broken());
     assert_eq!(net.tx_in_flight(), 0);
-    assert_eq!(rig.w().grants.len(), 2);
-    assert_eq!(net.send(&frame(60, 1)), Err(NetError::Broken));
+    assert_eq!(rig.w().table.grants.len(), 2);
+    assert_eq!(net.send(&frame(60, 1)), Err(NetError::Device(DeviceError::Broken)));
     // Frames received before the break can still be taken.
 }
 
 #[test]
 fn frames_received_before_a_break_can_still_be_taken() {
     let (rig, mut net) = Rig::connected(&[]);
-    rig.deliver(RxFrame::new(frame(60, 1)));
+    rig.w().deliver(RxFrame::new(frame(60, 1)));
     assert_eq!(net.poll(), 1);
     rig.w().hold_tx = true;
     net.send(&frame(60, 2)).unwrap();
@@ -204,7 +205,7 @@ fn tx_responses_naming_nothing_in_flight_touch_nothing() {
         net.send(&frame(60, i)).unwrap();
     }
     let reqs = rig.w().take_tx();
-    let grants = rig.w().grants.len();
+    let grants = rig.w().table.grants.len();
     {
         let mut w = rig.w();
         // A free slot; a busy slot's index with another generation, twice; then the real
@@ -219,7 +220,7 @@ fn tx_responses_naming_nothing_in_flight_touch_nothing() {
     let s = net.stats();
     assert_eq!((s.tx_bad_responses, s.tx_packets), (4, 1));
     assert_eq!(net.tx_in_flight(), 7);
-    assert_eq!(rig.w().grants.len(), grants - 1, "only the answered frame's grant ended");
+    assert_eq!(rig.w().table.grants.len(), grants - 1, "only the answered frame's grant ended");
     // A slot reused after its answer gets a new id: the stale one does not complete it.
     net.send(&frame(60, 9)).unwrap();
     let again = rig.w().take_tx();
@@ -244,23 +245,23 @@ fn tx_responses_naming_nothing_in_flight_touch_nothing() {
 fn an_rx_buffer_the_backend_keeps_is_quarantined() {
     let (rig, mut net) = Rig::connected(&[]);
     let req = fill(&rig, &frame(60, 1));
-    rig.w().held.insert(req.gref.0);
+    rig.w().table.held.insert(req.gref.0);
     answer(&rig, req.id, 0, RxFlags::empty(), 60);
     // The backend could still be writing the page: the frame is dropped, not read.
     assert_eq!(net.poll(), 0);
     assert_eq!((net.quarantined(), net.stats().quarantined, net.stats().rx_dropped), (1, 1, 1));
     // Traffic never reuses the page: the fake table refuses to grant a page twice.
     for i in 0..600 {
-        rig.deliver(RxFrame::new(frame(60, i as u8)));
+        rig.w().deliver(RxFrame::new(frame(60, i as u8)));
         net.poll();
         assert!(net.recv().is_some());
     }
-    assert!(rig.w().grants.contains_key(&req.gref.0));
+    assert!(rig.w().table.grants.contains_key(&req.gref.0));
     // Once the backend lets go, the page comes back into use.
-    rig.w().held.clear();
+    rig.w().table.held.clear();
     net.poll();
     assert_eq!(net.quarantined(), 0);
-    assert!(!rig.w().grants.contains_key(&req.gref.0));
+    assert!(!rig.w().table.grants.contains_key(&req.gref.0));
     still_works(&rig, &mut net);
 }
 
@@ -270,7 +271,7 @@ fn a_tx_page_the_backend_keeps_is_quarantined() {
     rig.w().hold_tx = true;
     net.send(&frame(60, 1)).unwrap();
     let req = rig.w().take_tx()[0];
-    rig.w().held.insert(req.gref.0);
+    rig.w().table.held.insert(req.gref.0);
     {
         let mut w = rig.w();
         w.respond_tx(NetifTxResponse { id: req.id, status: RSP_OKAY });
@@ -281,11 +282,11 @@ fn a_tx_page_the_backend_keeps_is_quarantined() {
     rig.w().hold_tx = false;
     for i in 0..10 {
         net.send(&frame(60, i)).unwrap();
-        rig.serve();
+        rig.w().serve();
         net.poll();
     }
-    assert!(rig.w().grants.contains_key(&req.gref.0), "never regranted");
-    rig.w().held.clear();
+    assert!(rig.w().table.grants.contains_key(&req.gref.0), "never regranted");
+    rig.w().table.held.clear();
     net.poll();
     assert_eq!(net.quarantined(), 0);
 }
@@ -297,14 +298,14 @@ fn a_backend_that_keeps_every_rx_buffer_breaks_the_device_at_the_cap() {
     while !net.is_broken() {
         assert!(answered <= MAX_QUARANTINED, "still receiving after {answered} held pages");
         let req = fill(&rig, &frame(60, answered as u8));
-        rig.w().held.insert(req.gref.0);
+        rig.w().table.held.insert(req.gref.0);
         answer(&rig, req.id, 0, RxFlags::empty(), 60);
         net.poll();
         answered += 1;
     }
     assert_eq!((answered, net.quarantined()), (MAX_QUARANTINED + 1, MAX_QUARANTINED + 1));
-    let grants = rig.w().grants.len();
-    assert_eq!(net.send(&frame(60, 1)), Err(NetError::Broken));
+    let grants = rig.w().table.grants.len();
+    assert_eq!(net.send(&frame(60, 1)), Err(NetError::Device(DeviceError::Broken)));
     net.poll();
-    assert_eq!(rig.w().grants.len(), grants, "nothing more granted to that backend");
+    assert_eq!(rig.w().table.grants.len(), grants, "nothing more granted to that backend");
 }

@@ -7,12 +7,7 @@
 //! a hostile one) and during the handshake when xenstore waits.
 #![allow(clippy::arc_with_non_send_sync)]
 
-// xenbus's fake xenstored, shared rather than copied. These tests use only part of it.
-#[path = "../../../xenbus/tests/xenstored/fake.rs"]
-#[allow(dead_code)]
-mod xenstored;
-
-mod fake;
+use netfront::fake;
 mod handshake;
 mod hostile;
 mod rx;

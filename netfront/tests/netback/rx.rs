@@ -14,7 +14,7 @@ fn a_single_slot_frame_arrives_intact() {
     let (rig, mut net) = Rig::connected(&[]);
     for (len, offset) in [(60, 0), (1514, 0), (1514, 2582), (4096, 0), (14, 100)] {
         let f = frame(len, len as u8);
-        rig.deliver(RxFrame { offset, ..RxFrame::new(f.clone()) });
+        rig.w().deliver(RxFrame { offset, ..RxFrame::new(f.clone()) });
         assert_eq!(net.poll(), 1);
         assert_eq!(net.recv(), Some(f), "{len} at {offset}");
     }
@@ -26,7 +26,7 @@ fn a_single_slot_frame_arrives_intact() {
     let w = rig.w();
     assert_eq!(w.rx_available() as usize, RING_SIZE);
     assert_eq!(w.exposed, 0, "every buffer posted zeroed");
-    assert_eq!(w.grants.len(), 2 + RING_SIZE);
+    assert_eq!(w.table.grants.len(), 2 + RING_SIZE);
 }
 
 #[test]
@@ -44,7 +44,7 @@ fn a_frame_over_several_slots_is_joined() {
         [(9000, 4096, 0), (9000, 1000, 64), (1514, 100, 4000), (65535, 4096, 0), (20, 2, 0)]
     {
         let f = frame(len, 3);
-        rig.deliver(RxFrame { chunk, offset, ..RxFrame::new(f.clone()) });
+        rig.w().deliver(RxFrame { chunk, offset, ..RxFrame::new(f.clone()) });
         assert_eq!(net.poll(), 1, "{len}/{chunk}");
         assert_eq!(net.recv(), Some(f), "{len}/{chunk}");
     }
@@ -56,12 +56,12 @@ fn a_frame_over_several_slots_is_joined() {
 fn frames_beyond_the_slot_or_size_bound_are_dropped() {
     let (rig, mut net) = Rig::connected(&[]);
     // 19 data slots: more than any backend may use for one frame.
-    rig.deliver(RxFrame { chunk: 100, ..RxFrame::new(frame(1900, 1)) });
-    rig.deliver(RxFrame::new(frame(60, 2)));
+    rig.w().deliver(RxFrame { chunk: 100, ..RxFrame::new(frame(1900, 1)) });
+    rig.w().deliver(RxFrame::new(frame(60, 2)));
     assert_eq!(net.poll(), 1);
     assert_eq!(net.recv(), Some(frame(60, 2)), "the next frame starts where it should");
     // Runts are no Ethernet frames.
-    rig.deliver(RxFrame::new(frame(13, 3)));
+    rig.w().deliver(RxFrame::new(frame(13, 3)));
     assert_eq!(net.poll(), 0);
     let s = net.stats();
     assert_eq!((s.rx_dropped, s.rx_packets, s.rx_bad_responses), (2, 1, 0));
@@ -74,11 +74,11 @@ fn extra_info_slots_are_consumed_and_ignored() {
     let gso = NetifExtraInfo::new(Extra::Gso { size: 1448, ty: GSO_TYPE_TCPV4, features: 0 }, true);
     let hash = NetifExtraInfo::new(Extra::Hash { ty: 1, algorithm: 1, value: [1, 2, 3, 4] }, false);
     let f = frame(6000, 9);
-    rig.deliver(RxFrame { extras: vec![gso, hash], ..RxFrame::new(f.clone()) });
+    rig.w().deliver(RxFrame { extras: vec![gso, hash], ..RxFrame::new(f.clone()) });
     // One extra after a single-slot frame.
     let g = frame(100, 10);
     let mcast = NetifExtraInfo::new(Extra::McastAdd([1, 0, 0x5e, 0, 0, 1]), false);
-    rig.deliver(RxFrame { extras: vec![mcast], ..RxFrame::new(g.clone()) });
+    rig.w().deliver(RxFrame { extras: vec![mcast], ..RxFrame::new(g.clone()) });
     assert_eq!(net.poll(), 2);
     assert_eq!(net.recv(), Some(f));
     assert_eq!(net.recv(), Some(g));
@@ -86,7 +86,7 @@ fn extra_info_slots_are_consumed_and_ignored() {
     assert_eq!((s.rx_extra_info, s.rx_packets, s.rx_dropped), (3, 2, 0));
     // The buffers the extra slots used up were reposted too.
     assert_eq!(net.rx_posted(), RING_SIZE);
-    assert_eq!(rig.w().grants.len(), 2 + RING_SIZE);
+    assert_eq!(rig.w().table.grants.len(), 2 + RING_SIZE);
 }
 
 #[test]
@@ -140,7 +140,7 @@ fn the_ring_stays_full_under_traffic() {
     // Buffers are recycled, not hoarded: the ring's pages, a ring's worth of buffers, and
     // the few pages in the pool while buffers were out.
     assert!(w.pages_out() <= 2 + 2 * RING_SIZE, "{} pages out", w.pages_out());
-    assert_eq!(w.grants.len(), 2 + RING_SIZE);
+    assert_eq!(w.table.grants.len(), 2 + RING_SIZE);
     assert_eq!(w.exposed, 0);
 }
 
@@ -148,16 +148,16 @@ fn the_ring_stays_full_under_traffic() {
 fn a_starved_backend_is_notified_of_new_buffers() {
     let (rig, mut net) = Rig::connected(&[]);
     // No notification while the backend has buffers to spare: it did not ask for one.
-    rig.deliver(RxFrame::new(frame(60, 0)));
+    rig.w().deliver(RxFrame::new(frame(60, 0)));
     net.poll();
-    assert_eq!(rig.notifies(PORT + 1), 1, "only the initial fill");
+    assert_eq!(rig.w().ports.notifies(PORT + 1), 1, "only the initial fill");
     for i in 0..300 {
         rig.w().to_guest.push_back(RxFrame::new(frame(60, i as u8)));
     }
     rig.w().serve_rx();
     assert_eq!(rig.w().to_guest.len(), 300 - 256);
     net.poll();
-    assert_eq!(rig.notifies(PORT + 1), 2);
+    assert_eq!(rig.w().ports.notifies(PORT + 1), 2);
     assert_eq!(rig.w().serve_rx(), 44);
 }
 
@@ -165,7 +165,7 @@ fn a_starved_backend_is_notified_of_new_buffers() {
 fn received_frames_wait_in_a_bounded_queue() {
     let (rig, mut net) = Rig::connected(&[]);
     for i in 0..100 {
-        rig.deliver(RxFrame::new(frame(60, i)));
+        rig.w().deliver(RxFrame::new(frame(60, i)));
     }
     // The queue fills; the rest waits on the ring.
     assert_eq!(net.poll(), 64);
@@ -243,7 +243,7 @@ fn blank_checksums_are_filled_in() {
             let f = blank_checksum_frame(protocol, payload);
             assert!(!checksum_ok(&f));
             let flags = RxFlags::CSUM_BLANK | RxFlags::DATA_VALIDATED;
-            rig.deliver(RxFrame { flags, chunk: 2000, ..RxFrame::new(f.clone()) });
+            rig.w().deliver(RxFrame { flags, chunk: 2000, ..RxFrame::new(f.clone()) });
             assert_eq!(net.poll(), 1);
             let got = net.recv().unwrap();
             assert!(checksum_ok(&got), "{protocol} with {payload} bytes");
@@ -256,7 +256,7 @@ fn blank_checksums_are_filled_in() {
     assert_eq!(net.stats().rx_csum_filled, n);
     // Validated but not blank: left as it is, even if wrong.
     let f = blank_checksum_frame(IpProtocol::Udp, 10);
-    rig.deliver(RxFrame { flags: RxFlags::DATA_VALIDATED, ..RxFrame::new(f.clone()) });
+    rig.w().deliver(RxFrame { flags: RxFlags::DATA_VALIDATED, ..RxFrame::new(f.clone()) });
     assert_eq!(net.recv(), Some(f));
     assert_eq!(net.stats().rx_csum_filled, n);
 }
@@ -265,10 +265,10 @@ fn blank_checksums_are_filled_in() {
 fn a_blank_checksum_that_cannot_be_filled_drops_the_frame() {
     let (rig, mut net) = Rig::connected(&[]);
     // Not IPv4 (the test pattern's ethertype), then an IPv4 fragment.
-    rig.deliver(RxFrame { flags: RxFlags::CSUM_BLANK, ..RxFrame::new(frame(100, 1)) });
+    rig.w().deliver(RxFrame { flags: RxFlags::CSUM_BLANK, ..RxFrame::new(frame(100, 1)) });
     let mut frag = blank_checksum_frame(IpProtocol::Udp, 100);
     frag[20] |= 0x20;
-    rig.deliver(RxFrame { flags: RxFlags::CSUM_BLANK, ..RxFrame::new(frag) });
+    rig.w().deliver(RxFrame { flags: RxFlags::CSUM_BLANK, ..RxFrame::new(frag) });
     assert_eq!(net.poll(), 0);
     let s = net.stats();
     assert_eq!((s.rx_dropped, s.rx_csum_filled, s.rx_bad_responses), (2, 0, 0));

@@ -41,14 +41,14 @@ fn tokens_move_frames() {
     let (rig, mut net) = Rig::connected(&[]);
     let now = Instant::from_millis(0);
     assert!(net.receive(now).is_none());
-    rig.deliver(RxFrame::new(frame(100, 1)));
+    rig.w().deliver(RxFrame::new(frame(100, 1)));
     let (rx, tx) = net.receive(now).expect("a frame");
     assert_eq!(rx.consume(|f| f.to_vec()), frame(100, 1));
     // The transmit token that comes with it sends a reply.
     tx.consume(60, |buf| buf.copy_from_slice(&frame(60, 2)));
     let tx = net.transmit(now).expect("room");
     tx.consume(1514, |buf| buf.copy_from_slice(&frame(1514, 3)));
-    rig.serve();
+    rig.w().serve();
     let w = rig.w();
     assert_eq!(w.sent.iter().cloned().collect::<Vec<_>>(), [frame(60, 2), frame(1514, 3)]);
 }
@@ -65,12 +65,12 @@ fn no_transmit_token_while_the_ring_is_full() {
     assert!(net.transmit(now).is_none());
     // The token that comes with a received frame is offered regardless; with no room its
     // frame is dropped and counted.
-    rig.deliver(RxFrame::new(frame(100, 1)));
+    rig.w().deliver(RxFrame::new(frame(100, 1)));
     let (_, tx) = net.receive(now).unwrap();
     tx.consume(60, |b| b.copy_from_slice(&frame(60, 0)));
     assert_eq!(net.stats().tx_dropped, 1);
     rig.w().hold_tx = false;
-    rig.serve();
+    rig.w().serve();
     assert!(net.transmit(now).is_some(), "room again once answered");
 }
 
@@ -166,9 +166,9 @@ impl Net {
     /// One round: each stack polls, the backend carries frames both ways.
     fn step(&mut self) {
         self.iface.poll(self.now, &mut self.net, &mut self.sockets);
-        self.rig.serve();
+        self.rig.w().serve();
         self.peer_iface.poll(self.now, &mut self.peer, &mut self.peer_sockets);
-        self.rig.serve();
+        self.rig.w().serve();
         self.now += smoltcp::time::Duration::from_millis(1);
     }
 }

@@ -2,6 +2,7 @@
 //! ring, errors the backend reports, memory running out.
 
 use netfront::abi::{TxFlags, RSP_DROPPED, RSP_ERROR};
+use netfront::DeviceError;
 use netfront::NetError;
 
 use crate::fake::{frame, Rig, PORT, RING_SIZE};
@@ -13,7 +14,7 @@ fn a_single_page_frame_goes_out() {
         net.send(&frame(len, 1)).unwrap();
         assert_eq!(net.tx_in_flight(), 1);
         let r = rig.w().tx_requests.len();
-        rig.serve();
+        rig.w().serve();
         let w = rig.w();
         let req = w.tx_requests[r];
         assert_eq!((req.offset, req.flags, req.size as usize), (0, 0, len));
@@ -27,10 +28,10 @@ fn a_single_page_frame_goes_out() {
     let w = rig.w();
     assert_eq!(w.exposed, 0, "nothing but the frame in a granted page");
     // Only the rings and receive buffers stay granted; the page was reused.
-    assert_eq!(w.grants.len(), 2 + RING_SIZE);
+    assert_eq!(w.table.grants.len(), 2 + RING_SIZE);
     assert_eq!(w.pages_out(), 2 + RING_SIZE + 1);
     // The backend asked to be told of each request, and was.
-    assert_eq!(w.notifies[&PORT], 4);
+    assert_eq!(w.ports.notifies[&PORT], 4);
 }
 
 #[test]
@@ -39,7 +40,7 @@ fn a_frame_over_several_pages_goes_out_in_slots() {
     for len in [4097, 9000, 65535] {
         let r = rig.w().tx_requests.len();
         net.send(&frame(len, 2)).unwrap();
-        rig.serve();
+        rig.w().serve();
         let w = rig.w();
         let reqs = &w.tx_requests[r..];
         assert_eq!(reqs.len(), len.div_ceil(4096));
@@ -71,7 +72,7 @@ fn lengths_that_cannot_be_sent_are_refused() {
     let (rig2, mut net2) = Rig::connected(&[("feature-sg", "0")]);
     assert_eq!(net2.send(&frame(4097, 0)), Err(NetError::BadLength));
     net2.send(&frame(4096, 0)).unwrap();
-    rig2.serve();
+    rig2.w().serve();
     assert_eq!(rig2.w().sent.len(), 1);
     assert!(rig.w().tx_requests.is_empty());
 }
@@ -87,7 +88,7 @@ fn a_full_ring_is_busy_until_the_backend_answers() {
     assert_eq!(net.stats().tx_busy, 1);
     // Answers arrive: `send` takes them in itself.
     rig.w().hold_tx = false;
-    rig.serve();
+    rig.w().serve();
     net.send(&frame(60, 0)).unwrap();
     // A three-page frame needs three slots at once: nothing goes out in part.
     rig.w().hold_tx = true;
@@ -99,7 +100,7 @@ fn a_full_ring_is_busy_until_the_backend_answers() {
     assert_eq!(net.tx_in_flight(), RING_SIZE - 2);
     net.send(&frame(8192, 7)).unwrap();
     rig.w().hold_tx = false;
-    rig.serve();
+    rig.w().serve();
     net.poll();
     assert_eq!(net.tx_in_flight(), 0);
     let w = rig.w();
@@ -113,26 +114,26 @@ fn errors_the_backend_reports_are_counted() {
     for status in [RSP_ERROR, RSP_DROPPED] {
         rig.w().tx_status = status;
         net.send(&frame(5000, 1)).unwrap();
-        rig.serve();
+        rig.w().serve();
         net.poll();
     }
     let s = net.stats();
     // Counted once per frame, not per slot.
     assert_eq!((s.tx_errors, s.tx_packets, s.tx_bad_responses), (2, 0, 0));
     assert_eq!(net.tx_in_flight(), 0);
-    assert_eq!(rig.w().grants.len(), 2 + RING_SIZE, "their pages came back");
+    assert_eq!(rig.w().table.grants.len(), 2 + RING_SIZE, "their pages came back");
 }
 
 #[test]
 fn running_out_of_pages_sends_nothing() {
     let (rig, mut net) = Rig::connected(&[]);
     let out = rig.w().pages_out();
-    rig.w().page_limit = out + 1;
-    assert_eq!(net.send(&frame(9000, 1)), Err(NetError::NoMemory));
+    rig.w().table.page_limit = out + 1;
+    assert_eq!(net.send(&frame(9000, 1)), Err(NetError::Device(DeviceError::NoMemory)));
     assert_eq!(net.tx_in_flight(), 0);
     assert!(rig.w().tx_requests.is_empty() && rig.w().take_tx().is_empty());
     // The page it got is kept for the next frame.
     net.send(&frame(1000, 1)).unwrap();
-    rig.serve();
+    rig.w().serve();
     assert_eq!(rig.w().sent.pop_front(), Some(frame(1000, 1)));
 }

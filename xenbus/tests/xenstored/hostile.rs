@@ -31,8 +31,8 @@ fn oversize_length_kills_the_connection() {
 fn garbage_indices_are_a_ring_error() {
     let (mut xs, fake) = setup();
     xs.write("k", b"v").unwrap();
-    let cons = fake.lock().unwrap().page.index(RSP_CONS).load(Ordering::Relaxed);
-    fake.lock().unwrap().page.index(RSP_PROD).store(cons.wrapping_add(2000), Ordering::Release);
+    let cons = fake.lock().unwrap().page.word(RSP_CONS).load(Ordering::Relaxed);
+    fake.lock().unwrap().page.word(RSP_PROD).store(cons.wrapping_add(2000), Ordering::Release);
     let e = xs.read("k").unwrap_err();
     assert!(matches!(e, Error::Ring(ring::byte::RingError::Corrupt { .. })), "{e:?}");
     assert_eq!(xs.read("k"), Err(e));
@@ -242,7 +242,7 @@ fn one_poll_takes_in_a_bounded_amount() {
     // One round of the fake fills the reply ring (1 KiB) with what it has.
     fake.lock().unwrap().step();
     let cons = |fake: &Arc<Mutex<crate::fake::Fake>>| {
-        fake.lock().unwrap().page.index(RSP_CONS).load(Ordering::Acquire)
+        fake.lock().unwrap().page.word(RSP_CONS).load(Ordering::Acquire)
     };
     let before = cons(&fake);
     xs.poll().unwrap();

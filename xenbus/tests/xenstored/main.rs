@@ -9,6 +9,6 @@
 #![allow(clippy::arc_with_non_send_sync)]
 
 mod client;
-mod fake;
+use xenbus::fake;
 mod frontend;
 mod hostile;

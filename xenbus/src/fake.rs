@@ -6,18 +6,16 @@
 //! one round of xenstored (take requests, answer, push replies) and reports whether anything
 //! happened, i.e. whether xenstored would have signalled the event channel.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::collections::{BTreeMap, VecDeque};
-use std::ptr::NonNull;
 use std::rc::Rc;
-use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use crate::client::{Timeout, Transport, Xenstore};
+use crate::wire::interface::{REQ_RING, RSP_RING};
+use crate::{XsType, XsdSockmsg};
 use ring::byte::{Consumer, Producer};
-use xenbus::client::{Timeout, Transport, Xenstore};
-use xenbus::wire::interface::{REQ_RING, RSP_RING};
-use xenbus::{XsType, XsdSockmsg};
+use ring::fake::{Held, SharedMem};
 
 /// The domain the client runs in, for permission checks.
 pub const DOMID: u16 = 1;
@@ -25,35 +23,8 @@ pub const DOMID: u16 = 1;
 /// Nanoseconds the clock advances per round in which xenstored did something.
 const ROUND_NS: u64 = 1_000;
 
-/// The shared page, freed when both the fake and the test let go of it.
-pub struct Page(NonNull<u8>);
-
-fn page_layout() -> Layout {
-    Layout::from_size_align(4096, 4096).expect("page layout")
-}
-
-impl Page {
-    fn new() -> Rc<Self> {
-        // SAFETY: the layout has a non-zero size.
-        let p = unsafe { alloc_zeroed(page_layout()) };
-        Rc::new(Page(NonNull::new(p).expect("out of memory")))
-    }
-
-    /// A ring index on the page, to play a hostile xenstored.
-    pub fn index(&self, offset: usize) -> &AtomicU32 {
-        assert!(offset.is_multiple_of(4) && offset + 4 <= 4096);
-        // SAFETY: aligned and inside the live page (checked above); all accesses to the
-        // indices, here and in ring::byte, are atomic.
-        unsafe { &*self.0.as_ptr().add(offset).cast::<AtomicU32>() }
-    }
-}
-
-impl Drop for Page {
-    fn drop(&mut self) {
-        // SAFETY: allocated in `new` with the same layout, freed once.
-        unsafe { dealloc(self.0.as_ptr(), page_layout()) };
-    }
-}
+/// The xenstore page: the fake's and the client's, freed when both let go of it.
+pub type Page = SharedMem;
 
 #[derive(Clone, Debug)]
 pub struct Node {
@@ -75,8 +46,8 @@ pub type Idle = Box<dyn FnMut(&mut Fake) -> bool>;
 
 pub struct Fake {
     pub page: Rc<Page>,
-    req: Consumer,
-    rsp: Producer,
+    req: Held<Consumer>,
+    rsp: Held<Producer>,
     inbuf: Vec<u8>,
     outq: VecDeque<u8>,
     pub tree: Tree,
@@ -118,10 +89,9 @@ fn parent(path: &str) -> &str {
 
 impl Fake {
     fn new(page: Rc<Page>) -> Self {
-        let base = page.0.as_ptr();
-        // SAFETY: the page lives as long as `page`, which this value holds; the fake is the
-        // only consumer of `req` and the only producer of `rsp`, the client the other two.
-        let (req, rsp) = unsafe { (Consumer::new(base, REQ_RING), Producer::new(base, RSP_RING)) };
+        // The fake is the only consumer of `req` and the only producer of `rsp`, the client
+        // the other two.
+        let (req, rsp) = (page.byte_consumer(REQ_RING), page.byte_producer(RSP_RING));
         Fake {
             page,
             req,
@@ -189,6 +159,34 @@ impl Fake {
 
     pub fn get(&self, path: &str) -> Option<&[u8]> {
         self.tree.get(path).map(|n| n.value.as_slice())
+    }
+
+    /// The node's value as a decimal number (a XenbusState, a port...), if it is one.
+    pub fn number(&self, path: &str) -> Option<u32> {
+        std::str::from_utf8(self.get(path)?).ok()?.parse().ok()
+    }
+
+    /// The node's value as text, lossily.
+    pub fn get_string(&self, path: &str) -> Option<String> {
+        self.get(path).map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// What the toolstack writes for a device before the guest looks: the frontend's
+    /// `backend`, `backend-id` and `extra` keys, and both sides Initialising.
+    pub fn plug_device(
+        &mut self,
+        frontend: &str,
+        backend: &str,
+        backend_id: u16,
+        extra: &[(&str, &str)],
+    ) {
+        self.set(&format!("{frontend}/backend"), backend.as_bytes());
+        self.set(&format!("{frontend}/backend-id"), format!("{backend_id}").as_bytes());
+        for (k, v) in extra {
+            self.set(&format!("{frontend}/{k}"), v.as_bytes());
+        }
+        self.set(&format!("{frontend}/state"), b"1");
+        self.set(&format!("{backend}/state"), b"1");
     }
 
     pub fn set_perms(&mut self, path: &str, perms: &[(u8, u16)]) {
@@ -527,11 +525,15 @@ impl Transport for FakeTransport {
 pub type Client = Xenstore<FakeTransport>;
 
 /// A client and the fake xenstored across one page.
+// The client requires watch handlers to be `Send` (the guest keeps its client in a static),
+// hence the `Arc<Mutex<_>>` around a fake that is used on one thread only.
+#[allow(clippy::arc_with_non_send_sync)]
 pub fn setup() -> (Client, Arc<Mutex<Fake>>) {
-    let page = Page::new();
-    let base = page.0.as_ptr();
-    // SAFETY: the page lives in the fake, which the client's transport keeps alive; the
-    // client is the only producer of `req` and the only consumer of `rsp`.
+    let page = Page::new(1);
+    let base = page.base().as_ptr();
+    // SAFETY: the page lives in the fake, which the client's transport keeps alive as long
+    // as the client; the client is the only producer of `req` and the only consumer of
+    // `rsp`, the fake the other two.
     let (req, rsp) = unsafe { (Producer::new(base, REQ_RING), Consumer::new(base, RSP_RING)) };
     let fake = Arc::new(Mutex::new(Fake::new(page)));
     let xs = Xenstore::new(req, rsp, FakeTransport { fake: fake.clone(), notifies: 0 });

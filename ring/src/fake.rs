@@ -1,0 +1,180 @@
+//! Shared memory for the host tests' fakes of the other domain (feature `test-utils`): what
+//! a fake xenstored, blkback or netback reads and writes where the real one would map our
+//! pages. The fakes of every crate build on this one, so that none of them needs `unsafe`.
+//!
+//! Everything runs on one thread: a fake touches the memory only while the code under test
+//! is not running (it plays the other domain between the driver's calls), which is what
+//! makes the plain copies here sound.
+
+use alloc::alloc::{alloc_zeroed, dealloc, Layout};
+use alloc::rc::Rc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::mem::{align_of, size_of};
+use core::ops::{Deref, DerefMut};
+use core::ptr::{self, NonNull};
+use core::sync::atomic::AtomicU32;
+
+use crate::byte::{Consumer, Layout as ByteLayout, Producer};
+use crate::shared::{ring_size, slot_size, FrontRing, Pod, HEADER_SIZE, PAGE_SIZE};
+
+/// Zeroed, page-aligned pages that both the code under test and a fake of the other side
+/// reach: a guest page, a ring's run of pages, the xenstore page. Freed when the last
+/// [`Rc`] to it goes.
+pub struct SharedMem {
+    base: NonNull<u8>,
+    pages: usize,
+}
+
+fn layout(pages: usize) -> Layout {
+    Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("page layout")
+}
+
+impl SharedMem {
+    pub fn new(pages: usize) -> Rc<Self> {
+        assert!(pages > 0, "at least one page");
+        // SAFETY: the layout has a non-zero size (checked above).
+        let p = unsafe { alloc_zeroed(layout(pages)) };
+        Rc::new(SharedMem { base: NonNull::new(p).expect("out of memory"), pages })
+    }
+
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    pub fn len(&self) -> usize {
+        self.pages * PAGE_SIZE
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Where the pages start, for a fake's `grant::Page` implementation.
+    pub fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// The frame number the fake backend sees of the first page: its address, shifted.
+    pub fn frame(&self) -> u64 {
+        self.base.as_ptr() as u64 >> 12
+    }
+
+    /// Every page's frame, in order.
+    pub fn frames(&self) -> impl Iterator<Item = u64> {
+        let first = self.frame();
+        (0..self.pages as u64).map(move |i| first + i)
+    }
+
+    pub fn read(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off.checked_add(len).is_some_and(|end| end <= self.len()), "read out of bounds");
+        let mut v = vec![0; len];
+        // SAFETY: in bounds of the live pages (checked above); single-threaded, so nothing
+        // writes them during the copy (module docs).
+        unsafe { ptr::copy_nonoverlapping(self.base.as_ptr().add(off), v.as_mut_ptr(), len) };
+        v
+    }
+
+    pub fn write(&self, off: usize, data: &[u8]) {
+        assert!(
+            off.checked_add(data.len()).is_some_and(|end| end <= self.len()),
+            "write out of bounds"
+        );
+        // SAFETY: as in `read`.
+        unsafe { ptr::copy_nonoverlapping(data.as_ptr(), self.base.as_ptr().add(off), data.len()) };
+    }
+
+    /// A ring index (or any aligned `u32`) in the pages, accessed atomically as the ring
+    /// code under test accesses it.
+    pub fn word(&self, off: usize) -> &AtomicU32 {
+        assert!(off.is_multiple_of(4) && off + 4 <= self.len(), "index out of bounds");
+        // SAFETY: aligned and inside the live pages (checked above); every access to ring
+        // indices, here and in the ring code, is atomic.
+        unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() }
+    }
+
+    /// Copies out the `T` at `off`, once, as `RING_COPY_REQUEST` does.
+    pub fn get<T: Pod>(&self, off: usize) -> T {
+        self.check::<T>(off);
+        // SAFETY: in bounds and aligned (checked); `T` is Pod, so any bytes are a value.
+        unsafe { ptr::read_volatile(self.base.as_ptr().add(off).cast::<T>()) }
+    }
+
+    pub fn put<T: Pod>(&self, off: usize, value: T) {
+        self.check::<T>(off);
+        // SAFETY: as in `get`; `T` has no padding, so no uninitialised byte is written.
+        unsafe { ptr::write_volatile(self.base.as_ptr().add(off).cast::<T>(), value) };
+    }
+
+    fn check<T>(&self, off: usize) {
+        assert!(off + size_of::<T>() <= self.len(), "access out of bounds");
+        assert!(off.is_multiple_of(align_of::<T>()), "misaligned access");
+    }
+
+    /// Where slot `idx` (free-running) of a request/response ring over all of these pages
+    /// starts.
+    pub fn slot<Req: Pod, Rsp: Pod>(&self, idx: u32) -> usize {
+        let size = ring_size::<Req, Rsp>(self.pages);
+        assert!(size > 0, "no slot fits");
+        HEADER_SIZE + (idx % size) as usize * slot_size::<Req, Rsp>()
+    }
+
+    /// The front end of a request/response ring over all of these pages, as the guest
+    /// builds it, holding the pages alive.
+    pub fn front_ring<Req: Pod, Rsp: Pod>(self: &Rc<Self>) -> Held<FrontRing<Req, Rsp>> {
+        // SAFETY: the pages are page-aligned and stay alive as long as the `Held` (it keeps
+        // an `Rc`); within the code under test only this ring touches them, and the fake
+        // playing the other domain touches them only between its calls (module docs).
+        let front = unsafe { FrontRing::new(self.base, self.pages) };
+        Held { value: front, mem: self.clone() }
+    }
+
+    /// The producing end of a byte ring laid out in the first page as `layout` says.
+    pub fn byte_producer(self: &Rc<Self>, layout: ByteLayout) -> Held<Producer> {
+        // SAFETY: the page stays alive as long as the `Held`; the caller makes this the
+        // only producer of that direction in the process (each side of a fake takes one).
+        let end = unsafe { Producer::new(self.base.as_ptr(), layout) };
+        Held { value: end, mem: self.clone() }
+    }
+
+    /// The consuming end of a byte ring laid out in the first page as `layout` says.
+    pub fn byte_consumer(self: &Rc<Self>, layout: ByteLayout) -> Held<Consumer> {
+        // SAFETY: as in `byte_producer`, with the caller's only consumer.
+        let end = unsafe { Consumer::new(self.base.as_ptr(), layout) };
+        Held { value: end, mem: self.clone() }
+    }
+}
+
+impl Drop for SharedMem {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `new` with this layout, freed once.
+        unsafe { dealloc(self.base.as_ptr(), layout(self.pages)) };
+    }
+}
+
+/// A value over [`SharedMem`] (a ring end) that keeps the memory alive as long as itself.
+pub struct Held<T> {
+    // Dropped first: declaration order.
+    value: T,
+    mem: Rc<SharedMem>,
+}
+
+impl<T> Held<T> {
+    pub fn mem(&self) -> &Rc<SharedMem> {
+        &self.mem
+    }
+}
+
+impl<T> Deref for Held<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T> DerefMut for Held<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.value
+    }
+}
