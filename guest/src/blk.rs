@@ -1,9 +1,10 @@
 //! Block devices (Xen only): blkfront's environment in this kernel — pages, grants and
-//! event channels from [`crate::frontend`] — and connecting the disks the toolstack gave us.
+//! event channels from [`crate::xen::frontend`] — and connecting the disks the toolstack gave us.
 
 use crate::arch::pfn_to_virt;
-use crate::frontend::{self, GuestPages, RingError};
-use crate::{evtchn, time, xenstore};
+use crate::time;
+use crate::xen::frontend::{self, GuestPages, RingError};
+use crate::xen::{evtchn, xenstore};
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -107,7 +108,7 @@ pub const TIMEOUT_NS: u64 = 10_000_000_000;
 
 /// The virtual disks the toolstack has given us now (`device/vbd/<id>`), by id.
 pub fn disk_ids() -> Vec<u32> {
-    crate::devices::ids(crate::devices::VBD)
+    crate::xen::devices::ids(crate::xen::devices::VBD)
 }
 
 /// How long a disk the command line names may take to appear: QEMU's qdisk backend writes
@@ -116,7 +117,7 @@ pub const APPEAR_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// Whether disk `id` is there, waiting for it up to [`APPEAR_TIMEOUT_NS`].
 pub fn wait_for_disk(id: u32) -> bool {
-    crate::devices::wait_for(crate::devices::VBD, id, APPEAR_TIMEOUT_NS)
+    crate::xen::devices::wait_for(crate::xen::devices::VBD, id, APPEAR_TIMEOUT_NS)
 }
 
 /// Connects disk `id` (its xenbus device id, e.g. 51728 for xvdb), and watches its

@@ -68,7 +68,7 @@ impl Doorbell for PortDoorbell {
             self.stalled = true;
             return Err(Stalled);
         }
-        crate::evtchn::clear_pending(self.port);
+        crate::xen::evtchn::clear_pending(self.port);
         let deadline = crate::time::xen::system_time_ns() + POLL_NS;
         let _ = hypercall::ops::sched_poll(&[self.port.0], deadline);
         Ok(())

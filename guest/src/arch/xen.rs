@@ -184,7 +184,7 @@ pub fn two_level() -> events::TwoLevel<'static> {
 /// The event callback: runs with events masked (Xen masks them when it bounces the
 /// callback, and HYPERVISOR_iret restores the mask on the way out).
 pub fn upcall() {
-    crate::evtchn::dispatch_pending();
+    crate::xen::evtchn::dispatch_pending();
 }
 
 /// Makes Xen deliver a pending event now: it checks on every return to the guest.

@@ -4,8 +4,9 @@
 use super::services::Services;
 use super::wire::{self, Mac};
 use crate::arch::pfn_to_virt;
-use crate::frontend::{self, GuestPages, RingError};
-use crate::{evtchn, println, pvops, time, xenstore};
+use crate::xen::frontend::{self, GuestPages, RingError};
+use crate::xen::{evtchn, xenstore};
+use crate::{println, pvops, time};
 use alloc::string::String;
 use alloc::vec::Vec;
 use alloc::{format, vec};
@@ -169,7 +170,9 @@ pub fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
 /// Connects the first vif, if the toolstack gave us one, and configures it (see
 /// [`start_on`]). `Ok(false)`: no vif.
 pub fn start() -> Result<bool, NetError> {
-    let Some(&id) = crate::devices::ids(crate::devices::VIF).first() else { return Ok(false) };
+    let Some(&id) = crate::xen::devices::ids(crate::xen::devices::VIF).first() else {
+        return Ok(false);
+    };
     start_on(id).map(|()| true)
 }
 
@@ -245,7 +248,7 @@ pub fn wait_for_address() -> Result<(Ipv4Address, u8), NoAddress> {
         if let Some(addr) = info.addr {
             return Ok(addr);
         }
-        if pvops::clock_ns() >= deadline || crate::control::requested().is_some() {
+        if pvops::clock_ns() >= deadline || crate::xen::control::requested().is_some() {
             return Err(NoAddress::NoLease);
         }
         wait_or(deadline, xenstore::signalled);
@@ -364,7 +367,7 @@ fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Address>) -> St
         up / 1_000_000_000,
         up / 1_000_000 % 1000,
         pvops::backend().name(),
-        crate::control::result().unwrap_or("running"),
+        crate::xen::control::result().unwrap_or("running"),
         Mac(nic.vif.mac()),
         s.rx_packets,
         s.rx_bytes,

@@ -1,6 +1,6 @@
 use super::{check, xen_only, Outcome, Test};
-use crate::evtchn::{self, Loopback};
 use crate::time;
+use crate::xen::evtchn::{self, Loopback};
 
 pub const TESTS: &[Test] = &[
     Test { name: "events::abi_as_chosen", run: abi_as_chosen },

@@ -54,7 +54,7 @@ fn pending_delivered_on_enable() -> Outcome {
     // ends a poll: poll again until it is the timer's.
     let give_up = deadline + 1_000_000_000;
     let mut poll = Ok(());
-    while poll.is_ok() && !crate::evtchn::is_pending(port) && pvops::clock_ns() < give_up {
+    while poll.is_ok() && !crate::xen::evtchn::is_pending(port) && pvops::clock_ns() < give_up {
         poll = hypercall::ops::sched_poll(&[port.0], give_up);
     }
     let pending = crate::arch::xen::vcpu().upcall_pending();

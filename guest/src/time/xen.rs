@@ -63,8 +63,8 @@ fn on_timer(_: events::Port, _: usize) {
 }
 
 /// Binds VIRQ_TIMER so that `set_timer_op` deadlines run the timer queue.
-pub fn init_timer() -> Result<events::Port, crate::evtchn::Error> {
-    let port = crate::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, on_timer, 0)?;
+pub fn init_timer() -> Result<events::Port, crate::xen::evtchn::Error> {
+    let port = crate::xen::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, on_timer, 0)?;
     TIMER_PORT.store(port.0, Ordering::Relaxed);
     Ok(port)
 }

@@ -2,8 +2,9 @@
 //! the frame allocator, granted through the grant table, rings over zeroed granted pages,
 //! event channels whose handler records that they fired, and a watch on the backend's state.
 
+use super::{evtchn, gnttab};
 use crate::arch::pfn_to_virt;
-use crate::{evtchn, gnttab, mm, pvops, time};
+use crate::{mm, pvops, time};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use events::Port;
@@ -138,7 +139,7 @@ pub fn close_port(port: u32) {
 /// finds it anything but Connected (`xl block-detach` and `xl network-detach` set it
 /// Closing and wait for us to close).
 pub fn watch_backend_state(
-    xs: &mut xenbus::Xenstore<crate::xenstore::Channel>,
+    xs: &mut xenbus::Xenstore<super::xenstore::Channel>,
     device: xenbus::frontend::Device,
     token: &str,
     on_leave: impl Fn(xenbus::XenbusState) + Send + 'static,
