@@ -5,7 +5,7 @@
 //!
 //! between `bench: begin platform=<pv_ops backend> evtchn=<abi>` and `bench: end`.
 
-use crate::arch::{cpu, xen, PAGE_SIZE};
+use crate::arch::{cpu, xen_pv, PAGE_SIZE};
 use crate::cmdline::Selection;
 use crate::mm::{self, paging};
 use crate::pvops::patch;
@@ -256,9 +256,9 @@ impl Scratch {
     /// than page reference counting.
     fn update(&self, i: usize, flip: bool) -> hypercall::abi::mmu_update {
         const ACCESSED: u64 = 1 << 5;
-        let pte = xen::direct_pte(self.first_pfn + i as u64, false);
+        let pte = xen_pv::direct_pte(self.first_pfn + i as u64, false);
         hypercall::abi::mmu_update {
-            ptr: xen::virt_to_machine(self.ptes[i] as u64)
+            ptr: xen_pv::virt_to_machine(self.ptes[i] as u64)
                 | hypercall::abi::MMU_NORMAL_PT_UPDATE as u64,
             val: if flip { pte & !ACCESSED } else { pte },
         }

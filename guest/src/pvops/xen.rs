@@ -3,7 +3,7 @@
 //! Xen's forced-emulation prefix.
 
 use super::{ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps, FLAGS_IF};
-use crate::arch::xen as platform;
+use crate::arch::xen_pv as platform;
 use crate::sync::IrqMutex;
 use core::arch::asm;
 use core::sync::atomic::{compiler_fence, Ordering};
