@@ -69,7 +69,7 @@ impl Doorbell for PortDoorbell {
             return Err(Stalled);
         }
         crate::xen::evtchn::clear_pending(self.port);
-        let deadline = crate::time::xen::system_time_ns() + POLL_NS;
+        let deadline = crate::time::xen_common::system_time_ns() + POLL_NS;
         let _ = hypercall::ops::sched_poll(&[self.port.0], deadline);
         Ok(())
     }

@@ -98,7 +98,7 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
         core::str::from_utf8(&info.magic).unwrap_or("?").trim_end_matches('\0')
     );
 
-    let clock = crate::time::xen::snapshot();
+    let clock = crate::time::xen_common::snapshot();
     log::debug!(
         "pvclock: system_time {} ns at tsc {}, scale {:?}; tsc now {}",
         clock.system_time,

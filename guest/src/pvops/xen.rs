@@ -24,7 +24,10 @@ pub const OPS: PvOps = PvOps {
         lazy_flush,
         lazy_leave,
     },
-    time: TimeOps { clock_ns: crate::time::xen::clock_ns, set_timer: crate::time::xen::set_timer },
+    time: TimeOps {
+        clock_ns: crate::time::xen_common::clock_ns,
+        set_timer: crate::time::xen_common::set_timer,
+    },
     console: ConsoleOps { write: crate::console::xen_write },
     shutdown: ShutdownOps { shutdown },
 };

@@ -70,7 +70,7 @@ fn virq_debug_binds() -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::Fail(alloc::format!("bind VIRQ_DEBUG: {e}")),
     };
-    check!(port != time::xen::timer_port(), "VIRQ_DEBUG got the timer's {port}");
+    check!(port != time::xen_common::timer_port(), "VIRQ_DEBUG got the timer's {port}");
     check!(evtchn::close(port).is_ok(), "close {port}");
     Outcome::Pass
 }

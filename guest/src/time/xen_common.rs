@@ -1,5 +1,6 @@
-//! Xen's pvclock: vcpu_time_info holds (system_time, tsc_timestamp, scale) and a version
-//! that is odd while Xen rewrites it.
+//! Xen's clock and timer, common to PV and PVH: the pvclock, where vcpu_time_info holds
+//! (system_time, tsc_timestamp, scale) and a version that is odd while Xen rewrites it, and
+//! `set_timer_op` deadlines delivered as VIRQ_TIMER.
 
 use super::{PvClock, TscScale};
 use crate::arch::cpu::rdtsc;
