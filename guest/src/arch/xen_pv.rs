@@ -1,6 +1,8 @@
 //! Xen PV platform state: the shared_info page and vcpu 0's vcpu_info in it, the p2m and
 //! m2p translations, trap and callback registration, and the event upcall.
 
+pub mod ops;
+
 use super::{pfn_to_virt, KERNEL_BASE, PAGE_SIZE};
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
 use hypercall::abi;

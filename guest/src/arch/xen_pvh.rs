@@ -3,6 +3,8 @@
 //! grant-table frames placed in its physical address space, the event upcall as an
 //! interrupt vector, the console and xenstore pages from HVM parameters).
 
+pub mod ops;
+
 use super::{pfn_to_virt, virt_to_pfn, PAGE_SIZE};
 use crate::mm::paging;
 use hypercall::abi;

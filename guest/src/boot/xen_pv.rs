@@ -40,7 +40,7 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     // SAFETY: Xen filled the page named by our HYPERCALL_PAGE note before entering us.
     unsafe { hypercall::init(core::ptr::addr_of!(hypercall_page)) };
     // SAFETY: first thing at boot, on the one vCPU, and we are a PV guest (startup_xen).
-    unsafe { pvops::install(Backend::XenPv, pvops::xen::OPS) };
+    unsafe { pvops::install(Backend::XenPv, crate::arch::xen_pv::ops::OPS) };
     // No upcall until the callbacks, the event ABI and the handlers are in place;
     // kernel_main enables events.
     pvops::irq_disable();

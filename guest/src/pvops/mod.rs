@@ -8,10 +8,7 @@
 //! rewrites each site into the inline instruction, a direct call or NOPs (`nopvpatch` on
 //! the command line keeps the indirect calls).
 
-pub mod native;
 pub mod patch;
-pub mod xen;
-pub mod xen_pvh;
 
 pub use crate::pvpatch::{Backend, Op};
 
@@ -154,7 +151,7 @@ pub const CLOBBERS_C_ABI: u8 = 1;
 
 /// The op table every call site reads. Starts out native; Xen boot installs its own before
 /// the first privileged operation.
-static mut PV_OPS: PvOps = native::OPS;
+static mut PV_OPS: PvOps = crate::arch::native::ops::OPS;
 
 static BACKEND: AtomicU8 = AtomicU8::new(Backend::Native as u8);
 

@@ -38,9 +38,9 @@ fn call_sites() -> Outcome {
         );
     }
     let backend = match pvops::backend() {
-        pvops::Backend::XenPv => pvops::xen::OPS,
-        pvops::Backend::XenPvh => pvops::xen_pvh::OPS,
-        pvops::Backend::Native => pvops::native::OPS,
+        pvops::Backend::XenPv => crate::arch::xen_pv::ops::OPS,
+        pvops::Backend::XenPvh => crate::arch::xen_pvh::ops::OPS,
+        pvops::Backend::Native => crate::arch::native::ops::OPS,
     };
     check!(
         pvops::slot_target(Op::IrqDisable) == backend.irq.disable as usize as u64

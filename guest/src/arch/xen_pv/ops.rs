@@ -2,8 +2,10 @@
 //! vcpu_info, page tables are read-only and changed by hypercall, and cpuid goes through
 //! Xen's forced-emulation prefix.
 
-use super::{ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps, FLAGS_IF};
 use crate::arch::xen_pv as platform;
+use crate::pvops::{
+    ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps, FLAGS_IF,
+};
 use crate::sync::IrqMutex;
 use core::arch::asm;
 use core::sync::atomic::{compiler_fence, Ordering};
@@ -251,7 +253,7 @@ extern "C" fn pfn_to_frame(pfn: u64) -> u64 {
 }
 
 extern "C" fn frame_to_pfn(frame: u64) -> u64 {
-    platform::mfn_to_pfn(frame).unwrap_or(super::INVALID_PFN)
+    platform::mfn_to_pfn(frame).unwrap_or(crate::pvops::INVALID_PFN)
 }
 
 unsafe extern "C" fn make_table(pfn: u64) {
@@ -262,6 +264,6 @@ unsafe extern "C" fn make_table(pfn: u64) {
     }
 }
 
-extern "C" fn shutdown(how: super::Halt) -> ! {
+extern "C" fn shutdown(how: crate::pvops::Halt) -> ! {
     platform::shutdown(how)
 }
