@@ -44,7 +44,7 @@ unsafe impl grant::Page for GuestPage {
 }
 
 /// The drivers' data pages and their grants: one implementation for every driver, whose
-/// environment types add their rings (`blk::GuestRing`, `net::stack::NetRing`).
+/// environment types add their rings (`blk::GuestRing`, `net::env::NetRing`).
 pub struct GuestPages;
 
 impl grant::Grants for GuestPages {
