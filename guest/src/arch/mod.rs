@@ -4,6 +4,7 @@ pub mod cpu;
 pub mod native;
 pub mod stack;
 pub mod traps;
+pub mod xen_common;
 pub mod xen_pv;
 pub mod xen_pvh;
 

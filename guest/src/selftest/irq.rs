@@ -57,7 +57,7 @@ fn pending_delivered_on_enable() -> Outcome {
     while poll.is_ok() && !crate::xen::evtchn::is_pending(port) && pvops::clock_ns() < give_up {
         poll = hypercall::ops::sched_poll(&[port.0], give_up);
     }
-    let pending = crate::arch::xen_pv::vcpu().upcall_pending();
+    let pending = crate::arch::xen_common::vcpu().upcall_pending();
     let before = crate::time::xen_common::timer_events();
     pvops::irq_enable();
     let after = crate::time::xen_common::timer_events();

@@ -12,7 +12,7 @@ static LAST: AtomicU64 = AtomicU64::new(0);
 
 /// One consistent copy of vcpu_time_info.
 pub fn snapshot() -> PvClock {
-    let t = crate::arch::xen_pv::vcpu().time_info();
+    let t = crate::arch::xen_common::vcpu().time_info();
     loop {
         // SAFETY: `t` points into the mapped shared_info page; every field is read with a
         // volatile load because Xen rewrites them under the version protocol.
