@@ -5,7 +5,7 @@
 //!
 //! between `bench: begin platform=<pv_ops backend> evtchn=<abi>` and `bench: end`.
 
-use crate::arch::{cpu, xen, PAGE_SIZE};
+use crate::arch::{cpu, xen_pv, PAGE_SIZE};
 use crate::cmdline::Selection;
 use crate::mm::{self, paging};
 use crate::pvops::patch;
@@ -57,7 +57,7 @@ pub fn run(selection: &Selection<'_>) {
     println!(
         "bench: begin platform={} evtchn={}",
         pvops::backend().name(),
-        crate::evtchn::abi_name()
+        crate::xen::evtchn::abi_name()
     );
     if selection.selects("pvops_") {
         show_patched_site();
@@ -66,7 +66,7 @@ pub fn run(selection: &Selection<'_>) {
     let mut bare: Option<(&str, f64)> = None;
     for bench in BENCHES.iter().filter(|b| selection.selects(b.name)) {
         if pvops::is_xen() {
-            if let Some(what) = crate::control::requested() {
+            if let Some(what) = crate::xen::control::requested() {
                 println!("bench: stopped by the toolstack ({what}) before {}", bench.name);
                 break;
             }
@@ -256,9 +256,9 @@ impl Scratch {
     /// than page reference counting.
     fn update(&self, i: usize, flip: bool) -> hypercall::abi::mmu_update {
         const ACCESSED: u64 = 1 << 5;
-        let pte = xen::direct_pte(self.first_pfn + i as u64, false);
+        let pte = xen_pv::direct_pte(self.first_pfn + i as u64, false);
         hypercall::abi::mmu_update {
-            ptr: xen::virt_to_machine(self.ptes[i] as u64)
+            ptr: xen_pv::virt_to_machine(self.ptes[i] as u64)
                 | hypercall::abi::MMU_NORMAL_PT_UPDATE as u64,
             val: if flip { pte & !ACCESSED } else { pte },
         }
@@ -365,12 +365,13 @@ fn event_loopback_rtt() -> Result<Row, &'static str> {
     if !pvops::is_xen() {
         return Err("needs Xen");
     }
-    let pair = crate::evtchn::Loopback::new(true).map_err(|_| "cannot bind a loopback pair")?;
+    let pair =
+        crate::xen::evtchn::Loopback::new(true).map_err(|_| "cannot bind a loopback pair")?;
     let ns = per_op(10_000, || pair.round_trip());
     row(
         ns,
         "ns/rtt",
-        alloc::format!("send a, handler b sends b, handler a ({})", crate::evtchn::abi_name()),
+        alloc::format!("send a, handler b sends b, handler a ({})", crate::xen::evtchn::abi_name()),
     )
 }
 
@@ -386,7 +387,7 @@ fn grant_copy() -> Result<Row, &'static str> {
     let src = mm::alloc_frame().map_err(|_| "no memory")?;
     let dst = mm::alloc_frames(BATCH as u64).map_err(|_| "no memory")?;
     let result = (|| {
-        let gref = crate::gnttab::grant_access(domid, crate::pvops::pfn_to_frame(src), true)
+        let gref = crate::xen::gnttab::grant_access(domid, crate::pvops::pfn_to_frame(src), true)
             .map_err(|_| "grant_access")?;
         let mut ops: [GnttabCopy; BATCH] = core::array::from_fn(|i| {
             GnttabCopy::new(
@@ -404,7 +405,7 @@ fn grant_copy() -> Result<Row, &'static str> {
             // SAFETY: the destination frames are ours and referenced by nothing.
             ok &= unsafe { grant::ops::copy(&mut ops) }.is_ok();
         });
-        let _ = crate::gnttab::end_access(gref);
+        let _ = crate::xen::gnttab::end_access(gref);
         if !ok {
             return Err("GNTTABOP_copy failed");
         }
@@ -520,7 +521,9 @@ fn blk_rand_read(depth: usize) -> Result<Row, &'static str> {
                 deadline = pvops::clock_ns() + crate::blk::TIMEOUT_NS;
             }
             if done < RAND_READS && in_flight == depth.min(RAND_READS - done) {
-                crate::frontend::wait(disk.port(), deadline).then_some(()).ok_or("timed out")?;
+                crate::xen::frontend::wait(disk.port(), deadline)
+                    .then_some(())
+                    .ok_or("timed out")?;
             }
         }
         let s = (pvops::clock_ns() - t0) as f64 / 1e9;

@@ -1,8 +1,8 @@
 //! Block devices (Xen only): connecting the disks the toolstack gave us, over the drivers'
-//! environment in this kernel ([`crate::frontend`]).
+//! environment in this kernel ([`crate::xen::frontend`]).
 
-use crate::frontend::{self, GuestEvents, GuestPages};
-use crate::xenstore;
+use crate::xen::frontend::{self, GuestEvents, GuestPages};
+use crate::xen::xenstore;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -19,7 +19,7 @@ pub const TIMEOUT_NS: u64 = 10_000_000_000;
 
 /// The virtual disks the toolstack has given us now (`device/vbd/<id>`), by id.
 pub fn disk_ids() -> Vec<u32> {
-    crate::devices::ids(crate::devices::VBD)
+    crate::xen::devices::ids(crate::xen::devices::VBD)
 }
 
 /// How long a disk the command line names may take to appear: QEMU's qdisk backend writes
@@ -28,7 +28,7 @@ pub const APPEAR_TIMEOUT_NS: u64 = 30_000_000_000;
 
 /// Whether disk `id` is there, waiting for it up to [`APPEAR_TIMEOUT_NS`].
 pub fn wait_for_disk(id: u32) -> bool {
-    crate::devices::wait_for(crate::devices::VBD, id, APPEAR_TIMEOUT_NS)
+    crate::xen::devices::wait_for(crate::xen::devices::VBD, id, APPEAR_TIMEOUT_NS)
 }
 
 /// Connects disk `id` (its xenbus device id, e.g. 51728 for xvdb), and watches its

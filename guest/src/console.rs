@@ -68,8 +68,8 @@ impl Doorbell for PortDoorbell {
             self.stalled = true;
             return Err(Stalled);
         }
-        crate::evtchn::clear_pending(self.port);
-        let deadline = crate::time::xen::system_time_ns() + POLL_NS;
+        crate::xen::evtchn::clear_pending(self.port);
+        let deadline = crate::time::xen_common::system_time_ns() + POLL_NS;
         let _ = hypercall::ops::sched_poll(&[self.port.0], deadline);
         Ok(())
     }

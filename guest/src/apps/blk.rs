@@ -60,7 +60,7 @@ fn blksum(disk: &mut Disk, dev: &str) -> Result<(), BlkError> {
         disk.read(offset / 512, &mut buf[..n])?;
         hash.update(&buf[..n]);
         offset += n as u64;
-        if let Some(what) = crate::control::requested() {
+        if let Some(what) = crate::xen::control::requested() {
             println!("blksum {dev} stopped by the toolstack ({what}) at sectors={}", offset / 512);
             return Ok(());
         }
@@ -93,7 +93,7 @@ fn blkfill(disk: &mut Disk, dev: &str, seed: u64) -> Result<(), BlkError> {
         // Only once the backend answered OK: the rig checks, after `xl destroy` in the middle
         // of the fill, that every sector up to the last such line holds the pattern.
         println!("blkfill {dev} acked sectors={} seed={seed}", offset / 512);
-        if let Some(what) = crate::control::requested() {
+        if let Some(what) = crate::xen::control::requested() {
             disk.flush()?;
             println!("blkfill {dev} stopped by the toolstack ({what}) at sectors={}", offset / 512);
             return Ok(());

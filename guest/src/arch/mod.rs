@@ -4,7 +4,8 @@ pub mod cpu;
 pub mod native;
 pub mod stack;
 pub mod traps;
-pub mod xen;
+pub mod xen_common;
+pub mod xen_pv;
 pub mod xen_pvh;
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));

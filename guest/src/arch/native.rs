@@ -1,6 +1,8 @@
 //! Native platform (QEMU PVH boot): IDT, legacy PIC, PIT, CMOS RTC, and QEMU's
 //! isa-debug-exit for shutdown with a status.
 
+pub mod ops;
+
 use core::arch::asm;
 use x86_64::instructions::port::Port;
 use x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable, SegmentSelector};

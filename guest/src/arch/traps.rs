@@ -89,7 +89,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         VECTOR_BP => {
             BREAKPOINTS.fetch_add(1, Ordering::Relaxed);
         }
-        VECTOR_XEN_EVENT => crate::arch::xen::upcall(),
+        VECTOR_XEN_EVENT => crate::arch::xen_common::upcall(),
         v @ 0x20..=0x2f if !crate::pvops::is_xen() => {
             crate::arch::native::interrupt((v - crate::arch::native::IRQ_BASE) as u8)
         }

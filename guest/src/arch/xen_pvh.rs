@@ -3,6 +3,8 @@
 //! grant-table frames placed in its physical address space, the event upcall as an
 //! interrupt vector, the console and xenstore pages from HVM parameters).
 
+pub mod ops;
+
 use super::{pfn_to_virt, virt_to_pfn, PAGE_SIZE};
 use crate::mm::paging;
 use hypercall::abi;
@@ -37,7 +39,7 @@ pub fn init_hypercall_page(cpuid_base: u32) {
 /// Places shared_info at the image page reserved for it (the page PV maps it over), so
 /// that vcpu_info and the event bitmaps are where the common Xen code looks.
 pub fn map_shared_info() -> hypercall::Result<()> {
-    let pfn = virt_to_pfn(super::xen::shared_info_va());
+    let pfn = virt_to_pfn(super::xen_common::shared_info_va());
     // SAFETY: the reserved page is never accessed as Rust data: it only serves as the
     // address at which shared_info appears, read through atomics.
     unsafe { hypercall::ops::add_to_physmap(abi::XENMAPSPACE_SHARED_INFO, 0, pfn) }

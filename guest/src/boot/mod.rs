@@ -43,15 +43,15 @@ pub fn options() -> Options<'static> {
 /// `store_page` is this domain's xenstore page, mapped for good and shared only with
 /// xenstored; the caller's platform setup (upcalls, memory) is complete.
 unsafe fn start_xen_services(options: Options<'static>, store_page: *mut u8, store_port: u32) -> ! {
-    crate::evtchn::init(options.evtchn);
-    if let Err(e) = crate::time::xen::init_timer() {
+    crate::xen::evtchn::init(options.evtchn);
+    if let Err(e) = crate::time::xen_common::init_timer() {
         boot_failed(format_args!("binding VIRQ_TIMER: {e}"));
     }
-    if let Err(e) = crate::gnttab::init() {
+    if let Err(e) = crate::xen::gnttab::init() {
         boot_failed(format_args!("grant table: {e}"));
     }
     // SAFETY: forwarded contract.
-    if let Err(e) = unsafe { crate::xenstore::init(store_page, store_port) } {
+    if let Err(e) = unsafe { crate::xen::xenstore::init(store_page, store_port) } {
         boot_failed(format_args!("xenstore event channel: {e}"));
     }
     kernel_main(options)
@@ -94,8 +94,8 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     pvops::irq_enable();
     if pvops::is_xen() {
         // From here the toolstack may ask us to go at any time, and devices may come.
-        crate::control::arm();
-        crate::devices::init();
+        crate::xen::control::arm();
+        crate::xen::devices::init();
         if let Err(e) = crate::net::start() {
             log::error!("net: {e}");
         }
@@ -103,12 +103,12 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     let report = crate::selftest::run(&options);
     println!("{report}");
     if pvops::is_xen() {
-        crate::control::publish_result(&alloc::format!("{report}"));
-        crate::control::honour_request();
+        crate::xen::control::publish_result(&alloc::format!("{report}"));
+        crate::xen::control::honour_request();
     }
     if options.bench != crate::cmdline::Selection::None {
         crate::bench::run(&options.bench);
-        crate::control::honour_request();
+        crate::xen::control::honour_request();
     }
     if let Some(fault) = options.fault {
         log::warn!("fault={fault:?} requested: failing on purpose");
@@ -117,7 +117,7 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     let app_ok = match options.app {
         Some(app) if pvops::is_xen() => {
             let ok = crate::apps::run(app, options.dev, options.seed);
-            crate::control::honour_request();
+            crate::xen::control::honour_request();
             ok
         }
         Some(app) => {
@@ -127,7 +127,7 @@ pub fn kernel_main(options: Options<'static>) -> ! {
         None => true,
     };
     if options.stay && pvops::is_xen() {
-        crate::control::serve();
+        crate::xen::control::serve();
     }
     let ok = report.failed == 0 && app_ok;
     pvops::shutdown(if ok { pvops::Halt::Poweroff } else { pvops::Halt::Failure })

@@ -2,7 +2,7 @@
 //! filled and a bootstrap mapping of the first few MiB.
 
 use super::{boot_failed, start_xen_services};
-use crate::arch::{self, pfn_to_virt, virt_to_pfn, xen, DIRECT_MAP_PAGES, PAGE_SIZE};
+use crate::arch::{self, pfn_to_virt, virt_to_pfn, xen_pv, DIRECT_MAP_PAGES, PAGE_SIZE};
 use crate::mm::{self, paging};
 use crate::pvops::{self, Backend};
 use hypercall::abi::{self, start_info};
@@ -40,7 +40,7 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     // SAFETY: Xen filled the page named by our HYPERCALL_PAGE note before entering us.
     unsafe { hypercall::init(core::ptr::addr_of!(hypercall_page)) };
     // SAFETY: first thing at boot, on the one vCPU, and we are a PV guest (startup_xen).
-    unsafe { pvops::install(Backend::XenPv, pvops::xen::OPS) };
+    unsafe { pvops::install(Backend::XenPv, crate::arch::xen_pv::ops::OPS) };
     // No upcall until the callbacks, the event ABI and the handlers are in place;
     // kernel_main enables events.
     pvops::irq_disable();
@@ -72,16 +72,16 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
         .unwrap_or_else(|_| pvops::shutdown(pvops::Halt::Failure));
     // SAFETY: mfn_list is start_info's p2m of nr_pages entries, inside the bootstrap mapping
     // that we never tear down.
-    unsafe { xen::init_memory(info.mfn_list as *mut u64, info.nr_pages, max_mfn) };
-    xen::set_root_table(xen::pfn_to_mfn(virt_to_pfn(info.pt_base)));
-    if xen::map_shared_info(info.shared_info_maddr).is_err() {
+    unsafe { xen_pv::init_memory(info.mfn_list as *mut u64, info.nr_pages, max_mfn) };
+    xen_pv::set_root_table(xen_pv::pfn_to_mfn(virt_to_pfn(info.pt_base)));
+    if xen_pv::map_shared_info(info.shared_info_maddr).is_err() {
         pvops::shutdown(pvops::Halt::Failure);
     }
 
     if info.flags & abi::SIF_INITDOMAIN != 0 {
         crate::console::init_xen_dom0();
     } else {
-        let Some(pfn) = xen::mfn_to_pfn(info.console_mfn) else {
+        let Some(pfn) = xen_pv::mfn_to_pfn(info.console_mfn) else {
             pvops::shutdown(pvops::Halt::Failure)
         };
         // SAFETY: the console page is ours (its mfn maps back to our pfn), inside the
@@ -98,7 +98,7 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
         core::str::from_utf8(&info.magic).unwrap_or("?").trim_end_matches('\0')
     );
 
-    let clock = crate::time::xen::snapshot();
+    let clock = crate::time::xen_common::snapshot();
     log::debug!(
         "pvclock: system_time {} ns at tsc {}, scale {:?}; tsc now {}",
         clock.system_time,
@@ -106,13 +106,13 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
         clock.scale,
         crate::arch::cpu::rdtsc()
     );
-    if let Err(e) = xen::init_traps() {
+    if let Err(e) = xen_pv::init_traps() {
         boot_failed(format_args!("trap table / callbacks: {e}"));
     }
     if let Err(why) = setup_memory(info) {
         boot_failed(format_args!("{why}"));
     }
-    let Some(store_pfn) = xen::mfn_to_pfn(info.store_mfn) else {
+    let Some(store_pfn) = xen_pv::mfn_to_pfn(info.store_mfn) else {
         boot_failed(format_args!("xenstore mfn {:#x} is not ours", info.store_mfn))
     };
     // SAFETY: the xenstore page is ours (its mfn maps back to our pfn), inside the
@@ -171,7 +171,7 @@ fn extend_direct_map(from: u64, to: u64) -> Result<(), &'static str> {
         let entries = pfn_to_virt(table) as *mut u64;
         for i in 0..L1_PAGES {
             let p = pfn + i;
-            let val = if p < to { xen::direct_pte(p, true) } else { 0 };
+            let val = if p < to { xen_pv::direct_pte(p, true) } else { 0 };
             // SAFETY: `table` is a fresh frame of ours, still an ordinary writable page.
             unsafe { entries.add(i as usize).write(val) };
         }
@@ -181,7 +181,9 @@ fn extend_direct_map(from: u64, to: u64) -> Result<(), &'static str> {
             pvops::make_table(table);
             pvops::set_pte(
                 l2e,
-                (xen::pfn_to_mfn(table) * PAGE_SIZE) | paging::PTE_PRESENT | paging::PTE_WRITABLE,
+                (xen_pv::pfn_to_mfn(table) * PAGE_SIZE)
+                    | paging::PTE_PRESENT
+                    | paging::PTE_WRITABLE,
             );
         }
         let end = (pfn + L1_PAGES).min(to);

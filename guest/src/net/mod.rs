@@ -11,9 +11,17 @@
 pub mod wire;
 
 #[cfg(target_os = "none")]
+mod arp;
+#[cfg(target_os = "none")]
+mod device;
+#[cfg(target_os = "none")]
+mod dhcp;
+#[cfg(target_os = "none")]
 mod services;
 #[cfg(target_os = "none")]
 mod stack;
+#[cfg(target_os = "none")]
+mod status;
 
 #[cfg(target_os = "none")]
 pub use stack::{

@@ -1,72 +1,28 @@
-//! netfront's environment in this kernel, the one vif's smoltcp interface, and the lock
-//! around both.
+//! The one vif's smoltcp interface and the lock around it: starting and detaching it,
+//! polling and waiting, and what the self-tests and benchmarks ask of it.
 
+use super::device::{Nic, Vif};
+use super::dhcp;
 use super::services::Services;
-use super::wire::{self, Mac};
-use crate::frontend::{self, GuestEvents, GuestPages};
-use crate::{evtchn, println, pvops, time, xenstore};
+use super::status;
+use super::wire::Mac;
+use crate::xen::frontend::{self, GuestEvents, GuestPages};
+use crate::xen::{evtchn, xenstore};
+use crate::{println, pvops, time};
 use alloc::string::String;
 use alloc::vec::Vec;
 use alloc::{format, vec};
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use events::Port;
-use netfront::{DeviceError, NetError, NetRxToken, NetTxToken, Netfront, Ports};
+use netfront::{DeviceError, NetError, Ports};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::{Device, DeviceCapabilities, RxToken};
+use smoltcp::phy::Device;
 use smoltcp::socket::{dhcpv4, icmp, tcp};
 use smoltcp::time::Instant;
 use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr, IpEndpoint,
     Ipv4Address, Ipv4Cidr,
 };
-
-pub type Vif = Netfront<GuestPages, GuestEvents>;
-
-/// The vif as smoltcp's device, noting who made itself known through ARP on the way in.
-pub struct Nic {
-    pub vif: Vif,
-    /// Senders of the ARP packets received (IPv4 address, MAC), latest first, a few.
-    pub arp_seen: Vec<([u8; 4], [u8; 6])>,
-}
-
-const ARP_SEEN: usize = 8;
-
-pub struct WatchedRx<'a> {
-    inner: NetRxToken,
-    arp_seen: &'a mut Vec<([u8; 4], [u8; 6])>,
-}
-
-impl RxToken for WatchedRx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        let arp_seen = self.arp_seen;
-        self.inner.consume(|frame| {
-            if let Some((mac, ip)) = wire::arp_sender(frame) {
-                arp_seen.retain(|&(seen, _)| seen != ip);
-                arp_seen.insert(0, (ip, mac));
-                arp_seen.truncate(ARP_SEEN);
-            }
-            f(frame)
-        })
-    }
-}
-
-impl Device for Nic {
-    type RxToken<'a> = WatchedRx<'a>;
-    type TxToken<'a> = NetTxToken<'a, GuestPages, GuestEvents>;
-
-    fn receive(&mut self, now: Instant) -> Option<(WatchedRx<'_>, Self::TxToken<'_>)> {
-        let (rx, tx) = self.vif.receive(now)?;
-        Some((WatchedRx { inner: rx, arp_seen: &mut self.arp_seen }, tx))
-    }
-
-    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
-        self.vif.transmit(now)
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.vif.capabilities()
-    }
-}
 
 /// Everything the network is.
 pub struct Stack {
@@ -88,8 +44,6 @@ const WATCH_TOKEN: &str = "vif-backend";
 static PORTS: spin::Mutex<Option<Ports>> = spin::Mutex::new(None);
 /// When the network started, for the bound on waiting for an address.
 static STARTED_NS: AtomicU64 = AtomicU64::new(0);
-/// Why the DHCP server's lease was refused, if it was.
-static BAD_LEASE: spin::Mutex<Option<&'static str>> = spin::Mutex::new(None);
 
 /// How long the vif may take to connect.
 const TIMEOUT_NS: u64 = 10_000_000_000;
@@ -109,7 +63,9 @@ pub fn with_stack<R>(f: impl FnOnce(&mut Stack) -> R) -> Option<R> {
 /// Connects the first vif, if the toolstack gave us one, and configures it (see
 /// [`start_on`]). `Ok(false)`: no vif.
 pub fn start() -> Result<bool, NetError> {
-    let Some(&id) = crate::devices::ids(crate::devices::VIF).first() else { return Ok(false) };
+    let Some(&id) = crate::xen::devices::ids(crate::xen::devices::VIF).first() else {
+        return Ok(false);
+    };
     start_on(id).map(|()| true)
 }
 
@@ -124,7 +80,7 @@ pub fn start_on(id: u32) -> Result<(), NetError> {
         .unwrap_or(Err(NetError::Device(DeviceError::Xenstore(xenbus::Error::Timeout))))?;
     *PORTS.lock() = Some(vif.ports());
     CLOSING.store(false, Ordering::SeqCst);
-    *BAD_LEASE.lock() = None;
+    *dhcp::BAD_LEASE.lock() = None;
     watch_backend(vif.device().clone());
     let mac = vif.mac();
     let mut nic = Nic { vif, arp_seen: Vec::new() };
@@ -181,14 +137,14 @@ pub fn wait_for_address() -> Result<(Ipv4Address, u8), NoAddress> {
     let deadline = STARTED_NS.load(Ordering::SeqCst).saturating_add(ADDRESS_WAIT_NS);
     loop {
         poll();
-        if let Some(why) = *BAD_LEASE.lock() {
+        if let Some(why) = *dhcp::BAD_LEASE.lock() {
             return Err(NoAddress::BadLease(why));
         }
         let info = info().ok_or(NoAddress::NoNetwork)?;
         if let Some(addr) = info.addr {
             return Ok(addr);
         }
-        if pvops::clock_ns() >= deadline || crate::control::requested().is_some() {
+        if pvops::clock_ns() >= deadline || crate::xen::control::requested().is_some() {
             return Err(NoAddress::NoLease);
         }
         wait_or(deadline, xenstore::signalled);
@@ -226,7 +182,7 @@ pub fn gateway() -> Option<Ipv4Address> {
 
 impl Stack {
     /// The line a person (and the rig) looks for: the network is configured.
-    fn say_up(&self) {
+    pub(super) fn say_up(&self) {
         let Some(addr) = self.iface.ipv4_addr() else { return };
         let len = self.iface.ip_addrs().iter().find_map(|c| match c {
             IpCidr::Ipv4(c) if c.address() == addr => Some(c.prefix_len()),
@@ -242,86 +198,14 @@ impl Stack {
         let changed = self.iface.poll(now(), &mut self.nic, &mut self.sockets)
             != smoltcp::iface::PollResult::None;
         if let Some(h) = self.dhcp {
-            match self.sockets.get_mut::<dhcpv4::Socket>(h).poll() {
-                Some(dhcpv4::Event::Configured(c)) => {
-                    let checked =
-                        wire::check_lease(c.address.address(), c.address.prefix_len(), c.router);
-                    if let Err(why) = checked {
-                        log::error!(
-                            "net: DHCP lease {} router {:?} refused: {why}",
-                            c.address,
-                            c.router
-                        );
-                        *BAD_LEASE.lock() = Some(why);
-                        return changed;
-                    }
-                    *BAD_LEASE.lock() = None;
-                    self.iface.update_ip_addrs(|addrs| {
-                        addrs.clear();
-                        let _ = addrs.push(IpCidr::Ipv4(c.address));
-                    });
-                    self.gateway = c.router;
-                    match c.router {
-                        Some(r) => {
-                            let _ = self.iface.routes_mut().add_default_ipv4_route(r);
-                        }
-                        None => {
-                            self.iface.routes_mut().remove_default_ipv4_route().map_or((), drop)
-                        }
-                    }
-                    log::info!("net: DHCP lease {} router {:?}", c.address, c.router);
-                    self.say_up();
-                }
-                // Also what the client says when it starts: nothing was lost then.
-                Some(dhcpv4::Event::Deconfigured) if self.iface.ipv4_addr().is_none() => {}
-                Some(dhcpv4::Event::Deconfigured) => {
-                    log::warn!("net: DHCP lease lost");
-                    self.iface.update_ip_addrs(|addrs| addrs.clear());
-                    self.iface.routes_mut().remove_default_ipv4_route();
-                    self.gateway = None;
-                }
-                None => {}
+            if !self.poll_dhcp(h) {
+                return changed;
             }
         }
         let (nic, iface, gateway) = (&self.nic, &self.iface, self.gateway);
-        self.services.serve(&mut self.sockets, || status_page(nic, iface, gateway));
+        self.services.serve(&mut self.sockets, || status::status_page(nic, iface, gateway));
         changed
     }
-}
-
-/// The HTTP page: what a person checking on the guest wants to see.
-fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Address>) -> String {
-    let up = time::uptime_ns();
-    let s = nic.vif.stats();
-    let addr = iface.ip_addrs().first().map_or(String::from("none"), |a| format!("{a}"));
-    let gw = gateway.map_or(String::from("none"), |g| format!("{g}"));
-    format!(
-        "rust-unikernel\n\
-         uptime: {}.{:03} s\n\
-         pv_ops: {}\n\
-         self-test: {}\n\
-         net: ip {addr} gw {gw} mac {}\n\
-         netfront rx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} checksums filled\n\
-         netfront tx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses\n\
-         netfront: {} pages quarantined\n",
-        up / 1_000_000_000,
-        up / 1_000_000 % 1000,
-        pvops::backend().name(),
-        crate::control::result().unwrap_or("running"),
-        Mac(nic.vif.mac()),
-        s.rx_packets,
-        s.rx_bytes,
-        s.rx_dropped,
-        s.rx_errors,
-        s.rx_bad_responses,
-        s.rx_csum_filled,
-        s.tx_packets,
-        s.tx_bytes,
-        s.tx_dropped,
-        s.tx_errors,
-        s.tx_bad_responses,
-        s.quarantined,
-    )
 }
 
 fn watch_backend(device: xenbus::frontend::Device) {

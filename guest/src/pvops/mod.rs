@@ -8,10 +8,7 @@
 //! rewrites each site into the inline instruction, a direct call or NOPs (`nopvpatch` on
 //! the command line keeps the indirect calls).
 
-pub mod native;
 pub mod patch;
-pub mod xen;
-pub mod xen_pvh;
 
 pub use crate::pvpatch::{Backend, Op};
 
@@ -152,9 +149,74 @@ pub struct PatchSite {
 /// The site clobbers what the C ABI lets a callee clobber.
 pub const CLOBBERS_C_ABI: u8 = 1;
 
-/// The op table every call site reads. Starts out native; Xen boot installs its own before
-/// the first privileged operation.
-static mut PV_OPS: PvOps = native::OPS;
+/// The op table every call site reads, filled by [`install`] before the first privileged
+/// operation with the table boot chose (each backend's lives with its platform code, so
+/// that this module names none of them).
+static mut PV_OPS: PvOps = UNINSTALLED;
+
+/// What the table holds until [`install`]. Nothing may call through it before (install's
+/// contract); one that does stops at an invalid opcode, at once, rather than running one
+/// platform's privileged instruction on another.
+const UNINSTALLED: PvOps = PvOps {
+    cpu: CpuOps { cpuid: uninstalled_cpuid, read_cr2: uninstalled_u64, idle: uninstalled },
+    irq: IrqOps {
+        save_fl: uninstalled_u64,
+        restore_fl: uninstalled_arg,
+        disable: uninstalled,
+        enable: uninstalled,
+    },
+    mmu: MmuOps {
+        read_cr3: uninstalled_u64,
+        set_pte: uninstalled_set_pte,
+        flush_tlb_one: uninstalled_arg,
+        pfn_to_frame: uninstalled_map,
+        frame_to_pfn: uninstalled_map,
+        make_table: uninstalled_arg,
+        lazy_enter: uninstalled,
+        lazy_flush: uninstalled,
+        lazy_leave: uninstalled,
+    },
+    time: TimeOps { clock_ns: uninstalled_u64, set_timer: uninstalled_arg },
+    console: ConsoleOps { write: uninstalled_write },
+    shutdown: ShutdownOps { shutdown: uninstalled_shutdown },
+};
+
+fn stop_uninstalled() -> ! {
+    // SAFETY: ud2 only raises #UD.
+    unsafe { core::arch::asm!("ud2", options(noreturn, nomem, nostack)) }
+}
+
+extern "C" fn uninstalled() {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_u64() -> u64 {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_arg(_: u64) {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_map(_: u64) -> u64 {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_cpuid(_: u32, _: u32, _: *mut Cpuid) {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_set_pte(_: *mut u64, _: u64) {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_write(_: *const u8, _: usize) -> usize {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_shutdown(_: Halt) -> ! {
+    stop_uninstalled()
+}
 
 static BACKEND: AtomicU8 = AtomicU8::new(Backend::Native as u8);
 

@@ -162,7 +162,7 @@ fn run_all(disk: &mut Disk, requests: Vec<Request>) -> Result<Vec<Vec<u8>>, Outc
             results[i] = Some(c.data);
             left -= 1;
         }
-        if left > 0 && !crate::frontend::wait(disk.port(), deadline) {
+        if left > 0 && !crate::xen::frontend::wait(disk.port(), deadline) {
             return Err(Outcome::Fail(format!("{left} requests still outstanding")));
         }
     }

@@ -1,5 +1,5 @@
 use super::{check, Outcome, Test};
-use crate::arch::{image_pfns, pfn_to_virt, virt_to_pfn, xen};
+use crate::arch::{image_pfns, pfn_to_virt, virt_to_pfn, xen_pv};
 use crate::boot;
 
 pub const TESTS: &[Test] = &[
@@ -30,7 +30,7 @@ fn start_info() -> Outcome {
         );
         check!(si.first_free_pfn < si.nr_pages, "first free pfn beyond memory");
         for (what, mfn) in [("console", si.console_mfn), ("xenstore", si.store_mfn)] {
-            match xen::mfn_to_pfn(mfn) {
+            match xen_pv::mfn_to_pfn(mfn) {
                 Some(pfn) => check!(
                     pfn >= image_end && pfn < si.first_free_pfn,
                     "{what} page pfn {pfn:#x} outside the builder's area"

@@ -23,12 +23,12 @@ fn cpuid() -> Outcome {
     }
     if pvops::is_xen_pv() {
         check!(
-            leaf1.edx & pvops::xen::LEAF1_EDX_MASKED == 0,
+            leaf1.edx & crate::arch::xen_pv::ops::LEAF1_EDX_MASKED == 0,
             "leaf 1 edx {:#x} not masked",
             leaf1.edx
         );
         check!(
-            leaf1.ecx & pvops::xen::LEAF1_ECX_MASKED == 0,
+            leaf1.ecx & crate::arch::xen_pv::ops::LEAF1_ECX_MASKED == 0,
             "leaf 1 ecx {:#x} not masked",
             leaf1.ecx
         );

@@ -1,6 +1,6 @@
 use super::{check, xen_only, Outcome, Test};
-use crate::evtchn::{self, Loopback};
 use crate::time;
+use crate::xen::evtchn::{self, Loopback};
 
 pub const TESTS: &[Test] = &[
     Test { name: "events::abi_as_chosen", run: abi_as_chosen },
@@ -70,7 +70,7 @@ fn virq_debug_binds() -> Outcome {
         Ok(p) => p,
         Err(e) => return Outcome::Fail(alloc::format!("bind VIRQ_DEBUG: {e}")),
     };
-    check!(port != time::xen::timer_port(), "VIRQ_DEBUG got the timer's {port}");
+    check!(port != time::xen_common::timer_port(), "VIRQ_DEBUG got the timer's {port}");
     check!(evtchn::close(port).is_ok(), "close {port}");
     Outcome::Pass
 }

@@ -1,6 +1,7 @@
 use super::{check, xen_only, Outcome, Test};
 use crate::arch::{pfn_to_virt, PAGE_SIZE};
-use crate::{gnttab, mm};
+use crate::mm;
+use crate::xen::gnttab;
 use alloc::vec::Vec;
 use grant::abi::{CopyTarget, GnttabCopy};
 use grant::{DomId, GrantError};

@@ -201,7 +201,7 @@ fn pv_arities_2_to_4() -> Outcome {
         // SAFETY: reading the page we just mapped.
         let v = unsafe { (VA as *const u64).read_volatile() };
         check!(v == 0xaaaa, "scratch page content {v:#x}");
-        let pte_b = crate::arch::xen::direct_pte(b, false);
+        let pte_b = crate::arch::xen_pv::direct_pte(b, false);
         // SAFETY: remaps the scratch VA to another frame of ours.
         let r = unsafe { hypercall::ops::update_va_mapping(VA, pte_b, abi::UVMF_INVLPG) };
         check!(r.is_ok(), "update_va_mapping: {r:?}");
@@ -212,8 +212,9 @@ fn pv_arities_2_to_4() -> Outcome {
             return Outcome::Fail("no pte".into());
         };
         let req = |pfn| abi::mmu_update {
-            ptr: crate::arch::xen::virt_to_machine(ptep as u64) | abi::MMU_NORMAL_PT_UPDATE as u64,
-            val: crate::arch::xen::direct_pte(pfn, false),
+            ptr: crate::arch::xen_pv::virt_to_machine(ptep as u64)
+                | abi::MMU_NORMAL_PT_UPDATE as u64,
+            val: crate::arch::xen_pv::direct_pte(pfn, false),
         };
         // SAFETY: two updates of the scratch PTE, ending on frame a.
         let done = unsafe { hypercall::ops::mmu_update(&[req(b), req(a)]) };

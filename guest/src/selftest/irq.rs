@@ -44,7 +44,7 @@ fn count_call(_: usize) {
 /// An event that arrives while events are disabled is delivered by irq_enable itself.
 fn pending_delivered_on_enable() -> Outcome {
     xen_only!();
-    let port = crate::time::xen::timer_port();
+    let port = crate::time::xen_common::timer_port();
     let calls = TIMER_CALLS.load(Ordering::SeqCst);
     pvops::irq_disable();
     let deadline = pvops::clock_ns() + 1_000_000;
@@ -54,13 +54,13 @@ fn pending_delivered_on_enable() -> Outcome {
     // ends a poll: poll again until it is the timer's.
     let give_up = deadline + 1_000_000_000;
     let mut poll = Ok(());
-    while poll.is_ok() && !crate::evtchn::is_pending(port) && pvops::clock_ns() < give_up {
+    while poll.is_ok() && !crate::xen::evtchn::is_pending(port) && pvops::clock_ns() < give_up {
         poll = hypercall::ops::sched_poll(&[port.0], give_up);
     }
-    let pending = crate::arch::xen::vcpu().upcall_pending();
-    let before = crate::time::xen::timer_events();
+    let pending = crate::arch::xen_common::vcpu().upcall_pending();
+    let before = crate::time::xen_common::timer_events();
     pvops::irq_enable();
-    let after = crate::time::xen::timer_events();
+    let after = crate::time::xen_common::timer_events();
     check!(poll.is_ok(), "SCHEDOP_poll: {poll:?}");
     check!(pending != 0, "the timer event did not become pending");
     check!(after > before, "irq_enable did not deliver the pending timer event");

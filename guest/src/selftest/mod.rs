@@ -94,7 +94,7 @@ pub fn run(options: &Options<'_>) -> Report {
         // requests and devices (xenstore's watches), DHCP and the network's services.
         if crate::pvops::is_xen() {
             crate::net::poll();
-            if let Some(what) = crate::control::requested() {
+            if let Some(what) = crate::xen::control::requested() {
                 println!("selftest: stopped by the toolstack ({what}) after {i} of {total} tests");
                 break;
             }

@@ -3,7 +3,8 @@
 //! skip (said once on an INFO line); a DHCP server that answers with nonsense is a failure.
 
 use super::{check, xen_only, Outcome, Test};
-use crate::{net, pvops, xenstore};
+use crate::xen::xenstore;
+use crate::{net, pvops};
 use alloc::format;
 use smoltcp::wire::{IpAddress, IpEndpoint, Ipv4Address};
 use xenbus::Store;

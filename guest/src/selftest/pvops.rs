@@ -1,5 +1,5 @@
 use super::{check, Outcome, Test};
-use crate::arch::{text_range, xen, PAGE_SIZE};
+use crate::arch::{text_range, xen_common, PAGE_SIZE};
 use crate::mm::paging;
 use crate::pvops::{self, patch, Op, FLAGS_IF};
 
@@ -38,9 +38,9 @@ fn call_sites() -> Outcome {
         );
     }
     let backend = match pvops::backend() {
-        pvops::Backend::XenPv => pvops::xen::OPS,
-        pvops::Backend::XenPvh => pvops::xen_pvh::OPS,
-        pvops::Backend::Native => pvops::native::OPS,
+        pvops::Backend::XenPv => crate::arch::xen_pv::ops::OPS,
+        pvops::Backend::XenPvh => crate::arch::xen_pvh::ops::OPS,
+        pvops::Backend::Native => crate::arch::native::ops::OPS,
     };
     check!(
         pvops::slot_target(Op::IrqDisable) == backend.irq.disable as usize as u64
@@ -61,7 +61,7 @@ fn call_sites() -> Outcome {
 /// pv_ops: RFLAGS.IF natively and under PVH, vcpu_info's event mask under Xen PV.
 fn machine_enabled() -> bool {
     if pvops::is_xen_pv() {
-        return xen::vcpu().upcall_mask() == 0;
+        return xen_common::vcpu().upcall_mask() == 0;
     }
     let flags: u64;
     // SAFETY: reads RFLAGS through the stack, which the asm leaves balanced.

@@ -53,9 +53,9 @@ fn rate() -> Outcome {
         // again, to the same deadline, so that what ends the last one is Xen's timer.
         let irq = pvops::irq_save();
         let t0 = pvops::clock_ns();
-        let deadline = crate::time::xen::system_time_ns() + SLEEP_NS;
+        let deadline = crate::time::xen_common::system_time_ns() + SLEEP_NS;
         let (mut r, mut polls) = (Ok(()), 0u32);
-        while r.is_ok() && crate::time::xen::system_time_ns() < deadline && polls < 10_000 {
+        while r.is_ok() && crate::time::xen_common::system_time_ns() < deadline && polls < 10_000 {
             r = hypercall::ops::sched_poll(&[], deadline);
             polls += 1;
         }

@@ -1,5 +1,5 @@
 use super::{check, xen_only, Outcome, Test};
-use crate::xenstore;
+use crate::xen::xenstore;
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;

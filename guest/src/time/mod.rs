@@ -7,7 +7,7 @@ pub mod queue;
 #[cfg(target_os = "none")]
 mod timers;
 #[cfg(target_os = "none")]
-pub mod xen;
+pub mod xen_common;
 
 #[cfg(target_os = "none")]
 pub use timers::*;

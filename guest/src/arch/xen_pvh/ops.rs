@@ -2,11 +2,11 @@
 //! tables (second-stage translation is Xen's), so the cpu, irq and mmu ops are the native
 //! ones; time, console and shutdown are Xen's services.
 
-use super::PvOps;
+use crate::pvops::PvOps;
 
 pub const OPS: PvOps = PvOps {
-    time: super::xen::OPS.time,
-    console: super::xen::OPS.console,
-    shutdown: super::xen::OPS.shutdown,
-    ..super::native::OPS
+    time: crate::arch::xen_pv::ops::OPS.time,
+    console: crate::arch::xen_pv::ops::OPS.console,
+    shutdown: crate::arch::xen_pv::ops::OPS.shutdown,
+    ..crate::arch::native::ops::OPS
 };

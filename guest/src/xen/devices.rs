@@ -4,7 +4,8 @@
 //! block-attach` / `xl network-attach`) and go. Changes after boot are printed (`device:
 //! vbd/51760 added`) and queued for whoever serves them (`stay`'s control loop).
 
-use crate::{println, pvops, time, xenstore};
+use super::xenstore;
+use crate::{println, pvops, time};
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use xenbus::frontend::{DeviceChange, DeviceList};
@@ -90,7 +91,7 @@ pub fn wait_for(class: &str, id: u32, timeout_ns: u64) -> bool {
         if present() {
             return true;
         }
-        if pvops::clock_ns() >= deadline || crate::control::requested().is_some() {
+        if pvops::clock_ns() >= deadline || super::control::requested().is_some() {
             return false;
         }
         time::wait_until(xenstore::signalled, deadline);

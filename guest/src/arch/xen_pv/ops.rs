@@ -2,8 +2,11 @@
 //! vcpu_info, page tables are read-only and changed by hypercall, and cpuid goes through
 //! Xen's forced-emulation prefix.
 
-use super::{ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps, FLAGS_IF};
-use crate::arch::xen as platform;
+use crate::arch::xen_common;
+use crate::arch::xen_pv as platform;
+use crate::pvops::{
+    ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps, FLAGS_IF,
+};
 use crate::sync::IrqMutex;
 use core::arch::asm;
 use core::sync::atomic::{compiler_fence, Ordering};
@@ -24,7 +27,10 @@ pub const OPS: PvOps = PvOps {
         lazy_flush,
         lazy_leave,
     },
-    time: TimeOps { clock_ns: crate::time::xen::clock_ns, set_timer: crate::time::xen::set_timer },
+    time: TimeOps {
+        clock_ns: crate::time::xen_common::clock_ns,
+        set_timer: crate::time::xen_common::set_timer,
+    },
     console: ConsoleOps { write: crate::console::xen_write },
     shutdown: ShutdownOps { shutdown },
 };
@@ -61,7 +67,7 @@ unsafe extern "C" fn cpuid(leaf: u32, subleaf: u32, out: *mut Cpuid) {
 }
 
 extern "C" fn read_cr2() -> u64 {
-    platform::vcpu().cr2()
+    xen_common::vcpu().cr2()
 }
 
 extern "C" fn idle() {
@@ -73,7 +79,7 @@ extern "C" fn idle() {
 }
 
 extern "C" fn save_fl() -> u64 {
-    if platform::vcpu().upcall_mask() == 0 {
+    if xen_common::vcpu().upcall_mask() == 0 {
         FLAGS_IF
     } else {
         0
@@ -89,20 +95,20 @@ extern "C" fn restore_fl(flags: u64) {
 }
 
 extern "C" fn disable() {
-    platform::vcpu().set_upcall_mask(1);
+    xen_common::vcpu().set_upcall_mask(1);
     // The mask must be set before any code the caller protects with it.
     compiler_fence(Ordering::SeqCst);
 }
 
 extern "C" fn enable() {
-    let vcpu = platform::vcpu();
+    let vcpu = xen_common::vcpu();
     compiler_fence(Ordering::SeqCst);
     vcpu.set_upcall_mask(0);
     // Unmask, then check: an event that arrived while masked sits in upcall_pending and
     // Xen will not deliver it until our next entry into the hypervisor. Force one.
     compiler_fence(Ordering::SeqCst);
     if vcpu.upcall_pending() != 0 {
-        platform::force_event_delivery();
+        xen_common::force_event_delivery();
     }
 }
 
@@ -248,7 +254,7 @@ extern "C" fn pfn_to_frame(pfn: u64) -> u64 {
 }
 
 extern "C" fn frame_to_pfn(frame: u64) -> u64 {
-    platform::mfn_to_pfn(frame).unwrap_or(super::INVALID_PFN)
+    platform::mfn_to_pfn(frame).unwrap_or(crate::pvops::INVALID_PFN)
 }
 
 unsafe extern "C" fn make_table(pfn: u64) {
@@ -259,6 +265,6 @@ unsafe extern "C" fn make_table(pfn: u64) {
     }
 }
 
-extern "C" fn shutdown(how: super::Halt) -> ! {
-    platform::shutdown(how)
+extern "C" fn shutdown(how: crate::pvops::Halt) -> ! {
+    xen_common::shutdown(how)
 }

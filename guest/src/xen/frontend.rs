@@ -4,15 +4,16 @@
 //! table, rings over zeroed granted pages, event channels whose handler records that they
 //! fired, and a watch on the backend's state.
 
+use super::{evtchn, gnttab, xenstore};
 use crate::arch::pfn_to_virt;
-use crate::{evtchn, gnttab, mm, pvops, time, xenstore};
+use crate::{mm, pvops, time};
+use ::frontend::{DeviceError, FrontRing, Pod, Timeout};
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicBool, Ordering};
 use events::Port;
-use frontend::{DeviceError, FrontRing, Pod, Timeout};
 use grant::{DomId, GrantError, GrantRef};
 
 /// A page of ours that a driver fills and grants. Dropping it leaks the frame on purpose:
@@ -209,7 +210,7 @@ pub fn wait(port: u32, deadline_ns: u64) -> bool {
 /// finds it anything but Connected (`xl block-detach` and `xl network-detach` set it
 /// Closing and wait for us to close).
 pub fn watch_backend_state(
-    xs: &mut xenbus::Xenstore<crate::xenstore::Channel>,
+    xs: &mut xenbus::Xenstore<super::xenstore::Channel>,
     device: xenbus::frontend::Device,
     token: &str,
     on_leave: impl Fn(xenbus::XenbusState) + Send + 'static,

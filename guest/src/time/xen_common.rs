@@ -1,5 +1,6 @@
-//! Xen's pvclock: vcpu_time_info holds (system_time, tsc_timestamp, scale) and a version
-//! that is odd while Xen rewrites it.
+//! Xen's clock and timer, common to PV and PVH: the pvclock, where vcpu_time_info holds
+//! (system_time, tsc_timestamp, scale) and a version that is odd while Xen rewrites it, and
+//! `set_timer_op` deadlines delivered as VIRQ_TIMER.
 
 use super::{PvClock, TscScale};
 use crate::arch::cpu::rdtsc;
@@ -11,7 +12,7 @@ static LAST: AtomicU64 = AtomicU64::new(0);
 
 /// One consistent copy of vcpu_time_info.
 pub fn snapshot() -> PvClock {
-    let t = crate::arch::xen::vcpu().time_info();
+    let t = crate::arch::xen_common::vcpu().time_info();
     loop {
         // SAFETY: `t` points into the mapped shared_info page; every field is read with a
         // volatile load because Xen rewrites them under the version protocol.
@@ -63,8 +64,8 @@ fn on_timer(_: events::Port, _: usize) {
 }
 
 /// Binds VIRQ_TIMER so that `set_timer_op` deadlines run the timer queue.
-pub fn init_timer() -> Result<events::Port, crate::evtchn::Error> {
-    let port = crate::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, on_timer, 0)?;
+pub fn init_timer() -> Result<events::Port, crate::xen::evtchn::Error> {
+    let port = crate::xen::evtchn::bind_virq(hypercall::abi::VIRQ_TIMER, on_timer, 0)?;
     TIMER_PORT.store(port.0, Ordering::Relaxed);
     Ok(port)
 }

@@ -1,10 +1,12 @@
-//! Xen PV platform state: the shared_info page and vcpu 0's vcpu_info in it, the p2m and
-//! m2p translations, trap and callback registration, and the event upcall.
+//! Xen PV platform state: the p2m and m2p translations, direct-map PTEs, shared_info mapped
+//! by virtual address, and trap and callback registration. What PVH shares with it is in
+//! [`super::xen_common`].
+
+pub mod ops;
 
 use super::{pfn_to_virt, KERNEL_BASE, PAGE_SIZE};
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 use hypercall::abi;
-use hypercall::Errno;
 
 /// Xen's read-only machine-to-physical table in every 64-bit PV guest
 /// (`RO_MPT_VIRT_START`, public/arch-x86/xen-x86_64.h).
@@ -95,15 +97,8 @@ pub unsafe fn set_direct_map_writable(pfn: u64, writable: bool) -> hypercall::Re
 }
 
 extern "C" {
-    static xen_shared_info_page: [u8; 4096];
     fn xen_event_callback();
     fn xen_failsafe_callback();
-}
-
-/// The image page shared_info appears at, on both Xen platforms (PV maps it there, PVH
-/// places it there in its physical address space).
-pub(crate) fn shared_info_va() -> u64 {
-    core::ptr::addr_of!(xen_shared_info_page) as u64
 }
 
 /// Maps the shared_info frame over the page reserved for it in the image.
@@ -112,84 +107,11 @@ pub fn map_shared_info(maddr: u64) -> hypercall::Result<()> {
     // address at which shared_info appears, read through atomics.
     unsafe {
         hypercall::ops::update_va_mapping(
-            shared_info_va(),
+            super::xen_common::shared_info_va(),
             maddr | PTE_P | PTE_RW | PTE_US | PTE_A | PTE_D,
             abi::UVMF_INVLPG,
         )
     }
-}
-
-/// vcpu 0's `vcpu_info` (the first slot of shared_info), read and written atomically
-/// because Xen updates it concurrently.
-#[derive(Clone, Copy)]
-pub struct Vcpu(u64);
-
-pub fn vcpu() -> Vcpu {
-    Vcpu(shared_info_va())
-}
-
-impl Vcpu {
-    fn byte(&self, off: u64) -> &'static AtomicU8 {
-        // SAFETY: offsets 0 and 1 of vcpu_info are the u8 upcall_pending and upcall_mask;
-        // the page is mapped for good (before map_shared_info it is our zeroed page).
-        unsafe { &*((self.0 + off) as *const AtomicU8) }
-    }
-
-    fn word(&self, off: u64) -> &'static AtomicU64 {
-        // SAFETY: as for `byte`, at 8-aligned u64 fields of vcpu_info.
-        unsafe { &*((self.0 + off) as *const AtomicU64) }
-    }
-
-    pub fn upcall_pending(&self) -> u8 {
-        self.byte(0).load(Ordering::Relaxed)
-    }
-
-    pub fn upcall_mask(&self) -> u8 {
-        self.byte(1).load(Ordering::Relaxed)
-    }
-
-    pub fn set_upcall_mask(&self, mask: u8) {
-        self.byte(1).store(mask, Ordering::Relaxed)
-    }
-
-    /// The faulting address Xen saved for the last page fault (`arch.cr2`).
-    pub fn cr2(&self) -> u64 {
-        self.word(16).load(Ordering::Relaxed)
-    }
-
-    pub fn as_ptr(&self) -> *mut abi::vcpu_info {
-        self.0 as *mut abi::vcpu_info
-    }
-
-    /// `vcpu_info.time`.
-    pub fn time_info(&self) -> *const abi::vcpu_time_info {
-        (self.0 + core::mem::offset_of!(abi::vcpu_info, time) as u64) as *const _
-    }
-}
-
-/// The 2-level event channel view of shared_info and vcpu 0.
-pub fn two_level() -> events::TwoLevel<'static> {
-    let si = shared_info_va();
-    // SAFETY: shared_info (or, before it is mapped, the zeroed page reserved for it) is
-    // mapped for good, vcpu 0's vcpu_info is its first slot, and its event fields are only
-    // accessed atomically in this kernel.
-    unsafe {
-        events::TwoLevel::new(
-            core::ptr::NonNull::new_unchecked(si as *mut abi::shared_info),
-            core::ptr::NonNull::new_unchecked(si as *mut abi::vcpu_info),
-        )
-    }
-}
-
-/// The event callback: runs with events masked (Xen masks them when it bounces the
-/// callback, and HYPERVISOR_iret restores the mask on the way out).
-pub fn upcall() {
-    crate::evtchn::dispatch_pending();
-}
-
-/// Makes Xen deliver a pending event now: it checks on every return to the guest.
-pub fn force_event_delivery() {
-    let _ = hypercall::ops::xen_version();
 }
 
 /// Installs the trap table and the event and failsafe callbacks.
@@ -225,21 +147,4 @@ pub fn init_traps() -> hypercall::Result<()> {
         unsafe { hypercall::ops::callback_register(&cb)? };
     }
     Ok(())
-}
-
-/// Stops the domain; a failure shows to the toolstack as a crash.
-pub fn shutdown(how: crate::pvops::Halt) -> ! {
-    use crate::pvops::Halt;
-    use hypercall::ops::ShutdownReason;
-    let why = match how {
-        Halt::Poweroff => ShutdownReason::Poweroff,
-        Halt::Failure => ShutdownReason::Crash,
-        Halt::Reboot => ShutdownReason::Reboot,
-    };
-    crate::console::drain(2_000_000_000);
-    let err: Errno = hypercall::ops::shutdown(why);
-    crate::console::emergency(format_args!("SCHEDOP_shutdown failed: {err}\n"));
-    loop {
-        let _ = hypercall::ops::sched_yield();
-    }
 }

@@ -1,7 +1,7 @@
 //! The native backend: bare instructions, ring 0, our own page tables (QEMU PVH boot).
 
-use super::{ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps};
 use crate::arch::cpu;
+use crate::pvops::{ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps};
 use core::arch::asm;
 
 pub const OPS: PvOps = PvOps {

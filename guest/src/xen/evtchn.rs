@@ -2,7 +2,7 @@
 //! 2-level), the handler registry, and the upcall's demultiplexer. Natively there are no
 //! event channels and nothing here is called.
 
-use crate::arch::xen;
+use crate::arch::xen_common;
 use crate::cmdline::EvtchnAbi;
 use crate::sync::IrqMutex;
 use alloc::boxed::Box;
@@ -60,7 +60,7 @@ impl core::fmt::Display for Error {
 fn abi() -> &'static dyn EventAbi {
     match ABI.get() {
         Some(abi) => abi.get(),
-        None => BOOT_VIEW.call_once(xen::two_level),
+        None => BOOT_VIEW.call_once(xen_common::two_level),
     }
 }
 
@@ -84,7 +84,7 @@ fn shared_page() -> Result<(u64, NonNull<u8>), Error> {
 pub fn init(choice: EvtchnAbi) {
     // Ports start out unmasked under 2-level: until a driver binds a handler to one, its
     // events (the console backend's notifications, for one) must not raise upcalls.
-    let two_level = xen::two_level();
+    let two_level = xen_common::two_level();
     for port in 0..PORTS as u32 {
         let _ = two_level.mask(Port(port));
     }
@@ -108,7 +108,8 @@ fn init_fifo() -> Result<Fifo<'static>, Error> {
     // SAFETY: the control block is our page, zeroed, registered with Xen for vCPU 0 and
     // kept for good; vcpu_info 0 lives in shared_info, mapped for good. Only the FIFO code
     // touches either through atomics from now on.
-    let fifo = unsafe { Fifo::new(control.cast(), NonNull::new_unchecked(xen::vcpu().as_ptr())) };
+    let fifo =
+        unsafe { Fifo::new(control.cast(), NonNull::new_unchecked(xen_common::vcpu().as_ptr())) };
     // Page 0 now, so the ports already bound (console, timer) are covered at once.
     add_array_page(&fifo)?;
     Ok(fifo)
@@ -264,7 +265,7 @@ pub fn unmask(port: Port) -> Result<(), Error> {
         Unmask::Done => Ok(()),
         // Unmasking made an event deliverable: let Xen deliver it if events are enabled.
         Unmask::ForceUpcallCheck => {
-            xen::force_event_delivery();
+            xen_common::force_event_delivery();
             Ok(())
         }
         Unmask::NeedsHypercall => hypercall::ops::evtchn_unmask(port.0).map_err(Error::Xen),

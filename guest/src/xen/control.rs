@@ -4,8 +4,9 @@
 //! guest goes as asked. With `stay` on the command line the kernel goes on serving after its
 //! tests instead of powering off at once.
 
+use super::xenstore;
+use crate::println;
 use crate::pvops::{self, Halt};
-use crate::{println, xenstore};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use xenbus::control::{self, Feature, ShutdownRequest};
 use xenbus::frontend::DeviceChange;
@@ -89,7 +90,7 @@ pub fn serve() -> ! {
     println!("control: ready");
     loop {
         crate::net::poll();
-        while let Some(change) = crate::devices::take_news() {
+        while let Some(change) = super::devices::take_news() {
             serve_new_device(change);
         }
         honour_request();
@@ -103,8 +104,8 @@ pub fn serve() -> ! {
 fn serve_new_device(change: DeviceChange) {
     let DeviceChange::Added { class, id } = change else { return };
     match class.as_str() {
-        crate::devices::VBD => crate::blk::describe(id),
-        crate::devices::VIF if crate::net::info().is_none() => {
+        super::devices::VBD => crate::blk::describe(id),
+        super::devices::VIF if crate::net::info().is_none() => {
             if let Err(e) = crate::net::start_on(id) {
                 log::error!("net: vif {id}: {e}");
             }

@@ -2,7 +2,8 @@
 //! start_info names. The event handler only raises a flag; requests, replies and watch
 //! events are handled by whoever uses the client (a blocking call, or `service`).
 
-use crate::{evtchn, pvops, time};
+use super::evtchn;
+use crate::{pvops, time};
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use events::Port;
 use ring::byte::{Consumer, Producer};

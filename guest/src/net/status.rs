@@ -1,0 +1,44 @@
+//! The HTTP status page (port 80).
+
+use super::device::Nic;
+use super::wire::Mac;
+use crate::{pvops, time};
+use alloc::format;
+use alloc::string::String;
+use smoltcp::iface::Interface;
+use smoltcp::wire::Ipv4Address;
+
+/// The HTTP page: what a person checking on the guest wants to see.
+pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Address>) -> String {
+    let up = time::uptime_ns();
+    let s = nic.vif.stats();
+    let addr = iface.ip_addrs().first().map_or(String::from("none"), |a| format!("{a}"));
+    let gw = gateway.map_or(String::from("none"), |g| format!("{g}"));
+    format!(
+        "rust-unikernel\n\
+         uptime: {}.{:03} s\n\
+         pv_ops: {}\n\
+         self-test: {}\n\
+         net: ip {addr} gw {gw} mac {}\n\
+         netfront rx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} checksums filled\n\
+         netfront tx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses\n\
+         netfront: {} pages quarantined\n",
+        up / 1_000_000_000,
+        up / 1_000_000 % 1000,
+        pvops::backend().name(),
+        crate::xen::control::result().unwrap_or("running"),
+        Mac(nic.vif.mac()),
+        s.rx_packets,
+        s.rx_bytes,
+        s.rx_dropped,
+        s.rx_errors,
+        s.rx_bad_responses,
+        s.rx_csum_filled,
+        s.tx_packets,
+        s.tx_bytes,
+        s.tx_dropped,
+        s.tx_errors,
+        s.tx_bad_responses,
+        s.quarantined,
+    )
+}

@@ -1,0 +1,10 @@
+//! Xen's services to a guest, the same under PV and PVH: event channels, the grant table,
+//! xenstore, the toolstack's control requests, the frontends' common plumbing and the watch
+//! that finds devices.
+
+pub mod control;
+pub mod devices;
+pub mod evtchn;
+pub mod frontend;
+pub mod gnttab;
+pub mod xenstore;
