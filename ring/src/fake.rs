@@ -30,12 +30,45 @@ fn layout(pages: usize) -> Layout {
     Layout::from_size_align(pages * PAGE_SIZE, PAGE_SIZE).expect("page layout")
 }
 
+/// Single pages given back, for the next ones: the fuzz targets allocate and free hundreds
+/// of pages per input (a receive ring's buffers), and the allocator's own zeroing and
+/// bookkeeping of page-aligned blocks was most of their time.
+const RECYCLED_MAX: usize = 4096;
+
+std::thread_local! {
+    static RECYCLED: core::cell::RefCell<Vec<NonNull<u8>>> =
+        const { core::cell::RefCell::new(Vec::new()) };
+}
+
 impl SharedMem {
+    /// `pages` zeroed pages.
     pub fn new(pages: usize) -> Rc<Self> {
+        Self::filled(pages, 0)
+    }
+
+    /// `pages` pages holding `byte` everywhere (a guest page as a previous user left it).
+    pub fn filled(pages: usize, byte: u8) -> Rc<Self> {
         assert!(pages > 0, "at least one page");
-        // SAFETY: the layout has a non-zero size (checked above).
-        let p = unsafe { alloc_zeroed(layout(pages)) };
-        Rc::new(SharedMem { base: NonNull::new(p).expect("out of memory"), pages })
+        let recycled = if pages == 1 { RECYCLED.with(|r| r.borrow_mut().pop()) } else { None };
+        let base = match recycled {
+            Some(base) => {
+                // SAFETY: a live page-sized allocation of ours, no longer used by anyone
+                // (its `SharedMem` was dropped).
+                unsafe { ptr::write_bytes(base.as_ptr(), byte, PAGE_SIZE) };
+                base
+            }
+            None => {
+                // SAFETY: the layout has a non-zero size (checked above).
+                let p = unsafe { alloc_zeroed(layout(pages)) };
+                let base = NonNull::new(p).expect("out of memory");
+                if byte != 0 {
+                    // SAFETY: the allocation just made, `pages` pages long.
+                    unsafe { ptr::write_bytes(base.as_ptr(), byte, pages * PAGE_SIZE) };
+                }
+                base
+            }
+        };
+        Rc::new(SharedMem { base, pages })
     }
 
     pub fn pages(&self) -> usize {
@@ -147,7 +180,16 @@ impl SharedMem {
 
 impl Drop for SharedMem {
     fn drop(&mut self) {
-        // SAFETY: allocated in `new` with this layout, freed once.
+        if self.pages == 1 {
+            let kept = RECYCLED.with(|r| {
+                let mut r = r.borrow_mut();
+                (r.len() < RECYCLED_MAX).then(|| r.push(self.base)).is_some()
+            });
+            if kept {
+                return;
+            }
+        }
+        // SAFETY: allocated in `filled` with this layout, freed once.
         unsafe { dealloc(self.base.as_ptr(), layout(self.pages)) };
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! The other side of every ring is another domain that may be buggy or hostile: indices it
 //! publishes are validated before use and data it writes is copied out exactly once.
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(not(any(test, feature = "test-utils")), no_std)]
 
 extern crate alloc;
 
