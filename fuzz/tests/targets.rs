@@ -25,7 +25,10 @@ fn brief(name: &str) {
 #[test]
 fn every_target_is_tested_here() {
     let names: Vec<&str> = ALL.iter().map(|t| t.name).collect();
-    assert_eq!(names, ["cmdline", "console", "xenstore", "blkfront", "netfront", "netwire"]);
+    assert_eq!(
+        names,
+        ["cmdline", "console", "xenstore", "blkfront", "netfront", "netwire", "handshake"]
+    );
 }
 
 #[test]
@@ -56,4 +59,9 @@ fn netfront() {
 #[test]
 fn netwire() {
     brief("netwire");
+}
+
+#[test]
+fn handshake() {
+    brief("handshake");
 }

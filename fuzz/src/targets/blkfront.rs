@@ -1,7 +1,9 @@
 //! blkfront's ring consumer against a blkback that lies: a connected frontend with requests
 //! in flight, then responses with any id, operation and status, duplicates, stale ones, a
 //! `rsp_prod` anywhere, grants kept mapped; between them the driver polls, completes,
-//! abandons, submits more and runs blocking calls that time out.
+//! abandons, submits more and runs blocking calls that time out; the backend may keep data
+//! or indirect pages mapped, the ring may span several pages, and the toolstack may take the
+//! disk away in the middle.
 
 use blkfront::abi::{BlkifResponse, Op, Status};
 use blkfront::{BlockDevice, Request, RequestId};
@@ -68,6 +70,10 @@ pub fn run(data: &[u8]) {
             .flat_map(|(_, keys)| keys.iter().copied()),
     );
     let mut rig = Rig::new(&extra);
+    // Bit 6: a guest that gives multi-page rings (blkback offers order 4, we ask for 2).
+    if bits & 0x40 != 0 {
+        rig.w().table.max_ring_pages = 4;
+    }
     let Ok(mut blk) = rig.connect() else { return };
     blk.set_timeout(1_000_000);
     rig.w().hold = true;
@@ -76,7 +82,7 @@ pub fn run(data: &[u8]) {
     // Responses written since the connection: the true `rsp_prod`, for lies close to it.
     let mut produced = 0u32;
     while !input.is_empty() {
-        match input.u8() % 14 {
+        match input.u8() % 15 {
             0 => ids.extend(blk.submit(request(&mut input))),
             1 => taken.extend(rig.w().take_requests()),
             // An answer to a request the backend took, honest or edited.
@@ -115,10 +121,16 @@ pub fn run(data: &[u8]) {
                 while blk.take_completion().is_some() {}
             }
             7 if !ids.is_empty() => blk.abandon(ids[usize::from(input.u8()) % ids.len()]),
-            // The backend keeps a request's pages mapped.
+            // The backend keeps a request's pages mapped: a data page, or an indirect
+            // request's page of segments.
             8 if !taken.is_empty() => {
                 let t = &taken[usize::from(input.u8()) % taken.len()];
-                rig.w().table.held.insert(t.req.seg[0].gref.0);
+                let gref = if t.req.operation == Op::Indirect as u8 {
+                    t.indirect.indirect_grefs[0]
+                } else {
+                    t.req.seg[0].gref
+                };
+                rig.w().table.held.insert(gref.0);
             }
             9 => rig.w().table.held.clear(),
             // An honest stretch: the backend answers what is on the ring.
@@ -136,6 +148,8 @@ pub fn run(data: &[u8]) {
                     if input.bool() { blk.read(sector, &mut buf) } else { blk.write(sector, &buf) };
             }
             12 => drop(blk.flush()),
+            // The toolstack takes the disk away in the middle of the I/O.
+            13 => rig.w().ports.backend_closing = true,
             _ => drop(blk.discard(u64::from(input.u16()), u64::from(input.u8()))),
         }
     }

@@ -4,6 +4,7 @@
 pub mod blkfront;
 pub mod cmdline;
 pub mod console;
+pub mod handshake;
 pub mod netfront;
 pub mod netwire;
 pub mod xenstore;
@@ -22,4 +23,5 @@ pub const ALL: &[Target] = &[
     Target { name: "blkfront", run: blkfront::run, seeds: blkfront::seeds },
     Target { name: "netfront", run: netfront::run, seeds: netfront::seeds },
     Target { name: "netwire", run: netwire::run, seeds: netwire::seeds },
+    Target { name: "handshake", run: handshake::run, seeds: handshake::seeds },
 ];
