@@ -65,34 +65,28 @@ test-host: deps lint
 	$(CARGO) test --workspace
 	rig/test-netbench.sh
 	python3 rig/test_bench.py
+	python3 fuzz/test_campaign.py
 
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release -p guest --target $(TARGET) -- -D warnings
 
-# Each fuzz target (fuzz/src/targets/) under libFuzzer for FUZZ_SECONDS: cargo-fuzz on stable
-# Rust, hence no sanitizer, but with coverage guidance. A panic, an input running over 10 s or
-# one using over 2 GiB fails it; the input is saved under fuzz/artifacts/<target>/ and
-# `cargo fuzz run --sanitizer none --features libfuzzer <target> <file>` replays it. The
-# corpus grows in fuzz/corpus/<target>/. (test-host runs every target briefly too.)
+# A fuzz campaign (fuzz/campaign.py): each fuzz target (fuzz/src/targets/) under libFuzzer for
+# FUZZ_SECONDS on its checked-in corpus (fuzz/corpus/<target>/, minimised afterwards), one row
+# per target in fuzz/campaigns.tsv (executions, coverage, corpus, outcome), which carries the
+# counts over from campaign to campaign; `fuzz/campaign.py summary` prints the README's table.
+# cargo-fuzz on stable Rust, hence no sanitizer, but with coverage guidance. A panic, an input
+# running over 10 s or one using over 2 GiB fails it; the input is saved under
+# fuzz/artifacts/<target>/ and `cargo fuzz run --sanitizer none --features libfuzzer <target>
+# <file>` replays it. (test-host runs every target briefly too.)
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := cmdline console xenstore blkfront netfront netwire
+FUZZ_TARGETS := cmdline console xenstore blkfront netfront netwire handshake
 fuzz: deps
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --version 0.13.2 --locked
 	@# libfuzzer-sys builds libFuzzer, which is C++.
 	@command -v c++ >/dev/null || { apt-get update -qq && apt-get install -y -qq g++ >/dev/null; }
-	@mkdir -p target/fuzz-logs
-	@for t in $(FUZZ_TARGETS); do \
-	    if $(CARGO) fuzz run --sanitizer none --features libfuzzer $$t -- \
-	        -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 \
-	        >target/fuzz-logs/$$t.log 2>&1; then \
-	        echo "fuzz $$t: $$(grep '^Done' target/fuzz-logs/$$t.log) (log: target/fuzz-logs/$$t.log)"; \
-	    else \
-	        tail -n 40 target/fuzz-logs/$$t.log; \
-	        echo "fuzz $$t: FAILED (log: target/fuzz-logs/$$t.log)"; exit 1; \
-	    fi; \
-	done
+	TOOLCHAIN=$(TOOLCHAIN) python3 fuzz/campaign.py run --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 # Natively under QEMU: the default run, the same with the pv_ops call sites left indirect,
 # the smallest and a large memory size, an unknown option (which must be reported, not
