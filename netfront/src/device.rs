@@ -3,7 +3,6 @@
 
 use alloc::vec::Vec;
 
-use log::debug;
 use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
 use smoltcp::time::Instant;
 
@@ -30,17 +29,7 @@ impl<P: Pages, E: EventChannel> TxToken for NetTxToken<'_, P, E> {
     /// without checking) is counted in [`crate::Stats::tx_dropped`]; smoltcp's protocols
     /// recover from a lost frame as from one lost on the wire.
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let net = self.0;
-        let mut buf = core::mem::take(&mut net.tx_scratch);
-        buf.clear();
-        buf.resize(len, 0);
-        let result = f(&mut buf);
-        if let Err(e) = net.send(&buf) {
-            net.stats.tx_dropped += 1;
-            debug!("netfront: frame of {len} bytes from smoltcp dropped: {e}");
-        }
-        net.tx_scratch = buf;
-        result
+        self.0.send_with(len, f)
     }
 }
 

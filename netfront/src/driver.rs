@@ -1,26 +1,26 @@
 //! The driver's state and what transmit and receive share: polling, the page pool, ending
-//! grants and quarantine, teardown. The two directions live in [`crate::tx`] and
-//! [`crate::rx`].
+//! grants and quarantine, teardown. Each direction is a queue of its own with private state
+//! ([`crate::tx::TxQueue`], [`crate::rx::RxQueue`]), handed the shared pages ([`Core`]) and
+//! the counters when it needs them.
 //!
 //! Every page the backend may touch is held, with its grant, by exactly one entry of one
 //! table: a transmit slot (until its response) or a receive slot (until the response at
 //! its ring position). A page comes back to the pool only after its grant has ended; a page
 //! whose grant the backend will not give back is quarantined and never reused.
 
-use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 
 use grant::{DomId, GrantError, Granted, PagePool, Settled, Spare};
-use log::warn;
-use ring::shared::FrontRing;
+use log::{debug, warn};
 use xenbus::frontend::Device;
 
-use crate::abi::{NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse};
-use crate::env::{EventChannel, Pages, SharedRing};
+use crate::abi::MAX_TX_SIZE;
+use crate::env::{EventChannel, Pages, RxRing, TxRing, PAGE_SIZE};
 use crate::handshake::Features;
-use crate::rx::Assembly;
-use crate::tx::InFlight;
-use ring::slots::SlotTable;
+use crate::rx::RxQueue;
+use crate::tx::TxQueue;
+use crate::tx::ETH_HEADER;
+use crate::{DeviceError, NetError};
 
 /// The largest frame smoltcp is told to send: an Ethernet header and a 1500-byte payload,
 /// no frame check sequence (the backend's bridge adds none either).
@@ -79,36 +79,67 @@ const RX_BUDGET: usize = 256;
 /// driver leaves responses on the ring, and the backend, finding no buffers, drops.
 pub(crate) const RX_QUEUE: usize = 64;
 
+/// The guest's pages and the pool of those the driver holds: what both directions take
+/// pages from and give them back to.
+pub(crate) struct Core<P: Pages> {
+    pages: P,
+    /// Pages ready for reuse (no grant, ours alone), and those quarantined.
+    pool: PagePool<P::Page>,
+}
+
+impl<P: Pages> Core<P> {
+    /// A page for the driver to fill: from the pool, else from the guest.
+    pub(crate) fn take_page(&mut self) -> Option<P::Page> {
+        self.pool.take_bare(&mut self.pages)
+    }
+
+    /// Grants `page` to the backend, or puts it back in the pool.
+    pub(crate) fn grant(
+        &mut self,
+        page: P::Page,
+        readonly: bool,
+    ) -> Result<Granted<P::Page>, GrantError> {
+        self.pool.grant(&mut self.pages, Spare::Bare(page), readonly)
+    }
+
+    /// Ends `g`'s grant and takes its page back into the pool.
+    pub(crate) fn release(&mut self, g: Granted<P::Page>) {
+        self.pool.release(&mut self.pages, g, false);
+    }
+
+    pub(crate) fn release_all(&mut self, bufs: Vec<Granted<P::Page>>) {
+        for g in bufs {
+            self.release(g);
+        }
+    }
+
+    /// Ends `g`'s grant: the page is ours again, unless the backend still holds the grant
+    /// and it is quarantined. (A netif backend keeps nothing mapped across requests.)
+    pub(crate) fn settle(&mut self, g: Granted<P::Page>) -> Settled<P::Page> {
+        self.pool.settle(&mut self.pages, g, false)
+    }
+
+    /// A settled page back into the pool (a quarantined one stays out).
+    pub(crate) fn recycle(&mut self, settled: Settled<P::Page>) {
+        self.pool.recycle(settled);
+    }
+}
+
 /// A connected network device.
 pub struct Netfront<P: Pages, E: EventChannel> {
-    pub(crate) pages: P,
-    pub(crate) evtchn: E,
-    pub(crate) tx_ring: P::Ring<NetifTxRequest, NetifTxResponse>,
-    pub(crate) rx_ring: P::Ring<NetifRxRequest, NetifRxResponse>,
-    pub(crate) ports: Ports,
-    pub(crate) device: Device,
-    pub(crate) mac: [u8; 6],
-    pub(crate) features: Features,
+    core: Core<P>,
+    evtchn: E,
+    tx: TxQueue<P>,
+    rx: RxQueue<P>,
+    ports: Ports,
+    device: Device,
+    mac: [u8; 6],
+    features: Features,
     /// A ring is corrupt: nothing more goes on either.
-    pub(crate) broken: bool,
-    /// Transmit requests in flight, by their id.
-    pub(crate) tx: SlotTable<InFlight<P::Page>>,
-    /// Receive buffers posted, by ring position modulo the ring size.
-    pub(crate) rx: Vec<Option<Granted<P::Page>>>,
-    /// Receive requests pushed and responses taken, as free-running ring positions: they
-    /// track the ring's own indices, which it keeps private.
-    pub(crate) rx_prod: u32,
-    pub(crate) rx_cons: u32,
-    /// The frame whose slots are being taken, across polls.
-    pub(crate) rx_partial: Option<Assembly>,
-    pub(crate) ready: VecDeque<Vec<u8>>,
+    broken: bool,
     /// The last poll stopped with responses left on a ring.
-    pub(crate) more: bool,
-    /// Pages ready for reuse (no grant, ours alone), and those quarantined.
-    pub(crate) pool: PagePool<P::Page>,
-    /// Where smoltcp writes a frame before it is copied into granted pages.
-    pub(crate) tx_scratch: Vec<u8>,
-    pub(crate) stats: Stats,
+    more: bool,
+    stats: Stats,
 }
 
 impl<P: Pages, E: EventChannel> Netfront<P, E> {
@@ -118,35 +149,25 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     pub(crate) fn new(
         pages: P,
         evtchn: E,
-        mut tx_ring: P::Ring<NetifTxRequest, NetifTxResponse>,
-        mut rx_ring: P::Ring<NetifRxRequest, NetifRxResponse>,
+        tx_ring: TxRing<P>,
+        rx_ring: RxRing<P>,
         ports: Ports,
         backend: DomId,
         device: Device,
         mac: [u8; 6],
         features: Features,
     ) -> Self {
-        let tx_size = tx_ring.front().size() as usize;
-        let rx_size = rx_ring.front().size() as usize;
         Netfront {
-            pages,
+            core: Core { pages, pool: PagePool::new("netfront", backend, 0, MAX_QUARANTINED) },
             evtchn,
-            tx_ring,
-            rx_ring,
+            tx: TxQueue::new(tx_ring),
+            rx: RxQueue::new(rx_ring),
             ports,
             device,
             mac,
             features,
             broken: false,
-            tx: SlotTable::new(tx_size, 16),
-            rx: (0..rx_size).map(|_| None).collect(),
-            rx_prod: 0,
-            rx_cons: 0,
-            rx_partial: None,
-            ready: VecDeque::new(),
             more: false,
-            pool: PagePool::new("netfront", backend, 0, MAX_QUARANTINED),
-            tx_scratch: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -173,7 +194,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     }
 
     pub fn stats(&self) -> Stats {
-        Stats { quarantined: self.pool.stats().quarantined, ..self.stats }
+        Stats { quarantined: self.core.pool.stats().quarantined, ..self.stats }
     }
 
     /// Whether a ring broke (see [`poll`](Self::poll)).
@@ -183,28 +204,28 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
 
     /// Transmit requests in flight (one per page of each frame sent and not acknowledged).
     pub fn tx_in_flight(&self) -> usize {
-        self.tx.in_use()
+        self.tx.in_flight()
     }
 
     /// Receive buffers posted to the backend.
     pub fn rx_posted(&self) -> usize {
-        self.rx.iter().filter(|b| b.is_some()).count()
+        self.rx.posted()
     }
 
     /// Received frames waiting for [`recv`](Self::recv) or smoltcp.
     pub fn rx_waiting(&self) -> usize {
-        self.ready.len()
+        self.rx.waiting()
     }
 
     /// Pages kept out of use because the backend held their grant.
     pub fn quarantined(&self) -> usize {
-        self.pool.quarantined()
+        self.core.pool.quarantined()
     }
 
     /// Whether there is work without waiting for an event: frames to receive, or responses
     /// the last [`poll`](Self::poll) left on a ring because it reached its budget.
     pub fn work_pending(&self) -> bool {
-        self.more || !self.ready.is_empty()
+        self.more || self.rx.waiting() > 0
     }
 
     /// Takes in the backend's responses: frees the pages of acknowledged frames, queues
@@ -215,70 +236,110 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// A corrupt ring (the backend's index running ahead of our requests) stops the device:
     /// every grant that can end is ended, nothing more is sent or received (frames already
     /// queued can still be taken), and [`send`](Self::send) fails with
-    /// [`crate::NetError::Device(DeviceError::Broken)`].
+    /// [`DeviceError::Broken`](crate::DeviceError::Broken).
     pub fn poll(&mut self) -> usize {
         if !self.broken {
-            self.pool.retry_quarantine(&mut self.pages);
-            let polled = self.drain_tx().and_then(|()| self.drain_rx(RX_BUDGET));
+            self.core.pool.retry_quarantine(&mut self.core.pages);
+            let polled = self
+                .tx
+                .drain(&mut self.core, &mut self.stats)
+                .and_then(|()| self.rx.drain(&mut self.core, &mut self.stats, RX_BUDGET));
             match polled {
-                Ok(more) => self.more = more,
+                Ok(drained) => {
+                    self.more = drained.more;
+                    if drained.notify {
+                        self.evtchn.notify(self.ports.rx);
+                    }
+                }
                 Err(e) => {
                     warn!("netfront: {}: {e}: device unusable", self.device.path);
                     self.fail_all();
                 }
             }
         }
-        if !self.broken && self.pool.check_cap(&self.device.path) {
+        if !self.broken && self.core.pool.check_cap(&self.device.path) {
             self.fail_all();
         }
-        self.ready.len()
+        self.rx.waiting()
     }
 
     /// The oldest received frame, polling first if none is waiting.
     pub fn recv(&mut self) -> Option<Vec<u8>> {
-        if self.ready.is_empty() {
+        if self.rx.waiting() == 0 {
             self.poll();
         }
-        self.ready.pop_front()
+        self.rx.pop()
     }
 
-    pub(crate) fn tx_front(&mut self) -> &mut FrontRing<NetifTxRequest, NetifTxResponse> {
-        self.tx_ring.front()
+    /// Posts receive buffers at every free ring position, and tells the backend if it
+    /// asked to be.
+    pub(crate) fn refill_rx(&mut self) {
+        if self.rx.refill(&mut self.core) {
+            self.evtchn.notify(self.ports.rx);
+        }
     }
 
-    pub(crate) fn rx_front(&mut self) -> &mut FrontRing<NetifRxRequest, NetifRxResponse> {
-        self.rx_ring.front()
+    /// Copies `frame` (a whole Ethernet frame without FCS) into pages and puts it on the
+    /// transmit ring. [`NetError::Busy`] when the ring has no room even after taking in the
+    /// backend's acknowledgements: poll, then try again. Nothing of the frame reaches the
+    /// ring unless all of it does.
+    pub fn send(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        if self.broken {
+            return Err(NetError::Device(DeviceError::Broken));
+        }
+        let len = frame.len();
+        if !(ETH_HEADER..=MAX_TX_SIZE).contains(&len) {
+            return Err(NetError::BadLength);
+        }
+        let slots = len.div_ceil(PAGE_SIZE);
+        if slots > 1 && !self.features.sg {
+            return Err(NetError::BadLength);
+        }
+        if !self.has_tx_room(slots) {
+            if self.broken {
+                return Err(NetError::Device(DeviceError::Broken));
+            }
+            self.stats.tx_busy += 1;
+            return Err(NetError::Busy);
+        }
+        if self.tx.push(&mut self.core, frame)? {
+            self.evtchn.notify(self.ports.tx);
+        }
+        Ok(())
     }
 
-    /// A page for the driver to fill: from the pool, else from the guest.
-    pub(crate) fn take_page(&mut self) -> Option<P::Page> {
-        self.pool.take_bare(&mut self.pages)
+    /// Lets `fill` write a frame of `len` bytes into the transmit buffer, then sends it;
+    /// a frame that cannot go out is counted in [`Stats::tx_dropped`]. For smoltcp's
+    /// transmit token.
+    pub(crate) fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
+        let mut buf = self.tx.take_scratch();
+        buf.clear();
+        buf.resize(len, 0);
+        let result = fill(&mut buf);
+        if let Err(e) = self.send(&buf) {
+            self.stats.tx_dropped += 1;
+            debug!("netfront: frame of {len} bytes from smoltcp dropped: {e}");
+        }
+        self.tx.put_scratch(buf);
+        result
     }
 
-    /// Grants `page` to the backend, or puts it back in the pool.
-    pub(crate) fn grant(
-        &mut self,
-        page: P::Page,
-        readonly: bool,
-    ) -> Result<Granted<P::Page>, GrantError> {
-        self.pool.grant(&mut self.pages, Spare::Bare(page), readonly)
-    }
-
-    /// Ends `g`'s grant and takes its page back into the pool.
-    pub(crate) fn release(&mut self, g: Granted<P::Page>) {
-        self.pool.release(&mut self.pages, g, false);
-    }
-
-    /// Ends `g`'s grant: the page is ours again, unless the backend still holds the grant
-    /// and it is quarantined. (A netif backend keeps nothing mapped across requests.)
-    pub(crate) fn settle(&mut self, g: Granted<P::Page>) -> Settled<P::Page> {
-        self.pool.settle(&mut self.pages, g, false)
+    /// Whether a frame of `slots` pages fits on the ring now, after taking in
+    /// acknowledgements if it did not.
+    pub(crate) fn has_tx_room(&mut self, slots: usize) -> bool {
+        if self.broken {
+            return false;
+        }
+        if !self.tx.fits(slots) {
+            self.reap_tx();
+        }
+        !self.broken && self.tx.fits(slots)
     }
 
     /// Takes in transmit acknowledgements outside [`poll`](Self::poll), when the ring
     /// looks full; a corrupt ring stops the device as it would there.
-    pub(crate) fn reap_tx(&mut self) {
-        if let Err(e) = self.drain_tx() {
+    fn reap_tx(&mut self) {
+        if let Err(e) = self.tx.drain(&mut self.core, &mut self.stats) {
             warn!("netfront: {}: {e}: device unusable", self.device.path);
             self.fail_all();
         }
@@ -289,28 +350,24 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     fn fail_all(&mut self) {
         self.broken = true;
         self.more = false;
-        self.rx_partial = None;
-        for g in self.take_all_tx() {
-            self.release(g);
-        }
-        for i in 0..self.rx.len() {
-            if let Some(g) = self.rx[i].take() {
-                self.release(g);
-            }
-        }
+        let tx = self.tx.take_all();
+        self.core.release_all(tx);
+        let rx = self.rx.take_all();
+        self.core.release_all(rx);
     }
 
     /// After the backend disconnected: gives every page, both rings and the ports back to
     /// the guest. Quarantined pages the backend still holds are dropped, i.e. leaked (see
-    /// [`Page`]).
+    /// [`Page`](crate::Page)).
     pub(crate) fn shut_down(mut self) {
         self.fail_all();
-        self.pool.shut_down(&mut self.pages);
-        self.pages.free_ring(self.tx_ring);
-        self.pages.free_ring(self.rx_ring);
-        self.evtchn.close(self.ports.tx);
-        if self.ports.rx != self.ports.tx {
-            self.evtchn.close(self.ports.rx);
+        let Netfront { mut core, mut evtchn, tx, rx, ports, .. } = self;
+        core.pool.shut_down(&mut core.pages);
+        core.pages.free_ring(tx.into_ring());
+        core.pages.free_ring(rx.into_ring());
+        evtchn.close(ports.tx);
+        if ports.rx != ports.tx {
+            evtchn.close(ports.rx);
         }
     }
 }

@@ -113,7 +113,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         net.refill_rx();
         log::info!(
             "netfront: {} connected: mac {}, {} receive buffers, {:?}, ports {:?}",
-            net.device.path,
+            net.device().path,
             format_mac(mac),
             net.rx_posted(),
             features,
@@ -131,9 +131,9 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         xs: &mut Xenstore<T>,
         timeout_ns: u64,
     ) -> Result<(), NetError> {
-        let result = self.device.close(xs, timeout_ns).map_err(NetError::from);
+        let result = self.device().close(xs, timeout_ns).map_err(NetError::from);
         if let Err(e) = &result {
-            warn!("netfront: {}: close: {e}", self.device.path);
+            warn!("netfront: {}: close: {e}", self.device().path);
         }
         self.shut_down();
         result

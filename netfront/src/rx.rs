@@ -13,21 +13,21 @@
 //! more follow. Its slots may straddle polls. Any bad slot drops the whole frame, but its
 //! remaining slots are still taken so the next frame starts where it should.
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::ops::Range;
 
 use log::{debug, warn};
-use ring::shared::RingError;
+use ring::shared::{FrontRing, RingError};
 
 use crate::abi::{
     ExtraType, NetifExtraInfo, NetifRxRequest, NetifRxResponse, RxFlags, NR_SLOTS_MIN, RSP_DROPPED,
     RSP_ERROR,
 };
 use crate::csum::{self, CsumError};
-use crate::driver::RX_QUEUE;
-use crate::env::{EventChannel, Page, Pages, PAGE_SIZE};
+use crate::driver::{Core, Stats, RX_QUEUE};
+use crate::env::{Page, Pages, RxRing, SharedRing, PAGE_SIZE};
 use crate::tx::ETH_HEADER;
-use crate::Netfront;
 use grant::{Granted, Settled};
 
 /// The largest frame we join: what an IPv4 or IPv6 packet's 16-bit length allows.
@@ -41,7 +41,7 @@ const MAX_RX_SLOTS: usize = NR_SLOTS_MIN;
 const MAX_EXTRAS: usize = ExtraType::MAX as usize - 1;
 
 /// A frame whose slots are being taken.
-pub(crate) struct Assembly {
+struct Assembly {
     data: Vec<u8>,
     /// Data slots taken.
     slots: usize,
@@ -98,43 +98,103 @@ enum Slot {
     Extra(NetifExtraInfo),
 }
 
-impl<P: Pages, E: EventChannel> Netfront<P, E> {
-    /// Takes in up to `budget` receive slots (fewer if [`RX_QUEUE`] frames are waiting),
-    /// reposting a buffer for each. Returns whether responses are left on the ring.
-    pub(crate) fn drain_rx(&mut self, mut budget: usize) -> Result<bool, RingError> {
+/// The receive ring, the buffers posted on it, the frame being taken and the frames
+/// waiting to be handed up.
+pub(crate) struct RxQueue<P: Pages> {
+    ring: RxRing<P>,
+    /// Buffers posted, by ring position modulo the ring size.
+    posted: Vec<Option<Granted<P::Page>>>,
+    /// Requests pushed and responses taken, as free-running ring positions: they track the
+    /// ring's own indices, which it keeps private.
+    prod: u32,
+    cons: u32,
+    /// The frame whose slots are being taken, across polls.
+    partial: Option<Assembly>,
+    ready: VecDeque<Vec<u8>>,
+}
+
+/// What [`RxQueue::drain`] left.
+pub(crate) struct Drained {
+    /// Responses are left on the ring (the budget or the queue of waiting frames is full).
+    pub(crate) more: bool,
+    /// Buffers were posted and the backend asked to be told.
+    pub(crate) notify: bool,
+}
+
+impl<P: Pages> RxQueue<P> {
+    pub(crate) fn new(mut ring: RxRing<P>) -> Self {
+        let size = ring.front().size() as usize;
+        RxQueue {
+            ring,
+            posted: (0..size).map(|_| None).collect(),
+            prod: 0,
+            cons: 0,
+            partial: None,
+            ready: VecDeque::new(),
+        }
+    }
+
+    fn front(&mut self) -> &mut FrontRing<NetifRxRequest, NetifRxResponse> {
+        self.ring.front()
+    }
+
+    /// Buffers posted to the backend.
+    pub(crate) fn posted(&self) -> usize {
+        self.posted.iter().filter(|b| b.is_some()).count()
+    }
+
+    /// Received frames waiting to be handed up.
+    pub(crate) fn waiting(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// The oldest received frame.
+    pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
+        self.ready.pop_front()
+    }
+
+    /// Takes in up to `budget` slots (fewer if [`RX_QUEUE`] frames are waiting), reposting
+    /// a buffer for each.
+    pub(crate) fn drain(
+        &mut self,
+        core: &mut Core<P>,
+        stats: &mut Stats,
+        mut budget: usize,
+    ) -> Result<Drained, RingError> {
+        let mut notify = false;
         loop {
             while budget > 0 && self.ready.len() < RX_QUEUE {
-                let Some(slot) = self.take_rx_slot()? else { break };
+                let Some(slot) = self.take_slot()? else { break };
                 budget -= 1;
-                self.handle_rx_slot(slot);
+                self.handle_slot(core, stats, slot);
             }
-            self.refill_rx();
-            if !self.rx_front().final_check_for_responses()? {
-                return Ok(false);
+            notify |= self.refill(core);
+            if !self.front().final_check_for_responses()? {
+                return Ok(Drained { more: false, notify });
             }
             if budget == 0 || self.ready.len() >= RX_QUEUE {
-                return Ok(true);
+                return Ok(Drained { more: true, notify });
             }
         }
     }
 
     /// Posts a zeroed, granted page at every free ring position, as far as the guest gives
-    /// pages, and notifies the backend if it asked to be.
-    pub(crate) fn refill_rx(&mut self) {
-        let mask = self.rx.len() - 1;
+    /// pages. Returns whether the backend must be told.
+    pub(crate) fn refill(&mut self, core: &mut Core<P>) -> bool {
+        let mask = self.posted.len() - 1;
         let mut pushed = false;
-        while self.rx_front().free_requests() > 0 {
-            let index = self.rx_prod as usize & mask;
-            // A free ring slot means position `rx_prod - size` was taken, and its buffer
+        while self.front().free_requests() > 0 {
+            let index = self.prod as usize & mask;
+            // A free ring slot means position `prod - size` was taken, and its buffer
             // with it.
-            debug_assert!(self.rx[index].is_none());
-            let Some(mut page) = self.take_page() else {
+            debug_assert!(self.posted[index].is_none());
+            let Some(mut page) = core.take_page() else {
                 debug!("netfront: out of pages for receive buffers");
                 break;
             };
             // Nothing of ours for the backend to read in a page it may read.
             page.fill_from(0, 0);
-            let g = match self.grant(page, false) {
+            let g = match core.grant(page, false) {
                 Ok(g) => g,
                 Err(e) => {
                     warn!("netfront: cannot grant a receive buffer: {e}");
@@ -143,23 +203,32 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             };
             // Index < ring size (256 for one page): fits u16.
             let req = NetifRxRequest { id: index as u16, _pad: 0, gref: g.gref };
-            if self.rx_front().push_request(req).is_err() {
+            if self.front().push_request(req).is_err() {
                 // Cannot happen: the loop checked for room.
-                self.release(g);
+                core.release(g);
                 break;
             }
-            self.rx[index] = Some(g);
-            self.rx_prod = self.rx_prod.wrapping_add(1);
+            self.posted[index] = Some(g);
+            self.prod = self.prod.wrapping_add(1);
             pushed = true;
         }
-        if pushed && self.rx_front().commit_requests() {
-            self.evtchn.notify(self.ports.rx);
-        }
+        pushed && self.front().commit_requests()
     }
 
-    fn take_rx_slot(&mut self) -> Result<Option<Slot>, RingError> {
-        let extra = self.rx_partial.as_ref().is_some_and(|a| a.extra_next);
-        let front = self.rx_front();
+    /// Every buffer posted, taken back, and the frame being taken forgotten: for teardown.
+    pub(crate) fn take_all(&mut self) -> Vec<Granted<P::Page>> {
+        self.partial = None;
+        self.posted.iter_mut().filter_map(Option::take).collect()
+    }
+
+    /// The ring, for the guest to take back once the backend disconnected.
+    pub(crate) fn into_ring(self) -> RxRing<P> {
+        self.ring
+    }
+
+    fn take_slot(&mut self) -> Result<Option<Slot>, RingError> {
+        let extra = self.partial.as_ref().is_some_and(|a| a.extra_next);
+        let front = self.front();
         Ok(if extra {
             front.take_response_as::<NetifExtraInfo>()?.map(Slot::Extra)
         } else {
@@ -167,30 +236,37 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         })
     }
 
-    fn handle_rx_slot(&mut self, slot: Slot) {
-        let index = self.rx_cons as usize & (self.rx.len() - 1);
-        self.rx_cons = self.rx_cons.wrapping_add(1);
-        let buf = self.rx[index].take();
+    fn handle_slot(&mut self, core: &mut Core<P>, stats: &mut Stats, slot: Slot) {
+        let index = self.cons as usize & (self.posted.len() - 1);
+        self.cons = self.cons.wrapping_add(1);
+        let buf = self.posted[index].take();
         match slot {
-            Slot::Data(rsp) => self.rx_data(index, buf, rsp),
-            Slot::Extra(extra) => self.rx_extra(buf, extra),
+            Slot::Data(rsp) => self.data(core, stats, index, buf, rsp),
+            Slot::Extra(extra) => self.extra(core, stats, buf, extra),
         }
-        if self.rx_partial.as_ref().is_some_and(Assembly::complete) {
-            self.finish_frame();
+        if self.partial.as_ref().is_some_and(Assembly::complete) {
+            self.finish_frame(stats);
         }
     }
 
-    fn rx_data(&mut self, index: usize, buf: Option<Granted<P::Page>>, rsp: NetifRxResponse) {
+    fn data(
+        &mut self,
+        core: &mut Core<P>,
+        stats: &mut Stats,
+        index: usize,
+        buf: Option<Granted<P::Page>>,
+        rsp: NetifRxResponse,
+    ) {
         let flags = RxFlags::from_bits_retain(rsp.flags);
         let claim = check_rx(index, buf.is_some(), &rsp);
         if claim == Err(Discard::BadSlot) {
-            self.stats.rx_bad_responses += 1;
+            stats.rx_bad_responses += 1;
             debug!("netfront: bad rx response {rsp:?} at slot {index}");
         }
         // End the grant before reading the page: afterwards the backend can no longer
         // change what we copy.
-        let settled = buf.map(|b| self.settle(b));
-        let asm = self.rx_partial.get_or_insert_with(|| Assembly::new(flags));
+        let settled = buf.map(|b| core.settle(b));
+        let asm = self.partial.get_or_insert_with(|| Assembly::new(flags));
         asm.slots += 1;
         asm.more_data = flags.contains(RxFlags::MORE_DATA);
         let page = settled.as_ref().and_then(Settled::page);
@@ -214,33 +290,39 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             asm.data = Vec::new();
         }
         if let Some(settled) = settled {
-            self.pool.recycle(settled);
+            core.recycle(settled);
         }
     }
 
-    fn rx_extra(&mut self, buf: Option<Granted<P::Page>>, extra: NetifExtraInfo) {
+    fn extra(
+        &mut self,
+        core: &mut Core<P>,
+        stats: &mut Stats,
+        buf: Option<Granted<P::Page>>,
+        extra: NetifExtraInfo,
+    ) {
         // The backend used this position for metadata: its buffer holds nothing for us.
         if let Some(b) = buf {
-            self.release(b);
+            core.release(b);
         }
-        self.stats.rx_extra_info += 1;
+        stats.rx_extra_info += 1;
         // Only taken while a frame expects extra-info slots: there is an assembly.
-        let Some(asm) = self.rx_partial.as_mut() else { return };
+        let Some(asm) = self.partial.as_mut() else { return };
         asm.extras += 1;
         asm.extra_next = extra.more();
         // The content is ignored (GSO: we asked for none; the frame as joined is still
         // a valid packet), but an unknown type or an endless chain is not a valid slot.
         if extra.decode().is_err() || asm.extras > MAX_EXTRAS {
-            self.stats.rx_bad_responses += 1;
+            stats.rx_bad_responses += 1;
             debug!("netfront: bad rx extra-info slot {extra:?}");
             asm.drop.get_or_insert(Discard::BadSlot);
             asm.data = Vec::new();
         }
     }
 
-    /// The frame's last slot is in: hand it up, or count why not.
-    fn finish_frame(&mut self) {
-        let Some(asm) = self.rx_partial.take() else { return };
+    /// The frame's last slot is in: queue it to be handed up, or count why not.
+    fn finish_frame(&mut self, stats: &mut Stats) {
+        let Some(asm) = self.partial.take() else { return };
         let mut data = asm.data;
         let mut drop = asm.drop;
         if drop.is_none() && data.len() < ETH_HEADER {
@@ -248,20 +330,20 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         }
         if drop.is_none() && asm.csum_blank {
             match csum::fill_checksum(&mut data) {
-                Ok(()) => self.stats.rx_csum_filled += 1,
+                Ok(()) => stats.rx_csum_filled += 1,
                 Err(e) => drop = Some(Discard::Checksum(e)),
             }
         }
         match drop {
             None => {
-                self.stats.rx_packets += 1;
-                self.stats.rx_bytes += data.len() as u64;
+                stats.rx_packets += 1;
+                stats.rx_bytes += data.len() as u64;
                 self.ready.push_back(data);
             }
             Some(why) => {
-                self.stats.rx_dropped += 1;
+                stats.rx_dropped += 1;
                 if why == Discard::Backend {
-                    self.stats.rx_errors += 1;
+                    stats.rx_errors += 1;
                 }
                 debug!("netfront: rx frame dropped: {why:?}");
             }
