@@ -8,9 +8,7 @@ use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use frontend::fake::{
-    FakeBackend, FakeDevice, FakeEnv, FakeGrantTable, FakePorts, HasGrantTable, SharedMem,
-};
+use frontend::fake::{FakeDevice, FakeEnv, FakeGrantTable, FakePorts, SharedMem};
 use grant::{DomId, GrantRef};
 use xenbus::fake::{self as xenstored, Client, Fake, Idle};
 
@@ -98,21 +96,7 @@ pub type Shared = Rc<RefCell<World>>;
 /// The guest's pages, grants and event channel, as the driver sees them.
 pub type Env = FakeEnv<World>;
 
-impl HasGrantTable for World {
-    fn grant_table(&mut self) -> &mut FakeGrantTable {
-        &mut self.table
-    }
-}
-
-impl FakeBackend for World {
-    fn ports(&mut self) -> &mut FakePorts {
-        &mut self.ports
-    }
-
-    fn serve(&mut self) -> usize {
-        World::serve(self)
-    }
-}
+frontend::fake_backend!(World);
 
 impl World {
     fn new(disk_bytes: usize) -> Shared {

@@ -72,6 +72,30 @@ pub trait FakeBackend: HasGrantTable {
     fn serve(&mut self) -> usize;
 }
 
+/// Makes `$world` a [`FakeBackend`] (and [`HasGrantTable`]) from its fields `table`
+/// ([`FakeGrantTable`]) and `ports` ([`FakePorts`]) and its inherent `serve(&mut self) ->
+/// usize`: what every driver's fake backend has.
+#[macro_export]
+macro_rules! fake_backend {
+    ($world:ty) => {
+        impl $crate::fake::HasGrantTable for $world {
+            fn grant_table(&mut self) -> &mut $crate::fake::FakeGrantTable {
+                &mut self.table
+            }
+        }
+
+        impl $crate::fake::FakeBackend for $world {
+            fn ports(&mut self) -> &mut $crate::fake::FakePorts {
+                &mut self.ports
+            }
+
+            fn serve(&mut self) -> usize {
+                <$world>::serve(self)
+            }
+        }
+    };
+}
+
 impl<Req: Pod, Rsp: Pod> SharedRing<Req, Rsp> for FakeRing<Req, Rsp> {
     fn front(&mut self) -> &mut FrontRing<Req, Rsp> {
         &mut self.front
