@@ -4,7 +4,7 @@
 //! the knobs a test turns to make it misbehave.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -425,19 +425,16 @@ pub fn blkback(world: Shared, disk: Vec<(String, String)>) -> Idle {
 /// The keys of a 2 MiB disk with 512-byte sectors, flush and discard, plus `extra`
 /// (overriding). A key given the value `-` is left out.
 pub fn disk_keys(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut keys: BTreeMap<String, String> = [
-        ("sectors", "4096"),
-        ("sector-size", "512"),
-        ("info", "0"),
-        ("feature-flush-cache", "1"),
-        ("feature-discard", "1"),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    keys.retain(|_, v| v != "-");
-    keys.into_iter().collect()
+    frontend::fake::backend_keys(
+        &[
+            ("sectors", "4096"),
+            ("sector-size", "512"),
+            ("info", "0"),
+            ("feature-flush-cache", "1"),
+            ("feature-discard", "1"),
+        ],
+        extra,
+    )
 }
 
 /// Everything a test needs: the fakes, with the disk plugged (`Rig::new(extra)`: blkback

@@ -183,6 +183,15 @@ impl<W: FakeBackend> EventChannel for FakeEnv<W> {
     }
 }
 
+/// A backend's keys: `defaults`, overridden by `extra`; a key given the value `-` is left
+/// out. Sorted by key.
+pub fn backend_keys(defaults: &[(&str, &str)], extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut keys: BTreeMap<String, String> =
+        defaults.iter().chain(extra).map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    keys.retain(|_, v| v != "-");
+    keys.into_iter().collect()
+}
+
 /// A fake device: its backend's world, and how a test plugs it in and connects its driver.
 pub trait FakeDevice: FakeBackend + Sized {
     type Driver;

@@ -4,7 +4,7 @@
 //! with the knobs a test turns to make it misbehave.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
@@ -426,22 +426,19 @@ pub fn netback(world: Shared) -> Idle {
 /// Linux netback's features, plus `extra` (overriding). A key given the value `-` is left
 /// out.
 pub fn features(extra: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut keys: BTreeMap<String, String> = [
-        ("feature-rx-copy", "1"),
-        ("feature-rx-flip", "0"),
-        ("feature-sg", "1"),
-        ("feature-gso-tcpv4", "1"),
-        ("feature-gso-tcpv6", "1"),
-        ("feature-ipv6-csum-offload", "1"),
-        ("feature-split-event-channels", "1"),
-        ("multi-queue-max-queues", "2"),
-    ]
-    .iter()
-    .chain(extra)
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
-    keys.retain(|_, v| v != "-");
-    keys.into_iter().collect()
+    frontend::fake::backend_keys(
+        &[
+            ("feature-rx-copy", "1"),
+            ("feature-rx-flip", "0"),
+            ("feature-sg", "1"),
+            ("feature-gso-tcpv4", "1"),
+            ("feature-gso-tcpv6", "1"),
+            ("feature-ipv6-csum-offload", "1"),
+            ("feature-split-event-channels", "1"),
+            ("multi-queue-max-queues", "2"),
+        ],
+        extra,
+    )
 }
 
 /// Everything a test needs: the fakes, with the vif plugged (`Rig::new(extra)`: netback
