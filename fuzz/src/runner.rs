@@ -100,6 +100,29 @@ pub fn run(target: &Target, config: &Config) -> Summary {
     Summary { inputs, elapsed: started.elapsed() }
 }
 
+/// Runs every file in `dir` (a checked-in corpus, `fuzz/corpus/<target>/`) through `target`
+/// once, as a regression test of what earlier campaigns found; returns how many. A missing
+/// directory is an empty corpus. A failure is reported as in [`run`].
+pub fn replay(target: &Target, dir: &std::path::Path) -> usize {
+    install_panic_hook();
+    let current: Current = Arc::new(Mutex::new((target.name, Vec::new())));
+    CURRENT.with(|c| *c.borrow_mut() = Some(current.clone()));
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+        Err(_) => Vec::new(),
+    };
+    files.sort();
+    let mut n = 0;
+    for file in files {
+        let Ok(input) = std::fs::read(&file) else { continue };
+        current.lock().unwrap_or_else(|e| e.into_inner()).1.clone_from(&input);
+        (target.run)(&input);
+        n += 1;
+    }
+    CURRENT.with(|c| *c.borrow_mut() = None);
+    n
+}
+
 fn install_panic_hook() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {

@@ -1,6 +1,6 @@
-//! Every fuzz target, briefly, on every `cargo test`: its seeds, then mutations of them, with
-//! a fixed seed so a failure here fails the same way on every run. `make fuzz` runs the same
-//! targets for longer under libFuzzer.
+//! Every fuzz target, briefly, on every `cargo test`: its checked-in corpus, its seeds, then
+//! mutations of them, with a fixed seed so a failure here fails the same way on every run.
+//! `make fuzz` runs the same targets for longer under libFuzzer.
 
 use std::time::Duration;
 
@@ -9,6 +9,10 @@ use fuzz::targets::ALL;
 
 fn brief(name: &str) {
     let target = ALL.iter().find(|t| t.name == name).expect("a target of that name");
+    // The campaigns' corpus first: every input they kept still runs clean.
+    let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus").join(name);
+    let replayed = runner::replay(target, &corpus);
+    println!("fuzz {name}: {replayed} corpus inputs replayed, no failure");
     let config = Config {
         seed: 0x5eed,
         max_inputs: 3000,
