@@ -63,13 +63,35 @@ fn boot_failed(why: core::fmt::Arguments<'_>) -> ! {
     pvops::shutdown(pvops::Halt::Failure)
 }
 
+/// The kernel's code for the pv_ops patcher, which sits below the memory and CPU code.
+fn kernel_text() -> pvops::patch::KernelText {
+    /// # Safety
+    /// As for `mm::paging::set_writable`.
+    unsafe fn set_writable(va: u64, writable: bool) -> Result<(), &'static str> {
+        use crate::mm::paging::{self, MapError};
+        // SAFETY: forwarded contract.
+        unsafe { paging::set_writable(va, writable) }.map_err(|e| match e {
+            MapError::NoMemory(_) => "no frame for a page table",
+            MapError::HugePage => "inside a huge page",
+            MapError::AlreadyMapped => "already mapped",
+            MapError::NotMapped => "not mapped",
+            MapError::ForeignFrame(_) => "a page table names a frame not ours",
+        })
+    }
+    pvops::patch::KernelText {
+        range: crate::arch::text_range(),
+        set_writable,
+        serialize: crate::arch::cpu::serialize,
+    }
+}
+
 /// Everything after platform setup: report, run the self-tests, shut down with their result.
 pub fn kernel_main(options: Options<'static>) -> ! {
     crate::arch::stack::paint();
     crate::time::mark_boot();
     // SAFETY: platform setup is done on the one CPU we run, with interrupts (events) still
-    // disabled, and this is the only call.
-    unsafe { pvops::patch::apply(options.pvpatch) };
+    // disabled, and this is the only call; the text is the linker's.
+    unsafe { pvops::patch::apply(options.pvpatch, kernel_text()) };
     log::info!("command line: '{}'", cmdline());
     for w in options.warnings() {
         log::warn!("command line: {w}");

@@ -12,12 +12,30 @@
 //! read-only to begin with, and has no counterpart in Xen's ring 3.
 
 use super::{backend, sites, slot_target, table_addr, Op, PatchSite};
-use crate::arch::{cpu, text_range, PAGE_SIZE};
-use crate::mm::paging::{self, MapError};
 use crate::pvpatch::{self, PatchError, Plan, SiteBytes, SITE_LEN};
+use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 static PATCHED: AtomicBool = AtomicBool::new(false);
+
+/// The kernel's code as the patcher needs it, handed in by boot: pv_ops sits below the
+/// memory and CPU code, which know where the code is, how it is mapped and how to make the
+/// CPU see new instruction bytes.
+pub struct KernelText {
+    /// Where the code is: every site must lie inside.
+    pub range: Range<u64>,
+    /// Makes the 4 KiB page at `va` writable or read-only; the error says why not.
+    ///
+    /// # Safety
+    /// With `writable == false`, nothing may write through `va` afterwards.
+    pub set_writable: unsafe fn(va: u64, writable: bool) -> Result<(), &'static str>,
+    /// A serializing instruction: no CPU runs stale bytes of a rewritten site after it.
+    pub serialize: fn(),
+}
+
+static TEXT: spin::Once<KernelText> = spin::Once::new();
+
+const PAGE_SIZE: u64 = 4096;
 
 /// Whether boot patched the sites (not with `nopvpatch`).
 pub fn patched() -> bool {
@@ -50,7 +68,7 @@ pub fn expected(site: &PatchSite) -> Result<SiteBytes, PatchError> {
 
 /// The site's current bytes.
 pub fn read(site: &PatchSite) -> Result<SiteBytes, PatchError> {
-    let text = text_range();
+    let Some(text) = TEXT.get().map(|t| &t.range) else { return Err(PatchError::OutsideText) };
     if site.addr < text.start || site.addr > text.end - SITE_LEN as u64 {
         return Err(PatchError::OutsideText);
     }
@@ -88,19 +106,20 @@ struct Counts {
 }
 
 /// Patches every call site for the running backend, unless `patch` is false
-/// (`nopvpatch`), then makes the code read-only; logs what it did.
+/// (`nopvpatch`), then makes the code (`text`) read-only; logs what it did.
 ///
 /// # Safety
 /// Called once at boot, on the only CPU that runs, with interrupts (events) disabled: no
-/// site may run while it is rewritten.
-pub unsafe fn apply(patch: bool) {
+/// site may run while it is rewritten. `text` describes the kernel's code truly.
+pub unsafe fn apply(patch: bool, text: KernelText) {
+    let text = TEXT.call_once(|| text);
     let name = backend().name();
     let total = sites().len();
     if !patch {
         log::info!("pv_ops: {name}, {total} sites left indirect (nopvpatch)");
     } else {
         // SAFETY: forwarded contract.
-        match unsafe { patch_sites() } {
+        match unsafe { patch_sites(text) } {
             Ok(c) => {
                 log::info!(
                     "pv_ops: {name}, {} sites patched ({} inline, {} direct, {} nop)",
@@ -114,21 +133,21 @@ pub unsafe fn apply(patch: bool) {
                 }
             }
             Err(e) => {
-                log::warn!("pv_ops: {name}, {total} sites left indirect: code not writable: {e:?}")
+                log::warn!("pv_ops: {name}, {total} sites left indirect: code not writable: {e}")
             }
         }
     }
     // SAFETY: nothing writes to the code after patching.
-    if let Err(e) = unsafe { set_text_writable(false) } {
-        log::warn!("pv_ops: the code stays writable: {e:?}");
+    if let Err(e) = unsafe { set_text_writable(text, false) } {
+        log::warn!("pv_ops: the code stays writable: {e}");
     }
 }
 
 /// # Safety
 /// As for [`apply`].
-unsafe fn patch_sites() -> Result<Counts, MapError> {
+unsafe fn patch_sites(text: &KernelText) -> Result<Counts, &'static str> {
     // SAFETY: the code is about to be written, and then protected again by `apply`.
-    unsafe { set_text_writable(true)? };
+    unsafe { set_text_writable(text, true)? };
     let mut counts = Counts::default();
     // No logging in the loop: it would run sites this loop may just have rewritten before
     // the serializing instruction below.
@@ -153,7 +172,7 @@ unsafe fn patch_sites() -> Result<Counts, MapError> {
             }
         }
     }
-    cpu::serialize();
+    (text.serialize)();
     PATCHED.store(true, Ordering::Relaxed);
     for (addr, op, e) in refused.iter().flatten() {
         log::warn!("pv_ops: site {addr:#x} (op {op}) left indirect: {e}");
@@ -165,12 +184,12 @@ unsafe fn patch_sites() -> Result<Counts, MapError> {
 ///
 /// # Safety
 /// With `writable == false`, nothing may write to the code afterwards.
-unsafe fn set_text_writable(writable: bool) -> Result<(), MapError> {
+unsafe fn set_text_writable(text: &KernelText, writable: bool) -> Result<(), &'static str> {
     // Under Xen, one multicall for all the pages instead of a hypercall each.
     let _lazy = super::lazy_mmu();
-    for va in text_range().step_by(PAGE_SIZE as usize) {
+    for va in text.range.clone().step_by(PAGE_SIZE as usize) {
         // SAFETY: forwarded contract; the pages stay mapped, to the same frames.
-        unsafe { paging::set_writable(va, writable)? };
+        unsafe { (text.set_writable)(va, writable)? };
     }
     Ok(())
 }
