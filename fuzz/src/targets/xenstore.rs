@@ -1,7 +1,8 @@
 //! The xenstore client against a xenstored that lies: xenbus's fake xenstored answers the
 //! client's requests, and the script has it inject raw bytes, replies to any request id,
 //! watch events, forged reply types and payloads, and ring indices, between the client's
-//! operations (plain, in transactions, watches and their handlers, control requests).
+//! operations (plain, in transactions, watches and their handlers, control requests), and
+//! floods of one watch's events.
 
 use std::sync::atomic::Ordering;
 
@@ -54,7 +55,7 @@ pub fn run(data: &[u8]) {
         let op = input.u8();
         let path = input.pick(PATHS);
         let token = input.pick(TOKENS);
-        match op % 23 {
+        match op % 24 {
             // What xenstored does on its own.
             0 => fake.lock().unwrap().inject(input.chunk()),
             1 => {
@@ -92,6 +93,16 @@ pub fn run(data: &[u8]) {
                 drop(f);
                 // Before xenstored runs again: it would trip over indices it did not write.
                 let _ = xs.poll();
+            }
+            // A flood: one watch's events by the thousand (a backend rewriting its own node
+            // in a loop), then what the client makes of them.
+            22 => {
+                let n = 1 + usize::from(input.u16() % 4096);
+                let event =
+                    msg(XsType::WatchEvent as u32, 0, 0, format!("{path}\0{token}\0").as_bytes());
+                fake.lock().unwrap().inject(&event.repeat(n));
+                let _ = xs.poll();
+                let _ = xs.dispatch_watches();
             }
             // What the guest asks.
             6 => drop(xs.read(path)),
