@@ -217,3 +217,52 @@ pub fn attach<T: Transport>(
     let backend = DomId(device.backend_id);
     Ok((device, backend))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    enum DriverError {
+        Own,
+        Device(DeviceError),
+    }
+    wrap_device_error!(DriverError);
+
+    #[test]
+    fn a_drivers_error_takes_every_shared_failure_through_question_mark() {
+        fn grant() -> Result<(), DriverError> {
+            Err(GrantError::Exhausted)?
+        }
+        fn xenstore() -> Result<(), DriverError> {
+            Err(xenbus::Error::Timeout)?
+        }
+        fn value() -> Result<(), DriverError> {
+            Err(BackendValueError::Bad { key: "sectors", why: "not a number" })?
+        }
+        assert_eq!(grant(), Err(DriverError::Device(DeviceError::Grant(GrantError::Exhausted))));
+        assert_eq!(
+            xenstore(),
+            Err(DriverError::Device(DeviceError::Xenstore(xenbus::Error::Timeout)))
+        );
+        assert_eq!(
+            value(),
+            Err(DriverError::Device(DeviceError::BadBackendValue {
+                key: "sectors",
+                why: "not a number"
+            }))
+        );
+        assert_ne!(DriverError::Own, DriverError::Device(DeviceError::Broken));
+    }
+
+    #[test]
+    fn the_messages_name_what_failed_without_a_driver_prefix() {
+        let bad = DeviceError::BadBackendValue { key: "sector-size", why: "not a power of two" };
+        assert_eq!(bad.to_string(), "backend's sector-size: not a power of two");
+        assert_eq!(
+            DeviceError::MissingFeature("feature-rx-copy").to_string(),
+            "backend lacks feature-rx-copy"
+        );
+        assert_eq!(DeviceError::BackendClosed.to_string(), "backend closed the device");
+    }
+}
