@@ -104,7 +104,7 @@ pub struct Options<'a> {
     /// powering off.
     pub stay: bool,
     pub app: Option<App>,
-    /// The disk an app works on (`dev=xvdb`).
+    /// The disks an app works on, in order (`dev=xvdb`, `dev=xvda,xvdb`).
     pub dev: Option<&'a str>,
     /// The pattern seed of `app=blkfill`.
     pub seed: u64,

@@ -15,14 +15,21 @@ const CHUNK: u64 = 1 << 20;
 /// Runs the app; returns whether it succeeded.
 pub fn run(app: App, dev: Option<&str>, seed: u64) -> bool {
     let wanted = match dev {
-        // A disk named is waited for: a device model may write its nodes only now.
-        Some(d) => match crate::vdev::id(d) {
-            Some(id) if blk::wait_for_disk(id) => vec![id],
-            _ => {
-                println!("app: no disk {d}");
-                return false;
+        // The disks named, in that order, each waited for: a device model may write its
+        // nodes only now.
+        Some(list) => {
+            let mut ids = vec![];
+            for d in list.split(',') {
+                match crate::vdev::id(d) {
+                    Some(id) if blk::wait_for_disk(id) => ids.push(id),
+                    _ => {
+                        println!("app: no disk {d}");
+                        return false;
+                    }
+                }
             }
-        },
+            ids
+        }
         // Reading every disk is harmless; filling one must be asked for by name.
         None if app == App::BlkSum => blk::disk_ids(),
         None => {
@@ -39,7 +46,10 @@ pub fn run(app: App, dev: Option<&str>, seed: u64) -> bool {
                     App::BlkSum => blksum(&mut disk, &name(id)),
                     App::BlkFill => blkfill(&mut disk, &name(id), seed),
                 };
-                blk::close(disk).and(r)
+                // The app's own failure first: a close that then fails too (a backend that
+                // broke the protocol may not let go) is logged by the driver.
+                let closed = blk::close(disk);
+                r.and(closed)
             });
             if let Err(e) = &result {
                 println!("{} {}: {e}", app.name(), name(id));
