@@ -89,7 +89,8 @@ pub enum BlkError {
     /// logical sectors ([`DiskInfo::sector_size`]).
     Misaligned,
     /// The backend answered this request with a response that cannot be right (wrong
-    /// operation, unknown status). The driver goes on serving the others.
+    /// operation, unknown status), or answered a read while still holding its pages (the
+    /// data could change under us). The driver goes on serving the others.
     BadResponse,
     /// No completion before the deadline. The request stays owned by the driver (the
     /// backend may still be using its pages) and its late completion is discarded.
@@ -111,7 +112,10 @@ impl fmt::Display for BlkError {
             BlkError::Misaligned => {
                 f.write_str("blkfront: empty or not a multiple of the logical sector size")
             }
-            BlkError::BadResponse => f.write_str("blkfront: malformed response from the backend"),
+            BlkError::BadResponse => f.write_str(
+                "blkfront: the backend's answer cannot be trusted (malformed, or its pages still \
+                 mapped)",
+            ),
             BlkError::Timeout => f.write_str("blkfront: timed out"),
             BlkError::Device(e) => write!(f, "blkfront: {e}"),
         }
