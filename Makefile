@@ -185,7 +185,8 @@ faults: build
 	    '@fault=garbage-keys extra="log=warn tests=blk:: app=blksum stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@fault=evtchn-flood extra="log=warn tests=boot:: app=blksum stay" $(SCRATCH) vif=[]' \
 	    '@fault=grant-exhaust max_grant_frames=1 extra="log=warn tests=blk:: stay $(DISK_ROLES)" $(DEVICES)' \
-	    '@fault=destroy-blkfill extra="log=warn tests=boot:: app=blkfill dev=xvdb seed=9" $(SCRATCH) vif=[]'
+	    '@fault=destroy-blkfill extra="log=warn tests=boot:: app=blkfill dev=xvdb seed=9" $(SCRATCH) vif=[]' \
+	    '@net @fault=hostile-backend extra="log=warn tests=boot:: app=blksum dev=xvda,xvdb stay" $(SCRATCH) $(NET)'
 
 # Benchmarks (not tests). The Xen rows come from one boot of the rig in which our guest (PV,
 # FIFO and 2-level event channels) and the Linux PV domU peer (rig/linux-domu.sh; its blkfront

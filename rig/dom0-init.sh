@@ -253,7 +253,7 @@ fault_background() {
     case $1 in
     blk-detach) mark=acked.1 ;;
     destroy-blkfill) mark=acked.1 ;;
-    garbage-keys | evtchn-flood) mark=created ;;
+    garbage-keys | evtchn-flood | hostile-backend) mark=created ;;
     shutdown-mid-tests) mark=ok.5 ;;
     *) return ;;
     esac
@@ -311,6 +311,12 @@ fault_background() {
         ;;
     evtchn-flood)
         fake_vbd xvdd flood sectors=2048 sector-size=512 info=0
+        unpause
+        ;;
+    hostile-backend)
+        # xvda: the guest's apps take disks in id order, so this one breaks before the real
+        # disk (xvdb) is read, while its backend still floods.
+        fake_vbd xvda hostile sectors=16384 sector-size=512 info=0
         unpause
         ;;
     shutdown-mid-tests)
@@ -415,21 +421,26 @@ vdev_id() {
     echo $((202 * 256 + i * 16))
 }
 
-# fake_vbd <vdev> [flood] <key>=<value>...: a disk for the guest whose backend is this
-# shell, under backend/rig-fake (no driver of dom0's watches it): InitWait at once; at the
-# guest's Initialised, the keys as given (the disk's description: garbage on purpose), and
+# fake_vbd <vdev> [flood|hostile] <key>=<value>...: a disk for the guest whose backend is
+# this shell, under backend/rig-fake (no driver of dom0's watches it): InitWait at once; at
+# the guest's Initialised, the keys as given (the disk's description: garbage on purpose), and
 # with "flood", evtchn-flood on the event channel the guest published, then Connected; Closed
-# when the guest closes. It serves no ring: requests go unanswered.
+# when the guest closes. It serves no ring: requests go unanswered. With "hostile",
+# rig/hostile-blkback serves the ring for 30 s instead: right answers, but every data page
+# kept mapped, the guest's port and the backend's state node flooded (it rewrites "4" even
+# after this shell wrote Closed).
 fake_vbd() {
     vdev=$1
     shift
     flood=""
+    hostile=""
     [ "$1" != flood ] || { flood=1 && shift; }
+    [ "$1" != hostile ] || { hostile=1 && shift; }
     dom=$(xl domid "$name")
     id=$(vdev_id "$vdev")
     fe=/local/domain/$dom/device/vbd/$id
     be=/local/domain/0/backend/rig-fake/$dom/$id
-    ctl_log "fault: $vdev: a fake backend at $be: ${flood:+flood, }$*"
+    ctl_log "fault: $vdev: a fake backend at $be: ${flood:+flood, }${hostile:+hostile, }$*"
     xenstore-write "$be" "" "$fe" ""
     xenstore-chmod "$be" n0 "r$dom"
     xenstore-chmod "$fe" "n$dom" r0
@@ -448,6 +459,15 @@ fake_vbd() {
                 (
                     /rig/evtchn-flood "$dom" 5 "$port" >"$d/flood.out" 2>&1
                     echo "evtchn-flood exit status $?" >>"$d/fake.err"
+                ) &
+            fi
+            if [ -n "$hostile" ]; then
+                ring=$(xenstore-read "$fe/ring-ref")
+                port=$(xenstore-read "$fe/event-channel")
+                ctl_log "fault: $vdev: hostile-blkback on ring-ref $ring, port $port, for 30 s"
+                (
+                    /rig/hostile-blkback "$dom" "$ring" "$port" "$be/state" 30 >"$d/hostile.out" 2>&1
+                    echo "hostile-blkback exit status $?" >>"$d/fake.err"
                 ) &
             fi
             xenstore-write "$be/state" 4
@@ -509,6 +529,21 @@ fault_at_ready() {
         kill "$stream" "$pinger" 2>/dev/null
         wait "$stream" "$pinger" 2>/dev/null
         ctl_log "fault: echo stream got $(stat -c %s /run/fault-echo) bytes back in all"
+        ;;
+    hostile-backend)
+        # Started by the fake backend of xvda at the guest's Initialised; it reports when its
+        # 30 s are up.
+        i=0
+        while ! grep -q '^requests=' "$d/hostile.out" 2>/dev/null && [ "$i" -lt 400 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        if grep -q '^requests=' "$d/hostile.out" 2>/dev/null; then
+            ctl_log "fault: hostile-backend: $(cat "$d/hostile.out")"
+        else
+            ctl_fail "fault: hostile-backend: $(cat "$d/hostile.out" 2>/dev/null || echo 'never ran')"
+            return 1
+        fi
         ;;
     evtchn-flood)
         # Started by the fake backend of xvdd; its line comes when it is done.

@@ -76,7 +76,7 @@ fast_hotplug=""
 control_timeout=20
 # @fault=<name>: see rig/README.md, "Fault injection".
 FAULTS="blk-detach vif-detach garbage-keys evtchn-flood grant-exhaust destroy-blkfill blk-attach
-vif-attach shutdown-mid-tests"
+vif-attach shutdown-mid-tests hostile-backend"
 FAULTS=${FAULTS//$'\n'/ }
 xenstored=cxenstored
 log_copy=""
@@ -460,6 +460,11 @@ if [[ " ${run_faults[*]} " == *" evtchn-flood "* ]]; then
     gcc -O2 -Wall -o "$stage/rig/evtchn-flood" "$RIG_DIR/evtchn-flood.c" -lxenctrl -lxenevtchn ||
         rig_die "cannot build rig/evtchn-flood.c (needs gcc and libxen-dev)"
 fi
+# dom0's hostile blkback for @fault=hostile-backend, likewise.
+if [[ " ${run_faults[*]} " == *" hostile-backend "* ]]; then
+    gcc -O2 -Wall -o "$stage/rig/hostile-blkback" "$RIG_DIR/hostile-blkback.c" -lxengnttab \
+        -lxenevtchn -lxenstore || rig_die "cannot build rig/hostile-blkback.c (needs gcc and libxen-dev)"
+fi
 # dom0's side of the network checks (@net: a short transfer each way, through the guest's
 # benchmark sink and source) and of the network benchmarks (@bench): rig/netbench.c, static
 # (dom0's busybox root has no compiler and only the libraries xl needs).
@@ -771,6 +776,9 @@ for i in "${!runs[@]}"; do
                 want='xvdb: .*max-ring-page-order|blksum xvdd: .*sectors: not a number|blksum xvde: .*sector-size: not a power of two|blksum xvdf: .*sectors: missing'
                 ;;
             evtchn-flood) want='blksum xvdd: .*timed out' ;;
+            hostile-backend)
+                want='device/vbd/51712: the backend holds [0-9]+ pages past their requests .*device marked broken|blksum xvda: blkfront: the backend.[sb]'
+                ;;
             grant-exhaust) want='device/vbd/[0-9]+: .*no free grant reference .*using requests of 11 pages' ;;
             destroy-blkfill) want="" ;;
             blk-attach)
