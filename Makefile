@@ -66,7 +66,13 @@ test-host: deps lint
 	rig/test-netbench.sh
 	python3 rig/test_bench.py
 
+# shellcheck and pyflakes from Debian (pyflakes3 runs on Debian's python3, the same 3.11 the
+# rig's Python needs).
 lint: deps
+	@{ command -v shellcheck && command -v pyflakes3; } >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq shellcheck pyflakes3 >/dev/null; }
+	shellcheck rig/*.sh rig/hotplug/* .ci/run
+	pyflakes3 rig/*.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release -p guest --target $(TARGET) -- -D warnings
