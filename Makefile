@@ -23,6 +23,8 @@ CMDLINE   ?= log=info
 # The rig's package cache, where linux-domu.sh builds the peer (the rig scripts take it from
 # the environment too).
 RIG_WORK  ?= target/rig
+# The rig's host side (XEN_RIG=rig/xen-rig.py tries the Python one).
+XEN_RIG   ?= rig/xen-rig.sh
 
 .PHONY: all deps build run run-pvh run-native test test-host test-native test-xen test-xen-pvh \
 	test-xen-other faults bench fuzz lint clean
@@ -49,11 +51,11 @@ build: deps
 # The main job: the guest as a PV domU created by `xl create` in the Xen rig, with the rig's
 # scratch disk, a read-only disk and a vif, so that every driver is at work.
 run: build
-	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
+	$(XEN_RIG) $(IMAGE) xen.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
 
 # The same, as a PVH domU.
 run-pvh: build
-	rig/xen-rig.sh $(IMAGE) xen-pvh.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
+	$(XEN_RIG) $(IMAGE) xen-pvh.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
 
 run-native: build
 	rig/run-native.sh $(IMAGE) "$(CMDLINE)"
@@ -65,6 +67,7 @@ test-host: deps lint
 	$(CARGO) test --workspace
 	rig/test-netbench.sh
 	python3 rig/test_bench.py
+	python3 rig/test_xen_rig.py
 
 # shellcheck and pyflakes from Debian (pyflakes3 runs on Debian's python3, the same 3.11 the
 # rig's Python needs).
@@ -127,14 +130,14 @@ test-native: build
 # loaded host, before the guest even starts.
 test-xen: build target/blk-random.img target/blk-zero.img
 	rig/test-check-console.sh
-	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
+	$(XEN_RIG) --expect-bulk --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
 	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img'
-	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
+	$(XEN_RIG) --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh
 
@@ -144,12 +147,12 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
 # on its own stack).
 test-xen-pvh: build target/blk-random.img
-	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
+	$(XEN_RIG) --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"'
-	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
+	$(XEN_RIG) --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'
 
@@ -167,7 +170,7 @@ test-xen-pvh: build target/blk-random.img
 # file (rig/test-linux-bench.sh).
 test-xen-other: build target/blk-random.img target/blk-zero.img
 	rig/test-linux-bench.sh
-	rig/xen-rig.sh --xenstored oxenstored --fast-hotplug --timeout 600 --control-timeout 90 \
+	$(XEN_RIG) --xenstored oxenstored --fast-hotplug --timeout 600 --control-timeout 90 \
 	    --peer $(RIG_WORK)/linux-domu/vmlinux $(RIG_WORK)/linux-domu/linux-domu.cfg $(IMAGE) xen.cfg \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@net extra="log=info stay $(DISK_ROLES)" $(QDISK_DEVICES)' \
@@ -191,7 +194,7 @@ test-xen-other: build target/blk-random.img target/blk-zero.img
 # 25 s on a loaded host. --disk-mb 128: the fill that xl destroy interrupts must outlast
 # xl's start-up.
 faults: build
-	rig/xen-rig.sh --fast-hotplug --disk-mb 128 --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
+	$(XEN_RIG) --fast-hotplug --disk-mb 128 --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
 	    '@fault=blk-detach extra="log=warn tests=boot:: app=blkfill dev=xvdb seed=7 stay" $(SCRATCH) vif=[]' \
 	    '@fault=vif-detach extra="log=warn tests=boot:: stay" $(NET) disk=[]' \
 	    '@fault=garbage-keys extra="log=warn tests=blk:: app=blksum stay $(DISK_ROLES)" $(DEVICES)' \
@@ -212,7 +215,7 @@ BENCH_OURS := '@bench memory=128 extra="log=warn tests=none bench stay scratch=x
 BENCH_OURS_2L := '@bench memory=128 extra="log=warn tests=none bench=blk_,event_ stay evtchn=2l scratch=xvdb" $(SCRATCH) $(NET)'
 BENCH_PEER := '@peer @bench extra="quiet loglevel=1 rigtest=bench" $(SCRATCH) $(NET)'
 BENCH_PEER_256 := '@peer @bench extra="quiet loglevel=1 rigtest=bench blkfront_indirect=256" $(SCRATCH) $(NET)'
-BENCH_RIG := rig/xen-rig.sh --fast-hotplug --disk-mb 64 --bench-mib 32 --control-timeout 600
+BENCH_RIG := $(XEN_RIG) --fast-hotplug --disk-mb 64 --bench-mib 32 --control-timeout 600
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
 	rig/linux-domu.sh >/dev/null
