@@ -530,6 +530,180 @@ def check_console(guest_text):
     return done.returncode == 0, out
 
 
+def _check_control(run, log, out, closings):
+    """A control run: dom0's controller says whether each step came within --control-timeout;
+    then what the guest must have printed and how each boot must have ended."""
+    why, note = out.why, out.notes.append
+    guest = log.guest
+    control = run.control
+    control_fails = log.result("control", "fail")
+    control_oks = log.result("control", "ok")
+    if control_fails:
+        why.append("control: " + "; ".join(control_fails))
+    elif not control_oks:
+        why.append("control: no result from dom0's controller")
+    else:
+        note("control: " + "; ".join(control_oks))
+    for line in log.control("net: "):
+        if re.match(r"net: [a-z]", line):
+            note(line)
+    if control == "net" and not log.result("net", "ok"):
+        why.append("net: the checks from dom0 did not all run")
+    for line in log.control("bench: net_"):
+        note("dom0 " + line)
+    if control == "bench" and not log.result("bench"):
+        why.append("bench: dom0's network measurements did not all run")
+    if control == "reboot":
+        boots, want_reasons, want_shut = 2, "reboot,poweroff", "reboot poweroff"
+    else:
+        boots, want_reasons, want_shut = 1, "poweroff", "poweroff"
+    nready = sum(1 for line in guest if line == "control: ready")
+    if nready != boots:
+        why.append(f"{nready} 'control: ready' line(s), want {boots}")
+    if closings and len(closings) != boots:
+        why.append(f"{len(closings)} closing lines, want {boots}")
+    shut = " ".join(line[len("control: shutdown "):] for line in guest
+                    if line.startswith("control: shutdown "))
+    if shut != want_shut:
+        why.append(f"'control: shutdown' lines: '{shut}', want '{want_shut}'")
+    if log.end and log.end_fields.get("reasons") != want_reasons:
+        why.append(f"shutdown reasons {log.end_fields.get('reasons', '')}, "
+                   f"want {want_reasons}")
+
+
+def _check_disks(log, out, pattern):
+    """Disk contents, against dom0's "rig: disk <vdev> before|after" lines: what the guest
+    read (blksum) must be the disk before the run, what it wrote (blkfill) the pattern."""
+    why, note = out.why, out.notes.append
+    guest = log.guest
+    for line in guest:
+        for dev, sectors, ssize, digest in re.findall(
+                r"blksum ([a-z0-9]+) sectors=([0-9]+) sector_size=([0-9]+) "
+                r"sha256=([0-9a-f]{64})", line):
+            before = log.before(dev)
+            if before is None:
+                why.append(f"blksum {dev}: the run has no disk {dev} "
+                           f"(no 'rig: disk {dev} before' line)")
+            elif digest != before[1]:
+                why.append(f"blksum {dev}: guest read sha256 {digest}, dom0 had {before[1]} "
+                           f"({before[0]} bytes) before the run")
+            elif int(sectors) * int(ssize) != int(before[0] or 0):
+                why.append(f"blksum {dev}: sha256 matches but sectors={sectors} x "
+                           f"sector_size={ssize} != {before[0]} bytes")
+            else:
+                note(f"blksum {dev} matches ({sectors} sectors, sha256 {digest[:16]}...)")
+    for line in guest:
+        for dev, sectors, seed in re.findall(
+                r"blkfill ([a-z0-9]+) done sectors=([0-9]+) seed=([0-9]+)", line):
+            after = log.disks_after.get(dev)
+            if after is None:
+                why.append(f"blkfill {dev}: the run has no disk {dev} "
+                           f"(no 'rig: disk {dev} after' line)")
+                continue
+            size, digest = after
+            if int(sectors) * 512 != int(size or 0):
+                why.append(f"blkfill {dev}: guest filled {sectors} sectors "
+                           f"({int(sectors) * 512} bytes) of a {size}-byte disk")
+                continue
+            ok, want = pattern(sectors, seed)
+            if not ok:
+                why.append(f"blkfill {dev}: blkfill-pattern.py: {want}")
+            elif want != digest:
+                why.append(f"blkfill {dev}: disk after the run has sha256 {digest}, the pattern "
+                           f"for seed={seed} over {sectors} sectors {want}")
+            else:
+                note(f"blkfill {dev} verified {sectors} sectors (seed {seed})")
+
+
+def _check_fault(run, log, out, pattern):
+    """A fault run: dom0's steps (each must have been done), then the guest's error lines for
+    the fault; that it went on is the closing line and the shutdown, checked with the rest."""
+    why, note = out.why, out.notes.append
+    guest = log.guest
+    control_fails = log.result("control", "fail")
+    control_oks = log.result("control", "ok")
+    fault = run.fault
+    for line in log.control("fault: "):
+        note(line)
+    if not run.control and control_fails:
+        why.append(control_fails[0])
+    if fault == "shutdown-mid-tests":
+        # Not a control run: dom0's fault actor reports the timing (or why not).
+        if control_oks:
+            note("control: " + control_oks[0])
+        elif not control_fails:
+            why.append(f"fault {fault}: no result from dom0")
+    for want in FAULT_WANTS[fault]:
+        found = next((line for line in guest if re.search(want, line)), None)
+        if found is not None:
+            note(f"fault {fault}: guest: {found}")
+        else:
+            why.append(f"fault {fault}: no guest line matching '{want}'")
+    if fault == "destroy-blkfill":
+        acked = [m for line in guest for m in re.findall(
+            r"blkfill [a-z0-9]+ acked sectors=[0-9]+ seed=[0-9]+", line)]
+        last = acked[-1] if acked else ""
+        hashed = next((m.groups() for line in log.lines if (m := re.match(
+            r"^rig: fault: blkfill ([a-z0-9]*) acked sectors=([0-9]*) seed=([0-9]*) "
+            r"sha256=([0-9a-f]*)$", line))), None)
+        if any(re.search(r"blkfill [a-z0-9]+ done ", line) for line in guest):
+            why.append(f"fault {fault}: blkfill finished before xl destroy")
+        elif hashed is None or not hashed[3]:
+            why.append(f"fault {fault}: no 'rig: fault: blkfill ... sha256=' line from dom0")
+        else:
+            dev, sectors, seed, digest = hashed
+            if last != f"blkfill {dev} acked sectors={sectors} seed={seed}":
+                why.append(f"fault {fault}: dom0 hashed '{dev} {sectors} {seed}', the "
+                           f"guest's last line was '{last}'")
+            elif not (r := pattern(sectors, seed))[0]:
+                why.append(f"fault {fault}: blkfill-pattern.py: {r[1]}")
+            elif r[1] != digest:
+                why.append(f"fault {fault}: the first {sectors} sectors of {dev} hash to "
+                           f"{digest}, the pattern to {r[1]}")
+            else:
+                note(f"fault {fault}: the {sectors} sectors acked before xl destroy hold "
+                     f"the pattern (seed {seed})")
+
+
+def _check_qdisk(log, out):
+    """QEMU served the run's qdisk disks: dom0 saw its backend nodes and its process, and
+    QEMU did not complain."""
+    why, note = out.why, out.notes.append
+    for line in log.lines:
+        if m := re.match(r"^rig: qdisk: ((backend |all connected |states ).*)$", line):
+            note("qdisk: " + m.group(1))
+        elif m := re.match(r"^rig: qdisk: (qemu pid [0-9]* VmRSS: [0-9]* kB)", line):
+            note("qdisk: " + m.group(1))
+    if not log.result("qdisk-backend", "ok"):
+        detail = (log.result("qdisk-backend") or ["no result from dom0"])[-1]
+        why.append("qdisk: dom0 saw no backend nodes under /local/domain/0/backend/qdisk "
+                   f"({detail})")
+    if not log.result("qdisk-qemu", "ok"):
+        why.append("qdisk: no xen-qemu-system-i386 process in dom0")
+    qemu_dm = [line[len("rig: qemu-dm: "):] for line in log.lines
+               if line.startswith("rig: qemu-dm: ")]
+    for line in qemu_dm[:5]:
+        note("qemu-dm: " + line)
+    for detail in log.result("qemu-dm", "fail")[:1]:
+        why.append(f"qdisk: QEMU: {detail}")
+
+
+def _check_intact(log, out):
+    """@intact: the guest was named no disk to write, so none may have changed."""
+    why, note = out.why, out.notes.append
+    changed = 0
+    for vdev, size, digest in log.disks_before:
+        after = log.disks_after.get(vdev)
+        if after != (size, digest):
+            changed += 1
+            why.append(f"@intact: disk {vdev} was size={size} sha256={digest} before the "
+                       f"run, {' '.join(after) if after else 'unknown'} after")
+    if not log.disks_before:
+        why.append("@intact: the run has no disk")
+    elif not changed:
+        note(f"@intact: {len(log.disks_before)} disk(s) unchanged")
+
+
 def decide(run, text, expect_bulk=False, pattern=pattern_sha256, console=check_console):
     """A run's outcome from its log (None: it never began): the guest's own lines, dom0's
     markers and dom0's "rig: result" lines (rig/README.md, "Results")."""
@@ -568,157 +742,15 @@ def decide(run, text, expect_bulk=False, pattern=pattern_sha256, console=check_c
         # (A control run checks the reason of every boot, below.)
         elif not control and log.end_fields.get("reason") != want_reason:
             why.append(f"guest did not end with {want_reason} ({log.end_says()})")
-    control_fails = log.result("control", "fail")
-    control_oks = log.result("control", "ok")
     if control:
-        # dom0's controller says whether each step came within --control-timeout; then what
-        # the guest must have printed and how each boot must have ended.
-        if control_fails:
-            why.append("control: " + "; ".join(control_fails))
-        elif not control_oks:
-            why.append("control: no result from dom0's controller")
-        else:
-            note("control: " + "; ".join(control_oks))
-        for line in log.control("net: "):
-            if re.match(r"net: [a-z]", line):
-                note(line)
-        if control == "net" and not log.result("net", "ok"):
-            why.append("net: the checks from dom0 did not all run")
-        for line in log.control("bench: net_"):
-            note("dom0 " + line)
-        if control == "bench" and not log.result("bench"):
-            why.append("bench: dom0's network measurements did not all run")
-        if control == "reboot":
-            boots, want_reasons, want_shut = 2, "reboot,poweroff", "reboot poweroff"
-        else:
-            boots, want_reasons, want_shut = 1, "poweroff", "poweroff"
-        nready = sum(1 for line in guest if line == "control: ready")
-        if nready != boots:
-            why.append(f"{nready} 'control: ready' line(s), want {boots}")
-        if closings and len(closings) != boots:
-            why.append(f"{len(closings)} closing lines, want {boots}")
-        shut = " ".join(line[len("control: shutdown "):] for line in guest
-                        if line.startswith("control: shutdown "))
-        if shut != want_shut:
-            why.append(f"'control: shutdown' lines: '{shut}', want '{want_shut}'")
-        if end and log.end_fields.get("reasons") != want_reasons:
-            why.append(f"shutdown reasons {log.end_fields.get('reasons', '')}, "
-                       f"want {want_reasons}")
-    # Disk contents, against dom0's "rig: disk <vdev> before|after" lines: what the guest read
-    # (blksum) must be the disk before the run, what it wrote (blkfill) the pattern.
-    for line in guest:
-        for dev, sectors, ssize, digest in re.findall(
-                r"blksum ([a-z0-9]+) sectors=([0-9]+) sector_size=([0-9]+) "
-                r"sha256=([0-9a-f]{64})", line):
-            before = log.before(dev)
-            if before is None:
-                why.append(f"blksum {dev}: the run has no disk {dev} "
-                           f"(no 'rig: disk {dev} before' line)")
-            elif digest != before[1]:
-                why.append(f"blksum {dev}: guest read sha256 {digest}, dom0 had {before[1]} "
-                           f"({before[0]} bytes) before the run")
-            elif int(sectors) * int(ssize) != int(before[0] or 0):
-                why.append(f"blksum {dev}: sha256 matches but sectors={sectors} x "
-                           f"sector_size={ssize} != {before[0]} bytes")
-            else:
-                note(f"blksum {dev} matches ({sectors} sectors, sha256 {digest[:16]}...)")
-    for line in guest:
-        for dev, sectors, seed in re.findall(
-                r"blkfill ([a-z0-9]+) done sectors=([0-9]+) seed=([0-9]+)", line):
-            after = log.disks_after.get(dev)
-            if after is None:
-                why.append(f"blkfill {dev}: the run has no disk {dev} "
-                           f"(no 'rig: disk {dev} after' line)")
-                continue
-            size, digest = after
-            if int(sectors) * 512 != int(size or 0):
-                why.append(f"blkfill {dev}: guest filled {sectors} sectors "
-                           f"({int(sectors) * 512} bytes) of a {size}-byte disk")
-                continue
-            ok, want = pattern(sectors, seed)
-            if not ok:
-                why.append(f"blkfill {dev}: blkfill-pattern.py: {want}")
-            elif want != digest:
-                why.append(f"blkfill {dev}: disk after the run has sha256 {digest}, the pattern "
-                           f"for seed={seed} over {sectors} sectors {want}")
-            else:
-                note(f"blkfill {dev} verified {sectors} sectors (seed {seed})")
-    # A fault run: dom0's steps (each must have been done), then the guest's error lines for
-    # the fault; that it went on is the closing line and the shutdown checked above.
+        _check_control(run, log, out, closings)
+    _check_disks(log, out, pattern)
     if run.fault:
-        fault = run.fault
-        for line in log.control("fault: "):
-            note(line)
-        if not control and control_fails:
-            why.append(control_fails[0])
-        if fault == "shutdown-mid-tests":
-            # Not a control run: dom0's fault actor reports the timing (or why not).
-            if control_oks:
-                note("control: " + control_oks[0])
-            elif not control_fails:
-                why.append(f"fault {fault}: no result from dom0")
-        for want in FAULT_WANTS[fault]:
-            found = next((line for line in guest if re.search(want, line)), None)
-            if found is not None:
-                note(f"fault {fault}: guest: {found}")
-            else:
-                why.append(f"fault {fault}: no guest line matching '{want}'")
-        if fault == "destroy-blkfill":
-            acked = [m for line in guest for m in re.findall(
-                r"blkfill [a-z0-9]+ acked sectors=[0-9]+ seed=[0-9]+", line)]
-            last = acked[-1] if acked else ""
-            hashed = next((m.groups() for line in log.lines if (m := re.match(
-                r"^rig: fault: blkfill ([a-z0-9]*) acked sectors=([0-9]*) seed=([0-9]*) "
-                r"sha256=([0-9a-f]*)$", line))), None)
-            if any(re.search(r"blkfill [a-z0-9]+ done ", line) for line in guest):
-                why.append(f"fault {fault}: blkfill finished before xl destroy")
-            elif hashed is None or not hashed[3]:
-                why.append(f"fault {fault}: no 'rig: fault: blkfill ... sha256=' line from dom0")
-            else:
-                dev, sectors, seed, digest = hashed
-                if last != f"blkfill {dev} acked sectors={sectors} seed={seed}":
-                    why.append(f"fault {fault}: dom0 hashed '{dev} {sectors} {seed}', the "
-                               f"guest's last line was '{last}'")
-                elif not (r := pattern(sectors, seed))[0]:
-                    why.append(f"fault {fault}: blkfill-pattern.py: {r[1]}")
-                elif r[1] != digest:
-                    why.append(f"fault {fault}: the first {sectors} sectors of {dev} hash to "
-                               f"{digest}, the pattern to {r[1]}")
-                else:
-                    note(f"fault {fault}: the {sectors} sectors acked before xl destroy hold "
-                         f"the pattern (seed {seed})")
-    # QEMU served the run's qdisk disks: dom0 saw its backend nodes and its process.
+        _check_fault(run, log, out, pattern)
     if run.qdisk:
-        for line in log.lines:
-            if m := re.match(r"^rig: qdisk: ((backend |all connected |states ).*)$", line):
-                note("qdisk: " + m.group(1))
-            elif m := re.match(r"^rig: qdisk: (qemu pid [0-9]* VmRSS: [0-9]* kB)", line):
-                note("qdisk: " + m.group(1))
-        if not log.result("qdisk-backend", "ok"):
-            detail = (log.result("qdisk-backend") or ["no result from dom0"])[-1]
-            why.append("qdisk: dom0 saw no backend nodes under /local/domain/0/backend/qdisk "
-                       f"({detail})")
-        if not log.result("qdisk-qemu", "ok"):
-            why.append("qdisk: no xen-qemu-system-i386 process in dom0")
-        qemu_dm = [line[len("rig: qemu-dm: "):] for line in log.lines
-                   if line.startswith("rig: qemu-dm: ")]
-        for line in qemu_dm[:5]:
-            note("qemu-dm: " + line)
-        for detail in log.result("qemu-dm", "fail")[:1]:
-            why.append(f"qdisk: QEMU: {detail}")
-    # @intact: the guest was named no disk to write, so none may have changed.
+        _check_qdisk(log, out)
     if run.intact:
-        changed = 0
-        for vdev, size, digest in log.disks_before:
-            after = log.disks_after.get(vdev)
-            if after != (size, digest):
-                changed += 1
-                why.append(f"@intact: disk {vdev} was size={size} sha256={digest} before the "
-                           f"run, {' '.join(after) if after else 'unknown'} after")
-        if not log.disks_before:
-            why.append("@intact: the run has no disk")
-        elif not changed:
-            note(f"@intact: {len(log.disks_before)} disk(s) unchanged")
+        _check_intact(log, out)
     if run.nodhcp and not log.result("nodhcp", "ok"):
         why.append("@nodhcp: " + (log.result("nodhcp") or ["dom0 did not stop udhcpd"])[0])
     # The console integrity block is optional; a broken one fails the run.
