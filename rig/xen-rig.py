@@ -44,10 +44,8 @@ RIG_DIR = Path(__file__).resolve().parent
 REPO_DIR = RIG_DIR.parent
 
 CONTROLS = ("shutdown", "reboot", "net", "bench")
-# @fault=<name>: see rig/README.md, "Fault injection".
-FAULTS = ("blk-detach", "vif-detach", "garbage-keys", "evtchn-flood", "grant-exhaust",
-          "destroy-blkfill", "blk-attach", "vif-attach", "shutdown-mid-tests")
-# The guest lines each fault wants, one line for each pattern.
+# @fault=<name> (rig/README.md, "Fault injection") and the guest lines each wants, a line of
+# its own for each pattern.
 FAULT_WANTS = {
     "blk-detach": [r"blkfill [a-z0-9]+: .*backend closed the device"],
     "vif-detach": [r"net: device/vif/[0-9]+: the backend is closing"],
@@ -64,6 +62,7 @@ FAULT_WANTS = {
     "shutdown-mid-tests": [r"^selftest: stopped by the toolstack \(poweroff\)",
                            r"^control: shutdown poweroff"],
 }
+FAULTS = tuple(FAULT_WANTS)
 # The toolstack acts on these before the guest's tests end: they are no @shutdown runs.
 FAULTS_OWN_END = ("destroy-blkfill", "shutdown-mid-tests")
 
