@@ -1,5 +1,5 @@
 #!/bin/sh
-# dom0's /init (busybox sh). xen-rig.sh appends it, the guest files and the runs to the cached
+# dom0's /init (busybox sh). xen-rig.py appends it, the guest files and the runs to the cached
 # dom0 initramfs. Layout it relies on:
 #   /rig/run/<N>/disks     run N's disks, "<path> <vdev> scratch <MiB>" (recreated empty) or
 #                          "<path> <vdev> image <file>" (a fresh copy of /rig/images/<k>)
@@ -739,7 +739,7 @@ mkfifo /run/rig-tick
 say "dom0 ready: $(cut -d' ' -f1 /proc/uptime) s"
 # dom0's programs (xl, QEMU) died now and then with heap corruption while QEMU 7.2's TCG (the
 # first to emulate AVX/AVX2, which glibc picks for its string functions) offered them;
-# xen-rig.sh now turns them off: say what dom0 got.
+# xen-rig.py now turns them off: say what dom0 got.
 say "dom0 cpu: $(grep -m 1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx|avx2|avx512f|erms|fsrm' | tr '\n' ' ')"
 dump_dmesg >/dev/null
 
@@ -881,7 +881,7 @@ while [ -d "/rig/run/$n" ]; do
     [ -z "$qdisk" ] || wait "$qdisk"
     read -r t1 _ </proc/uptime
 
-    # A preserved domain (xen-rig.sh sets on_crash="preserve"): dump its vCPUs for debugging
+    # A preserved domain (xen-rig.py sets on_crash="preserve"): dump its vCPUs for debugging
     # (symbolised if the host could make a System.map), then destroy it: xenconsoled holds the
     # console FIFO open while the domain exists, and the next run wants a clean slate. The dump
     # is printed after the console drained.
