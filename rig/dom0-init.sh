@@ -152,8 +152,8 @@ ctl_log() {
 # too: each line is one short append.
 result() { echo "rig: result run=$n check=$1 status=$2 detail=$3" >>"$d/results"; }
 
-# ctl_fail WHY [destroy]: records the failure (a "control" result); with "destroy", destroys the domain (which ends
-# xl create -F) and marks the run's reason as "destroyed".
+# ctl_fail WHY [destroy]: records the failure (a "control" result); with "destroy", destroys
+# the domain (which ends xl create -F) and marks the run's reason as "destroyed".
 ctl_fail() {
     if [ -n "${2:-}" ]; then
         : >"$d/destroyed"

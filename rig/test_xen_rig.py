@@ -202,21 +202,23 @@ def decide(run, text, **kw):
 
 class Decide(unittest.TestCase):
     def test_a_plain_run_passes(self):
-        out = decide(rig.Run(1, ""), run_log(1, "ok 1 a", "skip 2 b: why", "1 passed, 0 failed, 1 skipped"))
+        out = decide(rig.Run(1, ""), run_log(1, "ok 1 a", "skip 2 b: why",
+                                             "1 passed, 0 failed, 1 skipped"))
         self.assertEqual((out.passed, out.closing), (True, "1 passed, 0 failed, 1 skipped"))
 
     def test_what_fails_a_plain_run(self):
         self.assertEqual(decide(rig.Run(1, ""), None).why, ["run missing (never began)"])
         self.assertEqual(decide(rig.Run(1, ""), "rig: run 1 begin: x\nok 1 a\n").why,
                          ["run did not end", "no closing line"])
+        crash = "xl exit=0 reason=crash seconds=1 reasons=crash"
         why = decide(rig.Run(1, ""), run_log(1, "FAIL 1 a: no", "0 passed, 1 failed, 0 skipped",
-                                             end="xl exit=0 reason=crash seconds=1 reasons=crash")).why
+                                             end=crash)).why
         self.assertEqual(why, ["1 failed", "1 FAIL line(s)",
                                "guest did not end with poweroff (xl exit=0 reason=crash "
                                "seconds=1 reasons=crash)"])
-        why = decide(rig.Run(1, ""), run_log(1, "1 passed, 0 failed, 0 skipped",
-                                             end="xl exit=1 reason=unknown seconds=1 reasons=none")).why
-        self.assertEqual(why, ["xl create failed (xl exit=1 reason=unknown seconds=1 reasons=none)"])
+        failed = "xl exit=1 reason=unknown seconds=1 reasons=none"
+        why = decide(rig.Run(1, ""), run_log(1, "1 passed, 0 failed, 0 skipped", end=failed)).why
+        self.assertEqual(why, [f"xl create failed ({failed})"])
 
     def test_expect_fatal(self):
         r = rig.Run(1, "", expect_fatal="FATAL: trap")
@@ -276,7 +278,8 @@ class Decide(unittest.TestCase):
         disks = [f"rig: disk xvdb before size=4096 sha256={SHA_A}",
                  f"rig: disk xvdb after size=4096 sha256={SHA_B}"]
         closing = "1 passed, 0 failed, 0 skipped"
-        good = run_log(1, closing, *disks, f"[ 1.0] blksum xvdb sectors=8 sector_size=512 sha256={SHA_A}",
+        good = run_log(1, closing, *disks,
+                       f"[ 1.0] blksum xvdb sectors=8 sector_size=512 sha256={SHA_A}",
                        "blkfill xvdb done sectors=8 seed=42")
         out = decide(rig.Run(1, ""), good, pattern=pattern_of(SHA_B))
         self.assertTrue(out.passed, out.why)
@@ -295,9 +298,11 @@ class Decide(unittest.TestCase):
 
     def test_intact(self):
         closing = "1 passed, 0 failed, 0 skipped"
-        same = [f"rig: disk xvda before size=1 sha256={SHA_A}", f"rig: disk xvda after size=1 sha256={SHA_A}"]
+        same = [f"rig: disk xvda before size=1 sha256={SHA_A}",
+                f"rig: disk xvda after size=1 sha256={SHA_A}"]
         r = rig.Run(1, "", intact=True)
-        self.assertEqual(decide(r, run_log(1, closing, *same)).notes, ["@intact: 1 disk(s) unchanged"])
+        self.assertEqual(decide(r, run_log(1, closing, *same)).notes,
+                         ["@intact: 1 disk(s) unchanged"])
         self.assertEqual(decide(r, run_log(1, closing)).why, ["@intact: the run has no disk"])
         changed = run_log(1, closing, same[0], f"rig: disk xvda after size=1 sha256={SHA_B}")
         self.assertEqual(decide(r, changed).why, [
@@ -310,7 +315,8 @@ class Decide(unittest.TestCase):
         fail = "rig: result run=1 check=nodhcp status=fail detail=no udhcpd to stop"
         self.assertEqual(decide(r, run_log(1, closing, fail)).why, ["@nodhcp: no udhcpd to stop"])
         r = rig.Run(1, "", qdisk=True)
-        self.assertEqual(decide(r, run_log(1, closing, "rig: result run=1 check=qdisk-backend status=fail detail=states none")).why, [
+        down = "rig: result run=1 check=qdisk-backend status=fail detail=states none"
+        self.assertEqual(decide(r, run_log(1, closing, down)).why, [
             "qdisk: dom0 saw no backend nodes under /local/domain/0/backend/qdisk (states none)",
             "qdisk: no xen-qemu-system-i386 process in dom0"])
         good = ["rig: result run=1 check=qdisk-backend status=ok detail=up",
@@ -321,7 +327,8 @@ class Decide(unittest.TestCase):
         self.assertTrue(out.passed, out.why)
         self.assertEqual(out.notes, ["qdisk: backend /x up 0.50 s after creation: 51728=2",
                                      "qemu-dm: hello"])
-        out = decide(r, run_log(1, closing, *good, "rig: result run=1 check=qemu-dm status=fail detail=Aborted"))
+        died = "rig: result run=1 check=qemu-dm status=fail detail=Aborted"
+        out = decide(r, run_log(1, closing, *good, died))
         self.assertEqual(out.why, ["qdisk: QEMU: Aborted"])
 
     def test_fault_lines(self):
@@ -332,7 +339,8 @@ class Decide(unittest.TestCase):
                 "rig: control: [2.0] fault: xl block-attach", "device: vbd/51760 added",
                 "blk: xvdd attached: sectors=16384 sector_size=512 mode=ro"]
         out = decide(r, run_log(1, *body))
-        self.assertEqual(out.why, ["fault blk-attach: no guest line matching 'device: vbd/51760 removed'"])
+        self.assertEqual(out.why, ["fault blk-attach: no guest line matching "
+                                   "'device: vbd/51760 removed'"])
         self.assertIn("fault: xl block-attach", out.notes)
         self.assertTrue(decide(r, run_log(1, *body, "device: vbd/51760 removed")).passed)
 
@@ -369,9 +377,8 @@ class Decide(unittest.TestCase):
                      console=lambda text: (False, "console-bulk: block 1 BROKEN: x\nmore"))
         self.assertEqual(out.why, ["console check: console-bulk: block 1 BROKEN: x more"])
         # The real checker, on an empty block.
-        out = rig.decide(rig.Run(1, ""), run_log(1, closing, "console-bulk: begin lines=0",
-                                                 "console-bulk: end bytes=0 fnv1a=cbf29ce484222325"),
-                         expect_bulk=True)
+        empty = ["console-bulk: begin lines=0", "console-bulk: end bytes=0 fnv1a=cbf29ce484222325"]
+        out = rig.decide(rig.Run(1, ""), run_log(1, closing, *empty), expect_bulk=True)
         self.assertEqual(out.notes, ["console-bulk: verified 0 bytes"])
 
 

@@ -1135,7 +1135,8 @@ def main(argv):
     xen_cmdline = (f"console=com1 com1=115200,8n1 dom0_mem={dom0_mb}M,max:{dom0_mb}M loglvl=all "
                    f"guest_loglvl=all console_timestamps=boot bootscrub=0 "
                    f"{os.environ.get('RIG_XEN_ARGS', '')}")
-    dom0_cmdline = f"console=hvc0 earlyprintk=xen rdinit=/init quiet {os.environ.get('RIG_DOM0_ARGS', '')}"
+    dom0_cmdline = ("console=hvc0 earlyprintk=xen rdinit=/init quiet "
+                    f"{os.environ.get('RIG_DOM0_ARGS', '')}")
     # -smap,-smep: dom0 dies early without them (NOTES.md). -avx,-avx2: dom0's xl and QEMU died
     # now and then with heap corruption (`malloc(): corrupted top size`) with them on; QEMU 7.2
     # is the first TCG to emulate them, and glibc uses them for memcpy and friends (a suspicion,
