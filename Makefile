@@ -37,6 +37,9 @@ deps:
 	    rustup target add --toolchain $(TOOLCHAIN) $(TARGET)
 	@command -v qemu-system-x86_64 >/dev/null || \
 	    { apt-get update -qq && apt-get install -y -qq qemu-system-x86 >/dev/null; }
+	@# The rig's host side and its tools are Python (stdlib only).
+	@command -v python3 >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
 	@# A C compiler and Xen's public headers: guest/tests/xen_headers.rs checks every shared
 	@# layout against them.
 	@{ command -v cc && test -e /usr/include/stdio.h && test -e /usr/include/xen/io/blkif.h; } \
@@ -49,11 +52,11 @@ build: deps
 # The main job: the guest as a PV domU created by `xl create` in the Xen rig, with the rig's
 # scratch disk, a read-only disk and a vif, so that every driver is at work.
 run: build
-	rig/xen-rig.sh $(IMAGE) xen.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
+	rig/xen-rig.py $(IMAGE) xen.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
 
 # The same, as a PVH domU.
 run-pvh: build
-	rig/xen-rig.sh $(IMAGE) xen-pvh.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
+	rig/xen-rig.py $(IMAGE) xen-pvh.cfg 'extra="log=info tests=all $(DISK_ROLES)" $(DEVICES)'
 
 run-native: build
 	rig/run-native.sh $(IMAGE) "$(CMDLINE)"
@@ -65,9 +68,16 @@ test-host: deps lint
 	$(CARGO) test --workspace
 	rig/test-netbench.sh
 	python3 rig/test_bench.py
+	python3 rig/test_xen_rig.py
 	python3 fuzz/test_campaign.py
 
+# shellcheck and pyflakes from Debian (pyflakes3 runs on Debian's python3, the same 3.11 the
+# rig's Python needs).
 lint: deps
+	@{ command -v shellcheck && command -v pyflakes3; } >/dev/null || \
+	    { apt-get update -qq && apt-get install -y -qq shellcheck pyflakes3 >/dev/null; }
+	shellcheck rig/*.sh rig/hotplug/* .ci/run
+	pyflakes3 rig/*.py fuzz/*.py
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release -p guest --target $(TARGET) -- -D warnings
@@ -115,14 +125,14 @@ test-native: build
 # loaded host, before the guest even starts.
 test-xen: build target/blk-random.img target/blk-zero.img
 	rig/test-check-console.sh
-	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
+	rig/xen-rig.py --expect-bulk --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
 	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img'
-	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
+	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh
 
@@ -132,12 +142,12 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
 # on its own stack).
 test-xen-pvh: build target/blk-random.img
-	rig/xen-rig.sh --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
+	rig/xen-rig.py --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"'
-	rig/xen-rig.sh --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
+	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'
 
@@ -155,7 +165,7 @@ test-xen-pvh: build target/blk-random.img
 # file (rig/test-linux-bench.sh).
 test-xen-other: build target/blk-random.img target/blk-zero.img
 	rig/test-linux-bench.sh
-	rig/xen-rig.sh --xenstored oxenstored --fast-hotplug --timeout 600 --control-timeout 90 \
+	rig/xen-rig.py --xenstored oxenstored --fast-hotplug --timeout 600 --control-timeout 90 \
 	    --peer $(RIG_WORK)/linux-domu/vmlinux $(RIG_WORK)/linux-domu/linux-domu.cfg $(IMAGE) xen.cfg \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@net extra="log=info stay $(DISK_ROLES)" $(QDISK_DEVICES)' \
@@ -179,7 +189,7 @@ test-xen-other: build target/blk-random.img target/blk-zero.img
 # 25 s on a loaded host. --disk-mb 128: the fill that xl destroy interrupts must outlast
 # xl's start-up.
 faults: build
-	rig/xen-rig.sh --fast-hotplug --disk-mb 128 --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
+	rig/xen-rig.py --fast-hotplug --disk-mb 128 --timeout 900 --control-timeout 90 $(IMAGE) xen.cfg \
 	    '@fault=blk-detach extra="log=warn tests=boot:: app=blkfill dev=xvdb seed=7 stay" $(SCRATCH) vif=[]' \
 	    '@fault=vif-detach extra="log=warn tests=boot:: stay" $(NET) disk=[]' \
 	    '@fault=garbage-keys extra="log=warn tests=blk:: app=blksum stay $(DISK_ROLES)" $(DEVICES)' \
@@ -201,7 +211,7 @@ BENCH_OURS := '@bench memory=128 extra="log=warn tests=none bench stay scratch=x
 BENCH_OURS_2L := '@bench memory=128 extra="log=warn tests=none bench=blk_,event_ stay evtchn=2l scratch=xvdb" $(SCRATCH) $(NET)'
 BENCH_PEER := '@peer @bench extra="quiet loglevel=1 rigtest=bench" $(SCRATCH) $(NET)'
 BENCH_PEER_256 := '@peer @bench extra="quiet loglevel=1 rigtest=bench blkfront_indirect=256" $(SCRATCH) $(NET)'
-BENCH_RIG := rig/xen-rig.sh --fast-hotplug --disk-mb 64 --bench-mib 32 --control-timeout 600
+BENCH_RIG := rig/xen-rig.py --fast-hotplug --disk-mb 64 --bench-mib 32 --control-timeout 600
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
 	rig/linux-domu.sh >/dev/null

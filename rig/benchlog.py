@@ -12,7 +12,7 @@ rigtest) prints one block per boot on its console:
 A <value> of `-` (unit `-` too) is a failed sample; its detail says why. Lines that are not
 rows (`bench: stopped by the toolstack ...`) are ignored.
 
-A log of rig/xen-rig.sh frames each run of one rig boot, and dom0 measures the network for
+A log of rig/xen-rig.py frames each run of one rig boot, and dom0 measures the network for
 the run, from its side, in lines prefixed with the controller's timestamp:
 
     rig: run <N> begin: ...
@@ -40,7 +40,7 @@ import statistics
 import sys
 from dataclasses import dataclass, field
 
-# A run's marker may end a guest's last line, one that had no newline (xen-rig.sh allows for it).
+# A run's marker may end a guest's last line, one that had no newline (xen-rig.py allows for it).
 RUN = re.compile(r"rig: run (\d+) (begin|end): ")
 DOM0 = re.compile(r"^rig: control: \[[^\]]*\] (bench: .*)$")
 BEGIN = re.compile(r"^bench: begin platform=(\S+) evtchn=(\S+)")

@@ -10,7 +10,7 @@ For each 512-byte sector s = 0..n-1:
     rig/blkfill-pattern.py --write FILE SECTORS SEED writes the pattern to FILE ('-': stdout)
     rig/blkfill-pattern.py --self-test               checks the generator against a plain one
 
-SEED is a u64 (decimal or 0x hex). xen-rig.sh uses --sha256 to check a `blkfill <dev> done
+SEED is a u64 (decimal or 0x hex). xen-rig.py uses --sha256 to check a `blkfill <dev> done
 sectors=<n> seed=<u64>` line against dom0's sha256 of the disk after the run.
 """
 import hashlib

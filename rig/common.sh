@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Shared by xen-rig.sh and linux-domu.sh: host tool installation and the package cache.
+# Shared by xen-rig.py and linux-domu.sh: host tool installation and the package cache.
 #
 # The cache lives in $RIG_WORK (target/rig by default):
 #   debs/                 .debs from `apt-get download` (file names carry the versions)

@@ -1,5 +1,5 @@
 #!/bin/sh
-# dom0's /init (busybox sh). xen-rig.sh appends it, the guest files and the runs to the cached
+# dom0's /init (busybox sh). xen-rig.py appends it, the guest files and the runs to the cached
 # dom0 initramfs. Layout it relies on:
 #   /rig/run/<N>/disks     run N's disks, "<path> <vdev> scratch <MiB>" (recreated empty) or
 #                          "<path> <vdev> image <file>" (a fresh copy of /rig/images/<k>)
@@ -24,7 +24,9 @@
 #   /rig/control-timeout   bound in seconds of each wait of a control run
 #   /rig/hotplug/          replacements for /etc/xen/scripts (--fast-hotplug), if present
 #   /rig/guest/System.map  the guest's symbols for xenctx, if the host had `nm` (may be empty)
-# The host parses the "rig: " lines; keep their format in step with xen-rig.sh.
+# The host decides each run from its "rig: result" lines (see result below and rig/README.md,
+# "Results"), the markers "rig: run N begin|end:" and "rig: disk ...", and the guest's own
+# lines; the other "rig: " lines are for people.
 
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin:/usr/lib/xen-4.17/bin
 export HOME=/root
@@ -144,8 +146,14 @@ ctl_log() {
     read -r up _ </proc/uptime
     echo "[$up] $*" >>"$d/control.log"
 }
-# ctl_fail WHY [destroy]: records the failure; with "destroy", destroys the domain (which ends
-# xl create -F) and marks the run's reason as "destroyed".
+# result CHECK ok|fail DETAIL: a verdict of dom0's for the host, printed with the run's log,
+# before its end marker. The host passes a run on these and on the guest's own lines, never on
+# the wording of the lines above them, so DETAIL is only ever quoted. Background actors call it
+# too: each line is one short append.
+result() { echo "rig: result run=$n check=$1 status=$2 detail=$3" >>"$d/results"; }
+
+# ctl_fail WHY [destroy]: records the failure (a "control" result); with "destroy", destroys
+# the domain (which ends xl create -F) and marks the run's reason as "destroyed".
 ctl_fail() {
     if [ -n "${2:-}" ]; then
         : >"$d/destroyed"
@@ -153,6 +161,7 @@ ctl_fail() {
         xl destroy "$name" >>"$d/control.log" 2>&1
     fi
     echo "FAILED: $1" >>"$d/control.log"
+    result control fail "$1"
 }
 
 # A net run's checks from dom0, against the address the guest printed ("net: up <ip>/<len> ...",
@@ -198,6 +207,7 @@ net_checks() {
             return 1
         fi
     done
+    result net ok "ping, http, tcp echo and netbench both ways from dom0"
 }
 
 # A bench run's measurements from dom0, the same for our guest and the Linux peer (which are
@@ -233,6 +243,12 @@ bench_net() {
             bench_rc=1
         fi
     done
+    # The rows were all measured (a failed one is a "-" row and a control failure).
+    if [ "$bench_rc" = 0 ]; then
+        result bench ok "ping and netbench both ways measured"
+    else
+        result bench fail "measured, some rows failed"
+    fi
     return $bench_rc
 }
 
@@ -369,6 +385,7 @@ fault_background() {
             return
         fi
         echo "ok: xl shutdown at 'ok 5' -> down $down s" >>"$d/control.log"
+        result control ok "xl shutdown at 'ok 5' -> down $down s"
         ;;
     esac
 }
@@ -605,9 +622,9 @@ control_run() {
         # The guest publishes its self-test result for the toolstack: read it as a user would.
         # (The Linux stand-in has no way to publish it: a missing key is reported, not fatal.)
         read -r dom <"$d/created"
-        result=$(xenstore-read "/local/domain/$dom/data/selftest" 2>&1) ||
-            result="unreadable: $result"
-        ctl_log "data/selftest (boot $b): $result"
+        selftest=$(xenstore-read "/local/domain/$dom/data/selftest" 2>&1) ||
+            selftest="unreadable: $selftest"
+        ctl_log "data/selftest (boot $b): $selftest"
         failed=""
         if [ "$1" = net ] && ! net_checks; then failed=1; fi
         if [ "$1" = bench ] && ! bench_net; then failed=1; fi
@@ -643,7 +660,10 @@ control_run() {
         from="boot $b went down"
         b=$((b + 1))
     done
-    [ -n "$failed" ] || echo "ok: $timings" >>"$d/control.log"
+    [ -n "$failed" ] || {
+        echo "ok: $timings" >>"$d/control.log"
+        result control ok "$timings"
+    }
 }
 
 # The run's disks, made afresh (the previous runs' are deleted: they hold dom0 memory):
@@ -685,7 +705,12 @@ disks_after() {
 # once a second (an exec each, ~80 ms under TCG), for the first --control-timeout seconds.
 qdisk_watch() {
     exec 8<>/run/rig-tick
-    ctl_wait "$d/created" || { echo "the domain was never created" >>"$d/qdisk.log"; return; }
+    ctl_wait "$d/created" || {
+        echo "the domain was never created" >>"$d/qdisk.log"
+        result qdisk-backend fail "the domain was never created"
+        result qdisk-qemu fail "the domain was never created"
+        return
+    }
     uptime_cs
     since=$CS
     deadline=$((CS + ctl_timeout * 100))
@@ -703,6 +728,7 @@ qdisk_watch() {
             # libxl records the device model's pid; the QEMU processes running are those
             # whose command line names the binary (one grep, no fork per process).
             pid=$(xenstore-read "/local/domain/$dom/image/device-model-pid" 2>/dev/null)
+            result qdisk-backend ok "$be up $(secs $((CS - since))) s after creation: ${states% }"
             {
                 echo "backend $be up $(secs $((CS - since))) s after creation: ${states% }"
                 found=""
@@ -710,11 +736,15 @@ qdisk_watch() {
                 for f in $(grep -l 'xen-qemu-system-i38[6]' /proc/[0-9]*/cmdline 2>/dev/null); do
                     p=${f#/proc/}
                     p=${p%/cmdline}
+                    [ -n "$found" ] || result qdisk-qemu ok "pid $p"
                     found=1
                     echo "qemu pid $p $(grep VmRSS /proc/"$p"/status | tr -s ' \t' ' '):" \
                         "$(tr '\0' ' ' <"$f")"
                 done
-                [ -n "$found" ] || echo "no xen-qemu-system-i386 process (libxl's image/device-model-pid: '$pid')"
+                if [ -z "$found" ]; then
+                    echo "no xen-qemu-system-i386 process (libxl's image/device-model-pid: '$pid')"
+                    result qdisk-qemu fail "no xen-qemu-system-i386 process (libxl's image/device-model-pid: '$pid')"
+                fi
                 echo "$nodes" | sed 's/^/node: /'
             } >>"$d/qdisk.log"
         fi
@@ -727,6 +757,10 @@ qdisk_watch() {
             # (Polled once a second: a guest that closes and reopens its disks may be Connected
             # between two samples only.)
             echo "states $(secs $((CS - since))) s after creation: ${states:-none} (last seen: ${last:-none})" >>"$d/qdisk.log"
+            if [ -z "$taken" ]; then
+                result qdisk-backend fail "states $(secs $((CS - since))) s after creation: ${states:-none} (last seen: ${last:-none})"
+                result qdisk-qemu fail "not looked for: the backend never came up"
+            fi
             return
         fi
         # shellcheck disable=SC3045 # busybox ash has read -t
@@ -740,7 +774,7 @@ mkfifo /run/rig-tick
 say "dom0 ready: $(cut -d' ' -f1 /proc/uptime) s"
 # dom0's programs (xl, QEMU) died now and then with heap corruption while QEMU 7.2's TCG (the
 # first to emulate AVX/AVX2, which glibc picks for its string functions) offered them;
-# xen-rig.sh now turns them off: say what dom0 got.
+# xen-rig.py now turns them off: say what dom0 got.
 say "dom0 cpu: $(grep -m 1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx|avx2|avx512f|erms|fsrm' | tr '\n' ' ')"
 dump_dmesg >/dev/null
 
@@ -748,6 +782,7 @@ n=1
 while [ -d "/rig/run/$n" ]; do
     d=/rig/run/$n
     name=$(cat "$d/name")
+    : >"$d/results"
 
     # xenconsoled appends the guest's console to guest-<name>.log; as a FIFO it streams it to us
     # without polling. xenconsoled closes it when the domain is gone and opens it again for a
@@ -807,12 +842,15 @@ while [ -d "/rig/run/$n" ]; do
         done
         if kill -0 "$pid" 2>/dev/null; then
             say "dhcp: udhcpd (pid $pid) still running after 2 s"
+            result nodhcp fail "udhcpd (pid $pid) still running after 2 s"
         else
             nodhcp=1
             say "dhcp: udhcpd stopped for this run (@nodhcp)"
+            result nodhcp ok "udhcpd stopped for this run"
         fi
     elif [ -e "$d/nodhcp" ]; then
         say "dhcp: no udhcpd to stop"
+        result nodhcp fail "no udhcpd to stop"
     fi
     disks_before
     read -r t0 _ </proc/uptime
@@ -878,7 +916,7 @@ while [ -d "/rig/run/$n" ]; do
     [ -z "$qdisk" ] || wait "$qdisk"
     read -r t1 _ </proc/uptime
 
-    # A preserved domain (xen-rig.sh sets on_crash="preserve"): dump its vCPUs for debugging
+    # A preserved domain (xen-rig.py sets on_crash="preserve"): dump its vCPUs for debugging
     # (symbolised if the host could make a System.map), then destroy it: xenconsoled holds the
     # console FIFO open while the domain exists, and the next run wants a clean slate. The dump
     # is printed after the console drained.
@@ -919,14 +957,23 @@ while [ -d "/rig/run/$n" ]; do
     sed 's/^/rig: xl: /' "$d/xl.log"
     # QEMU's own log, when libxl started it (xl rotates the file: each run has its own).
     [ ! -e "$d/qdisk.log" ] || sed 's/^/rig: qdisk: /' "$d/qdisk.log"
+    # A device model that could not create a device, or died, is dom0's failure whatever the
+    # guest did next.
+    qemu_err=""
     for f in /var/log/xen/qemu-dm-*.log; do
         [ -e "$f" ] || continue
         sed "s/^/rig: qemu-dm: /" "$f"
+        [ -n "$qemu_err" ] ||
+            qemu_err=$(grep -m 1 -E 'failed|malloc\(\)|corrupted|Segmentation|Aborted|assert' "$f")
         rm -f "$f"*
     done
+    if [ -e "$d/qdisk" ]; then
+        if [ -n "$qemu_err" ]; then result qemu-dm fail "$qemu_err"; else result qemu-dm ok "no complaint in QEMU's log"; fi
+    fi
     disks_after
     fault_after "$fault"
     dump_dmesg
+    cat "$d/results"
     if [ -n "$nodhcp" ]; then
         if udhcpd /etc/udhcpd.conf; then say "dhcp: udhcpd restarted"; else say "dhcp: udhcpd failed to restart"; fi
     fi

@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash # busybox ash: of the shells shellcheck knows, dash is the nearest
 # /init of the Linux PV domU built by linux-domu.sh: the reference peer, and a stand-in guest to
 # test the rig with. It reports like the project's guest does (ok/FAIL lines, a console-bulk
 # block, the closing "N passed, N failed, N skipped" line) and powers off.
@@ -44,7 +45,7 @@ ok console
 # Waits up to 10 s for a path to appear (front ends connect asynchronously).
 wait_for() {
     i=0
-    while [ ! -e "$1" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    while [ ! -e "$1" ] && [ "$i" -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
     [ -e "$1" ]
 }
 

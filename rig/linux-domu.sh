@@ -4,7 +4,7 @@
 # stand-in guest for testing the rig.
 #
 #   rig/linux-domu.sh [--work DIR]      prints the kernel path; then e.g.
-#   rig/xen-rig.sh target/rig/linux-domu/vmlinux rig/linux-domu.cfg 'memory=128' 'memory=256'
+#   rig/xen-rig.py target/rig/linux-domu/vmlinux rig/linux-domu.cfg 'memory=128' 'memory=256'
 #   rig/linux-domu.sh [--work DIR] --fio-tree ROOT
 #                                       only puts the initramfs's fio into ROOT (for
 #                                       rig/test-linux-bench.sh)

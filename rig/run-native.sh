@@ -64,5 +64,6 @@ case $status in
 *) verdict=FAIL why+=("QEMU exit status $status (want $want_status)") ;;
 esac
 if ! python3 "$here/check-console.py" "$log"; then verdict=FAIL why+=("console integrity"); fi
+# shellcheck disable=SC2016 # quotes inside "..." are text: $expect_fatal does expand
 echo "native: ${closing:-no closing line}${expect_fatal:+, then '$expect_fatal'} -> $verdict${why:+ (${why[*]})}"
 [[ $verdict == PASS ]]
