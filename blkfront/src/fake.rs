@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 
 use frontend::fake::{FakeDevice, FakeEnv, FakeGrantTable, FakePorts, SharedMem};
 use grant::{DomId, GrantRef};
+use ring::shared::ring_size;
 use xenbus::fake::{self as xenstored, Client, Fake, Idle};
 
 use crate::abi::{
@@ -156,6 +157,12 @@ impl World {
     pub fn take_requests(&mut self) -> Vec<Taken> {
         let Some(ring) = self.ring.clone() else { return Vec::new() };
         let prod = ring.word(0).load(Ordering::Acquire);
+        let size = ring_size::<BlkifRequest, BlkifResponse>(ring.pages());
+        // As blkback's RING_REQUEST_PROD_OVERFLOW check: more than a ring's worth published is
+        // a corrupt ring (here, one the test's hostile steps overwrote), and nothing is taken.
+        if prod.wrapping_sub(self.req_cons) > size {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         while self.req_cons != prod {
             // Every layout the slot may hold, each copied once, as RING_COPY_REQUEST does.

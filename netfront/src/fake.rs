@@ -173,6 +173,11 @@ impl World {
     pub fn take_tx(&mut self) -> Vec<NetifTxRequest> {
         let Some(ring) = self.tx_ring.clone() else { return Vec::new() };
         let prod = ring.word(0).load(Ordering::Acquire);
+        // As netback's check: more than a ring's worth published is a corrupt ring (here, one
+        // the test's hostile steps overwrote), and nothing is taken.
+        if prod.wrapping_sub(self.tx_req_cons) as usize > RING_SIZE {
+            return Vec::new();
+        }
         let mut out = Vec::new();
         while self.tx_req_cons != prod {
             let req = get::<NetifTxRequest, NetifTxResponse, _>(&ring, self.tx_req_cons);
@@ -185,7 +190,8 @@ impl World {
 
     /// Answers every published transmit request, assembling frames as netback does.
     pub fn serve_tx(&mut self) -> usize {
-        if self.hold_tx {
+        // Not connected (a hostile handshake may have said Connected for it): nothing to serve.
+        if self.hold_tx || self.tx_ring.is_none() {
             return 0;
         }
         let reqs = self.take_tx();
@@ -249,7 +255,13 @@ impl World {
     /// Receive requests published and not yet taken.
     pub fn rx_available(&self) -> u32 {
         let prod = self.rx_ring.as_ref().map_or(0, |r| r.word(0).load(Ordering::Acquire));
-        prod.wrapping_sub(self.rx_req_cons)
+        // More than a ring's worth is a corrupt ring: nothing to take.
+        let available = prod.wrapping_sub(self.rx_req_cons);
+        if available as usize > RING_SIZE {
+            0
+        } else {
+            available
+        }
     }
 
     /// Takes the next posted receive request.
@@ -264,6 +276,9 @@ impl World {
 
     /// Delivers queued frames while the guest posted enough buffers for the next one.
     pub fn serve_rx(&mut self) -> usize {
+        if self.rx_ring.is_none() {
+            return 0;
+        }
         let mut slots = 0;
         while let Some(f) = self.to_guest.front() {
             let pieces = f.pieces();

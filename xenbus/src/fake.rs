@@ -365,6 +365,10 @@ impl Fake {
                 if node.perms[0].1 != DOMID {
                     return Err("EACCES");
                 }
+                // The path, then the permissions, each NUL-terminated: at least path and owner.
+                if strings.len() < 3 {
+                    return Err("EINVAL");
+                }
                 let mut perms = Vec::new();
                 for p in &strings[1..strings.len() - 1] {
                     let (letter, domid) = p.split_at(1);
