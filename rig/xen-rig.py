@@ -61,7 +61,7 @@ FAULT_WANTS = {
     "vif-attach": [r"device: vif/[0-9]+ added", r"net: up [0-9.]+/", r"device: vif/[0-9]+ removed"],
     "hostile-backend": [r"device/vbd/51712: the backend holds [0-9]+ pages past their requests "
                         r".*device marked broken",
-                        r"blksum xvda: blkfront: the backend (broke the protocol"
+                        r"blksum xvda: blkfront: the backend( broke the protocol"
                         r"|'s answer cannot be trusted)"],
     "shutdown-mid-tests": [r"^selftest: stopped by the toolstack \(poweroff\)",
                            r"^control: shutdown poweroff"],

@@ -226,7 +226,9 @@ impl Fake {
     }
 
     fn push(&mut self) -> bool {
-        let n = self.chunk.min(self.outq.len());
+        // No more than a page: the ring takes at most its size, and copying the whole queue
+        // each round made a flood of events quadratic.
+        let n = self.chunk.min(self.outq.len()).min(4096);
         if n == 0 {
             return false;
         }
