@@ -20,12 +20,6 @@ use crate::{DomId, GrantError, GrantRef, Grants, Page, PAGE_SIZE};
 /// A page as the guest hands it out, over memory the fake backend can reach.
 pub struct FakePage(Rc<SharedMem>);
 
-impl FakePage {
-    pub fn mem(&self) -> &Rc<SharedMem> {
-        &self.0
-    }
-}
-
 // SAFETY: the `Rc` keeps the page's memory alive while `self` holds it; the fake backend
 // writes it only while the driver is not running (one thread), and the driver reaches it
 // only through the trait's accessors.
@@ -291,13 +285,6 @@ pub enum RingAllocError {
 pub struct FakeRing<Req: Pod, Rsp: Pod> {
     pub front: Held<FrontRing<Req, Rsp>>,
     pub refs: Vec<GrantRef>,
-}
-
-impl<Req: Pod, Rsp: Pod> FakeRing<Req, Rsp> {
-    /// The ring's memory, which the fake backend maps.
-    pub fn mem(&self) -> &Rc<SharedMem> {
-        self.front.mem()
-    }
 }
 
 /// A world (a fake backend's state) that holds the guest's fake grant table.
