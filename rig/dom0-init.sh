@@ -438,6 +438,23 @@ vdev_id() {
     echo $((202 * 256 + i * 16))
 }
 
+# tool_report FAULT FILE PATTERN TENTHS: the report a dom0 tool writes to FILE when it is
+# done, a line matching PATTERN, waited for up to TENTHS tenths of a second: logged as the
+# fault's line, or the run fails with whatever FILE holds.
+tool_report() {
+    i=0
+    while ! grep -q "$3" "$2" 2>/dev/null && [ "$i" -lt "$4" ]; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    if grep -q "$3" "$2" 2>/dev/null; then
+        ctl_log "fault: $1: $(cat "$2")"
+    else
+        ctl_fail "fault: $1: $(cat "$2" 2>/dev/null || echo 'never ran')"
+        return 1
+    fi
+}
+
 # fake_vbd <vdev> [flood|hostile] <key>=<value>...: a disk for the guest whose backend is
 # this shell, under backend/rig-fake (no driver of dom0's watches it): InitWait at once; at
 # the guest's Initialised, the keys as given (the disk's description: garbage on purpose), and
@@ -550,31 +567,11 @@ fault_at_ready() {
     hostile-backend)
         # Started by the fake backend of xvda at the guest's Initialised; it reports when its
         # 30 s are up.
-        i=0
-        while ! grep -q '^requests=' "$d/hostile.out" 2>/dev/null && [ "$i" -lt 400 ]; do
-            sleep 0.1
-            i=$((i + 1))
-        done
-        if grep -q '^requests=' "$d/hostile.out" 2>/dev/null; then
-            ctl_log "fault: hostile-backend: $(cat "$d/hostile.out")"
-        else
-            ctl_fail "fault: hostile-backend: $(cat "$d/hostile.out" 2>/dev/null || echo 'never ran')"
-            return 1
-        fi
+        tool_report hostile-backend "$d/hostile.out" '^requests=' 400 || return 1
         ;;
     evtchn-flood)
         # Started by the fake backend of xvdd; its line comes when it is done.
-        i=0
-        while [ ! -s "$d/flood.out" ] && [ "$i" -lt 100 ]; do
-            sleep 0.1
-            i=$((i + 1))
-        done
-        if grep -q '^port=' "$d/flood.out" 2>/dev/null; then
-            ctl_log "fault: evtchn-flood: $(cat "$d/flood.out")"
-        else
-            ctl_fail "fault: evtchn-flood: $(cat "$d/flood.out" 2>/dev/null || echo 'never ran')"
-            return 1
-        fi
+        tool_report evtchn-flood "$d/flood.out" '^port=' 100 || return 1
         ;;
     esac
 }
