@@ -23,6 +23,7 @@ use core::fmt;
 use log::warn;
 use ring::byte::{Consumer, Producer, RingError};
 
+use crate::events::{EventQueue, Pushed};
 use crate::store::{check_path, check_token, expect_ok, parse_watch_event};
 use crate::wire::{XsError, XsType, XsdSockmsg, XENSTORE_PAYLOAD_MAX};
 
@@ -197,7 +198,7 @@ pub struct Xenstore<T: Transport> {
     incoming: Incoming,
     watches: BTreeMap<String, Watch<T>>,
     next_watch_id: u64,
-    events: VecDeque<WatchEvent>,
+    events: EventQueue,
     dispatching: bool,
     /// Reply-ring bytes one poll takes in at most.
     poll_budget: usize,
@@ -227,7 +228,7 @@ impl<T: Transport> Xenstore<T> {
             incoming: Incoming::default(),
             watches: BTreeMap::new(),
             next_watch_id: 0,
-            events: VecDeque::new(),
+            events: EventQueue::new(MAX_QUEUED_EVENTS, MAX_QUEUED_PER_WATCH),
             dispatching: false,
             poll_budget: MAX_BYTES_PER_POLL,
             budget: 0,
@@ -367,7 +368,7 @@ impl<T: Transport> Xenstore<T> {
     pub fn unwatch(&mut self, token: &str) -> Result<(), Error> {
         check_token(token)?;
         let watch = self.watches.remove(token).ok_or(Error::NoSuchWatch)?;
-        self.events.retain(|e| e.token != token);
+        self.events.remove_token(token);
         let reply = self.call(
             XsType::Unwatch,
             0,
@@ -401,7 +402,7 @@ impl<T: Transport> Xenstore<T> {
         }
         self.dispatching = true;
         let mut ran = 0;
-        while let Some(event) = self.events.pop_front() {
+        while let Some(event) = self.events.pop() {
             let Some(watch) = self.watches.get_mut(&event.token) else { continue };
             let id = watch.id;
             let Some(mut handler) = watch.handler.take() else { continue };
@@ -449,9 +450,7 @@ impl<T: Transport> Xenstore<T> {
                 return Ok(r);
             }
             loop {
-                let before = self.events.len();
-                self.events.retain(|e| e.token != token);
-                if self.events.len() != before {
+                if self.events.remove_token(token) > 0 {
                     break;
                 }
                 self.wait(deadline)?;
@@ -481,7 +480,7 @@ impl<T: Transport> Xenstore<T> {
             .and_then(|r| expect_ok(&r));
         if reply.is_err() {
             self.watches.remove(token);
-            self.events.retain(|e| e.token != token);
+            self.events.remove_token(token);
         }
         reply
     }
@@ -610,19 +609,13 @@ impl<T: Transport> Xenstore<T> {
 
     fn queue_event(&mut self, payload: &[u8]) {
         match parse_watch_event(payload) {
-            Ok(event) => {
-                let same = self.events.iter().filter(|e| e.token == event.token).count();
-                if same >= MAX_QUEUED_PER_WATCH {
-                    if let Some(i) = self.events.iter().position(|e| e.token == event.token) {
-                        self.events.remove(i);
-                    }
-                    self.note_dropped_event(&event, "too many queued for its watch: the oldest");
-                } else if self.events.len() >= MAX_QUEUED_EVENTS {
-                    self.note_dropped_event(&event, "the event queue is full");
-                    return;
+            Ok(event) => match self.events.push(event) {
+                Pushed::Queued => {}
+                Pushed::Evicted(oldest) => {
+                    self.note_dropped_event(&oldest, "too many queued for its watch: the oldest")
                 }
-                self.events.push_back(event);
-            }
+                Pushed::Full(event) => self.note_dropped_event(&event, "the event queue is full"),
+            },
             Err(e) => {
                 self.stats.bad_events += 1;
                 warn!("xenstore: dropped malformed watch event: {e}");
@@ -636,7 +629,10 @@ impl<T: Transport> Xenstore<T> {
         self.stats.dropped_events += 1;
         let n = self.stats.dropped_events;
         if n.is_power_of_two() {
-            warn!("xenstore: dropped a watch event ({why}; {n} so far), latest for {}", event.path);
+            warn!(
+                "xenstore: dropped a watch event ({why}; {n} so far), this one for {}",
+                event.path
+            );
         }
     }
 

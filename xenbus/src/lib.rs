@@ -19,6 +19,7 @@ extern crate alloc;
 
 pub mod client;
 pub mod control;
+mod events;
 #[cfg(feature = "test-utils")]
 #[allow(unsafe_code)]
 pub mod fake;
