@@ -8,6 +8,8 @@
 
 use core::sync::atomic::{fence, AtomicU32, Ordering};
 
+use crate::volatile;
+
 /// Where one direction of a byte ring lives inside its shared page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Layout {
@@ -76,6 +78,20 @@ impl Direction {
         unsafe { &*self.prod }
     }
 
+    /// Where `len` bytes from free-running index `from` lie in the array: at most two
+    /// contiguous pieces (the second after the wrap), each as (array offset, range of the
+    /// caller's buffer). `len` is at most the array size.
+    fn pieces(
+        &self,
+        from: u32,
+        len: usize,
+    ) -> impl Iterator<Item = (usize, core::ops::Range<usize>)> {
+        debug_assert!(len <= self.size as usize);
+        let at = (from & self.mask) as usize;
+        let first = len.min(self.size as usize - at);
+        [(at, 0..first), (0, first..len)].into_iter().filter(|(_, r)| !r.is_empty())
+    }
+
     /// Bytes between the two indices, validated against the array size.
     fn filled(prod: u32, cons: u32, size: u32) -> Result<u32, RingError> {
         let filled = prod.wrapping_sub(cons);
@@ -114,11 +130,11 @@ impl Producer {
         let prod = d.prod().load(Ordering::Relaxed);
         let free = (d.size - Direction::filled(prod, cons, d.size)?) as usize;
         let n = free.min(bytes.len());
-        for (i, &b) in bytes[..n].iter().enumerate() {
-            let slot = (prod.wrapping_add(i as u32) & d.mask) as usize;
-            // SAFETY: slot <= mask < size, inside the array that `new` vouched for; volatile
-            // because the consumer in another domain reads the array concurrently.
-            unsafe { d.data.add(slot).write_volatile(b) };
+        for (at, piece) in d.pieces(prod, n) {
+            // SAFETY: `pieces` keeps each piece inside the array that `new` vouched for, and
+            // `bytes` is our own memory; volatile because the consumer in another domain
+            // reads the array concurrently.
+            unsafe { volatile::copy_in(&bytes[piece], d.data.add(at)) };
         }
         // Release: the bytes must be visible before the index that announces them.
         d.prod().store(prod.wrapping_add(n as u32), Ordering::Release);
@@ -158,11 +174,10 @@ impl Consumer {
         let prod = d.prod().load(Ordering::Acquire);
         let cons = d.cons().load(Ordering::Relaxed);
         let n = (Direction::filled(prod, cons, d.size)? as usize).min(buf.len());
-        for (i, out) in buf[..n].iter_mut().enumerate() {
-            let slot = (cons.wrapping_add(i as u32) & d.mask) as usize;
-            // SAFETY: slot < size, inside the array; volatile because the producer may
-            // (wrongly) be writing it right now — we take whatever byte is there, once.
-            *out = unsafe { d.data.add(slot).read_volatile() };
+        for (at, piece) in d.pieces(cons, n) {
+            // SAFETY: each piece lies inside the array; volatile because the producer may
+            // (wrongly) be writing it right now: we take whatever byte is there, once.
+            unsafe { volatile::copy_out(d.data.add(at), &mut buf[piece]) };
         }
         // The reads above must complete before the producer may reuse their slots.
         fence(Ordering::Release);

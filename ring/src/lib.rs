@@ -14,6 +14,7 @@ pub mod byte;
 pub mod fake;
 pub mod shared;
 pub mod slots;
+pub mod volatile;
 
 /// Declares a `#[repr(int)]` enum of the values an ABI field may hold, with a
 /// `TryFrom<int>` whose error is the unknown value as received: values the other side
