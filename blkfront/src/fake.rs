@@ -7,8 +7,11 @@ use std::cell::RefCell;
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 
-use frontend::fake::{FakeDevice, FakeEnv, FakeGrantTable, FakePorts, SharedMem};
+use frontend::fake::{
+    any_nonzero, extend_cycle, FakeDevice, FakeEnv, FakeGrantTable, FakePorts, SharedMem,
+};
 use grant::{DomId, GrantRef};
 use ring::shared::ring_size;
 use xenbus::fake::{self as xenstored, Client, Fake, Idle};
@@ -101,8 +104,7 @@ frontend::fake_backend!(World);
 
 impl World {
     fn new(disk_bytes: usize) -> Shared {
-        // A pattern that differs at every 512-byte sector and inside it.
-        let disk = (0..disk_bytes).map(|i| ((i / 512) as u8) ^ (i as u8).wrapping_mul(7)).collect();
+        let disk = pattern(0, disk_bytes);
         Rc::new(RefCell::new(World {
             disk,
             table: FakeGrantTable::default(),
@@ -276,7 +278,7 @@ impl World {
         {
             let page = self.map(*gref, true).ok()?;
             let here = (n - i * SEGMENTS_PER_INDIRECT_PAGE).min(SEGMENTS_PER_INDIRECT_PAGE);
-            if page[here * 8..].iter().any(|&b| b != 0) {
+            if any_nonzero(&page[here * 8..]) {
                 self.exposed += 1;
             }
             for raw in page[..here * 8].chunks_exact(8) {
@@ -306,14 +308,14 @@ impl World {
             );
             if read {
                 // Nothing of ours in it: a read's page comes zeroed.
-                if whole.iter().any(|&b| b != 0) {
+                if any_nonzero(&whole) {
                     self.exposed += 1;
                 }
                 let src = self.disk.get(at..at + len).ok_or(())?.to_vec();
                 g.write(off, &src);
             } else {
                 // Only the data to write: the rest of the page is zero.
-                if whole[..off].iter().chain(&whole[off + len..]).any(|&b| b != 0) {
+                if any_nonzero(&whole[..off]) || any_nonzero(&whole[off + len..]) {
                     self.exposed += 1;
                 }
                 let dst = self.disk.get_mut(at..at + len).ok_or(())?;
@@ -470,7 +472,6 @@ impl FakeDevice for World {
     }
 }
 
-/// The disk's initial content at `[at, at + len)`.
 /// Writes fresh data of each length at each sector and reads it back, then checks that the
 /// fake disk holds exactly what was written and no granted page held another request's data.
 /// `mul` varies the data between callers.
@@ -496,6 +497,27 @@ pub fn round_trips(rig: &Rig, blk: &mut Driver, lengths: &[usize], sectors: &[u6
     assert_eq!(w.exposed, 0, "a granted page held more than its request's data");
 }
 
+/// The disk's initial content at `[at, at + len)`: a pattern that differs at every 512-byte
+/// sector and inside it.
 pub fn pattern(at: usize, len: usize) -> Vec<u8> {
-    (at..at + len).map(|i| ((i / 512) as u8) ^ (i as u8).wrapping_mul(7)).collect()
+    // It repeats every 256 sectors, where both of its terms wrap.
+    static ONE_PERIOD: OnceLock<Vec<u8>> = OnceLock::new();
+    let period = ONE_PERIOD.get_or_init(|| {
+        (0..256 * 512).map(|i| ((i / 512) as u8) ^ (i as u8).wrapping_mul(7)).collect()
+    });
+    let mut out = Vec::new();
+    extend_cycle(&mut out, period, at, len);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_pattern_is_the_same_across_its_period() {
+        let formula = |i: usize| ((i / 512) as u8) ^ (i as u8).wrapping_mul(7);
+        for (at, len) in [(0, 1), (131_000, 1_000), (3 * 131_072 - 5, 300_000), (77, 0)] {
+            let expected: Vec<u8> = (at..at + len).map(formula).collect();
+            assert!(super::pattern(at, len) == expected, "at {at} len {len}");
+        }
+    }
 }

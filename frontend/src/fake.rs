@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 pub use grant::fake::{
     FakeEnv, FakeGrantTable, FakePage, FakeRing, Grant, HasGrantTable, RingAllocError,
 };
-pub use ring::fake::{Held, SharedMem};
+pub use ring::fake::{any_nonzero, extend_cycle, Held, SharedMem};
 use xenbus::fake::{Client, Fake};
 
 use crate::Timeout;

@@ -7,8 +7,11 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 
-use frontend::fake::{FakeDevice, FakeEnv, FakeGrantTable, FakePorts, SharedMem};
+use frontend::fake::{
+    any_nonzero, extend_cycle, FakeDevice, FakeEnv, FakeGrantTable, FakePorts, SharedMem,
+};
 use grant::{DomId, GrantRef};
 use ring::shared::{ring_size, Pod};
 use xenbus::fake::{self as xenstored, Client, Fake, Idle};
@@ -229,7 +232,7 @@ impl World {
         };
         let off = req.offset as usize;
         let page = g.read();
-        if page[..off].iter().chain(&page[off + len..]).any(|&b| b != 0) {
+        if any_nonzero(&page[..off]) || any_nonzero(&page[off + len..]) {
             self.exposed += 1;
         }
         page[off..off + len].to_vec()
@@ -331,7 +334,7 @@ impl World {
         let g = self.table.grants.get(&gref.0).expect("rx request names no grant");
         assert!(!g.readonly, "rx buffers are granted writable");
         assert_eq!(g.domid, DomId(BACKEND));
-        let exposed = g.read().iter().any(|&b| b != 0);
+        let exposed = any_nonzero(&g.read());
         g.write(offset, data);
         self.exposed += usize::from(exposed);
     }
@@ -488,9 +491,14 @@ impl World {
 /// An Ethernet frame of `len` bytes: our MAC as the destination, a made-up source and
 /// type, then a pattern that differs at every byte and between seeds.
 pub fn frame(len: usize, seed: u8) -> Vec<u8> {
+    static ONE_PERIOD: OnceLock<Vec<u8>> = OnceLock::new();
+    let period = ONE_PERIOD.get_or_init(|| {
+        (0..1usize << 16).map(|i| (i as u8).wrapping_mul(13) ^ (i >> 8) as u8).collect()
+    });
     let mut f: Vec<u8> = MAC_BYTES.to_vec();
     f.extend_from_slice(&[0x02, 0, 0, 0, 0, seed, 0x88, 0xb5]);
-    f.extend((14..len).map(|i| (i as u8).wrapping_mul(13) ^ (i >> 8) as u8 ^ seed));
+    // Each seed starts the pattern elsewhere.
+    extend_cycle(&mut f, period, 14 + 251 * usize::from(seed), len.saturating_sub(14));
     f.truncate(len);
     f
 }

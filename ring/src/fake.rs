@@ -220,3 +220,60 @@ impl<T> DerefMut for Held<T> {
         &mut self.value
     }
 }
+
+/// Appends `len` bytes of the endless repetition of `period`, from its byte `at`: how the
+/// fakes make their test data (a disk's content, a frame's payload) by copies rather than
+/// byte by byte, which the fuzz targets, making new data for every input, need fast.
+pub fn extend_cycle(out: &mut Vec<u8>, period: &[u8], at: usize, len: usize) {
+    assert!(!period.is_empty() || len == 0, "an empty period repeats to nothing");
+    out.reserve(len);
+    let end = out.len() + len;
+    let mut at = at;
+    while out.len() < end {
+        let from = at % period.len();
+        let n = (period.len() - from).min(end - out.len());
+        out.extend_from_slice(&period[from..from + n]);
+        at += n;
+    }
+}
+
+/// Whether any of `bytes` is not zero: how a fake backend finds that a page we granted it
+/// held more than the data of its request. A word at a time, since the fuzz targets run it
+/// on every page a request touches and their coverage counters tick per loop iteration.
+pub fn any_nonzero(bytes: &[u8]) -> bool {
+    const BLOCK: usize = 32;
+    let blocks = bytes.chunks_exact(BLOCK);
+    let tail = blocks.remainder();
+    let word = |b: &[u8]| u64::from_ne_bytes(b.try_into().expect("8 bytes"));
+    blocks
+        .map(|b| word(&b[..8]) | word(&b[8..16]) | word(&b[16..24]) | word(&b[24..]))
+        .any(|w| w != 0)
+        || tail.iter().any(|&b| b != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cycle_repeats_its_period_from_anywhere() {
+        let period = [1u8, 2, 3, 4, 5];
+        let mut out = vec![9];
+        extend_cycle(&mut out, &period, 3, 12);
+        assert_eq!(out, [9, 4, 5, 1, 2, 3, 4, 5, 1, 2, 3, 4, 5]);
+        extend_cycle(&mut out, &[], 0, 0);
+        assert_eq!(out.len(), 13);
+    }
+
+    #[test]
+    fn nonzero_bytes_are_found_wherever_they_are() {
+        for len in [0, 1, 31, 32, 33, 100] {
+            assert!(!any_nonzero(&vec![0; len]));
+            for at in 0..len {
+                let mut bytes = vec![0; len];
+                bytes[at] = 0x80;
+                assert!(any_nonzero(&bytes), "len {len} at {at}");
+            }
+        }
+    }
+}

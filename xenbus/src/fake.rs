@@ -232,8 +232,8 @@ impl Fake {
         if n == 0 {
             return false;
         }
-        let bytes: Vec<u8> = self.outq.iter().take(n).copied().collect();
-        let written = self.rsp.write(&bytes).expect("the client corrupted the rsp ring");
+        let bytes = &self.outq.make_contiguous()[..n];
+        let written = self.rsp.write(bytes).expect("the client corrupted the rsp ring");
         self.outq.drain(..written);
         written > 0
     }
