@@ -24,6 +24,13 @@ artifact_prefix='/w/fuzz/artifacts/x/'; Test unit written to /w/fuzz/artifacts/x
 """
 
 
+class Flags(unittest.TestCase):
+    def test_every_target_is_built_one_way_or_the_other(self):
+        self.assertLessEqual(campaign.SCRIPTED, set(campaign.TARGETS))
+        self.assertIn("--no-trace-compares", campaign.flags("blkfront"))
+        self.assertNotIn("--no-trace-compares", campaign.flags("cmdline"))
+
+
 class Parse(unittest.TestCase):
     def test_a_finished_run(self):
         r = campaign.parse(RUN)

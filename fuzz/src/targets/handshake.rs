@@ -160,7 +160,8 @@ const TIMEOUT_NS: u64 = 50_000;
 pub fn run(data: &[u8]) {
     let mut input = Input::new(data);
     if input.bool() {
-        let mut rig = blkback::Rig::new(&[]);
+        // A small disk, as in the blkfront target: the default one took most of the time.
+        let mut rig = blkback::Rig::new(&[("sectors", "256")]);
         {
             let mut store = rig.store.lock().unwrap();
             let acts = acts(&mut input, BLK_KEYS);

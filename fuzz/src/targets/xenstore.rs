@@ -94,10 +94,15 @@ pub fn run(data: &[u8]) {
                 // Before xenstored runs again: it would trip over indices it did not write.
                 let _ = xs.poll();
             }
-            // A flood: one watch's events by the thousand (a backend rewriting its own node
-            // in a loop), then what the client makes of them.
+            // A flood: one watch's events by the hundred or thousand (a backend rewriting
+            // its own node in a loop), then what the client makes of them. Mostly a few
+            // hundred, past the per-watch bound; now and then more than one poll takes in.
             22 => {
-                let n = 1 + usize::from(input.u16() % 4096);
+                let n = if input.u8().is_multiple_of(8) {
+                    1 + usize::from(input.u16() % 4096)
+                } else {
+                    1 + usize::from(input.u8())
+                };
                 let event =
                     msg(XsType::WatchEvent as u32, 0, 0, format!("{path}\0{token}\0").as_bytes());
                 fake.lock().unwrap().inject(&event.repeat(n));
