@@ -695,6 +695,37 @@ disks_after() {
     done <"$d/disks"
 }
 
+# Sets qemu=1 and reports the QEMU serving qdisk/$dom if one runs: the process libxl
+# recorded, else any whose command line names the binary (one grep, no fork per process).
+find_qemu() {
+    pid=$(xenstore-read "/local/domain/$dom/image/device-model-pid" 2>/dev/null)
+    files=""
+    if grep -q 'xen-qemu-system-i38[6]' "/proc/$pid/cmdline" 2>/dev/null; then
+        files=/proc/$pid/cmdline
+    else
+        files=$(grep -l 'xen-qemu-system-i38[6]' /proc/[0-9]*/cmdline 2>/dev/null)
+    fi
+    for f in $files; do
+        p=${f#/proc/}
+        p=${p%/cmdline}
+        [ -n "$qemu" ] || result qdisk-qemu ok "pid $p"
+        qemu=1
+        echo "qemu pid $p $(grep VmRSS /proc/"$p"/status | tr -s ' \t' ' '):" \
+            "$(tr '\0' ' ' <"$f")" >>"$d/qdisk.log"
+    done
+}
+
+qemu_missing() {
+    why="no xen-qemu-system-i386 process (libxl's image/device-model-pid: '$pid'"
+    if [ -r "/proc/$pid/cmdline" ]; then
+        why="$why, running: $(tr '\0' ' ' <"/proc/$pid/cmdline" | cut -c1-80))"
+    else
+        why="$why, not running)"
+    fi
+    echo "$why" >>"$d/qdisk.log"
+    result qdisk-qemu fail "$why"
+}
+
 # A run with a qdisk disk: libxl starts QEMU as the domain's device model and QEMU serves the
 # disk, its nodes under backend/qdisk/<domid>. Shows that it really did, in qdisk.log: QEMU's
 # pid, size and command line, the backend's nodes once QEMU has taken them up (no state 1,
@@ -714,6 +745,9 @@ qdisk_watch() {
     read -r dom <"$d/created"
     be=/local/domain/0/backend/qdisk/$dom
     taken=""
+    qemu=""
+    pid=""
+    connected=""
     last=""
     while :; do
         nodes=$(xenstore-ls -f "$be" 2>/dev/null)
@@ -722,32 +756,20 @@ qdisk_watch() {
         [ -z "$states" ] || last="${states% } at $(secs $((CS - since))) s"
         if [ -z "$taken" ] && [ -n "$states" ] && [ "${states#*=1 }" = "$states" ]; then
             taken=1
-            # libxl records the device model's pid; the QEMU processes running are those
-            # whose command line names the binary (one grep, no fork per process).
-            pid=$(xenstore-read "/local/domain/$dom/image/device-model-pid" 2>/dev/null)
             result qdisk-backend ok "$be up $(secs $((CS - since))) s after creation: ${states% }"
             {
                 echo "backend $be up $(secs $((CS - since))) s after creation: ${states% }"
-                found=""
-                # shellcheck disable=SC2013 # file names without blanks
-                for f in $(grep -l 'xen-qemu-system-i38[6]' /proc/[0-9]*/cmdline 2>/dev/null); do
-                    p=${f#/proc/}
-                    p=${p%/cmdline}
-                    [ -n "$found" ] || result qdisk-qemu ok "pid $p"
-                    found=1
-                    echo "qemu pid $p $(grep VmRSS /proc/"$p"/status | tr -s ' \t' ' '):" \
-                        "$(tr '\0' ' ' <"$f")"
-                done
-                if [ -z "$found" ]; then
-                    echo "no xen-qemu-system-i386 process (libxl's image/device-model-pid: '$pid')"
-                    result qdisk-qemu fail "no xen-qemu-system-i386 process (libxl's image/device-model-pid: '$pid')"
-                fi
                 echo "$nodes" | sed 's/^/node: /'
             } >>"$d/qdisk.log"
         fi
+        # Looked for at every sample until found, not once: the scan found no QEMU now and
+        # then right after QEMU had written its backend's state.
+        [ -z "$taken" ] || [ -n "$qemu" ] || find_qemu
         case " $states" in *=[0-35-9]\ *) ;; " "?*)
-            echo "all connected $(secs $((CS - since))) s after creation: ${states% }" >>"$d/qdisk.log"
-            return
+            [ -n "$connected" ] ||
+                echo "all connected $(secs $((CS - since))) s after creation: ${states% }" >>"$d/qdisk.log"
+            connected=1
+            [ -z "$qemu" ] || return
             ;;
         esac
         if [ "$CS" -ge "$deadline" ] || [ -e "$d/xl.rc" ] || [ -e "$d/down.1" ]; then
@@ -757,6 +779,8 @@ qdisk_watch() {
             if [ -z "$taken" ]; then
                 result qdisk-backend fail "states $(secs $((CS - since))) s after creation: ${states:-none} (last seen: ${last:-none})"
                 result qdisk-qemu fail "not looked for: the backend never came up"
+            elif [ -z "$qemu" ]; then
+                qemu_missing
             fi
             return
         fi
