@@ -44,12 +44,9 @@ impl EventQueue {
     }
 
     pub(crate) fn push(&mut self, event: WatchEvent) -> Pushed {
-        let queued = self.by_token.get(&event.token).map_or(0, VecDeque::len);
-        let pushed = if queued >= self.max_per_token {
-            let paths = self.by_token.get_mut(&event.token);
-            let Some((seq, path)) = paths.and_then(VecDeque::pop_front) else {
-                unreachable!("the token has events queued")
-            };
+        let at_limit =
+            self.by_token.get_mut(&event.token).filter(|paths| paths.len() >= self.max_per_token);
+        let pushed = if let Some((seq, path)) = at_limit.and_then(VecDeque::pop_front) {
             self.order.remove(&seq);
             Pushed::Evicted(WatchEvent { path, token: event.token.clone() })
         } else if self.order.len() >= self.max_total {
