@@ -81,13 +81,15 @@ pub fn run(data: &[u8]) {
                 rig.w().set_tx_rsp_prod(v);
             }
             5 => rx_taken.extend(rig.w().take_rx()),
-            // Data into a posted buffer the backend still holds a grant to.
+            // Data into a posted buffer the backend still holds a grant to. The request
+            // may be stale, its reference since ended and granted again for a transmit
+            // (read-only): Xen would refuse that copy, and so does this backend.
             6 if !rx_taken.is_empty() => {
                 let req = rx_taken[usize::from(input.u8()) % rx_taken.len()];
                 let offset = usize::from(input.u16() % PAGE);
                 let data = input.chunk();
                 let mut w = rig.w();
-                if w.table.grants.contains_key(&req.gref.0) {
+                if w.table.grants.get(&req.gref.0).is_some_and(|g| !g.readonly) {
                     let n = data.len().min(usize::from(PAGE) - offset);
                     w.write_rx(req.gref, offset, &data[..n]);
                 }
