@@ -179,6 +179,21 @@ impl<'a, const N: usize> Fifo<'a, N> {
         Ok(())
     }
 
+    /// Starts over with no event array page and no queue walk in progress: after a resume in
+    /// a new domain, Xen knows nothing of our control block or pages, and the guest registers
+    /// them again (zeroed control block, [`init_array_page`]d pages) before binding ports.
+    ///
+    /// # Safety
+    /// No other call on this `Fifo` runs meanwhile (the guest resumes on one vCPU with events
+    /// masked), and the control block is zeroed before Xen sees it again.
+    pub unsafe fn restart(&self) {
+        self.nr_pages.store(0, Release);
+        for next in &self.next {
+            next.store(0, Relaxed);
+        }
+        self.unfinished.store(0, Relaxed);
+    }
+
     /// Whether `port` has an event word in a registered page.
     pub fn covers(&self, port: Port) -> bool {
         port.0 < self.max_ports()
@@ -556,6 +571,20 @@ mod tests {
         assert_eq!(x.grow(&fifo), Err(ArrayFull));
         assert_eq!(fifo.max_ports(), 2048);
         assert_eq!(fifo.is_pending(Port(u32::MAX)), Err(BadPort(Port(u32::MAX))));
+    }
+
+    #[test]
+    fn a_restart_forgets_every_page() {
+        let x = FifoXen::new(0);
+        let fifo = x.bare::<2>();
+        x.grow(&fifo).unwrap();
+        x.grow(&fifo).unwrap();
+        assert_eq!(fifo.max_ports(), 2048);
+        // SAFETY: nothing else runs on this Fifo; the simulated control block is zero.
+        unsafe { fifo.restart() };
+        assert_eq!(fifo.max_ports(), 0);
+        assert_eq!(fifo.mask(Port(5)), Err(BadPort(Port(5))));
+        assert_eq!(delivered_n(&fifo), 0);
     }
 
     #[test]

@@ -73,6 +73,12 @@ impl<const N: usize> Handlers<N> {
     pub fn get(&self, port: Port) -> Option<(Handler, usize)> {
         Self::index(port).ok().and_then(|i| self.slots[i])
     }
+
+    /// Forgets every binding: after a resume in a new domain no port of the old one exists,
+    /// and the numbers Xen hands out next may be any of them.
+    pub fn clear(&mut self) {
+        self.slots = [None; N];
+    }
 }
 
 impl<const N: usize> Default for Handlers<N> {
@@ -144,6 +150,18 @@ mod tests {
         assert!(run(&h, Port(1)));
         assert_eq!(take_calls(), vec![(1, 5, 'a')]);
         assert_eq!(HandlerError::NotBound(Port(2)).to_string(), "port 2 has no handler");
+    }
+
+    #[test]
+    fn clear_forgets_every_binding() {
+        let mut h = Handlers::<64>::new();
+        h.register(Port(1), a, 5).unwrap();
+        h.register(Port(63), b, 6).unwrap();
+        h.clear();
+        assert!(!run(&h, Port(1)) && !run(&h, Port(63)));
+        h.register(Port(1), b, 7).unwrap();
+        assert!(run(&h, Port(1)));
+        assert_eq!(take_calls(), vec![(1, 7, 'b')]);
     }
 
     #[test]

@@ -69,6 +69,37 @@ pub fn shutdown(reason: ShutdownReason) -> Errno {
     }
 }
 
+/// How a suspend ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resumed {
+    /// In a new domain (a restore or a migration): everything bound to Xen is gone.
+    NewDomain,
+    /// In the same domain (a checkpoint, `xl save -c`, or a save that failed).
+    Cancelled,
+}
+
+/// `SCHEDOP_shutdown(SHUTDOWN_suspend)`: returns when the domain runs again. A PV guest
+/// passes its start_info frame (machine frame number), which the toolstack finds in the
+/// third argument's register; PVH passes 0. The toolstack makes the call return 1 when it
+/// resumes the same domain, 0 in a new one.
+///
+/// # Safety
+/// Everything a save must not see is undone (PV: foreign frames unmapped from our page
+/// tables, start_info's frame numbers made pseudo-physical), and events are masked.
+pub unsafe fn suspend(start_info_mfn: u64) -> Result<Resumed> {
+    let mut arg = abi::sched_shutdown { reason: abi::SHUTDOWN_suspend };
+    // SAFETY: Xen reads the struct; the caller's contract covers what the save sees.
+    let ret = check(unsafe {
+        hypercall3(
+            nr::SCHED_OP,
+            abi::SCHEDOP_shutdown.into(),
+            &mut arg as *mut _ as u64,
+            start_info_mfn,
+        )
+    })?;
+    Ok(if ret == 0 { Resumed::NewDomain } else { Resumed::Cancelled })
+}
+
 /// `SCHEDOP_yield`.
 pub fn sched_yield() -> Result<()> {
     // SAFETY: SCHEDOP_yield ignores its argument.

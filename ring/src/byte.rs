@@ -184,6 +184,17 @@ impl Consumer {
         d.cons().store(cons.wrapping_add(n as u32), Ordering::Relaxed);
         Ok(n)
     }
+
+    /// Frees everything published without reading it; returns how many bytes that was.
+    /// For a ring whose producer was replaced (a resume in a new domain): what the old one
+    /// left is the tail of a conversation the new one knows nothing of.
+    pub fn discard(&mut self) -> Result<u32, RingError> {
+        let d = &self.0;
+        let prod = d.prod().load(Ordering::Acquire);
+        let n = Direction::filled(prod, d.cons().load(Ordering::Relaxed), d.size)?;
+        d.cons().store(prod, Ordering::Release);
+        Ok(n)
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +247,23 @@ mod tests {
         }
         assert_eq!(sent, got);
         assert!(sent.len() > 3 * 2048, "the test must wrap the ring several times");
+    }
+
+    #[test]
+    fn discard_frees_everything_published() {
+        let mut p = page();
+        let base = p.0.as_mut_ptr();
+        // SAFETY: the page outlives both ends; each end is unique.
+        let (mut tx, mut rx) =
+            unsafe { (Producer::new(base, XS_RSP), Consumer::new(base, XS_RSP)) };
+        assert_eq!(tx.write(&[7; 300]).unwrap(), 300);
+        assert_eq!(rx.discard(), Ok(300));
+        assert_eq!(rx.available(), Ok(0));
+        assert_eq!(tx.write(&[8; 3]).unwrap(), 3);
+        let mut buf = [0; 8];
+        assert_eq!(rx.read(&mut buf), Ok(3));
+        assert_eq!(&buf[..3], &[8; 3]);
+        assert_eq!(rx.discard(), Ok(0));
     }
 
     #[test]

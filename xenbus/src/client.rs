@@ -102,6 +102,9 @@ pub enum Error {
     TokenInUse,
     /// No watch uses this token.
     NoSuchWatch,
+    /// The domain was resumed in a new one while the request was in flight: the xenstored
+    /// that would have answered it is gone.
+    Resumed,
 }
 
 impl fmt::Display for Error {
@@ -115,6 +118,7 @@ impl fmt::Display for Error {
             Error::InvalidArgument => f.write_str("xenstore: invalid path or token"),
             Error::TokenInUse => f.write_str("xenstore: watch token in use"),
             Error::NoSuchWatch => f.write_str("xenstore: no such watch"),
+            Error::Resumed => f.write_str("xenstore: the domain was resumed mid-request"),
         }
     }
 }
@@ -350,6 +354,52 @@ impl<T: Transport> Xenstore<T> {
                 return Err(e);
             }
         }
+    }
+
+    /// Carries the connection over a resume in a new domain, on the same page, with a new
+    /// event channel in `transport`: the new xenstored knows none of our watches and will
+    /// answer nothing the old one was asked. Requests in flight fail with
+    /// [`Error::Resumed`], a reply half read and whatever the old xenstored left in the
+    /// reply ring are dropped (as Linux does with a ring that is not quiescent), and every
+    /// watch is registered again; xenstored fires each once, so its handler sees the store
+    /// as the new domain has it. Returns how many watches could not be registered again
+    /// (each one logged), or the error that broke the connection.
+    pub fn resume(&mut self, transport: T) -> Result<usize, Error> {
+        self.transport = transport;
+        self.broken = None;
+        let lost = core::mem::take(&mut self.in_flight);
+        for id in lost.keys() {
+            self.replies.insert(*id, Err(Error::Resumed));
+        }
+        if !lost.is_empty() {
+            warn!("xenstore: {} requests in flight at the suspend are lost", lost.len());
+        }
+        // A request that was not all sent would start the new stream mid-message.
+        self.unsent.clear();
+        self.queued_total = self.sent_total;
+        self.incoming = Incoming::default();
+        self.events = EventQueue::new(MAX_QUEUED_EVENTS, MAX_QUEUED_PER_WATCH);
+        let stale = self.rsp.discard()?;
+        if stale > 0 {
+            warn!("xenstore: {stale} bytes the old xenstored left in the reply ring dropped");
+        }
+        let watches: Vec<(String, String)> =
+            self.watches.iter().map(|(token, w)| (token.clone(), w.path.clone())).collect();
+        let mut failed = 0;
+        for (token, path) in watches {
+            let reply = self
+                .call(XsType::Watch, 0, &[path.as_bytes(), b"\0", token.as_bytes(), b"\0"])
+                .and_then(|r| expect_ok(&r));
+            match reply {
+                Ok(()) => {}
+                Err(e @ (Error::Ring(_) | Error::Protocol(_))) => return Err(e),
+                Err(e) => {
+                    warn!("xenstore: watching {path} again after the resume: {e}");
+                    failed += 1;
+                }
+            }
+        }
+        Ok(failed)
     }
 
     /// Registers `handler` for events carrying `token`, then asks xenstored to watch `path`.

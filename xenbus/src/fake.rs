@@ -138,6 +138,17 @@ impl Fake {
         progress
     }
 
+    /// A new xenstored on the same page, as after the guest is restored in a new domain:
+    /// the store is the toolstack's (kept), but no watch, transaction, half-read request or
+    /// unsent reply of the old connection survives.
+    pub fn restart(&mut self) {
+        self.watches.clear();
+        self.txs.clear();
+        self.inbuf.clear();
+        self.outq.clear();
+        self.held.clear();
+    }
+
     /// Raw bytes for the `rsp` ring, sent in the next rounds.
     pub fn inject(&mut self, bytes: &[u8]) {
         self.outq.extend(bytes);

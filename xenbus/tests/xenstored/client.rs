@@ -348,3 +348,53 @@ fn a_silent_xenstored_times_out_and_the_late_reply_is_dropped() {
     assert_eq!(xs.stats().unmatched_replies, 0);
     assert_eq!(xs.in_flight(), 0);
 }
+
+/// A resume in a new domain: a new xenstored, which knows none of our watches, behind the
+/// same page. `resume` registers them again and each fires once with the store as it is.
+#[test]
+fn resume_registers_every_watch_again() {
+    let (mut xs, fake) = setup();
+    let (seen, handler) = events();
+    xs.watch("control/shutdown", "control", handler).unwrap();
+    xs.dispatch_watches();
+    assert_eq!(paths(&seen), ["control/shutdown"]);
+
+    fake.lock().unwrap().restart();
+    fake.lock().unwrap().set("control/shutdown", b"");
+    let transport = crate::fake::FakeTransport { fake: fake.clone(), notifies: 0 };
+    assert_eq!(xs.resume(transport), Ok(0));
+    xs.poll().unwrap();
+    xs.dispatch_watches();
+    assert_eq!(paths(&seen), ["control/shutdown"], "the re-registered watch fires once");
+
+    fake.lock().unwrap().set("control/shutdown", b"poweroff");
+    let deadline = xs.deadline_in(1_000_000_000);
+    while xs.pending_events() == 0 {
+        xs.wait(deadline).unwrap();
+        xs.poll().unwrap();
+    }
+    xs.dispatch_watches();
+    assert_eq!(paths(&seen), ["control/shutdown"], "and then follows the new store");
+    assert_eq!(xs.read("control/shutdown").unwrap(), b"poweroff");
+}
+
+/// What the old xenstored had in flight or left in the reply ring is not taken for an
+/// answer from the new one.
+#[test]
+fn resume_fails_requests_in_flight_and_drops_stale_replies() {
+    let (mut xs, fake) = setup();
+    xs.write("data/a", b"1").unwrap();
+    fake.lock().unwrap().hold = true;
+    let id = xs.submit(XsType::Read, 0, &[b"data/a\0"]).unwrap();
+    // The old xenstored also left half a message in the reply ring.
+    fake.lock().unwrap().inject(&crate::fake::msg(XsType::Read as u32, 77, 0, b"stale")[..10]);
+    fake.lock().unwrap().step();
+    xs.poll().unwrap();
+
+    fake.lock().unwrap().restart();
+    fake.lock().unwrap().hold = false;
+    let transport = crate::fake::FakeTransport { fake: fake.clone(), notifies: 0 };
+    assert_eq!(xs.resume(transport), Ok(0));
+    assert_eq!(xs.take_reply(id), Some(Err(Error::Resumed)));
+    assert_eq!(xs.read("data/a").unwrap(), b"1", "the connection works on");
+}
