@@ -89,6 +89,15 @@ pub unsafe fn init_xen_ring(page: *mut u8, port: u32) {
     *XEN.lock() = Some(XenConsole::Ring { ring, door });
 }
 
+/// After a resume in a new domain: the console page stays where it was (the toolstack keeps
+/// its pfn), but its event channel is a new one.
+pub fn resume_xen_ring(port: u32) {
+    if let Some(XenConsole::Ring { door, .. }) = lock(&XEN).as_mut() {
+        *door =
+            PortDoorbell { port: Port(port), last_progress_ns: pvops::clock_ns(), stalled: false };
+    }
+}
+
 pub fn init_xen_dom0() {
     *XEN.lock() = Some(XenConsole::ConsoleIo);
 }

@@ -96,6 +96,151 @@ pub unsafe fn set_direct_map_writable(pfn: u64, writable: bool) -> hypercall::Re
     }
 }
 
+/// The frame-list pages (pfns): the top one, then those it names.
+static FRAME_LISTS: spin::Mutex<alloc::vec::Vec<u64>> = spin::Mutex::new(alloc::vec::Vec::new());
+
+/// Tells the toolstack where our p2m is, which it needs to save us at all (`xl save` reads
+/// it through shared_info's `arch.pfn_to_mfn_frame_list_list`): a top page naming the
+/// frame-list pages, each naming up to 512 p2m pages, by machine frame. Called at boot and
+/// after every resume in a new domain, where the machine frames are new (the toolstack
+/// rewrote the p2m itself, but not the lists, which are ordinary pages to it).
+pub fn publish_p2m() -> Result<(), &'static str> {
+    let p2m = P2M.load(Ordering::Relaxed) as u64;
+    let nr = nr_pages();
+    if !p2m.is_multiple_of(PAGE_SIZE) {
+        return Err("the p2m is not page-aligned");
+    }
+    let (leaves, lists) =
+        crate::mm::p2m::tree_shape(nr).ok_or("the p2m is too large for one frame list")?;
+    let mut pages = FRAME_LISTS.lock();
+    if pages.is_empty() {
+        let first = crate::mm::alloc_zeroed_frames(1 + lists).map_err(|_| "no memory")?;
+        pages.extend(first..first + 1 + lists);
+    }
+    use crate::mm::p2m::ENTRIES_PER_PAGE;
+    let entry = |pfn: u64, i: u64| (pfn_to_virt(pfn) + i * 8) as *mut u64;
+    for leaf in 0..leaves {
+        let mfn = virt_to_machine(p2m + leaf * PAGE_SIZE) / PAGE_SIZE;
+        let list = pages[1 + (leaf / ENTRIES_PER_PAGE) as usize];
+        // SAFETY: the frame-list pages are ours alone (allocated above, kept for good) and
+        // direct-mapped; the index is below ENTRIES_PER_PAGE.
+        unsafe { entry(list, leaf % ENTRIES_PER_PAGE).write_volatile(mfn) };
+    }
+    for (i, &list) in pages[1..].iter().enumerate() {
+        // SAFETY: as above, for the top page; i < lists <= ENTRIES_PER_PAGE.
+        unsafe { entry(pages[0], i as u64).write_volatile(pfn_to_mfn(list)) };
+    }
+    let arch =
+        super::xen_common::shared_info_va() + core::mem::offset_of!(abi::shared_info, arch) as u64;
+    let field = |off: usize| (arch + off as u64) as *mut u64;
+    use hypercall::abi::arch_shared_info as A;
+    // SAFETY: shared_info is mapped at its page for good; these fields are the guest's to
+    // write (Xen only reads them), and nothing else in this kernel touches them. p2m_cr3 = 0
+    // makes the toolstack walk the frame lists rather than a virtual linear p2m.
+    unsafe {
+        field(core::mem::offset_of!(A, p2m_cr3)).write_volatile(0);
+        field(core::mem::offset_of!(A, pfn_to_mfn_frame_list_list))
+            .write_volatile(pfn_to_mfn(pages[0]));
+        field(core::mem::offset_of!(A, max_pfn)).write_volatile(nr);
+    }
+    Ok(())
+}
+
+/// The address of start_info, which a resume rewrites (and a suspend first has us make
+/// pseudo-physical): its page is ours for good.
+static START_INFO_VA: AtomicU64 = AtomicU64::new(0);
+
+pub fn set_start_info(va: u64) {
+    START_INFO_VA.store(va, Ordering::Relaxed);
+}
+
+fn start_info_ptr() -> *mut abi::start_info {
+    START_INFO_VA.load(Ordering::Relaxed) as *mut abi::start_info
+}
+
+/// Readies the PV side for a save, with events masked; returns start_info's machine
+/// frame, the suspend call's argument. What the toolstack reads must name only our own
+/// frames: start_info's xenstore and console pages become pfns (the restore turns them
+/// back into the new domain's frames), and shared_info, a frame of Xen's, is unmapped
+/// (the page reserved for it shows our own zeroed page again, events marked masked in it).
+/// The grant table's frames are [`crate::xen::gnttab::suspend`]'s.
+pub fn pre_suspend() -> u64 {
+    let si = start_info_ptr();
+    // SAFETY: start_info is our page (set_start_info), only this code writes it, and the
+    // domU console member is the one a domU has.
+    unsafe {
+        let store = core::ptr::addr_of_mut!((*si).store_mfn);
+        store.write_volatile(mfn_to_pfn(store.read_volatile()).unwrap_or(u64::MAX));
+        let console = core::ptr::addr_of_mut!((*si).console.domU.mfn);
+        console.write_volatile(mfn_to_pfn(console.read_volatile()).unwrap_or(u64::MAX));
+    }
+    let va = super::xen_common::shared_info_va();
+    // SAFETY: our own image page at its own address again: the reserved page is only ever
+    // reached through atomics and volatile accesses.
+    if let Err(e) = unsafe {
+        hypercall::ops::update_va_mapping(
+            va,
+            direct_pte(super::virt_to_pfn(va), true),
+            abi::UVMF_INVLPG,
+        )
+    } {
+        crate::console::emergency(format_args!("suspend: cannot unmap shared_info: {e}\n"));
+    }
+    super::xen_common::vcpu().set_upcall_mask(1);
+    virt_to_machine(si as u64) / PAGE_SIZE
+}
+
+/// What a resume (or a cancelled suspend) makes of start_info: the frames to map again.
+pub struct Resumed {
+    pub shared_info_maddr: u64,
+    pub store_pfn: Option<u64>,
+    pub console_pfn: Option<u64>,
+    pub store_evtchn: u32,
+    pub console_evtchn: u32,
+}
+
+/// Undoes [`pre_suspend`] after the suspend call returned, with events masked: in a new
+/// domain start_info names the new frames and ports (the toolstack rewrote it) and the
+/// machine frames behind our pfns are new; a cancelled suspend gets its old frames back.
+/// Maps shared_info again (and re-publishes the p2m for the next save); the caller rebuilds
+/// the rest.
+pub fn post_suspend(new_domain: bool) -> Result<Resumed, &'static str> {
+    let si = start_info_ptr();
+    if new_domain {
+        MAX_MFN.store(
+            hypercall::ops::maximum_ram_page().map_err(|_| "XENMEM_maximum_ram_page failed")?,
+            Ordering::Relaxed,
+        );
+    }
+    // SAFETY: as in pre_suspend; the toolstack is done with the page.
+    let raw = unsafe { si.read_volatile() };
+    // SAFETY: the union member for a domU.
+    let (console_mfn, console_evtchn) = unsafe { (raw.console.domU.mfn, raw.console.domU.evtchn) };
+    let (store_pfn, console_pfn) = if new_domain {
+        (mfn_to_pfn(raw.store_mfn), mfn_to_pfn(console_mfn))
+    } else {
+        // SAFETY: as in pre_suspend.
+        unsafe {
+            core::ptr::addr_of_mut!((*si).store_mfn).write_volatile(pfn_to_mfn(raw.store_mfn));
+            core::ptr::addr_of_mut!((*si).console.domU.mfn).write_volatile(pfn_to_mfn(console_mfn));
+        }
+        (Some(raw.store_mfn), Some(console_mfn))
+    };
+    set_root_table(pfn_to_mfn(super::virt_to_pfn(raw.pt_base)));
+    map_shared_info(raw.shared_info).map_err(|_| "cannot map shared_info")?;
+    if new_domain {
+        publish_p2m()?;
+        init_traps().map_err(|_| "cannot install the trap table and callbacks")?;
+    }
+    Ok(Resumed {
+        shared_info_maddr: raw.shared_info,
+        store_pfn,
+        console_pfn,
+        store_evtchn: raw.store_evtchn,
+        console_evtchn,
+    })
+}
+
 extern "C" {
     fn xen_event_callback();
     fn xen_failsafe_callback();

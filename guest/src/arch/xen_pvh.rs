@@ -5,7 +5,7 @@
 
 pub mod ops;
 
-use super::{pfn_to_virt, virt_to_pfn, PAGE_SIZE};
+use super::{virt_to_pfn, PAGE_SIZE};
 use crate::mm::paging;
 use hypercall::abi;
 
@@ -22,9 +22,13 @@ extern "C" {
     fn xen_hvm_callback();
 }
 
+/// Xen's CPUID leaves' base, for writing the hypercall page again after a resume.
+static CPUID_BASE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
 /// Has Xen write the hypercall page: CPUID(base + 2).EBX names the MSR that takes the
 /// page's physical address.
 pub fn init_hypercall_page(cpuid_base: u32) {
+    CPUID_BASE.store(cpuid_base, core::sync::atomic::Ordering::Relaxed);
     let msr = super::cpu::cpuid_raw(cpuid_base + 2, 0).ebx;
     let page = core::ptr::addr_of!(hypercall_page);
     // SAFETY: the page is ours, in .text, reserved for exactly this; the image is loaded
@@ -106,14 +110,47 @@ pub fn ring_page(
     Ok((va as *mut u8, port))
 }
 
-/// A fresh page of ours turned into grant-table frame `index`; returns where it is mapped.
-/// The RAM that was behind it goes back to Xen.
-pub fn grant_table_frame(index: u64) -> Result<*mut u8, grant::GrantError> {
+/// The ring page and port the HVM parameters name after a resume, for a page mapped at
+/// `slot` by [`ring_page`]: the toolstack keeps the page where it was (a new one would need
+/// mapping again, which we refuse: it does not happen), the port is new.
+pub fn ring_port_after_resume(
+    pfn_param: u32,
+    port_param: u32,
+    slot: u64,
+) -> Result<u32, RingPageError> {
+    let get = |i| hypercall::ops::hvm_get_param(i).map_err(|e| RingPageError::Param(i, e));
+    let pfn = get(pfn_param)?;
+    let mapped = paging::translate(SPECIAL_VA + slot * PAGE_SIZE).map_err(RingPageError::Map)?;
+    if pfn != mapped {
+        return Err(RingPageError::Bad(pfn_param, pfn));
+    }
+    let port = get(port_param)?;
+    match u32::try_from(port) {
+        Ok(port) if port != 0 => Ok(port),
+        _ => Err(RingPageError::Bad(port_param, port)),
+    }
+}
+
+/// After the suspend call returned, with events masked: writes the hypercall page again
+/// (a new host may want the other vendor's instruction) and, as Linux's
+/// `xen_hvm_post_suspend` does, places shared_info again in a new domain and re-arms the
+/// event upcall vector (a parameter the save does not carry).
+pub fn post_suspend(new_domain: bool) -> hypercall::Result<()> {
+    init_hypercall_page(CPUID_BASE.load(core::sync::atomic::Ordering::Relaxed));
+    if new_domain {
+        map_shared_info()?;
+    }
+    enable_callback_vector()
+}
+
+/// A fresh page of ours turned into grant-table frame `index`; returns its pfn (its
+/// direct-map address is the table's). The RAM that was behind it goes back to Xen.
+pub fn grant_table_frame(index: u64) -> Result<u64, grant::GrantError> {
     // Out of memory, references stay as scarce as when the table is at Xen's limit.
     let pfn = crate::mm::alloc_frame().map_err(|_| grant::GrantError::Exhausted)?;
     // SAFETY: the frame was just allocated to us alone and is never freed: from now on
     // it is only the grant table, reached at its direct-map address.
     unsafe { hypercall::ops::add_to_physmap(abi::XENMAPSPACE_GRANT_TABLE, index, pfn) }
         .map_err(grant::GrantError::Hypercall)?;
-    Ok(pfn_to_virt(pfn) as *mut u8)
+    Ok(pfn)
 }

@@ -8,7 +8,7 @@ use crate::pvops::{self, Backend};
 use hypercall::abi::{self, start_info};
 use spin::Once;
 
-/// What start_info said, kept for the self-tests and the log.
+/// What start_info said at boot, kept for the self-tests and the log.
 #[derive(Clone, Copy, Debug)]
 pub struct StartInfo {
     pub magic: [u8; 32],
@@ -47,6 +47,7 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
 
     // SAFETY: Xen passes start_info in rsi, inside the bootstrap mapping, in our own memory.
     let raw = unsafe { si.read() };
+    xen_pv::set_start_info(si as u64);
     // SAFETY: the union member for a domU; dom0's is checked by flags before use.
     let (console_mfn, console_evtchn) = unsafe { (raw.console.domU.mfn, raw.console.domU.evtchn) };
     let info = START_INFO.call_once(|| StartInfo {
@@ -111,6 +112,10 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     }
     if let Err(why) = setup_memory(info) {
         boot_failed(format_args!("{why}"));
+    }
+    // Without it the toolstack cannot save us; everything else works.
+    if let Err(why) = xen_pv::publish_p2m() {
+        log::error!("p2m not published, so `xl save` cannot work: {why}");
     }
     let Some(store_pfn) = xen_pv::mfn_to_pfn(info.store_mfn) else {
         boot_failed(format_args!("xenstore mfn {:#x} is not ours", info.store_mfn))

@@ -7,8 +7,8 @@ use crate::pvops::{self, Backend};
 use hypercall::abi;
 
 /// Slots of the special mapping range.
-const CONSOLE_SLOT: u64 = 0;
-const XENSTORE_SLOT: u64 = 1;
+pub const CONSOLE_SLOT: u64 = 0;
+pub const XENSTORE_SLOT: u64 = 1;
 
 pub fn start(start_info_paddr: u64, cpuid_base: u32) -> ! {
     xen_pvh::init_hypercall_page(cpuid_base);

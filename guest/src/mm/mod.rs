@@ -1,6 +1,7 @@
 //! Memory: the page-frame allocator, page-table manipulation through pv_ops, and the heap.
 
 pub mod frames;
+pub mod p2m;
 #[cfg(target_os = "none")]
 pub mod paging;
 

@@ -127,6 +127,24 @@ pub unsafe fn unmap(va: u64) -> Result<u64, MapError> {
     Ok(pfn)
 }
 
+/// Removes the 4 KiB mapping at `va` whatever frame it names (ours or Xen's); a `va` with
+/// no mapping is left as it is.
+///
+/// # Safety
+/// Nothing may reference memory through `va` any more.
+pub unsafe fn unmap_frame(va: u64) -> Result<(), MapError> {
+    let e = entry(va, 1, false)?;
+    // SAFETY: reading an entry of a live table.
+    if unsafe { e.read_volatile() } & PTE_PRESENT != 0 {
+        // SAFETY: the caller vouches that `va` is unused; the TLB entry goes with it.
+        unsafe {
+            pvops::set_pte(e, 0);
+            pvops::flush_tlb_one(va);
+        }
+    }
+    Ok(())
+}
+
 /// Unmaps the 4 KiB page of ours at `va`, splitting a 2 MiB page around it first, so that
 /// any access to it faults. The frame stays ours, unused.
 ///

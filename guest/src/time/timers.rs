@@ -50,6 +50,14 @@ pub fn expire() {
     }
 }
 
+/// Arms the hardware timer for the earliest deadline again: after a resume in a new domain
+/// Xen has forgotten the one it had (and the timer's port, which the caller bound again).
+pub fn rearm() {
+    if let Some(deadline) = QUEUE.lock().next_deadline() {
+        pvops::set_timer(deadline);
+    }
+}
+
 fn set_flag(ctx: usize) {
     // SAFETY: `wait_until` passes the address of its own flag and cancels this timer
     // before the flag goes out of scope, so the pointer is live whenever this runs.

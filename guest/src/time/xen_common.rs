@@ -42,10 +42,28 @@ pub fn system_time_ns() -> u64 {
     snapshot().ns_at(rdtsc())
 }
 
+/// Our clock minus Xen's system time (wrapping): 0 until a resume. Xen's system time jumps
+/// at a resume (by the time the domain was paused, or to another host's uptime after a
+/// migration, which may be smaller); the offset makes our clock go on from where it stood
+/// when we suspended, so every deadline keeps its distance: none fires early, none is lost.
+/// (Like Linux's CLOCK_MONOTONIC, it does not count the time spent suspended.)
+static OFFSET: AtomicU64 = AtomicU64::new(0);
+
 pub extern "C" fn clock_ns() -> u64 {
-    let now = system_time_ns();
+    let now = system_time_ns().wrapping_add(OFFSET.load(Ordering::Relaxed));
     let last = LAST.fetch_max(now, Ordering::Relaxed);
     now.max(last)
+}
+
+/// Our clock at the moment of a suspend, for [`resume_clock`].
+pub fn suspend_clock() -> u64 {
+    clock_ns()
+}
+
+/// Makes our clock go on from `at_suspend` (see [`OFFSET`]). Called with events masked,
+/// before anything reads the clock after the resume.
+pub fn resume_clock(at_suspend: u64) {
+    OFFSET.store(at_suspend.wrapping_sub(system_time_ns()), Ordering::Relaxed);
 }
 
 /// The VIRQ_TIMER port (0 before `init_timer`).
@@ -74,10 +92,13 @@ pub fn timer_port() -> events::Port {
     events::Port(TIMER_PORT.load(Ordering::Relaxed))
 }
 
-/// Our clock is Xen's system time, which is what `set_timer_op` takes.
+/// `set_timer_op` takes Xen's system time: our clock less [`OFFSET`].
 pub extern "C" fn set_timer(deadline_ns: u64) {
-    // 0 would cancel the timer rather than fire it at once.
-    if let Err(e) = hypercall::ops::set_timer(deadline_ns.max(1)) {
+    let xen_deadline = deadline_ns.wrapping_sub(OFFSET.load(Ordering::Relaxed));
+    // 0 would cancel the timer rather than fire it at once; a deadline from before Xen's
+    // epoch (after a resume on a younger host) is due now.
+    let xen_deadline = if xen_deadline > i64::MAX as u64 { 1 } else { xen_deadline.max(1) };
+    if let Err(e) = hypercall::ops::set_timer(xen_deadline) {
         log::error!("set_timer_op({deadline_ns}) failed: {e}");
     }
 }

@@ -15,6 +15,7 @@ use xenbus::Store;
 const NONE: u8 = 0;
 const POWEROFF: u8 = 1;
 const REBOOT: u8 = 2;
+const SUSPEND: u8 = 3;
 
 /// What the last control/shutdown request asked for.
 static REQUESTED: AtomicU8 = AtomicU8::new(NONE);
@@ -40,7 +41,7 @@ pub fn publish_result(result: &str) {
 /// requests go unanswered until xl gives up and destroys us: say so loudly.
 pub fn arm() {
     let armed = xenstore::with(|xs| {
-        control::advertise(xs, &[Feature::Poweroff, Feature::Reboot])?;
+        control::advertise(xs, &[Feature::Poweroff, Feature::Reboot, Feature::Suspend])?;
         xs.watch(
             control::SHUTDOWN_PATH,
             "control",
@@ -69,8 +70,14 @@ pub fn requested() -> Option<&'static str> {
     }
 }
 
-/// Goes as the toolstack asked, if it asked.
+/// Goes as the toolstack asked, if it asked; a suspend returns once the domain runs again
+/// (in this domain or a new one), the request done.
 pub fn honour_request() {
+    xenstore::service();
+    if REQUESTED.compare_exchange(SUSPEND, NONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+        super::suspend::suspend();
+        return;
+    }
     let Some(what) = requested() else { return };
     println!("control: shutdown {what}");
     pvops::shutdown(if REQUESTED.load(Ordering::SeqCst) == REBOOT {
@@ -120,14 +127,14 @@ fn handle(request: Option<ShutdownRequest>) {
     let next = match request {
         ShutdownRequest::Poweroff | ShutdownRequest::Halt => POWEROFF,
         ShutdownRequest::Reboot => REBOOT,
-        ShutdownRequest::Suspend => {
-            log::warn!("suspend is not supported: request acknowledged and ignored");
-            NONE
-        }
+        ShutdownRequest::Suspend => SUSPEND,
         ShutdownRequest::Other(what) => {
             log::warn!("unknown control/shutdown request '{what}' ignored");
             NONE
         }
     };
-    REQUESTED.store(next, Ordering::SeqCst);
+    // An unknown request does not erase one still to be honoured.
+    if next != NONE {
+        REQUESTED.store(next, Ordering::SeqCst);
+    }
 }

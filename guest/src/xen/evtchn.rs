@@ -6,6 +6,7 @@ use crate::arch::xen_common;
 use crate::cmdline::EvtchnAbi;
 use crate::sync::IrqMutex;
 use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 use events::fifo::{self, EventArrayPage};
@@ -37,6 +38,18 @@ static BOOT_VIEW: spin::Once<TwoLevel<'static>> = spin::Once::new();
 static HANDLERS: IrqMutex<Handlers<PORTS>> = IrqMutex::new(Handlers::new());
 /// Serializes growing the FIFO event array (the hypercall and registering the page).
 static FIFO_GROW: IrqMutex<()> = IrqMutex::new(());
+/// The pages FIFO shares with Xen, by pfn: the control block first, then the event array
+/// pages in Xen's order. A resume in a new domain registers the same pages again (their
+/// machine frames may have changed).
+static FIFO_PAGES: IrqMutex<Vec<u64>> = IrqMutex::new(Vec::new());
+/// Counts resumes in a new domain: a port bound in an earlier epoch no longer exists, and
+/// its number may since name another one of ours, so its owner must not close it.
+static EPOCH: AtomicU64 = AtomicU64::new(0);
+
+/// The current port epoch (see [`EPOCH`]).
+pub fn epoch() -> u64 {
+    EPOCH.load(Ordering::SeqCst)
+}
 
 #[derive(Debug)]
 pub enum Error {
@@ -72,12 +85,18 @@ pub fn abi_name() -> &'static str {
     }
 }
 
-/// A zeroed page of ours, for Xen to share with us (its machine frame and our address).
+/// A zeroed page of ours, kept for good, for Xen to share with us (its frame as Xen names
+/// it and our address); recorded in [`FIFO_PAGES`].
 fn shared_page() -> Result<(u64, NonNull<u8>), Error> {
     let pfn = crate::mm::alloc_zeroed_frames(1).map_err(|_| Error::NoMemory)?;
+    FIFO_PAGES.lock().push(pfn);
+    Ok(page_of(pfn))
+}
+
+fn page_of(pfn: u64) -> (u64, NonNull<u8>) {
     let va = crate::arch::pfn_to_virt(pfn) as *mut u8;
     // SAFETY: the direct map never maps address 0.
-    Ok((crate::pvops::pfn_to_frame(pfn), unsafe { NonNull::new_unchecked(va) }))
+    (crate::pvops::pfn_to_frame(pfn), unsafe { NonNull::new_unchecked(va) })
 }
 
 /// Chooses the event ABI: FIFO if asked or offered, with 2-level as the fallback.
@@ -118,9 +137,13 @@ fn init_fifo() -> Result<Fifo<'static>, Error> {
 /// Gives Xen one more event array page and registers it with `fifo`.
 fn add_array_page(fifo: &Fifo<'static>) -> Result<(), Error> {
     let (mfn, page) = shared_page()?;
+    register_array_page(fifo, mfn, page)
+}
+
+fn register_array_page(fifo: &Fifo<'static>, mfn: u64, page: NonNull<u8>) -> Result<(), Error> {
     let page = page.cast::<EventArrayPage>();
-    // SAFETY: our zeroed page, not yet shared: masking its ports first keeps Xen from
-    // queueing any of them before we know the page.
+    // SAFETY: our page, not shared with Xen yet (or, after a resume, any longer): masking
+    // its ports first keeps Xen from queueing any of them before we know the page.
     fifo::init_array_page(unsafe { &mut *page.as_ptr() });
     hypercall::ops::evtchn_expand_array(mfn).map_err(Error::Xen)?;
     // SAFETY: Xen accepted exactly this page in the expand_array above; it is ours for
@@ -283,6 +306,39 @@ pub fn clear_pending(port: Port) {
 
 pub fn is_pending(port: Port) -> bool {
     abi().is_pending(port).unwrap_or(false)
+}
+
+/// After a resume in a new domain, where no port of ours exists: forgets every handler and
+/// every fired mark, masks every 2-level port, and registers FIFO's control block and
+/// event array pages again (the same pages, zeroed and masked: Xen starts with none).
+/// Owners bind their ports anew; [`epoch`] tells them their old ones are gone.
+pub fn resume_new_domain() -> Result<(), Error> {
+    EPOCH.fetch_add(1, Ordering::SeqCst);
+    HANDLERS.lock().clear();
+    for word in FIRED.iter().chain(THROTTLED.iter()) {
+        word.store(0, Ordering::SeqCst);
+    }
+    let two_level = xen_common::two_level();
+    for port in 0..PORTS as u32 {
+        let _ = two_level.mask(Port(port));
+    }
+    let Some(Abi::Fifo(fifo)) = ABI.get() else { return Ok(()) };
+    let _serial = FIFO_GROW.lock();
+    let pages = FIFO_PAGES.lock().clone();
+    let Some((&control, arrays)) = pages.split_first() else { return Ok(()) };
+    let (control_mfn, control_page) = page_of(control);
+    // SAFETY: the control block is our page, kept for good; Xen forgot it with the old
+    // domain, and it must be zeroed before it is registered again.
+    unsafe { core::ptr::write_bytes(control_page.as_ptr(), 0, crate::arch::PAGE_SIZE as usize) };
+    hypercall::ops::evtchn_init_control(control_mfn, 0, 0).map_err(Error::Xen)?;
+    // SAFETY: one vCPU, events masked: no demux or port operation runs; the control block
+    // is zeroed and registered again above.
+    unsafe { fifo.restart() };
+    for &pfn in arrays {
+        let (mfn, page) = page_of(pfn);
+        register_array_page(fifo, mfn, page)?;
+    }
+    Ok(())
 }
 
 /// Two of our own ports connected to each other: an event sent on one arrives on the

@@ -12,6 +12,8 @@ use grant::{DomId, GrantError, GrantRef, GrantTable, MAX_FRAMES};
 const TABLE_VA: u64 = 0xffff_c100_0000_0000;
 
 static TABLE: IrqMutex<GrantTable> = IrqMutex::new(GrantTable::new());
+/// PVH: the pfn behind each table frame, in order, to place them again after a resume.
+static PVH_FRAMES: IrqMutex<alloc::vec::Vec<u64>> = IrqMutex::new(alloc::vec::Vec::new());
 
 /// Learns Xen's limit and maps the first frame.
 pub fn init() -> Result<(), GrantError> {
@@ -32,7 +34,9 @@ fn grow(table: &mut GrantTable) -> Result<(), GrantError> {
     let va = if crate::pvops::is_xen_pv() {
         map_pv_frame(n)?
     } else {
-        crate::arch::xen_pvh::grant_table_frame(n as u64 - 1)?
+        let pfn = crate::arch::xen_pvh::grant_table_frame(n as u64 - 1)?;
+        PVH_FRAMES.lock().push(pfn);
+        crate::arch::pfn_to_virt(pfn) as *mut u8
     };
     // SAFETY: frame n-1 is mapped read-write at `va` for good, and only the table uses it.
     unsafe { table.add_frame(NonNull::new_unchecked(va)) }
@@ -41,17 +45,68 @@ fn grow(table: &mut GrantTable) -> Result<(), GrantError> {
 /// Frame `n - 1` of a PV guest's table, which Xen hands out by machine frame, mapped after
 /// the others.
 fn map_pv_frame(n: usize) -> Result<*mut u8, GrantError> {
+    map_pv_frames(n - 1, n)?;
+    Ok((TABLE_VA + (n as u64 - 1) * PAGE_SIZE) as *mut u8)
+}
+
+/// Maps frames `from..to` of a PV guest's table (of `to` frames) at their slots.
+fn map_pv_frames(from: usize, to: usize) -> Result<(), GrantError> {
     let mut frames = [0; MAX_FRAMES];
     // Xen returns the frames of the whole (grown) table, the old ones unchanged.
-    grant::ops::setup_table(&mut frames[..n])?;
-    let va = TABLE_VA + (n as u64 - 1) * PAGE_SIZE;
-    // SAFETY: the slot for frame n-1 in our reserved range is unused, and Xen shares the
-    // table frames with us for writing.
-    if let Err(e) = unsafe { paging::map_frame(va, frames[n - 1], true) } {
-        log::error!("cannot map grant table frame {}: {e:?}", n - 1);
-        return Err(GrantError::TableFull);
+    grant::ops::setup_table(&mut frames[..to])?;
+    for (i, &frame) in frames.iter().enumerate().take(to).skip(from) {
+        let va = TABLE_VA + i as u64 * PAGE_SIZE;
+        // SAFETY: slot i of our reserved range is unused (never mapped, or unmapped by
+        // `suspend`), and Xen shares the table frames with us for writing.
+        if let Err(e) = unsafe { paging::map_frame(va, frame, true) } {
+            log::error!("cannot map grant table frame {i}: {e:?}");
+            return Err(GrantError::TableFull);
+        }
     }
-    Ok(va as *mut u8)
+    Ok(())
+}
+
+/// Before a suspend (PV): the table's frames are Xen's, not ours, and a save refuses page
+/// tables that map frames outside the domain's memory. The table is unusable until
+/// [`resume`]; the caller holds events masked and grants nothing meanwhile.
+pub fn suspend() {
+    if !crate::pvops::is_xen_pv() {
+        return;
+    }
+    let table = TABLE.lock();
+    for i in 0..table.frames() {
+        // SAFETY: the slot maps a table frame that only the table reaches, and nothing
+        // uses the table until `resume` maps it again.
+        if let Err(e) = unsafe { paging::unmap_frame(TABLE_VA + i as u64 * PAGE_SIZE) } {
+            log::error!("cannot unmap grant table frame {i}: {e:?}");
+        }
+    }
+}
+
+/// After a suspend: maps (PV) or places (PVH) the table's frames again, as many as before,
+/// at the same addresses. In a new domain their entries are blank: whatever was granted
+/// there went with the old domain's backends, and the drivers grant afresh as they
+/// reconnect.
+pub fn resume(new_domain: bool) -> Result<(), GrantError> {
+    let table = TABLE.lock();
+    if crate::pvops::is_xen_pv() {
+        return map_pv_frames(0, table.frames());
+    }
+    if new_domain {
+        for (i, &pfn) in PVH_FRAMES.lock().iter().enumerate() {
+            // SAFETY: the frame has been the table's alone since `grow` placed it; placing
+            // it again keeps it so.
+            unsafe {
+                hypercall::ops::add_to_physmap(
+                    hypercall::abi::XENMAPSPACE_GRANT_TABLE,
+                    i as u64,
+                    pfn,
+                )
+            }
+            .map_err(GrantError::Hypercall)?;
+        }
+    }
+    Ok(())
 }
 
 /// Lets `domid` access our frame (`frame` as the other domain sees it: a machine frame

@@ -7,4 +7,5 @@ pub mod devices;
 pub mod evtchn;
 pub mod frontend;
 pub mod gnttab;
+pub mod suspend;
 pub mod xenstore;

@@ -4,7 +4,7 @@
 
 use super::evtchn;
 use crate::{pvops, time};
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use events::Port;
 use ring::byte::{Consumer, Producer};
 use xenbus::wire::interface::{REQ_RING, RSP_RING};
@@ -12,6 +12,12 @@ use xenbus::{Timeout, Transport, Xenstore};
 
 /// The xenstore event channel (0 before `init`).
 static PORT: AtomicU32 = AtomicU32::new(0);
+/// Where the xenstore page is mapped (0 before `init`).
+static PAGE_VA: AtomicU64 = AtomicU64::new(0);
+
+pub fn page_va() -> u64 {
+    PAGE_VA.load(Ordering::Relaxed)
+}
 
 fn port() -> Port {
     Port(PORT.load(Ordering::Relaxed))
@@ -56,7 +62,45 @@ pub unsafe fn init(page: *mut u8, port: u32) -> Result<(), evtchn::Error> {
     let port = Port(port);
     *CLIENT.lock() = Some(Xenstore::new(req, rsp, Channel { port }));
     PORT.store(port.0, Ordering::Relaxed);
+    PAGE_VA.store(page as u64, Ordering::Relaxed);
     evtchn::bind_recording(port)
+}
+
+/// Why the connection could not be carried over a resume.
+#[derive(Debug)]
+pub enum ResumeError {
+    Bind(evtchn::Error),
+    Xenstore(xenbus::Error),
+    NoClient,
+}
+
+impl core::fmt::Display for ResumeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ResumeError::Bind(e) => write!(f, "binding its event channel: {e}"),
+            ResumeError::Xenstore(e) => write!(f, "{e}"),
+            ResumeError::NoClient => f.write_str("no connection to carry over"),
+        }
+    }
+}
+
+/// After a resume in a new domain: the same page, a new event channel `port`, a new
+/// xenstored to tell about our watches (see `Xenstore::resume`). Events are enabled: the
+/// watches are registered with blocking calls.
+pub fn resume(port: u32) -> Result<(), ResumeError> {
+    let port = Port(port);
+    PORT.store(port.0, Ordering::Relaxed);
+    UNREAD.store(false, Ordering::SeqCst);
+    evtchn::bind_recording(port).map_err(ResumeError::Bind)?;
+    match with(|xs| xs.resume(Channel { port })) {
+        Some(Ok(0)) => Ok(()),
+        Some(Ok(n)) => {
+            log::error!("xenstore: {n} watches lost in the resume");
+            Ok(())
+        }
+        Some(Err(e)) => Err(ResumeError::Xenstore(e)),
+        None => Err(ResumeError::NoClient),
+    }
 }
 
 /// Runs `f` on the client; `None` when there is none (natively, or before `init`).
