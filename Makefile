@@ -119,7 +119,8 @@ test-native: build
 # frontend, block and network tests, and dom0's network checks of @net), `xl reboot`, app=blksum on
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
 # the pattern), and xen.cfg as it is with a user's root and data disk (xvda, xvdb), which must
-# come out byte-identical (@intact); then a deliberate page fault, which must crash the
+# come out byte-identical (@intact); a checkpoint (xl save -c) and an xl save + xl restore
+# of a guest without devices (@suspend); then a deliberate page fault, which must crash the
 # domain after the dump.
 # --control-timeout: dom0's hotplug scripts for two disks and a vif alone can take 20 s on a
 # loaded host, before the guest even starts.
@@ -131,14 +132,16 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
-	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img'
+	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img' \
+	    '@suspend=checkpoint,save extra="log=info tests=console::,time:: stay" vif=[] disk=[]'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh
 
 # The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
-# network checks), app=blksum, on a bridge without DHCP, and under a name of its own; then the
+# network checks), app=blksum, on a bridge without DHCP, and under a name of its own, a
+# checkpoint, a save + restore and two live migrations to the same host (@suspend); then the
 # deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
 # on its own stack).
 test-xen-pvh: build target/blk-random.img
@@ -146,7 +149,8 @@ test-xen-pvh: build target/blk-random.img
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
-	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"'
+	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"' \
+	    '@suspend=checkpoint,save,migrate,migrate extra="log=info tests=console::,time:: stay" vif=[] disk=[]'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'

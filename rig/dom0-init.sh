@@ -626,6 +626,10 @@ control_run() {
         if [ "$1" = net ] && ! net_checks; then failed=1; fi
         if [ "$1" = bench ] && ! bench_net; then failed=1; fi
         if [ -n "$fault" ] && ! fault_at_ready "$fault"; then failed=1; fi
+        if [ -e "$d/suspend" ]; then
+            suspend_run "$1" "$timings"
+            return
+        fi
         cmd=shutdown
         [ "$b" -eq "$boots" ] || cmd=reboot
         ctl_log "xl $cmd $name"
@@ -661,6 +665,89 @@ control_run() {
         echo "ok: $timings" >>"$d/control.log"
         result control ok "$timings"
     }
+}
+
+# Waits until file $1 exists (0) or $ctl_timeout seconds passed (2), as ctl_wait does, but
+# whether or not xl create still runs: in a @suspend run it ends at the first suspend.
+sus_wait() {
+    uptime_cs
+    deadline=$((CS + ctl_timeout * 100))
+    while [ ! -e "$1" ]; do
+        uptime_cs
+        [ "$CS" -lt "$deadline" ] || return 2
+        # shellcheck disable=SC3045 # busybox ash has read -t (fractional)
+        read -r -t 0.1 _ <&8
+    done
+}
+
+# The steps of a @suspend run (d/suspend: save, checkpoint or migrate, in order), once the
+# guest is ready: each one, then the guest's "control: resumed" line (resumed.<k>, left by
+# the console reader), then (a net run) the net checks again. Then xl shutdown, and the end of
+# the last domain, as the xl watching it reports it (xl create -F ended at the first suspend;
+# the daemonised xl of a restore or a migration logs to /var/log/xen/xl-*.log).
+# $1: the control kind (shutdown or net), $2: the timings so far.
+suspend_run() {
+    timings=$2
+    k=0
+    img=/run/rig-save.img
+    read -r steps <"$d/suspend"
+    for step in $steps; do
+        k=$((k + 1))
+        uptime_cs
+        since=$CS
+        rm -f "$img"
+        case $step in
+        save) ctl_log "xl save $name $img" && xl save "$name" "$img" >>"$d/control.log" 2>&1 &&
+            ctl_log "xl restore $img" && xl restore "$img" >>"$d/control.log" 2>&1 ;;
+        checkpoint) ctl_log "xl save -c $name $img" && xl save -c "$name" "$img" >>"$d/control.log" 2>&1 ;;
+        migrate) ctl_log "xl migrate -s '' $name 'xl migrate-receive'" &&
+            xl migrate -s "" "$name" "xl migrate-receive" >>"$d/control.log" 2>&1 ;;
+        esac
+        rc=$?
+        rm -f "$img"
+        if [ "$rc" -ne 0 ]; then
+            ctl_fail "step $k ($step) failed: exit $rc" destroy
+            return
+        fi
+        uptime_cs
+        took=$(secs $((CS - since)))
+        if ! sus_wait "$d/resumed.$k"; then
+            ctl_fail "no 'control: resumed' within $ctl_timeout s of step $k ($step)" destroy
+            return
+        fi
+        uptime_cs
+        ctl_log "step $k ($step): xl done in $took s, resumed $(secs $((CS - since))) s after the step began"
+        timings="$timings, $step $took s"
+        if dom=$(xl domid "$name" 2>/dev/null); then
+            ctl_log "data/resumes (step $k): $(xenstore-read "/local/domain/$dom/data/resumes" 2>&1)"
+        fi
+        if [ "$1" = net ] && ! net_checks; then
+            ctl_fail "net checks after step $k ($step)" destroy
+            return
+        fi
+    done
+    dom=$(xl domid "$name" 2>/dev/null)
+    ctl_log "xl shutdown $name (domain $dom)"
+    uptime_cs
+    since=$CS
+    xl shutdown "$name" >>"$d/control.log" 2>&1
+    deadline=$((CS + ctl_timeout * 100))
+    while xl domid "$name" >/dev/null 2>&1; do
+        uptime_cs
+        if [ "$CS" -ge "$deadline" ]; then
+            ctl_fail "the guest ignored xl shutdown: still there $ctl_timeout s later" destroy
+            return
+        fi
+        # shellcheck disable=SC3045 # busybox ash has read -t (fractional)
+        read -r -t 0.2 _ <&8
+    done
+    uptime_cs
+    timings="$timings, xl shutdown -> gone $(secs $((CS - since))) s"
+    # The last domain's end, from the xl that watched it, into xl.log for the run's reasons.
+    grep -h "Domain $dom has shut down, reason code" /var/log/xen/xl-*.log 2>/dev/null |
+        tail -n 1 | sed "s/^/[$CS] /" >>"$d/xl.log"
+    echo "ok: $timings" >>"$d/control.log"
+    result control ok "$timings"
 }
 
 # The run's disks, made afresh (the previous runs' are deleted: they hold dom0 memory):
@@ -799,27 +886,21 @@ say "dom0 ready: $(cut -d' ' -f1 /proc/uptime) s"
 say "dom0 cpu: $(grep -m 1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx|avx2|avx512f|erms|fsrm' | tr '\n' ' ')"
 dump_dmesg >/dev/null
 
-n=1
-while [ -d "/rig/run/$n" ]; do
-    d=/rig/run/$n
-    name=$(cat "$d/name")
-    : >"$d/results"
-
-    # xenconsoled appends the guest's console to guest-<name>.log; as a FIFO it streams it to us
-    # without polling. xenconsoled closes it when the domain is gone and opens it again for a
-    # restarted domain of the same name (a reboot), blocking until there is a reader: so the
-    # reader reopens it after each EOF until console-done says the run is over. It passes the
-    # console through line by line and leaves ready.<k> at the k-th "control: ready" line for
-    # the controller. (getline from a file that will not open returns -1: no fork per check.)
-    log=/var/log/xen/console/guest-$name.log
-    rm -f "$log"
-    mkfifo "$log"
-    awk -v fifo="$log" -v stop="$d/console-done" -v dir="$d" 'BEGIN {
+# The console reader of FIFO $1 (see the run loop): passes the guest's lines through and
+# leaves the controller's marker files in $d.
+console_reader() {
+    awk -v fifo="$1" -v stop="$d/console-done" -v dir="$d" 'BEGIN {
         while (1) {
             while ((getline line <fifo) > 0) {
                 print line
                 fflush()
                 if (line ~ /^control: ready/) { f = dir "/ready." ++k; printf "" >f; close(f) }
+                # resumed.<n>: the n-th resume ("control: resumed ...: resumes=N cancelled=M",
+                # n = N + M), whichever of the console FIFOs it came through.
+                if (match(line, /^control: resumed .*resumes=[0-9]+ cancelled=[0-9]+$/)) {
+                    split(substr(line, index(line, "resumes=")), w, "[ =]")
+                    f = dir "/resumed." (w[2] + w[4]); printf "" >f; close(f)
+                }
                 if (match(line, /blkfill [a-z0-9]+ acked sectors=[0-9]+ seed=[0-9]+/)) {
                     split(substr(line, RSTART, RLENGTH), w, "[ =]")
                     f = dir "/acked"; print w[2], w[5], w[7] >f; close(f)
@@ -846,8 +927,38 @@ while [ -d "/rig/run/$n" ]; do
             close(fifo)
             if ((getline x <stop) >= 0) exit
         }
-    }' &
+    }'
+}
+
+n=1
+while [ -d "/rig/run/$n" ]; do
+    d=/rig/run/$n
+    name=$(cat "$d/name")
+    : >"$d/results"
+
+    # xenconsoled appends the guest's console to guest-<name>.log; as a FIFO it streams it to us
+    # without polling. xenconsoled closes it when the domain is gone and opens it again for a
+    # restarted domain of the same name (a reboot), blocking until there is a reader: so the
+    # reader reopens it after each EOF until console-done says the run is over. It passes the
+    # console through line by line and leaves ready.<k> at the k-th "control: ready" line for
+    # the controller. (getline from a file that will not open returns -1: no fork per check.)
+    log=/var/log/xen/console/guest-$name.log
+    rm -f "$log"
+    mkfifo "$log"
+    console_reader "$log" &
     reader=$!
+    # A migration's receiving domain is "<name>--incoming" when xenconsoled first sees it,
+    # and xenconsoled blocks opening a FIFO nobody reads: read that one too.
+    log2=""
+    reader2=""
+    if grep -q migrate "$d/suspend" 2>/dev/null; then
+        log2=/var/log/xen/console/guest-$name--incoming.log
+        rm -f "$log2"
+        mkfifo "$log2"
+        console_reader "$log2" &
+        reader2=$!
+    fi
+    rm -f /var/log/xen/xl-*.log
 
     set --
     while IFS= read -r a; do set -- "$@" "$a"; done <"$d/args"
@@ -958,14 +1069,16 @@ while [ -d "/rig/run/$n" ]; do
     # Repeated, because the reader may be between EOF and its next open. Bounded (30 s), should
     # a domain linger and keep xenconsoled's end open.
     : >"$d/console-done"
-    i=0
-    while kill -0 "$reader" 2>/dev/null; do
-        : <>"$log"
-        i=$((i + 1))
-        [ "$i" -lt 600 ] || kill "$reader"
-        sleep 0.05
+    for r in "$reader:$log" ${reader2:+"$reader2:$log2"}; do
+        i=0
+        while kill -0 "${r%%:*}" 2>/dev/null; do
+            : <>"${r#*:}"
+            i=$((i + 1))
+            [ "$i" -lt 600 ] || kill "${r%%:*}"
+            sleep 0.05
+        done
+        wait "${r%%:*}"
     done
-    wait "$reader"
 
     sed 's/^/rig: xenctx: /' "$d/xenctx.log"
     sed 's/^/rig: control: /' "$d/control.log"

@@ -14,7 +14,8 @@ RUN is a blank-separated list of xl key=value overrides, e.g. 'memory=32' or
 overrides. A RUN may start with directives: @shutdown, @reboot, @net, @bench (dom0 acts at the
 guest's "control: ready"), @peer (boot the --peer guest), @image=<vdev>:<host path> (that disk
 is a fresh copy of the file), @fault=<name> (dom0 injects a fault), @nodhcp (no DHCP server
-during the run), @intact (every disk must come out unchanged). rig/README.md has them all.
+during the run), @intact (every disk must come out unchanged), @suspend=<save|checkpoint|
+migrate>,... (dom0 saves and restores, checkpoints or migrates the guest, step by step). rig/README.md has them all.
 --timeout bounds the whole QEMU boot (default 300 s); --run-timeout destroys a guest that runs
 longer; --expect-bulk fails a run without a verified console-bulk block; --expect-fatal TEXT:
 every run must crash after printing TEXT (given N times, the Nth is for run N and the last for
@@ -44,6 +45,9 @@ RIG_DIR = Path(__file__).resolve().parent
 REPO_DIR = RIG_DIR.parent
 
 CONTROLS = ("shutdown", "reboot", "net", "bench")
+# @suspend=<step>,...: what dom0 does to a guest that stays up, one step after another, each
+# once the guest said it resumed from the one before.
+SUSPEND_STEPS = ("save", "checkpoint", "migrate")
 # @fault=<name> (rig/README.md, "Fault injection") and the guest lines each wants, a line of
 # its own for each pattern.
 FAULT_WANTS = {
@@ -316,6 +320,7 @@ class Run:
     xl_args: list = field(default_factory=list)  # for xl create, disk paths rewritten
     control: str = ""
     fault: str = ""
+    suspend: list = field(default_factory=list)  # @suspend steps, in order
     nodhcp: bool = False
     intact: bool = False
     peer: bool = False
@@ -373,6 +378,16 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
                     raise RigError(f"run {n}: @peer must come before @image")
                 run.peer = True
                 base = peer_cfg
+            elif a.startswith("@suspend="):
+                run.suspend = a[len("@suspend="):].split(",")
+                bad = [step for step in run.suspend if step not in SUSPEND_STEPS]
+                if bad or not run.suspend:
+                    raise RigError(f"run {n}: '{a}': steps are {', '.join(SUSPEND_STEPS)}")
+                # After a checkpoint nothing watches the domain any more (xl create -F took
+                # the suspend for the domain's end): a save or a migration must follow, whose
+                # xl watches the new domain to its end.
+                if run.suspend[-1] == "checkpoint":
+                    raise RigError(f"run {n}: '{a}' must end with save or migrate")
             elif a == "@nodhcp":
                 run.nodhcp = True
             elif a == "@intact":
@@ -398,7 +413,7 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
             else:
                 raise RigError(f"run {n}: unknown directive '{a}' (@shutdown, @reboot, @net, "
                                "@bench, @peer, @nodhcp, @intact, @image=<vdev>:<path>, "
-                               "@fault=<name>)")
+                               "@fault=<name>, @suspend=<steps>)")
             continue
         run.overrides.append(a)
         if not re.match(r"[A-Za-z_][A-Za-z0-9_]*=", a):
@@ -450,6 +465,14 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
                            "(no address to reach)")
         if not run.control and stays:
             run.control = "shutdown"
+    if run.suspend:
+        if not stays:
+            raise RigError(f"run {n}: @suspend needs a guest that stays up ('stay' in extra)")
+        if run.control not in ("", "shutdown", "net"):
+            raise RigError(f"run {n}: @suspend goes with @shutdown or @net only")
+        if run.fault or run.peer:
+            raise RigError(f"run {n}: @suspend goes with no @fault and no @peer")
+        run.control = run.control or "shutdown"
     if run.fault == "shutdown-mid-tests" and stays:
         raise RigError(f"run {n}: @fault=shutdown-mid-tests is for a guest without 'stay' "
                        "(it powers off by itself)")
@@ -558,6 +581,11 @@ def _check_control(run, log, out, closings):
         why.append("bench: dom0's network measurements did not all run")
     if control == "reboot":
         boots, want_reasons, want_shut = 2, "reboot,poweroff", "reboot poweroff"
+    elif run.suspend:
+        # xl create -F ends at the first suspend; the xl watching the last domain reports
+        # its end.
+        boots, want_reasons, want_shut = 1, "suspend,poweroff", "poweroff"
+        _check_resumes(run, guest, why)
     else:
         boots, want_reasons, want_shut = 1, "poweroff", "poweroff"
     nready = sum(1 for line in guest if line == "control: ready")
@@ -572,6 +600,30 @@ def _check_control(run, log, out, closings):
     if log.end and log.end_fields.get("reasons") != want_reasons:
         why.append(f"shutdown reasons {log.end_fields.get('reasons', '')}, "
                    f"want {want_reasons}")
+
+
+RESUMED = re.compile(r"^control: resumed (in a new domain|cancelled \(same domain\)): "
+                     r"resumes=(\d+) cancelled=(\d+)$")
+
+
+def _check_resumes(run, guest, why):
+    """A @suspend run: one 'control: resumed' line per step, in a new domain after a save or
+    a migration, in the same one after a checkpoint, the counts going up by one each."""
+    got = [m for m in map(RESUMED.match, guest) if m]
+    want = ["cancelled (same domain)" if step == "checkpoint" else "in a new domain"
+            for step in run.suspend]
+    if [m.group(1) for m in got] != want:
+        why.append(f"resumes: {[m.group(1) for m in got]}, want {want} ({','.join(run.suspend)})")
+        return
+    new = cancelled = 0
+    for step, m in zip(run.suspend, got):
+        if step == "checkpoint":
+            cancelled += 1
+        else:
+            new += 1
+        if (int(m.group(2)), int(m.group(3))) != (new, cancelled):
+            why.append(f"resume counts '{m.group(0)}', want resumes={new} cancelled={cancelled}")
+            return
 
 
 def _check_disks(log, out, pattern):
@@ -982,6 +1034,8 @@ def stage(args, cfg, peer_cfg, runs, images, stage_dir):
             write(d / "control", r.control + "\n")
         if r.fault:
             write(d / "fault", r.fault + "\n")
+        if r.suspend:
+            write(d / "suspend", " ".join(r.suspend) + "\n")
         if r.nodhcp:
             write(d / "nodhcp", "")
         if r.qdisk:
