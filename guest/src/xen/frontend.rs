@@ -145,25 +145,35 @@ fn release_ring_pages(first_pfn: u64, refs: &[GrantRef]) {
 pub struct GuestEvents {
     /// Set by the device's watch once the backend left Connected.
     closing: Arc<AtomicBool>,
+    /// The port epoch of the device's ports ([`evtchn::epoch`]): after a resume in a new
+    /// domain they are gone, and their numbers may name ports of someone else's since.
+    epoch: u64,
 }
 
 impl GuestEvents {
     /// Events for a device whose backend watch sets `closing`.
     pub fn new(closing: Arc<AtomicBool>) -> Self {
-        GuestEvents { closing }
+        GuestEvents { closing, epoch: evtchn::epoch() }
     }
 }
 
 impl frontend::EventChannel for GuestEvents {
     fn alloc_unbound(&mut self, remote: DomId) -> Result<u32, DeviceError> {
+        self.epoch = evtchn::epoch();
         alloc_port(remote).ok_or(DeviceError::EventChannel)
     }
 
     fn notify(&mut self, port: u32) {
-        let _ = evtchn::send(Port(port));
+        if self.epoch == evtchn::epoch() {
+            let _ = evtchn::send(Port(port));
+        }
     }
 
     fn close(&mut self, port: u32) {
+        if self.epoch != evtchn::epoch() {
+            // The port went with the old domain; the number may be another port's now.
+            return;
+        }
         if let Err(e) = evtchn::close(Port(port)) {
             log::warn!("closing event channel {port}: {e}");
         }
