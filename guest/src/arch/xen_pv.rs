@@ -190,11 +190,10 @@ pub fn pre_suspend() -> u64 {
     virt_to_machine(si as u64) / PAGE_SIZE
 }
 
-/// What a resume (or a cancelled suspend) makes of start_info: the frames to map again.
+/// What a resume (or a cancelled suspend) makes of start_info: where the xenstore page is,
+/// and the event channels to bind again.
 pub struct Resumed {
-    pub shared_info_maddr: u64,
     pub store_pfn: Option<u64>,
-    pub console_pfn: Option<u64>,
     pub store_evtchn: u32,
     pub console_evtchn: u32,
 }
@@ -216,15 +215,15 @@ pub fn post_suspend(new_domain: bool) -> Result<Resumed, &'static str> {
     let raw = unsafe { si.read_volatile() };
     // SAFETY: the union member for a domU.
     let (console_mfn, console_evtchn) = unsafe { (raw.console.domU.mfn, raw.console.domU.evtchn) };
-    let (store_pfn, console_pfn) = if new_domain {
-        (mfn_to_pfn(raw.store_mfn), mfn_to_pfn(console_mfn))
+    let store_pfn = if new_domain {
+        mfn_to_pfn(raw.store_mfn)
     } else {
         // SAFETY: as in pre_suspend.
         unsafe {
             core::ptr::addr_of_mut!((*si).store_mfn).write_volatile(pfn_to_mfn(raw.store_mfn));
             core::ptr::addr_of_mut!((*si).console.domU.mfn).write_volatile(pfn_to_mfn(console_mfn));
         }
-        (Some(raw.store_mfn), Some(console_mfn))
+        Some(raw.store_mfn)
     };
     set_root_table(pfn_to_mfn(super::virt_to_pfn(raw.pt_base)));
     map_shared_info(raw.shared_info).map_err(|_| "cannot map shared_info")?;
@@ -232,13 +231,7 @@ pub fn post_suspend(new_domain: bool) -> Result<Resumed, &'static str> {
         publish_p2m()?;
         init_traps().map_err(|_| "cannot install the trap table and callbacks")?;
     }
-    Ok(Resumed {
-        shared_info_maddr: raw.shared_info,
-        store_pfn,
-        console_pfn,
-        store_evtchn: raw.store_evtchn,
-        console_evtchn,
-    })
+    Ok(Resumed { store_pfn, store_evtchn: raw.store_evtchn, console_evtchn })
 }
 
 extern "C" {

@@ -84,13 +84,9 @@ impl core::fmt::Display for RingPageError {
     }
 }
 
-/// The ring page and event channel the HVM parameters `pfn_param` and `port_param` name
-/// (console, xenstore), the page mapped at the `slot`-th special address.
-pub fn ring_page(
-    pfn_param: u32,
-    port_param: u32,
-    slot: u64,
-) -> Result<(*mut u8, u32), RingPageError> {
+/// The ring page's pfn and its event channel, as the HVM parameters `pfn_param` and
+/// `port_param` name them (console, xenstore), checked.
+fn ring_params(pfn_param: u32, port_param: u32) -> Result<(u64, u32), RingPageError> {
     let get = |i| hypercall::ops::hvm_get_param(i).map_err(|e| RingPageError::Param(i, e));
     let pfn = get(pfn_param)?;
     let port = get(port_param)?;
@@ -102,6 +98,17 @@ pub fn ring_page(
     if port == 0 {
         return Err(RingPageError::Bad(port_param, 0));
     }
+    Ok((pfn, port))
+}
+
+/// The ring page and event channel the HVM parameters `pfn_param` and `port_param` name
+/// (console, xenstore), the page mapped at the `slot`-th special address.
+pub fn ring_page(
+    pfn_param: u32,
+    port_param: u32,
+    slot: u64,
+) -> Result<(*mut u8, u32), RingPageError> {
+    let (pfn, port) = ring_params(pfn_param, port_param)?;
     let va = SPECIAL_VA + slot * PAGE_SIZE;
     // SAFETY: each slot of the special range is used for one page only, and the page is
     // shared only with its backend, which writes it concurrently: users go through
@@ -110,25 +117,20 @@ pub fn ring_page(
     Ok((va as *mut u8, port))
 }
 
-/// The ring page and port the HVM parameters name after a resume, for a page mapped at
-/// `slot` by [`ring_page`]: the toolstack keeps the page where it was (a new one would need
-/// mapping again, which we refuse: it does not happen), the port is new.
+/// The port the HVM parameters name after a resume, for a ring page mapped at `slot` by
+/// [`ring_page`]: the toolstack keeps the page where it was (a new one would need mapping
+/// again, which we refuse: it does not happen), the port is new.
 pub fn ring_port_after_resume(
     pfn_param: u32,
     port_param: u32,
     slot: u64,
 ) -> Result<u32, RingPageError> {
-    let get = |i| hypercall::ops::hvm_get_param(i).map_err(|e| RingPageError::Param(i, e));
-    let pfn = get(pfn_param)?;
+    let (pfn, port) = ring_params(pfn_param, port_param)?;
     let mapped = paging::translate(SPECIAL_VA + slot * PAGE_SIZE).map_err(RingPageError::Map)?;
     if pfn != mapped {
         return Err(RingPageError::Bad(pfn_param, pfn));
     }
-    let port = get(port_param)?;
-    match u32::try_from(port) {
-        Ok(port) if port != 0 => Ok(port),
-        _ => Err(RingPageError::Bad(port_param, port)),
-    }
+    Ok(port)
 }
 
 /// After the suspend call returned, with events masked: writes the hypercall page again

@@ -55,13 +55,9 @@ pub extern "C" fn clock_ns() -> u64 {
     now.max(last)
 }
 
-/// Our clock at the moment of a suspend, for [`resume_clock`].
-pub fn suspend_clock() -> u64 {
-    clock_ns()
-}
-
-/// Makes our clock go on from `at_suspend` (see [`OFFSET`]). Called with events masked,
-/// before anything reads the clock after the resume.
+/// Makes our clock go on from `at_suspend`, what [`clock_ns`] read just before the suspend
+/// (see [`OFFSET`]). Called with events masked, before anything reads the clock after the
+/// resume.
 pub fn resume_clock(at_suspend: u64) {
     OFFSET.store(at_suspend.wrapping_sub(system_time_ns()), Ordering::Relaxed);
 }

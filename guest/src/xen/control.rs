@@ -73,12 +73,13 @@ pub fn requested() -> Option<&'static str> {
 /// Goes as the toolstack asked, if it asked; a suspend returns once the domain runs again
 /// (in this domain or a new one), the request done.
 pub fn honour_request() {
-    xenstore::service();
+    // (`requested` looks at xenstore first, which may record a suspend.)
+    let what = requested();
     if REQUESTED.compare_exchange(SUSPEND, NONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
         super::suspend::suspend();
         return;
     }
-    let Some(what) = requested() else { return };
+    let Some(what) = what else { return };
     println!("control: shutdown {what}");
     pvops::shutdown(if REQUESTED.load(Ordering::SeqCst) == REBOOT {
         Halt::Reboot

@@ -25,11 +25,11 @@ pub fn resumes() -> (u64, u64) {
 /// carries over nothing of rebuilt. Called from the main loop (no xenstore call, no device
 /// I/O in progress). A failure to rebuild after a resume leaves a guest that cannot reach
 /// its console, xenstore or devices: it says so and stops as crashed.
-pub fn suspend() -> Resumed {
+pub fn suspend() {
     log::info!("suspend: going down for the toolstack");
     crate::console::drain(2_000_000_000);
     pvops::irq_disable();
-    let clock = time::xen_common::suspend_clock();
+    let clock = time::xen_common::clock_ns();
     let frame = if pvops::is_xen_pv() {
         gnttab::suspend();
         crate::arch::xen_pv::pre_suspend()
@@ -39,8 +39,7 @@ pub fn suspend() -> Resumed {
     // SAFETY: events are masked; under PV the grant table and shared_info are unmapped and
     // start_info's frames made pseudo-physical just above.
     let outcome = unsafe { hypercall::ops::suspend(frame) };
-    let how = outcome.unwrap_or(Resumed::Cancelled);
-    let new_domain = how == Resumed::NewDomain;
+    let new_domain = matches!(outcome, Ok(Resumed::NewDomain));
     let ports = platform_resume(new_domain).unwrap_or_else(|why| broken(format_args!("{why}")));
     // Nothing reads the clock before this (the console below stamps nothing).
     time::xen_common::resume_clock(clock);
@@ -81,7 +80,6 @@ pub fn suspend() -> Resumed {
     let (new, cancelled) = resumes();
     crate::println!("control: resumed {what}: resumes={new} cancelled={cancelled}");
     publish_counts(new, cancelled);
-    how
 }
 
 /// The toolstack can read how often we were resumed (`xenstore-read
