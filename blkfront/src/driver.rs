@@ -50,6 +50,7 @@ use crate::abi::{
     SEGMENTS_PER_INDIRECT_PAGE,
 };
 use crate::env::{BlkRing, EventChannel, Page, Pages, SharedRing, PAGE_SIZE};
+use crate::handshake::Link;
 use crate::info::{DiskInfo, SECTOR_SIZE};
 use crate::BlkError;
 
@@ -188,40 +189,25 @@ pub struct Blkfront<P: Pages, E: EventChannel> {
 
 impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// The driver over a connected ring; the handshake ([`Blkfront::connect`]) builds it.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        pages: P,
-        evtchn: E,
-        mut ring: BlkRing<P>,
-        port: u32,
-        backend: DomId,
-        handle: u16,
-        info: DiskInfo,
-        device: Device,
-    ) -> Self {
-        let size = ring.front().size();
-        // The backend's number is a claim: anything up to the direct limit means no use
-        // for indirect requests, anything above is capped at what we are willing to pin.
-        let max_segments = match info.features.max_indirect_segments as usize {
-            n if n > MAX_SEGMENTS_PER_REQUEST => n.min(MAX_INDIRECT_SEGMENTS),
-            _ => MAX_SEGMENTS_PER_REQUEST,
-        };
+    pub(crate) fn new(pages: P, evtchn: E, mut link: Link<P>, handle: u16) -> Self {
+        let size = link.ring.front().size();
+        let info = link.info;
         Blkfront {
             pages,
             evtchn,
-            ring,
-            port,
+            ring: link.ring,
+            port: link.port,
             handle,
             info,
-            device,
-            max_segments,
+            device: link.device,
+            max_segments: max_segments_for(info),
             persistent_grants: info.features.persistent,
             stopped: None,
             slots: SlotTable::new(size as usize, 64),
             requests: BTreeMap::new(),
             queue: VecDeque::new(),
             completions: VecDeque::new(),
-            pool: PagePool::new("blkfront", backend, MAX_PERSISTENT_GRANTS, MAX_QUARANTINED),
+            pool: new_pool(link.backend),
             next_request: 0,
             timeout_ns: crate::handshake::DEFAULT_TIMEOUT_NS,
             stats: Stats::default(),
@@ -288,42 +274,25 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         if let Some(e) = self.stopped {
             return Err(e);
         }
-        let f = self.info.features;
-        let (kind, sector, buf) = match request {
-            Request::Read { sector, len } => {
-                self.check_range(sector, len as u64)?;
-                (Kind::Read, sector, alloc::vec![0; len])
-            }
-            Request::Write { sector, data } => {
-                if self.info.read_only() {
-                    return Err(BlkError::ReadOnly);
-                }
-                self.check_range(sector, data.len() as u64)?;
-                (Kind::Write, sector, data)
-            }
-            Request::Flush if f.flush_cache => (Kind::Flush(Op::FlushDiskcache), 0, Vec::new()),
-            Request::Flush if f.barrier => (Kind::Flush(Op::WriteBarrier), 0, Vec::new()),
-            Request::Flush => {
-                // Nothing to flush: writes are durable once acknowledged.
-                let id = self.new_id();
-                let done = Completion { id: RequestId(id), result: Ok(()), data: Vec::new() };
-                self.completions.push_back(done);
-                return Ok(RequestId(id));
-            }
-            Request::Discard { .. } if !f.discard => return Err(BlkError::NotSupported),
-            Request::Discard { sector, sectors } => {
-                if self.info.read_only() {
-                    return Err(BlkError::ReadOnly);
-                }
-                let bytes = sectors.checked_mul(SECTOR_SIZE).ok_or(BlkError::OutOfRange)?;
-                self.check_range(sector, bytes)?;
-                (Kind::Discard(sectors), sector, Vec::new())
-            }
+        let (kind, sector, len) = match &request {
+            Request::Read { sector, len } => (Kind::Read, *sector, *len),
+            Request::Write { sector, data } => (Kind::Write, *sector, data.len()),
+            // `admit` picks the operation the backend offers.
+            Request::Flush => (Kind::Flush(Op::FlushDiskcache), 0, 0),
+            Request::Discard { sector, sectors } => (Kind::Discard(*sectors), *sector, 0),
         };
-        let parts = match kind {
-            Kind::Read | Kind::Write => buf.len().div_ceil(self.part_bytes()),
-            Kind::Flush(_) | Kind::Discard(_) => 1,
+        let Some(kind) = self.admit(kind, sector, len)? else {
+            let id = self.new_id();
+            let done = Completion { id: RequestId(id), result: Ok(()), data: Vec::new() };
+            self.completions.push_back(done);
+            return Ok(RequestId(id));
         };
+        let buf = match request {
+            Request::Read { len, .. } => alloc::vec![0; len],
+            Request::Write { data, .. } => data,
+            Request::Flush | Request::Discard { .. } => Vec::new(),
+        };
+        let parts = self.parts_of(kind, buf.len());
         let id = self.new_id();
         let pending =
             Pending { kind, sector, buf, parts, issued: 0, done: 0, error: None, abandoned: false };
@@ -402,6 +371,43 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
 
     fn front(&mut self) -> &mut FrontRing<BlkifRequest, BlkifResponse> {
         self.ring.front()
+    }
+
+    /// Whether the disk as the backend describes it takes a request of `kind` for `len`
+    /// bytes (reads, writes) at `sector`: the kind to put on the ring (a flush becomes the
+    /// backend's flush or barrier), `None` if there is nothing to do (a flush where writes
+    /// are durable once acknowledged), or why not.
+    fn admit(&self, kind: Kind, sector: u64, len: usize) -> Result<Option<Kind>, BlkError> {
+        let f = self.info.features;
+        match kind {
+            Kind::Read => self.check_range(sector, len as u64)?,
+            Kind::Write => {
+                if self.info.read_only() {
+                    return Err(BlkError::ReadOnly);
+                }
+                self.check_range(sector, len as u64)?;
+            }
+            Kind::Flush(_) if f.flush_cache => return Ok(Some(Kind::Flush(Op::FlushDiskcache))),
+            Kind::Flush(_) if f.barrier => return Ok(Some(Kind::Flush(Op::WriteBarrier))),
+            Kind::Flush(_) => return Ok(None),
+            Kind::Discard(_) if !f.discard => return Err(BlkError::NotSupported),
+            Kind::Discard(sectors) => {
+                if self.info.read_only() {
+                    return Err(BlkError::ReadOnly);
+                }
+                let bytes = sectors.checked_mul(SECTOR_SIZE).ok_or(BlkError::OutOfRange)?;
+                self.check_range(sector, bytes)?;
+            }
+        }
+        Ok(Some(kind))
+    }
+
+    /// Ring requests a request of `kind` over `len` bytes takes.
+    fn parts_of(&self, kind: Kind, len: usize) -> usize {
+        match kind {
+            Kind::Read | Kind::Write => len.div_ceil(self.part_bytes()),
+            Kind::Flush(_) | Kind::Discard(_) => 1,
+        }
     }
 
     /// `len` bytes from `sector`: non-empty, whole logical sectors, aligned, on the disk.
@@ -777,7 +783,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
     /// Stops the device: every request fails with `error`, every grant we can end ends,
     /// pages the backend holds stay in quarantine. Used when the ring breaks, when the
     /// backend closes, and at close.
-    fn fail_all(&mut self, error: BlkError) {
+    pub(crate) fn fail_all(&mut self, error: BlkError) {
         self.stopped = Some(error);
         self.queue.clear();
         for flight in self.slots.take_all() {
@@ -792,6 +798,78 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         }
     }
 
+    /// The first half of a reconnect: takes back the pages of every ring request in flight
+    /// on the old ring (its grants end: the old backend is gone) and makes every request not
+    /// completed whole again, to be issued from its first part; abandoned ones are dropped,
+    /// ones that already failed complete with their error. Returns how many ring requests
+    /// were in flight.
+    pub(crate) fn take_back_in_flight(&mut self) -> usize {
+        let flights = self.slots.take_all();
+        let in_flight = flights.len();
+        for flight in flights {
+            self.release(flight.segs);
+            self.release(flight.indirect);
+        }
+        self.queue.clear();
+        for (id, p) in core::mem::take(&mut self.requests) {
+            if p.abandoned {
+                continue;
+            }
+            if let Some(e) = p.error {
+                let done = Completion { id: RequestId(id), result: Err(e), data: p.buf };
+                self.completions.push_back(done);
+                continue;
+            }
+            self.requests.insert(id, Pending { issued: 0, done: 0, ..p });
+        }
+        in_flight
+    }
+
+    /// The second half of a reconnect: the new connection replaces the old (whose ring and
+    /// pages go back to the guest, whose port is closed through the old domain's `evtchn`),
+    /// the features are the new backend's, and the requests kept are checked against the
+    /// new disk, then queued again in the order they came.
+    pub(crate) fn resume_on(&mut self, mut link: Link<P>, evtchn: E) {
+        let mut old_evtchn = core::mem::replace(&mut self.evtchn, evtchn);
+        let size = link.ring.front().size();
+        let old_ring = core::mem::replace(&mut self.ring, link.ring);
+        let old_port = core::mem::replace(&mut self.port, link.port);
+        core::mem::replace(&mut self.pool, new_pool(link.backend)).shut_down(&mut self.pages);
+        self.pages.free_ring(old_ring);
+        old_evtchn.close(old_port);
+        self.device = link.device;
+        self.info = link.info;
+        self.max_segments = max_segments_for(link.info);
+        self.persistent_grants = link.info.features.persistent;
+        self.slots = SlotTable::new(size as usize, 64);
+        self.stopped = None;
+        for (id, mut p) in core::mem::take(&mut self.requests) {
+            match self.admit(p.kind, p.sector, p.buf.len()) {
+                Ok(Some(kind)) => {
+                    p.kind = kind;
+                    p.parts = self.parts_of(kind, p.buf.len());
+                    self.requests.insert(id, p);
+                    self.queue.push_back(id);
+                }
+                result => {
+                    let result = result.map(|_| ());
+                    if let Err(e) = result {
+                        warn!(
+                            "blkfront: {}: request {id} failed: the new backend: {e}",
+                            self.device.path
+                        );
+                    }
+                    self.completions.push_back(Completion {
+                        id: RequestId(id),
+                        result,
+                        data: p.buf,
+                    });
+                }
+            }
+        }
+        self.issue();
+    }
+
     /// After the backend disconnected: fails what is left (the completions are returned),
     /// gives the pool's pages and the ring back to the guest and closes the event channel.
     /// Quarantined pages the backend still holds are dropped, i.e. leaked (see [`Page`]).
@@ -804,6 +882,20 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         self.evtchn.close(self.port);
         self.completions.into()
     }
+}
+
+/// Pages one ring request carries at most with a backend offering `info`: its number is a
+/// claim; anything up to the direct limit means no use for indirect requests, anything above
+/// is capped at what we are willing to pin.
+fn max_segments_for(info: DiskInfo) -> usize {
+    match info.features.max_indirect_segments as usize {
+        n if n > MAX_SEGMENTS_PER_REQUEST => n.min(MAX_INDIRECT_SEGMENTS),
+        _ => MAX_SEGMENTS_PER_REQUEST,
+    }
+}
+
+fn new_pool<P: Page>(backend: DomId) -> PagePool<P> {
+    PagePool::new("blkfront", backend, MAX_PERSISTENT_GRANTS, MAX_QUARANTINED)
 }
 
 /// The segments describing `len` bytes of data in `segs`, one page each: whole pages but

@@ -402,7 +402,9 @@ pub fn blkback(world: Shared, disk: Vec<(String, String)>) -> Idle {
                 let offers = |k: &str| disk.iter().any(|(key, v)| key == k && v == "1");
                 world.borrow_mut().persistent =
                     offers("feature-persistent") && read("feature-persistent") == Some(1);
-                let ok = read("event-channel") == Some(PORT)
+                let port = world.borrow().ports.last();
+                let ok = port.is_some()
+                    && read("event-channel") == port
                     && proto.as_deref() == Some(b"x86_64-abi")
                     && refs.is_some_and(|r| world.borrow_mut().connect_ring(&r));
                 if !ok {
@@ -455,21 +457,35 @@ impl FakeDevice for World {
     type Error = BlkError;
 
     fn plug(store: &mut Fake, extra: &[(&str, &str)]) -> Shared {
+        let sectors = number(&disk_keys(extra), "sectors", 4096);
+        let world = World::new(sectors.min(1 << 16) * 512);
+        Self::replug(&world, store, extra);
+        world
+    }
+
+    /// The disk keeps its content (and its size: a smaller `sectors` only hides the rest).
+    fn replug(world: &Shared, store: &mut Fake, extra: &[(&str, &str)]) {
         let keys = disk_keys(extra);
-        let number = |key: &str, default: usize| {
-            keys.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
-        };
-        let world = World::new(number("sectors", 4096).min(1 << 16) * 512);
-        world.borrow_mut().max_indirect =
-            number("feature-max-indirect-segments", 0).min(MAX_INDIRECT_SEGMENTS);
+        {
+            let mut w = world.borrow_mut();
+            w.max_indirect =
+                number(&keys, "feature-max-indirect-segments", 0).min(MAX_INDIRECT_SEGMENTS);
+            (w.ring, w.req_cons, w.rsp_prod_pvt, w.persistent) = (None, 0, 0, false);
+        }
+        store.remove(&frontend_path());
+        store.remove(&backend_path());
         store.plug_device(&frontend_path(), &backend_path(), BACKEND, &[]);
         store.on_idle = Some(blkback(world.clone(), keys));
-        world
     }
 
     fn connect(xs: &mut Client, env: Env) -> Result<Driver, BlkError> {
         Blkfront::connect(xs, VBD, env.clone(), env, SECOND)
     }
+}
+
+/// The number `keys` give `key`, or `default`.
+fn number(keys: &[(String, String)], key: &str, default: usize) -> usize {
+    keys.iter().find(|(k, _)| k == key).and_then(|(_, v)| v.parse().ok()).unwrap_or(default)
 }
 
 /// Writes fresh data of each length at each sector and reads it back, then checks that the

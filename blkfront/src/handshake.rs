@@ -34,7 +34,7 @@ use xenbus::{Transport, XenbusState, Xenstore};
 
 use crate::driver::Completion;
 use crate::env::{BlkRing, EventChannel, Pages, SharedRing};
-use crate::info::{read_disk_info, read_ring_order};
+use crate::info::{read_disk_info, read_ring_order, DiskInfo};
 use crate::{BlkError, Blkfront, DeviceError};
 
 /// How long each step of the handshake waits, and blocking I/O waits, unless told
@@ -64,47 +64,65 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         mut evtchn: E,
         timeout_ns: u64,
     ) -> Result<Self, BlkError> {
-        let (device, backend) = frontend::attach(xs, "vbd", id, timeout_ns)?;
-        let ring_order = read_ring_order(xs, &device.backend)?;
-
-        let (ring, order) = alloc_ring(&mut pages, backend, ring_order.min(RING_PAGE_ORDER))?;
-        let port = match evtchn.alloc_unbound(backend) {
-            Ok(port) => port,
-            Err(e) => {
-                pages.free_ring(ring);
-                return Err(e.into());
-            }
-        };
-        let connected = (|| {
-            publish(xs, &device, order, ring.grant_refs(), port, timeout_ns)?;
-            let info = read_disk_info(xs, &device.backend, ring_order)?;
-            device.set_state(xs, XenbusState::Connected)?;
-            Ok(info)
-        })();
-        let info = match connected {
-            Ok(info) => info,
-            Err(e) => {
-                device.abandon(xs, "blkfront", &e);
-                evtchn.close(port);
-                pages.free_ring(ring);
-                return Err(e);
-            }
-        };
+        let link = handshake(xs, id, &mut pages, &mut evtchn, timeout_ns)?;
         // The request layout's `handle` is 16 bits (`blkif_vdev_t`); Linux truncates the
         // device id the same way, and backends ignore the field.
         let handle = id as u16;
-        let blk = Blkfront::new(pages, evtchn, ring, port, backend, handle, info, device);
+        let order = link.order;
+        let blk = Blkfront::new(pages, evtchn, link, handle);
+        blk.say_connected("connected", order);
+        Ok(blk)
+    }
+
+    /// Connects again after the guest was restored or migrated into a new domain, where
+    /// the backend, the ring's grants and the event channel are new: the handshake of
+    /// [`connect`](Self::connect) over `evtchn` (the new domain's), then every request that
+    /// had not completed is issued again on the new ring, oldest first: reads and writes are
+    /// idempotent, and a write the old backend had not acknowledged may or may not have
+    /// reached the disk. The new backend may offer less than the old: a request it cannot
+    /// take now (beyond a smaller disk, a write to a disk now read-only, a discard without
+    /// `feature-discard`) fails with the error [`submit`](Self::submit) would give it.
+    ///
+    /// If the handshake fails, every outstanding request fails with its error, the device
+    /// takes no more requests, and the error is returned; [`close`](Self::close) or dropping
+    /// the driver are what is left to do.
+    pub fn reconnect<T: Transport>(
+        &mut self,
+        xs: &mut Xenstore<T>,
+        mut evtchn: E,
+        timeout_ns: u64,
+    ) -> Result<(), BlkError> {
+        let in_flight = self.take_back_in_flight();
+        match handshake(xs, self.device.id, &mut self.pages, &mut evtchn, timeout_ns) {
+            Ok(link) => {
+                let order = link.order;
+                self.resume_on(link, evtchn);
+                self.say_connected(
+                    &format!("reconnected, {in_flight} ring request(s) issued again"),
+                    order,
+                );
+                Ok(())
+            }
+            Err(e) => {
+                warn!("blkfront: {}: reconnecting: {e}: device unusable", self.device.path);
+                self.fail_all(e);
+                Err(e)
+            }
+        }
+    }
+
+    fn say_connected(&self, what: &str, order: u32) {
+        let info = self.info;
         log::info!(
-            "blkfront: {} connected: {} sectors of 512 B, sector-size {}, ring of {} page(s), \
+            "blkfront: {} {what}: {} sectors of 512 B, sector-size {}, ring of {} page(s), \
              {} segments per request, {:?}",
-            blk.device.path,
+            self.device.path,
             info.sectors,
             info.sector_size,
             1u32 << order,
-            blk.max_segments(),
+            self.max_segments(),
             info.features
         );
-        Ok(blk)
     }
 
     /// Closes the device: the Closing/Closed handshake with the backend (so that it unmaps
@@ -122,6 +140,55 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             warn!("blkfront: {}: close: {e}", self.device.path);
         }
         (result, self.shut_down())
+    }
+}
+
+/// What one handshake established: the device and its backend, a ring and event channel
+/// the backend connected to, and the disk it serves.
+pub(crate) struct Link<P: Pages> {
+    pub(crate) device: Device,
+    pub(crate) backend: DomId,
+    pub(crate) ring: BlkRing<P>,
+    pub(crate) order: u32,
+    pub(crate) port: u32,
+    pub(crate) info: DiskInfo,
+}
+
+/// The handshake of `device/vbd/<id>`, up to both sides Connected (see the module's docs).
+/// On failure the ring and port are handed back and, if anything was published, our state
+/// is set to Closing.
+fn handshake<T: Transport, P: Pages, E: EventChannel>(
+    xs: &mut Xenstore<T>,
+    id: u32,
+    pages: &mut P,
+    evtchn: &mut E,
+    timeout_ns: u64,
+) -> Result<Link<P>, BlkError> {
+    let (device, backend) = frontend::attach(xs, "vbd", id, timeout_ns)?;
+    let ring_order = read_ring_order(xs, &device.backend)?;
+
+    let (ring, order) = alloc_ring(pages, backend, ring_order.min(RING_PAGE_ORDER))?;
+    let port = match evtchn.alloc_unbound(backend) {
+        Ok(port) => port,
+        Err(e) => {
+            pages.free_ring(ring);
+            return Err(e.into());
+        }
+    };
+    let connected = (|| {
+        publish(xs, &device, order, ring.grant_refs(), port, timeout_ns)?;
+        let info = read_disk_info(xs, &device.backend, ring_order)?;
+        device.set_state(xs, XenbusState::Connected)?;
+        Ok(info)
+    })();
+    match connected {
+        Ok(info) => Ok(Link { device, backend, ring, order, port, info }),
+        Err(e) => {
+            device.abandon(xs, "blkfront", &e);
+            evtchn.close(port);
+            pages.free_ring(ring);
+            Err(e)
+        }
     }
 }
 

@@ -38,6 +38,9 @@ pub struct FakePorts {
     pub now: u64,
     /// The backend left Connected.
     pub backend_closing: bool,
+    /// Ports of an earlier domain ([`new_domain`](Self::new_domain)): Xen forgot them, and
+    /// the guest ignores a driver's notify or close of one, as this fake does.
+    pub gone: Vec<u32>,
 }
 
 impl FakePorts {
@@ -50,7 +53,22 @@ impl FakePorts {
             notifies: BTreeMap::new(),
             now: 0,
             backend_closing: false,
+            gone: Vec::new(),
         }
+    }
+
+    /// The guest was restored in a new domain: every port so far is gone. New ones get new
+    /// numbers here (Xen may reuse them; the guest's port epochs guard against that).
+    pub fn new_domain(&mut self) {
+        let open: Vec<u32> =
+            self.allocated.iter().copied().filter(|p| !self.closed.contains(p)).collect();
+        self.gone.extend(open);
+        self.backend_closing = false;
+    }
+
+    /// The port allocated last, if any: the one a backend finds published.
+    pub fn last(&self) -> Option<u32> {
+        self.allocated.last().copied()
     }
 
     /// Notifications on `port` so far.
@@ -149,6 +167,9 @@ impl<W: FakeBackend> EventChannel for FakeEnv<W> {
     fn notify(&mut self, port: u32) {
         let mut w = self.world();
         let ports = w.ports();
+        if ports.gone.contains(&port) {
+            return;
+        }
         assert!(ports.allocated.contains(&port) && !ports.is_closed(port), "notify on port {port}");
         *ports.notifies.entry(port).or_default() += 1;
     }
@@ -156,6 +177,9 @@ impl<W: FakeBackend> EventChannel for FakeEnv<W> {
     fn close(&mut self, port: u32) {
         let mut w = self.world();
         let ports = w.ports();
+        if ports.gone.contains(&port) {
+            return;
+        }
         assert!(ports.allocated.contains(&port), "closing a port never allocated");
         assert!(!ports.is_closed(port), "closing a port twice");
         ports.closed.push(port);
@@ -204,6 +228,11 @@ pub trait FakeDevice: FakeBackend + Sized {
 
     /// The driver's `connect` over `env`.
     fn connect(xs: &mut Client, env: FakeEnv<Self>) -> Result<Self::Driver, Self::Error>;
+
+    /// What the toolstack does for the device when the guest is restored in a new domain:
+    /// the old backend is gone (its rings unmapped, its directories removed), and a fresh
+    /// one offering `extra` is plugged in their place, the disk or network behind it kept.
+    fn replug(world: &Rc<RefCell<Self>>, store: &mut Fake, extra: &[(&str, &str)]);
 }
 
 /// Everything a driver's host test needs: the xenstore client, the fake xenstored behind
@@ -223,7 +252,13 @@ impl<W: FakeDevice> Rig<W> {
     }
 
     pub fn connect(&mut self) -> Result<W::Driver, W::Error> {
-        W::connect(&mut self.xs, FakeEnv(self.world.clone()))
+        let env = self.env();
+        W::connect(&mut self.xs, env)
+    }
+
+    /// The guest's side as a driver gets it, over this rig's world.
+    pub fn env(&self) -> FakeEnv<W> {
+        FakeEnv(self.world.clone())
     }
 
     /// A rig and a connected driver.
@@ -234,6 +269,20 @@ impl<W: FakeDevice> Rig<W> {
         let mut rig = Rig::new(extra);
         let driver = rig.connect().expect("handshake");
         (rig, driver)
+    }
+}
+
+impl<W: FakeDevice> Rig<W> {
+    /// The guest was restored in a new domain: the backend dropped every mapping, every
+    /// event channel is gone, and a fresh backend offering `extra` waits for the driver
+    /// (see [`FakeDevice::replug`]).
+    pub fn new_domain(&mut self, extra: &[(&str, &str)]) {
+        {
+            let mut w = self.world.borrow_mut();
+            w.grant_table().held.clear();
+            w.ports().new_domain();
+        }
+        W::replug(&self.world, &mut self.store.lock().unwrap(), extra);
     }
 }
 

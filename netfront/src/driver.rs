@@ -15,8 +15,8 @@ use log::{debug, warn};
 use xenbus::frontend::Device;
 
 use crate::abi::MAX_TX_SIZE;
-use crate::env::{EventChannel, Pages, RxRing, TxRing, PAGE_SIZE};
-use crate::handshake::Features;
+use crate::env::{EventChannel, Pages, PAGE_SIZE};
+use crate::handshake::{close_ports, Features, Link};
 use crate::rx::RxQueue;
 use crate::tx::TxQueue;
 use crate::tx::ETH_HEADER;
@@ -145,31 +145,52 @@ pub struct Netfront<P: Pages, E: EventChannel> {
 impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// The driver over connected rings; the handshake ([`Netfront::connect`]) builds it,
     /// then fills the receive ring.
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        pages: P,
-        evtchn: E,
-        tx_ring: TxRing<P>,
-        rx_ring: RxRing<P>,
-        ports: Ports,
-        backend: DomId,
-        device: Device,
-        mac: [u8; 6],
-        features: Features,
-    ) -> Self {
+    pub(crate) fn new(pages: P, evtchn: E, link: Link<P>) -> Self {
         Netfront {
-            core: Core { pages, pool: PagePool::new("netfront", backend, 0, MAX_QUARANTINED) },
+            core: Core { pages, pool: new_pool(link.backend) },
             evtchn,
-            tx: TxQueue::new(tx_ring),
-            rx: RxQueue::new(rx_ring),
-            ports,
-            device,
-            mac,
-            features,
+            tx: TxQueue::new(link.tx_ring),
+            rx: RxQueue::new(link.rx_ring),
+            ports: link.ports,
+            device: link.device,
+            mac: link.mac,
+            features: link.features,
             broken: false,
             more: false,
             stats: Stats::default(),
         }
+    }
+
+    /// The guest's pages, for a handshake on the driver's behalf.
+    pub(crate) fn pages(&mut self) -> &mut P {
+        &mut self.core.pages
+    }
+
+    /// The first half of a reconnect: nothing more goes on the old rings, and every page on
+    /// them comes back (their grants end: the old backend is gone).
+    pub(crate) fn stop(&mut self) {
+        self.fail_all();
+    }
+
+    /// The second half of a reconnect: the new connection replaces the old, whose rings and
+    /// pages go back to the guest and whose ports are closed through the old domain's
+    /// `evtchn`; then the receive ring is filled.
+    pub(crate) fn resume_on(&mut self, link: Link<P>, evtchn: E) {
+        let mut old_evtchn = core::mem::replace(&mut self.evtchn, evtchn);
+        let old_tx = core::mem::replace(&mut self.tx, TxQueue::new(link.tx_ring));
+        let old_rx = core::mem::replace(&mut self.rx, RxQueue::new(link.rx_ring));
+        let old_ports = core::mem::replace(&mut self.ports, link.ports);
+        let core = &mut self.core;
+        core::mem::replace(&mut core.pool, new_pool(link.backend)).shut_down(&mut core.pages);
+        core.pages.free_ring(old_tx.into_ring());
+        core.pages.free_ring(old_rx.into_ring());
+        close_ports(&mut old_evtchn, old_ports);
+        self.device = link.device;
+        self.mac = link.mac;
+        self.features = link.features;
+        self.broken = false;
+        self.more = false;
+        self.refill_rx();
     }
 
     /// The MAC address the toolstack assigned to this interface.
@@ -365,9 +386,10 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         core.pool.shut_down(&mut core.pages);
         core.pages.free_ring(tx.into_ring());
         core.pages.free_ring(rx.into_ring());
-        evtchn.close(ports.tx);
-        if ports.rx != ports.tx {
-            evtchn.close(ports.rx);
-        }
+        close_ports(&mut evtchn, ports);
     }
+}
+
+fn new_pool<P: grant::Page>(backend: DomId) -> PagePool<P> {
+    PagePool::new("netfront", backend, 0, MAX_QUARANTINED)
 }

@@ -401,7 +401,15 @@ pub fn netback(world: Shared) -> Idle {
             }
             (4, 2) => {
                 let read = |k: &str| fake.number(&format!("{fe}/{k}"));
-                let ports = world.borrow().ports.allocated.clone();
+                let ports: Vec<u32> = {
+                    let w = world.borrow();
+                    w.ports
+                        .allocated
+                        .iter()
+                        .copied()
+                        .filter(|p| !w.ports.gone.contains(p))
+                        .collect()
+                };
                 let ports_ok = match (read("event-channel"), read("event-channel-tx")) {
                     (Some(p), None) => ports == [p],
                     (None, Some(t)) => ports == [t, read("event-channel-rx").unwrap_or(0)],
@@ -469,10 +477,23 @@ impl FakeDevice for World {
 
     fn plug(store: &mut Fake, extra: &[(&str, &str)]) -> Shared {
         let world = World::new();
-        world.borrow_mut().features = features(extra);
-        store.plug_device(&frontend_path(), &backend_path(), BACKEND, &[("mac", MAC)]);
-        store.on_idle = Some(netback(world.clone()));
+        Self::replug(&world, store, extra);
         world
+    }
+
+    /// `extra` may give the interface a new `mac` (the frontend's key, not the backend's).
+    fn replug(world: &Shared, store: &mut Fake, extra: &[(&str, &str)]) {
+        let mac = extra.iter().find(|(k, _)| *k == "mac").map_or(MAC, |(_, v)| v);
+        {
+            let mut w = world.borrow_mut();
+            w.features = features(extra);
+            (w.tx_ring, w.rx_ring) = (None, None);
+            (w.tx_req_cons, w.tx_rsp_prod, w.rx_req_cons, w.rx_rsp_prod) = (0, 0, 0, 0);
+        }
+        store.remove(&frontend_path());
+        store.remove(&backend_path());
+        store.plug_device(&frontend_path(), &backend_path(), BACKEND, &[("mac", mac)]);
+        store.on_idle = Some(netback(world.clone()));
     }
 
     fn connect(xs: &mut Client, env: Env) -> Result<Driver, NetError> {

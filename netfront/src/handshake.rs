@@ -80,46 +80,52 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         mut evtchn: E,
         timeout_ns: u64,
     ) -> Result<Self, NetError> {
-        let (device, backend) = frontend::attach(xs, "vif", id, timeout_ns)?;
-        let mac = read_mac(xs, &device.path)?;
-        let features = read_features(xs, &device.backend)?;
-
-        let tx_ring: TxRing<P> = pages.alloc_ring(backend, 1)?;
-        let rx_ring: RxRing<P> = match pages.alloc_ring(backend, 1) {
-            Ok(ring) => ring,
-            Err(e) => {
-                pages.free_ring(tx_ring);
-                return Err(e.into());
-            }
-        };
-        let ports = match alloc_ports(&mut evtchn, backend, features.split_event_channels) {
-            Ok(ports) => ports,
-            Err(e) => {
-                pages.free_ring(tx_ring);
-                pages.free_ring(rx_ring);
-                return Err(e);
-            }
-        };
-        let refs = (tx_ring.grant_refs(), rx_ring.grant_refs());
-        if let Err(e) = publish(xs, &device, refs, ports, timeout_ns) {
-            device.abandon(xs, "netfront", &e);
-            close_ports(&mut evtchn, ports);
-            pages.free_ring(tx_ring);
-            pages.free_ring(rx_ring);
-            return Err(e);
-        }
-        let mut net =
-            Netfront::new(pages, evtchn, tx_ring, rx_ring, ports, backend, device, mac, features);
+        let link = handshake(xs, id, &mut pages, &mut evtchn, timeout_ns)?;
+        let mut net = Netfront::new(pages, evtchn, link);
         net.refill_rx();
-        log::info!(
-            "netfront: {} connected: mac {}, {} receive buffers, {:?}, ports {:?}",
-            net.device().path,
-            format_mac(mac),
-            net.rx_posted(),
-            features,
-            ports
-        );
+        net.say_connected("connected");
         Ok(net)
+    }
+
+    /// Connects again after the guest was restored or migrated into a new domain, where
+    /// the backend, the rings' grants and the event channels are new: the handshake of
+    /// [`connect`](Self::connect) over `evtchn` (the new domain's), then the receive ring is
+    /// filled again. Frames in flight are lost, as on a wire (TCP sends them again); the
+    /// MAC address is the toolstack's of the new domain (it may have changed: see
+    /// [`mac`](Self::mac)), and so are the backend's features.
+    ///
+    /// If the handshake fails the device stays stopped ([`is_broken`](Self::is_broken)) and
+    /// the error is returned.
+    pub fn reconnect<T: Transport>(
+        &mut self,
+        xs: &mut Xenstore<T>,
+        mut evtchn: E,
+        timeout_ns: u64,
+    ) -> Result<(), NetError> {
+        let id = self.device().id;
+        self.stop();
+        match handshake(xs, id, self.pages(), &mut evtchn, timeout_ns) {
+            Ok(link) => {
+                self.resume_on(link, evtchn);
+                self.say_connected("reconnected");
+                Ok(())
+            }
+            Err(e) => {
+                warn!("netfront: {}: reconnecting: {e}: device unusable", self.device().path);
+                Err(e)
+            }
+        }
+    }
+
+    fn say_connected(&self, what: &str) {
+        log::info!(
+            "netfront: {} {what}: mac {}, {} receive buffers, {:?}, ports {:?}",
+            self.device().path,
+            format_mac(self.mac()),
+            self.rx_posted(),
+            self.features(),
+            self.ports()
+        );
     }
 
     /// Closes the device: the Closing/Closed handshake with the backend (so that it unmaps
@@ -138,6 +144,59 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         self.shut_down();
         result
     }
+}
+
+/// What one handshake established: the device and its backend, our MAC and the backend's
+/// features, rings and event channels the backend connected to.
+pub(crate) struct Link<P: Pages> {
+    pub(crate) device: Device,
+    pub(crate) backend: DomId,
+    pub(crate) mac: [u8; 6],
+    pub(crate) features: Features,
+    pub(crate) tx_ring: TxRing<P>,
+    pub(crate) rx_ring: RxRing<P>,
+    pub(crate) ports: Ports,
+}
+
+/// The handshake of `device/vif/<id>`, up to both sides Connected (see the module's docs).
+/// On failure the rings and ports are handed back and, if anything was published, our
+/// state is set to Closing.
+fn handshake<T: Transport, P: Pages, E: EventChannel>(
+    xs: &mut Xenstore<T>,
+    id: u32,
+    pages: &mut P,
+    evtchn: &mut E,
+    timeout_ns: u64,
+) -> Result<Link<P>, NetError> {
+    let (device, backend) = frontend::attach(xs, "vif", id, timeout_ns)?;
+    let mac = read_mac(xs, &device.path)?;
+    let features = read_features(xs, &device.backend)?;
+
+    let tx_ring: TxRing<P> = pages.alloc_ring(backend, 1)?;
+    let rx_ring: RxRing<P> = match pages.alloc_ring(backend, 1) {
+        Ok(ring) => ring,
+        Err(e) => {
+            pages.free_ring(tx_ring);
+            return Err(e.into());
+        }
+    };
+    let ports = match alloc_ports(evtchn, backend, features.split_event_channels) {
+        Ok(ports) => ports,
+        Err(e) => {
+            pages.free_ring(tx_ring);
+            pages.free_ring(rx_ring);
+            return Err(e);
+        }
+    };
+    let refs = (tx_ring.grant_refs(), rx_ring.grant_refs());
+    if let Err(e) = publish(xs, &device, refs, ports, timeout_ns) {
+        device.abandon(xs, "netfront", &e);
+        close_ports(evtchn, ports);
+        pages.free_ring(tx_ring);
+        pages.free_ring(rx_ring);
+        return Err(e);
+    }
+    Ok(Link { device, backend, mac, features, tx_ring, rx_ring, ports })
 }
 
 /// One port for both rings, or one each when the backend offers split event channels and
@@ -160,7 +219,7 @@ fn alloc_ports<E: EventChannel>(
     }
 }
 
-fn close_ports<E: EventChannel>(evtchn: &mut E, ports: Ports) {
+pub(crate) fn close_ports<E: EventChannel>(evtchn: &mut E, ports: Ports) {
     evtchn.close(ports.tx);
     if ports.rx != ports.tx {
         evtchn.close(ports.rx);

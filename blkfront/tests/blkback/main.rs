@@ -15,3 +15,4 @@ mod indirect;
 mod io;
 mod multipage;
 mod persistent;
+mod resume;

@@ -10,6 +10,7 @@
 use netfront::fake;
 mod handshake;
 mod hostile;
+mod resume;
 mod rx;
 mod smol;
 mod tx;
