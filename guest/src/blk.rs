@@ -35,29 +35,55 @@ pub fn wait_for_disk(id: u32) -> bool {
 /// backend's state: `xl block-detach` sets it Closing, and then the disk's requests fail
 /// (with [`BlkError::Device(DeviceError::BackendClosed)`]) rather than wait for answers that will not come.
 pub fn connect(id: u32) -> Result<Disk, BlkError> {
-    let closing = Arc::new(AtomicBool::new(false));
-    let events = GuestEvents::new(closing.clone());
+    let (events, closing) = events();
     xenstore::with(|xs| {
         let disk = Blkfront::connect(xs, id, GuestPages, events, TIMEOUT_NS)?;
-        let watched = frontend::watch_backend_state(
-            xs,
-            disk.device().clone(),
-            &watch_token(id),
-            move |state| {
-                if !closing.swap(true, Ordering::SeqCst) {
-                    log::error!("blkfront {}: the backend went {state:?}", name(id));
-                }
-            },
-        );
-        if let Err(e) = watched {
-            log::warn!(
-                "blkfront {}: cannot watch the backend ({e}): a detach would hang",
-                name(id)
-            );
-        }
+        watch_backend(xs, &disk, closing);
         Ok(disk)
     })
     .unwrap_or(Err(BlkError::Device(DeviceError::NotConnected)))
+}
+
+/// After a resume in a new domain, for whoever holds `disk` (a suspend comes between its
+/// requests): it reconnects to its new backend, issuing again what had not completed
+/// (see [`Blkfront::reconnect`]), and the watch moves to the new backend's state.
+pub fn resume(disk: &mut Disk) -> Result<(), BlkError> {
+    let id = disk.device().id;
+    let (events, closing) = events();
+    xenstore::with(|xs| {
+        // The watch xenstore re-registered names the old domain's backend.
+        if let Err(e) = xs.unwatch(&watch_token(id)) {
+            log::warn!("blkfront {}: unwatching the old backend: {e}", name(id));
+        }
+        disk.reconnect(xs, events, TIMEOUT_NS)?;
+        watch_backend(xs, disk, closing);
+        log::info!("blk: {} reconnected after the resume", name(id));
+        Ok(())
+    })
+    .unwrap_or(Err(BlkError::Device(DeviceError::NotConnected)))
+}
+
+/// A disk's events, and the flag its backend watch sets.
+fn events() -> (GuestEvents, Arc<AtomicBool>) {
+    let closing = Arc::new(AtomicBool::new(false));
+    (GuestEvents::new(closing.clone()), closing)
+}
+
+fn watch_backend(
+    xs: &mut xenbus::Xenstore<xenstore::Channel>,
+    disk: &Disk,
+    closing: Arc<AtomicBool>,
+) {
+    let id = disk.device().id;
+    let watched =
+        frontend::watch_backend_state(xs, disk.device().clone(), &watch_token(id), move |state| {
+            if !closing.swap(true, Ordering::SeqCst) {
+                log::error!("blkfront {}: the backend went {state:?}", name(id));
+            }
+        });
+    if let Err(e) = watched {
+        log::warn!("blkfront {}: cannot watch the backend ({e}): a detach would hang", name(id));
+    }
 }
 
 fn watch_token(id: u32) -> String {

@@ -70,6 +70,7 @@ fn blksum(disk: &mut Disk, dev: &str) -> Result<(), BlkError> {
         disk.read(offset / 512, &mut buf[..n])?;
         hash.update(&buf[..n]);
         offset += n as u64;
+        suspend_point(disk, "blksum", dev, offset)?;
         if let Some(what) = crate::xen::control::requested() {
             println!("blksum {dev} stopped by the toolstack ({what}) at sectors={}", offset / 512);
             return Ok(());
@@ -103,6 +104,7 @@ fn blkfill(disk: &mut Disk, dev: &str, seed: u64) -> Result<(), BlkError> {
         // Only once the backend answered OK: the rig checks, after `xl destroy` in the middle
         // of the fill, that every sector up to the last such line holds the pattern.
         println!("blkfill {dev} acked sectors={} seed={seed}", offset / 512);
+        suspend_point(disk, "blkfill", dev, offset)?;
         if let Some(what) = crate::xen::control::requested() {
             disk.flush()?;
             println!("blkfill {dev} stopped by the toolstack ({what}) at sectors={}", offset / 512);
@@ -111,5 +113,16 @@ fn blkfill(disk: &mut Disk, dev: &str, seed: u64) -> Result<(), BlkError> {
     }
     disk.flush()?;
     println!("blkfill {dev} done sectors={} seed={seed}", info.sectors);
+    Ok(())
+}
+
+/// Between two requests (nothing in flight): suspends if the toolstack asked (`xl save`,
+/// `xl migrate`), and in a new domain reconnects the disk before the app goes on, saying
+/// `<app> <dev> resumed at sectors=<n>`.
+fn suspend_point(disk: &mut Disk, app: &str, dev: &str, offset: u64) -> Result<(), BlkError> {
+    if crate::xen::control::honour_suspend() == Some(true) {
+        blk::resume(disk)?;
+        println!("{app} {dev} resumed at sectors={}", offset / 512);
+    }
     Ok(())
 }

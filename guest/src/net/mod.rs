@@ -25,6 +25,6 @@ mod status;
 
 #[cfg(target_os = "none")]
 pub use stack::{
-    gateway, icmp_ping, info, poll, start, start_on, tcp_connect, wait, wait_for_address, wait_or,
-    with_stack, Info, NoAddress, Stack, ADDRESS_WAIT_NS,
+    gateway, icmp_ping, info, poll, resume, start, start_on, tcp_connect, wait, wait_for_address,
+    wait_or, with_stack, Info, NoAddress, Stack, ADDRESS_WAIT_NS,
 };

@@ -119,6 +119,53 @@ pub fn start_on(id: u32) -> Result<(), NetError> {
     Ok(())
 }
 
+/// After a resume in a new domain: the vif reconnects to its new backend (see
+/// [`netfront::Netfront::reconnect`]), the watch moves to the new backend's state, and, if
+/// we have an address, a gratuitous ARP tells the bridge and neighbours where our MAC is
+/// now. Sockets, the address and DHCP's lease carry on; TCP resends what was lost. If the
+/// vif cannot reconnect the network goes down, as after a detach.
+pub fn resume() {
+    let mut guard = STACK.lock();
+    let Some(stack) = guard.as_mut() else { return };
+    *PORTS.lock() = None;
+    let events = GuestEvents::new(alloc::sync::Arc::new(AtomicBool::new(false)));
+    let reconnected = xenstore::with(|xs| {
+        // The watch xenstore re-registered names the old domain's backend.
+        if let Err(e) = xs.unwatch(WATCH_TOKEN) {
+            log::warn!("net: unwatching the old backend: {e}");
+        }
+        stack.nic.vif.reconnect(xs, events, TIMEOUT_NS)
+    })
+    .unwrap_or(Err(NetError::Device(DeviceError::Xenstore(xenbus::Error::Timeout))));
+    if let Err(e) = reconnected {
+        log::error!("net: the vif did not reconnect after the resume: {e}");
+        if let Some(stack) = guard.take() {
+            drop(guard);
+            detach(stack, "no backend after the resume");
+        }
+        return;
+    }
+    let vif = &stack.nic.vif;
+    *PORTS.lock() = Some(vif.ports());
+    CLOSING.store(false, Ordering::SeqCst);
+    watch_backend(vif.device().clone());
+    let mac = vif.mac();
+    let hardware = HardwareAddress::Ethernet(EthernetAddress(mac));
+    if stack.iface.hardware_addr() != hardware {
+        log::warn!("net: the new domain's MAC is {}", Mac(mac));
+        stack.iface.set_hardware_addr(hardware);
+    }
+    if let Some(addr) = stack.iface.ipv4_addr() {
+        let announce = super::wire::gratuitous_arp(mac, addr.octets());
+        if let Err(e) = stack.nic.vif.send(&announce) {
+            log::warn!("net: gratuitous ARP after the resume: {e}");
+        }
+    }
+    drop(guard);
+    println!("net: resumed mac {}", Mac(mac));
+    poll();
+}
+
 /// Why there is no address to use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NoAddress {

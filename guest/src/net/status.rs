@@ -12,6 +12,7 @@ use smoltcp::wire::Ipv4Address;
 pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Address>) -> String {
     let up = time::uptime_ns();
     let s = nic.vif.stats();
+    let resumes = crate::xen::suspend::resumes();
     let addr = iface.ip_addrs().first().map_or(String::from("none"), |a| format!("{a}"));
     let gw = gateway.map_or(String::from("none"), |g| format!("{g}"));
     format!(
@@ -19,6 +20,7 @@ pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Addr
          uptime: {}.{:03} s\n\
          pv_ops: {}\n\
          self-test: {}\n\
+         resumes: {} in a new domain, {} cancelled\n\
          net: ip {addr} gw {gw} mac {}\n\
          netfront rx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} checksums filled\n\
          netfront tx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses\n\
@@ -27,6 +29,8 @@ pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Addr
         up / 1_000_000 % 1000,
         pvops::backend().name(),
         crate::xen::control::result().unwrap_or("running"),
+        resumes.0,
+        resumes.1,
         Mac(nic.vif.mac()),
         s.rx_packets,
         s.rx_bytes,

@@ -55,6 +55,22 @@ pub fn arp_sender(frame: &[u8]) -> Option<([u8; 6], [u8; 4])> {
     Some((arp[8..14].try_into().ok()?, arp[14..18].try_into().ok()?))
 }
 
+/// A gratuitous ARP request (RFC 5227's announcement: sender and target are both `ip`),
+/// broadcast by an interface that `mac` now reaches from elsewhere, as after a migration:
+/// bridges learn the port, neighbours update their caches.
+pub fn gratuitous_arp(mac: [u8; 6], ip: [u8; 4]) -> [u8; 42] {
+    let mut f = [0u8; 42];
+    f[..6].fill(0xff);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&[0x08, 0x06]);
+    f[14..22].copy_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f[22..28].copy_from_slice(&mac);
+    f[28..32].copy_from_slice(&ip);
+    // Target hardware address unknown (zero); target protocol address ours.
+    f[38..42].copy_from_slice(&ip);
+    f
+}
+
 /// What a client sent so far, as the start of an HTTP request.
 #[derive(Debug, PartialEq, Eq)]
 pub enum HttpRequest<'a> {
@@ -143,6 +159,16 @@ impl core::fmt::Display for Mac {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gratuitous_arp_names_us_as_sender_and_target() {
+        let mac = [0, 0x16, 0x3e, 1, 2, 3];
+        let f = gratuitous_arp(mac, [10, 0, 0, 7]);
+        assert_eq!(arp_sender(&f), Some((mac, [10, 0, 0, 7])));
+        assert_eq!(f[..6], [0xff; 6], "broadcast");
+        assert_eq!(f[32..38], [0; 6]);
+        assert_eq!(f[38..42], [10, 0, 0, 7]);
+    }
 
     #[test]
     fn leases_that_make_sense_are_taken() {

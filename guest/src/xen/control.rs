@@ -70,16 +70,25 @@ pub fn requested() -> Option<&'static str> {
     }
 }
 
+/// Suspends if the toolstack asked for it (`xl save`, `xl migrate`): for a loop that holds
+/// a disk, between its requests. Returns, once the domain runs again, whether it is a new
+/// domain (then the disk must [`crate::blk::resume`]; the network already did); `None` if
+/// no suspend was asked for.
+pub fn honour_suspend() -> Option<bool> {
+    xenstore::service();
+    REQUESTED
+        .compare_exchange(SUSPEND, NONE, Ordering::SeqCst, Ordering::SeqCst)
+        .is_ok()
+        .then(super::suspend::suspend)
+}
+
 /// Goes as the toolstack asked, if it asked; a suspend returns once the domain runs again
 /// (in this domain or a new one), the request done.
 pub fn honour_request() {
-    // (`requested` looks at xenstore first, which may record a suspend.)
-    let what = requested();
-    if REQUESTED.compare_exchange(SUSPEND, NONE, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-        super::suspend::suspend();
+    if honour_suspend().is_some() {
         return;
     }
-    let Some(what) = what else { return };
+    let Some(what) = requested() else { return };
     println!("control: shutdown {what}");
     pvops::shutdown(if REQUESTED.load(Ordering::SeqCst) == REBOOT {
         Halt::Reboot

@@ -22,10 +22,12 @@ pub fn resumes() -> (u64, u64) {
 }
 
 /// Suspends the domain for the toolstack and returns once it runs again, everything Xen
-/// carries over nothing of rebuilt. Called from the main loop (no xenstore call, no device
-/// I/O in progress). A failure to rebuild after a resume leaves a guest that cannot reach
-/// its console, xenstore or devices: it says so and stops as crashed.
-pub fn suspend() {
+/// carries over nothing of rebuilt, the network reconnected; returns whether this is a new
+/// domain, where a disk's holder must [`crate::blk::resume`] it. Called between requests
+/// (no xenstore call, no device I/O in progress). A failure to rebuild after a resume
+/// leaves a guest that cannot reach its console, xenstore or devices: it says so and stops
+/// as crashed.
+pub fn suspend() -> bool {
     log::info!("suspend: going down for the toolstack");
     crate::console::drain(2_000_000_000);
     pvops::irq_disable();
@@ -73,13 +75,17 @@ pub fn suspend() {
         (&CANCELLED, "cancelled (same domain)")
     };
     counter.fetch_add(1, Ordering::SeqCst);
-    if new_domain && (crate::net::info().is_some() || !crate::blk::disk_ids().is_empty()) {
-        // Their backends went with the old domain; reconnecting them is not built yet.
-        log::error!("suspend: the vif and disks of the old domain are not reconnected: their I/O fails from now on");
-    }
     let (new, cancelled) = resumes();
     crate::println!("control: resumed {what}: resumes={new} cancelled={cancelled}");
     publish_counts(new, cancelled);
+    if new_domain {
+        // The toolstack made our xenstore directory afresh.
+        if let Some(result) = super::control::result() {
+            super::control::publish_result(result);
+        }
+        crate::net::resume();
+    }
+    new_domain
 }
 
 /// The toolstack can read how often we were resumed (`xenstore-read
