@@ -18,6 +18,11 @@ QDISK_DEVICES := disk=["format=raw,vdev=xvdb,access=rw,backendtype=qdisk,target=
 # The scratch disk alone, for the block benchmarks (which overwrite it).
 SCRATCH   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch"]
 NET       := vif=["bridge=xenbr0"]
+# A guest under disk and network load through a save, restore, checkpoint or migration: the
+# first step comes between two of blkfill's writes, each later one with a TCP echo open across
+# it and dom0's network checks after it; the disk must hold the whole pattern at the end.
+SUSPEND_LOAD := @suspend-at=acked @net \
+	extra="log=info tests=console::,time:: app=blkfill dev=xvdb seed=7 stay" $(SCRATCH) $(NET)
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
 # The rig's package cache, where linux-domu.sh builds the peer (the rig scripts take it from
@@ -120,8 +125,9 @@ test-native: build
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
 # the pattern), and xen.cfg as it is with a user's root and data disk (xvda, xvdb), which must
 # come out byte-identical (@intact); a checkpoint (xl save -c) and an xl save + xl restore
-# of a guest without devices (@suspend); then a deliberate page fault, which must crash the
-# domain after the dump.
+# of a guest without devices, and a save + restore mid-blkfill, a checkpoint and another save
+# of one with a disk and a vif under load (@suspend, SUSPEND_LOAD); then a deliberate page
+# fault, which must crash the domain after the dump.
 # --control-timeout: dom0's hotplug scripts for two disks and a vif alone can take 20 s on a
 # loaded host, before the guest even starts.
 test-xen: build target/blk-random.img target/blk-zero.img
@@ -133,7 +139,8 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img' \
-	    '@suspend=checkpoint,save extra="log=info tests=console::,time:: stay" vif=[] disk=[]'
+	    '@suspend=checkpoint,save extra="log=info tests=console::,time:: stay" vif=[] disk=[]' \
+	    '@suspend=save,checkpoint,save $(SUSPEND_LOAD)'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh
@@ -141,7 +148,9 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
 # network checks), app=blksum, on a bridge without DHCP, and under a name of its own, a
-# checkpoint, a save + restore and two live migrations to the same host (@suspend); then the
+# checkpoint, a save + restore and two live migrations to the same host of a guest without
+# devices, and the same (the save first, mid-blkfill) under disk and network load
+# (@suspend, SUSPEND_LOAD); then the
 # deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
 # on its own stack).
 test-xen-pvh: build target/blk-random.img
@@ -150,7 +159,8 @@ test-xen-pvh: build target/blk-random.img
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"' \
-	    '@suspend=checkpoint,save,migrate,migrate extra="log=info tests=console::,time:: stay" vif=[] disk=[]'
+	    '@suspend=checkpoint,save,migrate,migrate extra="log=info tests=console::,time:: stay" vif=[] disk=[]' \
+	    '@suspend=save,checkpoint,migrate,migrate $(SUSPEND_LOAD)'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'

@@ -135,7 +135,8 @@ ctl_wait() {
     deadline=$((CS + ctl_timeout * 100))
     while :; do
         [ ! -e "$1" ] || return 0
-        [ ! -e "$d/xl.rc" ] || return 1
+        # After a suspend xl create -F has ended though the guest runs on (see sus_wait).
+        [ -n "${suspended:-}" ] || [ ! -e "$d/xl.rc" ] || return 1
         uptime_cs
         [ "$CS" -lt "$deadline" ] || return 2
         # shellcheck disable=SC3045 # busybox ash has read -t (fractional)
@@ -607,6 +608,12 @@ control_run() {
     since=$t0cs
     from="xl create"
     timings=""
+    first_step=1
+    if [ -e "$d/suspend_at" ]; then
+        suspend_mid_blkfill || return
+        first_step=2
+        from="step 1"
+    fi
     while [ "$b" -le "$boots" ]; do
         ctl_wait "$d/ready.$b"
         case $? in
@@ -618,7 +625,8 @@ control_run() {
         timings="$timings${timings:+, }ready $(secs $((CS - since))) s"
         # The guest publishes its self-test result for the toolstack: read it as a user would.
         # (The Linux stand-in has no way to publish it: a missing key is reported, not fatal.)
-        read -r dom <"$d/created"
+        # (After a @suspend-at step the domain is another than xl create's.)
+        dom=$(xl domid "$name" 2>/dev/null) || read -r dom <"$d/created"
         selftest=$(xenstore-read "/local/domain/$dom/data/selftest" 2>&1) ||
             selftest="unreadable: $selftest"
         ctl_log "data/selftest (boot $b): $selftest"
@@ -627,7 +635,7 @@ control_run() {
         if [ "$1" = bench ] && ! bench_net; then failed=1; fi
         if [ -n "$fault" ] && ! fault_at_ready "$fault"; then failed=1; fi
         if [ -e "$d/suspend" ]; then
-            suspend_run "$1" "$timings"
+            suspend_run "$1" "$timings" "$first_step"
             return
         fi
         cmd=shutdown
@@ -668,58 +676,136 @@ control_run() {
 }
 
 # Waits until file $1 exists (0) or $ctl_timeout seconds passed (2), as ctl_wait does, but
-# whether or not xl create still runs: in a @suspend run it ends at the first suspend.
+# whether or not xl create still runs: in a @suspend run it ends at the first suspend. Every
+# ctl_wait after it does the same.
 sus_wait() {
-    uptime_cs
-    deadline=$((CS + ctl_timeout * 100))
-    while [ ! -e "$1" ]; do
-        uptime_cs
-        [ "$CS" -lt "$deadline" ] || return 2
-        # shellcheck disable=SC3045 # busybox ash has read -t (fractional)
-        read -r -t 0.1 _ <&8
-    done
+    suspended=1
+    ctl_wait "$1"
 }
 
-# The steps of a @suspend run (d/suspend: save, checkpoint or migrate, in order), once the
-# guest is ready: each one, then the guest's "control: resumed" line (resumed.<k>, left by
-# the console reader), then (a net run) the net checks again. Then xl shutdown, and the end of
-# the last domain, as the xl watching it reports it (xl create -F ended at the first suspend;
-# the daemonised xl of a restore or a migration logs to /var/log/xen/xl-*.log).
-# $1: the control kind (shutdown or net), $2: the timings so far.
+# One step of a @suspend run: step $1 ($2: save, checkpoint or migrate), then the guest's
+# "control: resumed" line (resumed.$1, left by the console reader). With $3 = paused (the
+# guest was paused mid-blkfill), xl runs in the background and the guest is unpaused once
+# xl's request is in control/shutdown, so that the suspend comes between two of blkfill's
+# writes. Returns 1 after a FAILED line.
+suspend_step() {
+    k=$1
+    step=$2
+    paused=${3:-}
+    img=/run/rig-save.img
+    uptime_cs
+    since=$CS
+    rm -f "$img"
+    case $step in
+    save) set -- "xl save $name $img" xl save "$name" "$img" ;;
+    checkpoint) set -- "xl save -c $name $img" xl save -c "$name" "$img" ;;
+    migrate) set -- "xl migrate -s '' $name 'xl migrate-receive'" xl migrate -s "" "$name" "xl migrate-receive" ;;
+    esac
+    suspended=1
+    ctl_log "$1"
+    shift
+    if [ -n "$paused" ]; then
+        "$@" >>"$d/control.log" 2>&1 &
+        xlpid=$!
+        node=/local/domain/$(xl domid "$name")/control/shutdown
+        i=0
+        until [ "$(xenstore-read "$node" 2>/dev/null)" = suspend ] || [ "$i" -ge 100 ]; do
+            sleep 0.1
+            i=$((i + 1))
+        done
+        ctl_log "$node is '$(xenstore-read "$node" 2>/dev/null)': xl unpause $name"
+        xl unpause "$name"
+        wait "$xlpid"
+    else
+        "$@" >>"$d/control.log" 2>&1
+    fi
+    rc=$?
+    if [ "$rc" -eq 0 ] && [ "$step" = save ]; then
+        ctl_log "xl restore $img"
+        xl restore "$img" >>"$d/control.log" 2>&1
+        rc=$?
+    fi
+    rm -f "$img"
+    if [ "$rc" -ne 0 ]; then
+        ctl_fail "step $k ($step) failed: exit $rc" destroy
+        return 1
+    fi
+    uptime_cs
+    took=$(secs $((CS - since)))
+    if ! sus_wait "$d/resumed.$k"; then
+        ctl_fail "no 'control: resumed' within $ctl_timeout s of step $k ($step)" destroy
+        return 1
+    fi
+    uptime_cs
+    ctl_log "step $k ($step): xl done in $took s, resumed $(secs $((CS - since))) s after the step began"
+    timings="$timings${timings:+, }$step $took s"
+    if dom=$(xl domid "$name" 2>/dev/null); then
+        ctl_log "data/resumes (step $k): $(xenstore-read "/local/domain/$dom/data/resumes" 2>&1)"
+    fi
+}
+
+# The first step of a @suspend-at=acked run, before "control: ready": at the guest's first
+# "blkfill <dev> acked" line (acked.1) it is paused (the guest fills a disk faster than xl
+# starts), and the step suspends it between two writes (suspend_step ... paused).
+suspend_mid_blkfill() {
+    read -r step _ <"$d/suspend"
+    ctl_wait "$d/acked.1"
+    case $? in
+    1) ctl_fail "the domain ended before blkfill's first 'acked' line"; return 1 ;;
+    2) ctl_fail "no 'blkfill ... acked' line within $ctl_timeout s" destroy; return 1 ;;
+    esac
+    xl pause "$name"
+    read -r dev sectors _ <"$d/acked"
+    ctl_log "paused at 'blkfill $dev acked sectors=$sectors'"
+    suspend_step 1 "$step" paused
+}
+
+# A TCP connection open across a step (a net run): 1 MiB of random bytes to the guest's echo
+# port, the second half sent 3 s after the first, so that the step comes in the middle of the
+# stream; echo_across_check then wants it all back, identical.
+echo_across_start() {
+    head -c 1048576 /dev/urandom >/run/across.in
+    (
+        { head -c 524288 /run/across.in; sleep 3; tail -c 524288 /run/across.in; } |
+            timeout 120 nc "$ip" 7 >/run/across.out 2>/run/across.err
+    ) &
+    echo_pid=$!
+    sleep 1
+}
+
+echo_across_check() {
+    wait "$echo_pid"
+    got=$(stat -c %s /run/across.out)
+    if cmp -s /run/across.in /run/across.out; then
+        ctl_log "net: tcp echo $ip:7 open across step $k: 1048576 random bytes came back identical"
+        rm -f /run/across.*
+        return 0
+    fi
+    ctl_fail "tcp echo $ip:7 open across step $k: $got of 1048576 bytes came back, not identical ($(cat /run/across.err))"
+    rm -f /run/across.*
+    return 1
+}
+
+# The steps of a @suspend run (d/suspend: save, checkpoint or migrate, in order) once the
+# guest is ready, from step $3 on (a @suspend-at=acked run did the first before): each one
+# (suspend_step), in a net run with a TCP echo open across it and then the net checks again.
+# Then xl shutdown, and the end of the last domain, as the xl watching it reports it (xl create
+# -F ended at the first suspend; the daemonised xl of a restore or a migration logs to
+# /var/log/xen/xl-*.log). $1: the control kind (shutdown or net), $2: the timings so far.
 suspend_run() {
     timings=$2
+    from=${3:-1}
     k=0
-    img=/run/rig-save.img
     read -r steps <"$d/suspend"
     for step in $steps; do
         k=$((k + 1))
-        uptime_cs
-        since=$CS
-        rm -f "$img"
-        case $step in
-        save) ctl_log "xl save $name $img" && xl save "$name" "$img" >>"$d/control.log" 2>&1 &&
-            ctl_log "xl restore $img" && xl restore "$img" >>"$d/control.log" 2>&1 ;;
-        checkpoint) ctl_log "xl save -c $name $img" && xl save -c "$name" "$img" >>"$d/control.log" 2>&1 ;;
-        migrate) ctl_log "xl migrate -s '' $name 'xl migrate-receive'" &&
-            xl migrate -s "" "$name" "xl migrate-receive" >>"$d/control.log" 2>&1 ;;
-        esac
-        rc=$?
-        rm -f "$img"
-        if [ "$rc" -ne 0 ]; then
-            ctl_fail "step $k ($step) failed: exit $rc" destroy
+        [ "$k" -ge "$from" ] || continue
+        [ "$1" != net ] || echo_across_start
+        kk=$k
+        suspend_step "$k" "$step" || return
+        k=$kk
+        if [ "$1" = net ] && ! echo_across_check; then
             return
-        fi
-        uptime_cs
-        took=$(secs $((CS - since)))
-        if ! sus_wait "$d/resumed.$k"; then
-            ctl_fail "no 'control: resumed' within $ctl_timeout s of step $k ($step)" destroy
-            return
-        fi
-        uptime_cs
-        ctl_log "step $k ($step): xl done in $took s, resumed $(secs $((CS - since))) s after the step began"
-        timings="$timings, $step $took s"
-        if dom=$(xl domid "$name" 2>/dev/null); then
-            ctl_log "data/resumes (step $k): $(xenstore-read "/local/domain/$dom/data/resumes" 2>&1)"
         fi
         if [ "$1" = net ] && ! net_checks; then
             ctl_fail "net checks after step $k ($step)" destroy

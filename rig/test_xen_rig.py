@@ -182,7 +182,12 @@ class Runs(unittest.TestCase):
                           ("memory", "not key=value"),
                           ("@image=xvdb", "not @image"),
                           ("@image=xvdb:/no/such/file", "not a readable file"),
-                          ('@fault=shutdown-mid-tests extra="stay"', "without 'stay'")):
+                          ('@fault=shutdown-mid-tests extra="stay"', "without 'stay'"),
+                          ('@suspend=save extra="x"', "needs a guest that stays up"),
+                          ('@suspend=save,checkpoint extra="stay"', "must end with save"),
+                          ('@suspend=park extra="stay"', "steps are"),
+                          ('@suspend-at=acked extra="stay"', "needs @suspend"),
+                          ('@suspend=save @suspend-at=acked extra="stay"', "app=blkfill")):
             with self.subTest(spec=spec), self.assertRaisesRegex(rig.RigError, why):
                 self.parse(spec)
         odd = Path(self.tmp.name) / "odd"
@@ -295,6 +300,45 @@ class Decide(unittest.TestCase):
             f"blksum xvdb: guest read sha256 {SHA_B}, dom0 had {SHA_A} (4096 bytes) before the run",
             "blksum xvdc: the run has no disk xvdc (no 'rig: disk xvdc before' line)",
             "blkfill xvdb: guest filled 4 sectors (2048 bytes) of a 4096-byte disk"])
+
+    def test_suspend_runs(self):
+        ok = "rig: result run=1 check=control status=ok detail=t"
+        end = "xl exit=0 reason=suspend seconds=1 reasons=suspend,poweroff"
+        closing = "1 passed, 0 failed, 0 skipped"
+        resumed = ["control: resumed cancelled (same domain): resumes=0 cancelled=1",
+                   "control: resumed in a new domain: resumes=1 cancelled=1"]
+        body = [closing, "control: ready", *resumed, "control: shutdown poweroff", ok]
+        r = rig.Run(1, "", control="shutdown", suspend=["checkpoint", "save"])
+        out = decide(r, run_log(1, *body, end=end))
+        self.assertTrue(out.passed, out.why)
+        out = decide(r, run_log(1, closing, "control: ready", resumed[1],
+                                "control: shutdown poweroff", ok, end=end))
+        self.assertEqual(out.why, ["resumes: ['in a new domain'], want ['cancelled (same domain)', "
+                                   "'in a new domain'] (checkpoint,save)"])
+        # The first step mid-blkfill: the disk must have reconnected and the fill finished.
+        mid = rig.Run(1, "", control="shutdown", suspend=["save", "checkpoint", "save"],
+                      suspend_at_acked=True)
+        lines = ["blkfill xvdb acked sectors=2048 seed=9",
+                 "control: resumed in a new domain: resumes=1 cancelled=0",
+                 "blkfill xvdb resumed at sectors=2048", "blkfill xvdb done sectors=8 seed=9",
+                 closing, "control: ready",
+                 "control: resumed cancelled (same domain): resumes=1 cancelled=1",
+                 "control: resumed in a new domain: resumes=2 cancelled=1",
+                 "control: shutdown poweroff", ok]
+        disks = [f"rig: disk xvdb before size=4096 sha256={SHA_A}",
+                 f"rig: disk xvdb after size=4096 sha256={SHA_B}"]
+        out = decide(mid, run_log(1, *disks, *lines, end=end), pattern=pattern_of(SHA_B))
+        self.assertTrue(out.passed, out.why)
+        pages = ["rig: control: net: page: uptime: 12.287 s",
+                 "rig: control: net: page: uptime: 39.378 s"]
+        out = decide(r, run_log(1, *body, *pages, end=end))
+        self.assertTrue(out.passed, out.why)
+        out = decide(r, run_log(1, *body, *reversed(pages), end=end))
+        self.assertEqual(out.why, ["the status page's uptime went back from 39.378 s to 12.287 s"])
+        out = decide(mid, run_log(1, *disks, *[x for x in lines if "xvdb resumed" not in x],
+                                  end=end), pattern=pattern_of(SHA_B))
+        self.assertEqual(out.why,
+                         ["no 'blkfill <dev> resumed at sectors=<n>' line after the first step"])
 
     def test_intact(self):
         closing = "1 passed, 0 failed, 0 skipped"

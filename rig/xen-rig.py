@@ -321,6 +321,7 @@ class Run:
     control: str = ""
     fault: str = ""
     suspend: list = field(default_factory=list)  # @suspend steps, in order
+    suspend_at_acked: bool = False  # @suspend-at=acked: the first step mid-blkfill
     nodhcp: bool = False
     intact: bool = False
     peer: bool = False
@@ -388,6 +389,8 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
                 # xl watches the new domain to its end.
                 if run.suspend[-1] == "checkpoint":
                     raise RigError(f"run {n}: '{a}' must end with save or migrate")
+            elif a == "@suspend-at=acked":
+                run.suspend_at_acked = True
             elif a == "@nodhcp":
                 run.nodhcp = True
             elif a == "@intact":
@@ -473,6 +476,10 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
         if run.fault or run.peer:
             raise RigError(f"run {n}: @suspend goes with no @fault and no @peer")
         run.control = run.control or "shutdown"
+    if run.suspend_at_acked and not run.suspend:
+        raise RigError(f"run {n}: @suspend-at=acked needs @suspend=<steps>")
+    if run.suspend_at_acked and "app=blkfill" not in run.extra:
+        raise RigError(f"run {n}: @suspend-at=acked is for a guest running app=blkfill")
     if run.fault == "shutdown-mid-tests" and stays:
         raise RigError(f"run {n}: @fault=shutdown-mid-tests is for a guest without 'stay' "
                        "(it powers off by itself)")
@@ -586,6 +593,7 @@ def _check_control(run, log, out, closings):
         # its end.
         boots, want_reasons, want_shut = 1, "suspend,poweroff", "poweroff"
         _check_resumes(run, guest, why)
+        _check_uptime(log, why)
     else:
         boots, want_reasons, want_shut = 1, "poweroff", "poweroff"
     nready = sum(1 for line in guest if line == "control: ready")
@@ -615,6 +623,14 @@ def _check_resumes(run, guest, why):
     if [m.group(1) for m in got] != want:
         why.append(f"resumes: {[m.group(1) for m in got]}, want {want} ({','.join(run.suspend)})")
         return
+    if run.suspend_at_acked and run.suspend[0] != "checkpoint":
+        # The first step came mid-blkfill: the disk reconnected in the new domain, and the fill
+        # went on from there (_check_disks then wants the whole disk to hold the pattern).
+        if not any(re.match(r"^blkfill [a-z0-9]+ resumed at sectors=[0-9]+$", line)
+                   for line in guest):
+            why.append("no 'blkfill <dev> resumed at sectors=<n>' line after the first step")
+        if not any(re.search(r"blkfill [a-z0-9]+ done sectors=", line) for line in guest):
+            why.append("blkfill did not finish after the resume")
     new = cancelled = 0
     for step, m in zip(run.suspend, got):
         if step == "checkpoint":
@@ -624,6 +640,17 @@ def _check_resumes(run, guest, why):
         if (int(m.group(2)), int(m.group(3))) != (new, cancelled):
             why.append(f"resume counts '{m.group(0)}', want resumes={new} cancelled={cancelled}")
             return
+
+
+def _check_uptime(log, why):
+    """A @suspend run with the network: the uptime on the status page dom0 fetched after each
+    step never goes back (a clock that jumped back would show there first)."""
+    # (dom0 copies the page into its log as it is, without a time stamp.)
+    seen = [float(m.group(1)) for line in log.lines
+            if (m := re.match(r"^rig: control: net: page: uptime: ([0-9]+\.[0-9]+) s$", line))]
+    for before, after in zip(seen, seen[1:]):
+        if after < before:
+            why.append(f"the status page's uptime went back from {before} s to {after} s")
 
 
 def _check_disks(log, out, pattern):
@@ -1036,6 +1063,8 @@ def stage(args, cfg, peer_cfg, runs, images, stage_dir):
             write(d / "fault", r.fault + "\n")
         if r.suspend:
             write(d / "suspend", " ".join(r.suspend) + "\n")
+        if r.suspend_at_acked:
+            write(d / "suspend_at", "acked\n")
         if r.nodhcp:
             write(d / "nodhcp", "")
         if r.qdisk:
