@@ -125,8 +125,9 @@ test-native: build
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
 # the pattern), and xen.cfg as it is with a user's root and data disk (xvda, xvdb), which must
 # come out byte-identical (@intact); a checkpoint (xl save -c) and an xl save + xl restore
-# of a guest without devices, and a save + restore mid-blkfill, a checkpoint and another save
-# of one with a disk and a vif under load (@suspend, SUSPEND_LOAD); then a deliberate page
+# of a guest without devices and with three vCPUs, and a save + restore mid-blkfill, a
+# checkpoint and another save of one with a disk and a vif under load (@suspend,
+# SUSPEND_LOAD); four vCPUs (the smp tests); then a deliberate page
 # fault, which must crash the domain after the dump.
 # --control-timeout: dom0's hotplug scripts for two disks and a vif alone can take 20 s on a
 # loaded host, before the guest even starts.
@@ -139,8 +140,9 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img' \
-	    '@suspend=checkpoint,save extra="log=info tests=console::,time:: stay" vif=[] disk=[]' \
-	    '@suspend=save,checkpoint,save $(SUSPEND_LOAD)'
+	    '@suspend=checkpoint,save vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
+	    '@suspend=save,checkpoint,save $(SUSPEND_LOAD)' \
+	    'vcpus=4 extra="log=info tests=smp::,irq::,time::,mem::"'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh
@@ -149,8 +151,8 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
 # network checks), app=blksum, on a bridge without DHCP, and under a name of its own, a
 # checkpoint, a save + restore and two live migrations to the same host of a guest without
-# devices, and the same (the save first, mid-blkfill) under disk and network load
-# (@suspend, SUSPEND_LOAD); then the
+# devices and with three vCPUs, and the same (the save first, mid-blkfill) under disk and
+# network load (@suspend, SUSPEND_LOAD); four vCPUs (the smp tests); then the
 # deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
 # on its own stack).
 test-xen-pvh: build target/blk-random.img
@@ -159,8 +161,9 @@ test-xen-pvh: build target/blk-random.img
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"' \
-	    '@suspend=checkpoint,save,migrate,migrate extra="log=info tests=console::,time:: stay" vif=[] disk=[]' \
-	    '@suspend=save,checkpoint,migrate,migrate $(SUSPEND_LOAD)'
+	    '@suspend=checkpoint,save,migrate,migrate vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
+	    '@suspend=save,checkpoint,migrate,migrate $(SUSPEND_LOAD)' \
+	    'vcpus=4 extra="log=info tests=smp::,irq::,time::,mem::"'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'

@@ -32,6 +32,8 @@ pub mod pvops;
 #[cfg(target_os = "none")]
 pub mod selftest;
 #[cfg(target_os = "none")]
+pub mod smp;
+#[cfg(target_os = "none")]
 pub mod sync;
 #[cfg(target_os = "none")]
 pub mod xen;

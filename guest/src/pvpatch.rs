@@ -36,6 +36,12 @@ ring::abi_enum! {
         SetTimer = 17,
         ConsoleWrite = 18,
         Shutdown = 19,
+        CpuCount = 20,
+        StartCpu = 21,
+        ParkCpu = 22,
+        WakeCpu = 23,
+        CpuParked = 24,
+        SetPercpuBase = 25,
     }
 }
 
@@ -112,7 +118,13 @@ pub fn plan(backend: Backend, op: Op) -> Plan {
             | Op::ClockNs
             | Op::SetTimer
             | Op::ConsoleWrite
-            | Op::Shutdown => Plan::DirectCall,
+            | Op::Shutdown
+            | Op::CpuCount
+            | Op::StartCpu
+            | Op::ParkCpu
+            | Op::WakeCpu
+            | Op::CpuParked
+            | Op::SetPercpuBase => Plan::DirectCall,
         },
     }
 }
@@ -215,7 +227,7 @@ pub fn replacement(addr: u64, len: u8, plan: Plan, target: u64) -> Result<SiteBy
 mod tests {
     use super::*;
 
-    const ALL_OPS: core::ops::Range<u16> = 0..20;
+    const ALL_OPS: core::ops::Range<u16> = 0..26;
     const SITE: u64 = 0xffff_ffff_8010_2000;
 
     fn ops() -> impl Iterator<Item = Op> {

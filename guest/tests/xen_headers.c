@@ -28,6 +28,8 @@
 #include <xen/hvm/hvm_op.h>
 #include <xen/hvm/params.h>
 #include <xen/sched.h>
+#include <xen/vcpu.h>
+#include <xen/hvm/hvm_vcpu.h>
 #include <xen/version.h>
 #include <xen/io/blkif.h>
 #include <xen/io/console.h>
@@ -186,6 +188,70 @@ int main(void)
     FIELD(T, "xen_hvm_param", value);
 #undef T
 
+#define T struct vcpu_hvm_x86_64
+    STRUCT(T, "vcpu_hvm_x86_64");
+    FIELD(T, "vcpu_hvm_x86_64", rax);
+    FIELD(T, "vcpu_hvm_x86_64", rcx);
+    FIELD(T, "vcpu_hvm_x86_64", rdx);
+    FIELD(T, "vcpu_hvm_x86_64", rbx);
+    FIELD(T, "vcpu_hvm_x86_64", rsp);
+    FIELD(T, "vcpu_hvm_x86_64", rbp);
+    FIELD(T, "vcpu_hvm_x86_64", rsi);
+    FIELD(T, "vcpu_hvm_x86_64", rdi);
+    FIELD(T, "vcpu_hvm_x86_64", rip);
+    FIELD(T, "vcpu_hvm_x86_64", rflags);
+    FIELD(T, "vcpu_hvm_x86_64", cr0);
+    FIELD(T, "vcpu_hvm_x86_64", cr3);
+    FIELD(T, "vcpu_hvm_x86_64", cr4);
+    FIELD(T, "vcpu_hvm_x86_64", efer);
+#undef T
+
+#define T struct vcpu_hvm_context
+    STRUCT(T, "vcpu_hvm_context");
+    FIELD(T, "vcpu_hvm_context", mode);
+    FIELD(T, "vcpu_hvm_context", pad);
+    FIELD(T, "vcpu_hvm_context", cpu_regs);
+    FIELD(T, "vcpu_hvm_context", cpu_regs.x86_64);
+#undef T
+
+#define T struct vcpu_guest_context
+    STRUCT(T, "vcpu_guest_context");
+    FIELD(T, "vcpu_guest_context", fpu_ctxt);
+    FIELD(T, "vcpu_guest_context", flags);
+    FIELD(T, "vcpu_guest_context", user_regs);
+    FIELD(T, "vcpu_guest_context", user_regs.rdi);
+    FIELD(T, "vcpu_guest_context", user_regs.rip);
+    FIELD(T, "vcpu_guest_context", user_regs.cs);
+    FIELD(T, "vcpu_guest_context", user_regs.rflags);
+    FIELD(T, "vcpu_guest_context", user_regs.rsp);
+    FIELD(T, "vcpu_guest_context", user_regs.ss);
+    FIELD(T, "vcpu_guest_context", trap_ctxt);
+    FIELD(T, "vcpu_guest_context", ldt_base);
+    FIELD(T, "vcpu_guest_context", ldt_ents);
+    FIELD(T, "vcpu_guest_context", gdt_frames);
+    FIELD(T, "vcpu_guest_context", gdt_ents);
+    FIELD(T, "vcpu_guest_context", kernel_ss);
+    FIELD(T, "vcpu_guest_context", kernel_sp);
+    FIELD(T, "vcpu_guest_context", ctrlreg);
+    FIELD(T, "vcpu_guest_context", debugreg);
+    FIELD(T, "vcpu_guest_context", event_callback_eip);
+    FIELD(T, "vcpu_guest_context", failsafe_callback_eip);
+    FIELD(T, "vcpu_guest_context", syscall_callback_eip);
+    FIELD(T, "vcpu_guest_context", vm_assist);
+    FIELD(T, "vcpu_guest_context", fs_base);
+    FIELD(T, "vcpu_guest_context", gs_base_kernel);
+    FIELD(T, "vcpu_guest_context", gs_base_user);
+#undef T
+
+    CONST(VCPUOP_initialise);
+    CONST(VCPUOP_up);
+    CONST(VCPUOP_down);
+    CONST(VCPUOP_is_up);
+    CONST(VCPU_HVM_MODE_64B);
+    CONST(VGCF_in_kernel);
+    CONST(FLAT_KERNEL_SS);
+    CONST(SEGBASE_GS_KERNEL);
+    CONST(__HYPERVISOR_vcpu_op);
     CONST(XENMEM_add_to_physmap);
     CONST(XENMAPSPACE_shared_info);
     CONST(XENMAPSPACE_grant_table);

@@ -17,8 +17,8 @@ use hypercall::abi::{
     evtchn_alloc_unbound, evtchn_bind_interdomain, evtchn_bind_virq, evtchn_close,
     evtchn_expand_array, evtchn_init_control, evtchn_port_t, evtchn_send, evtchn_status,
     evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll, sched_shutdown, shared_info,
-    start_info, trap_info, vcpu_info, vcpu_time_info, xen_pfn_t, AddToPhysmap, CallbackRegister,
-    HvmParam, XEN_EXTRAVERSION_LEN,
+    start_info, trap_info, vcpu_guest_context, vcpu_info, vcpu_time_info, xen_pfn_t, AddToPhysmap,
+    CallbackRegister, HvmParam, VcpuHvmContext, VcpuHvmX86_64, XEN_EXTRAVERSION_LEN,
 };
 use xen_sys::{evtchn_fifo_control_block, xen_ulong_t};
 
@@ -164,6 +164,22 @@ fn rust_values() -> Values {
         "callback_register" = CallbackRegister { "type" = kind, flags, address }
         "xen_add_to_physmap" = AddToPhysmap { domid, size, space, idx, gpfn }
         "xen_hvm_param" = HvmParam { domid, index, value }
+        "vcpu_hvm_x86_64" = VcpuHvmX86_64 {
+            rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, rip, rflags, cr0, cr3, cr4, efer,
+        }
+        "vcpu_hvm_context" = VcpuHvmContext { mode, pad, "cpu_regs.x86_64" = x86_64 }
+        "vcpu_guest_context" = vcpu_guest_context {
+            fpu_ctxt, flags, user_regs,
+            "user_regs.rdi" = user_regs.__bindgen_anon_7,
+            "user_regs.rip" = user_regs.__bindgen_anon_8,
+            "user_regs.cs" = user_regs.cs,
+            "user_regs.rflags" = user_regs.__bindgen_anon_9,
+            "user_regs.rsp" = user_regs.__bindgen_anon_10,
+            "user_regs.ss" = user_regs.ss,
+            trap_ctxt, ldt_base, ldt_ents, gdt_frames, gdt_ents, kernel_ss, kernel_sp, ctrlreg,
+            debugreg, event_callback_eip, failsafe_callback_eip, syscall_callback_eip,
+            vm_assist, fs_base, gs_base_kernel, gs_base_user,
+        }
         "sched_shutdown" = sched_shutdown { reason }
         "sched_poll" = sched_poll { ports, nr_ports, timeout }
 
@@ -259,10 +275,23 @@ fn rust_values() -> Values {
                     >> HVM_PARAM_CALLBACK_IRQ_TYPE_MASK.trailing_zeros()) as usize,
             ),
             ("__HYPERVISOR_hvm_op", nr::HVM_OP as usize),
+            ("__HYPERVISOR_vcpu_op", nr::VCPU_OP as usize),
+            ("VCPUOP_initialise", VCPUOP_INITIALISE as usize),
+            ("VCPUOP_up", VCPUOP_UP as usize),
+            ("VCPUOP_down", VCPUOP_DOWN as usize),
+            ("VCPUOP_is_up", VCPUOP_IS_UP as usize),
+            ("VCPU_HVM_MODE_64B", VCPU_HVM_MODE_64B as usize),
+            ("VGCF_in_kernel", VGCF_in_kernel as usize),
+            ("FLAT_KERNEL_SS", FLAT_KERNEL_SS as usize),
+            ("SEGBASE_GS_KERNEL", SEGBASE_GS_KERNEL as usize),
         ] {
             v.put("const", name, value);
         }
     }
+    // The register union is as large as its 32-bit member; we model the 64-bit one and
+    // the rest of the union as padding.
+    let regs = offset_of!(VcpuHvmContext, x86_64);
+    v.field("vcpu_hvm_context", "cpu_regs", regs, size_of::<VcpuHvmContext>() - regs);
     let xs = "xenstore_domain_interface";
     let (req, rsp) = (interface::REQ_RING, interface::RSP_RING);
     v.put("sizeof", xs, interface::SIZE);

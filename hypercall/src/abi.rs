@@ -13,8 +13,9 @@ pub use xen_sys::{
     EVTCHNSTAT_unbound, SCHEDOP_block, SCHEDOP_poll, SCHEDOP_shutdown, SCHEDOP_yield,
     SHUTDOWN_crash, SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_suspend, FLAT_KERNEL_CS,
     MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE,
-    SEGBASE_FS, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER,
+    SEGBASE_FS, SEGBASE_GS_KERNEL, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER,
 };
+pub use xen_sys::{cpu_user_regs, vcpu_guest_context, VGCF_in_kernel, VGCF_online, FLAT_KERNEL_SS};
 
 /// Hypercall numbers (`public/xen.h`).
 pub mod nr {
@@ -32,6 +33,7 @@ pub mod nr {
     pub const CALLBACK_OP: u32 = 30;
     pub const EVENT_CHANNEL_OP: u32 = 32;
     pub const HVM_OP: u32 = 34;
+    pub const VCPU_OP: u32 = 24;
     pub const ARGO_OP: u32 = 39;
     pub const IRET: u32 = 23;
 }
@@ -91,6 +93,52 @@ pub struct AddToPhysmap {
 const _: () = assert!(size_of::<AddToPhysmap>() == 24);
 const _: () = assert!(offset_of!(AddToPhysmap, space) == 4);
 const _: () = assert!(offset_of!(AddToPhysmap, gpfn) == 16);
+
+/// `VCPUOP_*` (`public/vcpu.h`).
+pub const VCPUOP_INITIALISE: u32 = 0;
+pub const VCPUOP_UP: u32 = 1;
+pub const VCPUOP_DOWN: u32 = 2;
+pub const VCPUOP_IS_UP: u32 = 3;
+
+/// `VCPU_HVM_MODE_64B` (`public/hvm/hvm_vcpu.h`): the vCPU starts in long mode, its
+/// segments' hidden parts flat.
+pub const VCPU_HVM_MODE_64B: u32 = 1;
+
+/// `struct vcpu_hvm_x86_64` (`public/hvm/hvm_vcpu.h`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuHvmX86_64 {
+    pub rax: u64,
+    pub rcx: u64,
+    pub rdx: u64,
+    pub rbx: u64,
+    pub rsp: u64,
+    pub rbp: u64,
+    pub rsi: u64,
+    pub rdi: u64,
+    pub rip: u64,
+    pub rflags: u64,
+    pub cr0: u64,
+    pub cr3: u64,
+    pub cr4: u64,
+    pub efer: u64,
+}
+
+/// `struct vcpu_hvm_context` (`public/hvm/hvm_vcpu.h`): what `VCPUOP_initialise` takes for
+/// an HVM (PVH) vCPU. Its register union is as large as the 32-bit variant, 8 bytes more
+/// than the 64-bit one we use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuHvmContext {
+    pub mode: u32,
+    pub pad: u32,
+    pub x86_64: VcpuHvmX86_64,
+    pub union_rest: [u8; 8],
+}
+
+const _: () = assert!(size_of::<VcpuHvmX86_64>() == 112);
+const _: () = assert!(size_of::<VcpuHvmContext>() == 128);
+const _: () = assert!(offset_of!(VcpuHvmContext, x86_64) == 8);
 
 /// `HVMOP_*` (`public/hvm/hvm_op.h`).
 pub const HVMOP_SET_PARAM: u64 = 0;

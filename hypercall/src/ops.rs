@@ -100,6 +100,66 @@ pub unsafe fn suspend(start_info_mfn: u64) -> Result<Resumed> {
     Ok(if ret == 0 { Resumed::NewDomain } else { Resumed::Cancelled })
 }
 
+fn vcpu_op(cmd: u32, vcpu: u32, arg: u64) -> Result<u64> {
+    // SAFETY: the VCPUOPs issued here (up, down, is_up) take no argument; initialise is
+    // issued by its unsafe wrappers only.
+    check(unsafe { hypercall3(nr::VCPU_OP, cmd.into(), vcpu.into(), arg) })
+}
+
+/// `VCPUOP_initialise` of a PVH vCPU: it will start, once up, in long mode at `ctx`'s rip
+/// with its rsp and control registers.
+///
+/// # Safety
+/// `ctx` must start the vCPU on code that runs correctly there (a stack of its own, page
+/// tables that map it), since it runs concurrently with the others.
+pub unsafe fn vcpu_initialise_hvm(vcpu: u32, ctx: &abi::VcpuHvmContext) -> Result<()> {
+    // SAFETY: Xen only reads the context; the caller vouches for what it starts.
+    check(unsafe {
+        hypercall3(
+            nr::VCPU_OP,
+            abi::VCPUOP_INITIALISE.into(),
+            vcpu.into(),
+            ctx as *const abi::VcpuHvmContext as u64,
+        )
+    })
+    .map(drop)
+}
+
+/// `VCPUOP_initialise` of a PV vCPU (`struct vcpu_guest_context`).
+///
+/// # Safety
+/// As for [`vcpu_initialise_hvm`]; the trap table, callbacks, segment selectors and page
+/// tables in `ctx` are those the other vCPUs use.
+pub unsafe fn vcpu_initialise_pv(vcpu: u32, ctx: &abi::vcpu_guest_context) -> Result<()> {
+    // SAFETY: Xen only reads the context; the caller vouches for what it starts.
+    check(unsafe {
+        hypercall3(
+            nr::VCPU_OP,
+            abi::VCPUOP_INITIALISE.into(),
+            vcpu.into(),
+            ctx as *const abi::vcpu_guest_context as u64,
+        )
+    })
+    .map(drop)
+}
+
+/// `VCPUOP_up`: an initialised vCPU runs (again, after `VCPUOP_down`: from where it was).
+pub fn vcpu_up(vcpu: u32) -> Result<()> {
+    vcpu_op(abi::VCPUOP_UP, vcpu, 0).map(drop)
+}
+
+/// `VCPUOP_down`: the vCPU stops running until `VCPUOP_up` (on itself: the call returns
+/// then). Xen refuses to take down the last vCPU that runs (it shuts the domain down).
+pub fn vcpu_down(vcpu: u32) -> Result<()> {
+    vcpu_op(abi::VCPUOP_DOWN, vcpu, 0).map(drop)
+}
+
+/// `VCPUOP_is_up`: whether the vCPU runs; an error (`EINVAL`, `ENOENT`) if the domain has
+/// no such vCPU.
+pub fn vcpu_is_up(vcpu: u32) -> Result<bool> {
+    vcpu_op(abi::VCPUOP_IS_UP, vcpu, 0).map(|v| v != 0)
+}
+
 /// `SCHEDOP_yield`.
 pub fn sched_yield() -> Result<()> {
     // SAFETY: SCHEDOP_yield ignores its argument.
@@ -289,6 +349,16 @@ pub unsafe fn mmuext_op(ops: &[abi::mmuext_op]) -> Result<()> {
 pub unsafe fn set_fs_base(base: u64) -> Result<()> {
     // SAFETY: forwarded contract.
     check(unsafe { hypercall2(nr::SET_SEGMENT_BASE, abi::SEGBASE_FS.into(), base) }).map(drop)
+}
+
+/// `set_segment_base(SEGBASE_GS_KERNEL)`: the GS base of a PV kernel (the per-CPU area).
+///
+/// # Safety
+/// Nothing may rely on the old GS base of the calling vCPU.
+pub unsafe fn set_gs_kernel_base(base: u64) -> Result<()> {
+    // SAFETY: forwarded contract.
+    check(unsafe { hypercall2(nr::SET_SEGMENT_BASE, abi::SEGBASE_GS_KERNEL.into(), base) })
+        .map(drop)
 }
 
 /// `XENMEM_maximum_ram_page`: the highest machine frame number of host RAM, which bounds

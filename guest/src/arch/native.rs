@@ -124,15 +124,51 @@ pub fn init_idt(extra: Option<(u8, u64)>) {
             None => panic!("vector {vector:#x} is beyond the IDT"),
         }
     }
+    load_idt();
+}
+
+/// Loads the IDT [`init_idt`] filled (on any CPU).
+fn load_idt() {
     #[repr(C, packed)]
     struct Pointer {
         limit: u16,
         base: u64,
     }
-    let ptr =
-        Pointer { limit: (core::mem::size_of_val(idt) - 1) as u16, base: idt.as_ptr() as u64 };
-    // SAFETY: the IDT is static and every gate points at a stub that handles its vector.
+    let base = core::ptr::addr_of!(IDT);
+    let ptr = Pointer {
+        limit: (core::mem::size_of::<[Gate; IDT_VECTORS]>() - 1) as u16,
+        base: base as u64,
+    };
+    // SAFETY: the IDT is static and every gate points at a stub that handles its vector
+    // (init_idt filled it before any other CPU started).
     unsafe { asm!("lidt [{}]", in(reg) &ptr, options(readonly, nostack, preserves_flags)) };
+}
+
+/// A secondary CPU's tables, first thing on it: a GDT of its own with the boot GDT's code
+/// and data selectors (a TSS is busy once loaded, so each CPU needs one) and a TSS whose IST
+/// slot 1 is `fault_stack_top`, the segment registers reloaded from it (the CPU may have
+/// started with other selectors), and the shared IDT.
+pub fn init_secondary_cpu(fault_stack_top: u64) {
+    use x86_64::instructions::segmentation::{Segment, CS, DS, ES, SS};
+    let mut tss = TaskStateSegment::new();
+    tss.interrupt_stack_table[0] = x86_64::VirtAddr::new(fault_stack_top);
+    let tss: &'static TaskStateSegment = alloc::boxed::Box::leak(alloc::boxed::Box::new(tss));
+    let gdt = alloc::boxed::Box::leak(alloc::boxed::Box::new(GlobalDescriptorTable::new()));
+    let code = gdt.append(Descriptor::kernel_code_segment());
+    let data = gdt.append(Descriptor::kernel_data_segment());
+    let tss_selector = gdt.append(Descriptor::tss_segment(tss));
+    let gdt: &'static GlobalDescriptorTable = gdt;
+    gdt.load();
+    // SAFETY: the selectors name this GDT's flat code and data descriptors and its TSS,
+    // all live for good; the TSS is loaded once, on this CPU.
+    unsafe {
+        CS::set_reg(code);
+        SS::set_reg(data);
+        DS::set_reg(data);
+        ES::set_reg(data);
+        x86_64::instructions::tables::load_tss(tss_selector);
+    }
+    load_idt();
 }
 
 /// Drops the identity map of the first GiB that the 32-bit entry needed to switch to long

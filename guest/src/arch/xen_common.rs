@@ -16,13 +16,24 @@ pub(crate) fn shared_info_va() -> u64 {
     core::ptr::addr_of!(xen_shared_info_page) as u64
 }
 
-/// vcpu 0's `vcpu_info` (the first slot of shared_info), read and written atomically
-/// because Xen updates it concurrently.
+/// A vCPU's `vcpu_info` (vcpu 0's is the first slot of shared_info), read and written
+/// atomically because Xen updates it concurrently.
 #[derive(Clone, Copy)]
 pub struct Vcpu(u64);
 
 pub fn vcpu() -> Vcpu {
     Vcpu(shared_info_va())
+}
+
+/// Where vCPU `cpu`'s `vcpu_info` is: its slot of shared_info (one of 32).
+pub fn vcpu_info_va(cpu: usize) -> u64 {
+    shared_info_va() + (cpu * core::mem::size_of::<abi::vcpu_info>()) as u64
+}
+
+/// The calling vCPU's `vcpu_info`, through its per-CPU area.
+#[inline(always)]
+pub fn this_vcpu() -> Vcpu {
+    Vcpu(crate::smp::vcpu_info())
 }
 
 impl Vcpu {
@@ -104,4 +115,32 @@ pub fn shutdown(how: crate::pvops::Halt) -> ! {
     loop {
         let _ = hypercall::ops::sched_yield();
     }
+}
+
+/// vCPUs of this domain: `VCPUOP_is_up` answers for each one that exists (the toolstack's
+/// `maxvcpus`), up or not.
+pub extern "C" fn cpu_count() -> u32 {
+    let max = crate::smp::MAX_CPUS as u32;
+    (0..max).take_while(|&cpu| hypercall::ops::vcpu_is_up(cpu).is_ok()).count() as u32
+}
+
+/// `VCPUOP_down` of the calling vCPU: it returns once another brings it up again (or at
+/// once if Xen refused, and the caller's loop looks again).
+pub extern "C" fn park_cpu(cpu: u32) {
+    if let Err(e) = hypercall::ops::vcpu_down(cpu) {
+        static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            log::error!("smp: VCPUOP_down of vcpu {cpu}: {e}");
+        }
+    }
+}
+
+pub extern "C" fn wake_cpu(cpu: u32) {
+    if let Err(e) = hypercall::ops::vcpu_up(cpu) {
+        log::error!("smp: VCPUOP_up of vcpu {cpu}: {e}");
+    }
+}
+
+pub extern "C" fn cpu_parked(cpu: u32) -> bool {
+    !matches!(hypercall::ops::vcpu_is_up(cpu), Ok(true))
 }

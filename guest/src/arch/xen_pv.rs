@@ -252,14 +252,14 @@ pub fn map_shared_info(maddr: u64) -> hypercall::Result<()> {
     }
 }
 
-/// Installs the trap table and the event and failsafe callbacks.
-pub fn init_traps() -> hypercall::Result<()> {
+/// Our virtual IDT for Xen (`set_trap_table`, and a new vCPU's context): every exception
+/// vector but NMI (delivered through a callback) at its entry stub, then the all-zero entry
+/// that ends the table.
+fn trap_table() -> [abi::trap_info; 32] {
     const TI_DPL3: u8 = 3;
     // Mask events on entry, like an interrupt gate; HYPERVISOR_iret restores the mask.
     const TI_MASK_EVENTS: u8 = 4;
     let stubs = super::traps::stubs(true);
-    // 31 vectors (NMI is delivered through a callback, not the trap table) and the
-    // all-zero entry that ends the table.
     let mut table = [abi::trap_info { vector: 0, flags: 0, cs: 0, address: 0 }; 32];
     let vectors = (0..32u8).filter(|&v| v != 2);
     for (slot, vector) in table.iter_mut().zip(vectors) {
@@ -272,6 +272,12 @@ pub fn init_traps() -> hypercall::Result<()> {
             address: stubs[vector as usize],
         };
     }
+    table
+}
+
+/// Installs the trap table and the event and failsafe callbacks.
+pub fn init_traps() -> hypercall::Result<()> {
+    let table = trap_table();
     // SAFETY: every address is an entry stub of entry.S for Xen's PV frame, in .text;
     // the table ends with an all-zero entry.
     unsafe { hypercall::ops::set_trap_table(&table)? };
@@ -285,4 +291,54 @@ pub fn init_traps() -> hypercall::Result<()> {
         unsafe { hypercall::ops::callback_register(&cb)? };
     }
     Ok(())
+}
+
+/// Starts vCPU `cpu` (`VCPUOP_initialise` with a PV context, then `VCPUOP_up`): in our
+/// kernel mode on the shared page tables, with the boot vCPU's trap table and callbacks,
+/// Xen's flat selectors (no GDT of our own, as on the boot vCPU), its per-CPU area as the
+/// kernel GS base, at [`secondary_entry`] on its own stack.
+///
+/// # Safety
+/// As for `pvops::start_cpu`.
+pub unsafe extern "C" fn start_cpu(cpu: u32, start: *const crate::pvops::CpuStart) -> i64 {
+    // SAFETY: the caller passes a valid CpuStart.
+    let start = unsafe { start.read() };
+    // SAFETY: vcpu_guest_context is plain integers and unions of integers: all zeros is a
+    // valid value (no FPU state, no LDT, no GDT frames, no debug registers).
+    let mut ctx: alloc::boxed::Box<abi::vcpu_guest_context> =
+        alloc::boxed::Box::new(unsafe { core::mem::zeroed() });
+    ctx.flags = abi::VGCF_in_kernel.into();
+    let regs = &mut ctx.user_regs;
+    regs.__bindgen_anon_8.rip = secondary_entry as *const () as u64;
+    // As if called: the return address slot (zero) sits at the top.
+    regs.__bindgen_anon_10.rsp = start.stack_top - 8;
+    regs.__bindgen_anon_7.rdi = cpu.into();
+    regs.__bindgen_anon_9.rflags = 0x202;
+    regs.cs = abi::FLAT_KERNEL_CS as u16;
+    regs.ss = abi::FLAT_KERNEL_SS as u16;
+    for t in trap_table().into_iter().take_while(|t| t.address != 0) {
+        ctx.trap_ctxt[usize::from(t.vector)] = t;
+    }
+    ctx.kernel_ss = abi::FLAT_KERNEL_SS.into();
+    ctx.kernel_sp = start.stack_top;
+    ctx.ctrlreg[3] = root_table_mfn() << 12;
+    ctx.event_callback_eip = xen_event_callback as *const () as u64;
+    ctx.failsafe_callback_eip = xen_failsafe_callback as *const () as u64;
+    ctx.gs_base_kernel = start.percpu;
+    // SAFETY: the vCPU starts on its own stack and per-CPU area, at an entry that masks its
+    // events first, with the trap table, callbacks and page tables every vCPU shares.
+    let started = unsafe { hypercall::ops::vcpu_initialise_pv(cpu, &ctx) }
+        .and_then(|()| hypercall::ops::vcpu_up(cpu));
+    match started {
+        Ok(()) => 0,
+        Err(e) => -i64::from(e.0),
+    }
+}
+
+/// Where a secondary vCPU starts: its events masked (nothing is bound to it; the irq ops
+/// address its own vcpu_info through its per-CPU area, which Xen made its GS base), then the
+/// common secondary loop.
+extern "C" fn secondary_entry(cpu: u64) -> ! {
+    super::xen_common::this_vcpu().set_upcall_mask(1);
+    crate::smp::secondary_main(cpu as usize)
 }

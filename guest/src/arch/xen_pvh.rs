@@ -156,3 +156,77 @@ pub fn grant_table_frame(index: u64) -> Result<u64, grant::GrantError> {
         .map_err(grant::GrantError::Hypercall)?;
     Ok(pfn)
 }
+
+/// Starts vCPU `cpu` (`VCPUOP_initialise` with a 64-bit HVM context, then `VCPUOP_up`):
+/// in long mode on this CPU's page tables and control registers, at [`secondary_entry`]
+/// with its stack and per-CPU area. Why not the local APIC's INIT-SIPI-SIPI: that needs a
+/// real-mode trampoline below 1 MiB, the MADT and a trip through 16- and 32-bit code; Xen
+/// starts a PVH vCPU where we ask, in the mode we ask, with the same hypercalls as PV.
+///
+/// # Safety
+/// As for `pvops::start_cpu`.
+pub unsafe extern "C" fn start_cpu(cpu: u32, start: *const crate::pvops::CpuStart) -> i64 {
+    // SAFETY: the caller passes a valid CpuStart.
+    let start = unsafe { start.read() };
+    let (cr0, cr4): (u64, u64);
+    // SAFETY: reading control registers in ring 0 has no side effects.
+    unsafe {
+        core::arch::asm!("mov {}, cr0", out(reg) cr0, options(nomem, nostack, preserves_flags));
+        core::arch::asm!("mov {}, cr4", out(reg) cr4, options(nomem, nostack, preserves_flags));
+    }
+    let efer = x86_64::registers::model_specific::Efer::read_raw();
+    let ctx = abi::VcpuHvmContext {
+        mode: abi::VCPU_HVM_MODE_64B,
+        x86_64: abi::VcpuHvmX86_64 {
+            rip: secondary_entry as *const () as u64,
+            // As if called: the return address slot (zero) sits at the top.
+            rsp: start.stack_top - 8,
+            rdi: cpu.into(),
+            rsi: start.percpu,
+            // Interrupts off: nothing on the secondaries takes events yet.
+            rflags: 0x2,
+            cr0,
+            cr3: crate::pvops::read_cr3() << 12,
+            cr4,
+            efer,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    // SAFETY: the vCPU starts on its own stack, at an entry that sets it up before any
+    // Rust code that could fault, on the page tables every CPU shares.
+    let started = unsafe { hypercall::ops::vcpu_initialise_hvm(cpu, &ctx) }
+        .and_then(|()| hypercall::ops::vcpu_up(cpu));
+    match started {
+        Ok(()) => 0,
+        Err(e) => -i64::from(e.0),
+    }
+}
+
+/// Pages of a secondary vCPU's fault stack (#DF, NMI, #MC).
+const FAULT_STACK_PAGES: u64 = 4;
+
+/// Where a secondary vCPU starts: its own GDT, TSS and fault stack, the shared IDT, its
+/// per-CPU base; then the common secondary loop.
+extern "C" fn secondary_entry(cpu: u64, percpu: u64) -> ! {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    // Kept for a start after a resume (the GDT and TSS are made anew: the old TSS is busy).
+    static FAULT_STACKS: [AtomicU64; crate::smp::MAX_CPUS] =
+        [const { AtomicU64::new(0) }; crate::smp::MAX_CPUS];
+    let kept = &FAULT_STACKS[cpu as usize % crate::smp::MAX_CPUS];
+    let fault_stack = match kept.load(Ordering::Relaxed) {
+        0 => match crate::mm::alloc_zeroed_frames(FAULT_STACK_PAGES) {
+            Ok(pfn) => super::pfn_to_virt(pfn) + FAULT_STACK_PAGES * PAGE_SIZE,
+            Err(_) => {
+                crate::console::emergency(format_args!("smp: no fault stack for vcpu {cpu}\n"));
+                crate::pvops::shutdown(crate::pvops::Halt::Failure)
+            }
+        },
+        top => top,
+    };
+    kept.store(fault_stack, Ordering::Relaxed);
+    super::native::init_secondary_cpu(fault_stack);
+    // SAFETY: the boot CPU made `percpu` this vCPU's area before starting it.
+    unsafe { crate::pvops::set_percpu_base(percpu) };
+    crate::smp::secondary_main(cpu as usize)
+}

@@ -114,6 +114,15 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     // Platform setup is done (handlers installed, stray event sources masked): from here
     // on the kernel runs with interrupts (events) enabled.
     pvops::irq_enable();
+    match crate::smp::start_all() {
+        Ok(n) if n > 1 => log::info!("smp: {n} CPUs online"),
+        Ok(_) => {}
+        Err((cpu, e)) => log::warn!(
+            "smp: cpu {cpu} of {} not started: {e}; going on with {}",
+            crate::smp::present(),
+            crate::smp::count()
+        ),
+    }
     if pvops::is_xen() {
         // From here the toolstack may ask us to go at any time, and devices may come.
         crate::xen::control::arm();

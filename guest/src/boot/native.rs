@@ -7,6 +7,7 @@ use crate::pvops::{self, Backend};
 pub fn start(start_info_paddr: u64) -> ! {
     // SAFETY: first thing at boot, one CPU, and no Xen CPUID leaves: bare hardware.
     unsafe { pvops::install(Backend::Native, crate::arch::native::ops::OPS) };
+    crate::smp::init_boot_cpu();
     native::init_pic();
     native::init_idt(None);
     native::drop_identity_map();

@@ -41,6 +41,7 @@ extern "C" fn xen_pv_start(si: *const start_info) -> ! {
     unsafe { hypercall::init(core::ptr::addr_of!(hypercall_page)) };
     // SAFETY: first thing at boot, on the one vCPU, and we are a PV guest (startup_xen).
     unsafe { pvops::install(Backend::XenPv, crate::arch::xen_pv::ops::OPS) };
+    crate::smp::init_boot_cpu();
     // No upcall until the callbacks, the event ABI and the handlers are in place;
     // kernel_main enables events.
     pvops::irq_disable();

@@ -15,6 +15,7 @@ pub fn start(start_info_paddr: u64, cpuid_base: u32) -> ! {
     // SAFETY: first thing at boot, on the one vCPU, and Xen's CPUID leaves say we are a
     // Xen HVM container entered through the PVH entry.
     unsafe { pvops::install(Backend::XenPvh, crate::arch::xen_pvh::ops::OPS) };
+    crate::smp::init_boot_cpu();
     native::init_idt(Some((xen_pvh::CALLBACK_VECTOR, xen_pvh::callback_stub())));
     native::drop_identity_map();
     crate::console::init_xen_debug_port();

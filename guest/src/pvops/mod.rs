@@ -1,4 +1,4 @@
-//! pv_ops: one table of privileged operations (cpu, irq, mmu, time, console, shutdown),
+//! pv_ops: one table of privileged operations (cpu, irq, mmu, time, console, shutdown, smp),
 //! filled once at boot with one of three backends: native, Xen PV, or Xen PVH (native
 //! cpu/irq/mmu ops, Xen's time, console and shutdown).
 //!
@@ -95,6 +95,35 @@ pub struct ShutdownOps {
     pub shutdown: extern "C" fn(how: Halt) -> !,
 }
 
+/// Where and how a CPU that [`SmpOps::start_cpu`] starts begins: the backend's own entry
+/// code runs on `stack_top`, sets the CPU up for its platform, makes `percpu` its per-CPU
+/// base and enters `crate::smp::secondary_main(cpu)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CpuStart {
+    pub stack_top: u64,
+    pub percpu: u64,
+}
+
+/// The other CPUs (vCPUs): how many the platform gives, starting one, and parking a CPU
+/// with nothing to do until another wakes it (Xen: `VCPUOP_down` and `VCPUOP_up`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SmpOps {
+    /// CPUs the platform gives us, the boot CPU included (at least 1).
+    pub cpu_count: extern "C" fn() -> u32,
+    /// Starts `cpu` (never started before) as `start` says: 0, or a negative errno.
+    pub start_cpu: unsafe extern "C" fn(cpu: u32, start: *const CpuStart) -> i64,
+    /// Stops the calling CPU, `cpu`, until [`SmpOps::wake_cpu`]; returns then.
+    pub park_cpu: extern "C" fn(cpu: u32),
+    /// Lets parked `cpu` go on.
+    pub wake_cpu: extern "C" fn(cpu: u32),
+    /// Whether `cpu` is parked (or was never started).
+    pub cpu_parked: extern "C" fn(cpu: u32) -> bool,
+    /// Makes `base` the calling CPU's per-CPU base (what `gs:` addresses).
+    pub set_percpu_base: unsafe extern "C" fn(base: u64),
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PvOps {
@@ -104,6 +133,7 @@ pub struct PvOps {
     pub time: TimeOps,
     pub console: ConsoleOps,
     pub shutdown: ShutdownOps,
+    pub smp: SmpOps,
 }
 
 impl Op {
@@ -130,6 +160,12 @@ impl Op {
             Op::SetTimer => offset_of!(PvOps, time.set_timer),
             Op::ConsoleWrite => offset_of!(PvOps, console.write),
             Op::Shutdown => offset_of!(PvOps, shutdown.shutdown),
+            Op::CpuCount => offset_of!(PvOps, smp.cpu_count),
+            Op::StartCpu => offset_of!(PvOps, smp.start_cpu),
+            Op::ParkCpu => offset_of!(PvOps, smp.park_cpu),
+            Op::WakeCpu => offset_of!(PvOps, smp.wake_cpu),
+            Op::CpuParked => offset_of!(PvOps, smp.cpu_parked),
+            Op::SetPercpuBase => offset_of!(PvOps, smp.set_percpu_base),
         }
     }
 }
@@ -179,6 +215,14 @@ const UNINSTALLED: PvOps = PvOps {
     time: TimeOps { clock_ns: uninstalled_u64, set_timer: uninstalled_arg },
     console: ConsoleOps { write: uninstalled_write },
     shutdown: ShutdownOps { shutdown: uninstalled_shutdown },
+    smp: SmpOps {
+        cpu_count: uninstalled_u32,
+        start_cpu: uninstalled_start_cpu,
+        park_cpu: uninstalled_u32_arg,
+        wake_cpu: uninstalled_u32_arg,
+        cpu_parked: uninstalled_bool,
+        set_percpu_base: uninstalled_set_base,
+    },
 };
 
 fn stop_uninstalled() -> ! {
@@ -215,6 +259,26 @@ extern "C" fn uninstalled_write(_: *const u8, _: usize) -> usize {
 }
 
 extern "C" fn uninstalled_shutdown(_: Halt) -> ! {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_u32() -> u32 {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_u32_arg(_: u32) {
+    stop_uninstalled()
+}
+
+extern "C" fn uninstalled_bool(_: u32) -> bool {
+    stop_uninstalled()
+}
+
+unsafe extern "C" fn uninstalled_start_cpu(_: u32, _: *const CpuStart) -> i64 {
+    stop_uninstalled()
+}
+
+unsafe extern "C" fn uninstalled_set_base(_: u64) {
     stop_uninstalled()
 }
 
@@ -487,6 +551,59 @@ pub enum Halt {
 pub fn shutdown(how: Halt) -> ! {
     // SAFETY: see above; the callee does not return.
     unsafe { pv_call!(Shutdown; in("edi") how as u32, options(noreturn),) }
+}
+
+/// CPUs the platform gives us, the boot CPU included.
+#[inline(always)]
+pub fn cpu_count() -> u32 {
+    let v: u32;
+    // SAFETY: see above.
+    unsafe { pv_call!(CpuCount; lateout("eax") v,) };
+    v
+}
+
+/// Starts `cpu`: 0 or a negative errno.
+///
+/// # Safety
+/// `cpu` was never started, and `start`'s stack is the CPU's alone for good, mapped,
+/// and `percpu` its per-CPU area.
+#[inline(always)]
+pub unsafe fn start_cpu(cpu: u32, start: &CpuStart) -> i64 {
+    let v: i64;
+    // SAFETY: see above; the caller vouches for what the CPU is started on.
+    unsafe {
+        pv_call!(StartCpu; in("edi") cpu, in("rsi") start as *const CpuStart, lateout("rax") v,)
+    };
+    v
+}
+
+/// Parks the calling CPU, `cpu`, until another wakes it.
+#[inline(always)]
+pub fn park_cpu(cpu: u32) {
+    // SAFETY: see above.
+    unsafe { pv_call!(ParkCpu; in("edi") cpu,) };
+}
+
+#[inline(always)]
+pub fn wake_cpu(cpu: u32) {
+    // SAFETY: see above.
+    unsafe { pv_call!(WakeCpu; in("edi") cpu,) };
+}
+
+#[inline(always)]
+pub fn cpu_parked(cpu: u32) -> bool {
+    let v: u8;
+    // SAFETY: see above (a C `bool` comes back in al).
+    unsafe { pv_call!(CpuParked; in("edi") cpu, lateout("al") v,) };
+    v != 0
+}
+
+/// # Safety
+/// `base` is the calling CPU's per-CPU area, live for good; nothing relies on the old base.
+#[inline(always)]
+pub unsafe fn set_percpu_base(base: u64) {
+    // SAFETY: see above; the caller vouches for the area.
+    unsafe { pv_call!(SetPercpuBase; in("rdi") base,) };
 }
 
 /// A few ops through the op table whatever the patcher did, for the benchmarks to compare

@@ -13,6 +13,7 @@ mod irq;
 mod mem;
 mod net;
 mod pvops;
+mod smp;
 mod stack;
 mod time;
 mod trap;
@@ -62,6 +63,7 @@ const SUITES: &[&[Test]] = &[
     events::TESTS,
     trap::TESTS,
     mem::TESTS,
+    smp::TESTS,
     time::TESTS,
     grant::TESTS,
     xenstore::TESTS,

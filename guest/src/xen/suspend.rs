@@ -61,6 +61,9 @@ pub fn suspend() -> bool {
     }
     time::rearm();
     pvops::irq_enable();
+    if new_domain {
+        crate::smp::restart_after_resume();
+    }
     if let Err(e) = outcome {
         log::error!("suspend: SCHEDOP_shutdown(suspend) failed: {e}; carrying on");
     }

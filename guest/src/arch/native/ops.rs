@@ -1,7 +1,9 @@
 //! The native backend: bare instructions, ring 0, our own page tables (QEMU PVH boot).
 
 use crate::arch::cpu;
-use crate::pvops::{ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps};
+use crate::pvops::{
+    ConsoleOps, CpuOps, CpuStart, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, SmpOps, TimeOps,
+};
 use core::arch::asm;
 
 pub const OPS: PvOps = PvOps {
@@ -24,7 +26,46 @@ pub const OPS: PvOps = PvOps {
     },
     console: ConsoleOps { write: crate::console::native_write },
     shutdown: ShutdownOps { shutdown: crate::arch::native::shutdown },
+    smp: SmpOps {
+        cpu_count: one_cpu,
+        start_cpu: no_start,
+        park_cpu: halt_forever,
+        wake_cpu: nothing_u32,
+        cpu_parked: always_parked,
+        set_percpu_base: write_gs_base,
+    },
 };
+
+/// Natively only the boot CPU runs: starting the others (the ACPI MADT, INIT-SIPI-SIPI and
+/// a real-mode trampoline) is not built yet.
+extern "C" fn one_cpu() -> u32 {
+    1
+}
+
+unsafe extern "C" fn no_start(_: u32, _: *const CpuStart) -> i64 {
+    -(hypercall::Errno::ENOSYS.0 as i64)
+}
+
+extern "C" fn halt_forever(_: u32) {
+    loop {
+        // SAFETY: no CPU but the boot one runs natively, and it never parks.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}
+
+extern "C" fn nothing_u32(_: u32) {}
+
+extern "C" fn always_parked(_: u32) -> bool {
+    true
+}
+
+/// `IA32_GS_BASE`.
+///
+/// # Safety
+/// As for `pvops::set_percpu_base`: `base` is the calling CPU's per-CPU area.
+pub unsafe extern "C" fn write_gs_base(base: u64) {
+    x86_64::registers::model_specific::GsBase::write(x86_64::VirtAddr::new(base));
+}
 
 unsafe extern "C" fn cpuid(leaf: u32, subleaf: u32, out: *mut Cpuid) {
     // SAFETY: the call site passes a valid, writable Cpuid.

@@ -5,7 +5,7 @@
 use crate::arch::xen_common;
 use crate::arch::xen_pv as platform;
 use crate::pvops::{
-    ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, TimeOps, FLAGS_IF,
+    ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, SmpOps, TimeOps, FLAGS_IF,
 };
 use crate::sync::IrqMutex;
 use core::arch::asm;
@@ -33,7 +33,24 @@ pub const OPS: PvOps = PvOps {
     },
     console: ConsoleOps { write: crate::console::xen_write },
     shutdown: ShutdownOps { shutdown },
+    smp: SmpOps {
+        cpu_count: xen_common::cpu_count,
+        start_cpu: platform::start_cpu,
+        park_cpu: xen_common::park_cpu,
+        wake_cpu: xen_common::wake_cpu,
+        cpu_parked: xen_common::cpu_parked,
+        set_percpu_base,
+    },
 };
+
+/// `set_segment_base(SEGBASE_GS_KERNEL)`.
+unsafe extern "C" fn set_percpu_base(base: u64) {
+    // SAFETY: the caller vouches for the area; nothing relies on the old base.
+    if let Err(e) = unsafe { hypercall::ops::set_gs_kernel_base(base) } {
+        crate::console::emergency(format_args!("smp: cannot set the GS base: {e}\n"));
+        shutdown(crate::pvops::Halt::Failure)
+    }
+}
 
 /// CPUID.1 features a PV guest must not use: the hardware behind them belongs to Xen
 /// (EDX: MTRR, ACPI thermal, TM; ECX: MONITOR/MWAIT, x2APIC).
@@ -67,7 +84,7 @@ unsafe extern "C" fn cpuid(leaf: u32, subleaf: u32, out: *mut Cpuid) {
 }
 
 extern "C" fn read_cr2() -> u64 {
-    xen_common::vcpu().cr2()
+    xen_common::this_vcpu().cr2()
 }
 
 extern "C" fn idle() {
@@ -78,8 +95,10 @@ extern "C" fn idle() {
     }
 }
 
+// The irq ops address the calling vCPU's own vcpu_info, through its per-CPU area.
+
 extern "C" fn save_fl() -> u64 {
-    if xen_common::vcpu().upcall_mask() == 0 {
+    if xen_common::this_vcpu().upcall_mask() == 0 {
         FLAGS_IF
     } else {
         0
@@ -95,13 +114,13 @@ extern "C" fn restore_fl(flags: u64) {
 }
 
 extern "C" fn disable() {
-    xen_common::vcpu().set_upcall_mask(1);
+    xen_common::this_vcpu().set_upcall_mask(1);
     // The mask must be set before any code the caller protects with it.
     compiler_fence(Ordering::SeqCst);
 }
 
 extern "C" fn enable() {
-    let vcpu = xen_common::vcpu();
+    let vcpu = xen_common::this_vcpu();
     compiler_fence(Ordering::SeqCst);
     vcpu.set_upcall_mask(0);
     // Unmask, then check: an event that arrived while masked sits in upcall_pending and

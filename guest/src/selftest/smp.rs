@@ -1,0 +1,109 @@
+use super::{check, Outcome, Test};
+use crate::{println, pvops, smp};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+pub const TESTS: &[Test] = &[
+    Test { name: "smp::every_vcpu_up", run: every_vcpu_up },
+    Test { name: "smp::call_runs_on_its_vcpu", run: call_runs_on_its_vcpu },
+    Test { name: "smp::lock_and_heap_stress", run: lock_and_heap_stress },
+];
+
+/// Why a test of the other CPUs cannot run here, if it cannot.
+fn not_here() -> Option<&'static str> {
+    if !pvops::is_xen() {
+        return Some(
+            "natively only the boot CPU runs (the MADT and INIT-SIPI-SIPI start is not built yet)",
+        );
+    }
+    if smp::count() < smp::present() && pvops::is_xen_pv() {
+        return Some(
+            "PV: the other vCPUs are not started yet (the PV irq ops still address vCPU 0)",
+        );
+    }
+    None
+}
+
+fn every_vcpu_up() -> Outcome {
+    let (started, present) = (smp::count(), smp::present());
+    println!("smp: {started} of {present} vCPUs online");
+    if let Some(why) = not_here() {
+        return Outcome::Skip(why);
+    }
+    check!(started == present, "{started} of the {present} vCPUs the toolstack gave are up");
+    check!(smp::current() == 0, "the boot CPU is cpu {}", smp::current());
+    Outcome::Pass
+}
+
+fn call_runs_on_its_vcpu() -> Outcome {
+    if let Some(why) = not_here() {
+        return Outcome::Skip(why);
+    }
+    let n = smp::count();
+    if n == 1 {
+        return Outcome::Skip("one vCPU");
+    }
+    let ran = match smp::on_each(|cpu| (cpu, smp::current())) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Fail(alloc::format!("on_each: {e}")),
+    };
+    let want: Vec<(usize, usize)> = (0..n).map(|c| (c, c)).collect();
+    check!(ran == want, "calls ran as (asked, current) {ran:?}");
+    for cpu in 1..n {
+        match smp::on(cpu, smp::current) {
+            Ok(c) => check!(c == cpu, "a call for cpu {cpu} ran on cpu {c}"),
+            Err(e) => return Outcome::Fail(alloc::format!("on({cpu}): {e}")),
+        }
+    }
+    // Each CPU again, many times: a wake must never be lost between a park and the next call.
+    for round in 0..200 {
+        let cpu = 1 + round % (n - 1);
+        check!(smp::on(cpu, smp::current) == Ok(cpu), "round {round}: cpu {cpu} did not answer");
+    }
+    Outcome::Pass
+}
+
+/// Every CPU at once: a shared counter under a lock and an atomic one, and heap blocks
+/// allocated, written, checked and freed, so that the heap's lock is contended.
+fn lock_and_heap_stress() -> Outcome {
+    if let Some(why) = not_here() {
+        return Outcome::Skip(why);
+    }
+    let n = smp::count();
+    if n == 1 {
+        return Outcome::Skip("one vCPU");
+    }
+    const ROUNDS: u64 = 20_000;
+    let locked = spin::Mutex::new(0u64);
+    let atomic = AtomicU64::new(0);
+    let bad = AtomicU64::new(0);
+    let ran = smp::on_each(|cpu| {
+        for i in 0..ROUNDS {
+            *locked.lock() += 1;
+            atomic.fetch_add(1, Ordering::Relaxed);
+            if i % 16 == 0 {
+                let len = 1 + (i as usize * 7 + cpu) % 512;
+                let block: Vec<u8> = (0..len).map(|k| (k + cpu) as u8).collect();
+                if block.iter().enumerate().any(|(k, &b)| b != (k + cpu) as u8) {
+                    bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    if let Err(e) = ran {
+        return Outcome::Fail(alloc::format!("on_each: {e}"));
+    }
+    let want = n as u64 * ROUNDS;
+    check!(*locked.lock() == want, "locked counter {} of {want}", *locked.lock());
+    check!(
+        atomic.load(Ordering::Relaxed) == want,
+        "atomic counter {}",
+        atomic.load(Ordering::Relaxed)
+    );
+    check!(
+        bad.load(Ordering::Relaxed) == 0,
+        "{} heap blocks changed under us",
+        bad.load(Ordering::Relaxed)
+    );
+    Outcome::Pass
+}

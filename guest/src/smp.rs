@@ -1,0 +1,358 @@
+//! The other CPUs (vCPUs): started once at boot through pv_ops' smp ops, each on a stack of
+//! its own above an unmapped guard page and with a per-CPU area its `gs:` addresses, then
+//! parked (Xen: `VCPUOP_down`) until the boot CPU hands it a call to run.
+//!
+//! [`on_each`] runs a closure on every started CPU at once, the caller's included, and
+//! returns their results, as Linux's `smp_call_function` with `wait`; [`on`] runs one on
+//! one CPU. Calls come from the boot CPU only, one at a time: a CPU's mailbox holds one.
+//!
+//! A CPU is woken for a call and parks again once it is done. Before the next call to it
+//! the boot CPU waits until it has parked: a wake that came before the park would be lost.
+
+use crate::arch::{pfn_to_virt, PAGE_SIZE};
+use crate::pvops;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+
+/// The most CPUs we use: shared_info's `vcpu_info` slots (32) until each vCPU registers
+/// its own.
+pub const MAX_CPUS: usize = 32;
+
+/// Stack pages of a secondary CPU (the guard page below them is extra).
+const STACK_PAGES: u64 = 16;
+
+/// How long a CPU may take to come up, or to take a call and park again.
+const TIMEOUT_NS: u64 = 5_000_000_000;
+
+/// What `gs:` addresses on each CPU: its number at offset 8 (see [`current`]) and, under
+/// Xen, its `vcpu_info` at offset 16 (see [`vcpu_info`]).
+#[repr(C)]
+struct PerCpu {
+    this: u64,
+    cpu: u64,
+    vcpu_info: u64,
+}
+
+static mut PER_CPU: [PerCpu; MAX_CPUS] =
+    [const { PerCpu { this: 0, cpu: 0, vcpu_info: 0 } }; MAX_CPUS];
+
+const IDLE: u8 = 0;
+const POSTED: u8 = 1;
+const DONE: u8 = 2;
+
+/// A CPU's mailbox: the call posted to it (a pointer to a `&(dyn Fn(usize) + Sync)` on the
+/// poster's stack, valid until the poster saw DONE) and its state.
+struct Mailbox {
+    state: AtomicU8,
+    call: AtomicUsize,
+    online: AtomicBool,
+}
+
+static MAILBOX: [Mailbox; MAX_CPUS] = [const {
+    Mailbox {
+        state: AtomicU8::new(IDLE),
+        call: AtomicUsize::new(0),
+        online: AtomicBool::new(false),
+    }
+}; MAX_CPUS];
+
+/// CPUs started (the boot CPU included), and those the platform gives.
+static STARTED: AtomicUsize = AtomicUsize::new(1);
+static PRESENT: AtomicUsize = AtomicUsize::new(1);
+
+/// Each started CPU's stack top, for starting it again after a resume.
+static STACK_TOP: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
+
+/// One caller at a time.
+static CALLING: spin::Mutex<()> = spin::Mutex::new(());
+
+fn percpu_base(cpu: usize) -> u64 {
+    // SAFETY: only the address is taken; each CPU's entry is written once, before it starts.
+    unsafe { core::ptr::addr_of!(PER_CPU[cpu]) as u64 }
+}
+
+/// The CPU this runs on (0 for the boot CPU).
+pub fn current() -> usize {
+    let cpu: u64;
+    // SAFETY: every CPU's per-CPU base is set before it runs Rust code that may call this
+    // (the boot CPU's in `init_boot_cpu`, the others' by their entry code), and offset 8 of
+    // the area is its number.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[8]", out(reg) cpu, options(nostack, readonly, preserves_flags))
+    };
+    cpu as usize
+}
+
+/// The address of this CPU's `vcpu_info` (Xen): what the PV irq ops mask and unmask.
+#[inline(always)]
+pub fn vcpu_info() -> u64 {
+    let va: u64;
+    // SAFETY: as for `current`; offset 16 is set with the base, before the CPU runs.
+    unsafe {
+        core::arch::asm!("mov {}, gs:[16]", out(reg) va, options(nostack, readonly, preserves_flags))
+    };
+    va
+}
+
+/// Fills `cpu`'s per-CPU area, before it is anyone's base.
+///
+/// # Safety
+/// `cpu` does not run yet (or is the boot CPU, before anything reads its area).
+unsafe fn fill_area(cpu: usize) {
+    // SAFETY: forwarded contract: nothing reads the area concurrently.
+    let area = unsafe { &mut *core::ptr::addr_of_mut!(PER_CPU[cpu]) };
+    area.this = percpu_base(cpu);
+    area.cpu = cpu as u64;
+    area.vcpu_info = crate::arch::xen_common::vcpu_info_va(cpu);
+}
+
+/// CPUs that run calls (the boot CPU included).
+pub fn count() -> usize {
+    STARTED.load(Ordering::Acquire)
+}
+
+/// CPUs the platform gives us, started or not.
+pub fn present() -> usize {
+    PRESENT.load(Ordering::Acquire)
+}
+
+/// Makes the boot CPU's per-CPU area its `gs:` base: right after pv_ops are installed,
+/// before any irq op (Xen PV's find the vCPU's `vcpu_info` there).
+pub fn init_boot_cpu() {
+    // SAFETY: boot, one CPU: nothing else touches the area; it lives for good.
+    unsafe {
+        fill_area(0);
+        pvops::set_percpu_base(percpu_base(0));
+    }
+    MAILBOX[0].online.store(true, Ordering::Release);
+}
+
+/// Why a CPU did not come up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartError {
+    NoMemory,
+    /// The platform refused (a negative errno).
+    Platform(i64),
+    /// Started, but it never said so.
+    Silent,
+}
+
+impl core::fmt::Display for StartError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            StartError::NoMemory => f.write_str("no memory for its stack"),
+            StartError::Platform(e) => {
+                write!(f, "the platform refused ({})", hypercall::Errno((-e) as i32))
+            }
+            StartError::Silent => f.write_str("it did not come up in time"),
+        }
+    }
+}
+
+/// Starts every CPU the platform gives, in order, stopping at the first that fails (the
+/// ones after it would be numbered wrong). Returns how many run, the boot CPU included.
+pub fn start_all() -> Result<usize, (usize, StartError)> {
+    let present = (pvops::cpu_count() as usize).clamp(1, MAX_CPUS);
+    PRESENT.store(present, Ordering::Release);
+    for cpu in 1..present {
+        if let Err(e) = start(cpu) {
+            return Err((cpu, e));
+        }
+        STARTED.store(cpu + 1, Ordering::Release);
+    }
+    Ok(present)
+}
+
+fn start(cpu: usize) -> Result<(), StartError> {
+    // A guard page below the stack: an overflow faults instead of corrupting what is there.
+    let first =
+        crate::mm::alloc_zeroed_frames(STACK_PAGES + 1).map_err(|_| StartError::NoMemory)?;
+    let guard = pfn_to_virt(first);
+    // SAFETY: the guard page was just allocated for this and nothing refers to it; it is
+    // never freed.
+    if let Err(e) = unsafe { crate::mm::paging::unmap_guard(guard) } {
+        log::warn!("smp: cpu {cpu}: no guard page below its stack: {e:?}");
+    }
+    let stack_top = guard + (STACK_PAGES + 1) * PAGE_SIZE;
+    STACK_TOP[cpu].store(stack_top as usize, Ordering::Relaxed);
+    // SAFETY: the CPU has not started; the boot CPU alone writes its area, once.
+    unsafe { fill_area(cpu) };
+    launch(cpu, stack_top)
+}
+
+/// Starts `cpu` on its stack and area and waits until it parked.
+fn launch(cpu: usize, stack_top: u64) -> Result<(), StartError> {
+    let start = pvops::CpuStart { stack_top, percpu: percpu_base(cpu) };
+    // SAFETY: the stack is the CPU's alone for good, mapped, and so is its per-CPU area;
+    // the CPU was never started (cpus are started once, in order).
+    let rc = unsafe { pvops::start_cpu(cpu as u32, &start) };
+    if rc != 0 {
+        return Err(StartError::Platform(rc));
+    }
+    let deadline = pvops::clock_ns() + TIMEOUT_NS;
+    while !(MAILBOX[cpu].online.load(Ordering::Acquire) && pvops::cpu_parked(cpu as u32)) {
+        if pvops::clock_ns() > deadline {
+            return Err(StartError::Silent);
+        }
+        relax();
+    }
+    Ok(())
+}
+
+/// After a resume in a new domain, with every other CPU parked: Xen keeps no context of a
+/// vCPU that is down, so each is started again, on its stack and area, as at boot. A CPU
+/// that does not come up ends the list of those that take calls.
+pub fn restart_after_resume() {
+    let n = count();
+    for cpu in 1..n {
+        MAILBOX[cpu].online.store(false, Ordering::Release);
+        MAILBOX[cpu].state.store(IDLE, Ordering::Release);
+        let top = STACK_TOP[cpu].load(Ordering::Relaxed) as u64;
+        if let Err(e) = launch(cpu, top) {
+            log::error!(
+                "smp: cpu {cpu} did not start again after the resume: {e}; going on with {cpu}"
+            );
+            STARTED.store(cpu, Ordering::Release);
+            return;
+        }
+    }
+    if n > 1 {
+        match on_each(|_| current()) {
+            Ok(ran) if ran.iter().copied().eq(0..n) => log::info!("smp: {n} CPUs online again"),
+            other => log::error!("smp: after the resume, calls ran as {other:?}"),
+        }
+    }
+}
+
+/// What a secondary CPU runs once its platform set it up: says it is online, then runs
+/// each call posted to it, parked in between.
+pub fn secondary_main(cpu: usize) -> ! {
+    let mailbox = &MAILBOX[cpu];
+    mailbox.online.store(true, Ordering::Release);
+    loop {
+        if mailbox.state.load(Ordering::Acquire) == POSTED {
+            let call = mailbox.call.load(Ordering::Acquire) as *const &(dyn Fn(usize) + Sync);
+            // SAFETY: the poster keeps the call alive until it sees DONE (see `post`).
+            unsafe { (*call)(cpu) };
+            mailbox.state.store(DONE, Ordering::Release);
+        }
+        pvops::park_cpu(cpu as u32);
+    }
+}
+
+/// Why a call could not run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallError {
+    /// No such CPU started.
+    NoCpu,
+    /// Calls come from the boot CPU.
+    NotBootCpu,
+    /// The CPU did not park, or did not finish, in time.
+    Stuck(usize),
+}
+
+impl core::fmt::Display for CallError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            CallError::NoCpu => f.write_str("no such CPU"),
+            CallError::NotBootCpu => f.write_str("calls come from the boot CPU"),
+            CallError::Stuck(cpu) => write!(f, "cpu {cpu} did not answer in time"),
+        }
+    }
+}
+
+/// Hands `call` to parked `cpu` and wakes it.
+fn post(cpu: usize, call: &&(dyn Fn(usize) + Sync)) -> Result<(), CallError> {
+    let mailbox = &MAILBOX[cpu];
+    let deadline = pvops::clock_ns() + TIMEOUT_NS;
+    while !pvops::cpu_parked(cpu as u32) {
+        if pvops::clock_ns() > deadline {
+            return Err(CallError::Stuck(cpu));
+        }
+        relax();
+    }
+    mailbox.call.store(call as *const _ as usize, Ordering::Release);
+    mailbox.state.store(POSTED, Ordering::Release);
+    pvops::wake_cpu(cpu as u32);
+    Ok(())
+}
+
+/// Waits for `cpu` to finish its call. A CPU that does not is a broken kernel: the call's
+/// closure may still be running on it and refer to the caller's stack, so there is no
+/// returning to the caller: it stops the machine.
+fn wait(cpu: usize) {
+    let mailbox = &MAILBOX[cpu];
+    let deadline = pvops::clock_ns() + TIMEOUT_NS;
+    while mailbox.state.load(Ordering::Acquire) != DONE {
+        if pvops::clock_ns() > deadline {
+            crate::console::emergency(format_args!("smp: cpu {cpu} never finished its call\n"));
+            pvops::shutdown(pvops::Halt::Failure);
+        }
+        relax();
+    }
+    mailbox.state.store(IDLE, Ordering::Release);
+}
+
+/// Runs `f(cpu)` on every started CPU at once (on this one too) and returns the results in
+/// CPU order.
+pub fn on_each<R: Send>(f: impl Fn(usize) -> R + Sync) -> Result<Vec<R>, CallError> {
+    if current() != 0 {
+        return Err(CallError::NotBootCpu);
+    }
+    let _one = CALLING.lock();
+    let n = count();
+    let results: Vec<spin::Mutex<Option<R>>> = (0..n).map(|_| spin::Mutex::new(None)).collect();
+    let job = |cpu: usize| {
+        let r = f(cpu);
+        *results[cpu].lock() = Some(r);
+    };
+    let call: &(dyn Fn(usize) + Sync) = &job;
+    let mut posted = 0;
+    let mut failed = None;
+    for cpu in 1..n {
+        match post(cpu, &call) {
+            Ok(()) => posted = cpu,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    call(0);
+    for cpu in 1..=posted {
+        wait(cpu);
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    Ok(results.into_iter().map(|r| r.into_inner().expect("every CPU ran the call")).collect())
+}
+
+/// Runs `f()` on `cpu` and returns its result.
+pub fn on<R: Send>(cpu: usize, f: impl Fn() -> R + Sync) -> Result<R, CallError> {
+    if cpu >= count() {
+        return Err(CallError::NoCpu);
+    }
+    if current() != 0 {
+        return Err(CallError::NotBootCpu);
+    }
+    if cpu == 0 {
+        return Ok(f());
+    }
+    let _one = CALLING.lock();
+    let result = spin::Mutex::new(None);
+    let job = |_: usize| *result.lock() = Some(f());
+    let call: &(dyn Fn(usize) + Sync) = &job;
+    post(cpu, &call)?;
+    wait(cpu);
+    Ok(result.into_inner().expect("the CPU ran the call"))
+}
+
+/// A pause in a wait loop: under Xen a yield, so that the vCPU we wait for gets a CPU.
+fn relax() {
+    if pvops::is_xen() {
+        let _ = hypercall::ops::sched_yield();
+    } else {
+        core::hint::spin_loop();
+    }
+}
