@@ -142,7 +142,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img' \
 	    '@suspend=checkpoint,save vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,save $(SUSPEND_LOAD)' \
-	    'vcpus=4 extra="log=info tests=smp::,irq::,time::,mem::"'
+	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh
@@ -163,7 +163,7 @@ test-xen-pvh: build target/blk-random.img
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"' \
 	    '@suspend=checkpoint,save,migrate,migrate vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,migrate,migrate $(SUSPEND_LOAD)' \
-	    'vcpus=4 extra="log=info tests=smp::,irq::,time::,mem::"'
+	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'
