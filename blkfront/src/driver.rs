@@ -292,7 +292,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             Request::Write { data, .. } => data,
             Request::Flush | Request::Discard { .. } => Vec::new(),
         };
-        let parts = self.parts_of(kind, buf.len());
+        let parts = parts_of(kind, buf.len(), self.part_bytes());
         let id = self.new_id();
         let pending =
             Pending { kind, sector, buf, parts, issued: 0, done: 0, error: None, abandoned: false };
@@ -402,14 +402,6 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         Ok(Some(kind))
     }
 
-    /// Ring requests a request of `kind` over `len` bytes takes.
-    fn parts_of(&self, kind: Kind, len: usize) -> usize {
-        match kind {
-            Kind::Read | Kind::Write => len.div_ceil(self.part_bytes()),
-            Kind::Flush(_) | Kind::Discard(_) => 1,
-        }
-    }
-
     /// `len` bytes from `sector`: non-empty, whole logical sectors, aligned, on the disk.
     fn check_range(&self, sector: u64, len: u64) -> Result<(), BlkError> {
         let block = u64::from(self.info.sector_size);
@@ -506,8 +498,10 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         self.max_segments = MAX_SEGMENTS_PER_REQUEST;
         let part = self.part_bytes();
         for p in self.requests.values_mut() {
+            // A flush or discard is one part whatever its size (and may have been cut to
+            // none by a failure before the ring): left as it is.
             if matches!(p.kind, Kind::Read | Kind::Write) {
-                p.parts = p.buf.len().div_ceil(part);
+                p.parts = parts_of(p.kind, p.buf.len(), part);
             }
         }
         true
@@ -847,7 +841,7 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             match self.admit(p.kind, p.sector, p.buf.len()) {
                 Ok(Some(kind)) => {
                     p.kind = kind;
-                    p.parts = self.parts_of(kind, p.buf.len());
+                    p.parts = parts_of(kind, p.buf.len(), self.part_bytes());
                     self.requests.insert(id, p);
                     self.queue.push_back(id);
                 }
@@ -881,6 +875,14 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
         self.pages.free_ring(self.ring);
         self.evtchn.close(self.port);
         self.completions.into()
+    }
+}
+
+/// Ring requests a request of `kind` over `len` bytes takes, `part` bytes each at most.
+fn parts_of(kind: Kind, len: usize, part: usize) -> usize {
+    match kind {
+        Kind::Read | Kind::Write => len.div_ceil(part),
+        Kind::Flush(_) | Kind::Discard(_) => 1,
     }
 }
 

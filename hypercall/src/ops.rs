@@ -113,16 +113,8 @@ fn vcpu_op(cmd: u32, vcpu: u32, arg: u64) -> Result<u64> {
 /// `ctx` must start the vCPU on code that runs correctly there (a stack of its own, page
 /// tables that map it), since it runs concurrently with the others.
 pub unsafe fn vcpu_initialise_hvm(vcpu: u32, ctx: &abi::VcpuHvmContext) -> Result<()> {
-    // SAFETY: Xen only reads the context; the caller vouches for what it starts.
-    check(unsafe {
-        hypercall3(
-            nr::VCPU_OP,
-            abi::VCPUOP_INITIALISE.into(),
-            vcpu.into(),
-            ctx as *const abi::VcpuHvmContext as u64,
-        )
-    })
-    .map(drop)
+    // SAFETY: forwarded contract.
+    unsafe { vcpu_initialise(vcpu, ctx) }
 }
 
 /// `VCPUOP_initialise` of a PV vCPU (`struct vcpu_guest_context`).
@@ -131,14 +123,19 @@ pub unsafe fn vcpu_initialise_hvm(vcpu: u32, ctx: &abi::VcpuHvmContext) -> Resul
 /// As for [`vcpu_initialise_hvm`]; the trap table, callbacks, segment selectors and page
 /// tables in `ctx` are those the other vCPUs use.
 pub unsafe fn vcpu_initialise_pv(vcpu: u32, ctx: &abi::vcpu_guest_context) -> Result<()> {
+    // SAFETY: forwarded contract.
+    unsafe { vcpu_initialise(vcpu, ctx) }
+}
+
+/// `VCPUOP_initialise` with the context the domain's kind takes (the typed wrappers above
+/// pick it).
+///
+/// # Safety
+/// As for [`vcpu_initialise_hvm`]; `T` is the context layout Xen expects for this domain.
+unsafe fn vcpu_initialise<T>(vcpu: u32, ctx: &T) -> Result<()> {
     // SAFETY: Xen only reads the context; the caller vouches for what it starts.
     check(unsafe {
-        hypercall3(
-            nr::VCPU_OP,
-            abi::VCPUOP_INITIALISE.into(),
-            vcpu.into(),
-            ctx as *const abi::vcpu_guest_context as u64,
-        )
+        hypercall3(nr::VCPU_OP, abi::VCPUOP_INITIALISE.into(), vcpu.into(), ctx as *const T as u64)
     })
     .map(drop)
 }

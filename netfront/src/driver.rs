@@ -166,12 +166,6 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         &mut self.core.pages
     }
 
-    /// The first half of a reconnect: nothing more goes on the old rings, and every page on
-    /// them comes back (their grants end: the old backend is gone).
-    pub(crate) fn stop(&mut self) {
-        self.fail_all();
-    }
-
     /// The second half of a reconnect: the new connection replaces the old, whose rings and
     /// pages go back to the guest and whose ports are closed through the old domain's
     /// `evtchn`; then the receive ring is filled.
@@ -366,9 +360,9 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         }
     }
 
-    /// Stops the device: every transmit in flight is forgotten, every receive buffer taken
+    /// Stops the device (also the first half of a reconnect): every transmit in flight is forgotten, every receive buffer taken
     /// back, every grant we can end ended; pages the backend holds stay in quarantine.
-    fn fail_all(&mut self) {
+    pub(crate) fn fail_all(&mut self) {
         self.broken = true;
         self.more = false;
         let tx = self.tx.take_all();

@@ -103,7 +103,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         timeout_ns: u64,
     ) -> Result<(), NetError> {
         let id = self.device().id;
-        self.stop();
+        // Nothing more goes on the old rings; their pages come back (the backend is gone).
+        self.fail_all();
         match handshake(xs, id, self.pages(), &mut evtchn, timeout_ns) {
             Ok(link) => {
                 self.resume_on(link, evtchn);

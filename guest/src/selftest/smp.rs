@@ -35,14 +35,22 @@ fn every_vcpu_up() -> Outcome {
     Outcome::Pass
 }
 
-fn call_runs_on_its_vcpu() -> Outcome {
+/// How many vCPUs take calls, or why a test of calls between them cannot run here.
+fn several_vcpus() -> Result<usize, Outcome> {
     if let Some(why) = not_here() {
-        return Outcome::Skip(why);
+        return Err(Outcome::Skip(why));
     }
-    let n = smp::count();
-    if n == 1 {
-        return Outcome::Skip("one vCPU");
+    match smp::count() {
+        1 => Err(Outcome::Skip("one vCPU")),
+        n => Ok(n),
     }
+}
+
+fn call_runs_on_its_vcpu() -> Outcome {
+    let n = match several_vcpus() {
+        Ok(n) => n,
+        Err(skip) => return skip,
+    };
     let ran = match smp::on_each(|cpu| (cpu, smp::current())) {
         Ok(r) => r,
         Err(e) => return Outcome::Fail(alloc::format!("on_each: {e}")),
@@ -66,13 +74,10 @@ fn call_runs_on_its_vcpu() -> Outcome {
 /// Every CPU at once: a shared counter under a lock and an atomic one, and heap blocks
 /// allocated, written, checked and freed, so that the heap's lock is contended.
 fn lock_and_heap_stress() -> Outcome {
-    if let Some(why) = not_here() {
-        return Outcome::Skip(why);
-    }
-    let n = smp::count();
-    if n == 1 {
-        return Outcome::Skip("one vCPU");
-    }
+    let n = match several_vcpus() {
+        Ok(n) => n,
+        Err(skip) => return skip,
+    };
     const ROUNDS: u64 = 20_000;
     let locked = spin::Mutex::new(0u64);
     let atomic = AtomicU64::new(0);
