@@ -32,9 +32,15 @@ pub fn breakpoint() {
 /// The first CPUID leaf of Xen's block, if we run under Xen: Xen places it at 0x40000000
 /// or, when it also offers another hypervisor's interface there, 0x100 leaves higher.
 pub fn xen_cpuid_base() -> Option<u32> {
+    find_xen_leaves(cpuid_raw)
+}
+
+/// [`xen_cpuid_base`] through `cpuid` (a PV guest's CPUID goes through pv_ops: a plain one
+/// shows the hardware's leaves, not Xen's).
+pub fn find_xen_leaves(cpuid: impl Fn(u32, u32) -> Cpuid) -> Option<u32> {
     (0x4000_0000..0x4001_0000u32)
         .step_by(0x100)
-        .find(|&leaf| &signature(&cpuid_raw(leaf, 0)) == b"XenVMMXenVMM")
+        .find(|&leaf| &signature(&cpuid(leaf, 0)) == b"XenVMMXenVMM")
 }
 
 /// The vendor string of a hypervisor CPUID leaf block (`XenVMMXenVMM` for Xen).

@@ -44,6 +44,7 @@ pub fn options() -> Options<'static> {
 /// xenstored; the caller's platform setup (upcalls, memory) is complete.
 unsafe fn start_xen_services(options: Options<'static>, store_page: *mut u8, store_port: u32) -> ! {
     crate::xen::evtchn::init(options.evtchn);
+    crate::time::xen_common::report_tsc_mode();
     if let Err(e) = crate::time::xen_common::init_timer() {
         boot_failed(format_args!("binding VIRQ_TIMER: {e}"));
     }

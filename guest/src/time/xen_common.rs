@@ -62,6 +62,27 @@ pub fn resume_clock(at_suspend: u64) {
     OFFSET.store(at_suspend.wrapping_sub(system_time_ns()), Ordering::Relaxed);
 }
 
+/// Says how Xen serves RDTSC to us (CPUID leaf base + 3, sub-leaf 0): emulated, each read of
+/// the clock costs a VM exit or a trap. Xen's default emulates it on a host whose TSC it does
+/// not trust (QEMU's TCG, say); `tsc_mode = "native"` in the xl config avoids that, and the
+/// pvclock keeps time right across a migration either way.
+pub fn report_tsc_mode() {
+    let Some(base) = crate::arch::cpu::find_xen_leaves(crate::pvops::cpuid) else { return };
+    if crate::pvops::cpuid(base, 0).eax < base + 3 {
+        return;
+    }
+    let leaf = crate::pvops::cpuid(base + 3, 0);
+    let mode = match leaf.ebx {
+        0 => "default",
+        1 => "always_emulate",
+        2 => "native",
+        3 => "native_paravirt",
+        _ => "unknown",
+    };
+    let how = if leaf.eax & 1 != 0 { "emulated by Xen" } else { "native" };
+    log::info!("time: RDTSC {how} (tsc_mode {mode}, {} kHz)", leaf.ecx);
+}
+
 /// The VIRQ_TIMER port (0 before `init_timer`).
 static TIMER_PORT: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
 
