@@ -20,8 +20,10 @@ SCRATCH   := disk=["format=raw,vdev=xvdb,access=rw,target=scratch"]
 NET       := vif=["bridge=xenbr0"]
 # A guest under disk and network load through a save, restore, checkpoint or migration: the
 # first step comes between two of blkfill's writes, each later one with a TCP echo open across
-# it and dom0's network checks after it; the disk must hold the whole pattern at the end.
-SUSPEND_LOAD := @suspend-at=acked @net \
+# it and dom0's network checks after it; the disk must hold the whole pattern at the end. The
+# disk is 256 MiB: dom0 sees blkfill's first "acked" line (and pauses the guest) when the guest
+# has filled 14-58 MiB (measured), and the step must come before the fill is over.
+SUSPEND_LOAD := @suspend-at=acked @disk-mb=256 @net \
 	extra="log=info tests=console::,time:: app=blkfill dev=xvdb seed=7 stay" $(SCRATCH) $(NET)
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
@@ -133,7 +135,7 @@ test-native: build
 # loaded host, before the guest even starts.
 test-xen: build target/blk-random.img target/blk-zero.img
 	rig/test-check-console.sh
-	rig/xen-rig.py --expect-bulk --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
+	rig/xen-rig.py --expect-bulk --timeout 600 --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
 	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
@@ -156,7 +158,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
 # on its own stack).
 test-xen-pvh: build target/blk-random.img
-	rig/xen-rig.py --expect-bulk --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
+	rig/xen-rig.py --expect-bulk --timeout 600 --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
 	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \

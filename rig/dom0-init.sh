@@ -3,7 +3,7 @@
 # dom0 initramfs. Layout it relies on:
 #   /rig/run/<N>/disks     run N's disks, "<path> <vdev> scratch <MiB>" (recreated empty) or
 #                          "<path> <vdev> image <file>" (a fresh copy of /rig/images/<k>)
-#   /rig/zero-sha256       sha256 of a scratch disk (zeros), computed by the host
+#   /rig/zero-sha256-<MiB> sha256 of a scratch disk of that size (zeros), computed by the host
 #   /rig/run/<N>/cfg       xl config for run N (kernel/ramdisk/disk paths already rewritten)
 #   /rig/run/<N>/args      xl key=value overrides, one per line
 #   /rig/run/<N>/name      the domain's name (for xenconsoled's guest-<name>.log)
@@ -849,7 +849,7 @@ disks_before() {
             sum=$(cat "$src.sha256")
         else
             truncate -s "${src}M" "$path"
-            sum=$(cat /rig/zero-sha256)
+            sum=$(cat "/rig/zero-sha256-$src")
         fi
         say "disk $vdev before size=$(stat -c %s "$path") sha256=$sum"
     done <"$d/disks"
@@ -860,7 +860,7 @@ disks_after() {
     while read -r path vdev kind src; do
         [ -n "$path" ] || continue
         if [ "$kind" = scratch ] && [ "$(stat -c %b "$path")" = 0 ]; then
-            sum=$(cat /rig/zero-sha256)
+            sum=$(cat "/rig/zero-sha256-$src")
         else
             sum=$(sha256sum <"$path" | cut -d' ' -f1)
         fi

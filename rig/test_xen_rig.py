@@ -165,6 +165,13 @@ class Runs(unittest.TestCase):
         self.assertEqual(self.parse("@nodhcp").control, "")
         self.assertTrue(self.parse("@intact").intact)
 
+    def test_disk_mb(self):
+        r = self.parse('@shutdown @disk-mb=256 extra="stay"')
+        self.assertEqual([d.line() for d in r.disks], ["/rig/disk1.img xvda scratch 256\n"])
+        for spec in ("@disk-mb=0", "@disk-mb=2x"):
+            with self.subTest(spec=spec), self.assertRaisesRegex(rig.RigError, "1 to 1024"):
+                self.parse(spec)
+
     def test_peer(self):
         peer = cfg_of('name = "linux"\nextra = "quiet"\ndisk = [\'p,raw,xvda,w\']\n',
                       self.numbers)

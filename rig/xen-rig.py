@@ -391,6 +391,11 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
                     raise RigError(f"run {n}: '{a}' must end with save or migrate")
             elif a == "@suspend-at=acked":
                 run.suspend_at_acked = True
+            elif a.startswith("@disk-mb="):
+                size = a[len("@disk-mb="):]
+                if not size.isdigit() or not 1 <= int(size) <= 1024:
+                    raise RigError(f"run {n}: '{a}': the scratch disks' MiB, 1 to 1024")
+                disk_mb = int(size)
             elif a == "@nodhcp":
                 run.nodhcp = True
             elif a == "@intact":
@@ -416,7 +421,7 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
             else:
                 raise RigError(f"run {n}: unknown directive '{a}' (@shutdown, @reboot, @net, "
                                "@bench, @peer, @nodhcp, @intact, @image=<vdev>:<path>, "
-                               "@fault=<name>, @suspend=<steps>)")
+                               "@fault=<name>, @suspend=<steps>, @disk-mb=<MiB>)")
             continue
         run.overrides.append(a)
         if not re.match(r"[A-Za-z_][A-Za-z0-9_]*=", a):
@@ -1044,11 +1049,12 @@ def stage(args, cfg, peer_cfg, runs, images, stage_dir):
     for k, src in enumerate(images.files, 1):
         shutil.copy(src, rig / "images" / str(k))
         image_bytes += os.stat(rig / "images" / str(k)).st_size
-    zero = hashlib.sha256()
     mib = bytes(1 << 20)
-    for _ in range(args.disk_mb):
-        zero.update(mib)
-    write(rig / "zero-sha256", zero.hexdigest() + "\n")
+    for size in sorted({int(disk.src) for r in runs for disk in r.disks if disk.kind == "scratch"}):
+        zero = hashlib.sha256()
+        for _ in range(size):
+            zero.update(mib)
+        write(rig / f"zero-sha256-{size}", zero.hexdigest() + "\n")
     for r in runs:
         d = rig / "run" / str(r.n)
         d.mkdir()
@@ -1223,6 +1229,11 @@ def main(argv):
     # for dom0, and for QEMU. QEMU as a device model: its 33 MB in the initramfs buffer and
     # again in the tmpfs root, and ~23 MB RSS per domain it serves (measured).
     extra_mb = 4 * ((image_bytes + (1 << 20) - 1) >> 20) + (128 if any_qdisk else 0)
+    # A run's scratch disks live in that tmpfs too, beside a save's image of the guest (two
+    # 64 MiB disks fit in what dom0 has): twice what a run has beyond that, for dom0 and QEMU.
+    scratch_mb = max((sum(int(disk.src) for disk in r.disks if disk.kind == "scratch")
+                      for r in runs), default=0)
+    extra_mb += 2 * max(0, scratch_mb - 128)
     dom0_mb = 512 + extra_mb
     xen_cmdline = (f"console=com1 com1=115200,8n1 dom0_mem={dom0_mb}M,max:{dom0_mb}M loglvl=all "
                    f"guest_loglvl=all console_timestamps=boot bootscrub=0 "
