@@ -25,6 +25,11 @@ NET       := vif=["bridge=xenbr0"]
 # has filled 14-58 MiB (measured), and the step must come before the fill is over.
 SUSPEND_LOAD := @suspend-at=acked @disk-mb=256 @net \
 	extra="log=info tests=console::,time:: app=blkfill dev=xvdb seed=7 stay" $(SCRATCH) $(NET)
+# vCPU hotplug: a guest given 2 of 4 vCPUs (maxvcpus), its smp tests on those, then
+# `xl vcpu-set` to 4, 1 and 3; after each the guest must say how many vCPUs it has in service,
+# each of which answered a call.
+VCPU_SET  := @shutdown @vcpu-set=4,1,3 maxvcpus=4 vcpus=2 \
+	extra="log=info tests=console::,smp:: stay" vif=[] disk=[]
 # Extra kernel command line for run-native, e.g. make run-native CMDLINE="log=debug"
 CMDLINE   ?= log=info
 # The rig's package cache, where linux-domu.sh builds the peer (the rig scripts take it from
@@ -129,7 +134,7 @@ test-native: build
 # come out byte-identical (@intact); a checkpoint (xl save -c) and an xl save + xl restore
 # of a guest without devices and with three vCPUs, and a save + restore mid-blkfill, a
 # checkpoint and another save of one with a disk and a vif under load (@suspend,
-# SUSPEND_LOAD); four vCPUs (the smp tests); then a deliberate page
+# SUSPEND_LOAD); four vCPUs (the smp tests); vCPU hotplug (VCPU_SET); then a deliberate page
 # fault, which must crash the domain after the dump.
 # --control-timeout: dom0's hotplug scripts for two disks and a vif alone can take 20 s on a
 # loaded host, before the guest even starts.
@@ -144,7 +149,8 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img' \
 	    '@suspend=checkpoint,save vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,save $(SUSPEND_LOAD)' \
-	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"'
+	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"' \
+	    '$(VCPU_SET)'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
 	$(MAKE) --no-print-directory test-xen-pvh
@@ -154,7 +160,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 # network checks), app=blksum, on a bridge without DHCP, and under a name of its own, a
 # checkpoint, a save + restore and two live migrations to the same host of a guest without
 # devices and with three vCPUs, and the same (the save first, mid-blkfill) under disk and
-# network load (@suspend, SUSPEND_LOAD); four vCPUs (the smp tests); then the
+# network load (@suspend, SUSPEND_LOAD); four vCPUs (the smp tests); vCPU hotplug (VCPU_SET); then the
 # deliberate page fault and stack overflow (ring 0 here: the native IDT reports them, the #DF
 # on its own stack).
 test-xen-pvh: build target/blk-random.img
@@ -165,7 +171,8 @@ test-xen-pvh: build target/blk-random.img
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"' \
 	    '@suspend=checkpoint,save,migrate,migrate vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,migrate,migrate $(SUSPEND_LOAD)' \
-	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"'
+	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"' \
+	    '$(VCPU_SET)'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"' 'extra="log=warn tests=boot:: fault=stack"'

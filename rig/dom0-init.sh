@@ -16,6 +16,7 @@
 #   /rig/bench-bytes       bytes netbench moves each way in a @bench run
 #   /rig/run/<N>/fault     the @fault=<name> of the run, if any (see fault_* below)
 #   /rig/run/<N>/nodhcp    present for a @nodhcp run: udhcpd is stopped while it runs
+#   /rig/run/<N>/vcpu_set  the counts of a @vcpu-set run, in order (see vcpu_set_steps)
 #   /rig/run/<N>/qdisk     present if the run has a backendtype=qdisk disk (see qdisk_watch)
 #   /rig/xenstored         "oxenstored" or "xenstored" (the C one), from --xenstored
 #   /rig/evtchn-flood      rig/evtchn-flood.c, built by the host (if a run floods)
@@ -634,6 +635,7 @@ control_run() {
         if [ "$1" = net ] && ! net_checks; then failed=1; fi
         if [ "$1" = bench ] && ! bench_net; then failed=1; fi
         if [ -n "$fault" ] && ! fault_at_ready "$fault"; then failed=1; fi
+        if [ -e "$d/vcpu_set" ] && ! vcpu_set_steps; then return; fi
         if [ -e "$d/suspend" ]; then
             suspend_run "$1" "$timings" "$first_step"
             return
@@ -673,6 +675,35 @@ control_run() {
         echo "ok: $timings" >>"$d/control.log"
         result control ok "$timings"
     }
+}
+
+# @vcpu-set=<n>,...: at control: ready, `xl vcpu-set <name> <n>` for each n in turn; the guest
+# must then say that n vCPUs are in service and that each answered a call (in-service.<n>, left
+# by the console reader) within $ctl_timeout s. Returns 1 after a FAILED line.
+vcpu_set_steps() {
+    read -r counts <"$d/vcpu_set"
+    for want in $counts; do
+        rm -f "$d/in-service.$want"
+        ctl_log "xl vcpu-set $name $want"
+        uptime_cs
+        since=$CS
+        # --ignore-host: the rig's 2 physical CPUs are fewer than the guest's vCPUs.
+        if ! xl vcpu-set --ignore-host "$name" "$want" >>"$d/control.log" 2>&1; then
+            ctl_fail "xl vcpu-set $name $want failed" destroy
+            return 1
+        fi
+        ctl_wait "$d/in-service.$want"
+        case $? in
+        1) ctl_fail "the domain ended before it had $want vCPUs in service"; return 1 ;;
+        2)
+            ctl_fail "no 'smp: $want of ... vCPUs in service' within $ctl_timeout s of xl vcpu-set $want" destroy
+            return 1
+            ;;
+        esac
+        uptime_cs
+        ctl_log "vcpu-set: $want vCPUs in service $(secs $((CS - since))) s after xl vcpu-set"
+        result vcpu-set ok "$want vCPUs in service, each answered a call, $(secs $((CS - since))) s after xl vcpu-set $want"
+    done
 }
 
 # Waits until file $1 exists (0) or $ctl_timeout seconds passed (2), as ctl_wait does, but
@@ -991,6 +1022,11 @@ console_reader() {
                     split(substr(line, RSTART, RLENGTH), w, "[ =]")
                     f = dir "/acked"; print w[2], w[5], w[7] >f; close(f)
                     f = dir "/acked." ++acked; printf "" >f; close(f)
+                }
+                # in-service.<n>: the guest has n vCPUs in service, each of which answered a call
+                # (@vcpu-set).
+                if (line ~ /^smp: [0-9]+ of [0-9]+ vCPUs in service .*, each answered a call$/) {
+                    split(line, w, " "); f = dir "/in-service." w[2]; printf "" >f; close(f)
                 }
                 # ok.<k>: the k-th self-test passed (@fault=shutdown-mid-tests acts at one).
                 if (line ~ /^ok [0-9]+ /) { split(line, w, " "); f = dir "/ok." w[2]; printf "" >f; close(f) }

@@ -165,11 +165,16 @@ class Runs(unittest.TestCase):
         self.assertEqual(self.parse("@nodhcp").control, "")
         self.assertTrue(self.parse("@intact").intact)
 
-    def test_disk_mb(self):
-        r = self.parse('@shutdown @disk-mb=256 extra="stay"')
+    def test_vcpu_set_and_disk_mb(self):
+        r = self.parse('@shutdown @vcpu-set=4,1,3 @disk-mb=256 maxvcpus=4 vcpus=2')
+        self.assertEqual(r.vcpu_set, [4, 1, 3])
         self.assertEqual([d.line() for d in r.disks], ["/rig/disk1.img xvda scratch 256\n"])
-        for spec in ("@disk-mb=0", "@disk-mb=2x"):
-            with self.subTest(spec=spec), self.assertRaisesRegex(rig.RigError, "1 to 1024"):
+        for spec, why in (("@shutdown @vcpu-set=0", "1 to 32"),
+                          ("@shutdown @vcpu-set=2,", "1 to 32"),
+                          ("@vcpu-set=2", "@shutdown or @net"),
+                          ("@disk-mb=0", "1 to 1024"),
+                          ("@disk-mb=2x", "1 to 1024")):
+            with self.subTest(spec=spec), self.assertRaisesRegex(rig.RigError, why):
                 self.parse(spec)
 
     def test_peer(self):
@@ -256,6 +261,17 @@ class Decide(unittest.TestCase):
         # Another run's result is not this run's.
         out = decide(r, run_log(3, *body, "rig: result run=2 check=control status=ok detail=x"))
         self.assertEqual(out.why, ["control: no result from dom0's controller"])
+
+    def test_vcpu_set_needs_every_step(self):
+        r = rig.Run(3, "", control="shutdown", vcpu_set=[1, 4])
+        body = ["1 passed, 0 failed, 0 skipped", "control: ready", "control: shutdown poweroff",
+                "rig: result run=3 check=control status=ok detail=ready 2.00 s",
+                "rig: result run=3 check=vcpu-set status=ok detail=1 vCPUs in service"]
+        out = decide(r, run_log(3, *body))
+        self.assertEqual(out.why, ["vcpu-set: 1 of the 2 steps (1,4) done"])
+        out = decide(r, run_log(3, *body, "rig: result run=3 check=vcpu-set status=ok "
+                                "detail=4 vCPUs in service"))
+        self.assertTrue(out.passed, out.why)
 
     def test_control_run_guest_lines(self):
         r = rig.Run(1, "", control="reboot")

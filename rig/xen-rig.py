@@ -322,6 +322,7 @@ class Run:
     fault: str = ""
     suspend: list = field(default_factory=list)  # @suspend steps, in order
     suspend_at_acked: bool = False  # @suspend-at=acked: the first step mid-blkfill
+    vcpu_set: list = field(default_factory=list)  # @vcpu-set: xl vcpu-set counts, in order
     nodhcp: bool = False
     intact: bool = False
     peer: bool = False
@@ -391,6 +392,11 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
                     raise RigError(f"run {n}: '{a}' must end with save or migrate")
             elif a == "@suspend-at=acked":
                 run.suspend_at_acked = True
+            elif a.startswith("@vcpu-set="):
+                counts = a[len("@vcpu-set="):].split(",")
+                if not all(c.isdigit() and 1 <= int(c) <= 32 for c in counts):
+                    raise RigError(f"run {n}: '{a}': vCPU counts 1 to 32, comma-separated")
+                run.vcpu_set = [int(c) for c in counts]
             elif a.startswith("@disk-mb="):
                 size = a[len("@disk-mb="):]
                 if not size.isdigit() or not 1 <= int(size) <= 1024:
@@ -421,7 +427,8 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
             else:
                 raise RigError(f"run {n}: unknown directive '{a}' (@shutdown, @reboot, @net, "
                                "@bench, @peer, @nodhcp, @intact, @image=<vdev>:<path>, "
-                               "@fault=<name>, @suspend=<steps>, @disk-mb=<MiB>)")
+                               "@fault=<name>, @suspend=<steps>, @disk-mb=<MiB>, "
+                               "@vcpu-set=<counts>)")
             continue
         run.overrides.append(a)
         if not re.match(r"[A-Za-z_][A-Za-z0-9_]*=", a):
@@ -481,6 +488,8 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
         if run.fault or run.peer:
             raise RigError(f"run {n}: @suspend goes with no @fault and no @peer")
         run.control = run.control or "shutdown"
+    if run.vcpu_set and (run.control not in ("shutdown", "net") or run.suspend):
+        raise RigError(f"run {n}: @vcpu-set is for a @shutdown or @net run (without @suspend)")
     if run.suspend_at_acked and not run.suspend:
         raise RigError(f"run {n}: @suspend-at=acked needs @suspend=<steps>")
     if run.suspend_at_acked and "app=blkfill" not in run.extra:
@@ -585,6 +594,13 @@ def _check_control(run, log, out, closings):
     for line in log.control("net: "):
         if re.match(r"net: [a-z]", line):
             note(line)
+    if run.vcpu_set:
+        steps = log.result("vcpu-set", "ok")
+        for line in steps:
+            note("vcpu-set: " + line)
+        if len(steps) != len(run.vcpu_set):
+            why.append(f"vcpu-set: {len(steps)} of the {len(run.vcpu_set)} steps "
+                       f"({','.join(map(str, run.vcpu_set))}) done")
     if control == "net" and not log.result("net", "ok"):
         why.append("net: the checks from dom0 did not all run")
     for line in log.control("bench: net_"):
@@ -1071,6 +1087,8 @@ def stage(args, cfg, peer_cfg, runs, images, stage_dir):
             write(d / "suspend", " ".join(r.suspend) + "\n")
         if r.suspend_at_acked:
             write(d / "suspend_at", "acked\n")
+        if r.vcpu_set:
+            write(d / "vcpu_set", " ".join(map(str, r.vcpu_set)) + "\n")
         if r.nodhcp:
             write(d / "nodhcp", "")
         if r.qdisk:

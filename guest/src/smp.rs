@@ -8,11 +8,16 @@
 //!
 //! A CPU is woken for a call and parks again once it is done. Before the next call to it
 //! the boot CPU waits until it has parked: a wake that came before the park would be lost.
+//!
+//! The toolstack decides which vCPUs are in service (`xl vcpu-set`, through
+//! `cpu/<n>/availability`): one it takes away finishes its call, if it has one, and gets no
+//! more; parked, it is down as Xen sees it. One given back takes calls again. The boot CPU
+//! stays.
 
 use crate::arch::{pfn_to_virt, PAGE_SIZE};
-use crate::pvops;
+use crate::{println, pvops};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
 
 /// The most CPUs we use: shared_info's `vcpu_info` slots (32) until each vCPU registers
 /// its own.
@@ -60,6 +65,11 @@ static MAILBOX: [Mailbox; MAX_CPUS] = [const {
 static STARTED: AtomicUsize = AtomicUsize::new(1);
 static PRESENT: AtomicUsize = AtomicUsize::new(1);
 
+/// Started CPUs the toolstack took out of service (bit n: cpu n), and what it wants that to
+/// be (applied between calls, where no CPU has one).
+static OUT_OF_SERVICE: AtomicU32 = AtomicU32::new(0);
+static WANTED_OUT: AtomicU32 = AtomicU32::new(0);
+
 /// Each started CPU's stack top, for starting it again after a resume.
 static STACK_TOP: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
 
@@ -106,9 +116,90 @@ unsafe fn fill_area(cpu: usize) {
     area.vcpu_info = crate::arch::xen_common::vcpu_info_va(cpu);
 }
 
-/// CPUs that run calls (the boot CPU included).
+/// CPUs started (the boot CPU included); [`in_service`] says which of them take calls.
 pub fn count() -> usize {
     STARTED.load(Ordering::Acquire)
+}
+
+/// Whether started `cpu` takes calls (the toolstack did not take it out of service).
+pub fn in_service(cpu: usize) -> bool {
+    cpu < count() && OUT_OF_SERVICE.load(Ordering::Acquire) & (1 << cpu) == 0
+}
+
+/// The CPUs that take calls, in order.
+pub fn serving() -> impl Iterator<Item = usize> {
+    (0..count()).filter(|&cpu| in_service(cpu))
+}
+
+/// What the toolstack wants of vCPU `cpu` (true: in service), for the next
+/// [`apply_availability`]. The boot CPU always serves.
+pub fn want_available(cpu: usize, available: bool) {
+    if cpu == 0 || cpu >= MAX_CPUS {
+        return;
+    }
+    if available {
+        WANTED_OUT.fetch_and(!(1 << cpu), Ordering::AcqRel);
+    } else {
+        WANTED_OUT.fetch_or(1 << cpu, Ordering::AcqRel);
+    }
+}
+
+/// Takes CPUs out of service and back as the toolstack wants, between calls; says so, and
+/// has every CPU in service answer a call. From the boot CPU, not inside a call.
+pub fn apply_availability() {
+    if current() != 0 {
+        return;
+    }
+    let Some(one) = CALLING.try_lock() else { return };
+    let started = if count() >= 32 { u32::MAX } else { (1u32 << count()) - 1 };
+    let wanted = WANTED_OUT.load(Ordering::Acquire) & started;
+    let before = OUT_OF_SERVICE.swap(wanted, Ordering::AcqRel);
+    if before == wanted {
+        return;
+    }
+    for cpu in 1..count() {
+        let bit = 1 << cpu;
+        if (before ^ wanted) & bit != 0 {
+            let what = if wanted & bit != 0 { "out of service" } else { "back in service" };
+            log::info!("smp: vCPU {cpu} {what} (cpu/{cpu}/availability)");
+        }
+    }
+    let serving: Vec<usize> = serving().collect();
+    drop(one);
+    match on_each(|_| current()) {
+        Ok(ran) if ran == serving => println!(
+            "smp: {} of {} vCPUs in service ({}), each answered a call",
+            serving.len(),
+            present(),
+            Cpus(&serving)
+        ),
+        other => log::error!("smp: calls to the vCPUs in service {serving:?} ran as {other:?}"),
+    }
+}
+
+/// A CPU list as `0-2,5`.
+struct Cpus<'a>(&'a [usize]);
+
+impl core::fmt::Display for Cpus<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mut i = 0;
+        while i < self.0.len() {
+            let mut j = i;
+            while j + 1 < self.0.len() && self.0[j + 1] == self.0[j] + 1 {
+                j += 1;
+            }
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if j > i {
+                write!(f, "{}-{}", self.0[i], self.0[j])?;
+            } else {
+                write!(f, "{}", self.0[i])?;
+            }
+            i = j + 1;
+        }
+        Ok(())
+    }
 }
 
 /// CPUs the platform gives us, started or not.
@@ -217,8 +308,11 @@ pub fn restart_after_resume() {
         }
     }
     if n > 1 {
+        let serving: Vec<usize> = serving().collect();
         match on_each(|_| current()) {
-            Ok(ran) if ran.iter().copied().eq(0..n) => log::info!("smp: {n} CPUs online again"),
+            Ok(ran) if ran == serving => {
+                log::info!("smp: {n} CPUs online again, {} in service", serving.len())
+            }
             other => log::error!("smp: after the resume, calls ran as {other:?}"),
         }
     }
@@ -245,6 +339,8 @@ pub fn secondary_main(cpu: usize) -> ! {
 pub enum CallError {
     /// No such CPU started.
     NoCpu,
+    /// The toolstack took the CPU out of service.
+    OutOfService,
     /// Calls come from the boot CPU.
     NotBootCpu,
     /// The CPU did not park, or did not finish, in time.
@@ -255,6 +351,7 @@ impl core::fmt::Display for CallError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             CallError::NoCpu => f.write_str("no such CPU"),
+            CallError::OutOfService => f.write_str("the toolstack took the CPU out of service"),
             CallError::NotBootCpu => f.write_str("calls come from the boot CPU"),
             CallError::Stuck(cpu) => write!(f, "cpu {cpu} did not answer in time"),
         }
@@ -293,25 +390,32 @@ fn wait(cpu: usize) {
     mailbox.state.store(IDLE, Ordering::Release);
 }
 
-/// Runs `f(cpu)` on every started CPU at once (on this one too) and returns the results in
-/// CPU order.
+/// Runs `f(cpu)` on every CPU in service at once (on this one too) and returns the results
+/// in CPU order.
 pub fn on_each<R: Send>(f: impl Fn(usize) -> R + Sync) -> Result<Vec<R>, CallError> {
     if current() != 0 {
         return Err(CallError::NotBootCpu);
     }
     let _one = CALLING.lock();
-    let n = count();
-    let results: Vec<spin::Mutex<Option<R>>> = (0..n).map(|_| spin::Mutex::new(None)).collect();
+    let cpus: Vec<usize> = serving().collect();
+    call_on(&cpus, f)
+}
+
+/// [`on_each`] on `cpus` (the boot CPU first, each in service), from the boot CPU with
+/// CALLING held.
+fn call_on<R: Send>(cpus: &[usize], f: impl Fn(usize) -> R + Sync) -> Result<Vec<R>, CallError> {
+    let results: Vec<spin::Mutex<Option<R>>> =
+        (0..count()).map(|_| spin::Mutex::new(None)).collect();
     let job = |cpu: usize| {
         let r = f(cpu);
         *results[cpu].lock() = Some(r);
     };
     let call: &(dyn Fn(usize) + Sync) = &job;
-    let mut posted = 0;
+    let mut posted = Vec::with_capacity(cpus.len());
     let mut failed = None;
-    for cpu in 1..n {
+    for &cpu in &cpus[1..] {
         match post(cpu, &call) {
-            Ok(()) => posted = cpu,
+            Ok(()) => posted.push(cpu),
             Err(e) => {
                 failed = Some(e);
                 break;
@@ -319,19 +423,25 @@ pub fn on_each<R: Send>(f: impl Fn(usize) -> R + Sync) -> Result<Vec<R>, CallErr
         }
     }
     call(0);
-    for cpu in 1..=posted {
+    for &cpu in &posted {
         wait(cpu);
     }
     if let Some(e) = failed {
         return Err(e);
     }
-    Ok(results.into_iter().map(|r| r.into_inner().expect("every CPU ran the call")).collect())
+    Ok(cpus
+        .iter()
+        .map(|&cpu| results[cpu].lock().take().expect("every CPU in service ran the call"))
+        .collect())
 }
 
 /// Runs `f()` on `cpu` and returns its result.
 pub fn on<R: Send>(cpu: usize, f: impl Fn() -> R + Sync) -> Result<R, CallError> {
     if cpu >= count() {
         return Err(CallError::NoCpu);
+    }
+    if !in_service(cpu) {
+        return Err(CallError::OutOfService);
     }
     if current() != 0 {
         return Err(CallError::NotBootCpu);

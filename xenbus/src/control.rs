@@ -84,9 +84,41 @@ pub fn advertise<T: Transport>(xs: &mut Xenstore<T>, features: &[Feature]) -> Re
     Ok(())
 }
 
+/// Where the toolstack says which vCPUs we may use (`xl vcpu-set`, and at creation `vcpus`
+/// below `maxvcpus`): `cpu/<n>/availability`. Watch it to hear changes.
+pub const CPU_PATH: &str = "cpu";
+
+/// What `cpu/<n>/availability` says; a vCPU without the key is online (it is the toolstack's
+/// to take away, and one that never wrote it never did).
+pub fn parse_availability(value: &[u8]) -> Result<bool, Error> {
+    match parse_string(value.into())?.as_str() {
+        "online" => Ok(true),
+        "offline" => Ok(false),
+        _ => Err(Error::BadValue),
+    }
+}
+
+/// Whether the toolstack wants vCPU `cpu` online (see [`parse_availability`]).
+pub fn vcpu_available<T: Transport>(xs: &mut Xenstore<T>, cpu: u32) -> Result<bool, Error> {
+    match xs.read(&alloc::format!("{CPU_PATH}/{cpu}/availability")) {
+        Err(Error::Xs(XsError::NoEnt)) => Ok(true),
+        other => parse_availability(&other?),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn availability_values() {
+        assert_eq!(parse_availability(b"online"), Ok(true));
+        assert_eq!(parse_availability(b"offline"), Ok(false));
+        assert_eq!(parse_availability(b""), Err(Error::BadValue));
+        assert_eq!(parse_availability(b"Online"), Err(Error::BadValue));
+        assert_eq!(parse_availability(b"online\0"), Err(Error::BadValue));
+        assert_eq!(parse_availability(b"\xffonline"), Err(Error::BadValue));
+    }
 
     #[test]
     fn shutdown_values() {

@@ -35,29 +35,30 @@ fn every_vcpu_up() -> Outcome {
     Outcome::Pass
 }
 
-/// How many vCPUs take calls, or why a test of calls between them cannot run here.
-fn several_vcpus() -> Result<usize, Outcome> {
+/// The vCPUs that take calls (those the toolstack left in service), or why a test of calls
+/// between them cannot run here.
+fn several_vcpus() -> Result<Vec<usize>, Outcome> {
     if let Some(why) = not_here() {
         return Err(Outcome::Skip(why));
     }
-    match smp::count() {
-        1 => Err(Outcome::Skip("one vCPU")),
-        n => Ok(n),
+    match smp::serving().collect::<Vec<_>>() {
+        cpus if cpus.len() == 1 => Err(Outcome::Skip("one vCPU in service")),
+        cpus => Ok(cpus),
     }
 }
 
 fn call_runs_on_its_vcpu() -> Outcome {
-    let n = match several_vcpus() {
-        Ok(n) => n,
+    let cpus = match several_vcpus() {
+        Ok(cpus) => cpus,
         Err(skip) => return skip,
     };
     let ran = match smp::on_each(|cpu| (cpu, smp::current())) {
         Ok(r) => r,
         Err(e) => return Outcome::Fail(alloc::format!("on_each: {e}")),
     };
-    let want: Vec<(usize, usize)> = (0..n).map(|c| (c, c)).collect();
+    let want: Vec<(usize, usize)> = cpus.iter().map(|&c| (c, c)).collect();
     check!(ran == want, "calls ran as (asked, current) {ran:?}");
-    for cpu in 1..n {
+    for &cpu in &cpus[1..] {
         match smp::on(cpu, smp::current) {
             Ok(c) => check!(c == cpu, "a call for cpu {cpu} ran on cpu {c}"),
             Err(e) => return Outcome::Fail(alloc::format!("on({cpu}): {e}")),
@@ -65,8 +66,15 @@ fn call_runs_on_its_vcpu() -> Outcome {
     }
     // Each CPU again, many times: a wake must never be lost between a park and the next call.
     for round in 0..200 {
-        let cpu = 1 + round % (n - 1);
+        let cpu = cpus[1 + round % (cpus.len() - 1)];
         check!(smp::on(cpu, smp::current) == Ok(cpu), "round {round}: cpu {cpu} did not answer");
+    }
+    // One the toolstack took away takes none.
+    if let Some(out) = (0..smp::count()).find(|&cpu| !smp::in_service(cpu)) {
+        check!(
+            smp::on(out, smp::current) == Err(smp::CallError::OutOfService),
+            "cpu {out}, out of service, took a call"
+        );
     }
     Outcome::Pass
 }
@@ -75,7 +83,7 @@ fn call_runs_on_its_vcpu() -> Outcome {
 /// allocated, written, checked and freed, so that the heap's lock is contended.
 fn lock_and_heap_stress() -> Outcome {
     let n = match several_vcpus() {
-        Ok(n) => n,
+        Ok(cpus) => cpus.len(),
         Err(skip) => return skip,
     };
     const ROUNDS: u64 = 20_000;

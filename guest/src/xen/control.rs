@@ -10,7 +10,7 @@ use crate::pvops::{self, Halt};
 use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use xenbus::control::{self, Feature, ShutdownRequest};
 use xenbus::frontend::DeviceChange;
-use xenbus::Store;
+use xenbus::{Store, Xenstore};
 
 const NONE: u8 = 0;
 const POWEROFF: u8 = 1;
@@ -49,7 +49,11 @@ pub fn arm() {
                 Ok(request) => handle(request),
                 Err(e) => log::error!("reading {}: {e}", control::SHUTDOWN_PATH),
             }),
-        )
+        )?;
+        xs.watch(control::CPU_PATH, "cpu", alloc::boxed::Box::new(|xs, _| vcpus_wanted(xs)))?;
+        // Now, not when the watch's first event is served: the self-tests use the vCPUs.
+        vcpus_wanted(xs);
+        Ok::<(), xenbus::Error>(())
     });
     match armed {
         Some(Ok(())) => ARMED.store(true, Ordering::SeqCst),
@@ -106,6 +110,7 @@ pub fn serve() -> ! {
     }
     println!("control: ready");
     loop {
+        crate::smp::apply_availability();
         crate::net::poll();
         while let Some(change) = super::devices::take_news() {
             serve_new_device(change);
@@ -129,6 +134,18 @@ fn serve_new_device(change: DeviceChange) {
         }
         _ => {}
     }
+}
+
+/// `xl vcpu-set`: which of our vCPUs the toolstack wants in service, applied at once if no
+/// call runs (else at the next).
+fn vcpus_wanted(xs: &mut Xenstore<xenstore::Channel>) {
+    for cpu in 1..crate::smp::count() {
+        match control::vcpu_available(xs, cpu as u32) {
+            Ok(available) => crate::smp::want_available(cpu, available),
+            Err(e) => log::warn!("cpu/{cpu}/availability: {e}; vCPU {cpu} left as it is"),
+        }
+    }
+    crate::smp::apply_availability();
 }
 
 fn handle(request: Option<ShutdownRequest>) {

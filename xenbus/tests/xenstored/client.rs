@@ -398,3 +398,17 @@ fn resume_fails_requests_in_flight_and_drops_stale_replies() {
     assert_eq!(xs.take_reply(id), Some(Err(Error::Resumed)));
     assert_eq!(xs.read("data/a").unwrap(), b"1", "the connection works on");
 }
+
+#[test]
+fn vcpu_availability_as_the_toolstack_writes_it() {
+    use xenbus::control::vcpu_available;
+    let (mut xs, fake) = setup();
+    fake.lock().unwrap().set("cpu/1/availability", b"offline");
+    fake.lock().unwrap().set("cpu/2/availability", b"online");
+    fake.lock().unwrap().set("cpu/3/availability", b"half");
+    assert_eq!(vcpu_available(&mut xs, 1), Ok(false));
+    assert_eq!(vcpu_available(&mut xs, 2), Ok(true));
+    assert_eq!(vcpu_available(&mut xs, 3), Err(xenbus::Error::BadValue));
+    // No key: the toolstack never took the vCPU away.
+    assert_eq!(vcpu_available(&mut xs, 4), Ok(true));
+}
