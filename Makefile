@@ -237,15 +237,17 @@ BENCH_OURS := '@bench memory=128 extra="log=warn tests=none bench stay scratch=x
 BENCH_OURS_2L := '@bench memory=128 extra="log=warn tests=none bench=blk_,event_ stay evtchn=2l scratch=xvdb" $(SCRATCH) $(NET)'
 BENCH_PEER := '@peer @bench extra="quiet loglevel=1 rigtest=bench" $(SCRATCH) $(NET)'
 BENCH_PEER_256 := '@peer @bench extra="quiet loglevel=1 rigtest=bench blkfront_indirect=256" $(SCRATCH) $(NET)'
+# The parallel job (SHA-256 on 1, 2 and 4 vCPUs at once) in a guest of four vCPUs.
+BENCH_SMP := 'vcpus=4 extra="log=warn tests=none bench=smp_"'
 BENCH_RIG := rig/xen-rig.py --fast-hotplug --disk-mb 64 --bench-mib 32 --control-timeout 600
 bench: build
 	rig/run-native.sh --log target/bench-native.log $(IMAGE) "log=warn tests=none bench"
 	rig/linux-domu.sh >/dev/null
 	$(BENCH_RIG) --timeout $$((BENCH_ROUNDS * 1200)) --log target/bench-xen.log \
 	    --peer $(RIG_WORK)/linux-domu/vmlinux $(RIG_WORK)/linux-domu/linux-domu.cfg $(IMAGE) xen.cfg \
-	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_PEER) $(BENCH_PEER_256) $(BENCH_OURS_2L))
+	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_PEER) $(BENCH_PEER_256) $(BENCH_OURS_2L) $(BENCH_SMP))
 	$(BENCH_RIG) --timeout $$((BENCH_ROUNDS * 300)) --log target/bench-xen-pvh.log $(IMAGE) xen-pvh.cfg \
-	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS))
+	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_SMP))
 	rig/bench-table.py --markdown-out docs/bench.md target/bench-native.log target/bench-xen.log \
 	    target/bench-xen-pvh.log
 	rig/bench-plot.py -o docs/bench.svg target/bench-native.log target/bench-xen.log \

@@ -51,6 +51,9 @@ const BENCHES: &[Bench] = &[
     Bench { name: "blk_rand_read_4k_qd1", run: || blk_rand_read(1) },
     Bench { name: "blk_rand_read_4k_qd32", run: || blk_rand_read(32) },
     Bench { name: "blk_verify", run: blk_verify },
+    Bench { name: "smp_sha256_x1", run: || smp_sha256(1) },
+    Bench { name: "smp_sha256_x2", run: || smp_sha256(2) },
+    Bench { name: "smp_sha256_x4", run: || smp_sha256(4) },
 ];
 
 pub fn run(selection: &Selection<'_>) {
@@ -575,4 +578,56 @@ fn blk_verify() -> Result<Row, &'static str> {
             ),
         )
     })
+}
+
+/// Bytes each vCPU hashes per run of [`smp_sha256`].
+const SHA_BYTES: usize = 4 << 20;
+
+/// MiB/s of SHA-256 on `cpus` vCPUs at once, each over a buffer of its own (a CPU-bound job
+/// that shares nothing): the median of five runs, each after a run on one vCPU, so that the
+/// speedup compares medians of runs taken in turn.
+fn smp_sha256(cpus: usize) -> Result<Row, &'static str> {
+    if crate::smp::serving().count() < cpus {
+        return Err(match cpus {
+            2 => "needs 2 vCPUs in service",
+            _ => "needs 4 vCPUs in service",
+        });
+    }
+    let buffers: alloc::vec::Vec<alloc::vec::Vec<u8>> =
+        (0..cpus).map(|c| alloc::vec![c as u8 ^ 0xa5; 64 << 10]).collect();
+    let mib_s = |n: usize| -> Result<f64, &'static str> {
+        let t0 = pvops::clock_ns();
+        let hashed = crate::smp::on_first(n - 1, |cpu| {
+            let slot = crate::smp::serving().position(|c| c == cpu).unwrap_or(0);
+            let mut h = crate::sha256::Sha256::new();
+            for _ in 0..SHA_BYTES / buffers[slot].len() {
+                h.update(&buffers[slot]);
+            }
+            black_box(h.finalize())
+        });
+        hashed.map_err(|_| "a vCPU did not answer")?;
+        let s = (pvops::clock_ns() - t0) as f64 / 1e9;
+        Ok((n * SHA_BYTES) as f64 / s / (1 << 20) as f64)
+    };
+    let (mut one, mut many) = ([0f64; 5], [0f64; 5]);
+    for round in 0..5 {
+        one[round] = mib_s(1)?;
+        many[round] = if cpus == 1 { one[round] } else { mib_s(cpus)? };
+    }
+    one.sort_by(f64::total_cmp);
+    many.sort_by(f64::total_cmp);
+    let speedup = if cpus > 1 {
+        alloc::format!(", {:.2}x one vCPU ({:.1} MiB/s, in turn)", many[2] / one[2], one[2])
+    } else {
+        alloc::string::String::new()
+    };
+    row(
+        many[2],
+        "MiB/s",
+        alloc::format!(
+            "{cpus} vCPU(s) at once, 4 MiB each, median of 5 (spread {:.1}-{:.1}){speedup}",
+            many[0],
+            many[4]
+        ),
+    )
 }

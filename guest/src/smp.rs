@@ -401,6 +401,23 @@ pub fn on_each<R: Send>(f: impl Fn(usize) -> R + Sync) -> Result<Vec<R>, CallErr
     call_on(&cpus, f)
 }
 
+/// Runs `f(cpu)` at once on the boot CPU and the `others` of the CPUs in service (the first
+/// ones, in order), and returns the results in CPU order.
+pub fn on_first<R: Send>(
+    others: usize,
+    f: impl Fn(usize) -> R + Sync,
+) -> Result<Vec<R>, CallError> {
+    if current() != 0 {
+        return Err(CallError::NotBootCpu);
+    }
+    let _one = CALLING.lock();
+    let cpus: Vec<usize> = serving().take(others + 1).collect();
+    if cpus.len() != others + 1 {
+        return Err(CallError::NoCpu);
+    }
+    call_on(&cpus, f)
+}
+
 /// [`on_each`] on `cpus` (the boot CPU first, each in service), from the boot CPU with
 /// CALLING held.
 fn call_on<R: Send>(cpus: &[usize], f: impl Fn(usize) -> R + Sync) -> Result<Vec<R>, CallError> {
