@@ -23,14 +23,24 @@ impl<T> IrqMutex<T> {
         IrqMutexGuard { guard: self.inner.lock(), _irq: irq }
     }
 
-    /// For the last words of a dying kernel: takes the lock even if the code we interrupted
-    /// holds it (one CPU, so that code will never run again).
+    /// For the last words of a dying kernel: takes the lock even if its holder never lets
+    /// go. The holder may be the code this CPU interrupted, which will never run again, or
+    /// another CPU in the middle of its own output: that one gets a while to finish (a vCPU
+    /// may be descheduled mid-line) before the lock is taken from it.
     pub fn lock_for_crash(&self) -> IrqMutexGuard<'_, T> {
+        /// About 10-100 ms of `pause`: longer than any one console write.
+        const PATIENCE: u32 = 10_000_000;
         let irq = irq_save();
-        if self.inner.is_locked() {
-            // SAFETY: see above: the holder was interrupted for good.
-            unsafe { self.inner.force_unlock() };
+        for _ in 0..PATIENCE {
+            if let Some(guard) = self.inner.try_lock() {
+                return IrqMutexGuard { guard, _irq: irq };
+            }
+            core::hint::spin_loop();
         }
+        // SAFETY: see above: the holder was interrupted for good, or has held the lock far
+        // longer than any use of it takes; what it writes after this may interleave with
+        // our last words, which is the price of getting them out at all.
+        unsafe { self.inner.force_unlock() };
         IrqMutexGuard { guard: self.inner.lock(), _irq: irq }
     }
 }
