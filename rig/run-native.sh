@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Boots the guest natively under QEMU (PVH entry via -kernel) and judges the run.
 #
-# usage: rig/run-native.sh [--timeout S] [--memory MIB] [--log FILE] [--expect-fatal TEXT]
-#                           IMAGE [CMDLINE]
+# usage: rig/run-native.sh [--timeout S] [--memory MIB] [--smp N] [--log FILE]
+#                           [--expect-fatal TEXT] IMAGE [CMDLINE]
 #
 # Exit status 0 only if QEMU exited through isa-debug-exit with the pass code (33), the guest
 # printed its closing line with 0 failed and no FAIL line, and every console-bulk block
@@ -13,12 +13,14 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 timeout_s=60
 memory=128
+smp=1
 log=""
 expect_fatal=""
 while (($#)); do
     case $1 in
     --timeout) timeout_s=${2:?}; shift 2 ;;
     --memory) memory=${2:?}; shift 2 ;;
+    --smp) smp=${2:?}; shift 2 ;;
     --log) log=${2:?}; shift 2 ;;
     --expect-fatal) expect_fatal=${2:?}; shift 2 ;;
     -*) echo "run-native: unknown option $1" >&2; exit 2 ;;
@@ -37,7 +39,7 @@ command -v qemu-system-x86_64 >/dev/null || {
 # isa-debug-exit turns the guest's shutdown status into QEMU's: (code << 1) | 1.
 set +e
 timeout --foreground -s KILL "$timeout_s" qemu-system-x86_64 \
-    -machine q35 -accel tcg -cpu max -m "$memory" -smp 1 \
+    -machine q35 -accel tcg -cpu max -m "$memory" -smp "$smp" \
     -display none -monitor none -nic none -no-reboot \
     -serial stdio -device isa-debug-exit,iobase=0xf4,iosize=0x04 \
     -kernel "$image" -append "$cmdline" </dev/null | tr -d '\r' | tee "$log"

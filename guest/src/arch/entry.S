@@ -182,8 +182,9 @@ trap_xen_\vec:
     jmp trap_common_xen
 .endr
 
-/* Natively, the legacy PIC's IRQs (remapped to vectors 0x20..0x2f) enter the same way. */
-.irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+/* Natively, the legacy PIC's IRQs (remapped to vectors 0x20..0x2f) enter the same way, and
+ * so do the local APIC's wake-up IPI (0x30) and spurious vector (0x31). */
+.irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49
     .balign 16
 trap_native_\vec:
     pushq $0
@@ -221,7 +222,7 @@ xen_failsafe_callback:
     .balign 8
     .globl trap_native_stubs
 trap_native_stubs:
-.irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47
+.irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49
     .quad trap_native_\vec
 .endr
     .globl trap_xen_stubs
@@ -229,6 +230,90 @@ trap_xen_stubs:
 .irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
     .quad trap_xen_\vec
 .endr
+
+/* ---- Natively, where a secondary CPU starts (INIT-SIPI-SIPI) ----
+ * The boot CPU copies ap_trampoline..ap_trampoline_end to AP_TRAMPOLINE (below 1 MiB, page
+ * aligned: the SIPI's vector is its page number), fills the ap_* slots, and sends the SIPI.
+ * The CPU starts there in real mode, goes through 32-bit protected mode on a GDT of the
+ * trampoline's own, turns on long mode with the boot CPU's CR3 and EFER (the boot CPU put
+ * the identity map of low memory back for this), and jumps to ap_start64 at the link
+ * address. Every address in the trampoline is absolute, computed from AP_TRAMPOLINE.
+ */
+.set AP_TRAMPOLINE, 0x8000
+    .section .rodata
+    .balign 16
+    .globl ap_trampoline
+ap_trampoline:
+    .code16
+    cli
+    cld
+    xorw %ax, %ax
+    movw %ax, %ds
+    lgdtl (AP_TRAMPOLINE + ap_gdt_ptr - ap_trampoline)
+    movl %cr0, %eax
+    orl $1, %eax                            /* PE */
+    movl %eax, %cr0
+    ljmpl $0x08, $(AP_TRAMPOLINE + ap_pm32 - ap_trampoline)
+    .code32
+ap_pm32:
+    movl $0x10, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    movl %cr4, %eax
+    orl $0x20, %eax                         /* PAE */
+    movl %eax, %cr4
+    movl (AP_TRAMPOLINE + ap_cr3 - ap_trampoline), %eax
+    movl %eax, %cr3
+    movl $0xc0000080, %ecx                  /* EFER: the boot CPU's (LME, NXE) */
+    movl (AP_TRAMPOLINE + ap_efer - ap_trampoline), %eax
+    xorl %edx, %edx
+    wrmsr
+    movl %cr0, %eax
+    orl $0x80010001, %eax                   /* PG | WP | PE */
+    movl %eax, %cr0
+    ljmpl $0x18, $(AP_TRAMPOLINE + ap_lm64 - ap_trampoline)
+    .code64
+ap_lm64:
+    movq (AP_TRAMPOLINE + ap_target - ap_trampoline), %rax
+    jmp *%rax
+    .balign 8
+ap_gdt:
+    .quad 0
+    .quad 0x00cf9a000000ffff                /* 0x08: 32-bit code */
+    .quad 0x00cf92000000ffff                /* 0x10: data */
+    .quad 0x00af9a000000ffff                /* 0x18: 64-bit code */
+ap_gdt_end:
+ap_gdt_ptr:
+    .word ap_gdt_end - ap_gdt - 1
+    .long AP_TRAMPOLINE + ap_gdt - ap_trampoline
+    .balign 8
+    .globl ap_cr3, ap_efer, ap_target, ap_stack, ap_cpu, ap_percpu
+ap_cr3:     .quad 0
+ap_efer:    .quad 0
+ap_target:  .quad 0
+ap_stack:   .quad 0
+ap_cpu:     .quad 0
+ap_percpu:  .quad 0
+    .globl ap_trampoline_end
+ap_trampoline_end:
+
+    .text
+    .globl ap_start64
+ap_start64:
+    lgdt boot_gdt_ptr64(%rip)
+    movl $0x10, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    xorl %eax, %eax
+    movl %eax, %fs
+    movl %eax, %gs
+    movq (AP_TRAMPOLINE + ap_stack - ap_trampoline), %rsp
+    movq (AP_TRAMPOLINE + ap_cpu - ap_trampoline), %rdi
+    movq (AP_TRAMPOLINE + ap_percpu - ap_trampoline), %rsi
+    call native_secondary_entry
+    ud2
 
 /* ---- The hypercall page: Xen fills it (PV) before we run ---- */
     .section .text.hypercall_page, "ax"
@@ -265,6 +350,7 @@ boot_pml4:
     .quad boot_pdpt_low - KERNEL_BASE + 3
     .fill 510, 8, 0
     .quad boot_pdpt_high - KERNEL_BASE + 3
+    .globl boot_pdpt_low
 boot_pdpt_low:
     .quad boot_pd0 - KERNEL_BASE + 3
     .fill 511, 8, 0

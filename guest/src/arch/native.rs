@@ -2,6 +2,7 @@
 //! isa-debug-exit for shutdown with a status.
 
 pub mod ops;
+pub mod smp;
 
 use core::arch::asm;
 use x86_64::instructions::port::Port;
@@ -47,7 +48,7 @@ const KERNEL_CS: u16 = 0x08;
 const INTERRUPT_GATE: u8 = 0x8e;
 
 /// The CPU exceptions, the legacy PIC's IRQs, and Xen PVH's event callback vector.
-const IDT_VECTORS: usize = 49;
+const IDT_VECTORS: usize = 50;
 
 static mut IDT: [Gate; IDT_VECTORS] = [Gate {
     offset_low: 0,
@@ -169,6 +170,34 @@ pub fn init_secondary_cpu(fault_stack_top: u64) {
         x86_64::instructions::tables::load_tss(tss_selector);
     }
     load_idt();
+}
+
+/// Pages of a secondary vCPU's fault stack (#DF, NMI, #MC).
+const FAULT_STACK_PAGES: u64 = 4;
+
+/// A secondary CPU, natively or a PVH vCPU, once in long mode at the link address: its own
+/// GDT, TSS and fault stack, the shared IDT, its per-CPU base; then the common secondary loop.
+pub fn secondary_start(cpu: u64, percpu: u64) -> ! {
+    use core::sync::atomic::{AtomicU64, Ordering};
+    // Kept for a start after a resume (the GDT and TSS are made anew: the old TSS is busy).
+    static FAULT_STACKS: [AtomicU64; crate::smp::MAX_CPUS] =
+        [const { AtomicU64::new(0) }; crate::smp::MAX_CPUS];
+    let kept = &FAULT_STACKS[cpu as usize % crate::smp::MAX_CPUS];
+    let fault_stack = match kept.load(Ordering::Relaxed) {
+        0 => match crate::mm::alloc_zeroed_frames(FAULT_STACK_PAGES) {
+            Ok(pfn) => crate::arch::pfn_to_virt(pfn) + FAULT_STACK_PAGES * crate::arch::PAGE_SIZE,
+            Err(_) => {
+                crate::console::emergency(format_args!("smp: no fault stack for vcpu {cpu}\n"));
+                crate::pvops::shutdown(crate::pvops::Halt::Failure)
+            }
+        },
+        top => top,
+    };
+    kept.store(fault_stack, Ordering::Relaxed);
+    init_secondary_cpu(fault_stack);
+    // SAFETY: the boot CPU made `percpu` this vCPU's area before starting it.
+    unsafe { crate::pvops::set_percpu_base(percpu) };
+    crate::smp::secondary_main(cpu as usize)
 }
 
 /// Drops the identity map of the first GiB that the 32-bit entry needed to switch to long

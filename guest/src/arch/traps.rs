@@ -93,6 +93,11 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         v @ 0x20..=0x2f if !crate::pvops::is_xen() => {
             crate::arch::native::interrupt((v - crate::arch::native::IRQ_BASE) as u8)
         }
+        crate::arch::native::smp::WAKE_VECTOR if !crate::pvops::is_xen() => {
+            crate::arch::native::smp::woken()
+        }
+        // The local APIC's spurious interrupt: no EOI, nothing to do.
+        crate::arch::native::smp::SPURIOUS_VECTOR if !crate::pvops::is_xen() => {}
         _ => fatal(frame),
     }
 }
@@ -127,10 +132,11 @@ fn fatal(f: &TrapFrame) -> ! {
 }
 
 /// The entry stubs of entry.S: natively one per CPU exception and legacy PIC IRQ vector
-/// (0..48), under Xen one per CPU exception vector (0..32).
+/// (0..48) and the local APIC's two (0x30, 0x31), under Xen one per CPU exception vector
+/// (0..32).
 pub fn stubs(xen: bool) -> &'static [u64] {
     extern "C" {
-        static trap_native_stubs: [u64; 48];
+        static trap_native_stubs: [u64; 50];
         static trap_xen_stubs: [u64; 32];
     }
     // SAFETY: two read-only tables of addresses defined in entry.S.

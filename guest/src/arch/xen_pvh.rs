@@ -203,30 +203,7 @@ pub unsafe extern "C" fn start_cpu(cpu: u32, start: *const crate::pvops::CpuStar
     }
 }
 
-/// Pages of a secondary vCPU's fault stack (#DF, NMI, #MC).
-const FAULT_STACK_PAGES: u64 = 4;
-
-/// Where a secondary vCPU starts: its own GDT, TSS and fault stack, the shared IDT, its
-/// per-CPU base; then the common secondary loop.
+/// Where a secondary vCPU starts (see [`super::native::secondary_start`]).
 extern "C" fn secondary_entry(cpu: u64, percpu: u64) -> ! {
-    use core::sync::atomic::{AtomicU64, Ordering};
-    // Kept for a start after a resume (the GDT and TSS are made anew: the old TSS is busy).
-    static FAULT_STACKS: [AtomicU64; crate::smp::MAX_CPUS] =
-        [const { AtomicU64::new(0) }; crate::smp::MAX_CPUS];
-    let kept = &FAULT_STACKS[cpu as usize % crate::smp::MAX_CPUS];
-    let fault_stack = match kept.load(Ordering::Relaxed) {
-        0 => match crate::mm::alloc_zeroed_frames(FAULT_STACK_PAGES) {
-            Ok(pfn) => super::pfn_to_virt(pfn) + FAULT_STACK_PAGES * PAGE_SIZE,
-            Err(_) => {
-                crate::console::emergency(format_args!("smp: no fault stack for vcpu {cpu}\n"));
-                crate::pvops::shutdown(crate::pvops::Halt::Failure)
-            }
-        },
-        top => top,
-    };
-    kept.store(fault_stack, Ordering::Relaxed);
-    super::native::init_secondary_cpu(fault_stack);
-    // SAFETY: the boot CPU made `percpu` this vCPU's area before starting it.
-    unsafe { crate::pvops::set_percpu_base(percpu) };
-    crate::smp::secondary_main(cpu as usize)
+    super::native::secondary_start(cpu, percpu)
 }

@@ -44,6 +44,8 @@ pub struct BootInfo {
     pub start_info_version: u32,
     pub memmap_entries: u32,
     pub ram_bytes: u64,
+    /// Where the loader says the ACPI RSDP is (0: it did not say).
+    pub rsdp_paddr: u64,
 }
 
 static BOOT_INFO: spin::Once<BootInfo> = spin::Once::new();
@@ -121,6 +123,7 @@ pub fn init_memory(si: &HvmStartInfo) -> Result<(), &'static str> {
         start_info_version: si.version,
         memmap_entries: si.memmap_entries,
         ram_bytes: ram.map(|e| e.size).sum(),
+        rsdp_paddr: si.rsdp_paddr,
     });
     crate::mm::init_heap(64 << 20).map(drop).map_err(|_| "no memory for the heap")
 }

@@ -112,6 +112,26 @@ pub unsafe fn map_frame(va: u64, frame: u64, writable: bool) -> Result<(), MapEr
     Ok(())
 }
 
+/// Maps a device's register page (physical frame `frame`) at `va`, writable and uncached
+/// (PCD | PWT): its reads and writes must reach the device, in order.
+///
+/// # Safety
+/// As for [`map_frame`]; the frame is a device's, not RAM that anything else maps.
+pub unsafe fn map_mmio(va: u64, frame: u64) -> Result<(), MapError> {
+    const PTE_PWT: u64 = 1 << 3;
+    const PTE_PCD: u64 = 1 << 4;
+    let e = entry(va, 1, true)?;
+    // SAFETY: reading an entry of a live table.
+    if unsafe { e.read_volatile() } & PTE_PRESENT != 0 {
+        return Err(MapError::AlreadyMapped);
+    }
+    // SAFETY: the caller vouches for the frame; the slot was empty.
+    unsafe {
+        pvops::set_pte(e, (frame * PAGE_SIZE) | PTE_PRESENT | PTE_WRITABLE | PTE_PCD | PTE_PWT)
+    };
+    Ok(())
+}
+
 /// Removes the 4 KiB mapping at `va`; returns the pfn it mapped.
 ///
 /// # Safety

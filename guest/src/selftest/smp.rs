@@ -11,11 +11,6 @@ pub const TESTS: &[Test] = &[
 
 /// Why a test of the other CPUs cannot run here, if it cannot.
 fn not_here() -> Option<&'static str> {
-    if !pvops::is_xen() {
-        return Some(
-            "natively only the boot CPU runs (the MADT and INIT-SIPI-SIPI start is not built yet)",
-        );
-    }
     if smp::count() < smp::present() && pvops::is_xen_pv() {
         return Some(
             "PV: the other vCPUs are not started yet (the PV irq ops still address vCPU 0)",

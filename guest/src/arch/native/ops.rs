@@ -2,7 +2,7 @@
 
 use crate::arch::cpu;
 use crate::pvops::{
-    ConsoleOps, CpuOps, CpuStart, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, SmpOps, TimeOps,
+    ConsoleOps, CpuOps, Cpuid, IrqOps, MmuOps, PvOps, ShutdownOps, SmpOps, TimeOps,
 };
 use core::arch::asm;
 
@@ -27,37 +27,14 @@ pub const OPS: PvOps = PvOps {
     console: ConsoleOps { write: crate::console::native_write },
     shutdown: ShutdownOps { shutdown: crate::arch::native::shutdown },
     smp: SmpOps {
-        cpu_count: one_cpu,
-        start_cpu: no_start,
-        park_cpu: halt_forever,
-        wake_cpu: nothing_u32,
-        cpu_parked: always_parked,
+        cpu_count: super::smp::cpu_count,
+        start_cpu: super::smp::start_cpu,
+        park_cpu: super::smp::park_cpu,
+        wake_cpu: super::smp::wake_cpu,
+        cpu_parked: super::smp::cpu_parked,
         set_percpu_base: write_gs_base,
     },
 };
-
-/// Natively only the boot CPU runs: starting the others (the ACPI MADT, INIT-SIPI-SIPI and
-/// a real-mode trampoline) is not built yet.
-extern "C" fn one_cpu() -> u32 {
-    1
-}
-
-unsafe extern "C" fn no_start(_: u32, _: *const CpuStart) -> i64 {
-    -(hypercall::Errno::ENOSYS.0 as i64)
-}
-
-extern "C" fn halt_forever(_: u32) {
-    loop {
-        // SAFETY: no CPU but the boot one runs natively, and it never parks.
-        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
-    }
-}
-
-extern "C" fn nothing_u32(_: u32) {}
-
-extern "C" fn always_parked(_: u32) -> bool {
-    true
-}
 
 /// `IA32_GS_BASE`.
 ///
