@@ -290,6 +290,23 @@ fn launch(cpu: usize, stack_top: u64) -> Result<(), StartError> {
     Ok(())
 }
 
+/// Before a suspend: waits until every other started CPU is parked (under Xen, down), so
+/// that the toolstack saves the domain with the boot vCPU alone running, as
+/// [`restart_after_resume`] expects. A CPU just done with a call may still be on its way to
+/// its park; one that never gets there is said, and saved running.
+pub fn park_others_for_suspend() {
+    for cpu in 1..count() {
+        let deadline = pvops::clock_ns() + TIMEOUT_NS;
+        while !pvops::cpu_parked(cpu as u32) {
+            if pvops::clock_ns() > deadline {
+                log::error!("suspend: cpu {cpu} did not park: the domain is saved with it running");
+                break;
+            }
+            relax();
+        }
+    }
+}
+
 /// After a resume in a new domain, with every other CPU parked: Xen keeps no context of a
 /// vCPU that is down, so each is started again, on its stack and area, as at boot. A CPU
 /// that does not come up ends the list of those that take calls.

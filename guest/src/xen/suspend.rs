@@ -30,6 +30,7 @@ pub fn resumes() -> (u64, u64) {
 pub fn suspend() -> bool {
     log::info!("suspend: going down for the toolstack");
     crate::console::drain(2_000_000_000);
+    crate::smp::park_others_for_suspend();
     pvops::irq_disable();
     let clock = time::xen_common::clock_ns();
     let frame = if pvops::is_xen_pv() {
