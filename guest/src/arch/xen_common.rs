@@ -121,7 +121,14 @@ pub fn shutdown(how: crate::pvops::Halt) -> ! {
 /// `maxvcpus`), up or not.
 pub extern "C" fn cpu_count() -> u32 {
     let max = crate::smp::MAX_CPUS as u32;
-    (0..max).take_while(|&cpu| hypercall::ops::vcpu_is_up(cpu).is_ok()).count() as u32
+    let n = (0..max).take_while(|&cpu| hypercall::ops::vcpu_is_up(cpu).is_ok()).count() as u32;
+    if n == max && hypercall::ops::vcpu_is_up(max).is_ok() {
+        log::warn!(
+            "smp: the toolstack gave more than {max} vCPUs; {max} run (shared_info's vcpu_info \
+             slots: VCPUOP_register_vcpu_info is not used yet)"
+        );
+    }
+    n
 }
 
 /// `VCPUOP_down` of the calling vCPU: it returns once another brings it up again (or at
