@@ -46,6 +46,19 @@
     .long pvh_start32 - KERNEL_BASE
     xen_note_end
 
+/* The boot GDT and its flat data selector in every data segment register (fs, gs null): the
+ * boot CPU's and a native secondary CPU's first thing at the link address. */
+.macro load_boot_segments
+    lgdt boot_gdt_ptr64(%rip)
+    movl $0x10, %eax
+    movl %eax, %ds
+    movl %eax, %es
+    movl %eax, %ss
+    xorl %eax, %eax
+    movl %eax, %fs
+    movl %eax, %gs
+.endm
+
 /* ---- Xen PV entry ---- */
     .section .text.boot, "ax"
     .code64
@@ -85,14 +98,7 @@ pvh_start64_low:
     movabsq $pvh_start64_high, %rax
     jmp *%rax
 pvh_start64_high:
-    lgdt boot_gdt_ptr64(%rip)
-    movl $0x10, %eax
-    movl %eax, %ds
-    movl %eax, %es
-    movl %eax, %ss
-    xorl %eax, %eax
-    movl %eax, %fs
-    movl %eax, %gs
+    load_boot_segments
     leaq boot_stack_top(%rip), %rsp
     movl %esi, %edi
     call pvh_start
@@ -301,14 +307,7 @@ ap_trampoline_end:
     .text
     .globl ap_start64
 ap_start64:
-    lgdt boot_gdt_ptr64(%rip)
-    movl $0x10, %eax
-    movl %eax, %ds
-    movl %eax, %es
-    movl %eax, %ss
-    xorl %eax, %eax
-    movl %eax, %fs
-    movl %eax, %gs
+    load_boot_segments
     movq (AP_TRAMPOLINE + ap_stack - ap_trampoline), %rsp
     movq (AP_TRAMPOLINE + ap_cpu - ap_trampoline), %rdi
     movq (AP_TRAMPOLINE + ap_percpu - ap_trampoline), %rsi
