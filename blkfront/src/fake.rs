@@ -276,19 +276,20 @@ impl World {
         for (i, gref) in
             ind.indirect_grefs[..n.div_ceil(SEGMENTS_PER_INDIRECT_PAGE)].iter().enumerate()
         {
-            let page = self.map(*gref, true).ok()?;
+            self.map(*gref, true).ok()?;
             let here = (n - i * SEGMENTS_PER_INDIRECT_PAGE).min(SEGMENTS_PER_INDIRECT_PAGE);
-            if any_nonzero(&page[here * 8..]) {
-                self.exposed += 1;
-            }
-            for raw in page[..here * 8].chunks_exact(8) {
-                segs.push(BlkifRequestSegment {
-                    gref: GrantRef(u32::from_le_bytes(raw[..4].try_into().unwrap())),
-                    first_sect: raw[4],
-                    last_sect: raw[5],
-                    ..Default::default()
-                });
-            }
+            let exposed = self.table.grants[&gref.0].view(|page| {
+                for raw in page[..here * 8].chunks_exact(8) {
+                    segs.push(BlkifRequestSegment {
+                        gref: GrantRef(u32::from_le_bytes(raw[..4].try_into().unwrap())),
+                        first_sect: raw[4],
+                        last_sect: raw[5],
+                        ..Default::default()
+                    });
+                }
+                any_nonzero(&page[here * 8..])
+            });
+            self.exposed += usize::from(exposed);
         }
         Some(segs)
     }
@@ -300,37 +301,36 @@ impl World {
             if seg.first_sect > seg.last_sect || seg.last_sect > 7 {
                 return Err(());
             }
-            let whole = self.map(seg.gref, !read)?;
+            self.map(seg.gref, !read)?;
             let g = &self.table.grants[&seg.gref.0];
             let (off, len) = (
                 seg.first_sect as usize * 512,
                 (seg.last_sect - seg.first_sect + 1) as usize * 512,
             );
-            if read {
+            let exposed = if read {
                 // Nothing of ours in it: a read's page comes zeroed.
-                if any_nonzero(&whole) {
-                    self.exposed += 1;
-                }
-                let src = self.disk.get(at..at + len).ok_or(())?.to_vec();
-                g.write(off, &src);
+                let exposed = g.view(any_nonzero);
+                g.write(off, self.disk.get(at..at + len).ok_or(())?);
+                exposed
             } else {
                 // Only the data to write: the rest of the page is zero.
-                if any_nonzero(&whole[..off]) || any_nonzero(&whole[off + len..]) {
-                    self.exposed += 1;
-                }
                 let dst = self.disk.get_mut(at..at + len).ok_or(())?;
-                dst.copy_from_slice(&whole[off..off + len]);
-            }
+                g.view(|whole| {
+                    dst.copy_from_slice(&whole[off..off + len]);
+                    any_nonzero(&whole[..off]) || any_nonzero(&whole[off + len..])
+                })
+            };
+            self.exposed += usize::from(exposed);
             at += len;
         }
         Ok(())
     }
 
-    /// Maps `gref` as blkback does and returns the page's content. Without persistent
+    /// Maps `gref` as blkback does (the caller then reads the grant's page). Without persistent
     /// grants the mapping is read-only if `ro` and lasts for the request (a writable grant
     /// is needed unless `ro`); with them it is always writable (a read-only grant fails)
     /// and lasts until the backend disconnects, for the first [`MAX_PGRANTS`] grants.
-    fn map(&mut self, gref: GrantRef, ro: bool) -> Result<Vec<u8>, ()> {
+    fn map(&mut self, gref: GrantRef, ro: bool) -> Result<(), ()> {
         let g = self.table.grants.get(&gref.0).ok_or(())?;
         let writable = self.persistent || !ro;
         if g.domid != DomId(BACKEND) || (writable && g.readonly) {
@@ -342,7 +342,7 @@ impl World {
         } else {
             self.transient_maps += 1;
         }
-        Ok(g.read())
+        Ok(())
     }
 
     /// The backend maps the ring the frontend published, as blkback does at Initialised:

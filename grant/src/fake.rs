@@ -46,9 +46,9 @@ impl Grant {
         self.mem.frame() + self.page as u64
     }
 
-    /// The whole page, as the backend reads it through its mapping.
-    pub fn read(&self) -> Vec<u8> {
-        self.mem.read(self.page * PAGE_SIZE, PAGE_SIZE)
+    /// `f` of the whole page in place, as the backend sees it through its mapping.
+    pub fn view<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
+        self.mem.view(self.page * PAGE_SIZE, PAGE_SIZE, f)
     }
 
     /// Writes into the page through the backend's mapping (or a grant copy).

@@ -231,11 +231,12 @@ impl World {
             Some(_) => req.size as usize,
         };
         let off = req.offset as usize;
-        let page = g.read();
-        if any_nonzero(&page[..off]) || any_nonzero(&page[off + len..]) {
-            self.exposed += 1;
-        }
-        page[off..off + len].to_vec()
+        let (exposed, data) = g.view(|page| {
+            let exposed = any_nonzero(&page[..off]) || any_nonzero(&page[off + len..]);
+            (exposed, page[off..off + len].to_vec())
+        });
+        self.exposed += usize::from(exposed);
+        data
     }
 
     /// Writes a transmit response without publishing it.
@@ -334,7 +335,7 @@ impl World {
         let g = self.table.grants.get(&gref.0).expect("rx request names no grant");
         assert!(!g.readonly, "rx buffers are granted writable");
         assert_eq!(g.domid, DomId(BACKEND));
-        let exposed = any_nonzero(&g.read());
+        let exposed = g.view(any_nonzero);
         g.write(offset, data);
         self.exposed += usize::from(exposed);
     }
