@@ -214,6 +214,13 @@ int main(void)
     FIELD(T, "vcpu_hvm_context", cpu_regs.x86_64);
 #undef T
 
+#define T struct vcpu_register_vcpu_info
+    STRUCT(T, "vcpu_register_vcpu_info");
+    FIELD(T, "vcpu_register_vcpu_info", mfn);
+    FIELD(T, "vcpu_register_vcpu_info", offset);
+    FIELD(T, "vcpu_register_vcpu_info", rsvd);
+#undef T
+
 #define T struct vcpu_guest_context
     STRUCT(T, "vcpu_guest_context");
     FIELD(T, "vcpu_guest_context", fpu_ctxt);
@@ -247,6 +254,7 @@ int main(void)
     CONST(VCPUOP_up);
     CONST(VCPUOP_down);
     CONST(VCPUOP_is_up);
+    CONST(VCPUOP_register_vcpu_info);
     CONST(VCPU_HVM_MODE_64B);
     CONST(VGCF_in_kernel);
     CONST(FLAT_KERNEL_SS);

@@ -18,7 +18,8 @@ use hypercall::abi::{
     evtchn_expand_array, evtchn_init_control, evtchn_port_t, evtchn_send, evtchn_status,
     evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll, sched_shutdown, shared_info,
     start_info, trap_info, vcpu_guest_context, vcpu_info, vcpu_time_info, xen_pfn_t, AddToPhysmap,
-    CallbackRegister, HvmParam, VcpuHvmContext, VcpuHvmX86_64, XEN_EXTRAVERSION_LEN,
+    CallbackRegister, HvmParam, VcpuHvmContext, VcpuHvmX86_64, VcpuRegisterVcpuInfo,
+    XEN_EXTRAVERSION_LEN,
 };
 use xen_sys::{evtchn_fifo_control_block, xen_ulong_t};
 
@@ -168,6 +169,7 @@ fn rust_values() -> Values {
             rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, rip, rflags, cr0, cr3, cr4, efer,
         }
         "vcpu_hvm_context" = VcpuHvmContext { mode, pad, "cpu_regs.x86_64" = x86_64 }
+        "vcpu_register_vcpu_info" = VcpuRegisterVcpuInfo { mfn, offset, rsvd }
         "vcpu_guest_context" = vcpu_guest_context {
             fpu_ctxt, flags, user_regs,
             "user_regs.rdi" = user_regs.__bindgen_anon_7,
@@ -280,6 +282,7 @@ fn rust_values() -> Values {
             ("VCPUOP_up", VCPUOP_UP as usize),
             ("VCPUOP_down", VCPUOP_DOWN as usize),
             ("VCPUOP_is_up", VCPUOP_IS_UP as usize),
+            ("VCPUOP_register_vcpu_info", VCPUOP_REGISTER_VCPU_INFO as usize),
             ("VCPU_HVM_MODE_64B", VCPU_HVM_MODE_64B as usize),
             ("VGCF_in_kernel", VGCF_in_kernel as usize),
             ("FLAT_KERNEL_SS", FLAT_KERNEL_SS as usize),

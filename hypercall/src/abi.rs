@@ -13,7 +13,7 @@ pub use xen_sys::{
     EVTCHNSTAT_unbound, SCHEDOP_block, SCHEDOP_poll, SCHEDOP_shutdown, SCHEDOP_yield,
     SHUTDOWN_crash, SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_suspend, FLAT_KERNEL_CS,
     MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE,
-    SEGBASE_FS, SEGBASE_GS_KERNEL, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER,
+    SEGBASE_FS, SEGBASE_GS_KERNEL, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER, XEN_LEGACY_MAX_VCPUS,
 };
 pub use xen_sys::{cpu_user_regs, vcpu_guest_context, VGCF_in_kernel, VGCF_online, FLAT_KERNEL_SS};
 
@@ -99,6 +99,19 @@ pub const VCPUOP_INITIALISE: u32 = 0;
 pub const VCPUOP_UP: u32 = 1;
 pub const VCPUOP_DOWN: u32 = 2;
 pub const VCPUOP_IS_UP: u32 = 3;
+pub const VCPUOP_REGISTER_VCPU_INFO: u32 = 10;
+
+/// `struct vcpu_register_vcpu_info` (`public/vcpu.h`): where a vCPU's `vcpu_info` is to
+/// live, at `offset` in frame `mfn` (a guest frame under PVH); it must not cross a page.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct VcpuRegisterVcpuInfo {
+    pub mfn: u64,
+    pub offset: u32,
+    pub rsvd: u32,
+}
+
+const _: () = assert!(size_of::<VcpuRegisterVcpuInfo>() == 16);
 
 /// `VCPU_HVM_MODE_64B` (`public/hvm/hvm_vcpu.h`): the vCPU starts in long mode, its
 /// segments' hidden parts flat.

@@ -140,6 +140,27 @@ unsafe fn vcpu_initialise<T>(vcpu: u32, ctx: &T) -> Result<()> {
     .map(drop)
 }
 
+/// `VCPUOP_register_vcpu_info`: from now on Xen keeps `vcpu`'s `vcpu_info` at `offset` in
+/// `frame` (copying the current one there) instead of in shared_info. Once per vCPU and
+/// domain, on the calling vCPU or on one that is down.
+///
+/// # Safety
+/// The 64 bytes at `offset` in `frame` are memory of ours set aside for this for as long
+/// as the domain lives, not crossing a page, and accessed only as Xen's `vcpu_info`.
+pub unsafe fn vcpu_register_vcpu_info(vcpu: u32, frame: u64, offset: u32) -> Result<()> {
+    let arg = abi::VcpuRegisterVcpuInfo { mfn: frame, offset, rsvd: 0 };
+    // SAFETY: Xen only reads `arg`; the caller vouches for the memory it names.
+    check(unsafe {
+        hypercall3(
+            nr::VCPU_OP,
+            abi::VCPUOP_REGISTER_VCPU_INFO.into(),
+            vcpu.into(),
+            &arg as *const _ as u64,
+        )
+    })
+    .map(drop)
+}
+
 /// `VCPUOP_up`: an initialised vCPU runs (again, after `VCPUOP_down`: from where it was).
 pub fn vcpu_up(vcpu: u32) -> Result<()> {
     vcpu_op(abi::VCPUOP_UP, vcpu, 0).map(drop)
