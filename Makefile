@@ -152,6 +152,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@suspend=checkpoint,save vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,save $(SUSPEND_LOAD)' \
 	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"' \
+	    'vcpus=40 extra="log=info tests=console::,smp::"' \
 	    '$(VCPU_SET)'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" $(IMAGE) xen.cfg \
 	    'extra="log=warn tests=boot:: fault=pf"'
@@ -174,6 +175,7 @@ test-xen-pvh: build target/blk-random.img
 	    '@suspend=checkpoint,save,migrate,migrate vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,migrate,migrate $(SUSPEND_LOAD)' \
 	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"' \
+	    'vcpus=40 extra="log=info tests=console::,smp::"' \
 	    '$(VCPU_SET)'
 	rig/xen-rig.py --expect-fatal "FATAL: unhandled trap 14 (#PF page fault)" \
 	    --expect-fatal "the kernel stack overflowed into its guard page" $(IMAGE) xen-pvh.cfg \

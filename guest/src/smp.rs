@@ -17,11 +17,12 @@
 use crate::arch::{pfn_to_virt, PAGE_SIZE};
 use crate::{println, pvops};
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
-/// The most CPUs we use: shared_info's `vcpu_info` slots (32) until each vCPU registers
-/// its own.
-pub const MAX_CPUS: usize = 32;
+/// The most CPUs we use. Under Xen each vCPU's `vcpu_info` lives in its per-CPU area
+/// (`VCPUOP_register_vcpu_info`), so shared_info's 32 slots do not limit them; the bitmaps
+/// of CPUs below are one word.
+pub const MAX_CPUS: usize = 64;
 
 /// Stack pages of a secondary CPU (the guard page below them is extra).
 const STACK_PAGES: u64 = 16;
@@ -30,16 +31,38 @@ const STACK_PAGES: u64 = 16;
 const TIMEOUT_NS: u64 = 5_000_000_000;
 
 /// What `gs:` addresses on each CPU: its number at offset 8 (see [`current`]) and, under
-/// Xen, its `vcpu_info` at offset 16 (see [`vcpu_info`]).
-#[repr(C)]
+/// Xen, the address of its `vcpu_info` at offset 16 (see [`vcpu_info`]): normally
+/// `vcpu_info_area` at offset 64, else its slot of shared_info.
+#[repr(C, align(128))]
 struct PerCpu {
-    this: u64,
-    cpu: u64,
-    vcpu_info: u64,
+    this: AtomicU64,
+    cpu: AtomicU64,
+    vcpu_info: AtomicU64,
+    _reserved: [u64; 5],
+    vcpu_info_area: VcpuInfoArea,
 }
 
-static mut PER_CPU: [PerCpu; MAX_CPUS] =
-    [const { PerCpu { this: 0, cpu: 0, vcpu_info: 0 } }; MAX_CPUS];
+/// 64 bytes where Xen keeps a vCPU's `vcpu_info` once registered: 64-aligned in a
+/// 128-aligned area, so never across a page, as Xen requires.
+#[repr(C, align(64))]
+struct VcpuInfoArea(core::cell::UnsafeCell<[u8; 64]>);
+
+// SAFETY: the bytes are Xen's `vcpu_info`, which Xen writes at any time; the guest reaches
+// them only through `xen_common::Vcpu`'s atomic and volatile accesses, never a reference.
+unsafe impl Sync for VcpuInfoArea {}
+
+const _: () = assert!(core::mem::offset_of!(PerCpu, vcpu_info_area) == 64);
+const _: () = assert!(core::mem::size_of::<PerCpu>() == 128);
+
+static PER_CPU: [PerCpu; MAX_CPUS] = [const {
+    PerCpu {
+        this: AtomicU64::new(0),
+        cpu: AtomicU64::new(0),
+        vcpu_info: AtomicU64::new(0),
+        _reserved: [0; 5],
+        vcpu_info_area: VcpuInfoArea(core::cell::UnsafeCell::new([0; 64])),
+    }
+}; MAX_CPUS];
 
 const IDLE: u8 = 0;
 const POSTED: u8 = 1;
@@ -67,8 +90,8 @@ static PRESENT: AtomicUsize = AtomicUsize::new(1);
 
 /// Started CPUs the toolstack took out of service (bit n: cpu n), and what it wants that to
 /// be (applied between calls, where no CPU has one).
-static OUT_OF_SERVICE: AtomicU32 = AtomicU32::new(0);
-static WANTED_OUT: AtomicU32 = AtomicU32::new(0);
+static OUT_OF_SERVICE: AtomicU64 = AtomicU64::new(0);
+static WANTED_OUT: AtomicU64 = AtomicU64::new(0);
 
 /// Each started CPU's stack top, for starting it again after a resume.
 static STACK_TOP: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
@@ -77,8 +100,22 @@ static STACK_TOP: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_
 static CALLING: spin::Mutex<()> = spin::Mutex::new(());
 
 fn percpu_base(cpu: usize) -> u64 {
-    // SAFETY: only the address is taken; each CPU's entry is written once, before it starts.
-    unsafe { core::ptr::addr_of!(PER_CPU[cpu]) as u64 }
+    core::ptr::addr_of!(PER_CPU[cpu]) as u64
+}
+
+/// Where Xen may keep `cpu`'s `vcpu_info` (see `xen_common::place_vcpu_info`).
+pub fn vcpu_info_area(cpu: usize) -> u64 {
+    PER_CPU[cpu].vcpu_info_area.0.get() as u64
+}
+
+/// Where `cpu`'s `vcpu_info` is now.
+pub fn vcpu_info_of(cpu: usize) -> u64 {
+    PER_CPU[cpu].vcpu_info.load(Ordering::Acquire)
+}
+
+/// `cpu`'s `vcpu_info` moved to `va` (Xen placed it there, or it is the boot default).
+pub fn set_vcpu_info(cpu: usize, va: u64) {
+    PER_CPU[cpu].vcpu_info.store(va, Ordering::Release);
 }
 
 /// The CPU this runs on (0 for the boot CPU).
@@ -104,16 +141,15 @@ pub fn vcpu_info() -> u64 {
     va
 }
 
-/// Fills `cpu`'s per-CPU area, before it is anyone's base.
-///
-/// # Safety
-/// `cpu` does not run yet (or is the boot CPU, before anything reads its area).
-unsafe fn fill_area(cpu: usize) {
-    // SAFETY: forwarded contract: nothing reads the area concurrently.
-    let area = unsafe { &mut *core::ptr::addr_of_mut!(PER_CPU[cpu]) };
-    area.this = percpu_base(cpu);
-    area.cpu = cpu as u64;
-    area.vcpu_info = crate::arch::xen_common::vcpu_info_va(cpu);
+/// Fills `cpu`'s per-CPU area, before it is anyone's base: under Xen its `vcpu_info` is
+/// its shared_info slot (if it has one) until [`crate::arch::xen_common::place_vcpu_info`]
+/// moves it.
+fn fill_area(cpu: usize) {
+    let area = &PER_CPU[cpu];
+    area.this.store(percpu_base(cpu), Ordering::Relaxed);
+    area.cpu.store(cpu as u64, Ordering::Relaxed);
+    area.vcpu_info
+        .store(crate::arch::xen_common::vcpu_info_slot(cpu).unwrap_or(0), Ordering::Release);
 }
 
 /// CPUs started (the boot CPU included); [`in_service`] says which of them take calls.
@@ -151,14 +187,14 @@ pub fn apply_availability() {
         return;
     }
     let Some(one) = CALLING.try_lock() else { return };
-    let started = if count() >= 32 { u32::MAX } else { (1u32 << count()) - 1 };
+    let started = if count() >= 64 { u64::MAX } else { (1u64 << count()) - 1 };
     let wanted = WANTED_OUT.load(Ordering::Acquire) & started;
     let before = OUT_OF_SERVICE.swap(wanted, Ordering::AcqRel);
     if before == wanted {
         return;
     }
     for cpu in 1..count() {
-        let bit = 1 << cpu;
+        let bit = 1u64 << cpu;
         if (before ^ wanted) & bit != 0 {
             let what = if wanted & bit != 0 { "out of service" } else { "back in service" };
             log::info!("smp: vCPU {cpu} {what} (cpu/{cpu}/availability)");
@@ -210,11 +246,9 @@ pub fn present() -> usize {
 /// Makes the boot CPU's per-CPU area its `gs:` base: right after pv_ops are installed,
 /// before any irq op (Xen PV's find the vCPU's `vcpu_info` there).
 pub fn init_boot_cpu() {
-    // SAFETY: boot, one CPU: nothing else touches the area; it lives for good.
-    unsafe {
-        fill_area(0);
-        pvops::set_percpu_base(percpu_base(0));
-    }
+    fill_area(0);
+    // SAFETY: the boot CPU's area, filled, lives for good; nothing used a base before.
+    unsafe { pvops::set_percpu_base(percpu_base(0)) };
     MAILBOX[0].online.store(true, Ordering::Release);
 }
 
@@ -222,6 +256,8 @@ pub fn init_boot_cpu() {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartError {
     NoMemory,
+    /// Xen would not keep its `vcpu_info` in its area, and shared_info has no slot for it.
+    NoVcpuInfo(hypercall::Errno),
     /// The platform refused (a negative errno).
     Platform(i64),
     /// Started, but it never said so.
@@ -232,6 +268,9 @@ impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StartError::NoMemory => f.write_str("no memory for its stack"),
+            StartError::NoVcpuInfo(e) => {
+                write!(f, "no vcpu_info: VCPUOP_register_vcpu_info failed ({e}), past 32 vCPUs")
+            }
             StartError::Platform(e) => {
                 write!(f, "the platform refused ({})", hypercall::Errno((-e) as i32))
             }
@@ -266,8 +305,10 @@ fn start(cpu: usize) -> Result<(), StartError> {
     }
     let stack_top = guard + (STACK_PAGES + 1) * PAGE_SIZE;
     STACK_TOP[cpu].store(stack_top as usize, Ordering::Relaxed);
-    // SAFETY: the CPU has not started; the boot CPU alone writes its area, once.
-    unsafe { fill_area(cpu) };
+    fill_area(cpu);
+    if pvops::is_xen() {
+        crate::arch::xen_common::place_vcpu_info(cpu).map_err(StartError::NoVcpuInfo)?;
+    }
     launch(cpu, stack_top)
 }
 
@@ -308,7 +349,8 @@ pub fn park_others_for_suspend() {
 }
 
 /// After a resume in a new domain, with every other CPU parked: Xen keeps no context of a
-/// vCPU that is down, so each is started again, on its stack and area, as at boot. A CPU
+/// vCPU that is down, nor where its vcpu_info was, so each is placed and started again, on
+/// its stack and area, as at boot. A CPU
 /// that does not come up ends the list of those that take calls.
 pub fn restart_after_resume() {
     let n = count();
@@ -316,7 +358,8 @@ pub fn restart_after_resume() {
         MAILBOX[cpu].online.store(false, Ordering::Release);
         MAILBOX[cpu].state.store(IDLE, Ordering::Release);
         let top = STACK_TOP[cpu].load(Ordering::Relaxed) as u64;
-        if let Err(e) = launch(cpu, top) {
+        let placed = crate::arch::xen_common::place_vcpu_info(cpu).map_err(StartError::NoVcpuInfo);
+        if let Err(e) = placed.and_then(|()| launch(cpu, top)) {
             log::error!(
                 "smp: cpu {cpu} did not start again after the resume: {e}; going on with {cpu}"
             );

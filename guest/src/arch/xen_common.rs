@@ -1,6 +1,7 @@
 //! What both Xen platforms share at this level: the shared_info page (PV maps it, PVH
-//! places it) and vcpu 0's vcpu_info in it, their 2-level event view, the event upcall, and
-//! shutdown. Named for serving PV and PVH alike, beside xen_pv and xen_pvh.
+//! places it), each vCPU's vcpu_info (in its per-CPU area once Xen agreed to keep it there,
+//! else its slot of shared_info), the 2-level event view, the event upcall, and shutdown.
+//! Named for serving PV and PVH alike, beside xen_pv and xen_pvh.
 
 use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use hypercall::abi;
@@ -16,18 +17,62 @@ pub(crate) fn shared_info_va() -> u64 {
     core::ptr::addr_of!(xen_shared_info_page) as u64
 }
 
-/// A vCPU's `vcpu_info` (vcpu 0's is the first slot of shared_info), read and written
-/// atomically because Xen updates it concurrently.
+/// A vCPU's `vcpu_info`, read and written atomically because Xen updates it concurrently.
 #[derive(Clone, Copy)]
 pub struct Vcpu(u64);
 
+/// The boot vCPU's `vcpu_info`, wherever it is now: the event ABIs and the clock read it.
 pub fn vcpu() -> Vcpu {
-    Vcpu(shared_info_va())
+    Vcpu(match crate::smp::vcpu_info_of(0) {
+        // Before the boot CPU's area is filled: where Xen starts it.
+        0 => shared_info_va(),
+        va => va,
+    })
 }
 
-/// Where vCPU `cpu`'s `vcpu_info` is: its slot of shared_info (one of 32).
-pub fn vcpu_info_va(cpu: usize) -> u64 {
-    shared_info_va() + (cpu * core::mem::size_of::<abi::vcpu_info>()) as u64
+/// vCPU `cpu`'s slot of shared_info, where Xen keeps its `vcpu_info` unless told otherwise:
+/// the first 32 vCPUs have one.
+pub fn vcpu_info_slot(cpu: usize) -> Option<u64> {
+    (cpu < abi::XEN_LEGACY_MAX_VCPUS as usize)
+        .then(|| shared_info_va() + (cpu * core::mem::size_of::<abi::vcpu_info>()) as u64)
+}
+
+/// Has Xen keep `cpu`'s `vcpu_info` in its per-CPU area (`VCPUOP_register_vcpu_info`), as
+/// Linux does: vCPUs past shared_info's 32 slots need it, and each vCPU's own is then at a
+/// fixed offset from its `gs:` base. Once per vCPU and domain, by the vCPU itself or while
+/// it is down: the boot vCPU at boot and again in a new domain after a resume, each other
+/// one before it starts. Where Xen refuses, a vCPU with a shared_info slot keeps that; one
+/// without cannot run.
+pub fn place_vcpu_info(cpu: usize) -> Result<(), Errno> {
+    let area = crate::smp::vcpu_info_area(cpu);
+    let frame = crate::pvops::pfn_to_frame(super::virt_to_pfn(area));
+    let offset = (area % super::PAGE_SIZE) as u32;
+    // SAFETY: the area is 64 bytes of the image set aside for this vCPU's vcpu_info for
+    // good, 64-aligned (so within a page), and the guest reaches them only as a `Vcpu`.
+    match unsafe { hypercall::ops::vcpu_register_vcpu_info(cpu as u32, frame, offset) } {
+        Ok(()) => {
+            if cpu == 0 {
+                log::info!(
+                    "smp: vcpu_info in each vCPU's per-CPU area (VCPUOP_register_vcpu_info)"
+                );
+            }
+            crate::smp::set_vcpu_info(cpu, area);
+            Ok(())
+        }
+        Err(e) => {
+            let slot = vcpu_info_slot(cpu).ok_or(e)?;
+            static SAID: core::sync::atomic::AtomicBool =
+                core::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                log::warn!(
+                    "smp: VCPUOP_register_vcpu_info of vCPU {cpu}: {e}; vCPUs keep their \
+                     vcpu_info in shared_info, and at most 32 run"
+                );
+            }
+            crate::smp::set_vcpu_info(cpu, slot);
+            Ok(())
+        }
+    }
 }
 
 /// The calling vCPU's `vcpu_info`, through its per-CPU area.
@@ -79,12 +124,12 @@ impl Vcpu {
 pub fn two_level() -> events::TwoLevel<'static> {
     let si = shared_info_va();
     // SAFETY: shared_info (or, before it is mapped, the zeroed page reserved for it) is
-    // mapped for good, vcpu 0's vcpu_info is its first slot, and its event fields are only
-    // accessed atomically in this kernel.
+    // mapped for good, and so is vcpu 0's vcpu_info (its per-CPU area, or its slot of
+    // shared_info); their event fields are only accessed atomically in this kernel.
     unsafe {
         events::TwoLevel::new(
             core::ptr::NonNull::new_unchecked(si as *mut abi::shared_info),
-            core::ptr::NonNull::new_unchecked(si as *mut abi::vcpu_info),
+            core::ptr::NonNull::new_unchecked(vcpu().as_ptr()),
         )
     }
 }
@@ -123,10 +168,7 @@ pub extern "C" fn cpu_count() -> u32 {
     let max = crate::smp::MAX_CPUS as u32;
     let n = (0..max).take_while(|&cpu| hypercall::ops::vcpu_is_up(cpu).is_ok()).count() as u32;
     if n == max && hypercall::ops::vcpu_is_up(max).is_ok() {
-        log::warn!(
-            "smp: the toolstack gave more than {max} vCPUs; {max} run (shared_info's vcpu_info \
-             slots: VCPUOP_register_vcpu_info is not used yet)"
-        );
+        log::warn!("smp: the toolstack gave more than {max} vCPUs; {max} run (smp::MAX_CPUS)");
     }
     n
 }

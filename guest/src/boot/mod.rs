@@ -43,6 +43,10 @@ pub fn options() -> Options<'static> {
 /// `store_page` is this domain's xenstore page, mapped for good and shared only with
 /// xenstored; the caller's platform setup (upcalls, memory) is complete.
 unsafe fn start_xen_services(options: Options<'static>, store_page: *mut u8, store_port: u32) -> ! {
+    // Before the event ABI and the clock take its address.
+    if let Err(e) = crate::arch::xen_common::place_vcpu_info(0) {
+        boot_failed(format_args!("the boot vCPU's vcpu_info: {e}"));
+    }
     crate::xen::evtchn::init(options.evtchn);
     crate::time::xen_common::report_tsc_mode();
     if let Err(e) = crate::time::xen_common::init_timer() {

@@ -7,6 +7,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::every_vcpu_up", run: every_vcpu_up },
     Test { name: "smp::call_runs_on_its_vcpu", run: call_runs_on_its_vcpu },
     Test { name: "smp::lock_and_heap_stress", run: lock_and_heap_stress },
+    Test { name: "smp::vcpu_info_in_percpu_area", run: vcpu_info_in_percpu_area },
 ];
 
 /// Why a test of the other CPUs cannot run here, if it cannot.
@@ -113,5 +114,40 @@ fn lock_and_heap_stress() -> Outcome {
         "{} heap blocks changed under us",
         bad.load(Ordering::Relaxed)
     );
+    Outcome::Pass
+}
+
+/// Under Xen every vCPU's vcpu_info is in its own per-CPU area, and Xen keeps it there: each
+/// vCPU's pvclock in it tells the time the boot vCPU's does (the area would be zeros if Xen
+/// had not taken it).
+fn vcpu_info_in_percpu_area() -> Outcome {
+    use crate::arch::xen_common;
+    use crate::time::xen_common::{snapshot_of, system_time_ns};
+    if !pvops::is_xen() {
+        return Outcome::Skip("no vcpu_info natively");
+    }
+    if let Some(why) = not_here() {
+        return Outcome::Skip(why);
+    }
+    if smp::vcpu_info_of(0) != smp::vcpu_info_area(0) {
+        return Outcome::Skip("Xen keeps vcpu_info in shared_info (see the WARN line)");
+    }
+    let seen = smp::on_each(|cpu| {
+        let placed = smp::vcpu_info() == smp::vcpu_info_area(cpu);
+        let own = snapshot_of(xen_common::this_vcpu());
+        let boot_ns = system_time_ns();
+        let own_ns = own.ns_at(crate::arch::cpu::rdtsc());
+        (cpu, placed, boot_ns.abs_diff(own_ns))
+    });
+    let seen = match seen {
+        Ok(seen) => seen,
+        Err(e) => return Outcome::Fail(alloc::format!("on_each: {e}")),
+    };
+    for (cpu, placed, skew_ns) in seen {
+        check!(placed, "cpu {cpu}'s gs: vcpu_info is not its per-CPU area");
+        // A domain's vCPUs' clocks agree to well under a millisecond; a vcpu_info Xen does
+        // not update is off by the host's uptime.
+        check!(skew_ns < 10_000_000, "cpu {cpu}'s pvclock is {skew_ns} ns from the boot vCPU's");
+    }
     Outcome::Pass
 }

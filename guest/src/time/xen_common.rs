@@ -10,12 +10,18 @@ use core::sync::atomic::{fence, AtomicU64, Ordering};
 /// between pCPUs whose TSCs Xen extrapolates slightly differently.
 static LAST: AtomicU64 = AtomicU64::new(0);
 
-/// One consistent copy of vcpu_time_info.
+/// One consistent copy of the boot vCPU's vcpu_time_info.
 pub fn snapshot() -> PvClock {
-    let t = crate::arch::xen_common::vcpu().time_info();
+    snapshot_of(crate::arch::xen_common::vcpu())
+}
+
+/// One consistent copy of `vcpu`'s vcpu_time_info.
+pub fn snapshot_of(vcpu: crate::arch::xen_common::Vcpu) -> PvClock {
+    let t = vcpu.time_info();
     loop {
-        // SAFETY: `t` points into the mapped shared_info page; every field is read with a
-        // volatile load because Xen rewrites them under the version protocol.
+        // SAFETY: `t` points into a vcpu_info, mapped for good (shared_info's page or a
+        // per-CPU area); every field is read with a volatile load because Xen rewrites
+        // them under the version protocol.
         unsafe {
             let version = core::ptr::addr_of!((*t).version).read_volatile();
             fence(Ordering::Acquire);

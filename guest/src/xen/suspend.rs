@@ -44,6 +44,14 @@ pub fn suspend() -> bool {
     let outcome = unsafe { hypercall::ops::suspend(frame) };
     let new_domain = matches!(outcome, Ok(Resumed::NewDomain));
     let ports = platform_resume(new_domain).unwrap_or_else(|why| broken(format_args!("{why}")));
+    if new_domain {
+        // A new domain keeps vcpu_info in shared_info until told again; before the clock
+        // and the event ABI read it. Still masked: Xen copies in whatever the slot held.
+        if let Err(e) = crate::arch::xen_common::place_vcpu_info(0) {
+            broken(format_args!("the boot vCPU's vcpu_info: {e}"));
+        }
+        pvops::irq_disable();
+    }
     // Nothing reads the clock before this (the console below stamps nothing).
     time::xen_common::resume_clock(clock);
     if let Some((console_port, _)) = ports {
