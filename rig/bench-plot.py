@@ -26,7 +26,8 @@ BAR_H = 14
 STEP = BAR_H + 4
 GROUP_GAP = 12
 FONT = "font-family='DejaVu Sans, Arial, sans-serif' font-size='12'"
-VIA_COLOURS = {"bare": "#8c8c8c", "indirect": "#e07b39", "patched": "#3a7bd5"}
+VIA_COLOURS = {"bare": "#8c8c8c", "indirect": "#e07b39", "direct": "#9c6ade",
+               "patched": "#3a7bd5"}
 COLUMN_COLOURS = ["#3a7bd5", "#e07b39", "#4caf50", "#9c27b0", "#d32f2f", "#00897b"]
 
 

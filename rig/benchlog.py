@@ -31,7 +31,8 @@ A column is `<platform> <evtchn>` (no evtchn if `none`), plus `<variant>` unless
 
 The pv_ops rows are `pvops_<op>_<via>`: the op (irq: disable+enable, flags: save_fl+restore_fl,
 cpuid) reached through the bare instruction (natively and under PVH: not in PV's ring 3), the
-op table's indirect call, or the call site as boot patched it.
+op table's indirect call, a direct call to Xen PV's function (PV only: what its patched sites
+were before irq_disable and save_fl went inline), or the call site as boot patched it.
 """
 import math
 import os
@@ -48,7 +49,7 @@ VARIANT = re.compile(r"\bvariant=(\S+)")
 ROW = re.compile(r"^bench: (\S+) (\S+) (\S+) ?(.*)$")
 
 PVOPS_OPS = (("irq", "irq disable+enable"), ("flags", "save_fl+restore_fl"), ("cpuid", "cpuid"))
-PVOPS_VIAS = ("bare", "indirect", "patched")
+PVOPS_VIAS = ("bare", "indirect", "direct", "patched")
 
 RATE_UNITS = ("MiB/s", "IOPS", "x")
 TIME_PREFIXES = ("ns/", "us/", "ms/")

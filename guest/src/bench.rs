@@ -26,9 +26,11 @@ struct Row {
 const BENCHES: &[Bench] = &[
     Bench { name: "pvops_irq_bare", run: || irq_pair(Via::Bare) },
     Bench { name: "pvops_irq_indirect", run: || irq_pair(Via::Indirect) },
+    Bench { name: "pvops_irq_direct", run: || irq_pair(Via::Direct) },
     Bench { name: "pvops_irq_patched", run: || irq_pair(Via::Patched) },
     Bench { name: "pvops_flags_bare", run: || flags_pair(Via::Bare) },
     Bench { name: "pvops_flags_indirect", run: || flags_pair(Via::Indirect) },
+    Bench { name: "pvops_flags_direct", run: || flags_pair(Via::Direct) },
     Bench { name: "pvops_flags_patched", run: || flags_pair(Via::Patched) },
     Bench { name: "pvops_cpuid_bare", run: || cpuid(Via::Bare) },
     Bench { name: "pvops_cpuid_indirect", run: || cpuid(Via::Indirect) },
@@ -97,19 +99,17 @@ pub fn run(selection: &Selection<'_>) {
     println!("bench: end");
 }
 
-/// Prints the bytes of one irq_disable site as boot left it, to show what the patcher
-/// made of it (`fa` is `cli`), since the image on disk holds only the indirect call.
+/// Prints the bytes of one irq_disable and one save_fl site as boot left them, to show what
+/// the patcher made of them (`fa` is `cli`; under Xen PV `65 c6 04 25 41 00 00 00 01` is
+/// `movb $1, %gs:0x41`), since the image on disk holds only the indirect call.
 fn show_patched_site() {
-    let Some(site) = pvops::sites().iter().find(|s| s.op == pvops::Op::IrqDisable as u16) else {
-        return;
-    };
     let state = if patch::patched() { "patched" } else { "nopvpatch" };
-    match patch::read(site) {
-        Ok(b) => println!(
-            "pvops: site {:#x} irq_disable ({state}): {:02x} {:02x} {:02x} {:02x} {:02x} {:02x}",
-            site.addr, b[0], b[1], b[2], b[3], b[4], b[5]
-        ),
-        Err(e) => println!("pvops: site {:#x} irq_disable: {e}", site.addr),
+    for (op, name) in [(pvops::Op::IrqDisable, "irq_disable"), (pvops::Op::SaveFl, "save_fl")] {
+        let Some(site) = pvops::sites().iter().find(|s| s.op == op as u16) else { continue };
+        match patch::read(site) {
+            Ok(b) => println!("pvops: site {:#x} {name} ({state}): {b}", site.addr),
+            Err(e) => println!("pvops: site {:#x} {name}: {e}", site.addr),
+        }
     }
 }
 
@@ -141,28 +141,46 @@ enum Via {
     Bare,
     /// `call *slot(%rip)` through the op table, never patched.
     Indirect,
+    /// `call rel32` to Xen PV's functions, as patched sites were before irq_disable and
+    /// save_fl went inline (Xen PV only).
+    Direct,
     /// The pv_ops call sites as boot patched them.
     Patched,
 }
 
-/// Refuses what this boot cannot measure; else describes the variant for `op`.
-fn via(via: Via, op: pvops::Op, bare: &'static str) -> Result<&'static str, &'static str> {
+/// Refuses what this boot cannot measure; else describes the variant for `ops` (a pair
+/// measured together).
+fn via(
+    via: Via,
+    ops: [pvops::Op; 2],
+    bare: &'static str,
+) -> Result<alloc::string::String, &'static str> {
+    let plan = |op| match pvpatch::plan(
+        pvops::backend(),
+        op,
+        crate::arch::xen_common::vcpu_info_at_gs(),
+    ) {
+        pvpatch::Plan::Inline(_) => "inline",
+        pvpatch::Plan::DirectCall => "direct call",
+        pvpatch::Plan::Nop => "nop",
+    };
     match via {
         Via::Bare if pvops::is_xen_pv() => Err("not in Xen PV's ring 3"),
-        Via::Bare => Ok(bare),
-        Via::Indirect => Ok("call *slot(%rip)"),
+        Via::Bare => Ok(bare.into()),
+        Via::Indirect => Ok("call *slot(%rip)".into()),
+        Via::Direct if !pvops::is_xen_pv() => Err("Xen PV only"),
+        Via::Direct => Ok("call rel32".into()),
         Via::Patched if !patch::patched() => Err("nopvpatch"),
-        Via::Patched => Ok(match pvpatch::plan(pvops::backend(), op) {
-            pvpatch::Plan::Inline(_) => "patched: inline",
-            pvpatch::Plan::DirectCall => "patched: direct call",
-            pvpatch::Plan::Nop => "patched: nop",
+        Via::Patched => Ok(match (plan(ops[0]), plan(ops[1])) {
+            (a, b) if a == b => alloc::format!("patched: {a}"),
+            (a, b) => alloc::format!("patched: {a} + {b}"),
         }),
     }
 }
 
 fn irq_pair(v: Via) -> Result<Row, &'static str> {
     const N: u64 = 1_000_000;
-    let detail = via(v, pvops::Op::IrqDisable, "cli; sti")?;
+    let detail = via(v, [pvops::Op::IrqDisable, pvops::Op::IrqEnable], "cli; sti")?;
     let ns = match v {
         Via::Bare => per_op(N, || {
             // SAFETY: natively we run in ring 0, and the pair leaves interrupts enabled as
@@ -173,17 +191,21 @@ fn irq_pair(v: Via) -> Result<Row, &'static str> {
             pvops::indirect::irq_disable();
             pvops::indirect::irq_enable();
         }),
+        Via::Direct => per_op(N, || {
+            xen_pv::ops::direct::irq_disable();
+            xen_pv::ops::direct::irq_enable();
+        }),
         Via::Patched => per_op(N, || {
             pvops::irq_disable();
             pvops::irq_enable();
         }),
     };
-    row(ns, "ns/pair", detail.into())
+    row(ns, "ns/pair", detail)
 }
 
 fn flags_pair(v: Via) -> Result<Row, &'static str> {
     const N: u64 = 1_000_000;
-    let detail = via(v, pvops::Op::SaveFl, "pushfq; pop; push; popfq")?;
+    let detail = via(v, [pvops::Op::SaveFl, pvops::Op::RestoreFl], "pushfq; pop; push; popfq")?;
     let ns = match v {
         Via::Bare => per_op(N, || {
             let flags: u64;
@@ -197,18 +219,22 @@ fn flags_pair(v: Via) -> Result<Row, &'static str> {
             let flags = pvops::indirect::save_fl();
             pvops::indirect::restore_fl(black_box(flags));
         }),
+        Via::Direct => per_op(N, || {
+            let flags = crate::arch::xen_pv::ops::direct::save_fl();
+            xen_pv::ops::direct::restore_fl(black_box(flags));
+        }),
         Via::Patched => per_op(N, || {
             let flags = pvops::save_fl();
             pvops::restore_fl(black_box(flags));
         }),
     };
-    row(ns, "ns/pair", detail.into())
+    row(ns, "ns/pair", detail)
 }
 
 fn cpuid(v: Via) -> Result<Row, &'static str> {
     // Under Xen every CPUID is a trap to the hypervisor's emulation.
     let n = if pvops::is_xen() { 20_000 } else { 200_000 };
-    let detail = via(v, pvops::Op::Cpuid, "cpuid")?;
+    let detail = via(v, [pvops::Op::Cpuid; 2], "cpuid")?;
     let ns = match v {
         Via::Bare => per_op(n, || {
             black_box(cpu::cpuid_raw(black_box(0), 0));
@@ -216,11 +242,12 @@ fn cpuid(v: Via) -> Result<Row, &'static str> {
         Via::Indirect => per_op(n, || {
             black_box(pvops::indirect::cpuid(black_box(0), 0));
         }),
+        Via::Direct => return Err("the irq ops only"),
         Via::Patched => per_op(n, || {
             black_box(pvops::cpuid(black_box(0), 0));
         }),
     };
-    row(ns, "ns/op", detail.into())
+    row(ns, "ns/op", detail)
 }
 
 fn null_hypercall() -> Result<Row, &'static str> {

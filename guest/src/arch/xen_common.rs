@@ -37,12 +37,19 @@ pub fn vcpu_info_slot(cpu: usize) -> Option<u64> {
         .then(|| shared_info_va() + (cpu * core::mem::size_of::<abi::vcpu_info>()) as u64)
 }
 
+/// Whether Xen keeps the vCPUs' `vcpu_info` in their per-CPU areas (it took the boot
+/// vCPU's), so that `%gs:` reaches each one's own: the patcher's Xen PV inline irq ops.
+pub fn vcpu_info_at_gs() -> bool {
+    crate::pvops::is_xen() && crate::smp::vcpu_info_of(0) == crate::smp::vcpu_info_area(0)
+}
+
 /// Has Xen keep `cpu`'s `vcpu_info` in its per-CPU area (`VCPUOP_register_vcpu_info`), as
 /// Linux does: vCPUs past shared_info's 32 slots need it, and each vCPU's own is then at a
 /// fixed offset from its `gs:` base. Once per vCPU and domain, by the vCPU itself or while
 /// it is down: the boot vCPU at boot and again in a new domain after a resume, each other
-/// one before it starts. Where Xen refuses, a vCPU with a shared_info slot keeps that; one
-/// without cannot run.
+/// one before it starts. Where Xen refuses the boot vCPU's, every vCPU keeps its shared_info
+/// slot (past 32, it cannot run); where it refuses another's after taking the boot vCPU's,
+/// that one cannot run.
 pub fn place_vcpu_info(cpu: usize) -> Result<(), Errno> {
     let area = crate::smp::vcpu_info_area(cpu);
     let frame = crate::pvops::pfn_to_frame(super::virt_to_pfn(area));
@@ -60,6 +67,11 @@ pub fn place_vcpu_info(cpu: usize) -> Result<(), Errno> {
             Ok(())
         }
         Err(e) => {
+            // With the boot vCPU's placed, the irq ops may address vcpu_info through %gs:
+            // (inline), so every vCPU must have its own there.
+            if cpu != 0 && vcpu_info_at_gs() {
+                return Err(e);
+            }
             let slot = vcpu_info_slot(cpu).ok_or(e)?;
             static SAID: core::sync::atomic::AtomicBool =
                 core::sync::atomic::AtomicBool::new(false);

@@ -345,6 +345,10 @@ macro_rules! pv_call {
         core::arch::asm!(
             "771:",
             "call qword ptr [rip + {ops} + {slot}]",
+            // Room for the op's inline form, where it is longer than the call.
+            ".if {pad} > 0",
+            ".nops {pad}",
+            ".endif",
             "772:",
             ".pushsection .parainstructions, \"a\"",
             ".balign 8",
@@ -356,6 +360,7 @@ macro_rules! pv_call {
             ".popsection",
             ops = sym PV_OPS,
             slot = const Op::$op.slot(),
+            pad = const $crate::pvpatch::site_len(Op::$op) - $crate::pvpatch::CALL_LEN,
             op = const Op::$op as u16,
             clobbers = const CLOBBERS_C_ABI,
             $($operands)*

@@ -12,7 +12,7 @@
 //! read-only to begin with, and has no counterpart in Xen's ring 3.
 
 use super::{backend, sites, slot_target, table_addr, Op, PatchSite};
-use crate::pvpatch::{self, PatchError, Plan, SiteBytes, SITE_LEN};
+use crate::pvpatch::{self, PatchError, Plan, SiteBytes};
 use core::ops::Range;
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -48,14 +48,16 @@ fn op_of(site: &PatchSite) -> Result<Op, PatchError> {
 
 /// The site as `pv_call!` emitted it: the indirect call through its op's slot.
 pub fn original(site: &PatchSite) -> Result<SiteBytes, PatchError> {
-    pvpatch::indirect_call(site.addr, table_addr() + op_of(site)?.slot() as u64)
+    let op = op_of(site)?;
+    let len = pvpatch::checked_len(op, site.len)?;
+    pvpatch::indirect_call(site.addr, len, table_addr() + op.slot() as u64)
 }
 
 /// What the site becomes on the running backend.
 pub fn replacement(site: &PatchSite) -> Result<(Plan, SiteBytes), PatchError> {
     let op = op_of(site)?;
-    let plan = pvpatch::plan(backend(), op);
-    Ok((plan, pvpatch::replacement(site.addr, site.len, plan, slot_target(op))?))
+    let plan = pvpatch::plan(backend(), op, crate::arch::xen_common::vcpu_info_at_gs());
+    Ok((plan, pvpatch::replacement(site.addr, op, site.len, plan, slot_target(op))?))
 }
 
 /// What the site holds now: its replacement once patched, unless patching refused it.
@@ -68,12 +70,17 @@ pub fn expected(site: &PatchSite) -> Result<SiteBytes, PatchError> {
 
 /// The site's current bytes.
 pub fn read(site: &PatchSite) -> Result<SiteBytes, PatchError> {
+    let len = pvpatch::checked_len(op_of(site)?, site.len)?;
     let Some(text) = TEXT.get().map(|t| &t.range) else { return Err(PatchError::OutsideText) };
-    if site.addr < text.start || site.addr > text.end - SITE_LEN as u64 {
+    if site.addr < text.start || site.addr > text.end - len as u64 {
         return Err(PatchError::OutsideText);
     }
-    // SAFETY: the range lies inside the kernel's code, which is mapped for good.
-    Ok(unsafe { (site.addr as *const SiteBytes).read_volatile() })
+    let mut bytes = [0; pvpatch::MAX_SITE_LEN];
+    for (i, b) in bytes[..len].iter_mut().enumerate() {
+        // SAFETY: the range lies inside the kernel's code, which is mapped for good.
+        *b = unsafe { (site.addr as *const u8).add(i).read_volatile() };
+    }
+    Ok(SiteBytes::new(&bytes[..len]))
 }
 
 /// A site that can be patched: the replacement, and the site's own check that it still
@@ -92,9 +99,11 @@ fn check(site: &PatchSite) -> Result<(Plan, SiteBytes), PatchError> {
 /// `addr` is a checked call site in the kernel's code, mapped writable, and no CPU
 /// executes it until the caller serializes.
 unsafe fn write_site(addr: u64, bytes: &SiteBytes) {
-    // SAFETY: forwarded contract. A volatile write: to the compiler these bytes are code,
-    // not data it may reason about.
-    unsafe { (addr as *mut SiteBytes).write_volatile(*bytes) };
+    for (i, &b) in bytes.as_slice().iter().enumerate() {
+        // SAFETY: forwarded contract: the site's bytes. Volatile writes: to the compiler
+        // these bytes are code, not data it may reason about.
+        unsafe { (addr as *mut u8).add(i).write_volatile(b) };
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default)]

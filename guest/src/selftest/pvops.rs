@@ -10,7 +10,8 @@ pub const TESTS: &[Test] = &[
 ];
 
 /// Every recorded site holds what boot left there: the patcher's bytes for its op on this
-/// backend, or (with `nopvpatch`) the 6-byte `call *slot(%rip)` through its op's slot; and
+/// backend, or (with `nopvpatch`) the `call *slot(%rip)` through its op's slot, padded to the
+/// op's site length; and
 /// every slot holds the chosen backend's function.
 fn call_sites() -> Outcome {
     let sites = pvops::sites();
@@ -21,7 +22,12 @@ fn call_sites() -> Outcome {
             return Outcome::Fail(alloc::format!("site {:#x}: unknown op {}", site.addr, site.op));
         };
         seen[site.op as usize] += 1;
-        check!(site.len == 6, "site {:#x} ({op:?}): length {}", site.addr, site.len);
+        check!(
+            usize::from(site.len) == crate::pvpatch::site_len(op),
+            "site {:#x} ({op:?}): length {}",
+            site.addr,
+            site.len
+        );
         check!(
             site.clobbers == pvops::CLOBBERS_C_ABI,
             "site {:#x}: clobbers {}",

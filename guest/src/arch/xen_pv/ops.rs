@@ -287,3 +287,42 @@ unsafe extern "C" fn make_table(pfn: u64) {
 extern "C" fn shutdown(how: crate::pvops::Halt) -> ! {
     xen_common::shutdown(how)
 }
+
+/// The irq ops as `call rel32` straight to the functions above, what the patcher made of
+/// every Xen PV site before irq_disable and save_fl went inline: for the benchmarks to
+/// compare the two in one boot.
+pub mod direct {
+    // SAFETY (for every asm! below): the callee is an `extern "C"` function of exactly the
+    // signature the operands describe, and clobber_abi("C") declares what it may clobber;
+    // callers run under Xen PV (`pvops::is_xen_pv()`), where these are the irq ops.
+
+    #[inline(always)]
+    pub fn irq_disable() {
+        // SAFETY: see above.
+        unsafe { core::arch::asm!("call {f}", f = sym super::disable, clobber_abi("C")) };
+    }
+
+    #[inline(always)]
+    pub fn irq_enable() {
+        // SAFETY: see above.
+        unsafe { core::arch::asm!("call {f}", f = sym super::enable, clobber_abi("C")) };
+    }
+
+    #[inline(always)]
+    pub fn save_fl() -> u64 {
+        let v: u64;
+        // SAFETY: see above.
+        unsafe {
+            core::arch::asm!("call {f}", f = sym super::save_fl, lateout("rax") v, clobber_abi("C"))
+        };
+        v
+    }
+
+    #[inline(always)]
+    pub fn restore_fl(flags: u64) {
+        // SAFETY: see above.
+        unsafe {
+            core::arch::asm!("call {f}", f = sym super::restore_fl, in("rdi") flags, clobber_abi("C"))
+        };
+    }
+}
