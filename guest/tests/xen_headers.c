@@ -302,6 +302,12 @@ int main(void)
     FIELD(T, "evtchn_bind_interdomain", local_port);
 #undef T
 
+#define T struct evtchn_bind_ipi
+    STRUCT(T, "evtchn_bind_ipi");
+    FIELD(T, "evtchn_bind_ipi", vcpu);
+    FIELD(T, "evtchn_bind_ipi", port);
+#undef T
+
 #define T struct evtchn_bind_virq
     STRUCT(T, "evtchn_bind_virq");
     FIELD(T, "evtchn_bind_virq", virq);

@@ -226,6 +226,13 @@ pub fn evtchn_bind_virq(virq: u32, vcpu: u32) -> Result<u32> {
     Ok(arg.port)
 }
 
+/// `EVTCHNOP_bind_ipi`: a new port for events between our own vCPUs, delivered to `vcpu`.
+pub fn evtchn_bind_ipi(vcpu: u32) -> Result<u32> {
+    let mut arg = abi::evtchn_bind_ipi { vcpu, port: 0 };
+    evtchn_op(abi::EVTCHNOP_bind_ipi, &mut arg)?;
+    Ok(arg.port)
+}
+
 /// `EVTCHNOP_alloc_unbound`: a port that `remote` may bind to.
 pub fn evtchn_alloc_unbound(remote: u16) -> Result<u32> {
     let mut arg = abi::evtchn_alloc_unbound { dom: abi::DOMID_SELF, remote_dom: remote, port: 0 };
