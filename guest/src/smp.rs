@@ -284,6 +284,7 @@ impl core::fmt::Display for StartError {
 pub fn start_all() -> Result<usize, (usize, StartError)> {
     let present = (pvops::cpu_count() as usize).clamp(1, MAX_CPUS);
     PRESENT.store(present, Ordering::Release);
+    bind_kick_port(0);
     for cpu in 1..present {
         if let Err(e) = start(cpu) {
             return Err((cpu, e));
@@ -309,7 +310,22 @@ fn start(cpu: usize) -> Result<(), StartError> {
     if pvops::is_xen() {
         crate::arch::xen_common::place_vcpu_info(cpu).map_err(StartError::NoVcpuInfo)?;
     }
+    bind_kick_port(cpu);
     launch(cpu, stack_top)
+}
+
+/// Under Xen, the port that wakes `cpu` when it blocks waiting for a lock; without one it
+/// spins (said once).
+fn bind_kick_port(cpu: usize) {
+    if !pvops::is_xen() {
+        return;
+    }
+    if let Err(e) = crate::xen::pvlock::bind(cpu) {
+        static SAID: AtomicBool = AtomicBool::new(false);
+        if !SAID.swap(true, Ordering::Relaxed) {
+            log::warn!("smp: no kick port for vCPU {cpu} ({e:?}): its lock waits spin");
+        }
+    }
 }
 
 /// Starts `cpu` on its stack and area and waits until it parked.
@@ -349,16 +365,18 @@ pub fn park_others_for_suspend() {
 }
 
 /// After a resume in a new domain, with every other CPU parked: Xen keeps no context of a
-/// vCPU that is down, nor where its vcpu_info was, so each is placed and started again, on
-/// its stack and area, as at boot. A CPU
-/// that does not come up ends the list of those that take calls.
+/// vCPU that is down, nor where its vcpu_info was, nor any port, so each is placed, given a
+/// kick port and started again, on its stack and area, as at boot. A CPU that does not come
+/// up ends the list of those that take calls.
 pub fn restart_after_resume() {
     let n = count();
+    bind_kick_port(0);
     for cpu in 1..n {
         MAILBOX[cpu].online.store(false, Ordering::Release);
         MAILBOX[cpu].state.store(IDLE, Ordering::Release);
         let top = STACK_TOP[cpu].load(Ordering::Relaxed) as u64;
         let placed = crate::arch::xen_common::place_vcpu_info(cpu).map_err(StartError::NoVcpuInfo);
+        bind_kick_port(cpu);
         if let Err(e) = placed.and_then(|()| launch(cpu, top)) {
             log::error!(
                 "smp: cpu {cpu} did not start again after the resume: {e}; going on with {cpu}"

@@ -8,6 +8,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::call_runs_on_its_vcpu", run: call_runs_on_its_vcpu },
     Test { name: "smp::lock_and_heap_stress", run: lock_and_heap_stress },
     Test { name: "smp::vcpu_info_in_percpu_area", run: vcpu_info_in_percpu_area },
+    Test { name: "smp::lock_waiter_blocks_until_kicked", run: lock_waiter_blocks_until_kicked },
 ];
 
 /// Why a test of the other CPUs cannot run here, if it cannot.
@@ -149,5 +150,68 @@ fn vcpu_info_in_percpu_area() -> Outcome {
         // not update is off by the host's uptime.
         check!(skew_ns < 10_000_000, "cpu {cpu}'s pvclock is {skew_ns} ns from the boot vCPU's");
     }
+    Outcome::Pass
+}
+
+/// Under Xen a vCPU waiting long for an IrqMutex blocks, and the holder's unlock kicks it:
+/// vCPU 1 holds a lock for 50 ms while the boot vCPU asks for it.
+fn lock_waiter_blocks_until_kicked() -> Outcome {
+    use crate::sync::IrqMutex;
+    use crate::xen::pvlock;
+    use core::sync::atomic::AtomicBool;
+    static LOCK: IrqMutex<u64> = IrqMutex::new(0);
+    static HELD: AtomicBool = AtomicBool::new(false);
+    const HOLD_NS: u64 = 50_000_000;
+    if !pvops::is_xen() {
+        return Outcome::Skip("natively a waiter spins: no hypervisor to block in");
+    }
+    if let Err(skip) = several_vcpus() {
+        return skip;
+    }
+    HELD.store(false, Ordering::SeqCst);
+    let before = pvlock::stats();
+    let ran = smp::on_first(1, |cpu| {
+        if cpu != 0 {
+            let mut g = LOCK.lock();
+            HELD.store(true, Ordering::SeqCst);
+            let until = pvops::clock_ns() + HOLD_NS;
+            while pvops::clock_ns() < until {
+                core::hint::spin_loop();
+            }
+            *g += 1;
+            return Ok(());
+        }
+        let deadline = pvops::clock_ns() + 5_000_000_000;
+        while !HELD.load(Ordering::SeqCst) {
+            if pvops::clock_ns() > deadline {
+                return Err("vCPU 1 never took the lock");
+            }
+            core::hint::spin_loop();
+        }
+        let mut g = LOCK.lock();
+        *g += 1;
+        Ok(())
+    });
+    match ran {
+        Ok(results) => {
+            if let Some(Err(why)) = results.into_iter().find(Result::is_err) {
+                return Outcome::Fail(why.into());
+            }
+        }
+        Err(e) => return Outcome::Fail(alloc::format!("on_first: {e}")),
+    }
+    let after = pvlock::stats();
+    let count = *LOCK.lock();
+    println!(
+        "smp: a lock waiter blocked {} times, {} kicks",
+        after.0 - before.0,
+        after.1 - before.1
+    );
+    check!(
+        count.is_multiple_of(2) && count > 0,
+        "the lock's count is {count}, not a multiple of 2"
+    );
+    check!(after.0 > before.0, "the waiter never blocked in its 50 ms wait");
+    check!(after.1 > before.1, "the holder's unlock kicked no one");
     Outcome::Pass
 }
