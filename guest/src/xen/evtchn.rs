@@ -42,6 +42,8 @@ static FIFO_GROW: IrqMutex<()> = IrqMutex::new(());
 /// pages in Xen's order. A resume in a new domain registers the same pages again (their
 /// machine frames may have changed).
 static FIFO_PAGES: IrqMutex<Vec<u64>> = IrqMutex::new(Vec::new());
+/// The other vCPUs' FIFO control blocks, by vCPU and pfn (see [`init_vcpu`]).
+static VCPU_CONTROL: IrqMutex<Vec<(u32, u64)>> = IrqMutex::new(Vec::new());
 /// Counts resumes in a new domain: a port bound in an earlier epoch no longer exists, and
 /// its number may since name another one of ours, so its owner must not close it.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -149,6 +151,36 @@ fn register_array_page(fifo: &Fifo<'static>, mfn: u64, page: NonNull<u8>) -> Res
     // SAFETY: Xen accepted exactly this page in the expand_array above; it is ours for
     // good; callers hold FIFO_GROW (or are the one-CPU boot), so registrations don't overlap.
     unsafe { fifo.add_array_page(page) }.map_err(|_| Error::NoMemory)
+}
+
+/// Under FIFO, gives vCPU `vcpu` (not the boot one) a control block of its own: without
+/// one Xen drops every event of a port bound to it, masked or not, so a vCPU polling its
+/// kick port would never see a kick. Nothing is delivered through it: the ports bound to
+/// the other vCPUs stay masked. Nothing to do under 2-level, or if it has one already.
+pub fn init_vcpu(vcpu: u32) -> Result<(), Error> {
+    if vcpu == 0 || !matches!(ABI.get(), Some(Abi::Fifo(_))) {
+        return Ok(());
+    }
+    let mut blocks = VCPU_CONTROL.lock();
+    if blocks.iter().any(|&(v, _)| v == vcpu) {
+        return Ok(());
+    }
+    let pfn = crate::mm::alloc_zeroed_frames(1).map_err(|_| Error::NoMemory)?;
+    hypercall::ops::evtchn_init_control(page_of(pfn).0, 0, vcpu).map_err(Error::Xen)?;
+    blocks.push((vcpu, pfn));
+    Ok(())
+}
+
+/// A new port for events to vCPU `vcpu` from our own, to be polled and never delivered (a
+/// vCPU's kick port): covered by the ABI, masked, not pending.
+pub fn bind_polled_ipi(vcpu: u32) -> Result<Port, Error> {
+    let port = Port(hypercall::ops::evtchn_bind_ipi(vcpu).map_err(Error::Xen)?);
+    if let Err(e) = cover(port).and_then(|()| mask(port)) {
+        let _ = hypercall::ops::evtchn_close(port.0);
+        return Err(e);
+    }
+    clear_pending(port);
+    Ok(port)
 }
 
 /// Makes sure the ABI can name `port` (FIFO: enough event array pages).
@@ -337,6 +369,12 @@ pub fn resume_new_domain() -> Result<(), Error> {
     for &pfn in arrays {
         let (mfn, page) = page_of(pfn);
         register_array_page(fifo, mfn, page)?;
+    }
+    for &(vcpu, pfn) in VCPU_CONTROL.lock().iter() {
+        let (mfn, page) = page_of(pfn);
+        // SAFETY: as for vCPU 0's control block above.
+        unsafe { core::ptr::write_bytes(page.as_ptr(), 0, crate::arch::PAGE_SIZE as usize) };
+        hypercall::ops::evtchn_init_control(mfn, 0, vcpu).map_err(Error::Xen)?;
     }
     Ok(())
 }

@@ -26,15 +26,11 @@ static WAITING_ON: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX
 static BLOCKS: AtomicU64 = AtomicU64::new(0);
 static KICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Binds `cpu`'s kick port and masks it: at boot for each vCPU before it runs, and again in
-/// a new domain after a resume.
+/// Binds `cpu`'s kick port, masked: at boot for each vCPU before it runs, and again in a
+/// new domain after a resume.
 pub fn bind(cpu: usize) -> Result<(), Error> {
-    let port = Port(hypercall::ops::evtchn_bind_ipi(cpu as u32).map_err(Error::Xen)?);
-    if let Err(e) = evtchn::mask(port) {
-        let _ = hypercall::ops::evtchn_close(port.0);
-        return Err(e);
-    }
-    evtchn::clear_pending(port);
+    evtchn::init_vcpu(cpu as u32)?;
+    let port = evtchn::bind_polled_ipi(cpu as u32)?;
     KICK[cpu].store(evtchn::epoch() << 32 | u64::from(port.0), Ordering::Release);
     Ok(())
 }
