@@ -53,6 +53,7 @@ const BENCHES: &[Bench] = &[
     Bench { name: "blk_rand_read_4k_qd1", run: || blk_rand_read(1) },
     Bench { name: "blk_rand_read_4k_qd32", run: || blk_rand_read(32) },
     Bench { name: "blk_verify", run: blk_verify },
+    Bench { name: "smp_call_roundtrip", run: smp_call_roundtrip },
     Bench { name: "smp_sha256_x1", run: || smp_sha256(1) },
     Bench { name: "smp_sha256_x2", run: || smp_sha256(2) },
     Bench { name: "smp_sha256_x4", run: || smp_sha256(4) },
@@ -605,6 +606,17 @@ fn blk_verify() -> Result<Row, &'static str> {
             ),
         )
     })
+}
+
+/// A call to parked vCPU 1 and its answer (`smp::on`): the wake (under Xen a kick of its
+/// port, natively an IPI), the call, and the wait for it to finish.
+fn smp_call_roundtrip() -> Result<Row, &'static str> {
+    let Some(cpu) = crate::smp::serving().nth(1) else { return Err("needs 2 vCPUs in service") };
+    let ns = per_op(2_000, || {
+        let _ = black_box(crate::smp::on(cpu, || black_box(1)));
+    });
+    let how = if pvops::is_xen() { "kick of a polling vCPU" } else { "LAPIC IPI" };
+    row(ns / 1000.0, "us/call", alloc::format!("smp::on(cpu {cpu}), {how}, median of 5"))
 }
 
 /// Bytes each vCPU hashes per run of [`smp_sha256`].

@@ -1,18 +1,20 @@
 //! The other CPUs (vCPUs): started once at boot through pv_ops' smp ops, each on a stack of
 //! its own above an unmapped guard page and with a per-CPU area its `gs:` addresses, then
-//! parked (Xen: `VCPUOP_down`) until the boot CPU hands it a call to run.
+//! parked until the boot CPU hands it a call to run (Xen: polling its kick port; natively
+//! `hlt`).
 //!
 //! [`on_each`] runs a closure on every started CPU at once, the caller's included, and
 //! returns their results, as Linux's `smp_call_function` with `wait`; [`on`] runs one on
 //! one CPU. Calls come from the boot CPU only, one at a time: a CPU's mailbox holds one.
 //!
 //! A CPU is woken for a call and parks again once it is done. Before the next call to it
-//! the boot CPU waits until it has parked: a wake that came before the park would be lost.
+//! the boot CPU waits until it has parked: a wake that came before the park could be lost
+//! where the wake is `VCPUOP_up` (a vCPU down).
 //!
 //! The toolstack decides which vCPUs are in service (`xl vcpu-set`, through
-//! `cpu/<n>/availability`): one it takes away finishes its call, if it has one, and gets no
-//! more; parked, it is down as Xen sees it. One given back takes calls again. The boot CPU
-//! stays.
+//! `cpu/<n>/availability`): one it takes away finishes its call, if it has one, gets no
+//! more, and goes down as Xen sees it (`VCPUOP_down`). One given back takes calls again. The
+//! boot CPU stays.
 
 use crate::arch::{pfn_to_virt, PAGE_SIZE};
 use crate::{println, pvops};
@@ -92,6 +94,15 @@ static PRESENT: AtomicUsize = AtomicUsize::new(1);
 /// be (applied between calls, where no CPU has one).
 static OUT_OF_SERVICE: AtomicU64 = AtomicU64::new(0);
 static WANTED_OUT: AtomicU64 = AtomicU64::new(0);
+
+/// Set while the other vCPUs go down for a suspend: a parked vCPU goes down rather than
+/// wait up (see `xen_common::park_cpu`).
+static PARKING_DOWN: AtomicBool = AtomicBool::new(false);
+
+/// Whether parked vCPUs go down now (for a suspend).
+pub fn parking_down() -> bool {
+    PARKING_DOWN.load(Ordering::SeqCst)
+}
 
 /// Each started CPU's stack top, for starting it again after a resume.
 static STACK_TOP: [AtomicUsize; MAX_CPUS] = [const { AtomicUsize::new(0) }; MAX_CPUS];
@@ -199,6 +210,9 @@ pub fn apply_availability() {
             let what = if wanted & bit != 0 { "out of service" } else { "back in service" };
             log::info!("smp: vCPU {cpu} {what} (cpu/{cpu}/availability)");
         }
+        if wanted & !before & bit != 0 {
+            take_down(cpu);
+        }
     }
     let serving: Vec<usize> = serving().collect();
     drop(one);
@@ -210,6 +224,24 @@ pub fn apply_availability() {
             Cpus(&serving)
         ),
         other => log::error!("smp: calls to the vCPUs in service {serving:?} ran as {other:?}"),
+    }
+}
+
+/// Under Xen, has `cpu`, just taken out of service and parked, go down as the toolstack
+/// expects (a parked vCPU in service waits up, polling), and waits until it has.
+fn take_down(cpu: usize) {
+    use crate::arch::xen_common::cpu_down;
+    if !pvops::is_xen() {
+        return;
+    }
+    let deadline = pvops::clock_ns() + TIMEOUT_NS;
+    pvops::wake_cpu(cpu as u32);
+    while !cpu_down(cpu as u32) {
+        if pvops::clock_ns() > deadline {
+            log::error!("smp: vCPU {cpu} is out of service but did not go down");
+            return;
+        }
+        relax();
     }
 }
 
@@ -347,14 +379,20 @@ fn launch(cpu: usize, stack_top: u64) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Before a suspend: waits until every other started CPU is parked (under Xen, down), so
-/// that the toolstack saves the domain with the boot vCPU alone running, as
-/// [`restart_after_resume`] expects. A CPU just done with a call may still be on its way to
-/// its park; one that never gets there is said, and saved running.
+/// Before a suspend: has every other started vCPU go down and waits until it has, so that
+/// the toolstack saves the domain with the boot vCPU alone running, as
+/// [`restart_after_resume`] expects. One polling is kicked to go down; one just done with
+/// a call may still be on its way to its park; one that never gets there is said, and saved
+/// running. [`end_parking_down`] ends it once the domain runs again.
 pub fn park_others_for_suspend() {
+    use crate::arch::xen_common::cpu_down;
+    PARKING_DOWN.store(true, Ordering::SeqCst);
     for cpu in 1..count() {
         let deadline = pvops::clock_ns() + TIMEOUT_NS;
-        while !pvops::cpu_parked(cpu as u32) {
+        if !cpu_down(cpu as u32) {
+            crate::xen::pvlock::kick_cpu(cpu);
+        }
+        while !cpu_down(cpu as u32) {
             if pvops::clock_ns() > deadline {
                 log::error!("suspend: cpu {cpu} did not park: the domain is saved with it running");
                 break;
@@ -362,6 +400,12 @@ pub fn park_others_for_suspend() {
             relax();
         }
     }
+}
+
+/// After the suspend hypercall returned (cancelled or in a new domain): parked vCPUs wait
+/// up again.
+pub fn end_parking_down() {
+    PARKING_DOWN.store(false, Ordering::SeqCst);
 }
 
 /// After a resume in a new domain, with every other CPU parked: Xen keeps no context of a

@@ -185,9 +185,28 @@ pub extern "C" fn cpu_count() -> u32 {
     n
 }
 
-/// `VCPUOP_down` of the calling vCPU: it returns once another brings it up again (or at
-/// once if Xen refused, and the caller's loop looks again).
+/// Each vCPU blocked in [`park_cpu`]'s poll.
+static POLL_PARKED: [core::sync::atomic::AtomicBool; crate::smp::MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; crate::smp::MAX_CPUS];
+
+/// How long a parked vCPU polls before it looks again on its own.
+const PARK_POLL_NS: u64 = 1_000_000_000;
+
+/// Parks the calling vCPU until [`wake_cpu`]. One in service blocks in `SCHEDOP_poll` on
+/// its kick port (the toolstack sees it running, blocked, as Linux's idle vCPUs are); one
+/// the toolstack took out of service, one about to be saved, and one without a kick port go
+/// down (`VCPUOP_down`) until `VCPUOP_up`. Either way it may return early, and the caller's
+/// loop looks again.
 pub extern "C" fn park_cpu(cpu: u32) {
+    let c = cpu as usize;
+    if crate::smp::in_service(c) && !crate::smp::parking_down() {
+        POLL_PARKED[c].store(true, Ordering::SeqCst);
+        let polled = crate::xen::pvlock::wait_for_kick(c, PARK_POLL_NS);
+        POLL_PARKED[c].store(false, Ordering::SeqCst);
+        if polled {
+            return;
+        }
+    }
     if let Err(e) = hypercall::ops::vcpu_down(cpu) {
         static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
         if !SAID.swap(true, Ordering::Relaxed) {
@@ -196,12 +215,22 @@ pub extern "C" fn park_cpu(cpu: u32) {
     }
 }
 
+/// Wakes parked `cpu`: a kick if it is up (polling, or about to: the kick waits for it; a
+/// vCPU without a kick port is never parked up), else `VCPUOP_up`.
 pub extern "C" fn wake_cpu(cpu: u32) {
-    if let Err(e) = hypercall::ops::vcpu_up(cpu) {
+    if matches!(hypercall::ops::vcpu_is_up(cpu), Ok(true)) {
+        crate::xen::pvlock::kick_cpu(cpu as usize);
+    } else if let Err(e) = hypercall::ops::vcpu_up(cpu) {
         log::error!("smp: VCPUOP_up of vcpu {cpu}: {e}");
     }
 }
 
+/// Whether `cpu` is parked: polling, or down.
 pub extern "C" fn cpu_parked(cpu: u32) -> bool {
+    POLL_PARKED[cpu as usize].load(Ordering::SeqCst) || cpu_down(cpu)
+}
+
+/// Whether `cpu` is down as Xen sees it.
+pub fn cpu_down(cpu: u32) -> bool {
     !matches!(hypercall::ops::vcpu_is_up(cpu), Ok(true))
 }

@@ -7,6 +7,10 @@
 //!
 //! A kick can be missed when a holder lets go just as a waiter registers (the unlock is a
 //! release store, not a full barrier): the poll's timeout bounds that wait.
+//!
+//! The same port wakes a parked vCPU ([`wait_for_kick`], [`kick_cpu`]): a kick sent before
+//! the vCPU polls stays pending and ends its poll at once, so none is lost. A wake may end
+//! a lock wait early and a lock's kick may wake a parked vCPU: both loops look again.
 
 use super::evtchn::{self, Error};
 use crate::smp::{self, MAX_CPUS};
@@ -33,6 +37,31 @@ pub fn bind(cpu: usize) -> Result<(), Error> {
     let port = evtchn::bind_polled_ipi(cpu as u32)?;
     KICK[cpu].store(evtchn::epoch() << 32 | u64::from(port.0), Ordering::Release);
     Ok(())
+}
+
+/// Whether `cpu` has a kick port in this epoch.
+pub fn has_kick_port(cpu: usize) -> bool {
+    kick_port(cpu).is_some()
+}
+
+/// Blocks the calling vCPU, `cpu`, until its port is kicked (or was, since it last looked)
+/// or `timeout_ns` passed; false at once if it has no port.
+pub fn wait_for_kick(cpu: usize, timeout_ns: u64) -> bool {
+    let Some(port) = kick_port(cpu) else { return false };
+    let deadline = crate::time::xen_common::system_time_ns() + timeout_ns;
+    let _ = hypercall::ops::sched_poll(&[port.0], deadline);
+    // After the poll, not before: a kick sent in between would be lost, and the caller
+    // looks for what it was woken for next.
+    evtchn::clear_pending(port);
+    true
+}
+
+/// Kicks `cpu`'s port; false if it has none.
+pub fn kick_cpu(cpu: usize) -> bool {
+    match kick_port(cpu) {
+        Some(port) => evtchn::send(port).is_ok(),
+        None => false,
+    }
 }
 
 fn kick_port(cpu: usize) -> Option<Port> {

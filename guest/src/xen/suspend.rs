@@ -42,6 +42,7 @@ pub fn suspend() -> bool {
     // SAFETY: events are masked; under PV the grant table and shared_info are unmapped and
     // start_info's frames made pseudo-physical just above.
     let outcome = unsafe { hypercall::ops::suspend(frame) };
+    crate::smp::end_parking_down();
     let new_domain = matches!(outcome, Ok(Resumed::NewDomain));
     let ports = platform_resume(new_domain).unwrap_or_else(|why| broken(format_args!("{why}")));
     if new_domain {
