@@ -679,7 +679,8 @@ control_run() {
 
 # @vcpu-set=<n>,...: at control: ready, `xl vcpu-set <name> <n>` for each n in turn; the guest
 # must then say that n vCPUs are in service and that each answered a call (in-service.<n>, left
-# by the console reader) within $ctl_timeout s. Returns 1 after a FAILED line.
+# by the console reader) within $ctl_timeout s, and `xl vcpu-list` must show n of them online.
+# Returns 1 after a FAILED line.
 vcpu_set_steps() {
     read -r counts <"$d/vcpu_set"
     for want in $counts; do
@@ -701,8 +702,16 @@ vcpu_set_steps() {
             ;;
         esac
         uptime_cs
-        ctl_log "vcpu-set: $want vCPUs in service $(secs $((CS - since))) s after xl vcpu-set"
-        result vcpu-set ok "$want vCPUs in service, each answered a call, $(secs $((CS - since))) s after xl vcpu-set $want"
+        # What Xen says: the vCPUs in service are online (running or blocked), the others
+        # down (no physical CPU).
+        online=$(xl vcpu-list "$name" 2>>"$d/control.log" | awk 'NR > 1 && $4 != "-" { n++ } END { print n + 0 }')
+        if [ "$online" != "$want" ]; then
+            xl vcpu-list "$name" >>"$d/control.log" 2>&1
+            ctl_fail "xl vcpu-list shows $online vCPUs online after xl vcpu-set $want" destroy
+            return 1
+        fi
+        ctl_log "vcpu-set: $want vCPUs in service $(secs $((CS - since))) s after xl vcpu-set, $online online in xl vcpu-list"
+        result vcpu-set ok "$want vCPUs in service, each answered a call, $(secs $((CS - since))) s after xl vcpu-set $want; xl vcpu-list: $online online"
     done
 }
 
