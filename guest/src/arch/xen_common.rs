@@ -198,14 +198,15 @@ const PARK_POLL_NS: u64 = 1_000_000_000;
 /// down (`VCPUOP_down`) until `VCPUOP_up`. Either way it may return early, and the caller's
 /// loop looks again.
 pub extern "C" fn park_cpu(cpu: u32) {
+    use crate::xen::pvlock;
     let c = cpu as usize;
-    if crate::smp::in_service(c) && !crate::smp::parking_down() {
+    // The port is looked for first: a vCPU that said it was parked up must be one a kick
+    // wakes (wake_cpu kicks a vCPU that is up).
+    if crate::smp::in_service(c) && !crate::smp::parking_down() && pvlock::has_kick_port(c) {
         POLL_PARKED[c].store(true, Ordering::SeqCst);
-        let polled = crate::xen::pvlock::wait_for_kick(c, PARK_POLL_NS);
+        pvlock::wait_for_kick(c, PARK_POLL_NS);
         POLL_PARKED[c].store(false, Ordering::SeqCst);
-        if polled {
-            return;
-        }
+        return;
     }
     if let Err(e) = hypercall::ops::vcpu_down(cpu) {
         static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
