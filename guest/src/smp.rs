@@ -230,19 +230,27 @@ pub fn apply_availability() {
 /// Under Xen, has `cpu`, just taken out of service and parked, go down as the toolstack
 /// expects (a parked vCPU in service waits up, polling), and waits until it has.
 fn take_down(cpu: usize) {
-    use crate::arch::xen_common::cpu_down;
-    if !pvops::is_xen() {
-        return;
+    if pvops::is_xen() && !go_down(cpu) {
+        log::error!("smp: vCPU {cpu} is out of service but did not go down");
     }
+}
+
+/// Under Xen, kicks `cpu` if it is parked up, so that it looks again and goes down (it is
+/// out of service, or a suspend is coming), and waits until it is down; false if it was not
+/// in time.
+fn go_down(cpu: usize) -> bool {
+    use crate::arch::xen_common::cpu_down;
     let deadline = pvops::clock_ns() + TIMEOUT_NS;
-    pvops::wake_cpu(cpu as u32);
+    if !cpu_down(cpu as u32) {
+        crate::xen::pvlock::kick_cpu(cpu);
+    }
     while !cpu_down(cpu as u32) {
         if pvops::clock_ns() > deadline {
-            log::error!("smp: vCPU {cpu} is out of service but did not go down");
-            return;
+            return false;
         }
         relax();
     }
+    true
 }
 
 /// A CPU list as `0-2,5`.
@@ -385,19 +393,10 @@ fn launch(cpu: usize, stack_top: u64) -> Result<(), StartError> {
 /// a call may still be on its way to its park; one that never gets there is said, and saved
 /// running. [`end_parking_down`] ends it once the domain runs again.
 pub fn park_others_for_suspend() {
-    use crate::arch::xen_common::cpu_down;
     PARKING_DOWN.store(true, Ordering::SeqCst);
     for cpu in 1..count() {
-        let deadline = pvops::clock_ns() + TIMEOUT_NS;
-        if !cpu_down(cpu as u32) {
-            crate::xen::pvlock::kick_cpu(cpu);
-        }
-        while !cpu_down(cpu as u32) {
-            if pvops::clock_ns() > deadline {
-                log::error!("suspend: cpu {cpu} did not park: the domain is saved with it running");
-                break;
-            }
-            relax();
+        if !go_down(cpu) {
+            log::error!("suspend: cpu {cpu} did not park: the domain is saved with it running");
         }
     }
 }

@@ -45,22 +45,20 @@ pub fn has_kick_port(cpu: usize) -> bool {
 }
 
 /// Blocks the calling vCPU, `cpu`, until its port is kicked (or was, since it last looked)
-/// or `timeout_ns` passed; false at once if it has no port.
-pub fn wait_for_kick(cpu: usize, timeout_ns: u64) -> bool {
-    let Some(port) = kick_port(cpu) else { return false };
+/// or `timeout_ns` passed; at once if it has no port.
+pub fn wait_for_kick(cpu: usize, timeout_ns: u64) {
+    let Some(port) = kick_port(cpu) else { return };
     let deadline = crate::time::xen_common::system_time_ns() + timeout_ns;
     let _ = hypercall::ops::sched_poll(&[port.0], deadline);
     // After the poll, not before: a kick sent in between would be lost, and the caller
     // looks for what it was woken for next.
     evtchn::clear_pending(port);
-    true
 }
 
-/// Kicks `cpu`'s port; false if it has none.
-pub fn kick_cpu(cpu: usize) -> bool {
-    match kick_port(cpu) {
-        Some(port) => evtchn::send(port).is_ok(),
-        None => false,
+/// Kicks `cpu`'s port, if it has one.
+pub fn kick_cpu(cpu: usize) {
+    if let Some(port) = kick_port(cpu) {
+        let _ = evtchn::send(port);
     }
 }
 
