@@ -20,6 +20,8 @@
 #   /rig/run/<N>/qdisk     present if the run has a backendtype=qdisk disk (see qdisk_watch)
 #   /rig/xenstored         "oxenstored" or "xenstored" (the C one), from --xenstored
 #   /rig/evtchn-flood      rig/evtchn-flood.c, built by the host (if a run floods)
+#   /rig/fpu-check         rig/fpu-check.c, static, and /rig/fpu-check-seconds, with
+#                          --fpu-check: run beside the runs, waited for at the end
 #   /rig/xl-opts           options for xl itself (-vvv or empty)
 #   /rig/run-timeout       seconds after which a guest is destroyed (0: never)
 #   /rig/control-timeout   bound in seconds of each wait of a control run
@@ -1006,11 +1008,14 @@ run_timeout=$(cat /rig/run-timeout)
 ctl_timeout=$(cat /rig/control-timeout)
 mkfifo /run/rig-tick
 say "dom0 ready: $(cut -d' ' -f1 /proc/uptime) s"
-# dom0's programs (xl, QEMU) died now and then with heap corruption while QEMU 7.2's TCG (the
-# first to emulate AVX/AVX2, which glibc picks for its string functions) offered them;
-# xen-rig.py now turns them off: say what dom0 got.
+# What glibc picks its string functions by (xen-rig.py turns AVX off).
 say "dom0 cpu: $(grep -m 1 '^flags' /proc/cpuinfo | grep -o -w -E 'avx|avx2|avx512f|erms|fsrm' | tr '\n' ' ')"
 dump_dmesg >/dev/null
+fpu_check=
+if [ -x /rig/fpu-check ]; then
+    /rig/fpu-check "$(cat /rig/fpu-check-seconds)" 2>&1 | sed 's/^/rig: /' &
+    fpu_check=$!
+fi
 
 # The console reader of FIFO $1 (see the run loop): passes the guest's lines through and
 # leaves the controller's marker files in $d.
@@ -1247,4 +1252,5 @@ while [ -d "/rig/run/$n" ]; do
 done
 
 say "all runs done: $(cut -d' ' -f1 /proc/uptime) s"
+[ -n "$fpu_check" ] && wait "$fpu_check"
 poweroff -f

@@ -7,7 +7,7 @@ guest with `xl create` once per RUN, all in one boot. See rig/README.md and
                  [--expect-bulk] [--expect-fatal TEXT] [--fast-hotplug] [--verbose]
                  [--xl-verbose] [--control-timeout SECONDS] [--log FILE]
                  [--xenstored oxenstored|cxenstored] [--peer IMAGE2 CFG2] [--bench-mib MIB]
-                 IMAGE CFG [RUN ...]
+                 [--fpu-check SECONDS] IMAGE CFG [RUN ...]
 
 RUN is a blank-separated list of xl key=value overrides, e.g. 'memory=32' or
 'extra="log=debug bogus=1"' (quotes and [...] keep their blanks). No RUN means one run without
@@ -22,7 +22,9 @@ every run must crash after printing TEXT (given N times, the Nth is for run N an
 the runs after it); --verbose shows everything live; --xl-verbose runs `xl -vvv create`;
 --log FILE copies this invocation's log; --fast-hotplug uses rig/hotplug/ in dom0;
 --xenstored picks dom0's xenstore daemon; --control-timeout bounds each wait of a control run
-(default 20 s); --bench-mib is what netbench moves each way in a @bench run (default 32).
+(default 20 s); --bench-mib is what netbench moves each way in a @bench run (default 32);
+--fpu-check S runs rig/fpu-check.c in dom0 for S seconds beside the runs (dom0's SSE registers
+must survive every context switch).
 The cache is $RIG_WORK if set, else target/rig; --work overrides both.
 Exit status: 0 all runs passed, 1 a run failed or is missing, 2 rig/setup error, 3 timeout,
 130 interrupted.
@@ -914,8 +916,8 @@ def failure_tail(text):
 
 def whole(text, least=0):
     if not re.fullmatch(r"[0-9]+", text) or int(text) < least:
-        raise RigError("--timeout, --run-timeout, --disk-mb, --control-timeout and --bench-mib "
-                       "take whole numbers")
+        raise RigError("--timeout, --run-timeout, --disk-mb, --control-timeout, --bench-mib and "
+                       "--fpu-check take whole numbers")
     return int(text)
 
 
@@ -937,6 +939,7 @@ def parse_args(argv):
     p.add_argument("--xenstored", default="cxenstored")
     p.add_argument("--peer", nargs=2, metavar=("IMAGE2", "CFG2"))
     p.add_argument("--bench-mib", default="32")
+    p.add_argument("--fpu-check", default="0")
     p.add_argument("image", nargs="?")
     p.add_argument("cfg", nargs="?")
     p.add_argument("runs", nargs="*")
@@ -949,6 +952,7 @@ def parse_args(argv):
     args.disk_mb = whole(args.disk_mb)
     args.control_timeout = whole(args.control_timeout, 1)
     args.bench_mib = whole(args.bench_mib, 1)
+    args.fpu_check = whole(args.fpu_check)
     if args.bench_mib > 1024:
         raise RigError("--bench-mib: at most 1024")
     if args.xenstored not in ("oxenstored", "cxenstored"):
@@ -1042,6 +1046,11 @@ def stage(args, cfg, peer_cfg, runs, images, stage_dir):
         build(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-o", str(rig / "netbench"),
                str(RIG_DIR / "netbench.c")], "rig/netbench.c (needs gcc and libc6-dev)")
     write(rig / "bench-bytes", f"{args.bench_mib << 20}\n")
+    if args.fpu_check:
+        build(["gcc", "-static", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread", "-o",
+               str(rig / "fpu-check"), str(RIG_DIR / "fpu-check.c")],
+              "rig/fpu-check.c (needs gcc and libc6-dev)")
+        write(rig / "fpu-check-seconds", f"{args.fpu_check}\n")
     # Symbols for the crash dump (xenctx -s); optional: binutils is not part of a base system.
     if shutil.which("nm"):
         with open(rig / "guest" / "System.map", "w") as f:
@@ -1255,13 +1264,17 @@ def main(argv):
     dom0_mb = 512 + extra_mb
     xen_cmdline = (f"console=com1 com1=115200,8n1 dom0_mem={dom0_mb}M,max:{dom0_mb}M loglvl=all "
                    f"guest_loglvl=all console_timestamps=boot bootscrub=0 "
+                   # Eager FPU switching: with Xen's lazy switching (its default on this AMD
+                   # CPU model), dom0's processes lost or swapped SSE registers across context
+                   # switches under TCG, hundreds a minute (rig/fpu-check.c), and died of heap
+                   # corruption now and then (xl, QEMU, busybox, the Linux peer).
+                   f"spec-ctrl=eager-fpu "
                    f"{os.environ.get('RIG_XEN_ARGS', '')}")
     dom0_cmdline = ("console=hvc0 earlyprintk=xen rdinit=/init quiet "
                     f"{os.environ.get('RIG_DOM0_ARGS', '')}")
-    # -smap,-smep: dom0 dies early without them (NOTES.md). -avx,-avx2: dom0's xl and QEMU died
-    # now and then with heap corruption (`malloc(): corrupted top size`) with them on; QEMU 7.2
-    # is the first TCG to emulate them, and glibc uses them for memcpy and friends (a suspicion,
-    # not a proof: dom0 prints what it got as `rig: dom0 cpu:`).
+    # -smap,-smep: dom0 dies early without them (NOTES.md). -avx,-avx2: turned off when dom0's
+    # heap corruption was blamed on QEMU 7.2's new AVX emulation; its cause was lazy FPU
+    # switching (see spec-ctrl above), and AVX stays off until a run shows it harmless.
     qemu = ["qemu-system-x86_64", "-accel", "tcg", "-cpu", "max,-smap,-smep,-avx,-avx2",
             "-m", str(2048 + extra_mb), "-smp", "2", "-display", "none", "-monitor", "none",
             "-nic", "none", "-no-reboot", "-serial", "stdio",
@@ -1315,6 +1328,16 @@ def main(argv):
             for line in failure_tail(run_logs[n]):
                 print(line)
 
+    fpu_failed = False
+    if args.fpu_check:
+        verdicts = [m for line in lines
+                    if (m := re.match(r"^rig: fpu-check: ([0-9]+) rounds, ([0-9]+) bad$", line))]
+        if verdicts:
+            print(verdicts[-1].group(0))
+        else:
+            print("rig: fpu-check: no verdict from dom0")
+        fpu_failed = not verdicts or verdicts[-1].group(2) != "0"
+
     if interrupted:
         print("rig: interrupted")
         return 130
@@ -1333,7 +1356,7 @@ def main(argv):
         for line in lines[-40:]:
             print("rig: | " + line)
         return 1
-    return 1 if failed else 0
+    return 1 if failed or fpu_failed else 0
 
 
 if __name__ == "__main__":
