@@ -70,6 +70,7 @@ const _: () = assert!(MAX_EVENT_ARRAY_PAGES == 128);
 const _: () = {
     const fn shareable<T: Send + Sync>() {}
     shareable::<Fifo<'static>>();
+    shareable::<VcpuQueues<'static>>();
 };
 
 /// How many event array pages must be registered for `port` to have an event word:
@@ -91,20 +92,26 @@ pub fn init_array_page(page: &mut EventArrayPage) {
 pub struct ArrayFull;
 
 /// One vCPU's FIFO event state: its control block, the event array pages registered so far
-/// (at most `N`), and where each queue's walk stopped.
+/// (at most `N`), and where each queue's walk stopped. The pages are the domain's, shared by
+/// every vCPU; another vCPU's queues are walked through [`Fifo::other_vcpu`].
 ///
 /// Shared by reference: see [`EventAbi`] for which calls may overlap, and
 /// [`add_array_page`](Self::add_array_page) for growing it.
 pub struct Fifo<'a, const N: usize = MAX_EVENT_ARRAY_PAGES> {
-    ready: &'a AtomicU32,
-    heads: &'a [AtomicU32; QUEUES],
-    upcall_pending: &'a AtomicU8,
+    queues: Queues<'a>,
     /// `pages[..nr_pages]` are registered, in the order Xen numbers them, each valid for
     /// `'a`. A slot is written before `nr_pages` is raised past it (Release) and read only
     /// below a count loaded with Acquire, so a lookup racing with a registration sees
     /// either the old count or the new count and the page behind it.
     pages: [AtomicPtr<SharedPage>; N],
     nr_pages: AtomicUsize,
+}
+
+/// A vCPU's control block and upcall flag, and the state of its queues' walk.
+struct Queues<'a> {
+    ready: &'a AtomicU32,
+    heads: &'a [AtomicU32; QUEUES],
+    upcall_pending: &'a AtomicU8,
     /// The next port to consume in each queue; 0 when the walk reached the tail, so the
     /// next one is the head Xen writes to the control block when it finds the queue empty.
     /// Port 0 is never bound, so it cannot be a real link. Only `demux` touches it, and it
@@ -116,14 +123,130 @@ pub struct Fifo<'a, const N: usize = MAX_EVENT_ARRAY_PAGES> {
     unfinished: AtomicU32,
 }
 
+/// Another vCPU's queues over the event array of the boot vCPU's [`Fifo`]: Xen queues the
+/// events of a port bound to a vCPU (`EVTCHNOP_bind_vcpu`) on that vCPU's control block,
+/// and that vCPU walks them. Port operations go through the [`Fifo`].
+pub struct VcpuQueues<'a, const N: usize = MAX_EVENT_ARRAY_PAGES> {
+    queues: Queues<'a>,
+    array: &'a Fifo<'a, N>,
+}
+
+impl<'a> Queues<'a> {
+    /// # Safety
+    /// As for [`Fifo::new`].
+    unsafe fn new(control: NonNull<evtchn_fifo_control_block>, vcpu: NonNull<vcpu_info>) -> Self {
+        let c = control.as_ptr();
+        let v = vcpu.as_ptr();
+        // SAFETY: the fields are in bounds of live objects (the caller's contract 1); the
+        // atomic types match them in size and alignment (asserted above) and contract 2
+        // rules out non-atomic access for as long as the references live.
+        unsafe {
+            Queues {
+                ready: &*(&raw const (*c).ready).cast::<AtomicU32>(),
+                heads: &*(&raw const (*c).head).cast::<[AtomicU32; QUEUES]>(),
+                upcall_pending: &*(&raw const (*v).evtchn_upcall_pending).cast::<AtomicU8>(),
+                next: [const { AtomicU32::new(0) }; QUEUES],
+                unfinished: AtomicU32::new(0),
+            }
+        }
+    }
+
+    fn restart(&self) {
+        for next in &self.next {
+            next.store(0, Relaxed);
+        }
+        self.unfinished.store(0, Relaxed);
+    }
+
+    /// [`Fifo::demux`] of these queues, their ports' words looked up in `array`.
+    fn demux<const N: usize>(
+        &self,
+        array: &Fifo<'_, N>,
+        handle: &mut impl FnMut(Port),
+    ) -> DemuxReport {
+        let mut report = DemuxReport::default();
+        let mut budget = array.max_ports() as usize + QUEUES;
+        let mut ready = self.unfinished.load(Relaxed);
+        loop {
+            // Cleared first: Xen sets it again with any ready bit it sets from here on.
+            self.upcall_pending.store(0, SeqCst);
+            ready |= self.take_ready(&mut report);
+            while ready != 0 && budget != 0 {
+                budget -= 1;
+                let queue = ready.trailing_zeros() as usize;
+                if !self.consume_one(array, queue, &mut report, handle) {
+                    ready &= !(1 << queue);
+                }
+                ready |= self.take_ready(&mut report);
+            }
+            if ready == 0 && self.upcall_pending.load(SeqCst) == 0 {
+                self.unfinished.store(0, Relaxed);
+                return report;
+            }
+            // Another pass costs too, so a flag that stays set cannot hold us here.
+            if budget == 0 {
+                self.unfinished.store(ready, Relaxed);
+                self.upcall_pending.store(1, SeqCst);
+                report.cut_short = true;
+                return report;
+            }
+            budget -= 1;
+        }
+    }
+
+    /// Takes the ready bits Xen set since we last looked; bits of queues that do not exist
+    /// go to the report.
+    fn take_ready(&self, report: &mut DemuxReport) -> u32 {
+        let bits = self.ready.swap(0, SeqCst);
+        report.bogus_ready |= bits & !QUEUE_BITS;
+        bits & QUEUE_BITS
+    }
+
+    /// Takes the next port off `queue` and delivers its event if it has one. Returns whether
+    /// the queue may hold more.
+    fn consume_one<const N: usize>(
+        &self,
+        array: &Fifo<'_, N>,
+        queue: usize,
+        report: &mut DemuxReport,
+        handle: &mut impl FnMut(Port),
+    ) -> bool {
+        let next = &self.next[queue];
+        let port = match next.load(Relaxed) {
+            0 => self.heads[queue].load(SeqCst),
+            p => p,
+        };
+        if port == 0 {
+            // A ready bit without a head: nothing was queued.
+            return false;
+        }
+        let Some(word) = array.word(port) else {
+            report.bad_link = Some(BadLink { queue: queue as u8, port: Port(port) });
+            next.store(0, Relaxed);
+            return false;
+        };
+
+        let link = clear_linked(word);
+        next.store(link, Relaxed);
+        // Clearing only if pending and unmasked, in one step, so that a port the guest
+        // masked (on another path) keeps its event for the unmask.
+        let take = |w: u32| (w & (PENDING | MASKED) == PENDING).then_some(w & !PENDING);
+        if word.fetch_update(SeqCst, SeqCst, take).is_ok() {
+            report.delivered += 1;
+            handle(Port(port));
+        }
+        link != 0
+    }
+}
+
 impl<'a, const N: usize> Fifo<'a, N> {
     /// Views `control` and the upcall flag of `vcpu` as atomics. No event array page is
     /// registered yet.
     ///
     /// The control block must be zeroed before `EVTCHNOP_init_control` registers it (a page
     /// offset in the hypercall's argument, 8-byte aligned). For a given vCPU there must be
-    /// one `Fifo` at a time: the queue walk's state lives here, and a second walker would
-    /// strand events.
+    /// one view of its queues at a time (this, or a [`VcpuQueues`]): the queue walk's state
+    /// lives there, and a second walker would strand events.
     ///
     /// # Safety
     /// 1. `control` points to this vCPU's FIFO control block and `vcpu` to this vCPU's
@@ -135,22 +258,26 @@ impl<'a, const N: usize> Fifo<'a, N> {
         vcpu: NonNull<vcpu_info>,
     ) -> Self {
         const { assert!(N <= MAX_EVENT_ARRAY_PAGES, "more pages than links can name") };
-        let c = control.as_ptr();
-        let v = vcpu.as_ptr();
-        // SAFETY: the fields are in bounds of live objects (contract 1); the atomic types
-        // match them in size and alignment (asserted above) and contract 2 rules out
-        // non-atomic access for as long as the references live.
-        unsafe {
-            Fifo {
-                ready: &*(&raw const (*c).ready).cast::<AtomicU32>(),
-                heads: &*(&raw const (*c).head).cast::<[AtomicU32; QUEUES]>(),
-                upcall_pending: &*(&raw const (*v).evtchn_upcall_pending).cast::<AtomicU8>(),
-                pages: [const { AtomicPtr::new(ptr::null_mut()) }; N],
-                nr_pages: AtomicUsize::new(0),
-                next: [const { AtomicU32::new(0) }; QUEUES],
-                unfinished: AtomicU32::new(0),
-            }
+        Fifo {
+            // SAFETY: the caller's contract is Queues::new's.
+            queues: unsafe { Queues::new(control, vcpu) },
+            pages: [const { AtomicPtr::new(ptr::null_mut()) }; N],
+            nr_pages: AtomicUsize::new(0),
         }
+    }
+
+    /// Views another vCPU's control block (registered for it with `EVTCHNOP_init_control`)
+    /// and upcall flag, for that vCPU to walk its queues over this event array.
+    ///
+    /// # Safety
+    /// As for [`Fifo::new`], for that vCPU's control block and `vcpu_info`, for `'a`.
+    pub unsafe fn other_vcpu(
+        &'a self,
+        control: NonNull<evtchn_fifo_control_block>,
+        vcpu: NonNull<vcpu_info>,
+    ) -> VcpuQueues<'a, N> {
+        // SAFETY: the caller's contract is Queues::new's.
+        VcpuQueues { queues: unsafe { Queues::new(control, vcpu) }, array: self }
     }
 
     /// Registers the event array page that `EVTCHNOP_expand_array` just gave Xen, making
@@ -188,10 +315,7 @@ impl<'a, const N: usize> Fifo<'a, N> {
     /// masked), and the control block is zeroed before Xen sees it again.
     pub unsafe fn restart(&self) {
         self.nr_pages.store(0, Release);
-        for next in &self.next {
-            next.store(0, Relaxed);
-        }
-        self.unfinished.store(0, Relaxed);
+        self.queues.restart();
     }
 
     /// Whether `port` has an event word in a registered page.
@@ -233,77 +357,24 @@ impl<'a, const N: usize> Fifo<'a, N> {
     /// Handlers may mask, unmask and clear ports and register pages through `self`. Must
     /// not run concurrently with itself for this vCPU (see [`EventAbi`]).
     pub fn demux(&self, mut handle: impl FnMut(Port)) -> DemuxReport {
-        let mut report = DemuxReport::default();
-        let mut budget = self.max_ports() as usize + QUEUES;
-        let mut ready = self.unfinished.load(Relaxed);
-        loop {
-            // Cleared first: Xen sets it again with any ready bit it sets from here on.
-            self.upcall_pending.store(0, SeqCst);
-            ready |= self.take_ready(&mut report);
-            while ready != 0 && budget != 0 {
-                budget -= 1;
-                let queue = ready.trailing_zeros() as usize;
-                if !self.consume_one(queue, &mut report, &mut handle) {
-                    ready &= !(1 << queue);
-                }
-                ready |= self.take_ready(&mut report);
-            }
-            if ready == 0 && self.upcall_pending.load(SeqCst) == 0 {
-                self.unfinished.store(0, Relaxed);
-                return report;
-            }
-            // Another pass costs too, so a flag that stays set cannot hold us here.
-            if budget == 0 {
-                self.unfinished.store(ready, Relaxed);
-                self.upcall_pending.store(1, SeqCst);
-                report.cut_short = true;
-                return report;
-            }
-            budget -= 1;
-        }
+        self.queues.demux(self, &mut handle)
+    }
+}
+
+impl<const N: usize> VcpuQueues<'_, N> {
+    /// [`Fifo::demux`] for this vCPU's queues: on this vCPU, not concurrently with itself.
+    pub fn demux(&self, mut handle: impl FnMut(Port)) -> DemuxReport {
+        self.queues.demux(self.array, &mut handle)
     }
 
-    /// Takes the ready bits Xen set since we last looked; bits of queues that do not exist
-    /// go to the report.
-    fn take_ready(&self, report: &mut DemuxReport) -> u32 {
-        let bits = self.ready.swap(0, SeqCst);
-        report.bogus_ready |= bits & !QUEUE_BITS;
-        bits & QUEUE_BITS
-    }
-
-    /// Takes the next port off `queue` and delivers its event if it has one. Returns whether
-    /// the queue may hold more.
-    fn consume_one(
-        &self,
-        queue: usize,
-        report: &mut DemuxReport,
-        handle: &mut impl FnMut(Port),
-    ) -> bool {
-        let next = &self.next[queue];
-        let port = match next.load(Relaxed) {
-            0 => self.heads[queue].load(SeqCst),
-            p => p,
-        };
-        if port == 0 {
-            // A ready bit without a head: nothing was queued.
-            return false;
-        }
-        let Some(word) = self.word(port) else {
-            report.bad_link = Some(BadLink { queue: queue as u8, port: Port(port) });
-            next.store(0, Relaxed);
-            return false;
-        };
-
-        let link = clear_linked(word);
-        next.store(link, Relaxed);
-        // Clearing only if pending and unmasked, in one step, so that a port the guest
-        // masked (on another path) keeps its event for the unmask.
-        let take = |w: u32| (w & (PENDING | MASKED) == PENDING).then_some(w & !PENDING);
-        if word.fetch_update(SeqCst, SeqCst, take).is_ok() {
-            report.delivered += 1;
-            handle(Port(port));
-        }
-        link != 0
+    /// Forgets the walk in progress: after a resume in a new domain, once the control
+    /// block is zeroed and registered again (see [`Fifo::restart`]).
+    ///
+    /// # Safety
+    /// This vCPU's [`demux`](Self::demux) does not run meanwhile (the guest resumes with
+    /// the other vCPUs down).
+    pub unsafe fn restart(&self) {
+        self.queues.restart();
     }
 }
 
@@ -546,6 +617,42 @@ mod tests {
             }
         });
         assert_eq!(got, [5, 5]);
+    }
+
+    #[test]
+    fn each_vcpu_walks_the_queues_of_its_own_ports() {
+        let x = FifoXen::new(2);
+        let fifo = x.abi();
+        let other = x.queues_of(&fifo, 1);
+        bind(&fifo, [5, 6, 7, 1500]);
+        for p in [6, 1500] {
+            x.bind_vcpu(p, 1);
+        }
+        for p in [5, 6, 7, 1500] {
+            x.raise(p);
+        }
+        assert_eq!(x.upcall_pending_of(1).load(SeqCst), 1);
+        assert_eq!(delivered(&fifo).0, [5, 7]);
+        let mut got = Vec::new();
+        let report = other.demux(|p| got.push(p.0));
+        assert_eq!(got, [6, 1500]);
+        assert!(report.is_clean());
+        assert_eq!(x.upcall_pending_of(1).load(SeqCst), 0);
+        assert_eq!(x.ready_of(1).load(SeqCst), 0);
+
+        // The port operations of the boot vCPU's view reach the other vCPU's ports.
+        fifo.mask(Port(6)).unwrap();
+        x.raise(6);
+        x.raise(1500);
+        let mut got = Vec::new();
+        other.demux(|p| got.push(p.0));
+        assert_eq!(got, [1500]);
+        assert_eq!(fifo.unmask(Port(6)), Ok(Unmask::NeedsHypercall));
+        x.follow(6, Unmask::NeedsHypercall);
+        let mut got = Vec::new();
+        other.demux(|p| got.push(p.0));
+        assert_eq!(got, [6]);
+        assert_eq!(delivered(&fifo).0, []);
     }
 
     #[test]

@@ -12,14 +12,16 @@
 pub mod abi;
 pub mod fifo;
 pub mod handlers;
+pub mod owners;
 pub mod two_level;
 
 #[cfg(test)]
 mod sim;
 
 pub use abi::{BadLink, BadPort, DemuxReport, EventAbi, Unmask};
-pub use fifo::Fifo;
+pub use fifo::{Fifo, VcpuQueues};
 pub use handlers::{Handler, HandlerError, Handlers};
+pub use owners::PortOwners;
 pub use two_level::TwoLevel;
 
 /// An event channel port (`evtchn_port_t`).

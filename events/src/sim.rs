@@ -13,8 +13,8 @@ use xen_sys::{
     EVTCHN_FIFO_PRIORITY_DEFAULT,
 };
 
-use crate::fifo::{self, ArrayFull, EventArrayPage, Fifo, EVENT_WORDS_PER_PAGE};
-use crate::{EventAbi, TwoLevel, Unmask};
+use crate::fifo::{self, ArrayFull, EventArrayPage, Fifo, VcpuQueues, EVENT_WORDS_PER_PAGE};
+use crate::{EventAbi, PortOwners, TwoLevel, Unmask};
 
 pub const PENDING: u32 = 1 << EVTCHN_FIFO_PENDING;
 pub const MASKED: u32 = 1 << EVTCHN_FIFO_MASKED;
@@ -64,6 +64,61 @@ impl TwoLevelXen {
     }
 }
 
+impl TwoLevelXen {
+    /// vCPU `vcpu`'s view in a domain whose ports `owners` records.
+    pub fn view_of<'a>(&'a self, owners: &'a PortOwners, vcpu: u8) -> TwoLevel<'a> {
+        // SAFETY: as for `abi`, with vcpu_info[vcpu].
+        unsafe {
+            let v = NonNull::new_unchecked(&raw mut (*self.0.as_ptr()).vcpu_info[vcpu as usize]);
+            TwoLevel::new(self.0, v).for_vcpu(owners, vcpu)
+        }
+    }
+
+    /// vCPU `vcpu`'s upcall flag.
+    pub fn upcall_pending_of(&self, vcpu: usize) -> &AtomicU8 {
+        // SAFETY: in the live `shared_info`, accessed only atomically.
+        unsafe {
+            AtomicU8::from_ptr(&raw mut (*self.0.as_ptr()).vcpu_info[vcpu].evtchn_upcall_pending)
+        }
+    }
+
+    /// `evtchn_2l_set_pending` for a port bound to `vcpu`.
+    pub fn raise_on(&self, port: u32, vcpu: usize) {
+        let s = self.0.as_ptr();
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        // SAFETY: fields of the live `shared_info`; only their addresses are taken.
+        let (pending, mask, sel) = unsafe {
+            (
+                &raw mut (*s).evtchn_pending[word],
+                &raw mut (*s).evtchn_mask[word],
+                &raw mut (*s).vcpu_info[vcpu].evtchn_pending_sel,
+            )
+        };
+        let (pending, mask, sel) = (self.word(pending), self.word(mask), self.word(sel));
+        if pending.fetch_or(bit, SeqCst) & bit != 0 {
+            return;
+        }
+        if mask.load(SeqCst) & bit == 0 && sel.fetch_or(1 << word, SeqCst) & (1 << word) == 0 {
+            self.upcall_pending_of(vcpu).store(1, SeqCst);
+        }
+    }
+
+    /// `EVTCHNOP_unmask` of a port bound to `vcpu` (`evtchn_2l_unmask`).
+    pub fn unmask_hypercall(&self, port: u32, vcpu: usize) {
+        let s = self.0.as_ptr();
+        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
+        // SAFETY: as in `raise_on`.
+        let (pending, mask) =
+            unsafe { (&raw mut (*s).evtchn_pending[word], &raw mut (*s).evtchn_mask[word]) };
+        if self.word(mask).fetch_and(!bit, SeqCst) & bit != 0
+            && self.word(pending).load(SeqCst) & bit != 0
+        {
+            self.word(pending).fetch_and(!bit, SeqCst);
+            self.raise_on(port, vcpu);
+        }
+    }
+}
+
 impl Drop for TwoLevelXen {
     fn drop(&mut self) {
         // SAFETY: leaked from a Box in `new`, and no view outlives `self`.
@@ -83,27 +138,9 @@ impl FakeXen for TwoLevelXen {
         }
     }
 
-    /// `evtchn_2l_set_pending`.
+    /// `evtchn_2l_set_pending`, for a port bound to vCPU 0.
     fn raise(&self, port: u32) {
-        let s = self.0.as_ptr();
-        let (word, bit) = (port as usize / 64, 1u64 << (port % 64));
-        // SAFETY: fields of the live `shared_info`; only their addresses are taken.
-        let (pending, mask, sel, upcall) = unsafe {
-            (
-                &raw mut (*s).evtchn_pending[word],
-                &raw mut (*s).evtchn_mask[word],
-                &raw mut (*s).vcpu_info[0].evtchn_pending_sel,
-                &raw mut (*s).vcpu_info[0].evtchn_upcall_pending,
-            )
-        };
-        let (pending, mask, sel) = (self.word(pending), self.word(mask), self.word(sel));
-        if pending.fetch_or(bit, SeqCst) & bit != 0 {
-            return;
-        }
-        if mask.load(SeqCst) & bit == 0 && sel.fetch_or(1 << word, SeqCst) & (1 << word) == 0 {
-            // SAFETY: in the live `shared_info`, accessed only atomically.
-            unsafe { AtomicU8::from_ptr(upcall) }.store(1, SeqCst);
-        }
+        self.raise_on(port, 0);
     }
 
     fn follow(&self, _port: u32, action: Unmask) {
@@ -113,27 +150,33 @@ impl FakeXen for TwoLevelXen {
     }
 }
 
-/// Xen's FIFO state for one vCPU: its control block, the event array pages it accepted,
-/// each queue's tail and each port's priority.
+/// How many vCPUs the FIFO simulator has.
+pub const FIFO_VCPUS: usize = 2;
+
+/// Xen's FIFO state for a domain of [`FIFO_VCPUS`] vCPUs: each vCPU's control block,
+/// `vcpu_info` and queue tails, the event array pages it accepted, and each port's
+/// priority and vCPU.
 pub struct FifoXen {
-    control: NonNull<evtchn_fifo_control_block>,
-    vcpu: NonNull<vcpu_info>,
+    controls: [NonNull<evtchn_fifo_control_block>; FIFO_VCPUS],
+    vcpus: [NonNull<vcpu_info>; FIFO_VCPUS],
     pages: RefCell<Vec<NonNull<EventArrayPage>>>,
-    tails: [Cell<u32>; QUEUES],
+    tails: [[Cell<u32>; QUEUES]; FIFO_VCPUS],
     priorities: RefCell<HashMap<u32, usize>>,
+    bound: RefCell<HashMap<u32, usize>>,
 }
 
 impl FifoXen {
-    /// A control block registered and `pages` event array pages accepted.
+    /// A control block registered for each vCPU and `pages` event array pages accepted.
     pub fn new(pages: usize) -> Self {
         let x = FifoXen {
             // SAFETY: both are integers only.
-            control: unsafe { zeroed() },
+            controls: std::array::from_fn(|_| unsafe { zeroed() }),
             // SAFETY: as above.
-            vcpu: unsafe { zeroed() },
+            vcpus: std::array::from_fn(|_| unsafe { zeroed() }),
             pages: RefCell::new(Vec::new()),
             tails: Default::default(),
             priorities: RefCell::new(HashMap::new()),
+            bound: RefCell::new(HashMap::new()),
         };
         for _ in 0..pages {
             x.expand_array();
@@ -150,10 +193,25 @@ impl FifoXen {
         page
     }
 
-    /// A guest view with no event array page registered.
+    /// A guest view of vCPU 0 with no event array page registered.
     pub fn bare<const N: usize>(&self) -> Fifo<'_, N> {
         // SAFETY: both are live while `&self` is borrowed and accessed only atomically.
-        unsafe { Fifo::new(self.control, self.vcpu) }
+        unsafe { Fifo::new(self.controls[0], self.vcpus[0]) }
+    }
+
+    /// vCPU `vcpu`'s queues over `fifo`'s event array.
+    pub fn queues_of<'a, const N: usize>(
+        &'a self,
+        fifo: &'a Fifo<'a, N>,
+        vcpu: usize,
+    ) -> VcpuQueues<'a, N> {
+        // SAFETY: both are live while `&self` is borrowed and accessed only atomically.
+        unsafe { fifo.other_vcpu(self.controls[vcpu], self.vcpus[vcpu]) }
+    }
+
+    /// `EVTCHNOP_bind_vcpu`, for a port not queued (as [`set_priority`](Self::set_priority)).
+    pub fn bind_vcpu(&self, port: u32, vcpu: usize) {
+        self.bound.borrow_mut().insert(port, vcpu);
     }
 
     /// The guest growing the event array by one page, through `EVTCHNOP_expand_array`.
@@ -173,19 +231,34 @@ impl FifoXen {
         }
     }
 
+    /// vCPU 0's ready word.
     pub fn ready(&self) -> &AtomicU32 {
-        // SAFETY: in the live control block, accessed only atomically.
-        unsafe { AtomicU32::from_ptr(&raw mut (*self.control.as_ptr()).ready) }
+        self.ready_of(0)
     }
 
+    pub fn ready_of(&self, vcpu: usize) -> &AtomicU32 {
+        // SAFETY: in a live control block, accessed only atomically.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.controls[vcpu].as_ptr()).ready) }
+    }
+
+    /// vCPU 0's head of `queue`.
     pub fn head(&self, queue: usize) -> &AtomicU32 {
-        // SAFETY: in the live control block, accessed only atomically.
-        unsafe { AtomicU32::from_ptr(&raw mut (*self.control.as_ptr()).head[queue]) }
+        self.head_of(0, queue)
     }
 
+    fn head_of(&self, vcpu: usize, queue: usize) -> &AtomicU32 {
+        // SAFETY: in a live control block, accessed only atomically.
+        unsafe { AtomicU32::from_ptr(&raw mut (*self.controls[vcpu].as_ptr()).head[queue]) }
+    }
+
+    /// vCPU 0's upcall flag.
     pub fn upcall_pending(&self) -> &AtomicU8 {
-        // SAFETY: in the live vcpu_info, accessed only atomically.
-        unsafe { AtomicU8::from_ptr(&raw mut (*self.vcpu.as_ptr()).evtchn_upcall_pending) }
+        self.upcall_pending_of(0)
+    }
+
+    pub fn upcall_pending_of(&self, vcpu: usize) -> &AtomicU8 {
+        // SAFETY: in a live vcpu_info, accessed only atomically.
+        unsafe { AtomicU8::from_ptr(&raw mut (*self.vcpus[vcpu].as_ptr()).evtchn_upcall_pending) }
     }
 
     /// `EVTCHNOP_set_priority`, for a port not queued (the simulator does not move queued
@@ -212,8 +285,10 @@ impl Drop for FifoXen {
         // SAFETY: all leaked from Boxes in `new` and `expand_array`, and no view outlives
         // `self`.
         unsafe {
-            drop(Box::from_raw(self.control.as_ptr()));
-            drop(Box::from_raw(self.vcpu.as_ptr()));
+            for (control, vcpu) in self.controls.iter().zip(&self.vcpus) {
+                drop(Box::from_raw(control.as_ptr()));
+                drop(Box::from_raw(vcpu.as_ptr()));
+            }
             for page in self.pages.take() {
                 drop(Box::from_raw(page.as_ptr()));
             }
@@ -243,18 +318,19 @@ impl FakeXen for FifoXen {
             return;
         }
         let queue = self.priority(port);
-        let tail = &self.tails[queue];
+        let vcpu = self.bound.borrow().get(&port).copied().unwrap_or(0);
+        let tail = &self.tails[vcpu][queue];
         // A tail that is raised again was consumed, so its queue is empty.
         if tail.get() == port {
             tail.set(0);
         }
         let linked = tail.get() != 0 && Self::set_link(self.word(tail.get()), port);
         if !linked {
-            self.head(queue).store(port, SeqCst);
+            self.head_of(vcpu, queue).store(port, SeqCst);
         }
         tail.set(port);
-        if !linked && self.ready().fetch_or(1 << queue, SeqCst) & (1 << queue) == 0 {
-            self.upcall_pending().store(1, SeqCst);
+        if !linked && self.ready_of(vcpu).fetch_or(1 << queue, SeqCst) & (1 << queue) == 0 {
+            self.upcall_pending_of(vcpu).store(1, SeqCst);
         }
     }
 

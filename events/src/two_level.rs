@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use xen_sys::{shared_info, vcpu_info, xen_ulong_t};
 
 use crate::abi::{BadPort, DemuxReport, EventAbi, Unmask};
-use crate::Port;
+use crate::{Port, PortOwners};
 
 const WORD_BITS: usize = 64;
 /// `evtchn_pending` has one bit per port and as many words as a word has bits.
@@ -50,6 +50,9 @@ pub struct TwoLevel<'a> {
     /// fires again and again cannot keep higher ports waiting. Only `demux` touches it, and
     /// it never runs concurrently with itself, so relaxed accesses suffice.
     resume: AtomicUsize,
+    /// With more than one vCPU: which ports are whose, and this vCPU's number (see
+    /// [`for_vcpu`](Self::for_vcpu)).
+    owners: Option<(&'a PortOwners, u8)>,
 }
 
 impl<'a> TwoLevel<'a> {
@@ -78,8 +81,36 @@ impl<'a> TwoLevel<'a> {
                 pending_sel: &*(&raw const (*v).evtchn_pending_sel).cast::<AtomicU64>(),
                 upcall_pending: &*(&raw const (*v).evtchn_upcall_pending).cast::<AtomicU8>(),
                 resume: AtomicUsize::new(0),
+                owners: None,
             }
         }
+    }
+
+    /// Makes this the view of vCPU `vcpu` in a domain where ports are bound to several:
+    /// [`demux`](Self::demux) delivers only the ports `owners` records as this vCPU's (Xen
+    /// marked the others' words in their own `evtchn_pending_sel`), and unmasking another
+    /// vCPU's port is left to Xen, which notifies the right vCPU.
+    pub fn for_vcpu(self, owners: &'a PortOwners, vcpu: u8) -> Self {
+        TwoLevel { owners: Some((owners, vcpu)), ..self }
+    }
+
+    /// Of `bits` in `word`, those of ports this view delivers.
+    fn own(&self, word: usize, bits: u64) -> u64 {
+        let Some((owners, me)) = self.owners else { return bits };
+        let mut own = bits;
+        let mut rest = bits;
+        while rest != 0 {
+            let bit = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            if owners.get(Port((word * WORD_BITS + bit) as u32)) != me {
+                own &= !(1 << bit);
+            }
+        }
+        own
+    }
+
+    fn owned_elsewhere(&self, port: Port) -> bool {
+        self.owners.is_some_and(|(owners, me)| owners.get(port) != me)
     }
 
     fn locate(port: Port) -> Result<(usize, u64), BadPort> {
@@ -140,8 +171,11 @@ impl<'a> TwoLevel<'a> {
             let mut bit = if resuming { start_bit } else { 0 };
             loop {
                 // Read afresh for each port: the last handler may have masked the next one.
-                let active = self.pending[word].load(Ordering::SeqCst)
-                    & !self.mask[word].load(Ordering::SeqCst);
+                let active = self.own(
+                    word,
+                    self.pending[word].load(Ordering::SeqCst)
+                        & !self.mask[word].load(Ordering::SeqCst),
+                );
                 let bits = active & (u64::MAX << bit);
                 if bits == 0 {
                     break;
@@ -185,9 +219,14 @@ impl EventAbi for TwoLevel<'_> {
     /// Lets `port` interrupt us again. An event that arrived while masked did not mark its
     /// word in `evtchn_pending_sel`; this marks it, as Xen would have, and returns
     /// [`Unmask::ForceUpcallCheck`] if that made an upcall pending: Xen delivers it on its
-    /// next return to the guest (a running [`demux`](Self::demux) picks it up too).
+    /// next return to the guest (a running [`demux`](Self::demux) picks it up too). A port
+    /// of another vCPU stays masked, and [`Unmask::NeedsHypercall`] has Xen unmask it and
+    /// notify that vCPU.
     fn unmask(&self, port: Port) -> Result<Unmask, BadPort> {
         let (word, bit) = Self::locate(port)?;
+        if self.owned_elsewhere(port) {
+            return Ok(Unmask::NeedsHypercall);
+        }
         self.mask[word].fetch_and(!bit, Ordering::SeqCst);
         if self.pending[word].load(Ordering::SeqCst) & bit == 0 {
             return Ok(Unmask::Done);
@@ -317,6 +356,38 @@ mod tests {
         ev.mask(Port(9)).unwrap();
         assert_eq!(ev.unmask(Port(9)), Ok(Unmask::Done));
         assert_eq!(delivered(&ev), []);
+    }
+
+    #[test]
+    fn each_vcpu_delivers_only_its_own_ports() {
+        let x = TwoLevelXen::new();
+        let owners = PortOwners::new();
+        let (boot, other) = (x.view_of(&owners, 0), x.view_of(&owners, 1));
+        // Ports 5 and 6 share a word; 6 and 70 are vCPU 1's.
+        for p in [5, 6, 70] {
+            boot.unmask(Port(p)).unwrap();
+        }
+        owners.set(Port(6), 1).unwrap();
+        owners.set(Port(70), 1).unwrap();
+        x.raise_on(5, 0);
+        x.raise_on(6, 1);
+        x.raise_on(70, 1);
+        assert_eq!(x.upcall_pending_of(1).load(Ordering::SeqCst), 1);
+        assert_eq!(delivered(&boot), [5]);
+        assert_eq!(boot.is_pending(Port(6)), Ok(true), "left for its vCPU");
+        assert_eq!(delivered(&other), [6, 70]);
+        assert_eq!(delivered(&boot), []);
+
+        // Unmasking another vCPU's port is Xen's to do, so that its vCPU hears of it.
+        boot.mask(Port(6)).unwrap();
+        x.raise_on(6, 1);
+        assert_eq!(delivered(&other), []);
+        assert_eq!(boot.unmask(Port(6)), Ok(Unmask::NeedsHypercall));
+        assert_eq!(delivered(&other), [], "still masked");
+        x.unmask_hypercall(6, 1);
+        assert_eq!(delivered(&boot), []);
+        assert_eq!(delivered(&other), [6]);
+        assert_eq!(other.unmask(Port(6)), Ok(Unmask::Done));
     }
 
     #[test]
