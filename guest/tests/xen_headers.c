@@ -308,6 +308,12 @@ int main(void)
     FIELD(T, "evtchn_bind_ipi", port);
 #undef T
 
+#define T struct evtchn_bind_vcpu
+    STRUCT(T, "evtchn_bind_vcpu");
+    FIELD(T, "evtchn_bind_vcpu", port);
+    FIELD(T, "evtchn_bind_vcpu", vcpu);
+#undef T
+
 #define T struct evtchn_bind_virq
     STRUCT(T, "evtchn_bind_virq");
     FIELD(T, "evtchn_bind_virq", virq);

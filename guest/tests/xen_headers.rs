@@ -14,12 +14,12 @@ use std::path::Path;
 use std::process::Command;
 
 use hypercall::abi::{
-    evtchn_alloc_unbound, evtchn_bind_interdomain, evtchn_bind_ipi, evtchn_bind_virq, evtchn_close,
-    evtchn_expand_array, evtchn_init_control, evtchn_port_t, evtchn_send, evtchn_status,
-    evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll, sched_shutdown, shared_info,
-    start_info, trap_info, vcpu_guest_context, vcpu_info, vcpu_time_info, xen_pfn_t, AddToPhysmap,
-    CallbackRegister, HvmParam, VcpuHvmContext, VcpuHvmX86_64, VcpuRegisterVcpuInfo,
-    XEN_EXTRAVERSION_LEN,
+    evtchn_alloc_unbound, evtchn_bind_interdomain, evtchn_bind_ipi, evtchn_bind_vcpu,
+    evtchn_bind_virq, evtchn_close, evtchn_expand_array, evtchn_init_control, evtchn_port_t,
+    evtchn_send, evtchn_status, evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll,
+    sched_shutdown, shared_info, start_info, trap_info, vcpu_guest_context, vcpu_info,
+    vcpu_time_info, xen_pfn_t, AddToPhysmap, CallbackRegister, HvmParam, VcpuHvmContext,
+    VcpuHvmX86_64, VcpuRegisterVcpuInfo, XEN_EXTRAVERSION_LEN,
 };
 use xen_sys::{evtchn_fifo_control_block, xen_ulong_t};
 
@@ -191,6 +191,7 @@ fn rust_values() -> Values {
         }
         "evtchn_bind_virq" = evtchn_bind_virq { virq, vcpu, port }
         "evtchn_bind_ipi" = evtchn_bind_ipi { vcpu, port }
+        "evtchn_bind_vcpu" = evtchn_bind_vcpu { port, vcpu }
         "evtchn_close" = evtchn_close { port }
         "evtchn_send" = evtchn_send { port }
         "evtchn_status" = evtchn_status {

@@ -5,16 +5,16 @@ use core::mem::{offset_of, size_of};
 
 pub use xen_sys::{
     arch_shared_info, evtchn_alloc_unbound, evtchn_bind_interdomain, evtchn_bind_ipi,
-    evtchn_bind_virq, evtchn_close, evtchn_expand_array, evtchn_init_control, evtchn_port_t,
-    evtchn_send, evtchn_status, evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll,
-    sched_shutdown, shared_info, start_info, trap_info, vcpu_info, xen_pfn_t,
-    EVTCHNOP_alloc_unbound, EVTCHNOP_bind_interdomain, EVTCHNOP_bind_ipi, EVTCHNOP_bind_virq,
-    EVTCHNOP_close, EVTCHNOP_expand_array, EVTCHNOP_init_control, EVTCHNOP_send, EVTCHNOP_status,
-    EVTCHNOP_unmask, EVTCHNSTAT_unbound, SCHEDOP_block, SCHEDOP_poll, SCHEDOP_shutdown,
-    SCHEDOP_yield, SHUTDOWN_crash, SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_suspend,
-    FLAT_KERNEL_CS, MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE,
-    MMU_NORMAL_PT_UPDATE, SEGBASE_FS, SEGBASE_GS_KERNEL, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER,
-    XEN_LEGACY_MAX_VCPUS,
+    evtchn_bind_vcpu, evtchn_bind_virq, evtchn_close, evtchn_expand_array, evtchn_init_control,
+    evtchn_port_t, evtchn_send, evtchn_status, evtchn_unmask, mmu_update, mmuext_op,
+    multicall_entry, sched_poll, sched_shutdown, shared_info, start_info, trap_info, vcpu_info,
+    xen_pfn_t, EVTCHNOP_alloc_unbound, EVTCHNOP_bind_interdomain, EVTCHNOP_bind_ipi,
+    EVTCHNOP_bind_vcpu, EVTCHNOP_bind_virq, EVTCHNOP_close, EVTCHNOP_expand_array,
+    EVTCHNOP_init_control, EVTCHNOP_send, EVTCHNOP_status, EVTCHNOP_unmask, EVTCHNSTAT_unbound,
+    SCHEDOP_block, SCHEDOP_poll, SCHEDOP_shutdown, SCHEDOP_yield, SHUTDOWN_crash,
+    SHUTDOWN_poweroff, SHUTDOWN_reboot, SHUTDOWN_suspend, FLAT_KERNEL_CS, MMUEXT_INVLPG_LOCAL,
+    MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_UNPIN_TABLE, MMU_NORMAL_PT_UPDATE, SEGBASE_FS,
+    SEGBASE_GS_KERNEL, SIF_INITDOMAIN, VIRQ_DEBUG, VIRQ_TIMER, XEN_LEGACY_MAX_VCPUS,
 };
 pub use xen_sys::{cpu_user_regs, vcpu_guest_context, VGCF_in_kernel, VGCF_online, FLAT_KERNEL_SS};
 

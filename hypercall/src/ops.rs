@@ -233,6 +233,11 @@ pub fn evtchn_bind_ipi(vcpu: u32) -> Result<u32> {
     Ok(arg.port)
 }
 
+/// `EVTCHNOP_bind_vcpu`: from now on `port`'s events go to `vcpu`.
+pub fn evtchn_bind_vcpu(port: u32, vcpu: u32) -> Result<()> {
+    evtchn_op(abi::EVTCHNOP_bind_vcpu, &mut abi::evtchn_bind_vcpu { port, vcpu })
+}
+
 /// `EVTCHNOP_alloc_unbound`: a port that `remote` may bind to.
 pub fn evtchn_alloc_unbound(remote: u16) -> Result<u32> {
     let mut arg = abi::evtchn_alloc_unbound { dom: abi::DOMID_SELF, remote_dom: remote, port: 0 };
