@@ -241,6 +241,7 @@ fn take_down(cpu: usize) {
 fn go_down(cpu: usize) -> bool {
     use crate::arch::xen_common::cpu_down;
     let deadline = pvops::clock_ns() + TIMEOUT_NS;
+    crate::xen::evtchn::move_ports_home(cpu);
     if !cpu_down(cpu as u32) {
         crate::xen::pvlock::kick_cpu(cpu);
     }

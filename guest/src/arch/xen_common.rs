@@ -204,7 +204,11 @@ pub extern "C" fn park_cpu(cpu: u32) {
     // wakes (wake_cpu kicks a vCPU that is up).
     if crate::smp::in_service(c) && !crate::smp::parking_down() && pvlock::has_kick_port(c) {
         POLL_PARKED[c].store(true, Ordering::SeqCst);
+        // Events bound to this vCPU are delivered while it waits: one ends the poll, and
+        // its upcall runs here before the poll returns.
+        crate::pvops::irq_enable();
         pvlock::wait_for_kick(c, PARK_POLL_NS);
+        crate::pvops::irq_disable();
         POLL_PARKED[c].store(false, Ordering::SeqCst);
         return;
     }

@@ -9,7 +9,16 @@ pub const TESTS: &[Test] = &[
     Test { name: "smp::lock_and_heap_stress", run: lock_and_heap_stress },
     Test { name: "smp::vcpu_info_in_percpu_area", run: vcpu_info_in_percpu_area },
     Test { name: "smp::lock_waiter_blocks_until_kicked", run: lock_waiter_blocks_until_kicked },
+    Test {
+        name: "smp::events_bound_to_a_vcpu_arrive_there",
+        run: events_bound_to_a_vcpu_arrive_there,
+    },
+    Test { name: "smp::each_vcpus_timer_fires_there", run: each_vcpus_timer_fires_there },
 ];
+
+/// How long an event may take to reach a parked vCPU: Xen wakes it at once, but under TCG
+/// a vCPU's host thread may wait for a physical CPU.
+const EVENT_WAIT_NS: u64 = 2_000_000_000;
 
 /// Why a test of the other CPUs cannot run here, if it cannot.
 fn not_here() -> Option<&'static str> {
@@ -213,5 +222,102 @@ fn lock_waiter_blocks_until_kicked() -> Outcome {
     );
     check!(after.0 > before.0, "the waiter never blocked in its 50 ms wait");
     check!(after.1 > before.1, "the holder's unlock kicked no one");
+    Outcome::Pass
+}
+
+/// Under Xen a port moved to vCPU n (`EVTCHNOP_bind_vcpu`) has its events delivered there:
+/// a loopback pair whose receiving end is moved to each vCPU in turn, sent to from the boot
+/// vCPU, runs its handler on that vCPU, woken from its park; moved back, on the boot vCPU.
+fn events_bound_to_a_vcpu_arrive_there() -> Outcome {
+    use crate::xen::evtchn::{self, Loopback};
+    if !pvops::is_xen() {
+        return Outcome::Skip("no event channels natively");
+    }
+    let cpus = match several_vcpus() {
+        Ok(cpus) => cpus,
+        Err(skip) => return skip,
+    };
+    let pair = match Loopback::new(false) {
+        Ok(pair) => pair,
+        Err(e) => return Outcome::Fail(alloc::format!("loopback pair: {e}")),
+    };
+    let send_and_wait = |want: usize| -> Result<usize, alloc::string::String> {
+        let before = pair.counts().1;
+        evtchn::send(pair.a).map_err(|e| alloc::format!("send: {e}"))?;
+        let deadline = pvops::clock_ns() + EVENT_WAIT_NS;
+        while pair.counts().1 == before {
+            if pvops::clock_ns() > deadline {
+                return Err(alloc::format!("the event bound to vCPU {want} never arrived"));
+            }
+            let _ = hypercall::ops::sched_yield();
+        }
+        Ok(pair.b_ran_on())
+    };
+    for &cpu in cpus.iter().skip(1).chain([&0]) {
+        if let Err(e) = evtchn::bind_to_vcpu(pair.b, cpu) {
+            return Outcome::Fail(alloc::format!("binding {} to vCPU {cpu}: {e}", pair.b));
+        }
+        for round in 0..3 {
+            match send_and_wait(cpu) {
+                Ok(ran) => check!(ran == cpu, "round {round}: bound to vCPU {cpu}, ran on {ran}"),
+                Err(why) => return Outcome::Fail(why),
+            }
+        }
+    }
+    println!("smp: events bound to vCPUs {cpus:?} arrived on each");
+    Outcome::Pass
+}
+
+/// Under Xen each vCPU has a timer of its own: on each vCPU but the boot one (whose timer
+/// the time tests cover), a call binds that vCPU's VIRQ_TIMER, sets a deadline 1 ms ahead
+/// with `set_timer_op` (which arms the calling vCPU's timer) and waits with events on; the
+/// handler must run on that vCPU.
+fn each_vcpus_timer_fires_there() -> Outcome {
+    use crate::xen::evtchn;
+    static FIRED_ON: [AtomicU64; smp::MAX_CPUS] = [const { AtomicU64::new(0) }; smp::MAX_CPUS];
+    fn on_timer(_: events::Port, cpu: usize) {
+        // Recorded as 1 + the vCPU it ran on, in the slot of the vCPU it was bound to.
+        FIRED_ON[cpu].store(1 + smp::current() as u64, Ordering::SeqCst);
+    }
+    if !pvops::is_xen() {
+        return Outcome::Skip("natively the other CPUs' local APIC timers are not set up");
+    }
+    let cpus = match several_vcpus() {
+        Ok(cpus) => cpus,
+        Err(skip) => return skip,
+    };
+    for &cpu in &cpus[1..] {
+        FIRED_ON[cpu].store(0, Ordering::SeqCst);
+        let ran = smp::on(cpu, || -> Result<u64, alloc::string::String> {
+            let virq = hypercall::abi::VIRQ_TIMER;
+            let port = evtchn::bind_virq_on(virq, cpu, on_timer, cpu)
+                .map_err(|e| alloc::format!("binding VIRQ_TIMER of vCPU {cpu}: {e}"))?;
+            let now = crate::time::xen_common::system_time_ns();
+            let armed = hypercall::ops::set_timer(now + 1_000_000);
+            let deadline = pvops::clock_ns() + EVENT_WAIT_NS;
+            pvops::irq_enable();
+            while armed.is_ok()
+                && FIRED_ON[cpu].load(Ordering::SeqCst) == 0
+                && pvops::clock_ns() < deadline
+            {
+                core::hint::spin_loop();
+            }
+            pvops::irq_disable();
+            let _ = hypercall::ops::set_timer(0);
+            let closed = evtchn::close(port);
+            armed.map_err(|e| alloc::format!("set_timer_op on vCPU {cpu}: {e}"))?;
+            closed.map_err(|e| alloc::format!("closing {port}: {e}"))?;
+            Ok(FIRED_ON[cpu].load(Ordering::SeqCst))
+        });
+        match ran {
+            Ok(Ok(0)) => return Outcome::Fail(alloc::format!("vCPU {cpu}'s timer never fired")),
+            Ok(Ok(on)) => {
+                check!(on - 1 == cpu as u64, "vCPU {cpu}'s timer fired on vCPU {}", on - 1)
+            }
+            Ok(Err(why)) => return Outcome::Fail(why),
+            Err(e) => return Outcome::Fail(alloc::format!("on({cpu}): {e}")),
+        }
+    }
+    println!("smp: the timers of vCPUs {:?} fired on each", &cpus[1..]);
     Outcome::Pass
 }

@@ -4,13 +4,16 @@
 
 use crate::arch::xen_common;
 use crate::cmdline::EvtchnAbi;
+use crate::smp::MAX_CPUS;
 use crate::sync::IrqMutex;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU64, Ordering};
 use events::fifo::{self, EventArrayPage};
-use events::{EventAbi, Fifo, Handler, HandlerError, Handlers, Port, TwoLevel, Unmask};
+use events::{
+    EventAbi, Fifo, Handler, HandlerError, Handlers, Port, PortOwners, TwoLevel, Unmask, VcpuQueues,
+};
 use hypercall::{abi, Errno};
 
 /// Ports the registry covers: the 2-level limit. FIFO could name more; we bind far fewer.
@@ -44,6 +47,16 @@ static FIFO_GROW: IrqMutex<()> = IrqMutex::new(());
 static FIFO_PAGES: IrqMutex<Vec<u64>> = IrqMutex::new(Vec::new());
 /// The other vCPUs' FIFO control blocks, by vCPU and pfn (see [`init_vcpu`]).
 static VCPU_CONTROL: IrqMutex<Vec<(u32, u64)>> = IrqMutex::new(Vec::new());
+/// Which vCPU each port is bound to (see [`bind_to_vcpu`]).
+static OWNERS: PortOwners = PortOwners::new();
+/// How each vCPU other than the boot one walks the events bound to it (see [`init_vcpu`]).
+static VCPU_VIEW: [spin::Once<VcpuView>; MAX_CPUS] = [const { spin::Once::new() }; MAX_CPUS];
+
+enum VcpuView {
+    TwoLevel(TwoLevel<'static>),
+    Fifo(VcpuQueues<'static>),
+}
+
 /// Counts resumes in a new domain: a port bound in an earlier epoch no longer exists, and
 /// its number may since name another one of ours, so its owner must not close it.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -59,6 +72,8 @@ pub enum Error {
     Registry(HandlerError),
     BadPort(Port),
     NoMemory,
+    /// The vCPU has no event state of ours (it never started).
+    NoVcpu(usize),
 }
 
 impl core::fmt::Display for Error {
@@ -68,6 +83,7 @@ impl core::fmt::Display for Error {
             Error::Registry(e) => write!(f, "{e}"),
             Error::BadPort(p) => write!(f, "{p} is beyond the event ABI's ports"),
             Error::NoMemory => write!(f, "no memory for event array pages"),
+            Error::NoVcpu(v) => write!(f, "vCPU {v} takes no events"),
         }
     }
 }
@@ -119,7 +135,7 @@ pub fn init(choice: EvtchnAbi) {
             Err(e) => log::warn!("event channels: FIFO unavailable ({e}), using 2-level"),
         }
     }
-    ABI.call_once(|| Abi::TwoLevel(two_level));
+    ABI.call_once(|| Abi::TwoLevel(two_level.for_vcpu(&OWNERS, 0)));
     log::info!("event channels: 2-level");
 }
 
@@ -153,21 +169,36 @@ fn register_array_page(fifo: &Fifo<'static>, mfn: u64, page: NonNull<u8>) -> Res
     unsafe { fifo.add_array_page(page) }.map_err(|_| Error::NoMemory)
 }
 
-/// Under FIFO, gives vCPU `vcpu` (not the boot one) a control block of its own: without
-/// one Xen drops every event of a port bound to it, masked or not, so a vCPU polling its
-/// kick port would never see a kick. Nothing is delivered through it: the ports bound to
-/// the other vCPUs stay masked. Nothing to do under 2-level, or if it has one already.
+/// Readies vCPU `vcpu` (not the boot one) to take the events bound to it, before it
+/// starts: a view of its own to walk them, and under FIFO a control block of its own
+/// (without one Xen drops every event of a port bound to it, masked or not, so a vCPU
+/// polling its kick port would never see a kick either). Nothing to do if it has them.
 pub fn init_vcpu(vcpu: u32) -> Result<(), Error> {
-    if vcpu == 0 || !matches!(ABI.get(), Some(Abi::Fifo(_))) {
+    let cpu = vcpu as usize;
+    if cpu == 0 || cpu >= MAX_CPUS || VCPU_VIEW[cpu].is_completed() {
         return Ok(());
     }
+    // SAFETY: the vCPU's vcpu_info was placed before it starts and stays where it is; this
+    // kernel reaches its event fields only atomically.
+    let vcpu_info = unsafe { NonNull::new_unchecked(crate::smp::vcpu_info_of(cpu) as *mut _) };
+    let Some(Abi::Fifo(array)) = ABI.get() else {
+        // SAFETY: shared_info is mapped for good, its event fields reached only atomically.
+        let view = unsafe {
+            TwoLevel::new(NonNull::new_unchecked(xen_common::shared_info_va() as *mut _), vcpu_info)
+        };
+        VCPU_VIEW[cpu].call_once(|| VcpuView::TwoLevel(view.for_vcpu(&OWNERS, vcpu as u8)));
+        return Ok(());
+    };
     let mut blocks = VCPU_CONTROL.lock();
-    if blocks.iter().any(|&(v, _)| v == vcpu) {
-        return Ok(());
-    }
     let pfn = crate::mm::alloc_zeroed_frames(1).map_err(|_| Error::NoMemory)?;
-    hypercall::ops::evtchn_init_control(page_of(pfn).0, 0, vcpu).map_err(Error::Xen)?;
+    let (mfn, control) = page_of(pfn);
+    hypercall::ops::evtchn_init_control(mfn, 0, vcpu).map_err(Error::Xen)?;
     blocks.push((vcpu, pfn));
+    // SAFETY: the control block is our page, zeroed, registered with Xen for this vCPU and
+    // kept for good; only the FIFO code touches it, and this vCPU's event fields, through
+    // atomics from now on. The view is this vCPU's only one.
+    let queues = unsafe { array.other_vcpu(control.cast(), vcpu_info) };
+    VCPU_VIEW[cpu].call_once(|| VcpuView::Fifo(queues));
     Ok(())
 }
 
@@ -193,10 +224,10 @@ fn cover(port: Port) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs the handlers of every pending, unmasked port. Called by the upcall with events
-/// masked.
+/// Runs the handlers of every pending, unmasked port bound to the calling vCPU. Called by
+/// the upcall with events masked.
 pub fn dispatch_pending() {
-    let report = abi().demux(&mut |port| {
+    let mut deliver = |port| {
         // Copied out so that the handler runs without the registry locked.
         let handler = HANDLERS.lock().get(port);
         match handler {
@@ -209,15 +240,62 @@ pub fn dispatch_pending() {
                 log::error!("event on {port}, which has no handler: {masked}");
             }
         }
-    });
+    };
+    let report = match crate::smp::current() {
+        0 => abi().demux(&mut deliver),
+        cpu => match VCPU_VIEW.get(cpu).and_then(spin::Once::get) {
+            Some(VcpuView::TwoLevel(view)) => view.demux(deliver),
+            Some(VcpuView::Fifo(queues)) => queues.demux(deliver),
+            // Nothing can be bound to it.
+            None => return,
+        },
+    };
     if !report.is_clean() {
         log::error!("event channel memory looks corrupted: {report:?}");
     }
 }
 
-/// Registers `handler` for `port` and unmasks it.
+/// Has `port`'s events delivered on vCPU `vcpu` from now on (`EVTCHNOP_bind_vcpu`), which
+/// must have started (see [`init_vcpu`]). The port ends up unmasked.
+pub fn bind_to_vcpu(port: Port, vcpu: usize) -> Result<(), Error> {
+    if vcpu != 0 && !VCPU_VIEW.get(vcpu).is_some_and(spin::Once::is_completed) {
+        return Err(Error::NoVcpu(vcpu));
+    }
+    // Masked across the move, so that no event lands between Xen's binding and ours:
+    // unmasking then has it delivered where it now belongs.
+    mask(port)?;
+    let moved = hypercall::ops::evtchn_bind_vcpu(port.0, vcpu as u32).map_err(Error::Xen);
+    if moved.is_ok() {
+        OWNERS.set(port, vcpu as u8).map_err(|e| Error::BadPort(e.0))?;
+    }
+    unmask(port)?;
+    moved
+}
+
+/// Before `vcpu` goes down: the ports moved to it go back to the boot vCPU. A per-vCPU
+/// virtual IRQ cannot move; its events wait for the vCPU to come back.
+pub fn move_ports_home(vcpu: usize) {
+    if vcpu == 0 || vcpu >= MAX_CPUS {
+        return;
+    }
+    for port in OWNERS.of(vcpu as u8) {
+        if let Err(e) = bind_to_vcpu(port, 0) {
+            log::warn!("{port} stays with vCPU {vcpu}, which goes down: {e}");
+        }
+    }
+}
+
+/// Registers `handler` for `port`, a port Xen bound to the boot vCPU, and unmasks it.
 pub fn bind(port: Port, handler: Handler, ctx: usize) -> Result<(), Error> {
+    bind_on(port, 0, handler, ctx)
+}
+
+/// [`bind`] for a port Xen bound to `vcpu`: recorded as that vCPU's before it is unmasked,
+/// so that its first event is not taken for another vCPU's. A port number comes back after
+/// a close, so every bind records its vCPU afresh.
+fn bind_on(port: Port, vcpu: usize, handler: Handler, ctx: usize) -> Result<(), Error> {
     cover(port)?;
+    OWNERS.set(port, vcpu as u8).map_err(|e| Error::BadPort(e.0))?;
     HANDLERS.lock().register(port, handler, ctx).map_err(Error::Registry)?;
     unmask(port)
 }
@@ -292,12 +370,21 @@ pub fn has_fired(port: Port) -> bool {
 
 /// Binds a virtual IRQ of vcpu 0 to a new port with `handler`.
 pub fn bind_virq(virq: u32, handler: Handler, ctx: usize) -> Result<Port, Error> {
-    let port = Port(hypercall::ops::evtchn_bind_virq(virq, 0).map_err(Error::Xen)?);
-    bind_or_close(port, handler, ctx)
+    bind_virq_on(virq, 0, handler, ctx)
 }
 
-fn bind_or_close(port: Port, handler: Handler, ctx: usize) -> Result<Port, Error> {
-    if let Err(e) = bind(port, handler, ctx) {
+/// Binds virtual IRQ `virq` of `vcpu` (which must have started, see [`init_vcpu`]) to a new
+/// port with `handler`, run on that vCPU.
+pub fn bind_virq_on(virq: u32, vcpu: usize, handler: Handler, ctx: usize) -> Result<Port, Error> {
+    if vcpu != 0 && !VCPU_VIEW.get(vcpu).is_some_and(spin::Once::is_completed) {
+        return Err(Error::NoVcpu(vcpu));
+    }
+    let port = Port(hypercall::ops::evtchn_bind_virq(virq, vcpu as u32).map_err(Error::Xen)?);
+    bind_or_close(port, vcpu, handler, ctx)
+}
+
+fn bind_or_close(port: Port, vcpu: usize, handler: Handler, ctx: usize) -> Result<Port, Error> {
+    if let Err(e) = bind_on(port, vcpu, handler, ctx) {
         let _ = hypercall::ops::evtchn_close(port.0);
         return Err(e);
     }
@@ -308,7 +395,10 @@ fn bind_or_close(port: Port, handler: Handler, ctx: usize) -> Result<Port, Error
 pub fn close(port: Port) -> Result<(), Error> {
     let _ = abi().mask(port);
     HANDLERS.lock().unregister(port).map_err(Error::Registry)?;
-    hypercall::ops::evtchn_close(port.0).map_err(Error::Xen)
+    hypercall::ops::evtchn_close(port.0).map_err(Error::Xen)?;
+    // Its number may come back bound to the boot vCPU.
+    let _ = OWNERS.set(port, 0);
+    Ok(())
 }
 
 pub fn mask(port: Port) -> Result<(), Error> {
@@ -347,6 +437,7 @@ pub fn is_pending(port: Port) -> bool {
 pub fn resume_new_domain() -> Result<(), Error> {
     EPOCH.fetch_add(1, Ordering::SeqCst);
     HANDLERS.lock().clear();
+    OWNERS.reset();
     for word in FIRED.iter().chain(THROTTLED.iter()) {
         word.store(0, Ordering::SeqCst);
     }
@@ -375,6 +466,11 @@ pub fn resume_new_domain() -> Result<(), Error> {
         // SAFETY: as for vCPU 0's control block above.
         unsafe { core::ptr::write_bytes(page.as_ptr(), 0, crate::arch::PAGE_SIZE as usize) };
         hypercall::ops::evtchn_init_control(mfn, 0, vcpu).map_err(Error::Xen)?;
+        if let Some(VcpuView::Fifo(queues)) = VCPU_VIEW[vcpu as usize].get() {
+            // SAFETY: the vCPU is down (the other vCPUs went down for the suspend) and its
+            // control block is zeroed and registered again above.
+            unsafe { queues.restart() };
+        }
     }
     Ok(())
 }
@@ -390,6 +486,8 @@ pub struct Loopback {
 struct Counts {
     a: AtomicU64,
     b: AtomicU64,
+    /// The vCPU `b`'s handler last ran on.
+    b_cpu: AtomicU64,
     echo: bool,
 }
 
@@ -403,6 +501,7 @@ fn on_a(_: Port, ctx: usize) {
 fn on_b(b: Port, ctx: usize) {
     // SAFETY: as for on_a.
     let counts = unsafe { &*(ctx as *const Counts) };
+    counts.b_cpu.store(crate::smp::current() as u64, Ordering::SeqCst);
     counts.b.fetch_add(1, Ordering::SeqCst);
     if counts.echo {
         let _ = send(b);
@@ -412,7 +511,12 @@ fn on_b(b: Port, ctx: usize) {
 impl Loopback {
     pub fn new(echo: bool) -> Result<Loopback, Error> {
         let domid = hypercall::ops::own_domid().map_err(Error::Xen)?;
-        let counts = Box::new(Counts { a: AtomicU64::new(0), b: AtomicU64::new(0), echo });
+        let counts = Box::new(Counts {
+            a: AtomicU64::new(0),
+            b: AtomicU64::new(0),
+            b_cpu: AtomicU64::new(0),
+            echo,
+        });
         let ctx = &*counts as *const Counts as usize;
         let a = Port(hypercall::ops::evtchn_alloc_unbound(abi::DOMID_SELF).map_err(Error::Xen)?);
         let b = match hypercall::ops::evtchn_bind_interdomain(domid, a.0) {
@@ -425,10 +529,10 @@ impl Loopback {
         // Xen marks a freshly bound interdomain port pending, in case the remote end
         // signalled while it was unbound. Nothing was sent on this pair yet: drop it.
         clear_pending(b);
-        bind_or_close(a, on_a, ctx).inspect_err(|_| {
+        bind_or_close(a, 0, on_a, ctx).inspect_err(|_| {
             let _ = hypercall::ops::evtchn_close(b.0);
         })?;
-        if let Err(e) = bind_or_close(b, on_b, ctx) {
+        if let Err(e) = bind_or_close(b, 0, on_b, ctx) {
             let _ = close(a);
             return Err(e);
         }
@@ -438,6 +542,11 @@ impl Loopback {
     /// Events handled on (a, b) so far.
     pub fn counts(&self) -> (u64, u64) {
         (self.counts.a.load(Ordering::SeqCst), self.counts.b.load(Ordering::SeqCst))
+    }
+
+    /// The vCPU whose upcall last ran `b`'s handler.
+    pub fn b_ran_on(&self) -> usize {
+        self.counts.b_cpu.load(Ordering::SeqCst) as usize
     }
 
     /// With `echo`: a to b and back, once. With events enabled the whole trip completes
