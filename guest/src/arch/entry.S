@@ -190,7 +190,7 @@ trap_xen_\vec:
 
 /* Natively, the legacy PIC's IRQs (remapped to vectors 0x20..0x2f) enter the same way, and
  * so do the local APIC's wake-up IPI (0x30) and spurious vector (0x31). */
-.irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49
+.irp vec, 32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50
     .balign 16
 trap_native_\vec:
     pushq $0
@@ -228,7 +228,7 @@ xen_failsafe_callback:
     .balign 8
     .globl trap_native_stubs
 trap_native_stubs:
-.irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49
+.irp vec, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,37,38,39,40,41,42,43,44,45,46,47,48,49,50
     .quad trap_native_\vec
 .endr
     .globl trap_xen_stubs

@@ -47,8 +47,9 @@ const KERNEL_CS: u16 = 0x08;
 /// Present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
 const INTERRUPT_GATE: u8 = 0x8e;
 
-/// The CPU exceptions, the legacy PIC's IRQs, and Xen PVH's event callback vector.
-const IDT_VECTORS: usize = 50;
+/// The CPU exceptions, the legacy PIC's IRQs, Xen PVH's event callback vector, and the
+/// local APIC's wake, spurious and timer vectors: one stub each in entry.S.
+pub(crate) const IDT_VECTORS: usize = 51;
 
 static mut IDT: [Gate; IDT_VECTORS] = [Gate {
     offset_low: 0,

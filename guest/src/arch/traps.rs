@@ -96,6 +96,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         crate::arch::native::smp::WAKE_VECTOR if !crate::pvops::is_xen() => {
             crate::arch::native::smp::woken()
         }
+        crate::arch::native::smp::TIMER_VECTOR if !crate::pvops::is_xen() => {
+            crate::arch::native::smp::timer_fired()
+        }
         // The local APIC's spurious interrupt: no EOI, nothing to do.
         crate::arch::native::smp::SPURIOUS_VECTOR if !crate::pvops::is_xen() => {}
         _ => fatal(frame),
@@ -132,11 +135,11 @@ fn fatal(f: &TrapFrame) -> ! {
 }
 
 /// The entry stubs of entry.S: natively one per CPU exception and legacy PIC IRQ vector
-/// (0..48) and the local APIC's two (0x30, 0x31), under Xen one per CPU exception vector
+/// (0..48) and the local APIC's three (0x30-0x32), under Xen one per CPU exception vector
 /// (0..32).
 pub fn stubs(xen: bool) -> &'static [u64] {
     extern "C" {
-        static trap_native_stubs: [u64; 50];
+        static trap_native_stubs: [u64; super::native::IDT_VECTORS];
         static trap_xen_stubs: [u64; 32];
     }
     // SAFETY: two read-only tables of addresses defined in entry.S.

@@ -10,6 +10,8 @@ use core::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 /// for both; the PVH callback uses 0x30 under Xen, where none of this runs).
 pub const WAKE_VECTOR: u64 = 0x30;
 pub const SPURIOUS_VECTOR: u64 = 0x31;
+/// Each CPU's local APIC timer (see [`arm_timer`]).
+pub const TIMER_VECTOR: u64 = 0x32;
 
 /// Where the trampoline is copied: free low RAM once boot read what the loader left there;
 /// page aligned, since the SIPI's vector is its page number.
@@ -26,6 +28,11 @@ const ICR_ASSERT: u32 = 1 << 14;
 const ICR_INIT: u32 = 5 << 8;
 const ICR_STARTUP: u32 = 6 << 8;
 const SVR_ENABLE: u32 = 1 << 8;
+const LAPIC_LVT_TIMER: u64 = 0x320;
+const LAPIC_TIMER_INITIAL: u64 = 0x380;
+const LAPIC_TIMER_DIVIDE: u64 = 0x3e0;
+/// Divide configuration 0b1011: the bus clock itself.
+const TIMER_DIVIDE_BY_1: u32 = 0b1011;
 
 /// CPUs the MADT names (0: not looked yet), and each one's local APIC id, the boot CPU's
 /// first.
@@ -272,6 +279,34 @@ pub extern "C" fn cpu_parked(_: u32) -> bool {
 
 /// The wake IPI's handler: nothing to do but end the interrupt.
 pub fn woken() {
+    lapic_write(LAPIC_EOI, 0);
+}
+
+/// Local APIC timer interrupts taken on each CPU.
+static TIMER_FIRED: [AtomicU32; crate::smp::MAX_CPUS] =
+    [const { AtomicU32::new(0) }; crate::smp::MAX_CPUS];
+
+/// Arms the calling CPU's local APIC timer (one-shot, [`TIMER_VECTOR`]) to fire after
+/// `ticks` of the bus clock; false if the local APIC cannot be mapped. The interrupt waits
+/// for the CPU to enable them.
+pub fn arm_timer(ticks: u32) -> bool {
+    if lapic().is_err() {
+        return false;
+    }
+    lapic_write(LAPIC_TIMER_DIVIDE, TIMER_DIVIDE_BY_1);
+    lapic_write(LAPIC_LVT_TIMER, TIMER_VECTOR as u32);
+    lapic_write(LAPIC_TIMER_INITIAL, ticks.max(1));
+    true
+}
+
+/// Timer interrupts the calling CPU took so far.
+pub fn timer_interrupts() -> u32 {
+    TIMER_FIRED[crate::smp::current()].load(Ordering::SeqCst)
+}
+
+/// The timer interrupt's handler: counts it for the CPU it ran on.
+pub fn timer_fired() {
+    TIMER_FIRED[crate::smp::current()].fetch_add(1, Ordering::SeqCst);
     lapic_write(LAPIC_EOI, 0);
 }
 
