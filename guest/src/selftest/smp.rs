@@ -132,7 +132,7 @@ fn lock_and_heap_stress() -> Outcome {
 /// had not taken it).
 fn vcpu_info_in_percpu_area() -> Outcome {
     use crate::arch::xen_common;
-    use crate::time::xen_common::{snapshot_of, system_time_ns};
+    use crate::time::xen_common::snapshot_of;
     if !pvops::is_xen() {
         return Outcome::Skip("no vcpu_info natively");
     }
@@ -144,10 +144,9 @@ fn vcpu_info_in_percpu_area() -> Outcome {
     }
     let seen = smp::on_each(|cpu| {
         let placed = smp::vcpu_info() == smp::vcpu_info_area(cpu);
-        let own = snapshot_of(xen_common::this_vcpu());
-        let boot_ns = system_time_ns();
-        let own_ns = own.ns_at(crate::arch::cpu::rdtsc());
-        (cpu, placed, boot_ns.abs_diff(own_ns))
+        let (own, boot) = (snapshot_of(xen_common::this_vcpu()), snapshot_of(xen_common::vcpu()));
+        let tsc = crate::arch::cpu::rdtsc();
+        (cpu, placed, boot.ns_at(tsc).abs_diff(own.ns_at(tsc)))
     });
     let seen = match seen {
         Ok(seen) => seen,

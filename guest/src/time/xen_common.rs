@@ -10,9 +10,12 @@ use core::sync::atomic::{fence, AtomicU64, Ordering};
 /// between pCPUs whose TSCs Xen extrapolates slightly differently.
 static LAST: AtomicU64 = AtomicU64::new(0);
 
-/// One consistent copy of the boot vCPU's vcpu_time_info.
+/// One consistent copy of the calling vCPU's vcpu_time_info: Xen keeps each vCPU's for the
+/// physical CPU it runs on, and Linux reads its own too. The boot vCPU's while it runs alone
+/// (early on, `gs:` names no per-CPU area yet).
 pub fn snapshot() -> PvClock {
-    snapshot_of(crate::arch::xen_common::vcpu())
+    use crate::arch::xen_common::{this_vcpu, vcpu};
+    snapshot_of(if crate::smp::count() > 1 { this_vcpu() } else { vcpu() })
 }
 
 /// One consistent copy of `vcpu`'s vcpu_time_info.
