@@ -126,7 +126,7 @@ impl Fake {
         if self.reverse {
             out.reverse();
         }
-        self.outq.extend(out.into_iter().flatten());
+        self.queue(out);
         progress |= self.push();
         if !progress {
             if let Some(mut idle) = self.on_idle.take() {
@@ -152,6 +152,15 @@ impl Fake {
     /// Raw bytes for the `rsp` ring, sent in the next rounds.
     pub fn inject(&mut self, bytes: &[u8]) {
         self.outq.extend(bytes);
+    }
+
+    /// Messages for the `rsp` ring, in order. Slice by slice: extending the queue from a
+    /// flattened iterator goes byte by byte, which made floods of events the fuzz target's
+    /// slowest inputs.
+    fn queue(&mut self, messages: Vec<Vec<u8>>) {
+        for m in messages {
+            self.outq.extend(&m);
+        }
     }
 
     /// A write by dom0 (the toolstack, a backend): fires watches, creates parents; the nodes
@@ -256,7 +265,7 @@ impl Fake {
             .filter(|(w, _)| path == w || path.starts_with(&format!("{w}/")))
             .map(|(_, t)| event(path, t))
             .collect();
-        self.outq.extend(hits.into_iter().flatten());
+        self.queue(hits);
     }
 
     fn fire_rm(&mut self, path: &str) {
@@ -267,7 +276,7 @@ impl Fake {
             .filter(|(w, _)| w.starts_with(&format!("{path}/")))
             .map(|(w, t)| event(w, t))
             .collect();
-        self.outq.extend(below.into_iter().flatten());
+        self.queue(below);
     }
 
     /// The messages answering one request, in the order xenstored sends them.

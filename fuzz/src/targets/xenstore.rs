@@ -96,9 +96,10 @@ pub fn run(data: &[u8]) {
             }
             // A flood: one watch's events by the hundred or thousand (a backend rewriting
             // its own node in a loop), then what the client makes of them. Mostly a few
-            // hundred, past the per-watch bound; now and then more than one poll takes in.
+            // hundred, past the per-watch bound; now and then more than one poll takes in
+            // (rarely: such a flood costs a hundred times a plain request).
             22 => {
-                let n = if input.u8().is_multiple_of(8) {
+                let n = if input.u8().is_multiple_of(32) {
                     1 + usize::from(input.u16() % 4096)
                 } else {
                     1 + usize::from(input.u8())
