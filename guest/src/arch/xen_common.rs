@@ -212,6 +212,9 @@ pub extern "C" fn park_cpu(cpu: u32) {
         POLL_PARKED[c].store(false, Ordering::SeqCst);
         return;
     }
+    // Events still queued for this vCPU (FIFO: a port moved away stays on the queue it was
+    // linked on) are handled before it goes, or they would wait, linked, until it is back.
+    crate::xen::evtchn::dispatch_pending();
     if let Err(e) = hypercall::ops::vcpu_down(cpu) {
         static SAID: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
         if !SAID.swap(true, Ordering::Relaxed) {
