@@ -20,6 +20,17 @@ pub const TESTS: &[Test] = &[
 /// a vCPU's host thread may wait for a physical CPU.
 const EVENT_WAIT_NS: u64 = 2_000_000_000;
 
+/// Spins with interrupts (events) enabled on the calling CPU until `done` or
+/// [`EVENT_WAIT_NS`] passed, then disables them again.
+fn wait_with_interrupts(done: impl Fn() -> bool) {
+    let deadline = pvops::clock_ns() + EVENT_WAIT_NS;
+    pvops::irq_enable();
+    while !done() && pvops::clock_ns() < deadline {
+        core::hint::spin_loop();
+    }
+    pvops::irq_disable();
+}
+
 /// Why a test of the other CPUs cannot run here, if it cannot.
 fn not_here() -> Option<&'static str> {
     if smp::count() < smp::present() && pvops::is_xen_pv() {
@@ -313,15 +324,9 @@ fn each_vcpus_timer_fires_there() -> Outcome {
                 .map_err(|e| alloc::format!("binding VIRQ_TIMER of vCPU {cpu}: {e}"))?;
             let now = crate::time::xen_common::system_time_ns();
             let armed = hypercall::ops::set_timer(now + 1_000_000);
-            let deadline = pvops::clock_ns() + EVENT_WAIT_NS;
-            pvops::irq_enable();
-            while armed.is_ok()
-                && FIRED_ON[cpu].load(Ordering::SeqCst) == 0
-                && pvops::clock_ns() < deadline
-            {
-                core::hint::spin_loop();
+            if armed.is_ok() {
+                wait_with_interrupts(|| FIRED_ON[cpu].load(Ordering::SeqCst) != 0);
             }
-            pvops::irq_disable();
             let _ = hypercall::ops::set_timer(0);
             let closed = evtchn::close(port);
             armed.map_err(|e| alloc::format!("set_timer_op on vCPU {cpu}: {e}"))?;
@@ -351,12 +356,7 @@ fn native_timers_fire_on_each(cpus: &[usize]) -> Outcome {
             if !arm_timer(100_000) {
                 return Err("no local APIC to arm");
             }
-            let deadline = pvops::clock_ns() + EVENT_WAIT_NS;
-            pvops::irq_enable();
-            while timer_interrupts() == before && pvops::clock_ns() < deadline {
-                core::hint::spin_loop();
-            }
-            pvops::irq_disable();
+            wait_with_interrupts(|| timer_interrupts() != before);
             if timer_interrupts() == before {
                 return Err("its local APIC timer never fired");
             }

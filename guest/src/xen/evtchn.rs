@@ -255,12 +255,19 @@ pub fn dispatch_pending() {
     }
 }
 
+/// Whether `vcpu` can have ports bound to it: the boot vCPU, or one [`init_vcpu`] readied.
+fn takes_events(vcpu: usize) -> Result<(), Error> {
+    if vcpu == 0 || VCPU_VIEW.get(vcpu).is_some_and(spin::Once::is_completed) {
+        Ok(())
+    } else {
+        Err(Error::NoVcpu(vcpu))
+    }
+}
+
 /// Has `port`'s events delivered on vCPU `vcpu` from now on (`EVTCHNOP_bind_vcpu`), which
 /// must have started (see [`init_vcpu`]). The port ends up unmasked.
 pub fn bind_to_vcpu(port: Port, vcpu: usize) -> Result<(), Error> {
-    if vcpu != 0 && !VCPU_VIEW.get(vcpu).is_some_and(spin::Once::is_completed) {
-        return Err(Error::NoVcpu(vcpu));
-    }
+    takes_events(vcpu)?;
     // Masked across the move, so that no event lands between Xen's binding and ours:
     // unmasking then has it delivered where it now belongs.
     mask(port)?;
@@ -376,9 +383,7 @@ pub fn bind_virq(virq: u32, handler: Handler, ctx: usize) -> Result<Port, Error>
 /// Binds virtual IRQ `virq` of `vcpu` (which must have started, see [`init_vcpu`]) to a new
 /// port with `handler`, run on that vCPU.
 pub fn bind_virq_on(virq: u32, vcpu: usize, handler: Handler, ctx: usize) -> Result<Port, Error> {
-    if vcpu != 0 && !VCPU_VIEW.get(vcpu).is_some_and(spin::Once::is_completed) {
-        return Err(Error::NoVcpu(vcpu));
-    }
+    takes_events(vcpu)?;
     let port = Port(hypercall::ops::evtchn_bind_virq(virq, vcpu as u32).map_err(Error::Xen)?);
     bind_or_close(port, vcpu, handler, ctx)
 }
