@@ -473,5 +473,50 @@ class Logs(unittest.TestCase):
                                                   "rig: X (XEN) d1v0 crashed"])
 
 
+class HostFaults(unittest.TestCase):
+    # From CI's excerpt of a failed PVH run (d19, 40 vCPUs): vcpu0 held Xen's state.
+    XEN_STATE = ["rig: xenctx: domain g (19) was preserved; its vCPU state:",
+                 "rig: xenctx: vcpu0:", "rig: xenctx: rip: ffff82d0402044a5",
+                 "rig: xenctx: flags: 00000246 i z p", "rig: xenctx: rsp: ffff83008ccc7f70",
+                 "rig: xenctx: vcpu1:", "rig: xenctx: rip: ffffffff801023a8 hypercall_page+0x3a8",
+                 "rig: xenctx: rsp: ffffffff82107e98",
+                 "(XEN) [  289.235101] d19v0 Triple fault - invoking HVM shutdown action 1"]
+    CRASH = "xl exit=0 reason=crash seconds=1 reasons=crash"
+
+    def test_xens_own_registers_in_a_guest_name_the_host(self):
+        out = decide(rig.Run(1, ""), run_log(1, "ok 1 a", *self.XEN_STATE, end=self.CRASH))
+        self.assertFalse(out.passed)
+        self.assertEqual(out.host_fault, "vcpu0 held Xen's own registers (rip ffff82d0402044a5, "
+                         "rsp ffff83008ccc7f70): the emulated CPU entered the guest on the "
+                         "hypervisor's state")
+
+    def test_a_guests_own_crash_is_no_host_fault(self):
+        # The guest's own addresses; or Xen's text without Xen's stack, as a wild jump would
+        # leave it; or a run that passed.
+        own = [line.replace("ffff82d0402044a5", "ffffffff80104000") for line in self.XEN_STATE]
+        jump = [line.replace("ffff83008ccc7f70", "ffffffff82107e98") for line in self.XEN_STATE]
+        for body in (own, jump):
+            out = decide(rig.Run(1, ""), run_log(1, *body, end=self.CRASH))
+            self.assertFalse(out.passed)
+            self.assertEqual(out.host_fault, "")
+        self.assertEqual(rig.host_fault(run_log(1, "rig: xenctx: rip: ffff82d0402044a5",
+                                                "rig: xenctx: rsp: ffff83008ccc7f70")), "",
+                         "registers outside a vCPU's block")
+        out = decide(rig.Run(1, ""), run_log(1, "1 passed, 0 failed, 0 skipped", *self.XEN_STATE))
+        self.assertEqual((out.passed, out.host_fault), (True, ""))
+
+    def test_a_boot_that_runs_again_stages_only_those_runs(self):
+        with tempfile.TemporaryDirectory() as d:
+            image = Path(d) / "kernel"
+            image.write_text("k")
+            args = rig.parse_args([str(image), str(HERE.parent / "xen.cfg"), "", "vcpus=40",
+                                   "memory=32", "--fpu-check", "5"])
+            cfg, peer_cfg, runs, images = rig.plan(args)
+            rig.stage(args, cfg, peer_cfg, runs[1:2], images, Path(d) / "stage")
+            staged = Path(d) / "stage" / "rig"
+            self.assertEqual([p.name for p in (staged / "run").iterdir()], ["2"])
+            self.assertEqual((staged / "run" / "2" / "args").read_text(), "vcpus=40\n")
+            self.assertFalse((staged / "fpu-check-seconds").exists())
+
 if __name__ == "__main__":
     unittest.main()
