@@ -119,6 +119,9 @@ pub struct Options<'a> {
     pub gw: Option<[u8; 4]>,
     /// Patch the pv_ops call sites at boot (`nopvpatch` keeps the indirect calls).
     pub pvpatch: bool,
+    /// netfront's checksum and segmentation offloads (`netoffload=off`: none, for a
+    /// benchmark's other column).
+    pub netoffload: bool,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -153,6 +156,7 @@ impl Default for Options<'_> {
             ip: None,
             gw: None,
             pvpatch: true,
+            netoffload: true,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
@@ -264,6 +268,9 @@ pub fn parse(line: &str) -> Options<'_> {
             ("evtchn", Some("2l")) => o.evtchn = EvtchnAbi::TwoLevel,
             ("evtchn", Some("fifo")) => o.evtchn = EvtchnAbi::Fifo,
             ("evtchn", _) => o.warn(Warning::BadValue { option: token, expected: "2l|fifo" }),
+            ("netoffload", Some("on")) => o.netoffload = true,
+            ("netoffload", Some("off")) => o.netoffload = false,
+            ("netoffload", _) => o.warn(Warning::BadValue { option: token, expected: "on|off" }),
             ("fault", Some("pf")) => o.fault = Some(Fault::PageFault),
             ("fault", Some("ud")) => o.fault = Some(Fault::InvalidOpcode),
             ("fault", Some("panic")) => o.fault = Some(Fault::Panic),
@@ -329,6 +336,10 @@ mod tests {
         assert_eq!(parse("evtchn=2l").evtchn, EvtchnAbi::TwoLevel);
         assert_eq!(parse("evtchn=fifo").evtchn, EvtchnAbi::Fifo);
         assert_eq!(parse("evtchn=3l").warnings().count(), 1);
+        assert!(parse("").netoffload);
+        assert!(!parse("netoffload=off").netoffload);
+        assert!(parse("netoffload=on").netoffload);
+        assert_eq!(parse("netoffload").warnings().count(), 1);
         assert_eq!(parse("bench=").warnings().count(), 1);
         assert_eq!(parse("").fault, None);
         assert_eq!(parse("fault=pf").fault, Some(Fault::PageFault));

@@ -1,18 +1,18 @@
-//! Completing the checksum of a received frame the backend marked `NETRXF_csum_blank`.
+//! The TCP and UDP checksums of IPv4 frames, both ways.
 //!
-//! We tell the backend `feature-no-csum-offload=1`, yet Linux's netback still hands us
-//! frames whose TCP or UDP checksum was never computed: traffic from dom0 itself and from
-//! other guests on the same host is `CHECKSUM_PARTIAL` in dom0's stack, and netback passes
-//! that state on as `NETRXF_csum_blank` instead of computing the sum. Linux's netfront
-//! accepts such frames as already verified; smoltcp checks every checksum and would drop
-//! them. So the driver computes the checksum itself before handing the frame up.
-//!
-//! The field is recomputed from scratch (zeroed, then summed), not completed from the
-//! partial pseudo-header sum Linux leaves in it, so the result does not depend on what the
-//! backend put there.
+//! - Transmit: smoltcp leaves the field zero ([`Netfront`](crate::Netfront) asks it to) and
+//!   [`seed_checksum`] writes the pseudo-header's sum there, as Linux's `CHECKSUM_PARTIAL`
+//!   leaves it; the frame goes out `NETTXF_csum_blank`, and the backend (or the NIC, or dom0's
+//!   stack, which trusts it) completes it over the segment.
+//! - Receive: a frame the backend marked `NETRXF_csum_blank` (dom0's own and other guests'
+//!   traffic, still `CHECKSUM_PARTIAL` in dom0) or `NETRXF_data_validated` (checked by dom0
+//!   or its NIC) is taken as it is, as Linux's netfront takes it: the backend writes every
+//!   byte of the frame anyway, so its word on the checksum is no weaker than its data. Any
+//!   other frame is checked here ([`verify_checksum`]), since smoltcp is told not to check
+//!   TCP's and UDP's.
 
-/// Why a frame's checksum could not be filled in. The driver drops such a frame, as Linux's
-/// netfront drops one whose checksum it cannot set up.
+/// Why a frame's checksum could not be seeded or checked: the frame is not one the offload
+/// applies to, and goes its way untouched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CsumError {
     /// Not IPv4 over Ethernet II: we do not negotiate IPv6 checksum offload.
@@ -28,13 +28,23 @@ pub enum CsumError {
 
 const ETH_HEADER: usize = 14;
 const ETHERTYPE_IPV4: u16 = 0x0800;
-const IPPROTO_TCP: u8 = 6;
+pub(crate) const IPPROTO_TCP: u8 = 6;
 const IPPROTO_UDP: u8 = 17;
 
-/// Computes and stores the TCP or UDP checksum of the IPv4 packet in Ethernet `frame`.
-/// Bytes after the IPv4 total length (Ethernet padding) are ignored.
-pub fn fill_checksum(frame: &mut [u8]) -> Result<(), CsumError> {
-    let (eth, ip) = frame.split_at_mut_checked(ETH_HEADER).ok_or(CsumError::NotIpv4)?;
+/// Where a frame's transport segment and checksum field are.
+struct Transport {
+    protocol: u8,
+    /// The segment, from the transport header to the IPv4 total length (Ethernet padding
+    /// after it excluded), as a range of the frame.
+    segment: core::ops::Range<usize>,
+    /// The checksum field's offset in the segment.
+    field: usize,
+    /// The pseudo-header's sum: addresses, protocol, segment length.
+    pseudo: u64,
+}
+
+fn transport(frame: &[u8]) -> Result<Transport, CsumError> {
+    let (eth, ip) = frame.split_at_checked(ETH_HEADER).ok_or(CsumError::NotIpv4)?;
     if be16(&eth[12..14]) != ETHERTYPE_IPV4 || ip.first().is_none_or(|b| b >> 4 != 4) {
         return Err(CsumError::NotIpv4);
     }
@@ -51,27 +61,38 @@ pub fn fill_checksum(frame: &mut [u8]) -> Result<(), CsumError> {
         return Err(CsumError::Fragment);
     }
     let protocol = ip[9];
-    let src = [ip[12], ip[13], ip[14], ip[15]];
-    let dst = [ip[16], ip[17], ip[18], ip[19]];
-    let segment = &mut ip[header_len..total_len];
+    let len = total_len - header_len;
     let field = match protocol {
-        IPPROTO_TCP if segment.len() >= 20 => 16,
-        IPPROTO_UDP if segment.len() >= 8 => 6,
+        IPPROTO_TCP if len >= 20 => 16,
+        IPPROTO_UDP if len >= 8 => 6,
         _ => return Err(CsumError::NotTcpUdp),
     };
-    segment[field..field + 2].fill(0);
-    // The pseudo-header: addresses, protocol, transport length (fits 16 bits: at most the
-    // IPv4 total length).
-    let mut sum = ones_sum(&src) + ones_sum(&dst);
-    sum += u64::from(protocol) + segment.len() as u64;
-    sum += ones_sum(segment);
-    let mut checksum = !fold(sum);
-    // UDP sends "no checksum" as 0, so a computed 0 goes out as its other form.
-    if protocol == IPPROTO_UDP && checksum == 0 {
-        checksum = 0xffff;
-    }
-    segment[field..field + 2].copy_from_slice(&checksum.to_be_bytes());
+    // The transport length fits 16 bits: at most the IPv4 total length.
+    let pseudo = ones_sum(&ip[12..20]) + u64::from(protocol) + len as u64;
+    let start = ETH_HEADER + header_len;
+    Ok(Transport { protocol, segment: start..start + len, field, pseudo })
+}
+
+/// Writes the pseudo-header's sum (folded, not complemented) into the TCP or UDP checksum
+/// field of the IPv4 packet in Ethernet `frame`, for the backend to complete: the sum over
+/// the segment from its transport header on, field included, is then the checksum's.
+pub fn seed_checksum(frame: &mut [u8]) -> Result<(), CsumError> {
+    let t = transport(frame)?;
+    let at = t.segment.start + t.field;
+    frame[at..at + 2].copy_from_slice(&fold(t.pseudo).to_be_bytes());
     Ok(())
+}
+
+/// Whether the TCP or UDP checksum of the IPv4 packet in Ethernet `frame` is right (a UDP
+/// checksum of zero says the sender computed none). Bytes after the IPv4 total length
+/// (Ethernet padding) are ignored.
+pub fn verify_checksum(frame: &[u8]) -> Result<bool, CsumError> {
+    let t = transport(frame)?;
+    let segment = &frame[t.segment.clone()];
+    if t.protocol == IPPROTO_UDP && segment[6..8] == [0, 0] {
+        return Ok(true);
+    }
+    Ok(fold(t.pseudo + ones_sum(segment)) == 0xffff)
 }
 
 fn be16(b: &[u8]) -> u16 {
@@ -103,14 +124,8 @@ mod tests {
 
     /// RFC 1071 the long way: the pseudo-header and segment (checksum field zeroed) laid
     /// out in one buffer, summed a 16-bit word at a time with the carry folded back each
-    /// step, complemented. No UDP special case.
-    fn raw_reference(
-        src: [u8; 4],
-        dst: [u8; 4],
-        protocol: u8,
-        segment: &[u8],
-        field: usize,
-    ) -> u16 {
+    /// step, complemented; a UDP 0 sent as 0xffff.
+    fn reference(src: [u8; 4], dst: [u8; 4], protocol: u8, segment: &[u8], field: usize) -> u16 {
         let mut buf = Vec::new();
         buf.extend_from_slice(&src);
         buf.extend_from_slice(&dst);
@@ -127,14 +142,19 @@ mod tests {
             sum += u32::from(w[0]) << 8 | u32::from(w[1]);
             sum = (sum & 0xffff) + (sum >> 16);
         }
-        !(sum as u16)
-    }
-
-    fn reference(src: [u8; 4], dst: [u8; 4], protocol: u8, segment: &[u8], field: usize) -> u16 {
-        match raw_reference(src, dst, protocol, segment, field) {
+        match !(sum as u16) {
             0 if protocol == IPPROTO_UDP => 0xffff,
             c => c,
         }
+    }
+
+    /// What the backend does with a `csum_blank` frame: sums the segment from its transport
+    /// header, seed in the field, and stores the complement.
+    fn complete(f: &mut [u8], options: usize, field: usize) {
+        let start = 14 + 20 + 4 * options;
+        let total = usize::from(be16(&f[16..18]));
+        let sum = !fold(ones_sum(&f[start..14 + total]));
+        f[start + field..start + field + 2].copy_from_slice(&sum.to_be_bytes());
     }
 
     /// An Ethernet frame holding IPv4 with `options` words of options, then `segment`,
@@ -164,7 +184,7 @@ mod tests {
     }
 
     #[test]
-    fn tcp_and_udp_match_the_reference() {
+    fn a_seeded_checksum_completes_to_the_reference_and_verifies() {
         let (src, dst) = ([10, 0, 0, 1], [192, 168, 7, 200]);
         for (protocol, field, min) in [(IPPROTO_TCP, 16, 20), (IPPROTO_UDP, 6, 8)] {
             for len in [min, min + 1, 33, 512, 1460, 1461, 8000] {
@@ -172,14 +192,22 @@ mod tests {
                     for seed in [0, 7, 0xff] {
                         let seg = segment(len, seed);
                         let mut f = frame(protocol, options, &seg, 5);
-                        // Whatever the backend left in the field does not matter.
-                        let before = f.clone();
-                        fill_checksum(&mut f).unwrap();
-                        let want = reference(src, dst, protocol, &seg, field);
-                        assert_eq!(stored(&f, options, field), want, "{protocol} {len} {options}");
                         let at = 14 + 20 + 4 * options + field;
+                        f[at..at + 2].fill(0);
+                        let before = f.clone();
+                        seed_checksum(&mut f).unwrap();
                         assert_eq!(f[..at], before[..at]);
                         assert_eq!(f[at + 2..], before[at + 2..], "only the field changes");
+                        complete(&mut f, options, field);
+                        let want = reference(src, dst, protocol, &seg, field);
+                        let got = stored(&f, options, field);
+                        // A completion to 0 is the same sum as 0xffff (UDP sends that).
+                        assert!(got == want || (got, want) == (0, 0xffff), "{protocol} {len}");
+                        assert_eq!(verify_checksum(&f), Ok(true), "{protocol} {len} {options}");
+                        // Any one bit of the segment flipped is caught.
+                        let mut bad = f.clone();
+                        bad[at - field + len / 2] ^= 0x10;
+                        assert_eq!(verify_checksum(&bad), Ok(false), "{protocol} {len}");
                     }
                 }
             }
@@ -187,24 +215,14 @@ mod tests {
     }
 
     #[test]
-    fn a_udp_sum_of_zero_is_sent_as_ffff() {
-        let (src, dst) = ([10, 0, 0, 1], [192, 168, 7, 200]);
-        let mut seg = segment(12, 3);
-        // Two payload bytes chosen so that the checksum computes to 0.
-        let v = (0..=u16::MAX)
-            .find(|v| {
-                seg[10..12].copy_from_slice(&v.to_be_bytes());
-                raw_reference(src, dst, IPPROTO_UDP, &seg, 6) == 0
-            })
-            .unwrap();
-        seg[10..12].copy_from_slice(&v.to_be_bytes());
-        let mut f = frame(IPPROTO_UDP, 0, &seg, 0);
-        fill_checksum(&mut f).unwrap();
-        assert_eq!(stored(&f, 0, 6), 0xffff);
+    fn a_udp_checksum_of_zero_is_none_and_verifies() {
+        let mut f = frame(IPPROTO_UDP, 0, &segment(12, 3), 0);
+        f[14 + 20 + 6..14 + 20 + 8].fill(0);
+        assert_eq!(verify_checksum(&f), Ok(true));
     }
 
     #[test]
-    fn frames_it_cannot_fill_are_refused_untouched() {
+    fn frames_it_cannot_seed_are_refused_untouched() {
         let seg = segment(40, 1);
         let cases: Vec<(Vec<u8>, CsumError)> = vec![
             (vec![0; 10], CsumError::NotIpv4),
@@ -263,8 +281,9 @@ mod tests {
         ];
         for (i, (f, want)) in cases.into_iter().enumerate() {
             let mut g = f.clone();
-            assert_eq!(fill_checksum(&mut g), Err(want), "case {i}");
+            assert_eq!(seed_checksum(&mut g), Err(want), "case {i}");
             assert_eq!(g, f, "case {i} changed the frame");
+            assert_eq!(verify_checksum(&f), Err(want), "case {i}");
         }
     }
 }

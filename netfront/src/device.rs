@@ -3,11 +3,12 @@
 
 use alloc::vec::Vec;
 
-use smoltcp::phy::{ChecksumCapabilities, Device, DeviceCapabilities, Medium, RxToken, TxToken};
+use smoltcp::phy::{Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
+use smoltcp::phy::{RxToken, TxToken};
 use smoltcp::time::Instant;
 
 use crate::driver::MTU;
-use crate::env::{EventChannel, Pages, PAGE_SIZE};
+use crate::env::{EventChannel, Pages};
 use crate::Netfront;
 
 /// A received frame, taken off the driver's queue: it no longer needs the driver.
@@ -23,11 +24,12 @@ impl RxToken for NetRxToken {
 pub struct NetTxToken<'a, P: Pages, E: EventChannel>(&'a mut Netfront<P, E>);
 
 impl<P: Pages, E: EventChannel> TxToken for NetTxToken<'_, P, E> {
-    /// smoltcp writes the frame into a buffer the driver keeps for the purpose, which
-    /// [`Netfront::send`] then copies into granted pages. A frame that cannot go out
-    /// (no memory, or no room left: the token that comes with a received frame is offered
-    /// without checking) is counted in [`crate::Stats::tx_dropped`]; smoltcp's protocols
-    /// recover from a lost frame as from one lost on the wire.
+    /// smoltcp writes the frame into a buffer the driver keeps for the purpose, which the
+    /// driver then copies into granted pages (or into the TCP run it is joining), to go out
+    /// at [`Netfront::flush`]. A frame that cannot go out (no memory, or no room left: the
+    /// token that comes with a received frame is offered without checking) is counted in
+    /// [`crate::Stats::tx_dropped`]; smoltcp's protocols recover from a lost frame as from
+    /// one lost on the wire.
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         self.0.send_with(len, f)
     }
@@ -49,19 +51,23 @@ impl<P: Pages, E: EventChannel> Device for Netfront<P, E> {
         Some((NetRxToken(frame), NetTxToken(self)))
     }
 
-    /// A token only while a full-size frame fits on the transmit ring: otherwise smoltcp
-    /// keeps its data and retries at a later poll.
+    /// A token only while a full-size frame (and the TCP run it may end) fits on the
+    /// transmit ring: otherwise smoltcp keeps its data and retries at a later poll.
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
-        self.has_tx_room(MTU.div_ceil(PAGE_SIZE)).then_some(NetTxToken(self))
+        self.can_take_frame().then_some(NetTxToken(self))
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = MTU;
-        // smoltcp computes every checksum it sends (we offer the backend no offload) and
-        // checks every one it receives (blank ones were filled in by the driver).
+        // TCP's and UDP's checksums: the driver checks those the backend did not vouch for
+        // ([`crate::csum`]), and with checksum offload smoltcp leaves its own blank for the
+        // backend. IPv4's and ICMP's are smoltcp's both ways.
+        let transport = if self.offloads().csum { Checksum::None } else { Checksum::Tx };
         caps.checksum = ChecksumCapabilities::default();
+        caps.checksum.tcp = transport;
+        caps.checksum.udp = transport;
         caps
     }
 }

@@ -15,11 +15,12 @@ use log::{debug, warn};
 use xenbus::frontend::Device;
 
 use crate::abi::MAX_TX_SIZE;
+use crate::csum;
 use crate::env::{EventChannel, Pages, PAGE_SIZE};
-use crate::handshake::{close_ports, Features, Link};
+use crate::gso::Coalescer;
+use crate::handshake::{close_ports, Features, Link, Offloads};
 use crate::rx::RxQueue;
-use crate::tx::TxQueue;
-use crate::tx::ETH_HEADER;
+use crate::tx::{Offload, TxQueue, ETH_HEADER};
 use crate::{DeviceError, NetError};
 
 /// The largest frame smoltcp is told to send: an Ethernet header and a 1500-byte payload,
@@ -49,11 +50,20 @@ pub struct Stats {
     pub rx_bad_responses: u64,
     /// Extra-info slots consumed (GSO and others: read and ignored).
     pub rx_extra_info: u64,
-    /// Received frames whose blank checksum we computed ([`crate::csum`]).
-    pub rx_csum_filled: u64,
+    /// Received frames taken without checking their checksum: the backend marked them
+    /// blank or validated ([`crate::csum`]).
+    pub rx_csum_trusted: u64,
+    /// Received frames dropped for a wrong TCP or UDP checksum.
+    pub rx_csum_bad: u64,
     /// Frames sent and acknowledged by the backend, and their bytes.
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Of those, large TCP segments ([`crate::gso`]), and the segments smoltcp made that
+    /// they joined.
+    pub tx_gso_frames: u64,
+    pub tx_gso_segments: u64,
+    /// Times the backend was told of new transmit requests.
+    pub tx_notifies: u64,
     /// Sent frames the backend reported failed.
     pub tx_errors: u64,
     /// Frames smoltcp handed us that could not go on the ring (no room, no memory).
@@ -75,9 +85,11 @@ pub const MAX_QUARANTINED: usize = 32;
 /// that keeps producing cannot keep one poll going forever.
 const RX_BUDGET: usize = 256;
 
-/// Received frames kept waiting for [`Netfront::recv`] or smoltcp at most. Beyond that the
-/// driver leaves responses on the ring, and the backend, finding no buffers, drops.
+/// Received frames kept waiting for [`Netfront::recv`] or smoltcp at most, and their bytes
+/// (a large segment is up to 64 KiB). Beyond that the driver leaves responses on the ring,
+/// and the backend, finding no buffers, drops.
 pub(crate) const RX_QUEUE: usize = 64;
+pub(crate) const RX_QUEUE_BYTES: usize = 512 * 1024;
 
 /// The guest's pages and the pool of those the driver holds: what both directions take
 /// pages from and give them back to.
@@ -135,6 +147,13 @@ pub struct Netfront<P: Pages, E: EventChannel> {
     device: Device,
     mac: [u8; 6],
     features: Features,
+    /// The offloads asked for, and those in use on transmit (what the backend allows).
+    wanted: Offloads,
+    offloads: Offloads,
+    /// Transmit requests pushed and not yet published ([`flush`](Netfront::flush)).
+    unpublished: bool,
+    /// The TCP segments from smoltcp being joined into one.
+    run: Coalescer,
     /// A ring is corrupt: nothing more goes on either.
     broken: bool,
     /// The last poll stopped with responses left on a ring.
@@ -145,7 +164,7 @@ pub struct Netfront<P: Pages, E: EventChannel> {
 impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// The driver over connected rings; the handshake ([`Netfront::connect`]) builds it,
     /// then fills the receive ring.
-    pub(crate) fn new(pages: P, evtchn: E, link: Link<P>) -> Self {
+    pub(crate) fn new(pages: P, evtchn: E, link: Link<P>, wanted: Offloads) -> Self {
         Netfront {
             core: Core { pages, pool: new_pool(link.backend) },
             evtchn,
@@ -155,6 +174,10 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
             device: link.device,
             mac: link.mac,
             features: link.features,
+            wanted,
+            offloads: wanted.transmit(link.features),
+            unpublished: false,
+            run: Coalescer::default(),
             broken: false,
             more: false,
             stats: Stats::default(),
@@ -182,6 +205,7 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         self.device = link.device;
         self.mac = link.mac;
         self.features = link.features;
+        self.offloads = self.wanted.transmit(link.features);
         self.broken = false;
         self.more = false;
         self.refill_rx();
@@ -195,6 +219,16 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// What the backend offered.
     pub fn features(&self) -> Features {
         self.features
+    }
+
+    /// The offloads in use on transmit: those asked for, as far as the backend offers
+    /// them. (Receive takes what it asked for.)
+    pub fn offloads(&self) -> Offloads {
+        self.offloads
+    }
+
+    pub(crate) fn wanted_offloads(&self) -> Offloads {
+        self.wanted
     }
 
     /// The event channels the backend signals; the guest routes them to
@@ -294,11 +328,34 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         }
     }
 
-    /// Copies `frame` (a whole Ethernet frame without FCS) into pages and puts it on the
-    /// transmit ring. [`NetError::Busy`] when the ring has no room even after taking in the
-    /// backend's acknowledgements: poll, then try again. Nothing of the frame reaches the
-    /// ring unless all of it does.
+    /// Copies `frame` (a whole Ethernet frame without FCS, its checksums computed) into
+    /// pages and puts it on the transmit ring, after what smoltcp handed over before it.
+    /// [`NetError::Busy`] when the ring has no room even after taking in the backend's
+    /// acknowledgements: poll, then try again. Nothing of the frame reaches the ring unless
+    /// all of it does.
     pub fn send(&mut self, frame: &[u8]) -> Result<(), NetError> {
+        self.push_run();
+        let result = self.push(frame, Offload::default());
+        if result == Err(NetError::Busy) {
+            self.stats.tx_busy += 1;
+        }
+        self.flush();
+        result
+    }
+
+    /// Publishes the frames smoltcp handed over since the last call (the TCP run being
+    /// joined included) and tells the backend, once for them all. The caller of smoltcp's
+    /// `Interface::poll` calls this after it: frames wait for it.
+    pub fn flush(&mut self) {
+        self.push_run();
+        if core::mem::take(&mut self.unpublished) && !self.broken && self.tx.commit() {
+            self.stats.tx_notifies += 1;
+            self.evtchn.notify(self.ports.tx);
+        }
+    }
+
+    /// Puts a frame on the transmit ring, unpublished.
+    fn push(&mut self, frame: &[u8], offload: Offload) -> Result<(), NetError> {
         if self.broken {
             return Err(NetError::Device(DeviceError::Broken));
         }
@@ -310,28 +367,69 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         if slots > 1 && !self.features.sg {
             return Err(NetError::BadLength);
         }
-        if !self.has_tx_room(slots) {
+        if !self.has_tx_room(slots, offload.extra_slots()) {
             if self.broken {
                 return Err(NetError::Device(DeviceError::Broken));
             }
-            self.stats.tx_busy += 1;
             return Err(NetError::Busy);
         }
-        if self.tx.push(&mut self.core, frame)? {
-            self.evtchn.notify(self.ports.tx);
-        }
+        self.tx.push(&mut self.core, frame, offload)?;
+        self.unpublished = true;
         Ok(())
     }
 
-    /// Lets `fill` write a frame of `len` bytes into the transmit buffer, then sends it;
-    /// a frame that cannot go out is counted in [`Stats::tx_dropped`]. For smoltcp's
-    /// transmit token.
+    /// Sends the TCP run being joined, if there is one.
+    fn push_run(&mut self) {
+        if self.run.is_empty() {
+            return;
+        }
+        let gso_size = self.run.finish();
+        // A run is TCP over IPv4, which the seed always applies to.
+        let _ = csum::seed_checksum(self.run.frame());
+        let offload = Offload { csum: true, gso_size };
+        let mut run = core::mem::take(&mut self.run);
+        match self.push(run.frame(), offload) {
+            Ok(()) if gso_size.is_some() => {
+                self.stats.tx_gso_frames += 1;
+                self.stats.tx_gso_segments += run.segments() as u64;
+            }
+            Ok(()) => {}
+            Err(e) => {
+                self.stats.tx_dropped += 1;
+                debug!("netfront: TCP run from smoltcp dropped: {e}");
+            }
+        }
+        run.clear();
+        self.run = run;
+    }
+
+    /// A frame smoltcp wrote: its TCP and UDP checksums are left for the backend if
+    /// checksum offload is on (smoltcp was told so), and a TCP segment may join the run.
+    fn queue(&mut self, frame: &mut [u8]) -> Result<(), NetError> {
+        if self.offloads.gso {
+            if self.run.offer(frame) {
+                return Ok(());
+            }
+            if !self.run.is_empty() {
+                self.push_run();
+                if self.run.offer(frame) {
+                    return Ok(());
+                }
+            }
+        }
+        let csum = self.offloads.csum && csum::seed_checksum(frame).is_ok();
+        self.push(frame, Offload { csum, gso_size: None })
+    }
+
+    /// Lets `fill` write a frame of `len` bytes into the transmit buffer, then queues it
+    /// (see [`flush`](Self::flush)); a frame that cannot go out is counted in
+    /// [`Stats::tx_dropped`]. For smoltcp's transmit token.
     pub(crate) fn send_with<R>(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> R) -> R {
         let mut buf = self.tx.take_scratch();
         buf.clear();
         buf.resize(len, 0);
         let result = fill(&mut buf);
-        if let Err(e) = self.send(&buf) {
+        if let Err(e) = self.queue(&mut buf) {
             self.stats.tx_dropped += 1;
             debug!("netfront: frame of {len} bytes from smoltcp dropped: {e}");
         }
@@ -339,16 +437,27 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         result
     }
 
-    /// Whether a frame of `slots` pages fits on the ring now, after taking in
-    /// acknowledgements if it did not.
-    pub(crate) fn has_tx_room(&mut self, slots: usize) -> bool {
+    /// Whether smoltcp may hand over a frame: room for a full-size one and for the run it
+    /// may end.
+    pub(crate) fn can_take_frame(&mut self) -> bool {
+        let frame = MTU.div_ceil(PAGE_SIZE);
+        if self.offloads.gso {
+            self.has_tx_room(MAX_TX_SIZE.div_ceil(PAGE_SIZE) + frame, 1)
+        } else {
+            self.has_tx_room(frame, 0)
+        }
+    }
+
+    /// Whether a frame of `slots` pages and `extra` extra-info slots fits on the ring now,
+    /// after taking in acknowledgements if it did not.
+    pub(crate) fn has_tx_room(&mut self, slots: usize, extra: usize) -> bool {
         if self.broken {
             return false;
         }
-        if !self.tx.fits(slots) {
+        if !self.tx.fits(slots, extra) {
             self.reap_tx();
         }
-        !self.broken && self.tx.fits(slots)
+        !self.broken && self.tx.fits(slots, extra)
     }
 
     /// Takes in transmit acknowledgements outside [`poll`](Self::poll), when the ring
@@ -365,6 +474,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     pub(crate) fn fail_all(&mut self) {
         self.broken = true;
         self.more = false;
+        self.unpublished = false;
+        self.run.clear();
         let tx = self.tx.take_all();
         self.core.release_all(tx);
         let rx = self.rx.take_all();

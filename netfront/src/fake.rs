@@ -17,8 +17,8 @@ use ring::shared::{ring_size, Pod};
 use xenbus::fake::{self as xenstored, Client, Fake, Idle};
 
 use crate::abi::{
-    NetifExtraInfo, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse, RxFlags,
-    TxFlags, RSP_OKAY,
+    Extra, NetifExtraInfo, NetifRxRequest, NetifRxResponse, NetifTxRequest, NetifTxResponse,
+    RxFlags, TxFlags, GSO_TYPE_TCPV4, RSP_NULL, RSP_OKAY,
 };
 use crate::env::PAGE_SIZE;
 use crate::{NetError, Netfront};
@@ -105,8 +105,12 @@ pub struct World {
     pub tx_status: i16,
     /// Every transmit request taken off the ring.
     pub tx_requests: Vec<NetifTxRequest>,
-    /// Frames the guest sent, as the backend assembled them.
+    /// Frames the guest sent, as the backend assembled them (blank checksums completed, large
+    /// segments cut, as netback and a NIC would).
     pub sent: VecDeque<Vec<u8>>,
+    /// Frames the guest sent with a blank checksum, and large segments (GSO) among them.
+    pub csum_blank: usize,
+    pub gso_frames: usize,
     /// Frames to deliver to the guest, oldest first.
     pub to_guest: VecDeque<RxFrame>,
     /// Granted pages seen holding bytes that were not the frame's.
@@ -146,6 +150,8 @@ impl World {
             tx_status: RSP_OKAY,
             tx_requests: Vec::new(),
             sent: VecDeque::new(),
+            csum_blank: 0,
+            gso_frames: 0,
             to_guest: VecDeque::new(),
             exposed: 0,
         }))
@@ -191,28 +197,53 @@ impl World {
         out
     }
 
-    /// Answers every published transmit request, assembling frames as netback does.
+    /// Answers every published transmit request, assembling frames as netback does: an
+    /// extra-info slot after a frame's first request (its GSO size) is answered
+    /// `NETIF_RSP_NULL` with an id that names another request in flight, which a frontend
+    /// must not take for that request's answer.
     pub fn serve_tx(&mut self) -> usize {
         // Not connected (a hostile handshake may have said Connected for it): nothing to serve.
         if self.hold_tx || self.tx_ring.is_none() {
             return 0;
         }
+        let start = self.tx_req_cons;
         let reqs = self.take_tx();
-        self.arm(&self.tx(), self.tx_req_cons);
-        let mut frame: Option<(Vec<u8>, usize)> = None;
-        for req in &reqs {
-            let flags = TxFlags::from_bits_retain(req.flags);
-            let data = self.read_tx(req, &frame);
-            let (buf, total) = frame.get_or_insert_with(|| (Vec::new(), req.size as usize));
-            buf.extend_from_slice(&data);
-            let total = *total;
-            if !flags.contains(TxFlags::MORE_DATA) {
-                let (buf, _) = frame.take().unwrap();
-                assert_eq!(buf.len(), total, "first slot's size is the frame's");
-                self.sent.push_back(buf);
-            }
+        let ring = self.tx();
+        self.arm(&ring, self.tx_req_cons);
+        let mut frame: Option<TxFrame> = None;
+        let mut extra_next = false;
+        for (i, req) in reqs.iter().enumerate() {
             let status = self.tx_status;
-            self.respond_tx(NetifTxResponse { id: req.id, status });
+            if extra_next {
+                let extra: NetifExtraInfo =
+                    get::<NetifTxRequest, NetifTxResponse, _>(&ring, start.wrapping_add(i as u32));
+                extra_next = extra.more();
+                if let (Ok(Extra::Gso { size, ty, .. }), Some(f)) = (extra.decode(), &mut frame) {
+                    assert_eq!(ty, GSO_TYPE_TCPV4);
+                    f.gso_size = Some(usize::from(size));
+                }
+                let id = reqs.get(i + 1).map_or(0, |r| r.id);
+                self.respond_tx(NetifTxResponse { id, status: RSP_NULL });
+            } else {
+                let flags = TxFlags::from_bits_retain(req.flags);
+                let data = self.read_tx(req, frame.is_none());
+                let f = frame.get_or_insert_with(|| TxFrame {
+                    data: Vec::new(),
+                    total: req.size as usize,
+                    flags,
+                    gso_size: None,
+                    last_in: false,
+                });
+                f.data.extend_from_slice(&data);
+                f.last_in = !flags.contains(TxFlags::MORE_DATA);
+                extra_next = f.data.len() == data.len() && flags.contains(TxFlags::EXTRA_INFO);
+                self.respond_tx(NetifTxResponse { id: req.id, status });
+            }
+            if !extra_next && frame.as_ref().is_some_and(|f| f.last_in) {
+                let f = frame.take().unwrap();
+                assert_eq!(f.data.len(), f.total, "first slot's size is the frame's");
+                self.take_sent(f);
+            }
         }
         if !reqs.is_empty() {
             self.publish_tx();
@@ -220,15 +251,35 @@ impl World {
         reqs.len()
     }
 
+    /// A frame the guest sent, as it reaches the wire: a blank checksum completed from the
+    /// seed the guest left, as a NIC does, and a large segment cut into the GSO size.
+    fn take_sent(&mut self, f: TxFrame) {
+        let mut data = f.data;
+        if f.flags.contains(TxFlags::CSUM_BLANK) {
+            self.csum_blank += 1;
+            assert!(f.flags.contains(TxFlags::DATA_VALIDATED), "blank is also validated");
+            complete_checksum(&mut data);
+        }
+        match f.gso_size {
+            Some(mss) => {
+                assert!(f.flags.contains(TxFlags::CSUM_BLANK), "a GSO frame's checksum is blank");
+                self.gso_frames += 1;
+                self.sent.extend(segment(&data, mss));
+            }
+            None => self.sent.push_back(data),
+        }
+    }
+
     /// One slot's data, read through its grant, checked as netback would. The first slot
     /// of a frame holds what the later ones do not: its size is the frame's.
-    fn read_tx(&mut self, req: &NetifTxRequest, frame: &Option<(Vec<u8>, usize)>) -> Vec<u8> {
+    fn read_tx(&mut self, req: &NetifTxRequest, first: bool) -> Vec<u8> {
         let g = self.table.grants.get(&req.gref.0).expect("tx request names no grant");
         assert!(g.readonly, "tx pages are granted read-only");
         assert_eq!(g.domid, DomId(BACKEND));
-        let len = match frame {
-            None => (req.size as usize).min(PAGE_SIZE - req.offset as usize),
-            Some(_) => req.size as usize,
+        let len = if first {
+            (req.size as usize).min(PAGE_SIZE - req.offset as usize)
+        } else {
+            req.size as usize
         };
         let off = req.offset as usize;
         let (exposed, data) = g.view(|page| {
@@ -523,4 +574,77 @@ pub fn frame(len: usize, seed: u8) -> Vec<u8> {
     extend_cycle(&mut f, period, 14 + 251 * usize::from(seed), len.saturating_sub(14));
     f.truncate(len);
     f
+}
+
+/// A frame the guest is sending, while its slots come in.
+struct TxFrame {
+    data: Vec<u8>,
+    /// The first slot's size: the frame's.
+    total: usize,
+    /// The first slot's flags.
+    flags: TxFlags,
+    gso_size: Option<usize>,
+    /// The slot without `more_data` is in.
+    last_in: bool,
+}
+
+/// Where an IPv4 frame's transport segment starts and ends (its IPv4 total length).
+fn transport(frame: &[u8]) -> (usize, usize) {
+    assert_eq!(frame[12..14], [0x08, 0x00], "a blank checksum is IPv4's");
+    let ihl = usize::from(frame[14] & 0xf) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[16], frame[17]]));
+    (14 + ihl, 14 + total)
+}
+
+/// What a NIC does with `CHECKSUM_PARTIAL`: sums the segment with the seed in the field and
+/// stores the complement.
+fn complete_checksum(frame: &mut [u8]) {
+    let (start, end) = transport(frame);
+    let field = start + if frame[23] == 6 { 16 } else { 6 };
+    let mut sum: u64 = frame[start..end]
+        .chunks(2)
+        .map(|w| u64::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[field..field + 2].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// What GSO makes of a large TCP segment whose checksum is complete: segments of `mss`
+/// payload bytes, each with its own length, identification, sequence number and
+/// checksums; PSH and FIN only on the last.
+fn segment(frame: &[u8], mss: usize) -> Vec<Vec<u8>> {
+    use smoltcp::wire::{IpAddress, Ipv4Packet, TcpPacket};
+    assert!(mss > 0);
+    let (start, end) = transport(frame);
+    {
+        let ip = Ipv4Packet::new_checked(&frame[14..]).expect("GSO frame's IPv4");
+        let tcp = TcpPacket::new_checked(&frame[start..end]).expect("GSO frame's TCP");
+        let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+        assert!(ip.verify_checksum(), "GSO frame's IPv4 checksum");
+        assert!(tcp.verify_checksum(&src, &dst), "GSO frame's seed");
+    }
+    let headers = start + usize::from(frame[start + 12] >> 4) * 4;
+    let payload = &frame[headers..end];
+    let chunks: Vec<&[u8]> = payload.chunks(mss).collect();
+    let mut out = Vec::new();
+    for (k, chunk) in chunks.iter().enumerate() {
+        let mut f = frame[..headers].to_vec();
+        f.extend_from_slice(chunk);
+        let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+        ip.set_total_len((headers - 14 + chunk.len()) as u16);
+        ip.set_ident(ip.ident().wrapping_add(k as u16));
+        ip.fill_checksum();
+        let (src, dst) = (IpAddress::Ipv4(ip.src_addr()), IpAddress::Ipv4(ip.dst_addr()));
+        let mut tcp = TcpPacket::new_unchecked(&mut f[start..]);
+        tcp.set_seq_number(tcp.seq_number() + k * mss);
+        if k + 1 < chunks.len() {
+            tcp.set_psh(false);
+            tcp.set_fin(false);
+        }
+        tcp.fill_checksum(&src, &dst);
+        out.push(f);
+    }
+    out
 }

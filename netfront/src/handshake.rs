@@ -53,16 +53,51 @@ pub struct Features {
     pub max_queues: u32,
 }
 
-/// The keys we write besides the rings and ports: copy mode, we notify when we post
-/// receive buffers, we join fragmented receives, no GSO, no checksum offload (see the crate
-/// docs).
-const FRONTEND_FEATURES: [(&str, &str); 5] = [
-    ("request-rx-copy", "1"),
-    ("feature-rx-notify", "1"),
-    ("feature-sg", "1"),
-    ("feature-gso-tcpv4", "0"),
-    ("feature-no-csum-offload", "1"),
-];
+/// The offloads we ask for (both by default): what the backend may do for us, and we for
+/// it. Off, the driver and smoltcp compute and check every checksum and send segments of
+/// the MSS, as before there were offloads (the command line's `netoffload=off`, for a
+/// benchmark's other column).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offloads {
+    /// Checksums: ours go out `NETTXF_csum_blank` for the backend to complete, and we take
+    /// frames with blank checksums (`feature-no-csum-offload=0`).
+    pub csum: bool,
+    /// Large TCP segments: we send them (if the backend has `feature-gso-tcpv4` and
+    /// `feature-sg`; see [`crate::gso`]) and take them (`feature-gso-tcpv4=1`). Needs
+    /// `csum`.
+    pub gso: bool,
+}
+
+impl Default for Offloads {
+    fn default() -> Self {
+        Offloads { csum: true, gso: true }
+    }
+}
+
+impl Offloads {
+    /// None at all.
+    pub const NONE: Offloads = Offloads { csum: false, gso: false };
+
+    /// What we send: checksum offload always (every netback completes blank checksums:
+    /// Linux's netfront relies on it too), GSO as the backend offers it.
+    pub(crate) fn transmit(self, backend: Features) -> Offloads {
+        let gso = self.csum && self.gso && backend.sg && backend.gso_tcpv4;
+        Offloads { csum: self.csum, gso }
+    }
+
+    /// The keys we write besides the rings and ports: copy mode, we notify when we post
+    /// receive buffers, we join fragmented receives, and what we take.
+    fn keys(self) -> [(&'static str, &'static str); 5] {
+        let flag = |on: bool| if on { "1" } else { "0" };
+        [
+            ("request-rx-copy", "1"),
+            ("feature-rx-notify", "1"),
+            ("feature-sg", "1"),
+            ("feature-gso-tcpv4", flag(self.csum && self.gso)),
+            ("feature-no-csum-offload", flag(!self.csum)),
+        ]
+    }
+}
 
 impl<P: Pages, E: EventChannel> Netfront<P, E> {
     /// Connects to the backend of `device/vif/<id>`: probes the device, reads its MAC and
@@ -76,12 +111,25 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
     pub fn connect<T: Transport>(
         xs: &mut Xenstore<T>,
         id: u32,
+        pages: P,
+        evtchn: E,
+        timeout_ns: u64,
+    ) -> Result<Self, NetError> {
+        Self::connect_with(xs, id, pages, evtchn, timeout_ns, Offloads::default())
+    }
+
+    /// [`connect`](Self::connect), asking for `offloads` (kept for a
+    /// [`reconnect`](Self::reconnect)).
+    pub fn connect_with<T: Transport>(
+        xs: &mut Xenstore<T>,
+        id: u32,
         mut pages: P,
         mut evtchn: E,
         timeout_ns: u64,
+        offloads: Offloads,
     ) -> Result<Self, NetError> {
-        let link = handshake(xs, id, &mut pages, &mut evtchn, timeout_ns)?;
-        let mut net = Netfront::new(pages, evtchn, link);
+        let link = handshake(xs, id, &mut pages, &mut evtchn, timeout_ns, offloads)?;
+        let mut net = Netfront::new(pages, evtchn, link, offloads);
         net.refill_rx();
         net.say_connected("connected");
         Ok(net)
@@ -105,7 +153,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         let id = self.device().id;
         // Nothing more goes on the old rings; their pages come back (the backend is gone).
         self.fail_all();
-        match handshake(xs, id, self.pages(), &mut evtchn, timeout_ns) {
+        let offloads = self.wanted_offloads();
+        match handshake(xs, id, self.pages(), &mut evtchn, timeout_ns, offloads) {
             Ok(link) => {
                 self.resume_on(link, evtchn);
                 self.say_connected("reconnected");
@@ -120,11 +169,12 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
 
     fn say_connected(&self, what: &str) {
         log::info!(
-            "netfront: {} {what}: mac {}, {} receive buffers, {:?}, ports {:?}",
+            "netfront: {} {what}: mac {}, {} receive buffers, {:?}, sending with {:?}, ports {:?}",
             self.device().path,
             format_mac(self.mac()),
             self.rx_posted(),
             self.features(),
+            self.offloads(),
             self.ports()
         );
     }
@@ -168,6 +218,7 @@ fn handshake<T: Transport, P: Pages, E: EventChannel>(
     pages: &mut P,
     evtchn: &mut E,
     timeout_ns: u64,
+    offloads: Offloads,
 ) -> Result<Link<P>, NetError> {
     let (device, backend) = frontend::attach(xs, "vif", id, timeout_ns)?;
     let mac = read_mac(xs, &device.path)?;
@@ -190,7 +241,7 @@ fn handshake<T: Transport, P: Pages, E: EventChannel>(
         }
     };
     let refs = (tx_ring.grant_refs(), rx_ring.grant_refs());
-    if let Err(e) = publish(xs, &device, refs, ports, timeout_ns) {
+    if let Err(e) = publish(xs, &device, refs, ports, timeout_ns, offloads) {
         device.abandon(xs, "netfront", &e);
         close_ports(evtchn, ports);
         pages.free_ring(tx_ring);
@@ -235,6 +286,7 @@ fn publish<T: Transport>(
     refs: (&[GrantRef], &[GrantRef]),
     ports: Ports,
     timeout_ns: u64,
+    offloads: Offloads,
 ) -> Result<(), NetError> {
     // One page each: a guest that granted another number would have the backend map the
     // wrong ring.
@@ -250,7 +302,7 @@ fn publish<T: Transport>(
         keys.push(("event-channel-tx".into(), format!("{}", ports.tx)));
         keys.push(("event-channel-rx".into(), format!("{}", ports.rx)));
     }
-    keys.extend(FRONTEND_FEATURES.iter().map(|&(k, v)| (k.into(), v.into())));
+    keys.extend(offloads.keys().iter().map(|&(k, v)| (k.into(), v.into())));
     match device.publish(xs, &keys, XenbusState::Connected, timeout_ns)? {
         XenbusState::Connected => Ok(()),
         _ => Err(NetError::Device(DeviceError::BackendClosed)),

@@ -31,8 +31,8 @@
 //!    whenever a port fired or a socket timer (`iface.poll_delay`) expires.
 //!    [`Device::receive`](smoltcp::phy::Device::receive) polls the rings itself when no
 //!    frame is waiting; [`Netfront::work_pending`] says whether to go round again before
-//!    waiting for the next event. Without smoltcp: [`Netfront::send`] and
-//!    [`Netfront::recv`].
+//!    waiting for the next event, and [`Netfront::flush`] sends what smoltcp handed over.
+//!    Without smoltcp: [`Netfront::send`] and [`Netfront::recv`].
 //! 5. [`Netfront::close`] before giving the memory up.
 //!
 //! # Negotiated features
@@ -40,12 +40,19 @@
 //! We require `feature-rx-copy` (the backend copies into our pages; the old page-flipping
 //! mode is not supported) and write `request-rx-copy=1`, `feature-rx-notify=1` (we notify
 //! when we post receive buffers) and `feature-sg=1` (received frames may span several
-//! slots; we join them). We write `feature-gso-tcpv4=0`: we neither produce nor want large
-//! TCP segments, smoltcp segments at the MTU. We write `feature-no-csum-offload=1` and
-//! compute every transmit checksum in smoltcp; received frames that still arrive with a
-//! blank checksum are completed in software ([`csum`]). Split event channels
-//! (`event-channel-tx`/`-rx`) are used when offered. Frames over one page go out only if the
-//! backend has `feature-sg`.
+//! slots; we join them). Split event channels (`event-channel-tx`/`-rx`) are used when
+//! offered. Frames over one page go out only if the backend has `feature-sg`.
+//!
+//! Offloads ([`Offloads`], both on unless the guest asks otherwise):
+//! - checksums ([`csum`]): TCP's and UDP's go out blank for the backend to complete, and
+//!   we write `feature-no-csum-offload=0`; received frames the backend marked blank or
+//!   validated are taken as they are, the others checked by the driver;
+//! - large TCP segments: we write `feature-gso-tcpv4=1` and take frames of up to 64 KiB,
+//!   and, if the backend has `feature-gso-tcpv4` and `feature-sg`, join the segments
+//!   smoltcp makes into frames of up to 64 KiB with a GSO slot (`gso`).
+//!
+//! Transmit requests are published, and the backend told, once per batch:
+//! [`Netfront::flush`] after each `Interface::poll`.
 //!
 //! Not supported: multiple queues (`multi-queue-max-queues` is read and ignored: one
 //! queue), the control ring, multicast control, hashing, IPv6 checksum offload.
@@ -67,6 +74,7 @@ mod driver;
 pub mod env;
 #[cfg(feature = "test-utils")]
 pub mod fake;
+mod gso;
 mod handshake;
 mod rx;
 mod tx;
@@ -74,7 +82,7 @@ mod tx;
 pub use device::{NetRxToken, NetTxToken};
 pub use driver::{Netfront, Ports, Stats, MAX_QUARANTINED, MTU};
 pub use env::{EventChannel, Page, Pages, SharedRing};
-pub use handshake::Features;
+pub use handshake::{Features, Offloads};
 
 use core::fmt;
 

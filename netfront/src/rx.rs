@@ -24,8 +24,8 @@ use crate::abi::{
     ExtraType, NetifExtraInfo, NetifRxRequest, NetifRxResponse, RxFlags, NR_SLOTS_MIN, RSP_DROPPED,
     RSP_ERROR,
 };
-use crate::csum::{self, CsumError};
-use crate::driver::{Core, Stats, RX_QUEUE};
+use crate::csum;
+use crate::driver::{Core, Stats, RX_QUEUE, RX_QUEUE_BYTES};
 use crate::env::{Page, Pages, RxRing, SharedRing, PAGE_SIZE};
 use crate::tx::ETH_HEADER;
 use grant::{Granted, Settled};
@@ -51,8 +51,9 @@ struct Assembly {
     extra_next: bool,
     /// Data slots follow (after any extra-info slots).
     more_data: bool,
-    /// `NETRXF_csum_blank` on the first slot: the checksum is ours to fill in.
-    csum_blank: bool,
+    /// `NETRXF_csum_blank` or `NETRXF_data_validated` on the first slot: the backend vouches
+    /// for the checksum (see [`crate::csum`]).
+    csum_trusted: bool,
     /// The frame is dropped once its last slot is in.
     drop: Option<Discard>,
 }
@@ -70,8 +71,8 @@ enum Discard {
     TooLong,
     /// Shorter than an Ethernet header.
     Runt,
-    /// A blank checksum we cannot fill in.
-    Checksum(CsumError),
+    /// A TCP or UDP checksum that does not add up.
+    Checksum,
 }
 
 impl Assembly {
@@ -82,7 +83,7 @@ impl Assembly {
             extras: 0,
             extra_next: first.contains(RxFlags::EXTRA_INFO),
             more_data: false,
-            csum_blank: first.contains(RxFlags::CSUM_BLANK),
+            csum_trusted: first.intersects(RxFlags::CSUM_BLANK | RxFlags::DATA_VALIDATED),
             drop: None,
         }
     }
@@ -111,6 +112,8 @@ pub(crate) struct RxQueue<P: Pages> {
     /// The frame whose slots are being taken, across polls.
     partial: Option<Assembly>,
     ready: VecDeque<Vec<u8>>,
+    /// The bytes of the frames in `ready`.
+    ready_bytes: usize,
 }
 
 /// What [`RxQueue::drain`] left.
@@ -131,6 +134,7 @@ impl<P: Pages> RxQueue<P> {
             cons: 0,
             partial: None,
             ready: VecDeque::new(),
+            ready_bytes: 0,
         }
     }
 
@@ -150,11 +154,18 @@ impl<P: Pages> RxQueue<P> {
 
     /// The oldest received frame.
     pub(crate) fn pop(&mut self) -> Option<Vec<u8>> {
-        self.ready.pop_front()
+        let frame = self.ready.pop_front()?;
+        self.ready_bytes -= frame.len();
+        Some(frame)
     }
 
-    /// Takes in up to `budget` slots (fewer if [`RX_QUEUE`] frames are waiting), reposting
-    /// a buffer for each.
+    /// Whether as many frames or bytes wait as we keep.
+    fn full(&self) -> bool {
+        self.ready.len() >= RX_QUEUE || self.ready_bytes >= RX_QUEUE_BYTES
+    }
+
+    /// Takes in up to `budget` slots (fewer if [`RX_QUEUE`] frames or [`RX_QUEUE_BYTES`] are
+    /// waiting), reposting a buffer for each.
     pub(crate) fn drain(
         &mut self,
         core: &mut Core<P>,
@@ -163,7 +174,7 @@ impl<P: Pages> RxQueue<P> {
     ) -> Result<Drained, RingError> {
         let mut notify = false;
         loop {
-            while budget > 0 && self.ready.len() < RX_QUEUE {
+            while budget > 0 && !self.full() {
                 let Some(slot) = self.take_slot()? else { break };
                 budget -= 1;
                 self.handle_slot(core, stats, slot);
@@ -172,7 +183,7 @@ impl<P: Pages> RxQueue<P> {
             if !self.front().final_check_for_responses()? {
                 return Ok(Drained { more: false, notify });
             }
-            if budget == 0 || self.ready.len() >= RX_QUEUE {
+            if budget == 0 || self.full() {
                 return Ok(Drained { more: true, notify });
             }
         }
@@ -310,8 +321,8 @@ impl<P: Pages> RxQueue<P> {
         let Some(asm) = self.partial.as_mut() else { return };
         asm.extras += 1;
         asm.extra_next = extra.more();
-        // The content is ignored (GSO: we asked for none; the frame as joined is still
-        // a valid packet), but an unknown type or an endless chain is not a valid slot.
+        // The content is ignored (GSO: the frame as joined is one large TCP segment, which
+        // smoltcp takes whole), but an unknown type or an endless chain is not a valid slot.
         if extra.decode().is_err() || asm.extras > MAX_EXTRAS {
             stats.rx_bad_responses += 1;
             debug!("netfront: bad rx extra-info slot {extra:?}");
@@ -323,21 +334,24 @@ impl<P: Pages> RxQueue<P> {
     /// The frame's last slot is in: queue it to be handed up, or count why not.
     fn finish_frame(&mut self, stats: &mut Stats) {
         let Some(asm) = self.partial.take() else { return };
-        let mut data = asm.data;
+        let data = asm.data;
         let mut drop = asm.drop;
         if drop.is_none() && data.len() < ETH_HEADER {
             drop = Some(Discard::Runt);
         }
-        if drop.is_none() && asm.csum_blank {
-            match csum::fill_checksum(&mut data) {
-                Ok(()) => stats.rx_csum_filled += 1,
-                Err(e) => drop = Some(Discard::Checksum(e)),
+        if drop.is_none() {
+            if asm.csum_trusted {
+                stats.rx_csum_trusted += 1;
+            } else if csum::verify_checksum(&data) == Ok(false) {
+                stats.rx_csum_bad += 1;
+                drop = Some(Discard::Checksum);
             }
         }
         match drop {
             None => {
                 stats.rx_packets += 1;
                 stats.rx_bytes += data.len() as u64;
+                self.ready_bytes += data.len();
                 self.ready.push_back(data);
             }
             Some(why) => {

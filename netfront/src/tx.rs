@@ -1,6 +1,10 @@
 //! Transmit: a frame is copied into pages we grant read-only, one ring request per page
 //! (`NETTXF_more_data` on all but the last; the first request's size is the whole frame's,
 //! as netif.h says), and each page stays with its request until the backend answers it.
+//! A large TCP segment ([`crate::gso`]) has a GSO extra-info slot after its first request,
+//! which netback answers with a `NETIF_RSP_NULL` response of no id: such a response is
+//! passed over. Requests are pushed frame by frame and published once per batch
+//! ([`TxQueue::commit`]).
 //!
 //! A request's id names its slot in the transmit table and the use of that slot, in 16 bits
 //! (`ring::slots`): a response naming a free slot, or a previous use of it, is recognised
@@ -13,8 +17,8 @@ use log::{debug, warn};
 use ring::shared::{FrontRing, RingError};
 use ring::slots::SlotTable;
 
-use crate::abi::{NetifTxRequest, NetifTxResponse, TxFlags, MAX_TX_SIZE, RSP_DROPPED, RSP_ERROR};
-use crate::abi::{NR_SLOTS_MIN, RSP_OKAY};
+use crate::abi::{Extra, NetifExtraInfo, NetifTxRequest, NetifTxResponse, TxFlags, MAX_TX_SIZE};
+use crate::abi::{GSO_TYPE_TCPV4, NR_SLOTS_MIN, RSP_DROPPED, RSP_ERROR, RSP_NULL, RSP_OKAY};
 use crate::driver::{Core, Stats};
 use crate::env::{Page, Pages, SharedRing, TxRing, PAGE_SIZE};
 use crate::{DeviceError, NetError};
@@ -22,8 +26,26 @@ use crate::{DeviceError, NetError};
 /// The shortest frame the backend takes: an Ethernet header (netback refuses less).
 pub(crate) const ETH_HEADER: usize = 14;
 
-// The longest frame spans 16 pages, within the slots every backend must accept.
-const _: () = assert!(MAX_TX_SIZE.div_ceil(PAGE_SIZE) <= NR_SLOTS_MIN);
+// The longest frame spans 16 pages and a GSO slot, within the slots every backend must
+// accept.
+const _: () = assert!(MAX_TX_SIZE.div_ceil(PAGE_SIZE) < NR_SLOTS_MIN);
+
+/// What the backend is asked to do for a frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Offload {
+    /// The TCP or UDP checksum holds only the pseudo-header's sum: the backend completes it
+    /// (`NETTXF_csum_blank | NETTXF_data_validated`).
+    pub(crate) csum: bool,
+    /// A TCP segment to cut into payloads of this size (`XEN_NETIF_GSO_TYPE_TCPV4`).
+    pub(crate) gso_size: Option<u16>,
+}
+
+impl Offload {
+    /// Ring slots beside the data's: the GSO extra-info slot.
+    pub(crate) fn extra_slots(self) -> usize {
+        usize::from(self.gso_size.is_some())
+    }
+}
 
 /// A transmit request awaiting its response, in its slot of the transmit table.
 struct InFlight<P> {
@@ -57,15 +79,21 @@ impl<P: Pages> TxQueue<P> {
         self.slots.in_use()
     }
 
-    /// Whether a frame of `slots` pages fits on the ring and in the table now.
-    pub(crate) fn fits(&mut self, slots: usize) -> bool {
-        self.slots.free() >= slots && self.front().free_requests() as usize >= slots
+    /// Whether a frame of `slots` pages and `extra` extra-info slots fits on the ring and in
+    /// the table now.
+    pub(crate) fn fits(&mut self, slots: usize, extra: usize) -> bool {
+        self.slots.free() >= slots && self.front().free_requests() as usize >= slots + extra
     }
 
-    /// Copies `frame` into pages from `core`, granted read-only, and puts them on the ring,
-    /// which the caller checked has room ([`fits`](Self::fits)). Nothing of the frame
-    /// reaches the ring unless all of it does. Returns whether the backend must be told.
-    pub(crate) fn push(&mut self, core: &mut Core<P>, frame: &[u8]) -> Result<bool, NetError> {
+    /// Copies `frame` into pages from `core`, granted read-only, and puts them on the ring
+    /// (unpublished: see [`commit`](Self::commit)), which the caller checked has room
+    /// ([`fits`](Self::fits)). Nothing of the frame reaches the ring unless all of it does.
+    pub(crate) fn push(
+        &mut self,
+        core: &mut Core<P>,
+        frame: &[u8],
+        offload: Offload,
+    ) -> Result<(), NetError> {
         let len = frame.len();
         let mut bufs = Vec::with_capacity(len.div_ceil(PAGE_SIZE));
         for chunk in frame.chunks(PAGE_SIZE) {
@@ -93,7 +121,11 @@ impl<P: Pages> TxQueue<P> {
             };
             // Sizes fit u16: the frame is at most MAX_TX_SIZE (0xffff) bytes.
             let size = if i == 0 { len } else { (len - i * PAGE_SIZE).min(PAGE_SIZE) } as u16;
-            let flags = if i < last { TxFlags::MORE_DATA } else { TxFlags::empty() };
+            let mut flags = if i < last { TxFlags::MORE_DATA } else { TxFlags::empty() };
+            if i == 0 {
+                flags.set(TxFlags::CSUM_BLANK | TxFlags::DATA_VALIDATED, offload.csum);
+                flags.set(TxFlags::EXTRA_INFO, offload.gso_size.is_some());
+            }
             // The table makes 16-bit ids.
             let id = slot.id() as u16;
             let req = NetifTxRequest { gref: buf.gref, offset: 0, flags: flags.bits(), id, size };
@@ -104,8 +136,19 @@ impl<P: Pages> TxQueue<P> {
             }
             let frame_len = (i == 0).then_some(len);
             self.slots.fill(slot, InFlight { buf, frame_len });
+            if let (0, Some(size)) = (i, offload.gso_size) {
+                let gso = Extra::Gso { size, ty: GSO_TYPE_TCPV4, features: 0 };
+                // Room was checked for it too.
+                let _ = self.front().push_request_as(NetifExtraInfo::new(gso, false));
+            }
         }
-        Ok(self.front().commit_requests())
+        Ok(())
+    }
+
+    /// Publishes the requests pushed since the last call; whether the backend must be
+    /// told.
+    pub(crate) fn commit(&mut self) -> bool {
+        self.front().commit_requests()
     }
 
     /// Takes in every response: pages back to the pool, frames counted.
@@ -145,6 +188,10 @@ impl<P: Pages> TxQueue<P> {
     /// One response, copied out of the ring: matched to its slot through the id we gave
     /// the request, its page taken back, its frame counted.
     fn complete(&mut self, core: &mut Core<P>, stats: &mut Stats, rsp: NetifTxResponse) {
+        // An extra-info slot's answer: its id is whatever the slot held, not ours.
+        if rsp.status == RSP_NULL {
+            return;
+        }
         // The id is the backend's claim: it must name a request in flight.
         let Some(InFlight { buf, frame_len }) = self.slots.take(u64::from(rsp.id)) else {
             stats.tx_bad_responses += 1;

@@ -76,8 +76,14 @@ pub fn start_on(id: u32) -> Result<(), NetError> {
     // netfront never blocks, so never asks its events whether the backend is closing: the
     // stack's own watch (`watch_backend`, `CLOSING`) detaches the vif instead.
     let events = GuestEvents::new(alloc::sync::Arc::new(AtomicBool::new(false)));
-    let vif = xenstore::with(|xs| Vif::connect(xs, id, GuestPages, events, TIMEOUT_NS))
-        .unwrap_or(Err(NetError::Device(DeviceError::Xenstore(xenbus::Error::Timeout))))?;
+    let offloads = if crate::boot::options().netoffload {
+        netfront::Offloads::default()
+    } else {
+        netfront::Offloads::NONE
+    };
+    let vif =
+        xenstore::with(|xs| Vif::connect_with(xs, id, GuestPages, events, TIMEOUT_NS, offloads))
+            .unwrap_or(Err(NetError::Device(DeviceError::Xenstore(xenbus::Error::Timeout))))?;
     *PORTS.lock() = Some(vif.ports());
     CLOSING.store(false, Ordering::SeqCst);
     *dhcp::BAD_LEASE.lock() = None;
@@ -244,6 +250,8 @@ impl Stack {
     fn poll_once(&mut self) -> bool {
         let changed = self.iface.poll(now(), &mut self.nic, &mut self.sockets)
             != smoltcp::iface::PollResult::None;
+        // What smoltcp queued goes out now, with one notification.
+        self.nic.vif.flush();
         if let Some(h) = self.dhcp {
             if !self.poll_dhcp(h) {
                 return changed;

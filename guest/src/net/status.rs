@@ -22,8 +22,8 @@ pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Addr
          self-test: {}\n\
          resumes: {} in a new domain, {} cancelled\n\
          net: ip {addr} gw {gw} mac {}\n\
-         netfront rx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} checksums filled\n\
-         netfront tx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses\n\
+         netfront rx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} checksums trusted, {} bad\n\
+         netfront tx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} large ({} segments), {} notifications\n\
          netfront: {} pages quarantined\n",
         up / 1_000_000_000,
         up / 1_000_000 % 1000,
@@ -37,12 +37,16 @@ pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Addr
         s.rx_dropped,
         s.rx_errors,
         s.rx_bad_responses,
-        s.rx_csum_filled,
+        s.rx_csum_trusted,
+        s.rx_csum_bad,
         s.tx_packets,
         s.tx_bytes,
         s.tx_dropped,
         s.tx_errors,
         s.tx_bad_responses,
+        s.tx_gso_frames,
+        s.tx_gso_segments,
+        s.tx_notifies,
         s.quarantined,
     )
 }

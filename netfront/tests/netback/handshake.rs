@@ -1,9 +1,9 @@
 //! Connecting and closing through xenstore, and refusing what must be refused.
 
 use netfront::DeviceError;
-use netfront::{Features, NetError, Ports};
+use netfront::{Features, NetError, Netfront, Offloads, Ports};
 
-use crate::fake::{backend_path, frontend_path, Rig, MAC_BYTES, PORT, RING_SIZE};
+use crate::fake::{backend_path, frontend_path, Rig, MAC_BYTES, PORT, RING_SIZE, VIF};
 
 const SECOND: u64 = 1_000_000_000;
 
@@ -35,12 +35,13 @@ fn handshake_publishes_rings_and_features_and_fills_the_rx_ring() {
         ("request-rx-copy", "1"),
         ("feature-rx-notify", "1"),
         ("feature-sg", "1"),
-        ("feature-gso-tcpv4", "0"),
-        ("feature-no-csum-offload", "1"),
+        ("feature-gso-tcpv4", "1"),
+        ("feature-no-csum-offload", "0"),
         ("state", "4"),
     ] {
         assert_eq!(key(&rig, k).as_deref(), Some(v), "{k}");
     }
+    assert_eq!(net.offloads(), Offloads { csum: true, gso: true });
     assert_eq!(rig.store_get(&format!("{}/state", backend_path())).as_deref(), Some("4"));
     // The ring refs name writable grants of two distinct pages.
     let w = rig.w();
@@ -56,6 +57,33 @@ fn handshake_publishes_rings_and_features_and_fills_the_rx_ring() {
     assert_eq!(w.ports.notifies.get(&(PORT + 1)), Some(&1));
     assert_eq!(w.ports.notifies.get(&PORT), None);
     assert_eq!(net.stats(), Default::default());
+}
+
+#[test]
+fn offloads_follow_what_we_ask_and_what_the_backend_offers() {
+    // None asked: the keys say we take neither blank checksums nor large segments.
+    let mut rig = Rig::new(&[]);
+    let env = rig.env();
+    let net =
+        Netfront::connect_with(&mut rig.xs, VIF, env.clone(), env, SECOND, Offloads::NONE).unwrap();
+    assert_eq!(net.offloads(), Offloads::NONE);
+    assert_eq!(key(&rig, "feature-gso-tcpv4").as_deref(), Some("0"));
+    assert_eq!(key(&rig, "feature-no-csum-offload").as_deref(), Some("1"));
+    // Checksums only: no GSO either way (a large segment is sent with a blank checksum).
+    let mut rig = Rig::new(&[]);
+    let env = rig.env();
+    let csum = Offloads { csum: true, gso: false };
+    let net = Netfront::connect_with(&mut rig.xs, VIF, env.clone(), env, SECOND, csum).unwrap();
+    assert_eq!(net.offloads(), csum);
+    assert_eq!(key(&rig, "feature-gso-tcpv4").as_deref(), Some("0"));
+    assert_eq!(key(&rig, "feature-no-csum-offload").as_deref(), Some("0"));
+    // A backend without GSO, or without scatter-gather, gets no large segments; we still
+    // take them (the keys are ours).
+    for missing in ["feature-gso-tcpv4", "feature-sg"] {
+        let (rig, net) = Rig::connected(&[(missing, "0")]);
+        assert_eq!(net.offloads(), Offloads { csum: true, gso: false }, "{missing}");
+        assert_eq!(key(&rig, "feature-gso-tcpv4").as_deref(), Some("1"));
+    }
 }
 
 #[test]

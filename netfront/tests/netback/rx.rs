@@ -1,5 +1,5 @@
 //! Receiving from an honest backend: single and multi-slot frames, extra-info slots,
-//! checksums left blank, keeping the ring full, and the queue bound.
+//! checksums vouched for or checked, keeping the ring full, and the queue bound.
 
 use netfront::abi::{Extra, NetifExtraInfo, RxFlags, GSO_TYPE_TCPV4};
 use smoltcp::wire::{
@@ -234,43 +234,68 @@ fn checksum_ok(f: &[u8]) -> bool {
     }
 }
 
+/// The frame with its transport checksum completed, as the sender's NIC would have.
+fn completed(mut f: Vec<u8>) -> Vec<u8> {
+    let eth = EthernetFrame::new_checked(&f[..]).unwrap();
+    let ip = Ipv4Packet::new_checked(eth.payload()).unwrap();
+    let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.next_header());
+    let seg = &mut f[14 + 20..];
+    match proto {
+        IpProtocol::Tcp => TcpPacket::new_unchecked(seg)
+            .fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)),
+        _ => UdpPacket::new_unchecked(seg)
+            .fill_checksum(&IpAddress::Ipv4(src), &IpAddress::Ipv4(dst)),
+    }
+    f
+}
+
 #[test]
-fn blank_checksums_are_filled_in() {
+fn checksums_the_backend_vouches_for_are_taken_as_they_are() {
     let (rig, mut net) = Rig::connected(&[]);
     let mut n = 0;
     for protocol in [IpProtocol::Tcp, IpProtocol::Udp] {
         for payload in [0, 1, 100, 1459, 1460, 6000] {
-            let f = blank_checksum_frame(protocol, payload);
-            assert!(!checksum_ok(&f));
-            let flags = RxFlags::CSUM_BLANK | RxFlags::DATA_VALIDATED;
-            rig.w().deliver(RxFrame { flags, chunk: 2000, ..RxFrame::new(f.clone()) });
-            assert_eq!(net.poll(), 1);
-            let got = net.recv().unwrap();
-            assert!(checksum_ok(&got), "{protocol} with {payload} bytes");
-            // Nothing else changed.
-            let at = 14 + 20 + if protocol == IpProtocol::Tcp { 16 } else { 6 };
-            assert_eq!((&got[..at], &got[at + 2..]), (&f[..at], &f[at + 2..]));
-            n += 1;
+            for flags in [RxFlags::CSUM_BLANK | RxFlags::DATA_VALIDATED, RxFlags::DATA_VALIDATED] {
+                let f = blank_checksum_frame(protocol, payload);
+                assert!(!checksum_ok(&f));
+                rig.w().deliver(RxFrame { flags, chunk: 2000, ..RxFrame::new(f.clone()) });
+                assert_eq!(net.poll(), 1);
+                assert_eq!(net.recv(), Some(f), "{protocol} with {payload} bytes, {flags:?}");
+                n += 1;
+            }
         }
     }
-    assert_eq!(net.stats().rx_csum_filled, n);
-    // Validated but not blank: left as it is, even if wrong.
-    let f = blank_checksum_frame(IpProtocol::Udp, 10);
-    rig.w().deliver(RxFrame { flags: RxFlags::DATA_VALIDATED, ..RxFrame::new(f.clone()) });
-    assert_eq!(net.recv(), Some(f));
-    assert_eq!(net.stats().rx_csum_filled, n);
+    let s = net.stats();
+    assert_eq!((s.rx_csum_trusted, s.rx_csum_bad, s.rx_dropped), (n, 0, 0));
 }
 
 #[test]
-fn a_blank_checksum_that_cannot_be_filled_drops_the_frame() {
+fn other_frames_are_checked_and_a_wrong_checksum_drops_the_frame() {
     let (rig, mut net) = Rig::connected(&[]);
-    // Not IPv4 (the test pattern's ethertype), then an IPv4 fragment.
-    rig.w().deliver(RxFrame { flags: RxFlags::CSUM_BLANK, ..RxFrame::new(frame(100, 1)) });
+    for protocol in [IpProtocol::Tcp, IpProtocol::Udp] {
+        for payload in [0, 1, 1460, 6000] {
+            let good = completed(blank_checksum_frame(protocol, payload));
+            assert!(checksum_ok(&good));
+            rig.w().deliver(RxFrame { chunk: 2000, ..RxFrame::new(good.clone()) });
+            assert_eq!(net.recv(), Some(good.clone()), "{protocol} with {payload} bytes");
+            let mut bad = good;
+            let last = bad.len() - 1;
+            bad[last] ^= 1;
+            rig.w().deliver(RxFrame::new(bad));
+            assert_eq!(net.poll(), 0, "{protocol} with {payload} bytes, one bit off");
+        }
+    }
+    // What the check does not apply to goes up as it is: not IPv4 (the test pattern's
+    // ethertype), an IPv4 fragment, a UDP datagram without a checksum.
     let mut frag = blank_checksum_frame(IpProtocol::Udp, 100);
     frag[20] |= 0x20;
-    rig.w().deliver(RxFrame { flags: RxFlags::CSUM_BLANK, ..RxFrame::new(frag) });
-    assert_eq!(net.poll(), 0);
+    let mut unsummed = blank_checksum_frame(IpProtocol::Udp, 100);
+    unsummed[14 + 20 + 6..14 + 20 + 8].fill(0);
+    for f in [frame(100, 1), frag, unsummed] {
+        rig.w().deliver(RxFrame::new(f.clone()));
+        assert_eq!(net.recv(), Some(f));
+    }
     let s = net.stats();
-    assert_eq!((s.rx_dropped, s.rx_csum_filled, s.rx_bad_responses), (2, 0, 0));
+    assert_eq!((s.rx_dropped, s.rx_csum_bad, s.rx_csum_trusted, s.rx_bad_responses), (8, 8, 0, 0));
     assert_eq!(net.rx_posted(), RING_SIZE);
 }

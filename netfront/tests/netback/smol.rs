@@ -1,13 +1,15 @@
 //! The driver as smoltcp's device: its tokens and capabilities, and round trips between a
 //! smoltcp stack on the driver and another on the fake backend's side of the wire (ARP,
 //! ping, a TCP echo), the peer leaving its TCP and UDP checksums blank as dom0's stack
-//! does for local traffic.
+//! does for local traffic, the guest's going out blank and its TCP segments joined (the
+//! fake backend completes and cuts them as netback and a NIC would), or, offloads off,
+//! neither.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use netfront::abi::RxFlags;
-use netfront::MTU;
+use netfront::abi::{RxFlags, MAX_TX_SIZE};
+use netfront::{NetError, Netfront, Offloads, MTU};
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::{self, Checksum, ChecksumCapabilities, Device, DeviceCapabilities, Medium};
 use smoltcp::socket::{icmp, tcp};
@@ -16,22 +18,36 @@ use smoltcp::wire::{
     EthernetAddress, HardwareAddress, Icmpv4Packet, Icmpv4Repr, IpAddress, IpCidr,
 };
 
-use crate::fake::{frame, Driver, Rig, RxFrame, World, MAC_BYTES, RING_SIZE};
+use crate::fake::{frame, Driver, Rig, RxFrame, World, MAC_BYTES, RING_SIZE, VIF};
 
 const GUEST_IP: IpAddress = IpAddress::v4(169, 254, 0, 2);
 const PEER_IP: IpAddress = IpAddress::v4(169, 254, 0, 1);
 const PEER_MAC: [u8; 6] = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff];
 
 #[test]
-fn capabilities_say_ethernet_and_software_checksums() {
+fn capabilities_say_ethernet_and_whose_checksums() {
     let (_rig, net) = Rig::connected(&[]);
     let caps = net.capabilities();
     assert_eq!(caps.medium, Medium::Ethernet);
     assert_eq!(caps.max_transmission_unit, MTU);
     assert_eq!(MTU, 1514);
     let c = caps.checksum;
-    for each in [c.ipv4, c.udp, c.tcp, c.icmpv4] {
-        assert!(each.tx() && each.rx(), "smoltcp computes and checks every checksum");
+    for each in [c.ipv4, c.icmpv4] {
+        assert!(each.tx() && each.rx(), "smoltcp computes and checks IPv4's and ICMP's");
+    }
+    // TCP's and UDP's are the backend's to complete and the driver's to check.
+    for each in [c.udp, c.tcp] {
+        assert!(!each.tx() && !each.rx());
+    }
+    // Without offloads smoltcp computes them; the driver still checks.
+    let mut rig = Rig::new(&[]);
+    let env = rig.env();
+    let second = 1_000_000_000;
+    let net =
+        Netfront::connect_with(&mut rig.xs, VIF, env.clone(), env, second, Offloads::NONE).unwrap();
+    let c = net.capabilities().checksum;
+    for each in [c.udp, c.tcp] {
+        assert!(each.tx() && !each.rx());
     }
 }
 
@@ -48,9 +64,17 @@ fn tokens_move_frames() {
     tx.consume(60, |buf| buf.copy_from_slice(&frame(60, 2)));
     let tx = net.transmit(now).expect("room");
     tx.consume(1514, |buf| buf.copy_from_slice(&frame(1514, 3)));
+    // Nothing is published before the flush; then both at once, with one notification.
+    rig.w().serve();
+    assert!(rig.w().sent.is_empty());
+    let before = rig.w().ports.notifies(crate::fake::PORT);
+    net.flush();
+    assert_eq!(rig.w().ports.notifies(crate::fake::PORT), before + 1);
     rig.w().serve();
     let w = rig.w();
     assert_eq!(w.sent.iter().cloned().collect::<Vec<_>>(), [frame(60, 2), frame(1514, 3)]);
+    // Neither is TCP or UDP over IPv4: nothing for the backend to complete.
+    assert_eq!((w.csum_blank, w.gso_frames), (0, 0));
 }
 
 #[test]
@@ -59,10 +83,16 @@ fn no_transmit_token_while_the_ring_is_full() {
     let (rig, mut net) = Rig::connected(&[]);
     let now = Instant::from_millis(0);
     rig.w().hold_tx = true;
-    for i in 0..RING_SIZE {
-        net.transmit(now).expect("room").consume(60, |b| b.copy_from_slice(&frame(60, i as u8)));
+    // A token while the largest run (16 pages and its GSO slot) and a frame still fit.
+    let mut tokens = 0;
+    while let Some(tx) = net.transmit(now) {
+        tx.consume(60, |b| b.copy_from_slice(&frame(60, tokens as u8)));
+        tokens += 1;
     }
-    assert!(net.transmit(now).is_none());
+    assert_eq!(tokens, RING_SIZE - (MAX_TX_SIZE.div_ceil(4096) + 2) + 1);
+    net.flush();
+    while net.send(&frame(60, 0)).is_ok() {}
+    assert_eq!(net.send(&frame(60, 0)), Err(NetError::Busy));
     // The token that comes with a received frame is offered regardless; with no room its
     // frame is dropped and counted.
     rig.w().deliver(RxFrame::new(frame(100, 1)));
@@ -147,7 +177,15 @@ fn iface(mac: [u8; 6], ip: IpAddress, device: &mut impl Device) -> Interface {
 
 impl Net {
     fn new() -> Self {
-        let (rig, mut net) = Rig::connected(&[]);
+        Net::with(Offloads::default())
+    }
+
+    fn with(offloads: Offloads) -> Self {
+        let mut rig = Rig::new(&[]);
+        let env = rig.env();
+        let mut net =
+            Netfront::connect_with(&mut rig.xs, VIF, env.clone(), env, 1_000_000_000, offloads)
+                .expect("handshake");
         let iface = iface(net.mac(), GUEST_IP, &mut net);
         let mut peer = Peer(rig.world.clone());
         let peer_iface = iface_peer(&mut peer);
@@ -166,6 +204,7 @@ impl Net {
     /// One round: each stack polls, the backend carries frames both ways.
     fn step(&mut self) {
         self.iface.poll(self.now, &mut self.net, &mut self.sockets);
+        self.net.flush();
         self.rig.w().serve();
         self.peer_iface.poll(self.now, &mut self.peer, &mut self.peer_sockets);
         self.rig.w().serve();
@@ -211,10 +250,9 @@ fn a_ping_round_trip() {
     assert!(s.rx_packets >= 2 && s.tx_packets >= 2, "{s:?}");
 }
 
-#[test]
-fn a_tcp_echo_of_half_a_megabyte() {
+/// Half a megabyte through a TCP echo server on the peer: the guest's side's counters.
+fn tcp_echo(n: &mut Net) -> netfront::Stats {
     const LEN: usize = 512 * 1024;
-    let mut n = Net::new();
     let buf = || tcp::SocketBuffer::new(vec![0; 64 * 1024]);
     let client = n.sockets.add(tcp::Socket::new(buf(), buf()));
     let server = n.peer_sockets.add(tcp::Socket::new(buf(), buf()));
@@ -248,11 +286,37 @@ fn a_tcp_echo_of_half_a_megabyte() {
     assert_eq!(back.len(), LEN, "echoed in time");
     assert!(back == data, "echoed intact");
     let s = n.net.stats();
-    // Every TCP segment from the peer came with a blank checksum we filled in, and smoltcp
-    // accepted them all (nothing was resent: no frame was lost).
-    assert!(s.rx_csum_filled > (LEN / 1460) as u64, "{s:?}");
-    assert_eq!(s.rx_csum_filled + 1, s.rx_packets, "all but the ARP reply");
+    // Every TCP segment from the peer came with a blank checksum the driver took as it is,
+    // and smoltcp accepted them all (nothing was resent: no frame was lost).
+    assert!(s.rx_csum_trusted > (LEN / 1460) as u64, "{s:?}");
+    assert_eq!(s.rx_csum_trusted + 1, s.rx_packets, "all but the ARP reply");
     assert_eq!((s.rx_dropped, s.rx_bad_responses, s.tx_dropped, s.tx_errors), (0, 0, 0, 0));
+    assert_eq!(s.tx_bad_responses, 0, "no NULL response taken for a request's");
     assert_eq!(n.net.rx_posted(), RING_SIZE);
-    assert_eq!(n.rig.w().exposed, 0);
+    let w = n.rig.w();
+    assert_eq!(w.exposed, 0);
+    assert!(w.sent.iter().all(|f| f.len() <= MTU), "the wire sees no frame over the MTU");
+    s
+}
+
+#[test]
+fn a_tcp_echo_of_half_a_megabyte_with_offloads() {
+    let mut n = Net::new();
+    let s = tcp_echo(&mut n);
+    let w = n.rig.w();
+    // The guest's data went out in large segments, every TCP frame with a blank checksum.
+    assert!(s.tx_gso_frames > 0 && s.tx_gso_segments > 4 * s.tx_gso_frames, "{s:?}");
+    assert_eq!(w.gso_frames as u64, s.tx_gso_frames);
+    let blank = w.csum_blank as u64;
+    assert!(blank <= s.tx_packets && blank + 1 >= s.tx_packets, "all but ARP: {s:?}");
+}
+
+#[test]
+fn a_tcp_echo_of_half_a_megabyte_without_offloads() {
+    let mut n = Net::with(Offloads::NONE);
+    let s = tcp_echo(&mut n);
+    let w = n.rig.w();
+    assert_eq!((s.tx_gso_frames, w.gso_frames, w.csum_blank), (0, 0, 0));
+    // The frames of each poll were published together: far fewer notifications.
+    assert!(s.tx_notifies * 2 < s.tx_packets, "{s:?}");
 }
