@@ -1,10 +1,16 @@
 //! netfront's ring consumers against a netback that lies, on both rings: transmit responses
 //! with any id and status, receive responses with any id, offset, flags and length, extra-info
 //! slots of any type and chain, data written into the buffers or not, `rsp_prod`s anywhere,
-//! grants kept mapped; between them the driver polls, sends and receives.
+//! grants kept mapped; between them the driver polls, sends and receives, and takes TCP
+//! segments and other frames from its stack's side (smoltcp's transmit token), which it
+//! joins into large segments with a GSO slot (answered `NETIF_RSP_NULL` by an honest
+//! backend, with any id by a lying one) and sends with blank checksums.
 
 use netfront::abi::{NetifExtraInfo, NetifRxResponse, NetifTxResponse, RxFlags};
 use netfront::abi::{RSP_DROPPED, RSP_ERROR, RSP_NULL, RSP_OKAY};
+
+use smoltcp::phy::{Device, TxToken};
+use smoltcp::time::Instant;
 
 use crate::input::{Input, Script};
 use crate::netback::{frame, Rig, RxFrame};
@@ -57,8 +63,10 @@ pub fn run(data: &[u8]) {
         _ => input.u32(),
     };
     let mut lied = false;
+    // The next sequence number of the stream the stack sends.
+    let mut seq = 1u32;
     while !input.is_empty() {
-        let op = input.u8() % 14;
+        let op = input.u8() % 16;
         lied |= matches!(op, 2 | 4 | 6 | 7 | 8 | 10 | 12);
         match op {
             0 => {
@@ -128,6 +136,25 @@ pub fn run(data: &[u8]) {
                 let req = rx_taken[usize::from(input.u8()) % rx_taken.len()];
                 rig.w().table.held.insert(req.gref.0);
             }
+            // A frame from the stack: mostly the next TCP segment of one stream (a run to
+            // join), sometimes one out of line, or a frame of the test pattern.
+            14 => {
+                let f = match input.u8() % 4 {
+                    0 => frame(60 + usize::from(input.u16() % 1455), input.u8()),
+                    1 => tcp_segment(input.u32(), usize::from(input.u16() % 1461), input.u8()),
+                    _ => {
+                        let len = if input.bool() { 1460 } else { usize::from(input.u16() % 1461) };
+                        let flags = if input.u8().is_multiple_of(8) { 0x18 } else { 0x10 };
+                        let f = tcp_segment(seq, len, flags);
+                        seq = seq.wrapping_add(len as u32);
+                        f
+                    }
+                };
+                if let Some(tx) = net.transmit(Instant::from_millis(0)) {
+                    tx.consume(f.len(), |buf| buf.copy_from_slice(&f));
+                }
+            }
+            15 => net.flush(),
             // An honest stretch: a frame delivered and transmits answered. Only before any
             // lie: the fake netback serves requests by grants it expects to exist, and a lie
             // rightly makes the driver end some (a response to a buffer not yet taken).
@@ -147,6 +174,19 @@ pub fn run(data: &[u8]) {
     net.poll();
     while net.recv().is_some() {}
     let _ = net.close(&mut rig.xs, 1_000_000);
+}
+
+/// A TCP segment over IPv4 as smoltcp leaves it for checksum offload: its checksum zero.
+fn tcp_segment(seq: u32, len: usize, flags: u8) -> Vec<u8> {
+    let mut f = vec![0x00, 0x16, 0x3e, 0, 0, 1, 0x00, 0x16, 0x3e, 0x5a, 0x0b, 0x1c, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&((40 + len) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 6, 0, 0, 169, 254, 0, 2, 169, 254, 0, 1]);
+    f.extend_from_slice(&[0xc0, 0x00, 0x00, 0x07]);
+    f.extend_from_slice(&seq.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f.extend((0..len).map(|i| (seq as usize + i) as u8));
+    f
 }
 
 pub fn seeds() -> Vec<Vec<u8>> {
@@ -187,6 +227,18 @@ pub fn seeds() -> Vec<Vec<u8>> {
             .bytes(&[9, 11, 10, 1])
             .u16(1000)
             .u8(11)
+            .0,
+        // A run of full segments from the stack, flushed, answered honestly (the GSO slot's
+        // NULL response), then a lone frame.
+        Script::default()
+            .u8(0)
+            .bytes(&[14, 2, 1, 1, 14, 2, 1, 1, 14, 2, 1, 1, 14, 3, 1, 0, 15, 13])
+            .u16(100)
+            .u16(100)
+            .bytes(&[14, 0])
+            .u16(40)
+            .u8(3)
+            .bytes(&[15, 11])
             .0,
         // Honest traffic, then transmit lies.
         Script::default()
