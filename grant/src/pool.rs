@@ -169,6 +169,12 @@ impl<P: Page> PagePool<P> {
         self.bare.pop().or_else(|| grants.alloc_page())
     }
 
+    /// A page with no grant from the pool only: one this driver used before, holding what
+    /// it last held.
+    pub fn take_recycled(&mut self) -> Option<P> {
+        self.bare.pop()
+    }
+
     /// A page for a request: a persistent one if there is one (no grant to make), else a
     /// bare one.
     pub fn take_spare<G: Grants<Page = P>>(&mut self, grants: &mut G) -> Option<Spare<P>> {

@@ -16,7 +16,7 @@ use xenbus::frontend::Device;
 
 use crate::abi::MAX_TX_SIZE;
 use crate::csum;
-use crate::env::{EventChannel, Pages, PAGE_SIZE};
+use crate::env::{EventChannel, Page, Pages, PAGE_SIZE};
 use crate::gso::Coalescer;
 use crate::handshake::{close_ports, Features, Link, Offloads};
 use crate::rx::RxQueue;
@@ -103,6 +103,20 @@ impl<P: Pages> Core<P> {
     /// A page for the driver to fill: from the pool, else from the guest.
     pub(crate) fn take_page(&mut self) -> Option<P::Page> {
         self.pool.take_bare(&mut self.pages)
+    }
+
+    /// A page for a receive buffer, which the backend may read as well as write: one from
+    /// the pool as it is, else a new one from the guest, zeroed. A page in the pool holds
+    /// only bytes of frames to or from the backend, or zeros (a transmit page is a frame and
+    /// zeros after it, a receive page what the backend copied into a buffer), so it shows
+    /// the backend nothing it did not have; a page new from the guest may hold anything.
+    pub(crate) fn take_rx_page(&mut self) -> Option<P::Page> {
+        if let Some(page) = self.pool.take_recycled() {
+            return Some(page);
+        }
+        let mut page = self.pages.alloc_page()?;
+        page.fill_from(0, 0);
+        Some(page)
     }
 
     /// Grants `page` to the backend, or puts it back in the pool.

@@ -113,8 +113,11 @@ pub struct World {
     pub gso_frames: usize,
     /// Frames to deliver to the guest, oldest first.
     pub to_guest: VecDeque<RxFrame>,
-    /// Granted pages seen holding bytes that were not the frame's.
+    /// Granted pages seen holding bytes that were not the frame's (transmit), or that the
+    /// backend never had (receive: neither zeros nor what it last wrote there or read).
     pub exposed: usize,
+    /// What each page (by frame) held when the backend last wrote or read it.
+    seen: std::collections::HashMap<u64, Vec<u8>>,
 }
 
 pub type Shared = Rc<RefCell<World>>;
@@ -154,6 +157,7 @@ impl World {
             gso_frames: 0,
             to_guest: VecDeque::new(),
             exposed: 0,
+            seen: std::collections::HashMap::new(),
         }))
     }
 
@@ -282,10 +286,11 @@ impl World {
             req.size as usize
         };
         let off = req.offset as usize;
-        let (exposed, data) = g.view(|page| {
+        let (exposed, data, whole) = g.view(|page| {
             let exposed = any_nonzero(&page[..off]) || any_nonzero(&page[off + len..]);
-            (exposed, page[off..off + len].to_vec())
+            (exposed, page[off..off + len].to_vec(), page.to_vec())
         });
+        self.seen.insert(g.frame(), whole);
         self.exposed += usize::from(exposed);
         data
     }
@@ -381,13 +386,17 @@ impl World {
     }
 
     /// Copies `data` into the receive buffer `gref` at `offset`, as a grant copy would;
-    /// counts an exposure if the buffer held anything but zeros.
+    /// counts an exposure if the buffer held anything but zeros or what the backend last
+    /// had of that page.
     pub fn write_rx(&mut self, gref: GrantRef, offset: usize, data: &[u8]) {
         let g = self.table.grants.get(&gref.0).expect("rx request names no grant");
         assert!(!g.readonly, "rx buffers are granted writable");
         assert_eq!(g.domid, DomId(BACKEND));
-        let exposed = g.view(any_nonzero);
+        let frame = g.frame();
+        let seen = self.seen.get(&frame);
+        let exposed = g.view(|page| any_nonzero(page) && seen.is_none_or(|s| s[..] != page[..]));
         g.write(offset, data);
+        self.seen.insert(frame, g.view(|page| page.to_vec()));
         self.exposed += usize::from(exposed);
     }
 

@@ -1,5 +1,6 @@
-//! Receive: the ring is kept full of zeroed pages granted writable; the backend copies each
-//! frame into one or more of them and answers with where the data lies.
+//! Receive: the ring is kept full of pages granted writable, holding nothing the backend did
+//! not have (zeros, or frames it sent or was sent); the backend copies each frame into one or
+//! more of them and answers with where the data lies.
 //!
 //! The backend answers the request at ring position `p` with the response at position
 //! `p` (netback consumes requests in order, one per response slot, extra-info slots
@@ -199,12 +200,12 @@ impl<P: Pages> RxQueue<P> {
             // A free ring slot means position `prod - size` was taken, and its buffer
             // with it.
             debug_assert!(self.posted[index].is_none());
-            let Some(mut page) = core.take_page() else {
+            // Nothing of ours for the backend to read in a page it may read (see
+            // `take_rx_page`): zeroed when new, not at every refill.
+            let Some(page) = core.take_rx_page() else {
                 debug!("netfront: out of pages for receive buffers");
                 break;
             };
-            // Nothing of ours for the backend to read in a page it may read.
-            page.fill_from(0, 0);
             let g = match core.grant(page, false) {
                 Ok(g) => g,
                 Err(e) => {

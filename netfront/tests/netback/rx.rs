@@ -30,6 +30,29 @@ fn a_single_slot_frame_arrives_intact() {
 }
 
 #[test]
+fn a_receive_page_is_zeroed_when_new_and_reposted_as_it_is() {
+    let (rig, mut net) = Rig::connected(&[]);
+    let f = frame(3000, 9);
+    rig.w().deliver(RxFrame::new(f.clone()));
+    assert_eq!(net.recv(), Some(f.clone()));
+    // The buffer went back to the pool and came straight back as the ring's next buffer,
+    // holding the frame the backend wrote there: nothing it did not have, so not zeroed
+    // again. Every other buffer, new, was zeroed.
+    let mut w = rig.w();
+    let reqs: Vec<_> = std::iter::from_fn(|| w.take_rx()).collect();
+    assert_eq!(reqs.len(), RING_SIZE);
+    let held = |gref: u32, w: &crate::fake::World| {
+        w.table.grants[&gref].view(|page| page[..f.len()] == f[..])
+    };
+    let reposted = reqs.iter().filter(|r| held(r.gref.0, &w)).count();
+    assert_eq!(reposted, 1);
+    let zeroed =
+        reqs.iter().filter(|r| w.table.grants[&r.gref.0].view(|p| p.iter().all(|&b| b == 0)));
+    assert_eq!(zeroed.count(), RING_SIZE - 1);
+    assert_eq!(w.exposed, 0);
+}
+
+#[test]
 fn nothing_to_receive() {
     let (_rig, mut net) = Rig::connected(&[]);
     assert_eq!(net.poll(), 0);
