@@ -473,6 +473,22 @@ class Logs(unittest.TestCase):
                                                   "rig: X (XEN) d1v0 crashed"])
 
 
+    def test_failure_tail_puts_the_vcpu_that_died_first(self):
+        text = run_log(1, "rig: xenctx: domain g (3) was preserved; its vCPU state:",
+                       "rig: xenctx: vcpu0:", *[f"rig: xenctx: r10: {i}" for i in range(30)],
+                       "rig: xenctx: vcpu1:", "rig: xenctx: rip: 2",
+                       "rig: xenctx: Code (instr addr 2)", "rig: xenctx: cc <c3> cc",
+                       "(XEN) [  279.98] d3v1 Triple fault - invoking HVM shutdown action 1")
+        tail = rig.failure_tail(text)
+        self.assertEqual(tail[:4], ["rig: C vcpu1:", "rig: C rip: 2", "rig: C Code (instr addr 2)",
+                                    "rig: C cc <c3> cc"])
+        self.assertEqual(tail[4:6], ["rig: C domain g (3) was preserved; its vCPU state:",
+                                     "rig: C vcpu0:"])
+        self.assertEqual(len([t for t in tail if t.startswith("rig: C ")]), 20)
+        self.assertEqual(tail[-1], "rig: X (XEN) [  279.98] d3v1 Triple fault - invoking HVM "
+                         "shutdown action 1")
+
+
 class HostFaults(unittest.TestCase):
     # From CI's excerpt of a failed PVH run (d19, 40 vCPUs): vcpu0 held Xen's state.
     XEN_STATE = ["rig: xenctx: domain g (19) was preserved; its vCPU state:",

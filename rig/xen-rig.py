@@ -940,7 +940,17 @@ def failure_tail(text):
     out = ["rig: | " + line for line in guest[-12:]]
     ctx = re.compile(r"^rig: xenctx: (domain|vcpu|rip|flags|rsp|rax|rbx|rbp|r10|r13|cr[023]|"
                      r"Code|[0-9a-f]{2} )")
-    out += ["rig: C " + line[len("rig: xenctx: "):] for line in lines if ctx.match(line)][:20]
+    # The vCPU Xen names as the one that died comes first and whole: with 40 vCPUs dumped, the
+    # first twenty lines would otherwise hold only vcpu0's registers.
+    dead = {m.group(1) for line in lines
+            if (m := re.match(r"^\(XEN\).* d[0-9]+v([0-9]+) (?:Triple fault|crashed)", line))}
+    first, rest, vcpu = [], [], None
+    for line in lines:
+        if (m := re.match(r"^rig: xenctx: vcpu([0-9]+):$", line)):
+            vcpu = m.group(1)
+        if ctx.match(line):
+            (first if vcpu in dead else rest).append("rig: C " + line[len("rig: xenctx: "):])
+    out += first[:24] + rest[:max(0, 20 - len(first))]
     xen = re.compile(r"^\(XEN\).*(\bd[1-9][0-9]*|\(d[1-9][0-9]*\)|[Dd]omain [1-9]|domain_crash|"
                      r"Pagetable walk)")
     save = re.compile(r"HVM d[0-9]+(v[0-9]+)? (save|restore):")
