@@ -171,6 +171,11 @@ impl Default for FakeGrantTable {
 }
 
 impl FakeGrantTable {
+    /// Grants made since the table was, ended or not.
+    pub fn grants_made(&self) -> u32 {
+        self.next_gref - FIRST_GREF
+    }
+
     /// Pages allocated and not freed (rings' included).
     pub fn pages_out(&self) -> usize {
         self.frames.len()

@@ -95,7 +95,8 @@ impl<P> Settled<P> {
 pub struct PoolStats {
     /// Pages quarantined because the backend held their grant after its answer.
     pub quarantined: u64,
-    /// Pages the backend kept mapped that we reuse still granted.
+    /// Pages kept granted across requests: ones the backend kept mapped that we reuse
+    /// still granted, and ones granted to stay ([`PagePool::grant_kept`]).
     pub persistent_grants: u64,
 }
 
@@ -175,6 +176,12 @@ impl<P: Page> PagePool<P> {
         self.bare.pop()
     }
 
+    /// A page still granted from an earlier request, if the pool holds one: its content is
+    /// what it held then.
+    pub fn take_persistent(&mut self) -> Option<Granted<P>> {
+        self.persistent.pop()
+    }
+
     /// A page for a request: a persistent one if there is one (no grant to make), else a
     /// bare one.
     pub fn take_spare<G: Grants<Page = P>>(&mut self, grants: &mut G) -> Option<Spare<P>> {
@@ -203,6 +210,25 @@ impl<P: Page> PagePool<P> {
                 Err(e)
             }
         }
+    }
+
+    /// [`grant`](Self::grant), and the grant made to stay while fewer than `max_persistent`
+    /// pages are kept: after its request the page comes back still granted
+    /// ([`Settled::Persistent`]) and the next request reuses it with no grant to make or
+    /// end. Only for pages the backend reads, and whose old content it may see again: what
+    /// it was sent before.
+    pub fn grant_kept<G: Grants<Page = P>>(
+        &mut self,
+        grants: &mut G,
+        spare: Spare<P>,
+        readonly: bool,
+    ) -> Result<Granted<P>, GrantError> {
+        let mut g = self.grant(grants, spare, readonly)?;
+        if !g.persistent && self.stats.persistent_grants < self.max_persistent as u64 {
+            self.stats.persistent_grants += 1;
+            g.persistent = true;
+        }
+        Ok(g)
     }
 
     /// `g` after the backend answered its request: kept if persistent (or made so, if the
@@ -276,14 +302,21 @@ impl<P: Page> PagePool<P> {
         }
     }
 
+    /// Ends the grants of the persistent pages the pool holds (those in use stay): they
+    /// become bare pages, or are quarantined if the backend still holds them. For a device
+    /// marked broken, whose backend is to reach none of our pages any more.
+    pub fn end_persistent<G: Grants<Page = P>>(&mut self, grants: &mut G) {
+        for g in core::mem::take(&mut self.persistent) {
+            self.release(grants, Granted { persistent: false, ..g }, false);
+        }
+    }
+
     /// After the backend disconnected: ends every grant that can end (the persistent ones
     /// included, which a disconnected backend should have unmapped) and gives every page
     /// that is ours back to the guest. Returns how many the backend still holds: they stay
     /// granted and are leaked, never reused (see [`Page`]).
     pub fn shut_down<G: Grants<Page = P>>(mut self, grants: &mut G) -> usize {
-        for g in core::mem::take(&mut self.persistent) {
-            self.release(grants, Granted { persistent: false, ..g }, false);
-        }
+        self.end_persistent(grants);
         self.retry_quarantine(grants);
         for page in self.bare {
             grants.free_page(page);
@@ -404,6 +437,34 @@ mod tests {
         assert!(matches!(pool.take_spare(&mut t), Some(Spare::Granted(_))));
         assert_eq!(t.grants.len(), grants);
         assert_eq!(pool.stats(), PoolStats { quarantined: 1, persistent_grants: 2 });
+    }
+
+    #[test]
+    fn kept_grants_are_reused_up_to_the_limit_and_ended_at_shut_down() {
+        let (mut t, mut pool) = (Table::default(), PagePool::new("test", DomId(0), 2, 8));
+        let kept = |pool: &mut PagePool<TestPage>, t: &mut Table| {
+            let spare = match pool.take_persistent() {
+                Some(g) => Spare::Granted(g),
+                None => Spare::Bare(pool.take_bare(t).unwrap()),
+            };
+            pool.grant_kept(t, spare, true).unwrap()
+        };
+        let gs: Vec<_> = (0..3).map(|_| kept(&mut pool, &mut t)).collect();
+        assert_eq!(gs.iter().map(|g| g.persistent).collect::<Vec<_>>(), [true, true, false]);
+        for g in gs {
+            pool.release(&mut t, g, false);
+        }
+        assert_eq!(t.grants.len(), 2, "the kept two stay granted, the third ended");
+        // The next two uses make no grant; the third takes the bare page and grants it.
+        let refs = t.next_ref;
+        let gs: Vec<_> = (0..3).map(|_| kept(&mut pool, &mut t)).collect();
+        assert_eq!(t.next_ref, refs + 1);
+        for g in gs {
+            pool.release(&mut t, g, false);
+        }
+        assert_eq!(pool.stats().persistent_grants, 2);
+        assert_eq!(pool.shut_down(&mut t), 0);
+        assert_eq!((t.live_pages, t.grants.len()), (0, 0));
     }
 
     #[test]

@@ -9,14 +9,21 @@ use smoltcp::time::Instant;
 
 use crate::driver::MTU;
 use crate::env::{EventChannel, Pages};
+use crate::rx::Spares;
 use crate::Netfront;
 
-/// A received frame, taken off the driver's queue: it no longer needs the driver.
-pub struct NetRxToken(Vec<u8>);
+/// A received frame, taken off the driver's queue: it no longer needs the driver. Its
+/// buffer goes back to the driver's spares once smoltcp has read it.
+pub struct NetRxToken {
+    frame: Vec<u8>,
+    spares: Spares,
+}
 
 impl RxToken for NetRxToken {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(&self.0)
+        let result = f(&self.frame);
+        self.spares.give(self.frame);
+        result
     }
 }
 
@@ -48,7 +55,8 @@ impl<P: Pages, E: EventChannel> Device for Netfront<P, E> {
     /// The oldest received frame, polling the rings if none is waiting.
     fn receive(&mut self, _timestamp: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
         let frame = self.recv()?;
-        Some((NetRxToken(frame), NetTxToken(self)))
+        let spares = self.rx_spares().clone();
+        Some((NetRxToken { frame, spares }, NetTxToken(self)))
     }
 
     /// A token only while a full-size frame (and the TCP run it may end) fits on the

@@ -19,7 +19,7 @@ use crate::csum;
 use crate::env::{EventChannel, Page, Pages, PAGE_SIZE};
 use crate::gso::Coalescer;
 use crate::handshake::{close_ports, Features, Link, Offloads};
-use crate::rx::RxQueue;
+use crate::rx::{RxQueue, Spares};
 use crate::tx::{Offload, TxQueue, ETH_HEADER};
 use crate::{DeviceError, NetError};
 
@@ -81,6 +81,10 @@ pub struct Stats {
 /// make us pin ever more memory for it.
 pub const MAX_QUARANTINED: usize = 32;
 
+/// Transmit pages kept granted between frames at most (512 KiB): enough for a ring's worth
+/// of full-size frames, or seven large segments in flight.
+pub const TX_KEPT_PAGES: usize = 128;
+
 /// Receive slots taken per [`Netfront::poll`] at most: a ring's worth, so that a backend
 /// that keeps producing cannot keep one poll going forever.
 const RX_BUDGET: usize = 256;
@@ -100,17 +104,12 @@ pub(crate) struct Core<P: Pages> {
 }
 
 impl<P: Pages> Core<P> {
-    /// A page for the driver to fill: from the pool, else from the guest.
-    pub(crate) fn take_page(&mut self) -> Option<P::Page> {
-        self.pool.take_bare(&mut self.pages)
-    }
-
-    /// A page for a receive buffer, which the backend may read as well as write: one from
-    /// the pool as it is, else a new one from the guest, zeroed. A page in the pool holds
-    /// only bytes of frames to or from the backend, or zeros (a transmit page is a frame and
-    /// zeros after it, a receive page what the backend copied into a buffer), so it shows
-    /// the backend nothing it did not have; a page new from the guest may hold anything.
-    pub(crate) fn take_rx_page(&mut self) -> Option<P::Page> {
+    /// A page that shows the backend nothing it did not have: one from the pool as it is,
+    /// else a new one from the guest, zeroed. A page in the pool holds only bytes of frames
+    /// to or from the backend, or zeros (what a transmit request or a receive buffer left
+    /// in it), while a page new from the guest may hold anything. The backend may read all
+    /// of a page we grant, a receive buffer as well as a transmit page.
+    fn take_clean_page(&mut self) -> Option<P::Page> {
         if let Some(page) = self.pool.take_recycled() {
             return Some(page);
         }
@@ -119,13 +118,37 @@ impl<P: Pages> Core<P> {
         Some(page)
     }
 
-    /// Grants `page` to the backend, or puts it back in the pool.
-    pub(crate) fn grant(
+    /// A page for a receive buffer ([`take_clean_page`](Self::take_clean_page)), to grant
+    /// writable with [`grant_rx`](Self::grant_rx).
+    pub(crate) fn take_rx_page(&mut self) -> Option<P::Page> {
+        self.take_clean_page()
+    }
+
+    /// Grants a receive buffer writable, or puts it back in the pool. Its grant ends when
+    /// the backend has answered: only then is what we copy out of it settled.
+    pub(crate) fn grant_rx(&mut self, page: P::Page) -> Result<Granted<P::Page>, GrantError> {
+        self.pool.grant(&mut self.pages, Spare::Bare(page), false)
+    }
+
+    /// A page for a transmit request: one still granted from an earlier frame, else a
+    /// clean one ([`take_clean_page`](Self::take_clean_page)). Either way the bytes past the
+    /// frame written into it are ones the backend had.
+    pub(crate) fn take_tx_page(&mut self) -> Option<Spare<P::Page>> {
+        if let Some(g) = self.pool.take_persistent() {
+            return Some(Spare::Granted(g));
+        }
+        self.take_clean_page().map(Spare::Bare)
+    }
+
+    /// Grants a filled transmit page read-only (unless it still is), or puts it back in the
+    /// pool. Up to [`TX_KEPT_PAGES`] transmit pages stay granted after their response, to
+    /// be reused with no grant to make or end: the backend can only read them, and what
+    /// they hold is frames it was sent.
+    pub(crate) fn grant_tx(
         &mut self,
-        page: P::Page,
-        readonly: bool,
+        spare: Spare<P::Page>,
     ) -> Result<Granted<P::Page>, GrantError> {
-        self.pool.grant(&mut self.pages, Spare::Bare(page), readonly)
+        self.pool.grant_kept(&mut self.pages, spare, true)
     }
 
     /// Ends `g`'s grant and takes its page back into the pool.
@@ -133,7 +156,7 @@ impl<P: Pages> Core<P> {
         self.pool.release(&mut self.pages, g, false);
     }
 
-    pub(crate) fn release_all(&mut self, bufs: Vec<Granted<P::Page>>) {
+    pub(crate) fn release_all(&mut self, bufs: impl IntoIterator<Item = Granted<P::Page>>) {
         for g in bufs {
             self.release(g);
         }
@@ -334,6 +357,11 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         self.rx.pop()
     }
 
+    /// Where the buffers of frames handed up go back to.
+    pub(crate) fn rx_spares(&self) -> &Spares {
+        self.rx.spares()
+    }
+
     /// Posts receive buffers at every free ring position, and tells the backend if it
     /// asked to be.
     pub(crate) fn refill_rx(&mut self) {
@@ -494,6 +522,8 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
         self.core.release_all(tx);
         let rx = self.rx.take_all();
         self.core.release_all(rx);
+        // The transmit pages kept granted too: a stopped device's backend reaches nothing.
+        self.core.pool.end_persistent(&mut self.core.pages);
     }
 
     /// After the backend disconnected: gives every page, both rings and the ports back to
@@ -510,5 +540,5 @@ impl<P: Pages, E: EventChannel> Netfront<P, E> {
 }
 
 fn new_pool<P: grant::Page>(backend: DomId) -> PagePool<P> {
-    PagePool::new("netfront", backend, 0, MAX_QUARANTINED)
+    PagePool::new("netfront", backend, TX_KEPT_PAGES, MAX_QUARANTINED)
 }

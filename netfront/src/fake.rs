@@ -113,8 +113,9 @@ pub struct World {
     pub gso_frames: usize,
     /// Frames to deliver to the guest, oldest first.
     pub to_guest: VecDeque<RxFrame>,
-    /// Granted pages seen holding bytes that were not the frame's (transmit), or that the
-    /// backend never had (receive: neither zeros nor what it last wrote there or read).
+    /// Granted pages seen holding bytes the backend never had: neither zeros nor what the
+    /// page held when it last wrote or read it, outside the frame (transmit) or anywhere
+    /// (receive).
     pub exposed: usize,
     /// What each page (by frame) held when the backend last wrote or read it.
     seen: std::collections::HashMap<u64, Vec<u8>>,
@@ -286,8 +287,11 @@ impl World {
             req.size as usize
         };
         let off = req.offset as usize;
+        let seen = self.seen.get(&g.frame());
         let (exposed, data, whole) = g.view(|page| {
-            let exposed = any_nonzero(&page[..off]) || any_nonzero(&page[off + len..]);
+            // Outside the frame, a byte is zero or what the page held when we last had it.
+            let new_to_us = |i: usize| page[i] != 0 && seen.is_none_or(|s| s[i] != page[i]);
+            let exposed = (0..off).chain(off + len..PAGE_SIZE).any(new_to_us);
             (exposed, page[off..off + len].to_vec(), page.to_vec())
         });
         self.seen.insert(g.frame(), whole);

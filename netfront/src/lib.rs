@@ -80,7 +80,7 @@ mod rx;
 mod tx;
 
 pub use device::{NetRxToken, NetTxToken};
-pub use driver::{Netfront, Ports, Stats, MAX_QUARANTINED, MTU};
+pub use driver::{Netfront, Ports, Stats, MAX_QUARANTINED, MTU, TX_KEPT_PAGES};
 pub use env::{EventChannel, Page, Pages, SharedRing};
 pub use handshake::{Features, Offloads};
 

@@ -15,6 +15,7 @@
 //! remaining slots are still taken so the next frame starts where it should.
 
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -40,6 +41,56 @@ const MAX_RX_SLOTS: usize = NR_SLOTS_MIN;
 
 /// Extra-info slots one frame may carry: one of each type.
 const MAX_EXTRAS: usize = ExtraType::MAX as usize - 1;
+
+/// Buffers kept for received frames at most, and their capacity in bytes: a burst's worth
+/// of full-size frames, or four large segments.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_BYTES: usize = 256 * 1024;
+
+/// The buffers of frames smoltcp has done with, for the next frames to be joined in: in a
+/// steady flow a received frame costs no allocation. Shared with the tokens that carry
+/// frames to smoltcp ([`crate::device`]), which give their buffer back when consumed.
+#[derive(Clone, Default)]
+pub(crate) struct Spares(Arc<spin::Mutex<SpareList>>);
+
+#[derive(Default)]
+struct SpareList {
+    bufs: Vec<Vec<u8>>,
+    /// The capacity of `bufs`' buffers.
+    bytes: usize,
+}
+
+impl Spares {
+    /// An empty buffer: a kept one, else a new one.
+    pub(crate) fn take(&self) -> Vec<u8> {
+        let mut list = self.0.lock();
+        match list.bufs.pop() {
+            Some(buf) => {
+                list.bytes -= buf.capacity();
+                buf
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Keeps `buf` for a later frame, unless as many buffers or bytes are kept as may be.
+    pub(crate) fn give(&self, mut buf: Vec<u8>) {
+        let mut list = self.0.lock();
+        let bytes = list.bytes + buf.capacity();
+        if buf.capacity() > 0 && list.bufs.len() < SPARE_BUFFERS && bytes <= SPARE_BYTES {
+            buf.clear();
+            list.bytes = bytes;
+            list.bufs.push(buf);
+        }
+    }
+
+    /// Buffers kept, and their capacity.
+    #[cfg(test)]
+    fn kept(&self) -> (usize, usize) {
+        let list = self.0.lock();
+        (list.bufs.len(), list.bytes)
+    }
+}
 
 /// A frame whose slots are being taken.
 struct Assembly {
@@ -77,9 +128,9 @@ enum Discard {
 }
 
 impl Assembly {
-    fn new(first: RxFlags) -> Self {
+    fn new(first: RxFlags, data: Vec<u8>) -> Self {
         Assembly {
-            data: Vec::new(),
+            data,
             slots: 0,
             extras: 0,
             extra_next: first.contains(RxFlags::EXTRA_INFO),
@@ -115,6 +166,7 @@ pub(crate) struct RxQueue<P: Pages> {
     ready: VecDeque<Vec<u8>>,
     /// The bytes of the frames in `ready`.
     ready_bytes: usize,
+    spares: Spares,
 }
 
 /// What [`RxQueue::drain`] left.
@@ -136,7 +188,13 @@ impl<P: Pages> RxQueue<P> {
             partial: None,
             ready: VecDeque::new(),
             ready_bytes: 0,
+            spares: Spares::default(),
         }
+    }
+
+    /// Where frames' buffers go back once handed up and done with.
+    pub(crate) fn spares(&self) -> &Spares {
+        &self.spares
     }
 
     fn front(&mut self) -> &mut FrontRing<NetifRxRequest, NetifRxResponse> {
@@ -206,7 +264,7 @@ impl<P: Pages> RxQueue<P> {
                 debug!("netfront: out of pages for receive buffers");
                 break;
             };
-            let g = match core.grant(page, false) {
+            let g = match core.grant_rx(page) {
                 Ok(g) => g,
                 Err(e) => {
                     warn!("netfront: cannot grant a receive buffer: {e}");
@@ -278,7 +336,8 @@ impl<P: Pages> RxQueue<P> {
         // End the grant before reading the page: afterwards the backend can no longer
         // change what we copy.
         let settled = buf.map(|b| core.settle(b));
-        let asm = self.partial.get_or_insert_with(|| Assembly::new(flags));
+        let spares = &self.spares;
+        let asm = self.partial.get_or_insert_with(|| Assembly::new(flags, spares.take()));
         asm.slots += 1;
         asm.more_data = flags.contains(RxFlags::MORE_DATA);
         let page = settled.as_ref().and_then(Settled::page);
@@ -299,7 +358,7 @@ impl<P: Pages> RxQueue<P> {
         if let Err(why) = outcome {
             asm.drop.get_or_insert(why);
             // Nothing more of a dropped frame is kept.
-            asm.data = Vec::new();
+            asm.data.clear();
         }
         if let Some(settled) = settled {
             core.recycle(settled);
@@ -328,7 +387,7 @@ impl<P: Pages> RxQueue<P> {
             stats.rx_bad_responses += 1;
             debug!("netfront: bad rx extra-info slot {extra:?}");
             asm.drop.get_or_insert(Discard::BadSlot);
-            asm.data = Vec::new();
+            asm.data.clear();
         }
     }
 
@@ -361,6 +420,7 @@ impl<P: Pages> RxQueue<P> {
                     stats.rx_errors += 1;
                 }
                 debug!("netfront: rx frame dropped: {why:?}");
+                self.spares.give(data);
             }
         }
     }
@@ -385,5 +445,34 @@ fn check_rx(index: usize, posted: bool, rsp: &NetifRxResponse) -> Result<Range<u
             }
         }
         _ => Err(Discard::BadSlot),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spare_buffers_are_reused_up_to_their_count_and_bytes() {
+        let spares = Spares::default();
+        assert_eq!(spares.take().capacity(), 0, "none kept yet: a new one");
+        spares.give(Vec::new());
+        assert_eq!(spares.kept(), (0, 0), "an empty buffer is not worth keeping");
+        let mut buf = Vec::with_capacity(2048);
+        buf.extend_from_slice(&[7; 100]);
+        spares.give(buf);
+        let again = spares.take();
+        assert_eq!((again.len(), again.capacity()), (0, 2048));
+        for _ in 0..SPARE_BUFFERS + 8 {
+            spares.give(Vec::with_capacity(1024));
+        }
+        assert_eq!(spares.kept(), (SPARE_BUFFERS, SPARE_BUFFERS * 1024));
+        while spares.kept().0 > 0 {
+            spares.take();
+        }
+        for _ in 0..8 {
+            spares.give(Vec::with_capacity(0x10000));
+        }
+        assert_eq!(spares.kept(), (4, SPARE_BYTES), "bounded by bytes too");
     }
 }

@@ -1,6 +1,7 @@
 //! Transmit: a frame is copied into pages we grant read-only, one ring request per page
 //! (`NETTXF_more_data` on all but the last; the first request's size is the whole frame's,
 //! as netif.h says), and each page stays with its request until the backend answers it.
+//! Most pages then stay granted for the next frames ([`crate::TX_KEPT_PAGES`]).
 //! A large TCP segment ([`crate::gso`]) has a GSO extra-info slot after its first request,
 //! which netback answers with a `NETIF_RSP_NULL` response of no id: such a response is
 //! passed over. Requests are pushed frame by frame and published once per batch
@@ -62,12 +63,16 @@ pub(crate) struct TxQueue<P: Pages> {
     slots: SlotTable<InFlight<P::Page>>,
     /// Where smoltcp writes a frame before it is copied into granted pages.
     scratch: Vec<u8>,
+    /// A frame's pages between their grant and their requests, kept empty between frames
+    /// so that a frame costs no allocation.
+    staged: Vec<Granted<P::Page>>,
 }
 
 impl<P: Pages> TxQueue<P> {
     pub(crate) fn new(mut ring: TxRing<P>) -> Self {
         let size = ring.front().size() as usize;
-        TxQueue { ring, slots: SlotTable::new(size, 16), scratch: Vec::new() }
+        let staged = Vec::with_capacity(MAX_TX_SIZE.div_ceil(PAGE_SIZE));
+        TxQueue { ring, slots: SlotTable::new(size, 16), scratch: Vec::new(), staged }
     }
 
     fn front(&mut self) -> &mut FrontRing<NetifTxRequest, NetifTxResponse> {
@@ -95,24 +100,26 @@ impl<P: Pages> TxQueue<P> {
         offload: Offload,
     ) -> Result<(), NetError> {
         let len = frame.len();
-        let mut bufs = Vec::with_capacity(len.div_ceil(PAGE_SIZE));
+        let mut bufs = core::mem::take(&mut self.staged);
         for chunk in frame.chunks(PAGE_SIZE) {
-            let Some(mut page) = core.take_page() else {
-                core.release_all(bufs);
+            let Some(mut spare) = core.take_tx_page() else {
+                core.release_all(bufs.drain(..));
+                self.staged = bufs;
                 return Err(NetError::Device(DeviceError::NoMemory));
             };
-            page.write(0, chunk);
-            page.fill_from(chunk.len(), 0);
-            match core.grant(page, true) {
+            // The rest of the page stays as it was: zeros, or an earlier frame's bytes.
+            spare.page().write(0, chunk);
+            match core.grant_tx(spare) {
                 Ok(g) => bufs.push(g),
                 Err(e) => {
-                    core.release_all(bufs);
+                    core.release_all(bufs.drain(..));
+                    self.staged = bufs;
                     return Err(NetError::Device(DeviceError::Grant(e)));
                 }
             }
         }
         let last = bufs.len() - 1;
-        for (i, buf) in bufs.into_iter().enumerate() {
+        for (i, buf) in bufs.drain(..).enumerate() {
             // The caller saw room for every page, and nothing has taken any since: neither
             // the reservation nor the push can fail.
             let Some(slot) = self.slots.reserve() else {
@@ -142,6 +149,7 @@ impl<P: Pages> TxQueue<P> {
                 let _ = self.front().push_request_as(NetifExtraInfo::new(gso, false));
             }
         }
+        self.staged = bufs;
         Ok(())
     }
 

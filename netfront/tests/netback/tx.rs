@@ -3,7 +3,7 @@
 
 use netfront::abi::{TxFlags, RSP_DROPPED, RSP_ERROR};
 use netfront::DeviceError;
-use netfront::NetError;
+use netfront::{NetError, TX_KEPT_PAGES};
 
 use crate::fake::{frame, Rig, PORT, RING_SIZE};
 
@@ -27,11 +27,44 @@ fn a_single_page_frame_goes_out() {
     assert_eq!((s.tx_packets, s.tx_bytes), (4, 14 + 60 + 1514 + 4096));
     let w = rig.w();
     assert_eq!(w.exposed, 0, "nothing but the frame in a granted page");
-    // Only the rings and receive buffers stay granted; the page was reused.
-    assert_eq!(w.table.grants.len(), 2 + RING_SIZE);
+    // The rings, the receive buffers and one transmit page, granted once for every frame.
+    assert_eq!(w.table.grants.len(), 2 + RING_SIZE + 1);
     assert_eq!(w.pages_out(), 2 + RING_SIZE + 1);
+    assert!(w.tx_requests.iter().all(|r| r.gref == w.tx_requests[0].gref));
     // The backend asked to be told of each request, and was.
     assert_eq!(w.ports.notifies[&PORT], 4);
+}
+
+#[test]
+fn transmit_pages_stay_granted_up_to_the_limit_and_no_longer_than_the_device() {
+    let (rig, mut net) = Rig::connected(&[]);
+    rig.w().hold_tx = true;
+    // Three pages each, more of them in flight than are kept granted.
+    let frames = TX_KEPT_PAGES / 3 + 10;
+    for i in 0..frames {
+        net.send(&frame(9000, i as u8)).unwrap();
+    }
+    rig.w().hold_tx = false;
+    rig.w().serve();
+    net.poll();
+    assert_eq!(net.tx_in_flight(), 0);
+    assert_eq!(rig.w().table.grants.len(), 2 + RING_SIZE + TX_KEPT_PAGES);
+    assert_eq!(rig.w().exposed, 0);
+    // The next frames reuse the kept pages: no grant is made for them.
+    let grants_made = rig.w().table.grants_made();
+    for i in 0..10 {
+        net.send(&frame(9000, i)).unwrap();
+        rig.w().serve();
+        assert_eq!(rig.w().sent.pop_back(), Some(frame(9000, i)));
+        net.poll();
+    }
+    assert_eq!(rig.w().table.grants_made(), grants_made);
+    assert_eq!(rig.w().exposed, 0, "a kept page shows only frames the backend had");
+    // A device that stops ends them.
+    rig.w().set_tx_rsp_prod(9999);
+    net.poll();
+    assert!(net.is_broken());
+    assert_eq!(rig.w().table.grants.len(), 2, "only the rings stay granted");
 }
 
 #[test]
@@ -121,7 +154,8 @@ fn errors_the_backend_reports_are_counted() {
     // Counted once per frame, not per slot.
     assert_eq!((s.tx_errors, s.tx_packets, s.tx_bad_responses), (2, 0, 0));
     assert_eq!(net.tx_in_flight(), 0);
-    assert_eq!(rig.w().table.grants.len(), 2 + RING_SIZE, "their pages came back");
+    assert_eq!(rig.w().table.grants.len(), 2 + RING_SIZE + 2, "their two pages came back");
+    assert_eq!(rig.w().pages_out(), 2 + RING_SIZE + 2);
 }
 
 #[test]
