@@ -51,7 +51,7 @@ ROW = re.compile(r"^bench: (\S+) (\S+) (\S+) ?(.*)$")
 PVOPS_OPS = (("irq", "irq disable+enable"), ("flags", "save_fl+restore_fl"), ("cpuid", "cpuid"))
 PVOPS_VIAS = ("bare", "indirect", "direct", "patched")
 
-RATE_UNITS = ("MiB/s", "IOPS", "x")
+RATE_UNITS = ("MiB/s", "IOPS", "pps", "x")
 TIME_PREFIXES = ("ns/", "us/", "ms/")
 
 

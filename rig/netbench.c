@@ -1,8 +1,11 @@
 /* netbench: TCP throughput between dom0 and a far end, measured in one place (the client):
  *
- *     netbench serve [SINK_PORT SOURCE_PORT]   the far end, for ever (default ports 5001 5002)
+ *     netbench serve [SINK_PORT SOURCE_PORT [ECHO_PORT]]
+ *                                              the far end, for ever (default ports 5001
+ *                                              5002, and 7 for UDP echo)
  *     netbench send HOST PORT BYTES            time BYTES sent to the far end's sink
  *     netbench recv HOST PORT BYTES            time BYTES received from the far end's source
+ *     netbench udp HOST PORT COUNT             COUNT small datagrams echoed by the far end
  *
  * Wire protocol (our unikernel implements the far end too, so this is fixed):
  *   sink    The client sends bytes, then half-closes (shutdown SHUT_WR). The server reads to
@@ -12,6 +15,12 @@
  *           digits). The server sends exactly that many zero bytes, then closes. A request
  *           above 1 GiB (1073741824), empty, not decimal, or without "\n" within 32 bytes gets
  *           nothing: the server closes and logs why.
+ *
+ *   echo    UDP, port 7 (RFC 862): each datagram is sent back as it came. udp keeps
+ *           UDP_WINDOW datagrams of UDP_SIZE bytes in flight, each carrying its sequence
+ *           number, and sends the next as each echo arrives; an echo of another number (a
+ *           late one, or a stranger's) is not counted. A window with no echo for 200 ms
+ *           counts as lost and is sent afresh.
  *
  * serve listens on all IPv4 addresses, serves each port's connections one at a time (the two
  * ports concurrently), drops a connection that makes no progress for 60 s, and prints one line
@@ -25,6 +34,11 @@
  * 1 if the exchange ended with another count (the line, and the reason on stderr); 2 for bad
  * usage, a failed connection (10 s to connect), an I/O error or a transfer that made no
  * progress for 30 s (no line on stdout).
+ * udp takes 1 <= COUNT <= 10000000 and prints
+ *     sent=<S> echoed=<E> lost=<L> seconds=<s> pps=<E/s>
+ * timed from the first datagram sent to the last echo; exit status 0 if COUNT came back, 1
+ * if some were lost (the line, and how many on stderr), 2 as above (no echo at all for 10 s
+ * ends it).
  *
  * Build (static, so the same binary runs in dom0 and a Linux domU):
  *     gcc -static -O2 -Wall -Wextra -Werror -o netbench rig/netbench.c */
@@ -54,6 +68,12 @@
 #define CLIENT_IDLE_S 30
 #define CONNECT_S 10
 #define CLIENT_BUF (4 << 20)
+#define ECHO_PORT 7
+#define UDP_SIZE 64
+#define UDP_WINDOW 8
+#define UDP_MAX_COUNT 10000000
+#define UDP_LOST_MS 200
+#define UDP_IDLE_S 10
 
 static char zeros[CHUNK];
 // One process is either a server (only the sink thread reads bulk data) or a recv client.
@@ -61,10 +81,11 @@ static char inbuf[CHUNK];
 
 static _Noreturn void usage(void)
 {
-    fputs("usage: netbench serve [SINK_PORT SOURCE_PORT]\n"
+    fputs("usage: netbench serve [SINK_PORT SOURCE_PORT [ECHO_PORT]]\n"
           "       netbench send HOST PORT BYTES\n"
           "       netbench recv HOST PORT BYTES\n"
-          "HOST is a dotted IPv4 address, 1 <= BYTES <= 1073741824\n",
+          "       netbench udp HOST PORT COUNT\n"
+          "HOST is a dotted IPv4 address, 1 <= BYTES <= 1073741824, 1 <= COUNT <= 10000000\n",
           stderr);
     exit(2);
 }
@@ -312,18 +333,49 @@ static int listen_on(const char *name, uint16_t port)
     return fd;
 }
 
-static int serve(uint16_t sink_port, uint16_t source_port)
+// UDP echo, for ever: what our guest serves on port 7, so that a Linux far end answers the
+// same datagrams the same way.
+static void *serve_echo(void *arg)
+{
+    int fd = *(int *)arg;
+    char buf[65536];
+    for (;;) {
+        struct sockaddr_in sa;
+        socklen_t sa_len = sizeof sa;
+        ssize_t r = recvfrom(fd, buf, sizeof buf, 0, (struct sockaddr *)&sa, &sa_len);
+        if (r < 0) {
+            if (errno != EINTR)
+                fprintf(stderr, "netbench: echo: recvfrom: %s\n", strerror(errno));
+            continue;
+        }
+        (void)sendto(fd, buf, r, 0, (struct sockaddr *)&sa, sa_len);
+    }
+    return NULL;
+}
+
+static int serve(uint16_t sink_port, uint16_t source_port, uint16_t echo_port)
 {
     static struct listener sink = { "sink", -1, serve_sink };
     static struct listener source = { "source", -1, serve_source };
     sink.fd = listen_on("sink", sink_port);
     source.fd = listen_on("source", source_port);
-    fprintf(stderr, "netbench: listening: sink on port %u, source on port %u\n",
-            (unsigned)sink_port, (unsigned)source_port);
+    static int echo_fd;
+    echo_fd = socket(AF_INET, SOCK_DGRAM, 0);
+    struct sockaddr_in echo = {
+        .sin_family = AF_INET,
+        .sin_port = htons(echo_port),
+        .sin_addr.s_addr = htonl(INADDR_ANY),
+    };
+    if (echo_fd < 0 || bind(echo_fd, (struct sockaddr *)&echo, sizeof echo) < 0)
+        fail("serve: echo on UDP port %u: %s", (unsigned)echo_port, strerror(errno));
+    fprintf(stderr, "netbench: listening: sink on port %u, source on port %u, echo on UDP port %u\n",
+            (unsigned)sink_port, (unsigned)source_port, (unsigned)echo_port);
     pthread_t t;
     int err = pthread_create(&t, NULL, serve_forever, &sink);
+    if (!err)
+        err = pthread_create(&t, NULL, serve_echo, &echo_fd);
     if (err)
-        fail("serve: starting the sink thread: %s", strerror(err));
+        fail("serve: starting a thread: %s", strerror(err));
     serve_forever(&source);
     return 0;
 }
@@ -435,6 +487,69 @@ static int run_recv(int fd, uint64_t bytes)
     return 0;
 }
 
+/* COUNT datagrams through the far end's echo, UDP_WINDOW in flight. A datagram carries its
+ * sequence number in its first 8 bytes; only the echo of one in the current window counts,
+ * once. */
+static int run_udp(const struct sockaddr_in *sa, const char *where, uint64_t count)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM, 0);
+    if (fd < 0 || connect(fd, (const struct sockaddr *)sa, sizeof *sa) < 0)
+        fail("udp: %s: %s", where, strerror(errno));
+    char out[UDP_SIZE] = { 0 }, in[2048];
+    uint64_t sent = 0, echoed = 0, lost = 0, next = 0; // next: the first number in flight
+    char done[UDP_WINDOW] = { 0 }; // echoed, by number modulo the window
+    double t0 = now(), t1 = t0, last_echo = t0;
+    while (echoed + lost < count) {
+        // Keep the window full: numbers next .. next + UDP_WINDOW - 1.
+        while (sent < count && sent < next + UDP_WINDOW) {
+            memcpy(out, &sent, sizeof sent);
+            if (send(fd, out, sizeof out, 0) < 0 && errno != ECONNREFUSED && errno != ENOBUFS)
+                fail("udp: send to %s: %s", where, strerror(errno));
+            done[sent % UDP_WINDOW] = 0;
+            sent++;
+        }
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        int r = poll(&p, 1, UDP_LOST_MS);
+        if (r < 0 && errno != EINTR)
+            fail("udp: poll: %s", strerror(errno));
+        if (r == 0) {
+            if (now() - last_echo > UDP_IDLE_S)
+                fail("udp: %s: no echo for %d s after %" PRIu64 " of %" PRIu64, where,
+                     UDP_IDLE_S, echoed, count);
+            // The window's unanswered datagrams are lost; the next ones go out afresh.
+            for (uint64_t n = next; n < sent; n++)
+                lost += !done[n % UDP_WINDOW];
+            next = sent;
+            continue;
+        }
+        ssize_t got = recv(fd, in, sizeof in, MSG_DONTWAIT);
+        if (got < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNREFUSED)
+                continue;
+            fail("udp: recv from %s: %s", where, strerror(errno));
+        }
+        uint64_t n;
+        if (got != UDP_SIZE)
+            continue;
+        memcpy(&n, in, sizeof n);
+        if (n < next || n >= sent || done[n % UDP_WINDOW])
+            continue;
+        done[n % UDP_WINDOW] = 1;
+        echoed++;
+        t1 = last_echo = now();
+        // Slide past the answered front of the window.
+        while (next < sent && done[next % UDP_WINDOW])
+            next++;
+    }
+    printf("sent=%" PRIu64 " echoed=%" PRIu64 " lost=%" PRIu64 " seconds=%.6f pps=%.0f\n", sent,
+           echoed, lost, t1 - t0, t1 > t0 ? echoed / (t1 - t0) : 0.0);
+    if (lost) {
+        fprintf(stderr, "netbench: udp: %" PRIu64 " of %" PRIu64 " datagrams lost\n", lost, count);
+        return 1;
+    }
+    return 0;
+}
+
 static uint16_t parse_port(const char *s)
 {
     uint64_t v;
@@ -448,18 +563,23 @@ int main(int argc, char **argv)
     // A peer that goes away must be an EPIPE we report, not a silent death.
     signal(SIGPIPE, SIG_IGN);
     if (argc == 2 && strcmp(argv[1], "serve") == 0)
-        return serve(5001, 5002);
-    if (argc == 4 && strcmp(argv[1], "serve") == 0)
-        return serve(parse_port(argv[2]), parse_port(argv[3]));
-    if (argc != 5 || (strcmp(argv[1], "send") != 0 && strcmp(argv[1], "recv") != 0))
+        return serve(5001, 5002, ECHO_PORT);
+    if ((argc == 4 || argc == 5) && strcmp(argv[1], "serve") == 0)
+        return serve(parse_port(argv[2]), parse_port(argv[3]),
+                     argc == 5 ? parse_port(argv[4]) : ECHO_PORT);
+    int udp = argc == 5 && strcmp(argv[1], "udp") == 0;
+    if (argc != 5 || (strcmp(argv[1], "send") != 0 && strcmp(argv[1], "recv") != 0 && !udp))
         usage();
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(parse_port(argv[3])) };
     uint64_t bytes;
     if (inet_pton(AF_INET, argv[2], &sa.sin_addr) != 1 ||
-        parse_dec(argv[4], strlen(argv[4]), MAX_BYTES, &bytes) < 0 || bytes == 0)
+        parse_dec(argv[4], strlen(argv[4]), udp ? UDP_MAX_COUNT : MAX_BYTES, &bytes) < 0 ||
+        bytes == 0)
         usage();
     char where[INET_ADDRSTRLEN + 8];
     snprintf(where, sizeof where, "%s:%s", argv[2], argv[3]);
+    if (udp)
+        return run_udp(&sa, where, bytes);
     int fd = dial(&sa, where);
     return argv[1][0] == 's' ? run_send(fd, bytes) : run_recv(fd, bytes);
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Loopback self-test of rig/netbench.c: builds it with the rig's exact command, runs its far end
-# on ports 15001/15002 and checks both directions, the source's refusals, a refused connection
-# and usage errors. Fast (no Xen, no QEMU); exit status 0 if every check passes.
+# on ports 15001/15002 (and UDP echo on 15007) and checks both directions, the source's
+# refusals, a refused connection, UDP echo and usage errors. Fast (no Xen, no QEMU); exit
+# status 0 if every check passes.
 set -euo pipefail
 
 rig=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -57,7 +58,7 @@ by_hand() {
 (cd "$rig/.." && gcc -static -O2 -Wall -Wextra -Werror -o "$tmp/netbench" rig/netbench.c)
 echo "ok: built"
 
-"$tmp/netbench" serve 15001 15002 >"$tmp/serve.out" 2>"$tmp/serve.err" &
+"$tmp/netbench" serve 15001 15002 15007 >"$tmp/serve.out" 2>"$tmp/serve.err" &
 server=$!
 wait_for "$tmp/serve.err" "listening"
 
@@ -109,6 +110,20 @@ run recv 127.0.0.1 15002 1
 [[ $rc -eq 0 && $out == "requested=1 received=1 "* ]] || fail "recv 1: exit $rc: $out $err"
 wait_for "$tmp/serve.out" "source: sent 1 bytes to 127.0.0.1"
 echo "ok: send and recv of 1 byte"
+
+run udp 127.0.0.1 15007 20000
+[[ $rc -eq 0 && $out =~ ^sent=20000\ echoed=20000\ lost=0\ seconds=[0-9.]+\ pps=[1-9][0-9]*$ ]] ||
+    fail "udp 20000: exit $rc: $out $err"
+echo "ok: udp echo of 20000 datagrams: $out"
+
+# Nobody on that port: every datagram is lost, which is a line and exit status 1.
+run udp 127.0.0.1 15008 5
+[[ $rc -eq 1 && $out == "sent=5 echoed=0 lost=5 "* && $err == *"5 of 5 datagrams lost"* ]] ||
+    fail "udp to a closed port: exit $rc: $out $err"
+echo "ok: udp to a closed port: lost and said so"
+
+run udp 127.0.0.1 15007 0
+[[ $rc -eq 2 && $err == usage:* ]] || fail "udp of 0 datagrams: exit $rc: $err"
 
 kill -0 "$server" 2>/dev/null || fail "the server died"
 echo "test-netbench: all passed"
