@@ -250,7 +250,7 @@ bench: build
 	$(BENCH_RIG) --timeout $$(($(BENCH_ROUNDS) * 1200)) --log target/bench-xen.log \
 	    --peer $(RIG_WORK)/linux-domu/vmlinux $(RIG_WORK)/linux-domu/linux-domu.cfg $(IMAGE) xen.cfg \
 	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_PEER) $(BENCH_PEER_256) $(BENCH_OURS_2L) $(BENCH_SMP))
-	$(BENCH_RIG) --timeout $$(($(BENCH_ROUNDS) * 300)) --log target/bench-xen-pvh.log $(IMAGE) xen-pvh.cfg \
+	$(BENCH_RIG) --timeout $$(($(BENCH_ROUNDS) * 1500)) --log target/bench-xen-pvh.log $(IMAGE) xen-pvh.cfg \
 	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_SMP))
 	rig/bench-table.py --markdown-out docs/bench.md target/bench-native.log target/bench-xen.log \
 	    target/bench-xen-pvh.log
