@@ -506,6 +506,27 @@ class HostFaults(unittest.TestCase):
                          "rsp ffff83008ccc7f70): the emulated CPU entered the guest on the "
                          "hypervisor's state")
 
+    # From CI's log of a PVH run destroyed after a failed migrate (d16): no xenctx dump, only
+    # Xen's own at the triple fault.
+    XEN_DUMP = ["(XEN) [  143.714803] d16v0 Triple fault - invoking HVM shutdown action 1",
+                "(XEN) [  143.715057] *** Dumping Dom16 vcpu#0 state: ***",
+                "(XEN) [  143.715501] ----[ Xen-4.17.7  x86_64  debug=n  Not tainted ]----",
+                "(XEN) [  143.715937] RIP:    e008:[<ffff82d0402044a5>]",
+                "(XEN) [  143.716569] RFLAGS: 0000000000000246   CONTEXT: hvm guest (d16v0)",
+                "(XEN) [  143.724396] rax: 000000008a27c000   rbx: 0000001df915140b   "
+                "rcx: ffffffff801021e0",
+                "(XEN) [  143.727057] rbp: ffffffff801a53f0   rsp: ffff83008ccb7f70   "
+                "r8:  ffffffff801a5497"]
+
+    def test_xens_own_dump_of_the_vcpu_names_the_host_too(self):
+        out = decide(rig.Run(1, ""), run_log(1, "ok 1 a", *self.XEN_DUMP, end=self.CRASH))
+        self.assertEqual(out.host_fault, "Dom16 vcpu#0 held Xen's own registers (rip "
+                         "ffff82d0402044a5, rsp ffff83008ccb7f70): the emulated CPU entered "
+                         "the guest on the hypervisor's state")
+        own = [line.replace("ffff83008ccb7f70", "ffffffff82107e98") for line in self.XEN_DUMP]
+        out = decide(rig.Run(1, ""), run_log(1, "ok 1 a", *own, end=self.CRASH))
+        self.assertEqual(out.host_fault, "", "Xen's text without Xen's stack: a wild jump")
+
     def test_a_guests_own_crash_is_no_host_fault(self):
         # The guest's own addresses; or Xen's text without Xen's stack, as a wild jump would
         # leave it; or a run that passed.

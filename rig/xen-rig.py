@@ -912,7 +912,10 @@ def host_fault(text):
     stack, rax the VMCB's address, cr3 Xen's, beside the guest's other registers. The emulated
     SVM saved the host's state as the guest's at a #VMEXIT and the next VMRUN entered the
     guest on it. A guest cannot put Xen's addresses in its own rip and rsp together, so this
-    pair in dom0's dump (xenctx) names the host, and the rig runs such a run again."""
+    pair names the host, and the rig runs such a run again. The pair is read from dom0's dump
+    of a preserved domain (xenctx), or from Xen's own dump of the vCPU at the triple fault
+    (`*** Dumping DomN vcpu#M state: ***`), which is all there is when the domain was
+    destroyed before the run ended (a failed suspend step destroys it)."""
     vcpu = None
     regs = {}
     for line in text.splitlines():
@@ -923,6 +926,16 @@ def host_fault(text):
         m = re.match(r"^rig: xenctx: (rip|rsp): ([0-9a-f]{16})\b", line)
         if m and vcpu:
             regs.setdefault(vcpu, {})[m.group(1)] = int(m.group(2), 16)
+            continue
+        m = re.match(r"^\(XEN\).*\*\*\* Dumping (Dom[0-9]+ vcpu#[0-9]+) state: \*\*\*$", line)
+        if m:
+            vcpu = m.group(1)
+            continue
+        m = (re.match(r"^\(XEN\).* RIP: +[0-9a-f]{4}:\[<([0-9a-f]{16})>\]", line) or
+             re.match(r"^\(XEN\).*\brsp: ([0-9a-f]{16})\b", line))
+        if m and vcpu and vcpu.startswith("Dom"):
+            reg = "rip" if " RIP: " in line else "rsp"
+            regs.setdefault(vcpu, {})[reg] = int(m.group(1), 16)
     for vcpu, r in regs.items():
         rip, rsp = r.get("rip", 0), r.get("rsp", 0)
         if XEN_TEXT[0] <= rip < XEN_TEXT[1] and XEN_DIRECTMAP[0] <= rsp < XEN_DIRECTMAP[1]:
