@@ -443,10 +443,7 @@ mod tests {
     fn kept_grants_are_reused_up_to_the_limit_and_ended_at_shut_down() {
         let (mut t, mut pool) = (Table::default(), PagePool::new("test", DomId(0), 2, 8));
         let kept = |pool: &mut PagePool<TestPage>, t: &mut Table| {
-            let spare = match pool.take_persistent() {
-                Some(g) => Spare::Granted(g),
-                None => Spare::Bare(pool.take_bare(t).unwrap()),
-            };
+            let spare = pool.take_spare(t).unwrap();
             pool.grant_kept(t, spare, true).unwrap()
         };
         let gs: Vec<_> = (0..3).map(|_| kept(&mut pool, &mut t)).collect();

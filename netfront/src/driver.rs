@@ -109,19 +109,13 @@ impl<P: Pages> Core<P> {
     /// to or from the backend, or zeros (what a transmit request or a receive buffer left
     /// in it), while a page new from the guest may hold anything. The backend may read all
     /// of a page we grant, a receive buffer as well as a transmit page.
-    fn take_clean_page(&mut self) -> Option<P::Page> {
+    pub(crate) fn take_clean_page(&mut self) -> Option<P::Page> {
         if let Some(page) = self.pool.take_recycled() {
             return Some(page);
         }
         let mut page = self.pages.alloc_page()?;
         page.fill_from(0, 0);
         Some(page)
-    }
-
-    /// A page for a receive buffer ([`take_clean_page`](Self::take_clean_page)), to grant
-    /// writable with [`grant_rx`](Self::grant_rx).
-    pub(crate) fn take_rx_page(&mut self) -> Option<P::Page> {
-        self.take_clean_page()
     }
 
     /// Grants a receive buffer writable, or puts it back in the pool. Its grant ends when

@@ -259,8 +259,8 @@ impl<P: Pages> RxQueue<P> {
             // with it.
             debug_assert!(self.posted[index].is_none());
             // Nothing of ours for the backend to read in a page it may read (see
-            // `take_rx_page`): zeroed when new, not at every refill.
-            let Some(page) = core.take_rx_page() else {
+            // `take_clean_page`): zeroed when new, not at every refill.
+            let Some(page) = core.take_clean_page() else {
                 debug!("netfront: out of pages for receive buffers");
                 break;
             };
