@@ -931,11 +931,10 @@ def host_fault(text):
         if m:
             vcpu = m.group(1)
             continue
-        m = (re.match(r"^\(XEN\).* RIP: +[0-9a-f]{4}:\[<([0-9a-f]{16})>\]", line) or
-             re.match(r"^\(XEN\).*\brsp: ([0-9a-f]{16})\b", line))
+        m = re.match(r"^\(XEN\).*(?: RIP: +[0-9a-f]{4}:\[<(?P<rip>[0-9a-f]{16})>\]|"
+                     r"\brsp: (?P<rsp>[0-9a-f]{16})\b)", line)
         if m and vcpu and vcpu.startswith("Dom"):
-            reg = "rip" if " RIP: " in line else "rsp"
-            regs.setdefault(vcpu, {})[reg] = int(m.group(1), 16)
+            regs.setdefault(vcpu, {})[m.lastgroup] = int(m.group(m.lastgroup), 16)
     for vcpu, r in regs.items():
         rip, rsp = r.get("rip", 0), r.get("rsp", 0)
         if XEN_TEXT[0] <= rip < XEN_TEXT[1] and XEN_DIRECTMAP[0] <= rsp < XEN_DIRECTMAP[1]:
