@@ -239,6 +239,8 @@ faults: build
 BENCH_ROUNDS ?= 3
 BENCH_OURS := '@bench memory=128 extra="log=warn tests=none bench stay scratch=xvdb" $(SCRATCH) $(NET)'
 BENCH_OURS_2L := '@bench memory=128 extra="log=warn tests=none bench=blk_,event_ stay evtchn=2l scratch=xvdb" $(SCRATCH) $(NET)'
+# The spinning idle (idle=poll): the network rows of a guest that never blocks.
+BENCH_OURS_POLL := '@bench memory=128 extra="log=warn tests=none bench=null_ stay idle=poll" $(NET)'
 BENCH_PEER := '@peer @bench extra="quiet loglevel=1 rigtest=bench" $(SCRATCH) $(NET)'
 BENCH_PEER_256 := '@peer @bench extra="quiet loglevel=1 rigtest=bench blkfront_indirect=256" $(SCRATCH) $(NET)'
 # The parallel job (SHA-256 on 1, 2 and 4 vCPUs at once) in a guest of four vCPUs.
@@ -249,7 +251,7 @@ bench: build
 	rig/linux-domu.sh >/dev/null
 	$(BENCH_RIG) --timeout $$(($(BENCH_ROUNDS) * 1200)) --log target/bench-xen.log \
 	    --peer $(RIG_WORK)/linux-domu/vmlinux $(RIG_WORK)/linux-domu/linux-domu.cfg $(IMAGE) xen.cfg \
-	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_PEER) $(BENCH_PEER_256) $(BENCH_OURS_2L) $(BENCH_SMP))
+	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_PEER) $(BENCH_PEER_256) $(BENCH_OURS_2L) $(BENCH_OURS_POLL) $(BENCH_SMP))
 	$(BENCH_RIG) --timeout $$(($(BENCH_ROUNDS) * 1500)) --log target/bench-xen-pvh.log $(IMAGE) xen-pvh.cfg \
 	    $(foreach r,$(shell seq $(BENCH_ROUNDS)),$(BENCH_OURS) $(BENCH_SMP))
 	rig/bench-table.py --markdown-out docs/bench.md target/bench-native.log target/bench-xen.log \

@@ -60,8 +60,10 @@ const BENCHES: &[Bench] = &[
 ];
 
 pub fn run(selection: &Selection<'_>) {
+    // A column of its own for the spinning idle: its network rows are another trade.
+    let variant = if crate::time::idle_polls() { " variant=idle-poll" } else { "" };
     println!(
-        "bench: begin platform={} evtchn={}",
+        "bench: begin platform={} evtchn={}{variant}",
         pvops::backend().name(),
         crate::xen::evtchn::abi_name()
     );

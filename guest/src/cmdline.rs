@@ -122,6 +122,9 @@ pub struct Options<'a> {
     /// netfront's checksum and segmentation offloads (`netoffload=off`: none, for a
     /// benchmark's other column).
     pub netoffload: bool,
+    /// `idle=poll`: waits spin with events enabled instead of blocking in Xen, trading a
+    /// busy vCPU for the wake-up's latency (`idle=block`, the default, blocks).
+    pub idle_poll: bool,
     warnings: [Option<Warning<'a>>; MAX_WARNINGS],
     pub dropped_warnings: usize,
 }
@@ -157,6 +160,7 @@ impl Default for Options<'_> {
             gw: None,
             pvpatch: true,
             netoffload: true,
+            idle_poll: false,
             warnings: [None; MAX_WARNINGS],
             dropped_warnings: 0,
         }
@@ -271,6 +275,9 @@ pub fn parse(line: &str) -> Options<'_> {
             ("netoffload", Some("on")) => o.netoffload = true,
             ("netoffload", Some("off")) => o.netoffload = false,
             ("netoffload", _) => o.warn(Warning::BadValue { option: token, expected: "on|off" }),
+            ("idle", Some("poll")) => o.idle_poll = true,
+            ("idle", Some("block")) => o.idle_poll = false,
+            ("idle", _) => o.warn(Warning::BadValue { option: token, expected: "poll|block" }),
             ("fault", Some("pf")) => o.fault = Some(Fault::PageFault),
             ("fault", Some("ud")) => o.fault = Some(Fault::InvalidOpcode),
             ("fault", Some("panic")) => o.fault = Some(Fault::Panic),
@@ -340,6 +347,10 @@ mod tests {
         assert!(!parse("netoffload=off").netoffload);
         assert!(parse("netoffload=on").netoffload);
         assert_eq!(parse("netoffload").warnings().count(), 1);
+        assert!(!parse("").idle_poll);
+        assert!(parse("idle=poll").idle_poll);
+        assert!(!parse("idle=poll idle=block").idle_poll);
+        assert_eq!(parse("idle=halt").warnings().count(), 1);
         assert_eq!(parse("bench=").warnings().count(), 1);
         assert_eq!(parse("").fault, None);
         assert_eq!(parse("fault=pf").fault, Some(Fault::PageFault));

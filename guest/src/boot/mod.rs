@@ -47,6 +47,7 @@ unsafe fn start_xen_services(options: Options<'static>, store_page: *mut u8, sto
     if let Err(e) = crate::arch::xen_common::place_vcpu_info(0) {
         boot_failed(format_args!("the boot vCPU's vcpu_info: {e}"));
     }
+    crate::time::set_idle_poll(options.idle_poll);
     crate::xen::evtchn::init(options.evtchn);
     crate::time::xen_common::report_tsc_mode();
     if let Err(e) = crate::time::xen_common::init_timer() {

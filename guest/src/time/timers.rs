@@ -74,6 +74,19 @@ const SLICE_NS: u64 = 100_000_000;
 /// a lost wake-up.
 static SLICE_FINDS: AtomicU64 = AtomicU64::new(0);
 
+/// `idle=poll`: waits spin with events enabled rather than block in Xen.
+static IDLE_POLL: AtomicBool = AtomicBool::new(false);
+
+/// Makes every later wait spin (`true`) or block (`false`, the default).
+pub fn set_idle_poll(poll: bool) {
+    IDLE_POLL.store(poll, Ordering::Relaxed);
+}
+
+/// Whether waits spin (`idle=poll`).
+pub fn idle_polls() -> bool {
+    IDLE_POLL.load(Ordering::Relaxed)
+}
+
 /// Idles until `done()` holds or the clock reaches `deadline_ns`; returns `done()`'s last
 /// answer. `done` is checked with interrupts disabled, then the CPU waits with them enabled
 /// atomically (SCHEDOP_block, `sti; hlt`), so no wake-up between the check and the wait
@@ -100,7 +113,13 @@ pub fn wait_until(mut done: impl FnMut() -> bool, deadline_ns: u64) -> bool {
         if timer.is_none() || slice_ended {
             timer = Some(add(deadline_ns.min(now + SLICE_NS), set_flag, flag));
         }
-        pvops::idle();
+        if idle_polls() {
+            // Enabling delivers what is pending; the loop masks again before it looks.
+            pvops::irq_enable();
+            core::hint::spin_loop();
+        } else {
+            pvops::idle();
+        }
     };
     pvops::restore_fl(saved);
     if let Some(timer) = timer {
