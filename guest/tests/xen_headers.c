@@ -181,6 +181,20 @@ int main(void)
     FIELD(T, "xen_add_to_physmap", gpfn);
 #undef T
 
+#define T struct xen_memory_reservation
+    STRUCT(T, "xen_memory_reservation");
+    FIELD(T, "xen_memory_reservation", extent_start);
+    FIELD(T, "xen_memory_reservation", nr_extents);
+    FIELD(T, "xen_memory_reservation", extent_order);
+    FIELD(T, "xen_memory_reservation", mem_flags);
+    FIELD(T, "xen_memory_reservation", domid);
+#undef T
+
+#define T struct xen_memory_domain
+    STRUCT(T, "xen_memory_domain");
+    FIELD(T, "xen_memory_domain", domid);
+#undef T
+
 #define T struct xen_hvm_param
     STRUCT(T, "xen_hvm_param");
     FIELD(T, "xen_hvm_param", domid);
@@ -261,6 +275,10 @@ int main(void)
     CONST(SEGBASE_GS_KERNEL);
     CONST(__HYPERVISOR_vcpu_op);
     CONST(XENMEM_add_to_physmap);
+    CONST(XENMEM_decrease_reservation);
+    CONST(XENMEM_current_reservation);
+    CONST(XENMEM_maximum_reservation);
+    CONST(XENMEM_populate_physmap);
     CONST(XENMAPSPACE_shared_info);
     CONST(XENMAPSPACE_grant_table);
     CONST(HVMOP_set_param);

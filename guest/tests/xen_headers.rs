@@ -18,8 +18,8 @@ use hypercall::abi::{
     evtchn_bind_virq, evtchn_close, evtchn_expand_array, evtchn_init_control, evtchn_port_t,
     evtchn_send, evtchn_status, evtchn_unmask, mmu_update, mmuext_op, multicall_entry, sched_poll,
     sched_shutdown, shared_info, start_info, trap_info, vcpu_guest_context, vcpu_info,
-    vcpu_time_info, xen_pfn_t, AddToPhysmap, CallbackRegister, HvmParam, VcpuHvmContext,
-    VcpuHvmX86_64, VcpuRegisterVcpuInfo, XEN_EXTRAVERSION_LEN,
+    vcpu_time_info, xen_pfn_t, AddToPhysmap, CallbackRegister, HvmParam, MemoryDomain,
+    MemoryReservation, VcpuHvmContext, VcpuHvmX86_64, VcpuRegisterVcpuInfo, XEN_EXTRAVERSION_LEN,
 };
 use xen_sys::{evtchn_fifo_control_block, xen_ulong_t};
 
@@ -164,6 +164,10 @@ fn rust_values() -> Values {
         "trap_info" = trap_info { vector, flags, cs, address }
         "callback_register" = CallbackRegister { "type" = kind, flags, address }
         "xen_add_to_physmap" = AddToPhysmap { domid, size, space, idx, gpfn }
+        "xen_memory_reservation" = MemoryReservation {
+            extent_start, nr_extents, extent_order, mem_flags, domid
+        }
+        "xen_memory_domain" = MemoryDomain { domid }
         "xen_hvm_param" = HvmParam { domid, index, value }
         "vcpu_hvm_x86_64" = VcpuHvmX86_64 {
             rax, rcx, rdx, rbx, rsp, rbp, rsi, rdi, rip, rflags, cr0, cr3, cr4, efer,
@@ -263,6 +267,10 @@ fn rust_values() -> Values {
         use hypercall::abi::*;
         for (name, value) in [
             ("XENMEM_add_to_physmap", XENMEM_ADD_TO_PHYSMAP as usize),
+            ("XENMEM_decrease_reservation", XENMEM_DECREASE_RESERVATION as usize),
+            ("XENMEM_current_reservation", XENMEM_CURRENT_RESERVATION as usize),
+            ("XENMEM_maximum_reservation", XENMEM_MAXIMUM_RESERVATION as usize),
+            ("XENMEM_populate_physmap", XENMEM_POPULATE_PHYSMAP as usize),
             ("XENMAPSPACE_shared_info", XENMAPSPACE_SHARED_INFO as usize),
             ("XENMAPSPACE_grant_table", XENMAPSPACE_GRANT_TABLE as usize),
             ("HVMOP_set_param", HVMOP_SET_PARAM as usize),

@@ -74,7 +74,37 @@ const _: () = assert!(size_of::<CallbackRegister>() == 16);
 const _: () = assert!(offset_of!(CallbackRegister, address) == 8);
 
 /// `XENMEM_*` (`public/memory.h`).
+pub const XENMEM_DECREASE_RESERVATION: u64 = 1;
+pub const XENMEM_CURRENT_RESERVATION: u64 = 3;
+pub const XENMEM_MAXIMUM_RESERVATION: u64 = 4;
+pub const XENMEM_POPULATE_PHYSMAP: u64 = 6;
 pub const XENMEM_ADD_TO_PHYSMAP: u64 = 7;
+
+/// `struct xen_memory_reservation` (`public/memory.h`): `nr_extents` extents of
+/// `2^extent_order` pages each, listed at `extent_start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryReservation {
+    /// A guest address of `nr_extents` frame numbers (in for decrease and populate; out too
+    /// for a PV populate, which writes the machine frames it gave).
+    pub extent_start: u64,
+    pub nr_extents: u64,
+    pub extent_order: u32,
+    /// `XENMEMF_*`; 0: any address, any node.
+    pub mem_flags: u32,
+    pub domid: u16,
+}
+
+const _: () = assert!(size_of::<MemoryReservation>() == 32);
+const _: () = assert!(offset_of!(MemoryReservation, extent_order) == 16);
+const _: () = assert!(offset_of!(MemoryReservation, domid) == 24);
+
+/// `struct xen_memory_domain`: the argument of `XENMEM_{current,maximum}_reservation`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MemoryDomain {
+    pub domid: u16,
+}
 /// `XENMAPSPACE_*`: what `XENMEM_add_to_physmap` places at a guest frame.
 pub const XENMAPSPACE_SHARED_INFO: u32 = 0;
 pub const XENMAPSPACE_GRANT_TABLE: u32 = 1;

@@ -399,6 +399,55 @@ pub fn maximum_ram_page() -> Result<u64> {
     check(unsafe { crate::raw::hypercall2(nr::MEMORY_OP, XENMEM_MAXIMUM_RAM_PAGE, 0) })
 }
 
+fn memory_reservation(cmd: u64, frames: &mut [u64]) -> Result<u64> {
+    let mut arg = abi::MemoryReservation {
+        extent_start: frames.as_mut_ptr() as u64,
+        nr_extents: frames.len() as u64,
+        extent_order: 0,
+        mem_flags: 0,
+        domid: abi::DOMID_SELF,
+    };
+    // SAFETY: Xen reads the struct and reads (and for a PV populate, writes) `frames`, which
+    // the borrow keeps alive and writable for the call.
+    check(unsafe { hypercall2(nr::MEMORY_OP, cmd, &mut arg as *mut _ as u64) })
+}
+
+/// `XENMEM_decrease_reservation` of single pages: gives the frames in `frames` (machine
+/// frames under PV, guest frames when translated) back to Xen; returns how many it took,
+/// from the start of the slice.
+///
+/// # Safety
+/// Nothing may use the pages any more (under PV, nothing may map them: Xen frees a page only
+/// when its last mapping goes), and nothing shares them (no grant, no foreign mapping).
+pub unsafe fn decrease_reservation(frames: &mut [u64]) -> Result<u64> {
+    memory_reservation(abi::XENMEM_DECREASE_RESERVATION, frames)
+}
+
+/// `XENMEM_populate_physmap` of single pages at the guest frames in `frames`; returns how
+/// many Xen populated, from the start of the slice. Under PV Xen writes the machine frame it
+/// gave over each guest frame it populated (and sets the m2p entry); translated guests find
+/// the memory at those guest frames.
+pub fn populate_physmap(frames: &mut [u64]) -> Result<u64> {
+    memory_reservation(abi::XENMEM_POPULATE_PHYSMAP, frames)
+}
+
+fn reservation_of_self(cmd: u64) -> Result<u64> {
+    let mut arg = abi::MemoryDomain { domid: abi::DOMID_SELF };
+    // SAFETY: Xen reads the struct only.
+    check(unsafe { hypercall2(nr::MEMORY_OP, cmd, &mut arg as *mut _ as u64) })
+}
+
+/// `XENMEM_current_reservation`: the pages Xen counts as ours now.
+pub fn current_reservation() -> Result<u64> {
+    reservation_of_self(abi::XENMEM_CURRENT_RESERVATION)
+}
+
+/// `XENMEM_maximum_reservation`: the most pages Xen would let us have now (the toolstack's
+/// `maxmem`, lowered by `xl mem-set`).
+pub fn maximum_reservation() -> Result<u64> {
+    reservation_of_self(abi::XENMEM_MAXIMUM_RESERVATION)
+}
+
 /// `XENMEM_add_to_physmap` for ourselves: makes guest frame `gpfn` show item `idx` of
 /// `space` (shared_info, a grant-table frame) instead of whatever it held, which Xen frees.
 ///
