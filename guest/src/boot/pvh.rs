@@ -125,5 +125,5 @@ pub fn init_memory(si: &HvmStartInfo) -> Result<(), &'static str> {
         ram_bytes: ram.map(|e| e.size).sum(),
         rsdp_paddr: si.rsdp_paddr,
     });
-    crate::mm::init_heap(64 << 20).map(drop).map_err(|_| "no memory for the heap")
+    crate::mm::init_heap(crate::mm::BOOT_HEAP_MAX).map(drop).map_err(|_| "no memory for the heap")
 }

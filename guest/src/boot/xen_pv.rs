@@ -149,7 +149,7 @@ fn setup_memory(info: &StartInfo) -> Result<(), &'static str> {
     }
     log::debug!("bootstrap mapping ends at pfn {mapped_end:#x}; mapping up to {nr:#x}");
     extend_direct_map(mapped_end, nr)?;
-    let heap = mm::init_heap(64 << 20).map_err(|_| "no memory for the heap")?;
+    let heap = mm::init_heap(crate::mm::BOOT_HEAP_MAX).map_err(|_| "no memory for the heap")?;
     log::debug!("heap: {} KiB", heap / 1024);
     Ok(())
 }

@@ -18,7 +18,7 @@ const ECHO_PORT: u16 = 7;
 const HTTP_PORT: u16 = 80;
 const SINK_PORT: u16 = 5001;
 const SOURCE_PORT: u16 = 5002;
-/// The benchmark sockets' bulk direction, each: a thirty-second of the heap, between these.
+/// The benchmark sockets' bulk direction, each: a sixty-fourth of the memory, between these.
 /// The window must cover what is in flight: at the rig's 50 MiB/s and round trips of 1-10 ms
 /// that is up to 512 KiB, so a guest with the memory gets twice that (in alternated runs of
 /// one boot, 1 MiB against 256 KiB sent a median 50.4 against 44.1 MiB/s, received 79.8 against
@@ -27,8 +27,8 @@ const BULK_BUFFER_MIN: usize = 256 * 1024;
 const BULK_BUFFER_MAX: usize = 1024 * 1024;
 
 fn bulk_buffer() -> usize {
-    let (used, free) = crate::mm::heap_stats();
-    ((used + free) / 32).clamp(BULK_BUFFER_MIN, BULK_BUFFER_MAX)
+    let (_, frames) = crate::mm::frame_stats();
+    (frames as usize * crate::arch::PAGE_SIZE as usize / 64).clamp(BULK_BUFFER_MIN, BULK_BUFFER_MAX)
 }
 /// Their other direction carries a count line at most.
 const LINE_BUFFER: usize = 64;

@@ -8,7 +8,45 @@ pub const TESTS: &[Test] = &[
     Test { name: "mem::frame_alloc", run: frame_alloc },
     Test { name: "mem::map_page", run: map_page },
     Test { name: "mem::lazy_mmu_batching", run: lazy_mmu_batching },
+    Test { name: "mem::heap_grows_and_gives_back", run: heap_grows_and_gives_back },
 ];
+
+/// A block larger than the heap has free comes from a region the heap adds from the frame
+/// allocator; once it is freed, trimming gives that region's frames back.
+fn heap_grows_and_gives_back() -> Outcome {
+    mm::trim_heap();
+    let (_, heap_free) = mm::heap_stats();
+    let (frames_free, _) = mm::frame_stats();
+    let regions = mm::heap_regions();
+    let len = heap_free + (256 << 10);
+    if (len as u64) / PAGE_SIZE + 1024 > frames_free {
+        return Outcome::Skip("not enough free memory to grow the heap past its free space");
+    }
+    let mut block: Vec<u8> = Vec::new();
+    if block.try_reserve_exact(len).is_err() {
+        return Outcome::Fail(alloc::format!(
+            "{len} bytes with {heap_free} free in the heap and {frames_free} free frames"
+        ));
+    }
+    block.resize(len, 0x5a);
+    check!(mm::heap_regions() > regions, "no region added for {len} bytes");
+    check!(mm::frame_stats().0 < frames_free, "the heap grew without taking frames");
+    check!(block.iter().all(|&b| b == 0x5a), "the block did not hold its bytes");
+    drop(block);
+    let given = mm::trim_heap();
+    check!(given as usize >= len / PAGE_SIZE as usize, "trimming gave back {given} frames");
+    check!(
+        mm::heap_regions() == regions,
+        "{} regions after trimming, {regions} before",
+        mm::heap_regions()
+    );
+    check!(
+        mm::frame_stats().0 == frames_free,
+        "free frames {frames_free} -> {}",
+        mm::frame_stats().0
+    );
+    Outcome::Pass
+}
 
 /// Thousands of allocations of random sizes and alignments, freed in random order, each
 /// filled with its own pattern: no overlap, no corruption, and the heap returns to its level.
