@@ -62,6 +62,8 @@ pub enum Feature {
     Reboot,
     Suspend,
     Sysrq,
+    /// We follow `memory/target` (libxl reads it before it lowers our target).
+    Balloon,
 }
 
 impl Feature {
@@ -72,8 +74,25 @@ impl Feature {
             Feature::Reboot => "control/feature-reboot",
             Feature::Suspend => "control/feature-suspend",
             Feature::Sysrq => "control/feature-sysrq",
+            Feature::Balloon => "control/feature-balloon",
         }
     }
+}
+
+/// Where the toolstack says how much memory we should have (`xl mem-set`), in KiB; watch it
+/// to hear changes.
+pub const MEMORY_TARGET_PATH: &str = "memory/target";
+/// The most memory the toolstack gave the domain at creation (`maxmem`), in KiB.
+pub const MEMORY_STATIC_MAX_PATH: &str = "memory/static-max";
+
+/// A `memory/*` value in KiB: decimal digits only, as libxl writes them.
+pub fn parse_kib(value: &[u8]) -> Result<u64, Error> {
+    crate::store::parse_u64(value).ok_or(Error::BadValue)
+}
+
+/// Reads a `memory/*` value in KiB.
+pub fn read_kib<T: Transport>(xs: &mut Xenstore<T>, path: &str) -> Result<u64, Error> {
+    parse_kib(&xs.read(path)?)
 }
 
 /// Writes `1` to the key of each feature.
@@ -109,6 +128,16 @@ pub fn vcpu_available<T: Transport>(xs: &mut Xenstore<T>, cpu: u32) -> Result<bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memory_values_are_decimal_kib() {
+        assert_eq!(parse_kib(b"131072"), Ok(131072));
+        assert_eq!(parse_kib(b"0"), Ok(0));
+        assert_eq!(parse_kib(b""), Err(Error::BadValue));
+        assert_eq!(parse_kib(b"-1"), Err(Error::BadValue));
+        assert_eq!(parse_kib(b"32M"), Err(Error::BadValue));
+        assert_eq!(parse_kib(b"99999999999999999999999"), Err(Error::BadValue));
+    }
 
     #[test]
     fn availability_values() {

@@ -57,6 +57,83 @@ pub fn pfn_to_mfn(pfn: u64) -> u64 {
     unsafe { P2M.load(Ordering::Relaxed).add(pfn as usize).read() }
 }
 
+/// The p2m entry of a pfn Xen has back (the balloon's): the toolstack's save skips it.
+pub const INVALID_MFN: u64 = u64::MAX;
+
+/// # Safety
+/// `pfn < nr_pages()`; nothing maps `pfn` by its old frame any more, or `mfn` is ours.
+unsafe fn set_p2m(pfn: u64, mfn: u64) {
+    // SAFETY: `init_memory`'s contract, and the p2m is ours to write; the toolstack reads
+    // it only while we are suspended.
+    unsafe { P2M.load(Ordering::Relaxed).add(pfn as usize).write_volatile(mfn) }
+}
+
+/// Gives our pages `pfns` (at most [`crate::mm::balloon::BATCH`]) back to Xen; returns how
+/// many it took, from the start. Each is unmapped from the direct map first (Xen frees a
+/// page only when its last mapping goes) and marked invalid in the p2m; those Xen refuses
+/// are ours again, mapped as before.
+///
+/// # Safety
+/// Nothing uses the pages or shares them: they are out of the frame allocator.
+pub unsafe fn give_back(pfns: &[u64]) -> usize {
+    let mut mfns = [0u64; crate::mm::balloon::BATCH];
+    let n = pfns.len().min(mfns.len());
+    let mut unmapped = 0;
+    for (i, &pfn) in pfns[..n].iter().enumerate() {
+        mfns[i] = pfn_to_mfn(pfn);
+        // SAFETY: the caller's contract: nothing references the page.
+        if unsafe { crate::mm::paging::unmap(pfn_to_virt(pfn)) }.is_err() {
+            log::error!("balloon: pfn {pfn:#x} has no direct mapping: kept");
+            break;
+        }
+        // SAFETY: pfn is ours (it came from the allocator) and is no longer mapped.
+        unsafe { set_p2m(pfn, INVALID_MFN) };
+        unmapped = i + 1;
+    }
+    // SAFETY: the pages are unmapped and unused; the p2m no longer names them.
+    let taken = match unsafe { hypercall::ops::decrease_reservation(&mut mfns[..unmapped]) } {
+        Ok(k) => (k as usize).min(unmapped),
+        Err(e) => {
+            log::error!("balloon: XENMEM_decrease_reservation: {e}");
+            0
+        }
+    };
+    for (&pfn, &mfn) in pfns[taken..unmapped].iter().zip(&mfns[taken..unmapped]) {
+        // SAFETY: Xen kept the frame ours; it goes back where it was.
+        unsafe { set_p2m(pfn, mfn) };
+        // SAFETY: the direct-map slot of our own page, emptied above.
+        if let Err(e) = unsafe { crate::mm::paging::map(pfn_to_virt(pfn), pfn, true) } {
+            log::error!("balloon: remapping pfn {pfn:#x}: {e:?}");
+        }
+    }
+    taken
+}
+
+/// Asks Xen for memory at our pfns `pfns` (at most [`crate::mm::balloon::BATCH`], each
+/// given back before); returns how many it populated, from the start, each mapped in the
+/// direct map again and in the p2m (Xen set the m2p).
+pub fn populate(pfns: &[u64]) -> usize {
+    let mut frames = [0u64; crate::mm::balloon::BATCH];
+    let n = pfns.len().min(frames.len());
+    frames[..n].copy_from_slice(&pfns[..n]);
+    let populated = match hypercall::ops::populate_physmap(&mut frames[..n]) {
+        Ok(k) => (k as usize).min(n),
+        Err(e) => {
+            log::error!("balloon: XENMEM_populate_physmap: {e}");
+            0
+        }
+    };
+    for (&pfn, &mfn) in pfns[..populated].iter().zip(&frames[..populated]) {
+        // SAFETY: Xen gave us `mfn` for `pfn`, which nothing maps.
+        unsafe { set_p2m(pfn, mfn) };
+        // SAFETY: the direct-map slot of our own page, empty since it was given back.
+        if let Err(e) = unsafe { crate::mm::paging::map(pfn_to_virt(pfn), pfn, true) } {
+            log::error!("balloon: mapping pfn {pfn:#x}: {e:?}");
+        }
+    }
+    populated
+}
+
 /// Our pfn for machine frame `mfn`, or `None` if the frame is not ours.
 pub fn mfn_to_pfn(mfn: u64) -> Option<u64> {
     if mfn > MAX_MFN.load(Ordering::Relaxed) {

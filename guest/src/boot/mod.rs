@@ -132,6 +132,7 @@ pub fn kernel_main(options: Options<'static>) -> ! {
     if pvops::is_xen() {
         // From here the toolstack may ask us to go at any time, and devices may come.
         crate::xen::control::arm();
+        crate::xen::balloon::arm();
         crate::xen::devices::init();
         if let Err(e) = crate::net::start() {
             log::error!("net: {e}");

@@ -1,5 +1,6 @@
 //! Memory: the page-frame allocator, page-table manipulation through pv_ops, and the heap.
 
+pub mod balloon;
 pub mod frames;
 pub mod heap;
 pub mod p2m;

@@ -21,6 +21,7 @@ pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Addr
          pv_ops: {}\n\
          self-test: {}\n\
          resumes: {} in a new domain, {} cancelled\n\
+         memory: {}\n\
          net: ip {addr} gw {gw} mac {}\n\
          netfront rx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} checksums trusted, {} bad\n\
          netfront tx: {} packets, {} bytes, {} dropped, {} errors, {} bad responses, {} large ({} segments), {} notifications\n\
@@ -31,6 +32,7 @@ pub(super) fn status_page(nic: &Nic, iface: &Interface, gateway: Option<Ipv4Addr
         crate::xen::control::result().unwrap_or("running"),
         resumes.0,
         resumes.1,
+        crate::xen::balloon::describe().unwrap_or_else(|| String::from("no balloon")),
         Mac(nic.vif.mac()),
         s.rx_packets,
         s.rx_bytes,

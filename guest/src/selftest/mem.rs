@@ -9,6 +9,7 @@ pub const TESTS: &[Test] = &[
     Test { name: "mem::map_page", run: map_page },
     Test { name: "mem::lazy_mmu_batching", run: lazy_mmu_batching },
     Test { name: "mem::heap_grows_and_gives_back", run: heap_grows_and_gives_back },
+    Test { name: "mem::balloon_round_trip", run: balloon_round_trip },
 ];
 
 /// A block larger than the heap has free comes from a region the heap adds from the frame
@@ -45,6 +46,72 @@ fn heap_grows_and_gives_back() -> Outcome {
         "free frames {frames_free} -> {}",
         mm::frame_stats().0
     );
+    Outcome::Pass
+}
+
+/// 64 free pages through the balloon's platform: given back, Xen counts 64 fewer pages and
+/// (PV) the p2m and the direct map no longer name them; populated again, Xen counts them,
+/// they are mapped and hold what is written; then they go back to the allocator.
+fn balloon_round_trip() -> Outcome {
+    use crate::mm::balloon::Reservation;
+    super::xen_only!();
+    const PAGES: usize = 64;
+    let before = match hypercall::ops::current_reservation() {
+        Ok(p) => p,
+        Err(e) => return Outcome::Fail(alloc::format!("XENMEM_current_reservation: {e}")),
+    };
+    let mut platform = crate::xen::balloon::Platform;
+    let mut pfns = Vec::new();
+    while pfns.len() < PAGES {
+        match platform.take_unused() {
+            Some(pfn) => pfns.push(pfn),
+            None => break,
+        }
+    }
+    let put_back = |platform: &mut crate::xen::balloon::Platform, pfns: &[u64]| {
+        for &pfn in pfns {
+            platform.put_unused(pfn);
+        }
+    };
+    if pfns.len() < PAGES {
+        put_back(&mut platform, &pfns);
+        return Outcome::Skip("fewer than 64 free pages above the balloon's reserve");
+    }
+    let pv = crate::pvops::is_xen_pv();
+    let gave = platform.give_back(&pfns);
+    if gave != PAGES {
+        let got = platform.populate(&pfns[..gave]);
+        put_back(&mut platform, &pfns[..got]);
+        return Outcome::Fail(alloc::format!("Xen took {gave} of {PAGES} pages"));
+    }
+    let during = hypercall::ops::current_reservation().unwrap_or(0);
+    let p2m_cleared = !pv
+        || pfns.iter().all(|&pfn| {
+            crate::arch::xen_pv::pfn_to_mfn(pfn) == crate::arch::xen_pv::INVALID_MFN
+                && paging::translate(pfn_to_virt(pfn)).is_err()
+        });
+    let got = platform.populate(&pfns);
+    if got != PAGES {
+        // What Xen would not give back stays out: leaked to Xen, never to a reader.
+        put_back(&mut platform, &pfns[..got]);
+        return Outcome::Fail(alloc::format!("Xen populated {got} of {PAGES} pages again"));
+    }
+    let after = hypercall::ops::current_reservation().unwrap_or(0);
+    for &pfn in &pfns {
+        let page = pfn_to_virt(pfn) as *mut u64;
+        // SAFETY: the frame is out of the allocator (ours alone) and mapped again.
+        unsafe { page.write_volatile(pfn ^ 0xa5a5) };
+        // SAFETY: as above.
+        let v = unsafe { page.read_volatile() };
+        if v != pfn ^ 0xa5a5 {
+            put_back(&mut platform, &pfns);
+            return Outcome::Fail(alloc::format!("pfn {pfn:#x} populated again reads {v:#x}"));
+        }
+    }
+    put_back(&mut platform, &pfns);
+    check!(during + PAGES as u64 == before, "Xen counted {before} pages, {during} with 64 out");
+    check!(p2m_cleared, "a page given back was still in the p2m or the direct map");
+    check!(after == before, "Xen counts {after} pages after the round trip, {before} before");
     Outcome::Pass
 }
 

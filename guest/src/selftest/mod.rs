@@ -95,6 +95,7 @@ pub fn run(options: &Options<'_>) -> Report {
         // Between tests, what goes on in the background gets its turn: the toolstack's
         // requests and devices (xenstore's watches), DHCP and the network's services.
         if crate::pvops::is_xen() {
+            let _ = crate::xen::balloon::service();
             crate::net::poll();
             if let Some(what) = crate::xen::control::requested() {
                 println!("selftest: stopped by the toolstack ({what}) after {i} of {total} tests");

@@ -111,12 +111,15 @@ pub fn serve() -> ! {
     println!("control: ready");
     loop {
         crate::smp::apply_availability();
+        let ballooning = super::balloon::service();
         crate::net::poll();
         while let Some(change) = super::devices::take_news() {
             serve_new_device(change);
         }
         honour_request();
-        crate::net::wait_or(pvops::clock_ns() + 1_000_000_000, xenstore::signalled);
+        // A balloon on its way goes on at once; else the loop waits for news.
+        let wait_ns = if ballooning { 0 } else { 1_000_000_000 };
+        crate::net::wait_or(pvops::clock_ns() + wait_ns, xenstore::signalled);
     }
 }
 

@@ -2,6 +2,7 @@
 //! xenstore, the toolstack's control requests, the frontends' common plumbing, the watch
 //! that finds devices, and PV spinlocks.
 
+pub mod balloon;
 pub mod control;
 pub mod devices;
 pub mod evtchn;
