@@ -130,7 +130,9 @@ test-native: build
 # Under Xen, in one boot of the rig: xen.cfg as it is (FIFO event channels), the same with the
 # pv_ops call sites left indirect, 32 MiB, 1 GiB with two vCPUs, an unknown option, the
 # 2-level event ABI, `xl shutdown` of a guest that stays up (with disks and a vif for the
-# frontend, block and network tests, and dom0's network checks of @net), `xl reboot`, app=blksum on
+# frontend, block and network tests, and dom0's network checks of @net; ballooned by
+# `xl mem-set` to a quarter and back under a TCP stream, @mem-set), the whole suite with
+# disks, a vif and two vCPUs in 16 MiB, `xl reboot`, app=blksum on
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
 # the pattern), and xen.cfg as it is with a user's root and data disk (xvda, xvdb), which must
 # come out byte-identical (@intact); a checkpoint (xl save -c) and an xl save + xl restore
@@ -145,7 +147,8 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	rig/xen-rig.py --expect-bulk --timeout 600 --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
 	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
-	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
+	    '@net @mem-set=16,64 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
+	    '@net memory=16 vcpus=2 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img' \
@@ -160,7 +163,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 
 # The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
-# network checks), app=blksum, on a bridge without DHCP, and under a name of its own, a
+# network checks; ballooned to a quarter and back), the whole suite in 16 MiB, app=blksum, on a bridge without DHCP, and under a name of its own, a
 # checkpoint, a save + restore and two live migrations to the same host of a guest without
 # devices and with three vCPUs, and the same (the save first, mid-blkfill) under disk and
 # network load (@suspend, SUSPEND_LOAD); four vCPUs (the smp tests); vCPU hotplug (VCPU_SET); then the
@@ -169,7 +172,8 @@ test-xen: build target/blk-random.img target/blk-zero.img
 test-xen-pvh: build target/blk-random.img
 	rig/xen-rig.py --expect-bulk --timeout 600 --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
-	    '@net extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
+	    '@net @mem-set=16,64 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
+	    '@net memory=16 vcpus=2 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"' \
 	    '@suspend=checkpoint,save,migrate,migrate vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \

@@ -652,6 +652,7 @@ control_run() {
         if [ "$1" = bench ] && ! bench_net; then failed=1; fi
         if [ -n "$fault" ] && ! fault_at_ready "$fault"; then failed=1; fi
         if [ -e "$d/vcpu_set" ] && ! vcpu_set_steps; then return; fi
+        if [ -e "$d/mem_set" ] && ! mem_set_steps "$1"; then return; fi
         if [ -e "$d/suspend" ]; then
             suspend_run "$1" "$timings" "$first_step"
             return
@@ -728,6 +729,63 @@ vcpu_set_steps() {
         fi
         ctl_log "vcpu-set: $want vCPUs in service $(secs $((CS - since))) s after xl vcpu-set, $online online in xl vcpu-list"
         result vcpu-set ok "$want vCPUs in service, each answered a call, $(secs $((CS - since))) s after xl vcpu-set $want; xl vcpu-list: $online online"
+    done
+}
+
+# @mem-set: xl mem-set to each target (MiB) in turn while dom0 streams 8 MiB into the guest's
+# TCP sink (when it has a network); after each the guest must say it reached the target
+# (balloon.<KiB>, left by the console reader), xl list must show the target (to 1 MiB), the
+# stream must have gone through, and in a @net run dom0's network checks must pass again.
+mem_set_steps() {
+    read -r sizes <"$d/mem_set"
+    ip=$(cat "$d/net-ip" 2>/dev/null || true)
+    for want in $sizes; do
+        kib=$((want * 1024))
+        rm -f "$d/balloon.$kib"
+        load=""
+        if [ -n "$ip" ]; then
+            timeout 300 /rig/netbench send "$ip" 5001 8388608 >"$d/mem-set-load" 2>&1 &
+            load=$!
+        fi
+        ctl_log "xl mem-set $name ${want}m"
+        uptime_cs
+        since=$CS
+        if ! xl mem-set "$name" "${want}m" >>"$d/control.log" 2>&1; then
+            ctl_fail "xl mem-set $name ${want}m failed" destroy
+            return 1
+        fi
+        ctl_wait "$d/balloon.$kib"
+        case $? in
+        1) ctl_fail "the domain ended before it reached $want MiB"; return 1 ;;
+        2)
+            ctl_fail "no 'balloon: at target $kib KiB' within $ctl_timeout s of xl mem-set ${want}m ($(cat "$d/balloon-short" 2>/dev/null || echo 'no shortfall said'))" destroy
+            return 1
+            ;;
+        esac
+        uptime_cs
+        took=$(secs $((CS - since)))
+        # Xen's count, as xl list shows it: the guest's last batch may still be in flight.
+        listed=""
+        for _ in $(seq 50); do
+            listed=$(xl list "$name" 2>>"$d/control.log" | awk 'NR == 2 { print $3 }')
+            [ -n "$listed" ] && [ $((listed - want)) -le 1 ] && [ $((want - listed)) -le 1 ] && break
+            sleep 0.2
+        done
+        if [ -z "$listed" ] || [ $((listed - want)) -gt 1 ] || [ $((want - listed)) -gt 1 ]; then
+            ctl_fail "xl list shows ${listed:-no} MiB after xl mem-set ${want}m" destroy
+            return 1
+        fi
+        stream=""
+        if [ -n "$load" ]; then
+            if ! wait "$load"; then
+                ctl_fail "mem-set ${want}m: the TCP stream into the guest failed: $(tr '\n' ' ' <"$d/mem-set-load")" destroy
+                return 1
+            fi
+            stream=", 8 MiB streamed into the guest meanwhile"
+        fi
+        ctl_log "mem-set: at $want MiB $took s after xl mem-set, xl list: $listed MiB$stream"
+        if [ "$1" = net ] && ! net_checks; then return 1; fi
+        result mem-set ok "at $want MiB $took s after xl mem-set ${want}m, xl list: $listed MiB$stream"
     done
 }
 
@@ -1056,6 +1114,13 @@ console_reader() {
                 if (line ~ /^smp: [0-9]+ of [0-9]+ vCPUs in service .*, each answered a call$/) {
                     split(line, w, " "); f = dir "/in-service." w[2]; printf "" >f; close(f)
                 }
+                # balloon.<KiB>: the guest reached that memory target (@mem-set); balloon-short:
+                # the last shortfall it said.
+                if (match(line, /balloon: at target [0-9]+ KiB/)) {
+                    split(substr(line, RSTART, RLENGTH), w, " ")
+                    f = dir "/balloon." w[4]; printf "" >f; close(f)
+                }
+                if (line ~ /balloon: .* short of target /) { f = dir "/balloon-short"; print line >f; close(f) }
                 # ok.<k>: the k-th self-test passed (@fault=shutdown-mid-tests acts at one).
                 if (line ~ /^ok [0-9]+ /) { split(line, w, " "); f = dir "/ok." w[2]; printf "" >f; close(f) }
                 # dev.<vbd|vif>.<id>.<added|removed>, and vif-added (the id) for the hot-attach

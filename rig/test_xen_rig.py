@@ -177,6 +177,15 @@ class Runs(unittest.TestCase):
             with self.subTest(spec=spec), self.assertRaisesRegex(rig.RigError, why):
                 self.parse(spec)
 
+    def test_mem_set(self):
+        self.assertEqual(self.parse("@net @mem-set=32,128").mem_set, [32, 128])
+        for spec, why in (("@shutdown @mem-set=2", "4 to 4096"),
+                          ("@shutdown @mem-set=32,", "4 to 4096"),
+                          ("@mem-set=32", "@shutdown or @net"),
+                          ("@shutdown @suspend=save @mem-set=32 extra=\"stay\"", "without @suspend")):
+            with self.subTest(spec=spec), self.assertRaisesRegex(rig.RigError, why):
+                self.parse(spec)
+
     def test_peer(self):
         peer = cfg_of('name = "linux"\nextra = "quiet"\ndisk = [\'p,raw,xvda,w\']\n',
                       self.numbers)
@@ -271,6 +280,17 @@ class Decide(unittest.TestCase):
         self.assertEqual(out.why, ["vcpu-set: 1 of the 2 steps (1,4) done"])
         out = decide(r, run_log(3, *body, "rig: result run=3 check=vcpu-set status=ok "
                                 "detail=4 vCPUs in service"))
+        self.assertTrue(out.passed, out.why)
+
+    def test_mem_set_needs_every_step(self):
+        r = rig.Run(3, "", control="shutdown", mem_set=[32, 128])
+        body = ["1 passed, 0 failed, 0 skipped", "control: ready", "control: shutdown poweroff",
+                "rig: result run=3 check=control status=ok detail=ready 2.00 s",
+                "rig: result run=3 check=mem-set status=ok detail=at 32 MiB"]
+        out = decide(r, run_log(3, *body))
+        self.assertEqual(out.why, ["mem-set: 1 of the 2 steps (32,128) done"])
+        out = decide(r, run_log(3, *body, "rig: result run=3 check=mem-set status=ok "
+                                "detail=at 128 MiB"))
         self.assertTrue(out.passed, out.why)
 
     def test_control_run_guest_lines(self):

@@ -327,6 +327,7 @@ class Run:
     suspend: list = field(default_factory=list)  # @suspend steps, in order
     suspend_at_acked: bool = False  # @suspend-at=acked: the first step mid-blkfill
     vcpu_set: list = field(default_factory=list)  # @vcpu-set: xl vcpu-set counts, in order
+    mem_set: list = field(default_factory=list)  # @mem-set: xl mem-set targets (MiB), in order
     nodhcp: bool = False
     intact: bool = False
     peer: bool = False
@@ -401,6 +402,11 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
                 if not all(c.isdigit() and 1 <= int(c) <= 32 for c in counts):
                     raise RigError(f"run {n}: '{a}': vCPU counts 1 to 32, comma-separated")
                 run.vcpu_set = [int(c) for c in counts]
+            elif a.startswith("@mem-set="):
+                sizes = a[len("@mem-set="):].split(",")
+                if not all(c.isdigit() and 4 <= int(c) <= 4096 for c in sizes):
+                    raise RigError(f"run {n}: '{a}': targets of 4 to 4096 MiB, comma-separated")
+                run.mem_set = [int(c) for c in sizes]
             elif a.startswith("@disk-mb="):
                 size = a[len("@disk-mb="):]
                 if not size.isdigit() or not 1 <= int(size) <= 1024:
@@ -432,7 +438,7 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
                 raise RigError(f"run {n}: unknown directive '{a}' (@shutdown, @reboot, @net, "
                                "@bench, @peer, @nodhcp, @intact, @image=<vdev>:<path>, "
                                "@fault=<name>, @suspend=<steps>, @disk-mb=<MiB>, "
-                               "@vcpu-set=<counts>)")
+                               "@vcpu-set=<counts>, @mem-set=<MiB>)")
             continue
         run.overrides.append(a)
         if not re.match(r"[A-Za-z_][A-Za-z0-9_]*=", a):
@@ -494,6 +500,8 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
         run.control = run.control or "shutdown"
     if run.vcpu_set and (run.control not in ("shutdown", "net") or run.suspend):
         raise RigError(f"run {n}: @vcpu-set is for a @shutdown or @net run (without @suspend)")
+    if run.mem_set and (run.control not in ("shutdown", "net") or run.suspend or run.peer):
+        raise RigError(f"run {n}: @mem-set is for a @shutdown or @net run of ours (without @suspend)")
     if run.suspend_at_acked and not run.suspend:
         raise RigError(f"run {n}: @suspend-at=acked needs @suspend=<steps>")
     if run.suspend_at_acked and "app=blkfill" not in run.extra:
@@ -605,6 +613,13 @@ def _check_control(run, log, out, closings):
         if len(steps) != len(run.vcpu_set):
             why.append(f"vcpu-set: {len(steps)} of the {len(run.vcpu_set)} steps "
                        f"({','.join(map(str, run.vcpu_set))}) done")
+    if run.mem_set:
+        steps = log.result("mem-set", "ok")
+        for line in steps:
+            note("mem-set: " + line)
+        if len(steps) != len(run.mem_set):
+            why.append(f"mem-set: {len(steps)} of the {len(run.mem_set)} steps "
+                       f"({','.join(map(str, run.mem_set))}) done")
     if control == "net" and not log.result("net", "ok"):
         why.append("net: the checks from dom0 did not all run")
     for line in log.control("bench: net_"):
@@ -1157,6 +1172,8 @@ def stage(args, cfg, peer_cfg, runs, images, stage_dir, fpu_check=0):
             write(d / "suspend_at", "acked\n")
         if r.vcpu_set:
             write(d / "vcpu_set", " ".join(map(str, r.vcpu_set)) + "\n")
+        if r.mem_set:
+            write(d / "mem_set", " ".join(map(str, r.mem_set)) + "\n")
         if r.nodhcp:
             write(d / "nodhcp", "")
         if r.qdisk:
