@@ -10,8 +10,15 @@ pub const TESTS: &[Test] = &[
 fn start_info() -> Outcome {
     if let Some(si) = boot::xen_pv::start_info() {
         check!(si.magic.starts_with(b"xen-3.0-x86_64"), "magic {:?}", &si.magic[..16]);
-        let mib = (si.nr_pages * 4096) >> 20;
-        check!((16..=4096).contains(&mib), "nr_pages {} ({mib} MiB)", si.nr_pages);
+        // Any size the toolstack chose, but never more than Xen would let the domain have.
+        match hypercall::ops::maximum_reservation() {
+            Ok(max) => check!(
+                si.nr_pages > 0 && si.nr_pages <= max,
+                "nr_pages {} against Xen's maximum reservation of {max} pages",
+                si.nr_pages
+            ),
+            Err(e) => return Outcome::Fail(alloc::format!("XENMEM_maximum_reservation: {e}")),
+        }
         check!(
             si.shared_info_maddr % 4096 == 0,
             "shared_info {:#x} unaligned",
@@ -53,7 +60,18 @@ fn start_info() -> Outcome {
     };
     check!(info.start_info_version >= 1, "hvm_start_info version {}", info.start_info_version);
     check!(info.memmap_entries >= 2, "{} memory map entries", info.memmap_entries);
-    check!(info.ram_bytes >= 16 << 20, "only {} bytes of RAM", info.ram_bytes);
+    check!(info.ram_bytes > 0, "no RAM in the memory map");
+    // Any size the toolstack (or QEMU) chose, but under Xen never more than the domain may have.
+    if crate::pvops::is_xen() {
+        match hypercall::ops::maximum_reservation() {
+            Ok(max) => check!(
+                info.ram_bytes <= max * 4096,
+                "{} bytes of RAM against Xen's maximum reservation of {max} pages",
+                info.ram_bytes
+            ),
+            Err(e) => return Outcome::Fail(alloc::format!("XENMEM_maximum_reservation: {e}")),
+        }
+    }
     Outcome::Pass
 }
 
