@@ -40,8 +40,11 @@ pub fn set_root_table(mfn: u64) {
     ROOT_MFN.store(mfn, Ordering::Relaxed);
 }
 
+/// The p2m's entries: the boot memory, or more once [`grow_p2m`] made room.
 pub fn nr_pages() -> u64 {
-    NR_PAGES.load(Ordering::Relaxed)
+    // Acquire: pairs with grow_p2m's release, so a count that includes the new entries
+    // comes with the pointer to the p2m that has them.
+    NR_PAGES.load(Ordering::Acquire)
 }
 
 pub fn root_table_mfn() -> u64 {
@@ -53,8 +56,8 @@ pub fn pfn_to_mfn(pfn: u64) -> u64 {
     if pfn >= nr_pages() {
         return u64::MAX;
     }
-    // SAFETY: `init_memory`'s contract: the p2m holds nr_pages entries.
-    unsafe { P2M.load(Ordering::Relaxed).add(pfn as usize).read() }
+    // SAFETY: `init_memory`'s and `grow_p2m`'s contract: the p2m holds nr_pages entries.
+    unsafe { P2M.load(Ordering::Relaxed).add(pfn as usize).read_volatile() }
 }
 
 /// The p2m entry of a pfn Xen has back (the balloon's): the toolstack's save skips it.
@@ -66,6 +69,31 @@ unsafe fn set_p2m(pfn: u64, mfn: u64) {
     // SAFETY: `init_memory`'s contract, and the p2m is ours to write; the toolstack reads
     // it only while we are suspended.
     unsafe { P2M.load(Ordering::Relaxed).add(pfn as usize).write_volatile(mfn) }
+}
+
+/// Makes room in the p2m for pfns up to `pages`, memory the balloon may populate past the
+/// boot size: a p2m in new contiguous frames of ours (start_info's has exactly the boot
+/// pages, with the builder's pages right after it), the old entries copied, the new ones
+/// invalid, and published again for the toolstack.
+pub fn grow_p2m(pages: u64) -> Result<(), &'static str> {
+    let nr = nr_pages();
+    if pages <= nr {
+        return Ok(());
+    }
+    let leaves = pages.div_ceil(crate::mm::p2m::ENTRIES_PER_PAGE);
+    let first = crate::mm::alloc_frames(leaves).map_err(|_| "no memory for a larger p2m")?;
+    let new = pfn_to_virt(first) as *mut u64;
+    for i in 0..leaves * crate::mm::p2m::ENTRIES_PER_PAGE {
+        let mfn = if i < nr { pfn_to_mfn(i) } else { INVALID_MFN };
+        // SAFETY: the frames were just allocated to us alone, contiguous and direct-mapped;
+        // i is within them.
+        unsafe { new.add(i as usize).write_volatile(mfn) };
+    }
+    // Only vCPU 0 changes the p2m (the balloon, a resume); the other vCPUs read it, and see
+    // the new count only with the new pointer (release, paired with nr_pages' acquire).
+    P2M.store(new, Ordering::Release);
+    NR_PAGES.store(pages, Ordering::Release);
+    publish_p2m()
 }
 
 /// Gives our pages `pfns` (at most [`crate::mm::balloon::BATCH`]) back to Xen; returns how
@@ -190,7 +218,11 @@ pub fn publish_p2m() -> Result<(), &'static str> {
     let (leaves, lists) =
         crate::mm::p2m::tree_shape(nr).ok_or("the p2m is too large for one frame list")?;
     let mut pages = FRAME_LISTS.lock();
-    if pages.is_empty() {
+    if pages.len() < (1 + lists) as usize {
+        // A p2m grown past what the lists can name: new ones (the old pages go back).
+        for pfn in pages.drain(..) {
+            let _ = crate::mm::free_frame(pfn);
+        }
         let first = crate::mm::alloc_zeroed_frames(1 + lists).map_err(|_| "no memory")?;
         pages.extend(first..first + 1 + lists);
     }

@@ -9,9 +9,6 @@ pub const BATCH: usize = 256;
 
 /// What the balloon asks of the platform.
 pub trait Reservation {
-    /// The pages Xen counts as ours now: the truth to steer by, since Xen's count also moves
-    /// for reasons of its own (under PVH a grant-table frame placed over a RAM page frees it).
-    fn pages(&mut self) -> u64;
     /// A frame nothing uses (not allocated, so not granted, pinned or mapped by anyone),
     /// taken out of the frame allocator; `None` when none is free above what the guest keeps.
     fn take_unused(&mut self) -> Option<u64>;
@@ -32,8 +29,9 @@ pub enum Short {
     XenRefused,
     /// The list of pages out could not grow (the heap is exhausted).
     NoBookkeeping,
-    /// Every page we gave back is in again: the target is above the memory we booted with.
-    AboveBootMemory,
+    /// Every page the guest may have is in: the target is above `maxmem` (or, where the guest
+    /// cannot grow, above the memory it booted with).
+    AllIn,
 }
 
 impl core::fmt::Display for Short {
@@ -42,7 +40,9 @@ impl core::fmt::Display for Short {
             Short::NoFreeMemory => "the rest of the memory is in use",
             Short::XenRefused => "Xen refused the pages",
             Short::NoBookkeeping => "no heap left to list the pages out",
-            Short::AboveBootMemory => "the target is above the memory the guest booted with",
+            Short::AllIn => {
+                "every page the guest may have is in (the target is above maxmem, or PVH's boot memory)"
+            }
         })
     }
 }
@@ -58,20 +58,25 @@ pub enum Step {
 }
 
 pub struct Balloon {
+    /// The pages the guest has with the balloon empty: its boot memory, and under PV those
+    /// past it up to `maxmem`. What is in use is this less what is out, counted as Linux
+    /// counts, not by Xen's figure, which moves for reasons of its own (under PVH a
+    /// grant-table frame placed over a RAM page frees that page).
+    total: u64,
     /// The frames Xen has back, the latest last (the first to come back in).
     out: Vec<u64>,
     target: Option<u64>,
 }
 
-impl Default for Balloon {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Balloon {
-    pub const fn new() -> Self {
-        Balloon { out: Vec::new(), target: None }
+    /// A balloon for a guest of `total` pages, none out.
+    pub const fn new(total: u64) -> Self {
+        Balloon { total, out: Vec::new(), target: None }
+    }
+
+    /// The pages the guest has now.
+    pub fn pages(&self) -> u64 {
+        self.total - self.out.len() as u64
     }
 
     pub fn pages_out(&self) -> u64 {
@@ -86,6 +91,18 @@ impl Balloon {
         self.target = Some(pages);
     }
 
+    /// Counts `pfns`, which Xen never populated (past the boot memory, up to `maxmem`), as
+    /// out: a target above the boot memory brings them in, the lowest first.
+    pub fn add_unpopulated(
+        &mut self,
+        pfns: core::ops::Range<u64>,
+    ) -> Result<(), alloc::collections::TryReserveError> {
+        self.out.try_reserve((pfns.end - pfns.start) as usize)?;
+        self.total += pfns.end - pfns.start;
+        self.out.extend(pfns.rev());
+        Ok(())
+    }
+
     /// Whether `pfn` is one Xen has back (for the self-tests' and the status page's checks).
     pub fn is_out(&self, pfn: u64) -> bool {
         self.out.contains(&pfn)
@@ -94,7 +111,7 @@ impl Balloon {
     /// Moves up to [`BATCH`] pages toward the target.
     pub fn step(&mut self, platform: &mut impl Reservation) -> Step {
         let Some(target) = self.target else { return Step::Done };
-        let pages = platform.pages();
+        let pages = self.pages();
         if target < pages {
             self.shrink((pages - target).min(BATCH as u64) as usize, platform, pages - target)
         } else if target > pages {
@@ -132,7 +149,7 @@ impl Balloon {
     fn grow(&mut self, want: usize, platform: &mut impl Reservation, away: u64) -> Step {
         let n = want.min(self.out.len());
         if n == 0 {
-            return Step::Stuck { pages: away, why: Short::AboveBootMemory };
+            return Step::Stuck { pages: away, why: Short::AllIn };
         }
         let mut frames = [0u64; BATCH];
         let from = self.out.len() - n;
@@ -181,10 +198,13 @@ mod tests {
         }
     }
 
-    impl Reservation for Fake {
-        fn pages(&mut self) -> u64 {
+    impl Fake {
+        fn pages(&self) -> u64 {
             self.base - self.at_xen.len() as u64
         }
+    }
+
+    impl Reservation for Fake {
         fn take_unused(&mut self) -> Option<u64> {
             self.free.pop_first()
         }
@@ -222,7 +242,7 @@ mod tests {
     #[test]
     fn down_to_the_target_and_back_up_in_batches() {
         let mut f = Fake::new(16..4096);
-        let mut b = Balloon::new();
+        let mut b = Balloon::new(4096);
         assert_eq!(b.step(&mut f), Step::Done, "no target yet");
         b.set_target(1024);
         assert_eq!(b.step(&mut f), Step::Moved(BATCH));
@@ -237,7 +257,7 @@ mod tests {
     #[test]
     fn only_free_frames_go_and_the_shortfall_is_said() {
         let mut f = Fake::new(16..100);
-        let mut b = Balloon::new();
+        let mut b = Balloon::new(4096);
         b.set_target(10);
         assert_eq!(run(&mut b, &mut f), Step::Stuck { pages: 4012 - 10, why: Short::NoFreeMemory });
         assert_eq!(f.pages(), 4096 - 84);
@@ -250,7 +270,7 @@ mod tests {
     fn what_xen_refuses_stays_ours_and_is_said() {
         let mut f = Fake::new(16..4096);
         f.take_limit = 100;
-        let mut b = Balloon::new();
+        let mut b = Balloon::new(4096);
         b.set_target(4096 - 300);
         assert_eq!(b.step(&mut f), Step::Moved(100));
         assert_eq!(f.free.len(), 4080 - 100, "the refused frames went back to the allocator");
@@ -273,29 +293,45 @@ mod tests {
     }
 
     #[test]
-    fn a_target_above_the_boot_memory_fills_the_balloon_and_says_so() {
+    fn a_target_above_all_the_guest_may_have_fills_the_balloon_and_says_so() {
         let mut f = Fake::new(16..4096);
-        let mut b = Balloon::new();
+        let mut b = Balloon::new(4096);
         b.set_target(2048);
         assert_eq!(run(&mut b, &mut f), Step::Done);
         b.set_target(5000);
-        assert_eq!(
-            run(&mut b, &mut f),
-            Step::Stuck { pages: 5000 - 4096, why: Short::AboveBootMemory }
-        );
+        assert_eq!(run(&mut b, &mut f), Step::Stuck { pages: 5000 - 4096, why: Short::AllIn });
         assert_eq!(f.pages(), 4096);
     }
 
     #[test]
-    fn xens_count_is_what_is_steered_by() {
+    fn unpopulated_pages_past_the_boot_memory_come_in_lowest_first() {
         let mut f = Fake::new(16..4096);
-        let mut b = Balloon::new();
+        // Xen has 4096..6144 (never populated): the fake counts them as given.
+        f.base = 6144;
+        f.at_xen.extend(4096..6144);
+        let mut b = Balloon::new(4096);
+        b.add_unpopulated(4096..6144).unwrap();
+        assert_eq!(f.pages(), 4096);
+        b.set_target(4096 + 10);
+        assert_eq!(b.step(&mut f), Step::Moved(10));
+        assert!((4096..4106).all(|p| f.free.contains(&p)), "the lowest came in first");
+        b.set_target(6144);
+        assert_eq!(run(&mut b, &mut f), Step::Done);
+        b.set_target(7000);
+        assert_eq!(run(&mut b, &mut f), Step::Stuck { pages: 856, why: Short::AllIn });
+    }
+
+    #[test]
+    fn the_balloon_counts_its_own_pages_not_xens() {
+        let mut f = Fake::new(16..4096);
+        let mut b = Balloon::new(4096);
         b.set_target(2048);
         assert_eq!(run(&mut b, &mut f), Step::Done);
-        // Xen freed 10 of our pages for reasons of its own: 10 fewer go.
+        // Xen freed 10 of our pages for reasons of its own (a grant frame over RAM): the
+        // balloon's figure, like Linux's, does not move.
         f.base -= 10;
         b.set_target(1024);
         assert_eq!(run(&mut b, &mut f), Step::Done);
-        assert_eq!((f.pages(), b.pages_out()), (1024, 3072 - 10));
+        assert_eq!((b.pages(), b.pages_out(), f.pages()), (1024, 3072, 1014));
     }
 }

@@ -102,6 +102,15 @@ impl<'a> FrameBitmap<'a> {
         None
     }
 
+    /// Covers frames up to `frames` (as many as the words hold), the new ones in use until
+    /// added or freed: memory the domain may be given later.
+    pub fn grow(&mut self, frames: u64) {
+        let cap = self.words.len() as u64 * 64;
+        // Every bit past the old count is still set: `new` set them all, and nothing clears
+        // a bit at or past the count.
+        self.frames = self.frames.max(frames.min(cap));
+    }
+
     pub fn free(&mut self, f: u64) -> Result<(), FrameError> {
         if f >= self.frames {
             return Err(FrameError::OutOfRange(f));
@@ -129,6 +138,21 @@ mod tests {
         assert_eq!(b.free_frames(), 15);
         b.add_free_range(190, 1000); // clipped to the bitmap
         assert_eq!(b.free_frames(), 25);
+    }
+
+    #[test]
+    fn grown_frames_start_in_use_and_free_one_by_one() {
+        let mut words = [0u64; 4];
+        let mut b = FrameBitmap::new(&mut words, 100);
+        b.add_free_range(0, 100);
+        b.grow(1000);
+        assert_eq!((b.frames(), b.free_frames()), (256, 100));
+        assert_eq!(b.free(300), Err(FrameError::OutOfRange(300)));
+        assert_eq!(b.free(200), Ok(()));
+        assert_eq!(b.free(200), Err(FrameError::DoubleFree(200)));
+        assert_eq!(b.free_frames(), 101);
+        b.grow(50);
+        assert_eq!(b.frames(), 256, "never shrinks");
     }
 
     #[test]

@@ -43,6 +43,12 @@ mod kernel {
         with_frames(|b| b.add_free_range(start, end))
     }
 
+    /// Covers pfns up to `frames` (within the direct map), the new ones in use: room for
+    /// memory the balloon populates past the boot size, handed over with [`free_frame`].
+    pub fn grow_frames(frames: u64) {
+        with_frames(|b| b.grow(frames.min(DIRECT_MAP_PAGES)))
+    }
+
     pub fn alloc_frame() -> Result<u64, FrameError> {
         with_frames(|b| b.alloc())
     }

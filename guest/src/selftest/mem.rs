@@ -78,6 +78,12 @@ fn balloon_round_trip() -> Outcome {
         return Outcome::Skip("fewer than 64 free pages above the balloon's reserve");
     }
     let pv = crate::pvops::is_xen_pv();
+    for &pfn in &pfns {
+        // Touched first, so that each is a page Xen has given (populate-on-demand leaves the
+        // untouched ones empty, and giving one of those back changes no count).
+        // SAFETY: the frame is out of the allocator, ours alone, and direct-mapped.
+        unsafe { (pfn_to_virt(pfn) as *mut u64).write_volatile(pfn) };
+    }
     let gave = platform.give_back(&pfns);
     if gave != PAGES {
         let got = platform.populate(&pfns[..gave]);

@@ -22,13 +22,9 @@ const KIB_PER_PAGE: u64 = crate::arch::PAGE_SIZE / 1024;
 
 struct State {
     balloon: Balloon,
-    /// Xen's page count minus ours at the first target: what `memory/target` counts that the
-    /// balloon does not (0 under PV, where the two agree).
+    /// What `memory/target` counts that the balloon does not, in pages, as Linux reckons
+    /// it: 0 under PV; under PVH `static-max` less the RAM in the boot memory map.
     offset: i64,
-    /// Xen's count at the first target. Under PVH it falls a little as grant-table frames
-    /// are placed over RAM pages, which Xen frees: a target up to here with nothing out is
-    /// reached (those pages are Xen's to give back, not ours to ask for).
-    boot_pages: u64,
     /// The last shortfall said, so a stuck balloon says it once per target, not per try.
     said: Option<(u64, Short)>,
     /// Whether reaching the current target was said.
@@ -40,12 +36,17 @@ impl State {
         if !self.reached_said {
             self.reached_said = true;
             crate::println!(
-                "balloon: at target {} KiB: {} pages, {} given back",
+                "balloon: at target {} KiB: {} pages, {} in the balloon",
                 TARGET_KIB.load(Ordering::SeqCst),
-                Platform.pages(),
+                self.balloon.pages(),
                 self.balloon.pages_out()
             );
         }
+    }
+
+    /// The balloon's target for `memory/target` = `kib`.
+    fn target_pages(&self, kib: u64) -> u64 {
+        ((kib / KIB_PER_PAGE) as i64 - self.offset).max(0) as u64
     }
 }
 
@@ -58,18 +59,6 @@ static TARGET_NEWS: AtomicBool = AtomicBool::new(false);
 pub struct Platform;
 
 impl Reservation for Platform {
-    fn pages(&mut self) -> u64 {
-        match hypercall::ops::current_reservation() {
-            Ok(p) => p,
-            Err(e) => {
-                // Steering blind would be worse than stopping: a count of 0 stops a shrink,
-                // and a grow finds nothing out or is refused.
-                log::error!("balloon: XENMEM_current_reservation: {e}");
-                0
-            }
-        }
-    }
-
     fn take_unused(&mut self) -> Option<u64> {
         if mm::frame_stats().0 <= RESERVE_FRAMES {
             return None;
@@ -112,30 +101,69 @@ fn read_target(xs: &mut xenbus::Xenstore<xenstore::Channel>) {
     }
 }
 
-/// Starts following `memory/target` (Xen only). Without the watch the guest keeps its boot
-/// memory, as it did before there was a balloon.
-pub fn arm() {
-    if !pvops::is_xen() {
+/// With `maxmem` above `memory`, the pfns past the boot memory up to `max_pages`, which the
+/// balloon may populate (PV: the p2m and the frame allocator grow to cover them, and the
+/// direct map as each is populated). PVH keeps its boot memory map.
+fn make_room(balloon: &mut Balloon, max_pages: u64) {
+    let max_pages = max_pages.min(crate::arch::DIRECT_MAP_PAGES);
+    if pvops::backend() != Backend::XenPv {
         return;
     }
-    let pages = match hypercall::ops::current_reservation() {
-        Ok(p) => p,
-        Err(e) => {
-            log::error!("balloon: XENMEM_current_reservation: {e}; xl mem-set will not work");
-            return;
-        }
+    let boot = crate::arch::xen_pv::nr_pages();
+    if max_pages <= boot {
+        return;
+    }
+    if let Err(why) = crate::arch::xen_pv::grow_p2m(max_pages) {
+        log::error!("balloon: {why}: the guest cannot grow past its boot memory");
+        return;
+    }
+    mm::grow_frames(max_pages);
+    if let Err(e) = balloon.add_unpopulated(boot..max_pages) {
+        log::error!("balloon: {e}: the guest cannot grow past its boot memory");
+        return;
+    }
+    log::info!(
+        "balloon: may grow from {} to {} KiB (maxmem)",
+        boot * KIB_PER_PAGE,
+        max_pages * KIB_PER_PAGE
+    );
+}
+
+/// Starts following `memory/target` (Xen only), and goes to the target it names now:
+/// under PVH with `maxmem` above `memory` the boot memory map shows `maxmem` of RAM of which
+/// only `memory` is there (populate-on-demand), so the rest must go before anything uses it.
+/// Without the watch the guest keeps its boot memory, as it did before there was a balloon.
+pub fn arm() {
+    let total = match pvops::backend() {
+        Backend::XenPv => crate::arch::xen_pv::nr_pages(),
+        Backend::XenPvh => match crate::boot::pvh::boot_info() {
+            Some(info) => info.ram_bytes / crate::arch::PAGE_SIZE,
+            None => return,
+        },
+        Backend::Native => return,
     };
     let armed = xenstore::with(|xs| {
         let target = control::read_kib(xs, control::MEMORY_TARGET_PATH)?;
-        let offset = (target / KIB_PER_PAGE) as i64 - pages as i64;
-        *STATE.lock() = Some(State {
-            balloon: Balloon::new(),
-            offset,
-            boot_pages: pages,
-            said: None,
-            reached_said: true,
-        });
-        log::debug!("balloon: {pages} pages, target {target} KiB (offset {offset} pages)");
+        let static_max = control::read_kib(xs, control::MEMORY_STATIC_MAX_PATH);
+        let mut balloon = Balloon::new(total);
+        let offset = match (&static_max, pvops::backend()) {
+            (Ok(max_kib), Backend::XenPvh) => (max_kib / KIB_PER_PAGE) as i64 - total as i64,
+            _ => 0,
+        };
+        match static_max {
+            Ok(max_kib) => make_room(&mut balloon, max_kib / KIB_PER_PAGE),
+            Err(e) => log::warn!(
+                "balloon: {}: {e}; the guest cannot grow past its boot memory",
+                control::MEMORY_STATIC_MAX_PATH
+            ),
+        }
+        let mut state = State { balloon, offset, said: None, reached_said: true };
+        let pages = state.target_pages(target);
+        log::debug!("balloon: {total} pages, target {target} KiB: {pages} (offset {offset})");
+        TARGET_KIB.store(target, Ordering::SeqCst);
+        state.balloon.set_target(pages);
+        state.reached_said = pages == state.balloon.pages();
+        *STATE.lock() = Some(state);
         // libxl 4.17 makes no control/feature-balloon for the guest to write (EACCES) and
         // does not need it; a toolstack that made one learns we balloon.
         if let Err(e) = control::advertise(xs, &[Feature::Balloon]) {
@@ -152,6 +180,12 @@ pub fn arm() {
         Some(Err(e)) => log::error!("balloon: cannot follow {}: {e}", control::MEMORY_TARGET_PATH),
         None => log::error!("balloon: no xenstore connection"),
     }
+    // Bounded: each round moves pages or ends it.
+    for _ in 0..1 << 16 {
+        if !service() {
+            break;
+        }
+    }
 }
 
 /// Moves toward the target a while: call it from the loops that serve the toolstack.
@@ -161,9 +195,9 @@ pub fn service() -> bool {
     let Some(state) = guard.as_mut() else { return false };
     if TARGET_NEWS.swap(false, Ordering::SeqCst) {
         let kib = TARGET_KIB.load(Ordering::SeqCst);
-        let pages = ((kib / KIB_PER_PAGE) as i64 - state.offset).max(0) as u64;
+        let pages = state.target_pages(kib);
         if state.balloon.target() != Some(pages) {
-            let now = Platform.pages();
+            let now = state.balloon.pages();
             if pages == now {
                 log::debug!("balloon: target {kib} KiB ({pages} pages): as we are");
             } else {
@@ -176,16 +210,12 @@ pub fn service() -> bool {
         }
     }
     let Some(target) = state.balloon.target() else { return false };
-    if target < Platform.pages() {
+    if target < state.balloon.pages() {
         mm::trim_heap();
     }
     for _ in 0..BATCHES_PER_SERVICE {
-        let step = state.balloon.step(&mut Platform);
-        let drifted = matches!(step, Step::Stuck { why: Short::AboveBootMemory, .. })
-            && target <= state.boot_pages;
-        match step {
+        match state.balloon.step(&mut Platform) {
             Step::Moved(_) => continue,
-            _ if drifted => state.say_reached(),
             Step::Done => state.say_reached(),
             Step::Stuck { pages, why } => {
                 if state.said != Some((target, why)) {
@@ -204,7 +234,7 @@ pub fn service() -> bool {
 }
 
 /// What the status page shows: Xen's count of our memory, the toolstack's target, what is
-/// given back.
+/// in the balloon (given back, or past the boot memory up to maxmem).
 pub fn describe() -> Option<alloc::string::String> {
     let guard = STATE.lock();
     let state = guard.as_ref()?;
@@ -212,9 +242,11 @@ pub fn describe() -> Option<alloc::string::String> {
         Some(_) => alloc::format!("{} KiB", TARGET_KIB.load(Ordering::SeqCst)),
         None => alloc::string::String::from("none"),
     };
+    let xens = hypercall::ops::current_reservation()
+        .map_or(alloc::string::String::from("?"), |p| alloc::format!("{}", p * KIB_PER_PAGE));
     Some(alloc::format!(
-        "{} KiB, target {target}, {} KiB given back",
-        Platform.pages() * KIB_PER_PAGE,
+        "{} KiB (Xen counts {xens}), target {target}, {} KiB in the balloon",
+        state.balloon.pages() * KIB_PER_PAGE,
         state.balloon.pages_out() * KIB_PER_PAGE
     ))
 }
