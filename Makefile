@@ -131,7 +131,7 @@ test-native: build
 # pv_ops call sites left indirect, 32 MiB, 1 GiB with two vCPUs, an unknown option, the
 # 2-level event ABI, `xl shutdown` of a guest that stays up (with disks and a vif for the
 # frontend, block and network tests, and dom0's network checks of @net; ballooned by
-# `xl mem-set` to a quarter and back under a TCP stream, @mem-set), the whole suite with
+# `xl mem-set` up to maxmem, down to a quarter and back under a TCP stream, @mem-set), the whole suite with
 # disks, a vif and two vCPUs in 16 MiB, `xl reboot`, app=blksum on
 # a random image (the rig compares with dom0's sha256sum) and app=blkfill (the rig regenerates
 # the pattern), and xen.cfg as it is with a user's root and data disk (xvda, xvdb), which must
@@ -147,7 +147,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	rig/xen-rig.py --expect-bulk --timeout 600 --control-timeout 60 $(IMAGE) xen.cfg "" 'extra="log=info nopvpatch"' \
 	    "memory=32" "memory=1024 vcpus=2" \
 	    'extra="log=debug frobnicate=1"' 'extra="log=info evtchn=2l"' \
-	    '@net @mem-set=16,64 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
+	    '@net @mem-set=128,16,64 maxmem=128 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' '@reboot extra="log=warn stay"' \
 	    '@net memory=16 vcpus=2 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \

@@ -179,10 +179,13 @@ class Runs(unittest.TestCase):
 
     def test_mem_set(self):
         self.assertEqual(self.parse("@net @mem-set=32,128").mem_set, [32, 128])
+        r = self.parse('@suspend=save @mem-set=32 extra="stay"')
+        self.assertEqual((r.mem_set, r.suspend), ([32], ["save"]))
         for spec, why in (("@shutdown @mem-set=2", "4 to 4096"),
                           ("@shutdown @mem-set=32,", "4 to 4096"),
-                          ("@mem-set=32", "@shutdown or @net"),
-                          ("@shutdown @suspend=save @mem-set=32 extra=\"stay\"", "without @suspend")):
+                          ("@mem-set=32", "@shutdown, @net or @suspend"),
+                          ("@mem-set=32 @disk-mb=256 @suspend=save @suspend-at=acked "
+                           "extra=\"stay app=blkfill\"", "without @suspend-at")):
             with self.subTest(spec=spec), self.assertRaisesRegex(rig.RigError, why):
                 self.parse(spec)
 

@@ -500,8 +500,10 @@ def parse_run(n, spec, cfg, peer_cfg, numbers, images, disk_mb):
         run.control = run.control or "shutdown"
     if run.vcpu_set and (run.control not in ("shutdown", "net") or run.suspend):
         raise RigError(f"run {n}: @vcpu-set is for a @shutdown or @net run (without @suspend)")
-    if run.mem_set and (run.control not in ("shutdown", "net") or run.suspend or run.peer):
-        raise RigError(f"run {n}: @mem-set is for a @shutdown or @net run of ours (without @suspend)")
+    if run.mem_set and (run.control not in ("shutdown", "net") or run.suspend_at_acked
+                        or run.peer):
+        raise RigError(f"run {n}: @mem-set is for a @shutdown, @net or @suspend run of ours "
+                       "(without @suspend-at)")
     if run.suspend_at_acked and not run.suspend:
         raise RigError(f"run {n}: @suspend-at=acked needs @suspend=<steps>")
     if run.suspend_at_acked and "app=blkfill" not in run.extra:
