@@ -152,7 +152,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@image=xvdb:target/blk-zero.img extra="log=warn tests=console:: app=blkfill dev=xvdb seed=42"' \
 	    '@intact @image=xvda:target/blk-random.img @image=xvdb:target/blk-random.img' \
-	    '@suspend=checkpoint,save vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
+	    '@suspend=checkpoint,save @mem-set=24 vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,save $(SUSPEND_LOAD)' \
 	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"' \
 	    'vcpus=40 extra="log=info tests=console::,smp::"' \
@@ -163,7 +163,7 @@ test-xen: build target/blk-random.img target/blk-zero.img
 
 # The same image as a Xen PVH domU (xen-pvh.cfg), in one boot of the rig: the suite as it is,
 # unpatched, at 32 MiB and 1 GiB, on the 2-level event ABI, with disks and a vif (and dom0's
-# network checks; ballooned to a quarter and back), the whole suite in 16 MiB, app=blksum, on a bridge without DHCP, and under a name of its own, a
+# network checks; grown to maxmem, ballooned to a quarter and back), the whole suite in 16 MiB, app=blksum, on a bridge without DHCP, and under a name of its own, a
 # checkpoint, a save + restore and two live migrations to the same host of a guest without
 # devices and with three vCPUs, and the same (the save first, mid-blkfill) under disk and
 # network load (@suspend, SUSPEND_LOAD); four vCPUs (the smp tests); vCPU hotplug (VCPU_SET); then the
@@ -172,11 +172,11 @@ test-xen: build target/blk-random.img target/blk-zero.img
 test-xen-pvh: build target/blk-random.img
 	rig/xen-rig.py --expect-bulk --timeout 600 --control-timeout 60 $(IMAGE) xen-pvh.cfg "" \
 	    'extra="log=info nopvpatch"' "memory=32" "memory=1024 vcpus=2" 'extra="log=info evtchn=2l"' \
-	    '@net @mem-set=16,64 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
+	    '@net @mem-set=128,16,64 maxmem=128 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@net memory=16 vcpus=2 extra="log=warn stay $(DISK_ROLES)" $(DEVICES)' \
 	    '@image=xvdb:target/blk-random.img extra="log=warn tests=console:: app=blksum dev=xvdb"' \
 	    '@nodhcp extra="log=warn stay" $(NET)' '@shutdown name="pvh-other-name" extra="log=warn stay"' \
-	    '@suspend=checkpoint,save,migrate,migrate vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
+	    '@suspend=checkpoint,save,migrate,migrate @mem-set=24 vcpus=3 extra="log=info tests=console::,time::,smp:: stay" vif=[] disk=[]' \
 	    '@suspend=save,checkpoint,migrate,migrate $(SUSPEND_LOAD)' \
 	    'vcpus=4 extra="log=info tests=console::,smp::,irq::,time::,mem::"' \
 	    'vcpus=40 extra="log=info tests=console::,smp::"' \
