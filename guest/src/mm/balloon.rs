@@ -15,7 +15,10 @@ pub trait Reservation {
     /// Hands a frame the balloon took but did not give away (or got back) to the allocator.
     fn put_unused(&mut self, pfn: u64);
     /// Gives the frames to Xen; returns how many, from the start, Xen took.
-    fn give_back(&mut self, pfns: &[u64]) -> usize;
+    ///
+    /// # Safety
+    /// Each frame came from [`Self::take_unused`] and was not put back: nothing uses it.
+    unsafe fn give_back(&mut self, pfns: &[u64]) -> usize;
     /// Asks Xen for memory at the frames; returns how many, from the start, it populated.
     fn populate(&mut self, pfns: &[u64]) -> usize;
 }
@@ -135,7 +138,8 @@ impl Balloon {
         if n == 0 {
             return Step::Stuck { pages: away, why: Short::NoFreeMemory };
         }
-        let taken = platform.give_back(&frames[..n]).min(n);
+        // SAFETY: every frame came from take_unused just above.
+        let taken = unsafe { platform.give_back(&frames[..n]) }.min(n);
         self.out.extend_from_slice(&frames[..taken]);
         for &pfn in &frames[taken..n] {
             platform.put_unused(pfn);
@@ -212,7 +216,7 @@ mod tests {
             assert!(!self.at_xen.contains(&pfn), "{pfn} is Xen's");
             assert!(self.free.insert(pfn), "{pfn} freed twice");
         }
-        fn give_back(&mut self, pfns: &[u64]) -> usize {
+        unsafe fn give_back(&mut self, pfns: &[u64]) -> usize {
             let n = pfns.len().min(self.take_limit);
             for &pfn in &pfns[..n] {
                 assert!(!self.in_use.contains(&pfn), "{pfn} is in use");

@@ -10,32 +10,104 @@ pub const TESTS: &[Test] = &[
     Test { name: "mem::lazy_mmu_batching", run: lazy_mmu_batching },
     Test { name: "mem::heap_grows_and_gives_back", run: heap_grows_and_gives_back },
     Test { name: "mem::balloon_round_trip", run: balloon_round_trip },
+    Test { name: "mem::balloon_spares_granted_pages", run: balloon_spares_granted_pages },
 ];
 
-/// A block larger than the heap has free comes from a region the heap adds from the frame
-/// allocator; once it is freed, trimming gives that region's frames back.
+/// With a page granted, the balloon's source of pages offers every free one down to its
+/// reserve, each once, and never the granted page (nor any page in use).
+fn balloon_spares_granted_pages() -> Outcome {
+    use crate::mm::balloon::Reservation;
+    use crate::xen::gnttab;
+    super::xen_only!();
+    let domid = match hypercall::ops::own_domid() {
+        Ok(d) => grant::DomId(d),
+        Err(e) => return Outcome::Fail(alloc::format!("own domid: {e}")),
+    };
+    let Ok(granted) = mm::alloc_frame() else {
+        return Outcome::Skip("no free frame to grant");
+    };
+    let gref = match gnttab::grant_access(domid, crate::pvops::pfn_to_frame(granted), false) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = mm::free_frame(granted);
+            return Outcome::Fail(alloc::format!("grant_access: {e}"));
+        }
+    };
+    let mut platform = crate::xen::balloon::Platform;
+    let mut taken = Vec::new();
+    let mut bookkeeping = Ok(());
+    while let Some(pfn) = platform.take_unused() {
+        if taken.try_reserve(1).is_err() {
+            platform.put_unused(pfn);
+            bookkeeping = Err(taken.len());
+            break;
+        }
+        taken.push(pfn);
+    }
+    let left = mm::frame_stats().0;
+    taken.sort_unstable();
+    let distinct = taken.windows(2).all(|w| w[0] != w[1]);
+    let has_granted = taken.binary_search(&granted).is_ok();
+    for &pfn in &taken {
+        platform.put_unused(pfn);
+    }
+    let ended = gnttab::end_access(gref);
+    let _ = mm::free_frame(granted);
+    if let Err(n) = bookkeeping {
+        return Outcome::Skip(if n == 0 {
+            "no heap for the list"
+        } else {
+            "heap ran out listing pages"
+        });
+    }
+    check!(!has_granted, "the granted pfn {granted:#x} was offered to the balloon");
+    check!(distinct, "a pfn was offered twice");
+    let reserve = crate::xen::balloon::RESERVE_FRAMES;
+    check!(left <= reserve, "{left} free frames left, above the reserve of {reserve}");
+    check!(ended.is_ok(), "end_access: {ended:?}");
+    Outcome::Pass
+}
+
+/// Blocks of 64 KiB, allocated until the heap adds a region from the frame allocator, each
+/// holding its bytes; once they are freed, trimming gives that region's frames back.
 fn heap_grows_and_gives_back() -> Outcome {
+    const BLOCK: usize = 64 << 10;
     mm::trim_heap();
     let (_, heap_free) = mm::heap_stats();
     let (frames_free, _) = mm::frame_stats();
     let regions = mm::heap_regions();
-    let len = heap_free + (256 << 10);
-    if (len as u64) / PAGE_SIZE + 1024 > frames_free {
-        return Outcome::Skip("not enough free memory to grow the heap past its free space");
+    // The heap's free space, then a region's worth: the growth must come within it.
+    let most = heap_free / BLOCK + (4 << 20) / BLOCK;
+    let mut blocks: Vec<Vec<u8>> = Vec::new();
+    if blocks.try_reserve_exact(most).is_err() {
+        return Outcome::Skip("no heap for the list of blocks");
     }
-    let mut block: Vec<u8> = Vec::new();
-    if block.try_reserve_exact(len).is_err() {
+    while mm::heap_regions() == regions && blocks.len() < most {
+        let mut block = Vec::new();
+        if block.try_reserve_exact(BLOCK).is_err() {
+            break;
+        }
+        block.resize(BLOCK, blocks.len() as u8);
+        blocks.push(block);
+    }
+    if mm::heap_regions() == regions {
+        let n = blocks.len();
+        drop(blocks);
+        mm::trim_heap();
+        if frames_free < 1024 {
+            return Outcome::Skip("not enough free frames for the heap to grow by a region");
+        }
         return Outcome::Fail(alloc::format!(
-            "{len} bytes with {heap_free} free in the heap and {frames_free} free frames"
+            "{n} blocks of 64 KiB with {heap_free} bytes free and {frames_free} free frames: no region added"
         ));
     }
-    block.resize(len, 0x5a);
-    check!(mm::heap_regions() > regions, "no region added for {len} bytes");
     check!(mm::frame_stats().0 < frames_free, "the heap grew without taking frames");
-    check!(block.iter().all(|&b| b == 0x5a), "the block did not hold its bytes");
-    drop(block);
+    for (i, block) in blocks.iter().enumerate() {
+        check!(block.iter().all(|&b| b == i as u8), "block {i} did not hold its bytes");
+    }
+    drop(blocks);
     let given = mm::trim_heap();
-    check!(given as usize >= len / PAGE_SIZE as usize, "trimming gave back {given} frames");
+    check!(given > 0, "trimming gave nothing back");
     check!(
         mm::heap_regions() == regions,
         "{} regions after trimming, {regions} before",
@@ -84,7 +156,8 @@ fn balloon_round_trip() -> Outcome {
         // SAFETY: the frame is out of the allocator, ours alone, and direct-mapped.
         unsafe { (pfn_to_virt(pfn) as *mut u64).write_volatile(pfn) };
     }
-    let gave = platform.give_back(&pfns);
+    // SAFETY: the frames came from take_unused above and were not put back.
+    let gave = unsafe { platform.give_back(&pfns) };
     if gave != PAGES {
         let got = platform.populate(&pfns[..gave]);
         put_back(&mut platform, &pfns[..got]);

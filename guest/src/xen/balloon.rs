@@ -13,7 +13,7 @@ use xenbus::control::{self, Feature};
 
 /// Free frames the balloon leaves the guest: room for the heap to grow by a region and for
 /// the drivers' pages.
-const RESERVE_FRAMES: u64 = 512;
+pub const RESERVE_FRAMES: u64 = 512;
 /// Batches moved per [`service`] call, so that a large change does not hold up the loop
 /// that calls it (the network, the toolstack's requests) for long.
 const BATCHES_PER_SERVICE: usize = 16;
@@ -72,9 +72,10 @@ impl Reservation for Platform {
         }
     }
 
-    fn give_back(&mut self, pfns: &[u64]) -> usize {
+    unsafe fn give_back(&mut self, pfns: &[u64]) -> usize {
         match pvops::backend() {
-            // SAFETY: the frames came from the allocator and nothing else has them.
+            // SAFETY: the caller's contract: the frames came from take_unused, out of the
+            // allocator, and nothing else has them.
             Backend::XenPv => unsafe { crate::arch::xen_pv::give_back(pfns) },
             // SAFETY: as above; nothing touches a frame the allocator does not hand out.
             Backend::XenPvh => unsafe { crate::arch::xen_pvh::give_back(pfns) },
