@@ -66,8 +66,8 @@ pub const INVALID_MFN: u64 = u64::MAX;
 /// # Safety
 /// `pfn < nr_pages()`; nothing maps `pfn` by its old frame any more, or `mfn` is ours.
 unsafe fn set_p2m(pfn: u64, mfn: u64) {
-    // SAFETY: `init_memory`'s contract, and the p2m is ours to write; the toolstack reads
-    // it only while we are suspended.
+    // SAFETY: `init_memory`'s and `grow_p2m`'s contract (nr_pages entries, ours to write);
+    // the toolstack reads the p2m only while we are suspended.
     unsafe { P2M.load(Ordering::Relaxed).add(pfn as usize).write_volatile(mfn) }
 }
 
