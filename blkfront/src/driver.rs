@@ -288,7 +288,14 @@ impl<P: Pages, E: EventChannel> Blkfront<P, E> {
             return Ok(RequestId(id));
         };
         let buf = match request {
-            Request::Read { len, .. } => alloc::vec![0; len],
+            // The caller's length, up to the disk's size: a guest short of memory gets an
+            // error back, not a panic.
+            Request::Read { len, .. } => {
+                let mut buf = Vec::new();
+                buf.try_reserve_exact(len).map_err(|_| BlkError::Device(DeviceError::NoMemory))?;
+                buf.resize(len, 0);
+                buf
+            }
             Request::Write { data, .. } => data,
             Request::Flush | Request::Discard { .. } => Vec::new(),
         };

@@ -20,6 +20,22 @@ fn reads_see_the_disk() {
 }
 
 #[test]
+fn a_read_too_large_for_memory_is_an_error_not_a_panic() {
+    // The backend says the disk has 2^52 sectors (2 EiB): a read of most of it passes the
+    // range check (2^60 bytes, half the disk), and no buffer that size can be had.
+    let (rig, mut blk) = Rig::connected(&[("sectors", "4503599627370496")]);
+    let len = 1usize << 60;
+    assert_eq!(
+        blk.submit(Request::Read { sector: 0, len }).err(),
+        Some(BlkError::Device(DeviceError::NoMemory))
+    );
+    let mut buf = vec![0; 4096];
+    blk.read(0, &mut buf).unwrap();
+    assert_eq!(buf, pattern(0, 4096), "the driver goes on after the refusal");
+    assert_eq!(rig.w().exposed, 0);
+}
+
+#[test]
 fn round_trips_at_many_offsets_and_lengths() {
     let (rig, mut blk) = Rig::connected(&[]);
     let part = MAX_SEGMENTS_PER_REQUEST * 4096;
