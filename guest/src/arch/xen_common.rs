@@ -242,3 +242,29 @@ pub extern "C" fn cpu_parked(cpu: u32) -> bool {
 pub fn cpu_down(cpu: u32) -> bool {
     !matches!(hypercall::ops::vcpu_is_up(cpu), Ok(true))
 }
+
+/// One balloon batch's frame list: `pfns` (at most [`crate::mm::balloon::BATCH`]) copied,
+/// for a XENMEM reservation call to read (and a PV populate to overwrite with machine
+/// frames), and how many there are.
+pub fn balloon_batch(pfns: &[u64]) -> ([u64; crate::mm::balloon::BATCH], usize) {
+    let mut frames = [0u64; crate::mm::balloon::BATCH];
+    let n = pfns.len().min(frames.len());
+    frames[..n].copy_from_slice(&pfns[..n]);
+    (frames, n)
+}
+
+/// How many frames, from the start of `list`, the XENMEM reservation call `op` (named `what`)
+/// did: never more than the list, none if the call failed, which is said.
+pub fn balloon_call(
+    what: &str,
+    list: &mut [u64],
+    op: impl FnOnce(&mut [u64]) -> hypercall::Result<u64>,
+) -> usize {
+    match op(list) {
+        Ok(k) => (k as usize).min(list.len()),
+        Err(e) => {
+            log::error!("balloon: {what}: {e}");
+            0
+        }
+    }
+}

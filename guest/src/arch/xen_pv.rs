@@ -118,14 +118,12 @@ pub unsafe fn give_back(pfns: &[u64]) -> usize {
         unsafe { set_p2m(pfn, INVALID_MFN) };
         unmapped = i + 1;
     }
-    // SAFETY: the pages are unmapped and unused; the p2m no longer names them.
-    let taken = match unsafe { hypercall::ops::decrease_reservation(&mut mfns[..unmapped]) } {
-        Ok(k) => (k as usize).min(unmapped),
-        Err(e) => {
-            log::error!("balloon: XENMEM_decrease_reservation: {e}");
-            0
-        }
-    };
+    let taken = super::xen_common::balloon_call(
+        "XENMEM_decrease_reservation",
+        &mut mfns[..unmapped],
+        // SAFETY: the pages are unmapped and unused; the p2m no longer names them.
+        |list| unsafe { hypercall::ops::decrease_reservation(list) },
+    );
     for (&pfn, &mfn) in pfns[taken..unmapped].iter().zip(&mfns[taken..unmapped]) {
         // SAFETY: Xen kept the frame ours; it goes back where it was.
         unsafe { set_p2m(pfn, mfn) };
@@ -141,16 +139,12 @@ pub unsafe fn give_back(pfns: &[u64]) -> usize {
 /// given back before); returns how many it populated, from the start, each mapped in the
 /// direct map again and in the p2m (Xen set the m2p).
 pub fn populate(pfns: &[u64]) -> usize {
-    let mut frames = [0u64; crate::mm::balloon::BATCH];
-    let n = pfns.len().min(frames.len());
-    frames[..n].copy_from_slice(&pfns[..n]);
-    let populated = match hypercall::ops::populate_physmap(&mut frames[..n]) {
-        Ok(k) => (k as usize).min(n),
-        Err(e) => {
-            log::error!("balloon: XENMEM_populate_physmap: {e}");
-            0
-        }
-    };
+    let (mut frames, n) = super::xen_common::balloon_batch(pfns);
+    let populated = super::xen_common::balloon_call(
+        "XENMEM_populate_physmap",
+        &mut frames[..n],
+        hypercall::ops::populate_physmap,
+    );
     for (&pfn, &mfn) in pfns[..populated].iter().zip(&frames[..populated]) {
         // SAFETY: Xen gave us `mfn` for `pfn`, which nothing maps.
         unsafe { set_p2m(pfn, mfn) };

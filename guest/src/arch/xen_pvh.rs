@@ -32,32 +32,22 @@ static CPUID_BASE: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32
 /// Nothing uses the pages or shares them (they are out of the frame allocator), and
 /// nothing will touch their direct-map addresses until they are populated again.
 pub unsafe fn give_back(pfns: &[u64]) -> usize {
-    let mut frames = [0u64; crate::mm::balloon::BATCH];
-    let n = pfns.len().min(frames.len());
-    frames[..n].copy_from_slice(&pfns[..n]);
-    // SAFETY: the caller's contract.
-    match unsafe { hypercall::ops::decrease_reservation(&mut frames[..n]) } {
-        Ok(k) => (k as usize).min(n),
-        Err(e) => {
-            log::error!("balloon: XENMEM_decrease_reservation: {e}");
-            0
-        }
-    }
+    let (mut frames, n) = super::xen_common::balloon_batch(pfns);
+    super::xen_common::balloon_call("XENMEM_decrease_reservation", &mut frames[..n], |list| {
+        // SAFETY: the caller's contract.
+        unsafe { hypercall::ops::decrease_reservation(list) }
+    })
 }
 
 /// Asks Xen for memory at our guest frames `pfns`; returns how many it populated, from the
 /// start (the direct map never stopped mapping them).
 pub fn populate(pfns: &[u64]) -> usize {
-    let mut frames = [0u64; crate::mm::balloon::BATCH];
-    let n = pfns.len().min(frames.len());
-    frames[..n].copy_from_slice(&pfns[..n]);
-    match hypercall::ops::populate_physmap(&mut frames[..n]) {
-        Ok(k) => (k as usize).min(n),
-        Err(e) => {
-            log::error!("balloon: XENMEM_populate_physmap: {e}");
-            0
-        }
-    }
+    let (mut frames, n) = super::xen_common::balloon_batch(pfns);
+    super::xen_common::balloon_call(
+        "XENMEM_populate_physmap",
+        &mut frames[..n],
+        hypercall::ops::populate_physmap,
+    )
 }
 
 /// Has Xen write the hypercall page: CPUID(base + 2).EBX names the MSR that takes the
