@@ -158,13 +158,11 @@ pub fn arm() {
                 control::MEMORY_STATIC_MAX_PATH
             ),
         }
-        let mut state = State { balloon, offset, said: None, reached_said: true };
-        let pages = state.target_pages(target);
-        log::debug!("balloon: {total} pages, target {target} KiB: {pages} (offset {offset})");
+        log::debug!("balloon: {total} pages, target {target} KiB (offset {offset} pages)");
+        *STATE.lock() = Some(State { balloon, offset, said: None, reached_said: true });
+        // Applied by `service` below, as the watch's news is.
         TARGET_KIB.store(target, Ordering::SeqCst);
-        state.balloon.set_target(pages);
-        state.reached_said = pages == state.balloon.pages();
-        *STATE.lock() = Some(state);
+        TARGET_NEWS.store(true, Ordering::SeqCst);
         // libxl 4.17 makes no control/feature-balloon for the guest to write (EACCES) and
         // does not need it; a toolstack that made one learns we balloon.
         if let Err(e) = control::advertise(xs, &[Feature::Balloon]) {
@@ -206,7 +204,8 @@ pub fn service() -> bool {
             }
             state.balloon.set_target(pages);
             state.said = None;
-            // Only a change is news: the watch's first event names the boot memory.
+            // Only a change is news: the first target (and the watch's first event) names
+            // the boot memory, unless the boot map shows more than Xen populated.
             state.reached_said = pages == now;
         }
     }
