@@ -608,20 +608,16 @@ def _check_control(run, log, out, closings):
     for line in log.control("net: "):
         if re.match(r"net: [a-z]", line):
             note(line)
-    if run.vcpu_set:
-        steps = log.result("vcpu-set", "ok")
+    # The toolstack's steps (@vcpu-set, @mem-set): each must have its ok result.
+    for check, wanted in (("vcpu-set", run.vcpu_set), ("mem-set", run.mem_set)):
+        if not wanted:
+            continue
+        steps = log.result(check, "ok")
         for line in steps:
-            note("vcpu-set: " + line)
-        if len(steps) != len(run.vcpu_set):
-            why.append(f"vcpu-set: {len(steps)} of the {len(run.vcpu_set)} steps "
-                       f"({','.join(map(str, run.vcpu_set))}) done")
-    if run.mem_set:
-        steps = log.result("mem-set", "ok")
-        for line in steps:
-            note("mem-set: " + line)
-        if len(steps) != len(run.mem_set):
-            why.append(f"mem-set: {len(steps)} of the {len(run.mem_set)} steps "
-                       f"({','.join(map(str, run.mem_set))}) done")
+            note(f"{check}: {line}")
+        if len(steps) != len(wanted):
+            why.append(f"{check}: {len(steps)} of the {len(wanted)} steps "
+                       f"({','.join(map(str, wanted))}) done")
     if control == "net" and not log.result("net", "ok"):
         why.append("net: the checks from dom0 did not all run")
     for line in log.control("bench: net_"):
